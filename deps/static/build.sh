@@ -1,0 +1,130 @@
+#!/bin/sh
+# deps/static/build.sh musl|mbedtls|curl
+#
+# Builds one dependency of the static binary from its pinned tarball into
+# $PREFIX, for one architecture. mk/static.mk calls it once per stamp, with
+# the architecture described by the environment:
+#
+#   TARBALL   the verified source tarball (deps/fetch.sh put it there)
+#   WORK      a scratch directory for this arch; the tree is unpacked anew
+#   PREFIX    where headers and static libraries go (build/static/ARCH/prefix)
+#   CROSS     cross tool prefix ("aarch64-linux-gnu-"); empty for x86_64,
+#             which builds natively with plain gcc, ar and ranlib
+#   TRIPLET   the musl target triplet, for musl's and curl's configure
+#   CPU       CPU flags every compile gets (-march=armv6 ...)
+#   OPT       optimisation flags (-Os -ffunction-sections ...)
+#   CONFIG_H  deps/mbedtls_config.h (mbedtls only)
+#
+# The build log goes to $WORK/NAME.log; on failure its tail is printed.
+# Each dependency is built with make -j2 (the machines here have 2 cores).
+set -eu
+
+what=$1
+: "${TARBALL:?}" "${WORK:?}" "${PREFIX:?}" "${TRIPLET:?}" "${OPT:?}"
+CROSS=${CROSS-} CPU=${CPU-}
+# A -j in the caller's MAKEFLAGS (or its jobserver) must not leak in here.
+unset MAKEFLAGS MFLAGS MAKELEVEL
+mkdir -p "$WORK" "$PREFIX"
+log=$WORK/$what.log
+: > "$log"
+
+fail() {
+	echo "deps/static/build.sh: $what failed; last lines of $log:" >&2
+	tail -n 30 "$log" >&2
+	exit 1
+}
+run() { "$@" >> "$log" 2>&1 || fail; }
+
+# unpack: a fresh tree every time, so a half-built one never lingers.
+unpack() {
+	rm -rf "$WORK/$what"
+	mkdir -p "$WORK/$what"
+	tar -xf "$TARBALL" -C "$WORK/$what" --strip-components=1
+	cd "$WORK/$what"
+}
+
+if [ -n "$CROSS" ]; then
+	cc=${CROSS}gcc ar=${CROSS}ar ranlib=${CROSS}ranlib
+else
+	cc=gcc ar=ar ranlib=ranlib
+fi
+# After musl is installed, everything else compiles through its wrapper.
+musl_cc="$PREFIX/bin/musl-gcc $CPU"
+
+case $what in
+musl)
+	unpack
+	# CROSS_COMPILE only when there is a prefix: musl's configure takes an
+	# empty one literally and looks for "-gcc"-less tools it then misnames.
+	set -- --prefix="$PREFIX" --target="$TRIPLET" --disable-shared \
+		--enable-wrapper=gcc CC="$cc" AR="$ar" RANLIB="$ranlib" \
+		CFLAGS="$CPU $OPT"
+	[ -n "$CROSS" ] && set -- "$@" CROSS_COMPILE="$CROSS"
+	run ./configure "$@"
+	run make -j2
+	run make install
+	;;
+mbedtls)
+	: "${CONFIG_H:?}"
+	unpack
+	# Our configuration replaces the default one in place, so whoever
+	# includes the installed headers (curl, civetweb, otp_demo) sees the
+	# same options the library was built with.
+	cp "$CONFIG_H" include/mbedtls/mbedtls_config.h
+	# Only the three libraries: the programs and tests are not needed.
+	run make -C library -j2 CC="$musl_cc" AR="$ar" \
+		CFLAGS="$OPT" libmbedcrypto.a libmbedx509.a libmbedtls.a
+	mkdir -p "$PREFIX/include" "$PREFIX/lib"
+	rm -rf "$PREFIX/include/mbedtls" "$PREFIX/include/psa"
+	cp -R include/mbedtls include/psa "$PREFIX/include/"
+	cp library/libmbedcrypto.a library/libmbedx509.a library/libmbedtls.a \
+		"$PREFIX/lib/"
+	;;
+curl)
+	unpack
+	# HTTPS over mbedTLS and nothing else: every protocol, optional
+	# library and optional feature the SMS client does not use is off.
+	# No CA bundle is compiled in: otp_demo always passes SMS_CA_FILE or
+	# the system bundle it found. pkg-config is pointed at nothing, so no
+	# library of the build machine can sneak into a cross build.
+	run ./configure --host="$TRIPLET" --prefix="$PREFIX" \
+		--disable-shared --enable-static \
+		--with-mbedtls="$PREFIX" --without-openssl --without-gnutls \
+		--without-wolfssl --without-rustls \
+		--without-ca-bundle --without-ca-path --without-ca-fallback \
+		--without-zlib --without-brotli --without-zstd --without-libpsl \
+		--without-libidn2 --without-nghttp2 --without-nghttp3 \
+		--without-ngtcp2 --without-libssh2 --without-libssh \
+		--without-librtmp --without-libgsasl --without-gssapi \
+		--without-libuv --without-winidn --without-quiche \
+		--without-msh3 --without-openssl-quic \
+		--disable-ftp --disable-file --disable-ldap --disable-ldaps \
+		--disable-rtsp --disable-dict --disable-telnet --disable-tftp \
+		--disable-pop3 --disable-imap --disable-smtp --disable-gopher \
+		--disable-mqtt --disable-smb --disable-ipfs --disable-websockets \
+		--disable-manual --disable-docs --disable-libcurl-option \
+		--disable-verbose --disable-proxy --disable-cookies \
+		--disable-mime --disable-form-api --disable-hsts \
+		--disable-alt-svc --disable-headers-api --disable-netrc \
+		--disable-progress-meter --disable-dnsshuffle \
+		--disable-get-easy-options --disable-unix-sockets --disable-doh \
+		--disable-ntlm --disable-tls-srp --disable-sspi \
+		--disable-basic-auth --disable-bearer-auth --disable-digest-auth \
+		--disable-kerberos-auth --disable-negotiate-auth --disable-aws \
+		--disable-httpsrr --disable-ech --disable-ssls-export \
+		--disable-bindlocal --disable-sha512-256 \
+		--disable-versioned-symbols --disable-curldebug --disable-debug \
+		--disable-ares --enable-threaded-resolver --enable-ipv6 \
+		--without-fish-functions-dir --without-zsh-functions-dir \
+		CC="$musl_cc" AR="$ar" RANLIB="$ranlib" CFLAGS="$OPT" \
+		CPPFLAGS= LDFLAGS=-static LIBS= \
+		PKG_CONFIG=false PKG_CONFIG_LIBDIR="$WORK/no-pkgconfig"
+	run make -j2 -C lib
+	run make -C lib install
+	run make -C include install
+	;;
+*)
+	echo "usage: $0 musl|mbedtls|curl" >&2
+	exit 64
+	;;
+esac

@@ -1,0 +1,161 @@
+# mk/static.mk: one fully static otp_demo per target (included by Makefile).
+#
+#   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips
+#   make test-static ARCH=...   tests/static/smoke.py on it, under qemu-user
+#   make static-all             every ARCH in turn (also test-static-all)
+#   make static-clean ARCH=...  forget that ARCH's dependency builds
+#
+# Per ARCH, in build/static/ARCH/: musl built from source with the Debian
+# cross compiler, then mbedTLS (with deps/mbedtls_config.h) and a minimal
+# libcurl into prefix/, each once, by deps/static/build.sh. A stamp per
+# library makes the next build incremental; after changing a dependency's
+# flags here, run static-clean. Then civetweb and otp_demo.c are compiled
+# with musl's gcc wrapper, linked -static with --gc-sections, and stripped.
+# The link map (otp_demo.map) stays next to the binary, for size questions.
+
+ARCH ?= x86_64
+STATIC_ARCHES := x86_64 aarch64 armv7 armv6 mipsel mips
+
+# Size budgets of the stripped binary, in KiB: the only place they live.
+static_budget_x86_64  := 600
+static_budget_aarch64 := 750
+static_budget_armv7   := 450
+static_budget_armv6   := 450
+static_budget_mipsel  := 800
+static_budget_mips    := 800
+
+# The targets. cross: Debian cross tool prefix (x86_64 builds natively:
+# never an empty CROSS_COMPILE, see build.sh). triplet: musl's name for it.
+# cpu: flags for every compile. qemu: how test-static runs the binary.
+static_cross_x86_64    :=
+static_triplet_x86_64  := x86_64-linux-musl
+static_cpu_x86_64      :=
+static_qemu_x86_64     :=
+
+static_cross_aarch64   := aarch64-linux-gnu-
+static_triplet_aarch64 := aarch64-linux-musl
+static_cpu_aarch64     :=
+static_qemu_aarch64    := qemu-aarch64-static
+
+# armv7: the Debian armhf baseline (VFPv3-D16, Thumb-2): Pi 2, most routers.
+static_cross_armv7     := arm-linux-gnueabihf-
+static_triplet_armv7   := arm-linux-musleabihf
+static_cpu_armv7       := -march=armv7-a+fp -mfloat-abi=hard -mthumb
+static_qemu_armv7      := qemu-arm-static
+
+# armv6: Pi 1 / Zero (ARM1176JZF-S): ARM mode, no Thumb-2.
+static_cross_armv6     := arm-linux-gnueabihf-
+static_triplet_armv6   := arm-linux-musleabihf
+static_cpu_armv6       := -march=armv6 -mfpu=vfp -mfloat-abi=hard -marm
+static_qemu_armv6      := qemu-arm-static -cpu arm1176
+
+static_cross_mipsel    := mipsel-linux-gnu-
+static_triplet_mipsel  := mipsel-linux-musl
+static_cpu_mipsel      :=
+static_qemu_mipsel     := qemu-mipsel-static
+
+static_cross_mips      := mips-linux-gnu-
+static_triplet_mips    := mips-linux-musl
+static_cpu_mips        :=
+static_qemu_mips       := qemu-mips-static
+
+# Pinned sources (deps/fetch.sh verifies; see REFERENCE.md section 4).
+MUSL_TAR    := musl_1.2.5.orig.tar.gz
+MUSL_SHA    := a9a118bbe84d8764da0ea0d28b3ab3fae8477fc7e4085d90102b8596fc7c75e4
+MBEDTLS_TAR := mbedtls_3.6.6.orig.tar.bz2
+MBEDTLS_SHA := 8fb65fae8dcae5840f793c0a334860a411f884cc537ea290ce1c52bb64ca007a
+CURL_TAR    := curl_8.14.1.orig.tar.gz
+CURL_SHA    := 6766ada7101d292b42b8b15681120acd68effa4a9660935853cf6d61f0d984d4
+
+# Size first: each function and object in its own section so the linker
+# can drop what nothing calls; no unwind tables (C, no exceptions).
+STATIC_OPT := -Os -ffunction-sections -fdata-sections \
+              -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-pie
+
+SB       := build/static/$(ARCH)
+SPREFIX  := $(CURDIR)/$(SB)/prefix
+SCC      := $(SPREFIX)/bin/musl-gcc $(static_cpu_$(ARCH))
+SSTRIP   := $(static_cross_$(ARCH))strip
+SBUDGET  := $(static_budget_$(ARCH))
+SLIBS    := -L$(SPREFIX)/lib -lcurl -lmbedtls -lmbedx509 -lmbedcrypto -lpthread
+
+STATIC_GOALS := static test-static static-clean
+ifneq ($(filter $(STATIC_GOALS),$(MAKECMDGOALS)),)
+ifeq ($(filter $(ARCH),$(STATIC_ARCHES)),)
+$(error ARCH=$(ARCH): use one of $(STATIC_ARCHES))
+endif
+endif
+
+.PHONY: static test-static static-all test-static-all static-clean
+
+# ---- dependencies, once per ARCH ---------------------------------------
+
+# static_dep NAME SRCPKG: build one library with deps/static/build.sh and
+# record how long it took (printed by make static).
+define static_dep
+	@tools/deps.sh static
+	@deps/fetch.sh $(2) $($(1)_TAR) $($(1)_SHA)
+	@mkdir -p $(SB)
+	@echo "static $(ARCH): building $(2) (log: $(SB)/src/$(2).log)"
+	@t0=$$(date +%s) && \
+	TARBALL=$(CURDIR)/deps/dl/$($(1)_TAR) WORK=$(CURDIR)/$(SB)/src \
+	PREFIX=$(SPREFIX) CROSS='$(static_cross_$(ARCH))' \
+	TRIPLET=$(static_triplet_$(ARCH)) CPU='$(static_cpu_$(ARCH))' \
+	OPT='$(STATIC_OPT)' CONFIG_H=$(CURDIR)/deps/mbedtls_config.h \
+	deps/static/build.sh $(2) && \
+	echo "$(2) $$(( $$(date +%s) - t0 ))" > $(SB)/$(2).time
+	@rm -rf $(SB)/src/$(2)
+	@touch $@
+endef
+
+$(SB)/musl.stamp:
+	$(call static_dep,MUSL,musl)
+
+$(SB)/mbedtls.stamp: $(SB)/musl.stamp deps/mbedtls_config.h
+	$(call static_dep,MBEDTLS,mbedtls)
+
+$(SB)/curl.stamp: $(SB)/mbedtls.stamp
+	$(call static_dep,CURL,curl)
+
+# ---- the application -----------------------------------------------------
+
+$(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp
+	$(SCC) $(STATIC_OPT) $(CW_CFLAGS) -c $< -o $@
+
+$(SB)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
+		civetweb/include/civetweb.h $(SB)/curl.stamp
+	$(SCC) $(STATIC_OPT) $(OTP_CFLAGS) -c $< -o $@
+
+$(SB)/otp_demo: $(SB)/otp_demo.o $(SB)/civetweb.o
+	$(SCC) -static -no-pie -Wl,--gc-sections -Wl,-Map,$@.map \
+		-o $@.full $^ $(SLIBS)
+	$(SSTRIP) --strip-all -R .comment -o $@ $@.full
+
+# Prints the size and fails over budget, or if it is not really static.
+static: $(SB)/otp_demo
+	@file $< | grep -q 'statically linked' || \
+		{ echo "static $(ARCH): $< is not statically linked" >&2; exit 1; }
+	@cat $(SB)/*.time | awk '{ printf "%s%s %s s", NR > 1 ? ", " : \
+		"static $(ARCH): dependency build times: ", $$1, $$2 } END { print "" }'
+	@b=$$(stat -c %s $<); k=$$(( (b + 1023) / 1024 )); \
+	echo "static $(ARCH): $< $$k KiB ($$b bytes), budget $(SBUDGET) KiB"; \
+	if [ $$k -gt $(SBUDGET) ]; then \
+		echo "static $(ARCH): OVER BUDGET by $$((k - $(SBUDGET))) KiB;" \
+		     "see $<.map" >&2; exit 1; fi
+
+test-static: static
+	@tools/deps.sh static
+	tests/gen_certs.sh tests/out/static-certs
+	python3 tests/static/smoke.py --bin $(SB)/otp_demo \
+		--certs tests/out/static-certs --qemu '$(static_qemu_$(ARCH))'
+
+static-all:
+	@for a in $(STATIC_ARCHES); do $(MAKE) --no-print-directory static \
+		ARCH=$$a || exit 1; done
+
+test-static-all:
+	@for a in $(STATIC_ARCHES); do $(MAKE) --no-print-directory \
+		test-static ARCH=$$a || exit 1; done
+
+static-clean:
+	rm -rf $(SB)

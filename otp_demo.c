@@ -1,0 +1,3094 @@
+/*
+ * otp_demo.c: SMS one-time passcodes served by one small binary.
+ *
+ * A person types a phone number into a web page, gets a code by SMS, types
+ * it back, and is verified. The file reads top to bottom in the order data
+ * flows through it:
+ *
+ *	limits, types
+ *	config		the tutorial's config.cfg (Python literals), OTP_* env
+ *	codes		random codes and their keyed hash
+ *	code store	fixed-size table of pending verifications
+ *	rate limits	fixed-size tables of counting windows
+ *	phone numbers	normalisation, validation, masking
+ *	SMS senders	console and Telnyx (libcurl)
+ *	pages		templates from www/, embedded at build time
+ *	HTTP		bodies, forms, cookies, handlers (civetweb)
+ *	embedding API	otp_create / otp_mount / otp_destroy
+ *	main
+ *	utilities
+ *
+ * Nothing is allocated per request: the tables are sized once at start-up,
+ * bodies and pages live in bounded stack buffers.
+ */
+
+#include "otp_demo.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/md.h>
+#include <mbedtls/version.h>
+#if MBEDTLS_VERSION_MAJOR >= 3
+#include <psa/crypto.h>
+#endif
+
+#include "civetweb.h"
+
+#ifndef OTP_VERSION
+#define OTP_VERSION "0.0.0-dev"
+#endif
+
+/* ---- limits ------------------------------------------------------------ */
+
+#ifndef OTP_MAX_BODY
+#define OTP_MAX_BODY 1024 /* bytes of a form POST body; more is 413 */
+#endif
+#ifndef OTP_BODY_TIMEOUT_MS
+#define OTP_BODY_TIMEOUT_MS 5000 /* a body must arrive within this */
+#endif
+#ifndef OTP_REQUEST_TIMEOUT_MS
+#define OTP_REQUEST_TIMEOUT_MS 5000 /* civetweb: headers, and each read */
+#endif
+#ifndef OTP_KEEP_ALIVE_MS
+#define OTP_KEEP_ALIVE_MS 500 /* idle keep-alive before a worker is freed */
+#endif
+#define OTP_MAX_PHONE_LEN 16  /* "+" and at most 15 digits (E.164) */
+#define OTP_MAX_INPUT 64      /* a phone field as typed, before cleaning */
+#define OTP_MAX_CODE_LEN 16   /* TOKEN_LENGTH's upper bound */
+#define OTP_ID_LEN 16         /* random bytes in a verification id */
+#define OTP_SID_LEN 16        /* random bytes in a session id */
+#define OTP_KEY_LEN 32        /* HMAC keys */
+#define OTP_MAC_LEN 32        /* HMAC-SHA256 output */
+#define OTP_MAX_STR 512       /* a config string value */
+#define OTP_MAX_LINE 1024     /* a config file line */
+#define OTP_MAX_TEXT 480      /* an SMS text after filling MESSAGE */
+#define OTP_MAX_JSON 1024     /* the JSON body sent to the SMS API */
+#ifndef OTP_MAX_SMS_RESPONSE
+#define OTP_MAX_SMS_RESPONSE (64 * 1024) /* SMS API answer; more fails */
+#endif
+#define OTP_MAX_PAGE 8192     /* a rendered page */
+#define OTP_MAX_HEADERS 1024  /* our response headers */
+#define OTP_MAX_COUNTRIES 16  /* entries in ALLOWED_COUNTRY_CODES */
+#ifndef OTP_RATE_SLOTS
+#define OTP_RATE_SLOTS 2048   /* windows per rate-limit table */
+#endif
+#define OTP_RATE_PROBES 8     /* slots searched per lookup, then evict */
+#define OTP_SWEEP_MS 1000     /* expired codes are wiped within this */
+#define OTP_MAX_POOL 64       /* pooled libcurl handles at most */
+
+#define HOUR_MS (3600 * 1000LL)
+#define DAY_MS (24 * HOUR_MS)
+
+/* Exit codes from sysexits.h, spelled out for libcs without it. */
+#define EXIT_USAGE 64
+#define EXIT_CONFIG 78
+
+/* ---- types ------------------------------------------------------------- */
+
+enum provider { PROVIDER_CONSOLE, PROVIDER_TELNYX };
+enum alphabet { ALPHABET_HEX, ALPHABET_DIGITS };
+
+struct config {
+	char api_key[256];
+	char from_number[64];
+	bool debug;
+	char country_code[8];
+	long token_length;
+	char token_alphabet[8];
+	char listen[256];
+	char sms_provider[16];
+	char sms_api_url[OTP_MAX_STR];
+	char sms_ca_file[OTP_MAX_STR];
+	long sms_timeout;
+	char message[OTP_MAX_STR];
+	long max_pending;
+	long threads;
+	long code_ttl;
+	long max_attempts;
+	long resend_interval;
+	long verify_per_ip_per_hour;
+	long sms_per_number_per_hour;
+	long sms_per_ip_per_hour;
+	long sms_per_hour;
+	long sms_per_day;
+	char allowed_country_codes[128];
+	char trusted_proxy[64];
+	char cert_file[OTP_MAX_STR];
+
+	/* Derived by config_finish(). */
+	enum provider provider;
+	enum alphabet alphabet;
+	char countries[OTP_MAX_COUNTRIES][8];
+	int ncountries;
+};
+
+enum rec_state { REC_FREE, REC_LIVE, REC_LOCKED };
+
+/* One pending verification. The plain code is kept only so that a resend
+ * can repeat it; checks use the keyed hash. */
+struct record {
+	uint8_t id[OTP_ID_LEN];
+	uint8_t mac[OTP_MAC_LEN];
+	char phone[OTP_MAX_PHONE_LEN + 1];
+	char code[OTP_MAX_CODE_LEN + 1];
+	int64_t created_ms;
+	uint32_t attempts;
+	uint8_t state;
+};
+
+struct store {
+	pthread_mutex_t lock;
+	struct record *rec; /* cap records, mmap'd, kept out of core dumps */
+	size_t rec_bytes;
+	uint32_t *free;     /* stack of free slots */
+	uint32_t nfree;
+	uint32_t cap;
+};
+
+/* A counting window for one key (a number or an address). */
+struct window {
+	uint64_t key;      /* 0: unused */
+	int64_t start_ms;
+	int64_t last_ms;   /* last send, for RESEND_INTERVAL */
+	uint32_t count;
+	int32_t slot;      /* live record for this number, or -1 */
+};
+
+struct ratetab {
+	struct window *w;
+	uint32_t size;
+};
+
+struct limits {
+	pthread_mutex_t lock; /* guards every table and window below */
+	struct ratetab numbers;     /* sends per number, and resend state */
+	struct ratetab send_ips;    /* sends per client address */
+	struct ratetab verify_ips;  /* failed verifications per address */
+	struct window hour, day;    /* the whole server */
+	uint8_t key[OTP_KEY_LEN];   /* keys the table hashes */
+};
+
+struct curl_pool {
+	pthread_mutex_t lock;
+	CURL *idle[OTP_MAX_POOL]; /* handles keep their connection alive */
+	int nidle;
+	int cap;
+};
+
+typedef int64_t (*clock_fn)(void);
+typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
+
+struct otp {
+	struct config cfg;
+	clock_fn now_ms;           /* monotonic; tests may replace it */
+	rng_fn rng;                /* CSPRNG; tests may replace it */
+	void *rng_ctx;
+	pthread_mutex_t rng_lock;
+	mbedtls_entropy_context entropy;
+	mbedtls_ctr_drbg_context drbg;
+	uint8_t code_key[OTP_KEY_LEN]; /* HMAC key for codes */
+	uint8_t csrf_key[OTP_KEY_LEN]; /* HMAC key for CSRF tokens */
+	struct store store;
+	struct limits limits;
+	struct curl_pool curls;
+	char prefix[64];           /* mount point, "" for the root */
+	otp_verified_fn on_verified;
+	void *on_verified_arg;
+	pthread_t sweeper;
+	pthread_mutex_t stop_lock;
+	pthread_cond_t stop_cond;
+	bool stopping, sweeper_started;
+};
+
+/* Utilities, defined at the end of the file. */
+static void log_line(const struct otp *otp, const char *level,
+                     const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void log_escape(const char *in, size_t len, char *out, size_t outlen);
+static int64_t clock_monotonic_ms(void);
+static void hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
+static int hex_decode(const char *in, size_t len, uint8_t *out);
+static bool ct_equal(const void *a, const void *b, size_t len);
+static void wipe(void *p, size_t len);
+static int str_copy(char *dst, size_t size, const char *src);
+static int str_ncopy(char *dst, size_t size, const char *src, size_t n);
+static int parse_long(const char *s, long min, long max, long *out);
+static int hmac256(const uint8_t *key, const void *in, size_t len,
+                   uint8_t out[OTP_MAC_LEN]);
+static unsigned edit_distance(const char *a, const char *b);
+
+#define log_info(o, ...) log_line((o), "info", __VA_ARGS__)
+#define log_warn(o, ...) log_line((o), "warn", __VA_ARGS__)
+#define log_err(o, ...) log_line((o), "error", __VA_ARGS__)
+#define log_debug(o, ...)                                                     \
+	do {                                                                  \
+		if ((o) != NULL && (o)->cfg.debug)                            \
+			log_line((o), "debug", __VA_ARGS__);                  \
+	} while (0)
+
+/* ---- config ------------------------------------------------------------ */
+/*
+ * config.cfg is the tutorial's file: Python literals, one KEY=value a line.
+ *	API_KEY='KEY...'	strings in '' or "", with \\ \' \" \n \t
+ *	TOKEN_LENGTH=4		integers
+ *	DEBUG=True		True or False
+ * Every key may be overridden from the environment as OTP_<KEY>, raw.
+ * Each key is one line of the table below: name, type, bounds, default.
+ */
+
+enum ktype { K_STR, K_INT, K_BOOL };
+
+struct key {
+	const char *name;
+	enum ktype type;
+	long min, max; /* K_INT bounds */
+	const char *def;
+	size_t off, size;
+	/* Extra rule for strings: returns NULL or the rule broken. */
+	const char *(*check)(const char *value);
+};
+
+static const char *check_country_code(const char *v);
+static const char *check_country_list(const char *v);
+static const char *check_provider(const char *v);
+static const char *check_alphabet(const char *v);
+static const char *check_url(const char *v);
+static const char *check_message(const char *v);
+static const char *check_not_empty(const char *v);
+
+#define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
+#define STR(name, field, def, check) { name, K_STR, 0, 0, def, F(field), check }
+#define INT(name, field, min, max, def) { name, K_INT, min, max, def, F(field), NULL }
+#define BOOL(name, field, def) { name, K_BOOL, 0, 1, def, F(field), NULL }
+
+static const struct key config_keys[] = {
+	STR("API_KEY", api_key, "", NULL),
+	STR("FROM_NUMBER", from_number, "", NULL),
+	BOOL("DEBUG", debug, "False"),
+	STR("COUNTRY_CODE", country_code, "+1", check_country_code),
+	INT("TOKEN_LENGTH", token_length, 1, OTP_MAX_CODE_LEN, "6"),
+	STR("TOKEN_ALPHABET", token_alphabet, "", check_alphabet),
+	STR("LISTEN", listen, "127.0.0.1:5000", check_not_empty),
+	STR("SMS_PROVIDER", sms_provider, "", check_provider),
+	STR("SMS_API_URL", sms_api_url, "https://api.telnyx.com/v2/messages",
+	    check_url),
+	STR("SMS_CA_FILE", sms_ca_file, "", NULL),
+	INT("SMS_TIMEOUT", sms_timeout, 1, 120, "10"),
+	STR("MESSAGE", message, "Your token is {code}", check_message),
+	INT("MAX_PENDING", max_pending, 1, 1000000, "1024"),
+	INT("THREADS", threads, 1, 256, "8"),
+	INT("CODE_TTL", code_ttl, 1, 600, "300"),
+	INT("MAX_ATTEMPTS", max_attempts, 1, 100, "5"),
+	INT("RESEND_INTERVAL", resend_interval, 0, 3600, "30"),
+	INT("VERIFY_PER_IP_PER_HOUR", verify_per_ip_per_hour, 1, 1000000, "30"),
+	INT("SMS_PER_NUMBER_PER_HOUR", sms_per_number_per_hour, 1, 1000000, "5"),
+	INT("SMS_PER_IP_PER_HOUR", sms_per_ip_per_hour, 1, 1000000, "10"),
+	INT("SMS_PER_HOUR", sms_per_hour, 1, 10000000, "100"),
+	INT("SMS_PER_DAY", sms_per_day, 1, 100000000, "1000"),
+	STR("ALLOWED_COUNTRY_CODES", allowed_country_codes, "",
+	    check_country_list),
+	STR("TRUSTED_PROXY", trusted_proxy, "", NULL),
+	STR("CERT_FILE", cert_file, "", NULL),
+};
+#define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/* Where each key's value came from, for error messages. */
+struct origin {
+	const char *file;
+	int line[NKEYS]; /* > 0: file line; 0: default; -1: environment */
+};
+
+static const char *
+check_country_code(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n < 2 || n > 4 || v[0] != '+' || v[1] == '0' ||
+	    strspn(v + 1, "0123456789") != n - 1)
+		return "must be '+' and 1 to 3 digits, like '+1'";
+	return NULL;
+}
+
+static const char *
+check_country_list(const char *v)
+{
+	char item[8];
+	const char *p = v;
+
+	if (*v == '\0')
+		return NULL; /* default: COUNTRY_CODE */
+	for (int n = 0; *p != '\0'; n++) {
+		size_t len = strcspn(p, ",");
+
+		while (len > 0 && *p == ' ')
+			p++, len--;
+		if (n >= OTP_MAX_COUNTRIES || len == 0 || len >= sizeof(item))
+			return "must be a comma-separated list like '+1,+44'";
+		memcpy(item, p, len);
+		item[len] = '\0';
+		while (len > 0 && item[len - 1] == ' ')
+			item[--len] = '\0';
+		if (check_country_code(item) != NULL)
+			return "must be a comma-separated list like '+1,+44'";
+		p += strcspn(p, ",");
+		if (*p == ',')
+			p++;
+	}
+	return NULL;
+}
+
+static const char *
+check_provider(const char *v)
+{
+	if (*v && strcmp(v, "telnyx") != 0 && strcmp(v, "console") != 0)
+		return "must be 'telnyx' or 'console'";
+	return NULL;
+}
+
+static const char *
+check_alphabet(const char *v)
+{
+	if (*v && strcmp(v, "hex") != 0 && strcmp(v, "digits") != 0)
+		return "must be 'hex' or 'digits'";
+	return NULL;
+}
+
+static const char *
+check_url(const char *v)
+{
+	/* The API key travels in a header: never over plain HTTP. */
+	if (strncasecmp(v, "https://", 8) != 0 || v[8] == '\0')
+		return "must be an https:// URL";
+	return NULL;
+}
+
+static const char *
+check_message(const char *v)
+{
+	const char *p = strstr(v, "{code}");
+
+	if (p == NULL)
+		return "must contain {code}";
+	for (p = strchr(v, '{'); p != NULL; p = strchr(p + 1, '{'))
+		if (strncmp(p, "{code}", 6) != 0)
+			return "may contain only the placeholder {code}";
+	return NULL;
+}
+
+static const char *
+check_not_empty(const char *v)
+{
+	return *v ? NULL : "must not be empty";
+}
+
+static const struct key *
+config_find(const char *name, size_t *index)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (strcmp(config_keys[i].name, name) == 0) {
+			if (index != NULL)
+				*index = i;
+			return &config_keys[i];
+		}
+	}
+	return NULL;
+}
+
+/* Formats "where: KEY rule" into err. where is "file:line" or similar. */
+static int
+config_error(char *err, size_t errlen, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+config_error(char *err, size_t errlen, const char *where, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(err, errlen, "%s: ", where);
+
+	if (n < 0 || (size_t)n >= errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/*
+ * Stores a value given as text into the field of k. quoted tells whether
+ * the file had it in quotes (strings must be; numbers and booleans must not
+ * be). Returns 0, or -1 with the rule broken in err.
+ */
+static int
+config_set(struct config *c, const struct key *k, const char *v, bool quoted,
+           bool from_env, const char *where, char *err, size_t errlen)
+{
+	char *field = (char *)c + k->off;
+	const char *why;
+	long n;
+
+	switch (k->type) {
+	case K_STR:
+		if (!quoted && !from_env)
+			return config_error(err, errlen, where,
+			    "%s must be a quoted string", k->name);
+		if (str_copy(field, k->size, v) != 0)
+			return config_error(err, errlen, where,
+			    "%s must be at most %zu characters", k->name,
+			    k->size - 1);
+		if (k->check != NULL && (why = k->check(v)) != NULL)
+			return config_error(err, errlen, where, "%s %s",
+			    k->name, why);
+		return 0;
+	case K_INT:
+		if (quoted || parse_long(v, LONG_MIN, LONG_MAX, &n) != 0)
+			return config_error(err, errlen, where,
+			    "%s must be a whole number", k->name);
+		if (n < k->min || n > k->max)
+			return config_error(err, errlen, where,
+			    "%s must be %ld..%ld", k->name, k->min, k->max);
+		memcpy(field, &n, sizeof(n));
+		return 0;
+	case K_BOOL:
+		if (!quoted && strcmp(v, "True") == 0)
+			*(bool *)field = true;
+		else if (!quoted && strcmp(v, "False") == 0)
+			*(bool *)field = false;
+		else if (from_env && (strcmp(v, "true") == 0 ||
+		         strcmp(v, "1") == 0 || strcmp(v, "yes") == 0))
+			*(bool *)field = true;
+		else if (from_env && (strcmp(v, "false") == 0 ||
+		         strcmp(v, "0") == 0 || strcmp(v, "no") == 0))
+			*(bool *)field = false;
+		else
+			return config_error(err, errlen, where,
+			    "%s must be True or False", k->name);
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * Parses the value part of a line: a quoted string (with escapes) or a bare
+ * word, then optional blanks and a # comment. Writes the text to out.
+ */
+static int
+config_value(const char *p, char *out, size_t outlen, bool *quoted,
+             const char **why)
+{
+	size_t n = 0;
+
+	*quoted = (*p == '\'' || *p == '"');
+	if (*quoted) {
+		char q = *p++;
+
+		for (; *p != q; p++) {
+			char ch = *p;
+
+			if (ch == '\0' || ch == '\n' || ch == '\r') {
+				*why = "unterminated string";
+				return -1;
+			}
+			if (ch == '\\') {
+				switch (*++p) {
+				case 'n': ch = '\n'; break;
+				case 't': ch = '\t'; break;
+				case '\\': case '\'': case '"': ch = *p; break;
+				default:
+					*why = "unsupported escape in string";
+					return -1;
+				}
+			}
+			if (n + 1 >= outlen) {
+				*why = "value too long";
+				return -1;
+			}
+			out[n++] = ch;
+		}
+		p++;
+	} else {
+		size_t len = strcspn(p, " \t#\r\n");
+
+		if (len == 0) {
+			*why = "missing value";
+			return -1;
+		}
+		if (len >= outlen) {
+			*why = "value too long";
+			return -1;
+		}
+		memcpy(out, p, len);
+		n = len;
+		p += len;
+	}
+	out[n] = '\0';
+	p += strspn(p, " \t\r\n");
+	if (*p != '\0' && *p != '#') {
+		*why = "unexpected text after the value";
+		return -1;
+	}
+	return 0;
+}
+
+/* Suggests the known key closest to an unknown one, or NULL. */
+static const char *
+config_suggest(const char *name)
+{
+	const char *best = NULL;
+	unsigned best_d = 3; /* at most two edits away */
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		unsigned d = edit_distance(name, config_keys[i].name);
+
+		if (d < best_d) {
+			best_d = d;
+			best = config_keys[i].name;
+		}
+	}
+	return best;
+}
+
+/* Parses one line of the file into c. 0, or -1 with err set. */
+static int
+config_line(struct config *c, struct origin *o, int lineno, const char *line,
+            char *err, size_t errlen)
+{
+	char where[OTP_MAX_STR + 16], name[64], value[OTP_MAX_STR];
+	const char *p = line + strspn(line, " \t"), *why = NULL;
+	const struct key *k;
+	size_t len, index;
+	bool quoted;
+
+	snprintf(where, sizeof(where), "%s:%d", o->file, lineno);
+	if (*p == '\0' || *p == '#' || *p == '\n' || *p == '\r')
+		return 0;
+	len = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                "0123456789_");
+	if (len == 0 || len >= sizeof(name))
+		return config_error(err, errlen, where, "expected KEY=value");
+	memcpy(name, p, len);
+	name[len] = '\0';
+	p += len;
+	p += strspn(p, " \t");
+	if (*p++ != '=')
+		return config_error(err, errlen, where,
+		    "expected KEY=value after %s", name);
+	p += strspn(p, " \t");
+	if ((k = config_find(name, &index)) == NULL) {
+		const char *s = config_suggest(name);
+
+		if (s != NULL)
+			return config_error(err, errlen, where,
+			    "unknown key %s (did you mean %s?)", name, s);
+		return config_error(err, errlen, where, "unknown key %s", name);
+	}
+	if (config_value(p, value, sizeof(value), &quoted, &why) != 0)
+		return config_error(err, errlen, where, "%s: %s", name, why);
+	o->line[index] = lineno;
+	return config_set(c, k, value, quoted, false, where, err, errlen);
+}
+
+static int
+config_defaults(struct config *c, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key *k = &config_keys[i];
+
+		if (config_set(c, k, k->def, k->type == K_STR, false,
+		    "default", err, errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Reads the file at path into c. A missing file is an error. */
+static int
+config_read_file(struct config *c, struct origin *o, const char *path,
+                 char *err, size_t errlen)
+{
+	char line[OTP_MAX_LINE];
+	int lineno = 0, rc = 0;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		return config_error(err, errlen, path, "cannot open: %s",
+		    strerror(errno));
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			char where[OTP_MAX_STR + 16];
+
+			snprintf(where, sizeof(where), "%s:%d", path, lineno);
+			rc = config_error(err, errlen, where,
+			    "line longer than %d bytes", OTP_MAX_LINE - 2);
+			break;
+		}
+		rc = config_line(c, o, lineno, line, err, errlen);
+	}
+	if (rc == 0 && ferror(f))
+		rc = config_error(err, errlen, path, "read error");
+	fclose(f);
+	return rc;
+}
+
+/* Applies OTP_<KEY> environment variables on top of c. */
+static int
+config_read_env(struct config *c, struct origin *o, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		char var[64], where[80];
+		const char *v;
+
+		snprintf(var, sizeof(var), "OTP_%s", config_keys[i].name);
+		if ((v = getenv(var)) == NULL)
+			continue;
+		snprintf(where, sizeof(where), "environment %s", var);
+		if (config_set(c, &config_keys[i], v, false, true, where, err,
+		    errlen) != 0)
+			return -1;
+		o->line[i] = -1;
+	}
+	return 0;
+}
+
+/* "file:line" of where key i was set, for errors found after reading. */
+static void
+config_where(const struct origin *o, const char *name, char *out, size_t len)
+{
+	size_t i = 0;
+
+	config_find(name, &i);
+	if (o->line[i] > 0)
+		snprintf(out, len, "%s:%d", o->file, o->line[i]);
+	else if (o->line[i] < 0)
+		snprintf(out, len, "environment OTP_%s", name);
+	else
+		snprintf(out, len, "%s", o->file);
+}
+
+static bool phone_is_e164(const char *s);
+
+/* Derives what depends on several keys, and checks them together. */
+static int
+config_finish(struct config *c, const struct origin *o, char *err,
+              size_t errlen)
+{
+	static const char *const bundles[] = {
+		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Pi OS */
+		"/etc/ssl/cert.pem",                  /* OpenWrt ca-bundle */
+	};
+	char where[OTP_MAX_STR + 32];
+	const char *list;
+
+	if (strcmp(c->sms_provider, "telnyx") == 0)
+		c->provider = PROVIDER_TELNYX;
+	else if (strcmp(c->sms_provider, "console") == 0)
+		c->provider = PROVIDER_CONSOLE;
+	else /* the tutorial's placeholder key means "no account yet" */
+		c->provider = (c->api_key[0] != '\0' &&
+		    strcmp(c->api_key, "YOUR_API_KEY") != 0) ?
+		    PROVIDER_TELNYX : PROVIDER_CONSOLE;
+
+	/* The tutorial's config sets TOKEN_LENGTH and no alphabet: hex. */
+	c->alphabet = strcmp(c->token_alphabet, "digits") == 0 ?
+	    ALPHABET_DIGITS : ALPHABET_HEX;
+
+	list = c->allowed_country_codes[0] ? c->allowed_country_codes :
+	    c->country_code;
+	c->ncountries = 0;
+	for (const char *p = list; *p != '\0' &&
+	    c->ncountries < OTP_MAX_COUNTRIES;) {
+		size_t len;
+
+		p += strspn(p, " ,");
+		len = strcspn(p, " ,");
+		if (len == 0)
+			break;
+		str_ncopy(c->countries[c->ncountries++], sizeof(c->countries[0]),
+		    p, len);
+		p += len;
+	}
+
+	if (c->provider != PROVIDER_TELNYX)
+		return 0;
+	if (c->api_key[0] == '\0') {
+		config_where(o, "API_KEY", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "API_KEY must be set for SMS_PROVIDER telnyx");
+	}
+	if (!phone_is_e164(c->from_number)) {
+		config_where(o, "FROM_NUMBER", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "FROM_NUMBER must be an E.164 number like '+15551234567'");
+	}
+	if (c->sms_ca_file[0] == '\0') {
+		for (size_t i = 0; i < sizeof(bundles) / sizeof(bundles[0]); i++)
+			if (access(bundles[i], R_OK) == 0) {
+				str_copy(c->sms_ca_file, sizeof(c->sms_ca_file),
+				    bundles[i]);
+				break;
+			}
+		if (c->sms_ca_file[0] == '\0')
+			return config_error(err, errlen, o->file,
+			    "SMS_CA_FILE not set and no CA bundle found in "
+			    "/etc/ssl/certs/ca-certificates.crt or "
+			    "/etc/ssl/cert.pem");
+	} else if (access(c->sms_ca_file, R_OK) != 0) {
+		config_where(o, "SMS_CA_FILE", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "SMS_CA_FILE %s: %s", c->sms_ca_file, strerror(errno));
+	}
+	return 0;
+}
+
+/*
+ * Loads defaults, then the file (if path is not NULL), then OTP_* from the
+ * environment. Returns 0, or -1 with one line in err.
+ */
+static int
+config_load(struct config *c, const char *path, char *err, size_t errlen)
+{
+	struct origin o;
+
+	memset(&o, 0, sizeof(o));
+	o.file = path != NULL ? path : "environment";
+	if (config_defaults(c, err, errlen) != 0)
+		return -1;
+	if (path != NULL && config_read_file(c, &o, path, err, errlen) != 0)
+		return -1;
+	if (config_read_env(c, &o, err, errlen) != 0)
+		return -1;
+	return config_finish(c, &o, err, errlen);
+}
+
+/* ---- codes ------------------------------------------------------------- */
+
+static int
+rng_drbg(void *ctx, unsigned char *out, size_t len)
+{
+	struct otp *otp = ctx;
+	int rc;
+
+	/* One DRBG for all workers; mbedTLS may lack THREADING_C. */
+	pthread_mutex_lock(&otp->rng_lock);
+	rc = mbedtls_ctr_drbg_random(&otp->drbg, out, len);
+	pthread_mutex_unlock(&otp->rng_lock);
+	return rc == 0 ? 0 : -1;
+}
+
+/*
+ * Writes a code of len characters to out (len + 1 bytes). Hex as in the
+ * tutorial: ceil(len/2) random bytes, hex-encoded, cut to len. Digits: one
+ * random byte per digit, rejecting bytes >= 250 so that each digit is
+ * equally likely.
+ */
+static int
+code_generate(struct otp *otp, char *out, size_t len)
+{
+	uint8_t buf[OTP_MAX_CODE_LEN];
+	char hex[2 * OTP_MAX_CODE_LEN + 1];
+	int rc = -1;
+
+	if (len == 0 || len > OTP_MAX_CODE_LEN)
+		return -1;
+	if (otp->cfg.alphabet == ALPHABET_HEX) {
+		if (otp->rng(otp->rng_ctx, buf, (len + 1) / 2) != 0)
+			goto out;
+		hex_encode(buf, (len + 1) / 2, hex, true);
+		memcpy(out, hex, len);
+	} else {
+		for (size_t i = 0; i < len;) {
+			if (otp->rng(otp->rng_ctx, buf, 1) != 0)
+				goto out;
+			if (buf[0] < 250)
+				out[i++] = (char)('0' + buf[0] % 10);
+		}
+	}
+	out[len] = '\0';
+	rc = 0;
+out:
+	wipe(buf, sizeof(buf));
+	wipe(hex, sizeof(hex));
+	return rc;
+}
+
+/* The keyed hash a code is checked by: HMAC-SHA256 of the upper-cased
+ * code. Input longer than a code can be never matches. */
+static int
+code_mac(const struct otp *otp, const char *code, size_t len,
+         uint8_t mac[OTP_MAC_LEN])
+{
+	char up[OTP_MAX_CODE_LEN];
+	int rc;
+
+	if (len > sizeof(up))
+		len = sizeof(up); /* cannot match: codes are shorter */
+	for (size_t i = 0; i < len; i++)
+		up[i] = (char)toupper((unsigned char)code[i]);
+	rc = hmac256(otp->code_key, up, len, mac);
+	wipe(up, sizeof(up));
+	return rc;
+}
+
+/* log10 of the number of possible codes, to compare with NIST's minimum
+ * of six decimal digits (about 20 bits). */
+static double
+code_strength_digits(const struct config *c)
+{
+	/* log10(16) = 1.2041 */
+	return (double)c->token_length *
+	    (c->alphabet == ALPHABET_HEX ? 1.2041199826559248 : 1.0);
+}
+
+/* ---- code store -------------------------------------------------------- */
+/*
+ * MAX_PENDING records in one array, allocated once. A verification handle
+ * (the otp_vid cookie) is the slot number and the record's random id, so a
+ * lookup is O(1) whatever the table's size; free slots are a stack. The
+ * array is mapped on its own and excluded from core dumps, since it holds
+ * codes.
+ */
+
+static int
+store_init(struct store *st, uint32_t cap)
+{
+	memset(st, 0, sizeof(*st));
+	st->rec_bytes = (size_t)cap * sizeof(struct record);
+	st->rec = mmap(NULL, st->rec_bytes, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (st->rec == MAP_FAILED) {
+		st->rec = NULL;
+		return -1;
+	}
+#ifdef MADV_DONTDUMP
+	madvise(st->rec, st->rec_bytes, MADV_DONTDUMP);
+#endif
+	st->free = calloc(cap, sizeof(*st->free));
+	if (st->free == NULL) {
+		munmap(st->rec, st->rec_bytes);
+		st->rec = NULL;
+		return -1;
+	}
+	st->cap = cap;
+	/* Pop order 0, 1, 2...: the lowest slots stay warm in cache. */
+	for (uint32_t i = 0; i < cap; i++)
+		st->free[i] = cap - 1 - i;
+	st->nfree = cap;
+	pthread_mutex_init(&st->lock, NULL);
+	return 0;
+}
+
+static void
+store_free(struct store *st)
+{
+	if (st->rec != NULL) {
+		wipe(st->rec, st->rec_bytes);
+		munmap(st->rec, st->rec_bytes);
+		pthread_mutex_destroy(&st->lock);
+	}
+	free(st->free);
+	memset(st, 0, sizeof(*st));
+}
+
+/* Ends a record: wipes it and returns the slot. Caller holds the lock. */
+static void
+store_end(struct store *st, uint32_t slot)
+{
+	if (st->rec[slot].state == REC_FREE)
+		return;
+	wipe(&st->rec[slot], sizeof(st->rec[slot]));
+	st->free[st->nfree++] = slot;
+}
+
+static bool
+store_expired(const struct record *r, int64_t now, int64_t ttl_ms)
+{
+	return now - r->created_ms >= ttl_ms;
+}
+
+/*
+ * Adds a record for phone with code; writes its slot and id. Returns 0, or
+ * -1 when every record is live (the caller answers 503). Expired records
+ * are reused: the sweeper frees them within OTP_SWEEP_MS, and this scan
+ * covers the time between.
+ */
+static int
+store_add(struct store *st, const char *phone, const char *code,
+          const uint8_t mac[OTP_MAC_LEN], const uint8_t id[OTP_ID_LEN],
+          int64_t now, int64_t ttl_ms, uint32_t *slot)
+{
+	struct record *r;
+
+	pthread_mutex_lock(&st->lock);
+	if (st->nfree == 0)
+		for (uint32_t i = 0; i < st->cap; i++)
+			if (st->rec[i].state != REC_FREE &&
+			    store_expired(&st->rec[i], now, ttl_ms))
+				store_end(st, i);
+	if (st->nfree == 0) {
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	*slot = st->free[--st->nfree];
+	r = &st->rec[*slot];
+	memcpy(r->id, id, OTP_ID_LEN);
+	memcpy(r->mac, mac, OTP_MAC_LEN);
+	str_copy(r->phone, sizeof(r->phone), phone);
+	str_copy(r->code, sizeof(r->code), code);
+	r->created_ms = now;
+	r->attempts = 0;
+	r->state = REC_LIVE;
+	pthread_mutex_unlock(&st->lock);
+	return 0;
+}
+
+/* Finds the live, unexpired record (slot, id). Caller holds the lock. */
+static struct record *
+store_get(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+          int64_t now, int64_t ttl_ms)
+{
+	struct record *r;
+
+	if (slot >= st->cap)
+		return NULL;
+	r = &st->rec[slot];
+	if (r->state == REC_FREE || !ct_equal(r->id, id, OTP_ID_LEN))
+		return NULL;
+	if (store_expired(r, now, ttl_ms)) {
+		store_end(st, slot);
+		return NULL;
+	}
+	return r;
+}
+
+/* Removes the record (slot, id) if it is still there. */
+static void
+store_remove(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	pthread_mutex_lock(&st->lock);
+	if (slot < st->cap && st->rec[slot].state != REC_FREE &&
+	    ct_equal(st->rec[slot].id, id, OTP_ID_LEN))
+		store_end(st, slot);
+	pthread_mutex_unlock(&st->lock);
+}
+
+enum check { CHECK_OK, CHECK_FAILED, CHECK_LOCKED };
+
+/*
+ * Checks a code against the record (slot, id). On success the record ends
+ * (a code works once) and its number is copied to phone. A wrong code
+ * counts an attempt under the lock, so parallel guesses cannot exceed
+ * max_attempts; the last allowed failure locks the record and wipes its
+ * code. Unknown, expired and wrong all answer CHECK_FAILED.
+ */
+static enum check
+store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+            const uint8_t mac[OTP_MAC_LEN], int64_t now, int64_t ttl_ms,
+            uint32_t max_attempts, char phone[OTP_MAX_PHONE_LEN + 1])
+{
+	enum check rc = CHECK_FAILED;
+	struct record *r;
+
+	pthread_mutex_lock(&st->lock);
+	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL)
+		goto out;
+	if (r->state == REC_LOCKED) {
+		rc = CHECK_LOCKED;
+		goto out;
+	}
+	if (ct_equal(r->mac, mac, OTP_MAC_LEN)) {
+		str_copy(phone, OTP_MAX_PHONE_LEN + 1, r->phone);
+		store_end(st, slot);
+		rc = CHECK_OK;
+		goto out;
+	}
+	if (++r->attempts >= max_attempts) {
+		r->state = REC_LOCKED;
+		wipe(r->code, sizeof(r->code));
+		wipe(r->mac, sizeof(r->mac));
+		rc = CHECK_LOCKED;
+	}
+out:
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+/*
+ * For a resend: copies the code of the live record at slot if it is still
+ * for phone, and its id. Returns 0, or -1 if there is none any more.
+ */
+static int
+store_resend(struct store *st, uint32_t slot, const char *phone, int64_t now,
+             int64_t ttl_ms, char code[OTP_MAX_CODE_LEN + 1],
+             uint8_t id[OTP_ID_LEN])
+{
+	struct record *r;
+	int rc = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if (slot < st->cap) {
+		r = &st->rec[slot];
+		if (r->state == REC_LIVE && strcmp(r->phone, phone) == 0 &&
+		    !store_expired(r, now, ttl_ms)) {
+			str_copy(code, OTP_MAX_CODE_LEN + 1, r->code);
+			memcpy(id, r->id, OTP_ID_LEN);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+/* Wipes every expired record. O(MAX_PENDING); run by the sweeper. */
+static unsigned
+store_sweep(struct store *st, int64_t now, int64_t ttl_ms)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&st->lock);
+	for (uint32_t i = 0; i < st->cap; i++)
+		if (st->rec[i].state != REC_FREE &&
+		    store_expired(&st->rec[i], now, ttl_ms)) {
+			store_end(st, i);
+			n++;
+		}
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+static uint32_t
+store_pending(struct store *st)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&st->lock);
+	n = st->cap - st->nfree;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+/* ---- rate limits ------------------------------------------------------- */
+/*
+ * Fixed windows: a key's count starts when it is first seen and resets a
+ * window later. Each table has OTP_RATE_SLOTS windows, allocated once; a
+ * key lives in one of OTP_RATE_PROBES slots after its hash, and when they
+ * are all taken the oldest window among them is dropped. So memory is
+ * bounded whatever the number of keys; the global windows still hold when
+ * a table forgets. Keys are a keyed hash, so clients cannot aim
+ * collisions at one slot.
+ */
+
+static int
+ratetab_init(struct ratetab *t, uint32_t size)
+{
+	t->w = calloc(size, sizeof(*t->w));
+	t->size = size;
+	return t->w != NULL ? 0 : -1;
+}
+
+static uint64_t
+limits_key(const struct limits *l, const char *kind, const char *value)
+{
+	uint8_t mac[OTP_MAC_LEN];
+	char buf[160];
+	uint64_t k;
+	int n = snprintf(buf, sizeof(buf), "%s:%s", kind, value);
+
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		n = (int)sizeof(buf) - 1;
+	hmac256(l->key, buf, (size_t)n, mac);
+	memcpy(&k, mac, sizeof(k));
+	return k | 1; /* 0 marks a free slot */
+}
+
+/* Finds or makes the window for key. Caller holds the limits lock. */
+static struct window *
+ratetab_get(struct ratetab *t, uint64_t key, int64_t now, int64_t window_ms)
+{
+	struct window *oldest = NULL;
+
+	for (uint32_t i = 0; i < OTP_RATE_PROBES && i < t->size; i++) {
+		struct window *w = &t->w[(key + i) % t->size];
+
+		if (w->key == key) {
+			if (now - w->start_ms >= window_ms) {
+				w->start_ms = now;
+				w->count = 0;
+			}
+			return w;
+		}
+		if (w->key == 0 || now - w->start_ms >= window_ms) {
+			oldest = w; /* free or stale: take it */
+			break;
+		}
+		if (oldest == NULL || w->start_ms < oldest->start_ms)
+			oldest = w;
+	}
+	memset(oldest, 0, sizeof(*oldest));
+	oldest->key = key;
+	oldest->start_ms = now;
+	oldest->slot = -1;
+	return oldest;
+}
+
+/* Seconds until w's window ends, at least 1. */
+static long
+window_retry(const struct window *w, int64_t now, int64_t window_ms)
+{
+	int64_t ms = w->start_ms + window_ms - now;
+
+	return ms <= 1000 ? 1 : (long)((ms + 999) / 1000);
+}
+
+static void
+global_roll(struct window *w, int64_t now, int64_t window_ms)
+{
+	if (w->start_ms == 0 || now - w->start_ms >= window_ms) {
+		w->start_ms = now;
+		w->count = 0;
+	}
+}
+
+/* ---- phone numbers ----------------------------------------------------- */
+
+/* True if s is "+" and 7 to 15 digits, the first not 0. */
+static bool
+phone_is_e164(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 8 && n <= OTP_MAX_PHONE_LEN && s[0] == '+' &&
+	    s[1] != '0' && strspn(s + 1, "0123456789") == n - 1;
+}
+
+/*
+ * Turns what a person typed into E.164: drops - . ( ) and spaces as the
+ * tutorial does, and puts the country code in front unless the number
+ * starts with +. Returns 0, or -1 if the result is not E.164.
+ */
+static int
+phone_normalise(const char *in, size_t len, const char *country, char *out,
+                size_t outlen)
+{
+	char digits[OTP_MAX_INPUT + 1];
+	size_t n = 0;
+	bool plus = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = in[i];
+
+		if (strchr("-.() ", ch) != NULL && ch != '\0')
+			continue;
+		if (ch == '+' && n == 0 && !plus) {
+			plus = true;
+			continue;
+		}
+		if (ch < '0' || ch > '9' || n >= OTP_MAX_INPUT)
+			return -1;
+		digits[n++] = ch;
+	}
+	digits[n] = '\0';
+	if (snprintf(out, outlen, "%s%s", plus ? "+" : country, digits) >=
+	    (int)outlen)
+		return -1;
+	return phone_is_e164(out) ? 0 : -1;
+}
+
+/* Writes a loggable form of an E.164 number: +1555***4567. */
+static void
+phone_mask(const char *phone, char *out, size_t outlen)
+{
+	size_t n = strlen(phone);
+	size_t head = n >= 12 ? 5 : 3, tail = n >= 10 ? 4 : 2;
+
+	if (n < head + tail + 2) {
+		snprintf(out, outlen, "+***");
+		return;
+	}
+	snprintf(out, outlen, "%.*s***%s", (int)head, phone, phone + n - tail);
+}
+
+static bool
+phone_allowed(const struct config *c, const char *phone)
+{
+	for (int i = 0; i < c->ncountries; i++)
+		if (strncmp(phone, c->countries[i], strlen(c->countries[i])) == 0)
+			return true;
+	return false;
+}
+
+/* ---- SMS senders ------------------------------------------------------- */
+
+enum send_result { SEND_OK, SEND_FAILED, SEND_BUSY };
+
+/* Escapes s into a JSON string body (without quotes). 0 or -1 if full. */
+static int
+json_escape(const char *s, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+		char esc[8];
+		size_t len;
+
+		if (ch == '"' || ch == '\\') {
+			esc[0] = '\\', esc[1] = (char)ch, len = 2;
+		} else if (ch == '\n') {
+			memcpy(esc, "\\n", 2), len = 2;
+		} else if (ch < 0x20 || ch == 0x7f) {
+			snprintf(esc, sizeof(esc), "\\u%04x", ch), len = 6;
+		} else {
+			esc[0] = (char)ch, len = 1;
+		}
+		if (n + len >= outlen)
+			return -1;
+		memcpy(out + n, esc, len);
+		n += len;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/*
+ * A tiny JSON reader, enough to pull errors[0].code and .title out of an
+ * API error. It never allocates and stops at depth 16; anything it does not
+ * understand makes it give up, which only costs detail in a log line.
+ */
+struct json {
+	const char *p, *end;
+	int depth;
+};
+
+static void
+json_ws(struct json *j)
+{
+	while (j->p < j->end && strchr(" \t\r\n", *j->p) != NULL && *j->p)
+		j->p++;
+}
+
+/* Reads a string at j->p; copies it (raw, escapes kept) if out != NULL. */
+static int
+json_string(struct json *j, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	if (j->p >= j->end || *j->p != '"')
+		return -1;
+	for (j->p++; j->p < j->end; j->p++) {
+		if (*j->p == '"') {
+			j->p++;
+			if (out != NULL)
+				out[n] = '\0';
+			return 0;
+		}
+		if (*j->p == '\\' && ++j->p >= j->end)
+			return -1;
+		if (out != NULL && n + 1 < outlen)
+			out[n++] = *j->p;
+	}
+	return -1;
+}
+
+static int
+json_skip(struct json *j)
+{
+	int rc = -1;
+
+	json_ws(j);
+	if (j->p >= j->end || ++j->depth > 16)
+		return -1;
+	if (*j->p == '"') {
+		rc = json_string(j, NULL, 0);
+	} else if (*j->p == '{' || *j->p == '[') {
+		char close = *j->p == '{' ? '}' : ']';
+
+		j->p++;
+		json_ws(j);
+		if (j->p < j->end && *j->p == close) {
+			j->p++;
+			rc = 0;
+			goto out;
+		}
+		for (;;) {
+			if (close == '}') {
+				json_ws(j);
+				if (json_string(j, NULL, 0) != 0)
+					goto out;
+				json_ws(j);
+				if (j->p >= j->end || *j->p++ != ':')
+					goto out;
+			}
+			if (json_skip(j) != 0)
+				goto out;
+			json_ws(j);
+			if (j->p < j->end && *j->p == ',') {
+				j->p++;
+				continue;
+			}
+			if (j->p < j->end && *j->p == close) {
+				j->p++;
+				rc = 0;
+			}
+			goto out;
+		}
+	} else {
+		while (j->p < j->end && strchr(",]} \t\r\n", *j->p) == NULL)
+			j->p++;
+		rc = 0;
+	}
+out:
+	j->depth--;
+	return rc;
+}
+
+/*
+ * Positions j just after the ':' of member name in the object at j->p.
+ * Returns 0, or -1 if there is no such member.
+ */
+static int
+json_member(struct json *j, const char *name)
+{
+	char key[32];
+
+	json_ws(j);
+	if (j->p >= j->end || *j->p != '{')
+		return -1;
+	j->p++;
+	for (;;) {
+		json_ws(j);
+		if (json_string(j, key, sizeof(key)) != 0)
+			return -1;
+		json_ws(j);
+		if (j->p >= j->end || *j->p++ != ':')
+			return -1;
+		json_ws(j);
+		if (strcmp(key, name) == 0)
+			return 0;
+		if (json_skip(j) != 0)
+			return -1;
+		json_ws(j);
+		if (j->p >= j->end || *j->p++ != ',')
+			return -1;
+	}
+}
+
+/* Copies a string or a bare number value at j->p into out. */
+static int
+json_scalar(struct json *j, char *out, size_t outlen)
+{
+	const char *start = j->p;
+
+	if (j->p < j->end && *j->p == '"')
+		return json_string(j, out, outlen);
+	if (json_skip(j) != 0 || j->p == start)
+		return -1;
+	return str_ncopy(out, outlen, start, (size_t)(j->p - start)) < 0 ? -1 : 0;
+}
+
+/* Extracts errors[0].code and errors[0].title of a Telnyx error body. */
+static int
+json_api_error(const char *body, size_t len, char *code, size_t codelen,
+               char *title, size_t titlelen)
+{
+	struct json j = { body, body + len, 0 }, e;
+
+	code[0] = title[0] = '\0';
+	if (json_member(&j, "errors") != 0 || j.p >= j.end || *j.p != '[')
+		return -1;
+	j.p++;
+	json_ws(&j);
+	e = j;
+	if (json_member(&e, "code") == 0)
+		json_scalar(&e, code, codelen);
+	e = j;
+	if (json_member(&e, "title") == 0)
+		json_scalar(&e, title, titlelen);
+	return code[0] || title[0] ? 0 : -1;
+}
+
+/* Fills MESSAGE: {code} becomes the code. 0, or -1 if it does not fit. */
+static int
+message_fill(const char *tmpl, const char *code, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (const char *p = tmpl; *p != '\0';) {
+		const char *piece = p;
+		size_t len = 1;
+
+		if (strncmp(p, "{code}", 6) == 0) {
+			piece = code;
+			len = strlen(code);
+			p += 6;
+		} else {
+			p++;
+		}
+		if (n + len >= outlen)
+			return -1;
+		memcpy(out + n, piece, len);
+		n += len;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+static enum send_result
+send_console(struct otp *otp, const char *phone, const char *text)
+{
+	(void)otp;
+	/* The console sender is the stand-in for a phone: stdout is where
+	 * its "SMS" arrive, so printing the text (and code) is its job. */
+	flockfile(stdout);
+	printf("SMS to %s: %s\n", phone, text);
+	fflush(stdout);
+	funlockfile(stdout);
+	return SEND_OK;
+}
+
+/* The response body of an API call, capped at OTP_MAX_SMS_RESPONSE. */
+struct response {
+	char *buf;
+	size_t len, cap;
+};
+
+static size_t
+curl_collect(char *data, size_t size, size_t n, void *arg)
+{
+	struct response *r = arg;
+	size_t len = size * n;
+
+	if (len > r->cap - r->len)
+		return 0; /* too big: libcurl fails the transfer */
+	memcpy(r->buf + r->len, data, len);
+	r->len += len;
+	return len;
+}
+
+/* Takes a pooled handle (keeps its connection) or makes a new one. */
+static CURL *
+curl_take(struct otp *otp)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&otp->curls.lock);
+	if (otp->curls.nidle > 0)
+		h = otp->curls.idle[--otp->curls.nidle];
+	pthread_mutex_unlock(&otp->curls.lock);
+	return h != NULL ? h : curl_easy_init();
+}
+
+static void
+curl_give(struct otp *otp, CURL *h)
+{
+	pthread_mutex_lock(&otp->curls.lock);
+	if (otp->curls.nidle < otp->curls.cap) {
+		otp->curls.idle[otp->curls.nidle++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&otp->curls.lock);
+	if (h != NULL)
+		curl_easy_cleanup(h);
+}
+
+/* Sets every option of an API call; a pooled handle is reset first. */
+static int
+curl_setup(struct otp *otp, CURL *h, struct curl_slist *hdrs,
+           const char *json, struct response *resp, char *errbuf)
+{
+	const struct config *c = &otp->cfg;
+	int rc = 0;
+
+	curl_easy_reset(h);
+#define SET(opt, val) rc |= (int)curl_easy_setopt(h, opt, val)
+	SET(CURLOPT_URL, c->sms_api_url);
+	SET(CURLOPT_PROTOCOLS_STR, "https");
+	SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
+	SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	SET(CURLOPT_SSL_VERIFYPEER, 1L);
+	SET(CURLOPT_SSL_VERIFYHOST, 2L);
+	SET(CURLOPT_CAINFO, c->sms_ca_file);
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_CONNECTTIMEOUT, c->sms_timeout < 5 ? c->sms_timeout : 5L);
+	SET(CURLOPT_TIMEOUT, c->sms_timeout);
+	SET(CURLOPT_HTTPHEADER, hdrs);
+	SET(CURLOPT_POSTFIELDS, json);
+	SET(CURLOPT_POSTFIELDSIZE, (long)strlen(json));
+	SET(CURLOPT_WRITEFUNCTION, curl_collect);
+	SET(CURLOPT_WRITEDATA, resp);
+	SET(CURLOPT_ERRORBUFFER, errbuf);
+	SET(CURLOPT_USERAGENT, "otp_demo/" OTP_VERSION);
+#undef SET
+	return rc == 0 ? 0 : -1;
+}
+
+/* Logs a failed API answer: status and errors[0].code/title, no secrets. */
+static void
+telnyx_log_failure(struct otp *otp, const char *masked, long status,
+                   const struct response *resp, const char *why)
+{
+	char code[32], title[128], esc_code[64], esc_title[256];
+
+	if (status > 0 && json_api_error(resp->buf, resp->len, code,
+	    sizeof(code), title, sizeof(title)) == 0) {
+		log_escape(code, strlen(code), esc_code, sizeof(esc_code));
+		log_escape(title, strlen(title), esc_title, sizeof(esc_title));
+		log_warn(otp, "send_failed to=%s status=%ld error=%s title=\"%s\"",
+		    masked, status, esc_code, esc_title);
+	} else {
+		log_escape(why, strlen(why), esc_title, sizeof(esc_title));
+		log_warn(otp, "send_failed to=%s status=%ld reason=\"%s\"",
+		    masked, status, esc_title);
+	}
+}
+
+/*
+ * POSTs {"from","to","text"} to SMS_API_URL. Any 2xx is success. 429 and
+ * 503 are SEND_BUSY (try later); anything else, a timeout or a TLS error
+ * is SEND_FAILED. The key is only ever in the request header.
+ */
+static enum send_result
+send_telnyx(struct otp *otp, const char *phone, const char *text)
+{
+	const struct config *c = &otp->cfg;
+	char from[128], to[64], msg[2 * OTP_MAX_TEXT], json[OTP_MAX_JSON];
+	char auth[300], errbuf[CURL_ERROR_SIZE] = "", masked[32];
+	static char resp_buf[1]; /* placeholder until a buffer is set */
+	struct response resp = { resp_buf, 0, 0 };
+	struct curl_slist *hdrs = NULL, *h2;
+	enum send_result rc = SEND_FAILED;
+	long status = 0;
+	CURLcode cc;
+	CURL *h = NULL;
+
+	phone_mask(phone, masked, sizeof(masked));
+	if (json_escape(c->from_number, from, sizeof(from)) != 0 ||
+	    json_escape(phone, to, sizeof(to)) != 0 ||
+	    json_escape(text, msg, sizeof(msg)) != 0 ||
+	    snprintf(json, sizeof(json), "{\"from\":\"%s\",\"to\":\"%s\","
+	    "\"text\":\"%s\"}", from, to, msg) >= (int)sizeof(json) ||
+	    snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+	    c->api_key) >= (int)sizeof(auth)) {
+		log_err(otp, "%s: message too long", __func__);
+		goto out;
+	}
+	if ((resp.buf = malloc(OTP_MAX_SMS_RESPONSE)) == NULL)
+		goto out;
+	resp.cap = OTP_MAX_SMS_RESPONSE;
+	if ((h2 = curl_slist_append(NULL, auth)) == NULL)
+		goto out;
+	hdrs = h2;
+	if ((h2 = curl_slist_append(hdrs, "Content-Type: application/json")) ==
+	    NULL || (hdrs = h2, h2 = curl_slist_append(hdrs,
+	    "Accept: application/json")) == NULL)
+		goto out;
+	hdrs = h2;
+	if ((h = curl_take(otp)) == NULL ||
+	    curl_setup(otp, h, hdrs, json, &resp, errbuf) != 0) {
+		log_err(otp, "%s: cannot set up libcurl", __func__);
+		goto out;
+	}
+	cc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	if (cc != CURLE_OK) {
+		telnyx_log_failure(otp, masked, 0, &resp,
+		    errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		rc = SEND_FAILED;
+	} else if (status >= 200 && status <= 299) {
+		rc = SEND_OK;
+	} else {
+		telnyx_log_failure(otp, masked, status, &resp, "HTTP error");
+		rc = (status == 429 || status == 503) ? SEND_BUSY : SEND_FAILED;
+	}
+out:
+	if (h != NULL)
+		curl_give(otp, h); /* after a failure too: libcurl drops a
+				      broken connection by itself */
+	curl_slist_free_all(hdrs);
+	if (resp.cap > 0)
+		free(resp.buf);
+	wipe(auth, sizeof(auth));
+	wipe(json, sizeof(json));
+	wipe(msg, sizeof(msg));
+	return rc;
+}
+
+static enum send_result
+sms_send(struct otp *otp, const char *phone, const char *code)
+{
+	char text[OTP_MAX_TEXT];
+	enum send_result rc;
+
+	if (message_fill(otp->cfg.message, code, text, sizeof(text)) != 0) {
+		log_err(otp, "%s: MESSAGE too long", __func__);
+		return SEND_FAILED;
+	}
+	rc = otp->cfg.provider == PROVIDER_TELNYX ?
+	    send_telnyx(otp, phone, text) : send_console(otp, phone, text);
+	wipe(text, sizeof(text));
+	return rc;
+}
+
+/* ---- pages ------------------------------------------------------------- */
+/*
+ * Pages are files in www/, packed into the binary by tools/embed.sh. A
+ * template's {{name}} is replaced by the HTML-escaped value of name; a name
+ * without a value makes rendering fail, so a typo shows up in tests, not
+ * as an empty spot on a page.
+ */
+
+struct www_file {
+	const char *name;
+	const unsigned char *data;
+	size_t len;
+};
+
+#include "www_data.h"
+
+struct var {
+	const char *name;
+	const char *value;
+};
+
+static const struct www_file *
+www_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(www_files) / sizeof(www_files[0]); i++)
+		if (strcmp(www_files[i].name, name) == 0)
+			return &www_files[i];
+	return NULL;
+}
+
+/* Appends s HTML-escaped at out[*n]. 0, or -1 if it does not fit. */
+static int
+html_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	for (; *s != '\0'; s++) {
+		const char *rep;
+		char one[2] = { *s, '\0' };
+		size_t len;
+
+		switch (*s) {
+		case '&': rep = "&amp;"; break;
+		case '<': rep = "&lt;"; break;
+		case '>': rep = "&gt;"; break;
+		case '"': rep = "&quot;"; break;
+		case '\'': rep = "&#39;"; break;
+		default: rep = one; break;
+		}
+		len = strlen(rep);
+		if (*n + len >= outlen)
+			return -1;
+		memcpy(out + *n, rep, len);
+		*n += len;
+	}
+	return 0;
+}
+
+/*
+ * Renders tmpl (len bytes) into out with vars. Returns the length, or -1
+ * if a placeholder has no value or the page does not fit.
+ */
+static long
+page_render(const char *tmpl, size_t len, const struct var *vars,
+            size_t nvars, char *out, size_t outlen)
+{
+	size_t n = 0, i = 0;
+
+	while (i < len) {
+		const char *end;
+		size_t name_len, v;
+
+		if (i + 1 < len && tmpl[i] == '{' && tmpl[i + 1] == '{') {
+			end = memchr(tmpl + i + 2, '}', len - i - 2);
+			if (end == NULL || end + 1 >= tmpl + len || end[1] != '}')
+				return -1;
+			name_len = (size_t)(end - (tmpl + i + 2));
+			for (v = 0; v < nvars; v++)
+				if (strlen(vars[v].name) == name_len &&
+				    memcmp(vars[v].name, tmpl + i + 2,
+				    name_len) == 0)
+					break;
+			if (v == nvars ||
+			    html_escape(vars[v].value, out, outlen, &n) != 0)
+				return -1;
+			i = (size_t)(end + 2 - tmpl);
+			continue;
+		}
+		if (n + 1 >= outlen)
+			return -1;
+		out[n++] = tmpl[i++];
+	}
+	out[n] = '\0';
+	return (long)n;
+}
+
+/* ---- HTTP -------------------------------------------------------------- */
+/*
+ * Every response goes through reply(), which adds the security headers,
+ * no-store and the cookies; handlers never write headers themselves.
+ */
+
+#define CSP "default-src 'none'; style-src 'self'; script-src 'self'; " \
+	    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; "    \
+	    "base-uri 'none'"
+
+/* What a request carries through the handlers. Lives on the stack. */
+struct req {
+	struct otp *otp;
+	struct mg_connection *conn;
+	const struct mg_request_info *ri;
+	const char *path;       /* URI with the mount prefix removed */
+	bool tls;
+	char addr[64];          /* client address (see client_address) */
+	char sid[2 * OTP_SID_LEN + 1];  /* session id, "" if none */
+	char csrf[2 * OTP_MAC_LEN + 1]; /* CSRF token for the session */
+	char cookies[3][200];   /* Set-Cookie values to send */
+	int ncookies;
+	long retry_after;       /* > 0: send Retry-After */
+	const char *allow;      /* for 405 */
+	bool close;             /* close the connection after replying */
+};
+
+static int
+reply(struct req *r, int status, const char *type, const char *body,
+      size_t len)
+{
+	struct mg_connection *c = r->conn;
+	char num[32];
+
+	mg_response_header_start(c, status);
+	mg_response_header_add(c, "Content-Type", type, -1);
+	snprintf(num, sizeof(num), "%zu", len);
+	mg_response_header_add(c, "Content-Length", num, -1);
+	mg_response_header_add(c, "Cache-Control", "no-store", -1);
+	mg_response_header_add(c, "Content-Security-Policy", CSP, -1);
+	mg_response_header_add(c, "X-Content-Type-Options", "nosniff", -1);
+	mg_response_header_add(c, "Referrer-Policy", "no-referrer", -1);
+	mg_response_header_add(c, "X-Frame-Options", "DENY", -1);
+	if (r->tls)
+		mg_response_header_add(c, "Strict-Transport-Security",
+		    "max-age=31536000", -1);
+	for (int i = 0; i < r->ncookies; i++)
+		mg_response_header_add(c, "Set-Cookie", r->cookies[i], -1);
+	if (r->retry_after > 0) {
+		snprintf(num, sizeof(num), "%ld", r->retry_after);
+		mg_response_header_add(c, "Retry-After", num, -1);
+	}
+	if (r->allow != NULL)
+		mg_response_header_add(c, "Allow", r->allow, -1);
+	if (r->close)
+		mg_response_header_add(c, "Connection", "close", -1);
+	mg_response_header_send(c);
+	if (strcmp(r->ri->request_method, "HEAD") != 0 && len > 0)
+		mg_write(c, body, len);
+	return status;
+}
+
+/* Renders a page from www/ and replies with it. */
+static int
+reply_page(struct req *r, int status, const char *file, const struct var *vars,
+           size_t nvars)
+{
+	char page[OTP_MAX_PAGE];
+	const struct www_file *f = www_find(file);
+	long n = f != NULL ? page_render((const char *)f->data, f->len, vars,
+	    nvars, page, sizeof(page)) : -1;
+
+	if (n < 0) {
+		log_err(r->otp, "%s: cannot render %s", __func__, file);
+		return reply(r, 500, "text/plain; charset=utf-8",
+		    "Internal error\n", 15);
+	}
+	return reply(r, status, "text/html; charset=utf-8", page, (size_t)n);
+}
+
+static int
+reply_error(struct req *r, int status, const char *title, const char *message)
+{
+	char num[8];
+	const struct var vars[] = {
+		{ "status", num }, { "title", title }, { "message", message },
+	};
+
+	snprintf(num, sizeof(num), "%d", status);
+	return reply_page(r, status, "error.html", vars, 3);
+}
+
+/* The phone form, with an error message (may be "") and the number typed. */
+static int
+reply_index(struct req *r, int status, const char *error, const char *phone)
+{
+	const struct var vars[] = {
+		{ "error", error }, { "csrf", r->csrf }, { "phone", phone },
+	};
+
+	return reply_page(r, status, "index.html", vars, 3);
+}
+
+static int
+reply_verify(struct req *r, int status, const char *error, const char *phone)
+{
+	char masked[32], len[8];
+	const struct var vars[] = {
+		{ "error", error }, { "csrf", r->csrf }, { "phone", masked },
+		{ "token_length", len },
+		{ "inputmode", r->otp->cfg.alphabet == ALPHABET_DIGITS ?
+		    "numeric" : "text" },
+	};
+
+	phone_mask(phone, masked, sizeof(masked));
+	snprintf(len, sizeof(len), "%ld", r->otp->cfg.token_length);
+	return reply_page(r, status, "verify.html", vars, 5);
+}
+
+/* Queues a Set-Cookie; max_age < 0 means a session cookie. */
+static void
+set_cookie(struct req *r, const char *name, const char *value, long max_age)
+{
+	char age[32] = "";
+
+	if (r->ncookies >= 3)
+		return;
+	if (max_age >= 0)
+		snprintf(age, sizeof(age), "; Max-Age=%ld", max_age);
+	snprintf(r->cookies[r->ncookies++], sizeof(r->cookies[0]),
+	    "%s=%s; Path=%s/; HttpOnly; SameSite=Strict%s%s", name, value,
+	    r->otp->prefix, age, r->tls ? "; Secure" : "");
+}
+
+/*
+ * Finds cookie name in a Cookie header and copies its value (at most
+ * outlen - 1 bytes, else -1). Returns the length, or -1 if absent.
+ */
+static int
+cookie_get(const char *header, const char *name, char *out, size_t outlen)
+{
+	size_t nlen = strlen(name);
+
+	if (header == NULL)
+		return -1;
+	for (const char *p = header; *p != '\0';) {
+		size_t len;
+
+		p += strspn(p, " ;");
+		len = strcspn(p, ";");
+		if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+			size_t vlen = len - nlen - 1;
+
+			while (vlen > 0 && p[nlen + 1 + vlen - 1] == ' ')
+				vlen--;
+			if (vlen >= outlen)
+				return -1;
+			memcpy(out, p + nlen + 1, vlen);
+			out[vlen] = '\0';
+			return (int)vlen;
+		}
+		p += len;
+	}
+	return -1;
+}
+
+/* The CSRF token of a session: HMAC(csrf_key, "csrf:" sid), hex. */
+static void
+csrf_for(const struct otp *otp, const char *sid, char out[2 * OTP_MAC_LEN + 1])
+{
+	uint8_t mac[OTP_MAC_LEN];
+	char buf[8 + 2 * OTP_SID_LEN + 1];
+	int n = snprintf(buf, sizeof(buf), "csrf:%s", sid);
+
+	hmac256(otp->csrf_key, buf, (size_t)n, mac);
+	hex_encode(mac, sizeof(mac), out, false);
+}
+
+/* Makes a new session: id, cookie and CSRF token. */
+static int
+session_new(struct req *r)
+{
+	uint8_t id[OTP_SID_LEN];
+
+	if (r->otp->rng(r->otp->rng_ctx, id, sizeof(id)) != 0)
+		return -1;
+	hex_encode(id, sizeof(id), r->sid, false);
+	csrf_for(r->otp, r->sid, r->csrf);
+	set_cookie(r, "otp_sid", r->sid, -1);
+	return 0;
+}
+
+/* Reads the session cookie; a missing or malformed one gives "". */
+static void
+session_read(struct req *r)
+{
+	uint8_t id[OTP_SID_LEN];
+	const char *h = mg_get_header(r->conn, "Cookie");
+
+	r->sid[0] = '\0';
+	if (cookie_get(h, "otp_sid", r->sid, sizeof(r->sid)) !=
+	    2 * OTP_SID_LEN || hex_decode(r->sid, 2 * OTP_SID_LEN, id) != 0) {
+		r->sid[0] = '\0';
+		return;
+	}
+	csrf_for(r->otp, r->sid, r->csrf);
+}
+
+/*
+ * The client's address: the socket peer. X-Forwarded-For is believed only
+ * when the peer is TRUSTED_PROXY, and then its last entry (the one that
+ * proxy added) is taken.
+ */
+static void
+client_address(struct req *r)
+{
+	const char *xff, *last;
+	const char *proxy = r->otp->cfg.trusted_proxy;
+	size_t len;
+
+	str_copy(r->addr, sizeof(r->addr), r->ri->remote_addr);
+	if (proxy[0] == '\0' || strcmp(proxy, r->ri->remote_addr) != 0)
+		return;
+	if ((xff = mg_get_header(r->conn, "X-Forwarded-For")) == NULL)
+		return;
+	last = strrchr(xff, ',');
+	last = last != NULL ? last + 1 : xff;
+	last += strspn(last, " ");
+	len = strcspn(last, " ");
+	if (len > 0 && len < sizeof(r->addr) &&
+	    strspn(last, "0123456789abcdefABCDEF.:") >= len)
+		str_ncopy(r->addr, sizeof(r->addr), last, len);
+}
+
+/*
+ * Reads a POST body of at most cap - 1 bytes into buf, NUL-terminated.
+ * civetweb's request timeout bounds each read; our own deadline bounds the
+ * whole body, so a client that trickles bytes is cut off. Returns 0, or
+ * the HTTP status to answer with.
+ */
+static int
+body_read(struct req *r, char *buf, size_t cap, size_t *len)
+{
+	const char *te = mg_get_header(r->conn, "Transfer-Encoding");
+	const char *cl = mg_get_header(r->conn, "Content-Length");
+	int64_t deadline = clock_monotonic_ms() + OTP_BODY_TIMEOUT_MS;
+	long long want = r->ri->content_length;
+	size_t n = 0;
+
+	*len = 0;
+	if (te != NULL && cl != NULL)
+		return 400; /* request smuggling shape: refuse */
+	if (want >= (long long)cap)
+		return 413;
+	if (want < 0 && te == NULL)
+		want = 0;
+	/* Chunked: read up to cap; one byte more than fits is 413. */
+	while (want < 0 || n < (size_t)want) {
+		size_t room = want < 0 ? cap - n : (size_t)want - n;
+		int got;
+
+		if (room == 0)
+			return 413;
+		got = mg_read(r->conn, buf + n, room);
+		if (got < 0)
+			return 400;
+		if (got == 0) {
+			if (want < 0)
+				break;
+			return 400; /* closed early */
+		}
+		n += (size_t)got;
+		if (clock_monotonic_ms() > deadline && (want < 0 ||
+		    n < (size_t)want))
+			return 408;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return 0;
+}
+
+enum form_err {
+	FORM_MISSING = -1,
+	FORM_BAD_ESCAPE = -2,
+	FORM_TOO_LONG = -3,
+	FORM_NUL = -4,
+};
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Percent-decodes in (len bytes, '+' is a space) into out. Returns the
+ * length, or a negative enum form_err: a bad escape, a NUL byte, or a
+ * value that does not fit in outlen - 1.
+ */
+static int
+form_decode(const char *in, size_t len, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		int ch = (unsigned char)in[i];
+
+		if (ch == '+') {
+			ch = ' ';
+		} else if (ch == '%') {
+			int hi, lo;
+
+			if (i + 2 >= len)
+				return FORM_BAD_ESCAPE;
+			hi = hexval(in[i + 1]);
+			lo = hexval(in[i + 2]);
+			if (hi < 0 || lo < 0)
+				return FORM_BAD_ESCAPE;
+			ch = hi * 16 + lo;
+			i += 2;
+		}
+		if (ch == 0)
+			return FORM_NUL;
+		if (n + 1 >= outlen)
+			return FORM_TOO_LONG;
+		out[n++] = (char)ch;
+	}
+	out[n] = '\0';
+	return (int)n;
+}
+
+/*
+ * Finds field name in a urlencoded body and decodes its value into out.
+ * Returns the length, or a negative enum form_err. The whole body is
+ * checked too: one bad escape or NUL anywhere refuses the form.
+ */
+static int
+form_get(const char *body, size_t len, const char *name, char *out,
+         size_t outlen)
+{
+	char scratch[OTP_MAX_BODY];
+	size_t nlen = strlen(name);
+	int found = FORM_MISSING;
+
+	if (memchr(body, '\0', len) != NULL)
+		return FORM_NUL;
+	for (size_t i = 0; i < len;) {
+		const char *pair = body + i;
+		const char *amp = memchr(pair, '&', len - i);
+		size_t plen = amp != NULL ? (size_t)(amp - pair) : len - i;
+		const char *eq = memchr(pair, '=', plen);
+		size_t klen = eq != NULL ? (size_t)(eq - pair) : plen;
+		int rc = form_decode(pair, klen, scratch, sizeof(scratch));
+
+		if (rc < 0)
+			return rc;
+		if (eq != NULL) {
+			const char *v = eq + 1;
+			size_t vlen = plen - klen - 1;
+			bool match = (size_t)rc == nlen &&
+			    memcmp(scratch, name, nlen) == 0 &&
+			    found == FORM_MISSING;
+
+			rc = match ? form_decode(v, vlen, out, outlen) :
+			    form_decode(v, vlen, scratch, sizeof(scratch));
+			if (rc < 0)
+				return rc;
+			if (match)
+				found = rc;
+		}
+		i += plen + 1;
+	}
+	return found;
+}
+
+/* Answers a form error with a 400 naming the field. */
+static int
+reply_form_error(struct req *r, int err, const char *field)
+{
+	char msg[128];
+
+	switch (err) {
+	case FORM_MISSING:
+		snprintf(msg, sizeof(msg), "The form has no %s field.", field);
+		break;
+	case FORM_TOO_LONG:
+		snprintf(msg, sizeof(msg), "The %s field is too long.", field);
+		break;
+	case FORM_NUL:
+		snprintf(msg, sizeof(msg), "The form contains a NUL byte.");
+		break;
+	default:
+		snprintf(msg, sizeof(msg),
+		    "The form contains malformed percent-encoding.");
+		break;
+	}
+	return reply_error(r, 400, "Bad request", msg);
+}
+
+/*
+ * Cross-site checks for a POST: the Origin (when sent) must be our own and
+ * Sec-Fetch-Site must not be cross-site. Returns true if it may proceed.
+ */
+static bool
+same_origin(struct req *r)
+{
+	const char *origin = mg_get_header(r->conn, "Origin");
+	const char *site = mg_get_header(r->conn, "Sec-Fetch-Site");
+	const char *host = mg_get_header(r->conn, "Host");
+	const char *scheme = r->tls ? "https://" : "http://";
+	size_t slen = strlen(scheme);
+
+	if (site != NULL && strcasecmp(site, "cross-site") == 0)
+		return false;
+	if (origin == NULL)
+		return true; /* old browsers, curl: the CSRF token decides */
+	return host != NULL && strncasecmp(origin, scheme, slen) == 0 &&
+	    strcasecmp(origin + slen, host) == 0;
+}
+
+/*
+ * Reads and checks a form POST: content type, body, origin and the CSRF
+ * token. Returns 0 with the body in buf, or the status already answered.
+ */
+static int
+form_read(struct req *r, char *buf, size_t cap, size_t *len)
+{
+	const char *type = mg_get_header(r->conn, "Content-Type");
+	char token[2 * OTP_MAC_LEN + 2];
+	int rc;
+
+	if (type == NULL || strncasecmp(type,
+	    "application/x-www-form-urlencoded", 33) != 0 ||
+	    (type[33] != '\0' && type[33] != ';' && type[33] != ' ')) {
+		r->close = true;
+		return reply_error(r, 415, "Unsupported media type",
+		    "Send the form as application/x-www-form-urlencoded.");
+	}
+	if ((rc = body_read(r, buf, cap, len)) != 0) {
+		r->close = true;
+		if (rc == 413)
+			return reply_error(r, 413, "Request too large",
+			    "The form is larger than this server accepts.");
+		if (rc == 408)
+			return reply_error(r, 408, "Request timeout",
+			    "The form took too long to arrive.");
+		return reply_error(r, 400, "Bad request",
+		    "The request body could not be read.");
+	}
+	if (!same_origin(r) || r->sid[0] == '\0' ||
+	    form_get(buf, *len, "csrf", token, sizeof(token)) !=
+	    2 * OTP_MAC_LEN || !ct_equal(token, r->csrf, 2 * OTP_MAC_LEN)) {
+		log_info(r->otp, "csrf_refused ip=%s", r->addr);
+		if (r->sid[0] == '\0' && session_new(r) != 0)
+			return reply_error(r, 500, "Internal error", "");
+		return reply_index(r, 403,
+		    "Your session expired. Please try again.", "");
+	}
+	return 0;
+}
+
+/* Decodes the otp_vid cookie: 8 hex digits of slot, then the id. */
+static int
+handle_parse(const char *h, uint32_t *slot, uint8_t id[OTP_ID_LEN])
+{
+	char v[8 + 2 * OTP_ID_LEN + 1];
+	uint8_t s[4];
+
+	if (cookie_get(h, "otp_vid", v, sizeof(v)) != (int)sizeof(v) - 1 ||
+	    hex_decode(v, 8, s) != 0 || hex_decode(v + 8, 2 * OTP_ID_LEN, id) != 0)
+		return -1;
+	*slot = (uint32_t)s[0] << 24 | (uint32_t)s[1] << 16 |
+	    (uint32_t)s[2] << 8 | s[3];
+	return 0;
+}
+
+static void
+handle_format(uint32_t slot, const uint8_t id[OTP_ID_LEN],
+              char out[8 + 2 * OTP_ID_LEN + 1])
+{
+	snprintf(out, 9, "%08x", (unsigned)slot);
+	hex_encode(id, OTP_ID_LEN, out + 8, false);
+}
+
+/* Which limit refused a send, for the log and the page. */
+enum limit { LIMIT_NONE, LIMIT_RESEND, LIMIT_NUMBER, LIMIT_IP, LIMIT_HOUR,
+	     LIMIT_DAY };
+
+static const char *const limit_names[] = {
+	"none", "resend_interval", "per_number", "per_ip", "per_hour", "per_day",
+};
+
+/*
+ * Checks every send limit for (phone, addr) and, if all pass, counts the
+ * send in each. Also reports the live record of this number (for a
+ * resend) in *slot, or -1. Returns LIMIT_NONE or the limit that refused,
+ * with *retry set.
+ */
+static enum limit
+limits_take(struct otp *otp, const char *phone, const char *addr,
+            int64_t now, int32_t *slot, long *retry)
+{
+	const struct config *c = &otp->cfg;
+	struct limits *l = &otp->limits;
+	struct window *num, *ip;
+	enum limit rc = LIMIT_NONE;
+	uint64_t knum = limits_key(l, "n", phone), kip = limits_key(l, "a", addr);
+
+	pthread_mutex_lock(&l->lock);
+	num = ratetab_get(&l->numbers, knum, now, HOUR_MS);
+	ip = ratetab_get(&l->send_ips, kip, now, HOUR_MS);
+	global_roll(&l->hour, now, HOUR_MS);
+	global_roll(&l->day, now, DAY_MS);
+	if (num->count > 0 && now - num->last_ms < c->resend_interval * 1000) {
+		rc = LIMIT_RESEND;
+		*retry = (long)((num->last_ms + c->resend_interval * 1000 - now +
+		    999) / 1000);
+	} else if (num->count >= (uint32_t)c->sms_per_number_per_hour) {
+		rc = LIMIT_NUMBER;
+		*retry = window_retry(num, now, HOUR_MS);
+	} else if (ip->count >= (uint32_t)c->sms_per_ip_per_hour) {
+		rc = LIMIT_IP;
+		*retry = window_retry(ip, now, HOUR_MS);
+	} else if (l->hour.count >= (uint32_t)c->sms_per_hour) {
+		rc = LIMIT_HOUR;
+		*retry = window_retry(&l->hour, now, HOUR_MS);
+	} else if (l->day.count >= (uint32_t)c->sms_per_day) {
+		rc = LIMIT_DAY;
+		*retry = window_retry(&l->day, now, DAY_MS);
+	} else {
+		num->count++, ip->count++, l->hour.count++, l->day.count++;
+		num->last_ms = now;
+		*slot = num->slot;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return rc;
+}
+
+/* Remembers the live record of a number, for resends. */
+static void
+limits_set_slot(struct otp *otp, const char *phone, int64_t now, int32_t slot)
+{
+	struct limits *l = &otp->limits;
+	uint64_t k = limits_key(l, "n", phone);
+
+	pthread_mutex_lock(&l->lock);
+	ratetab_get(&l->numbers, k, now, HOUR_MS)->slot = slot;
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* Failed verifications per address: check (count = false) or count. */
+static bool
+limits_verify(struct otp *otp, const char *addr, int64_t now, bool count,
+              long *retry)
+{
+	struct limits *l = &otp->limits;
+	uint64_t k = limits_key(l, "v", addr);
+	struct window *w;
+	bool ok;
+
+	pthread_mutex_lock(&l->lock);
+	w = ratetab_get(&l->verify_ips, k, now, HOUR_MS);
+	if (count)
+		w->count++;
+	ok = w->count < (uint32_t)otp->cfg.verify_per_ip_per_hour;
+	if (!ok)
+		*retry = window_retry(w, now, HOUR_MS);
+	pthread_mutex_unlock(&l->lock);
+	return ok;
+}
+
+static int
+reply_limited(struct req *r, enum limit lim, long retry, const char *phone,
+              const char *masked)
+{
+	char msg[160];
+	long minutes = (retry + 59) / 60;
+
+	log_info(r->otp, "rate_limited limit=%s to=%s ip=%s", limit_names[lim],
+	    masked, r->addr);
+	r->retry_after = retry;
+	if (retry < 120)
+		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
+		    "in %ld seconds.", retry);
+	else
+		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
+		    "in %ld minutes.", minutes);
+	return reply_index(r, lim == LIMIT_HOUR || lim == LIMIT_DAY ? 503 : 429,
+	    msg, phone);
+}
+
+/* POST /request: phone number in, SMS out, verify page back. */
+static int
+on_request(struct req *r)
+{
+	struct otp *otp = r->otp;
+	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1];
+	char phone[OTP_MAX_PHONE_LEN + 1], masked[32];
+	char code[OTP_MAX_CODE_LEN + 1], vid[8 + 2 * OTP_ID_LEN + 1];
+	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN];
+	int64_t now, ttl_ms = otp->cfg.code_ttl * 1000;
+	uint32_t slot = 0;
+	int32_t live = -1;
+	enum send_result sent;
+	enum limit lim;
+	long retry = 0;
+	size_t len;
+	int rc, n;
+
+	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
+		return rc;
+	if ((n = form_get(body, len, "phone", input, sizeof(input))) < 0 &&
+	    n != FORM_TOO_LONG)
+		return reply_form_error(r, n, "phone");
+	if (n < 0 || phone_normalise(input, (size_t)n, otp->cfg.country_code,
+	    phone, sizeof(phone)) != 0)
+		return reply_index(r, 400, "Please enter a valid phone number, "
+		    "like (555) 123-4567 or +44 20 7946 0958.",
+		    n < 0 ? "" : input);
+	phone_mask(phone, masked, sizeof(masked));
+	if (!phone_allowed(&otp->cfg, phone)) {
+		log_info(otp, "refused to=%s reason=country ip=%s", masked,
+		    r->addr);
+		return reply_index(r, 400, "Sorry, we can't send codes to that "
+		    "country.", input);
+	}
+	now = otp->now_ms();
+	lim = limits_take(otp, phone, r->addr, now, &live, &retry);
+	if (lim != LIMIT_NONE)
+		return reply_limited(r, lim, retry, input, masked);
+
+	/* A resend repeats the live code and keeps its attempt count. */
+	if (live >= 0 && store_resend(&otp->store, (uint32_t)live, phone, now,
+	    ttl_ms, code, id) == 0) {
+		slot = (uint32_t)live;
+		log_info(otp, "resend to=%s ip=%s", masked, r->addr);
+	} else {
+		if (code_generate(otp, code, (size_t)otp->cfg.token_length) != 0 ||
+		    otp->rng(otp->rng_ctx, id, sizeof(id)) != 0 ||
+		    code_mac(otp, code, strlen(code), mac) != 0) {
+			log_err(otp, "%s: random source failed", __func__);
+			return reply_error(r, 500, "Internal error", "");
+		}
+		if (store_add(&otp->store, phone, code, mac, id, now, ttl_ms,
+		    &slot) != 0) {
+			wipe(code, sizeof(code));
+			log_warn(otp, "table_full to=%s capacity=%ld", masked,
+			    otp->cfg.max_pending);
+			r->retry_after = otp->cfg.code_ttl;
+			return reply_index(r, 503, "We're busy right now. "
+			    "Please try again in a few minutes.", input);
+		}
+		limits_set_slot(otp, phone, now, (int32_t)slot);
+		log_info(otp, "request to=%s ip=%s", masked, r->addr);
+		log_debug(otp, "pending=%u of %ld", store_pending(&otp->store),
+		    otp->cfg.max_pending);
+	}
+	sent = sms_send(otp, phone, code);
+	wipe(code, sizeof(code));
+	if (sent != SEND_OK) {
+		store_remove(&otp->store, slot, id);
+		if (sent == SEND_BUSY)
+			r->retry_after = 60;
+		return reply_index(r, sent == SEND_BUSY ? 503 : 502,
+		    "We couldn't send the code. Please try again.", input);
+	}
+	log_info(otp, "sent to=%s", masked);
+	handle_format(slot, id, vid);
+	set_cookie(r, "otp_vid", vid, otp->cfg.code_ttl);
+	return reply_verify(r, 200, "", phone);
+}
+
+/* POST /verify: the code back, success or failure page. */
+static int
+on_verify(struct req *r)
+{
+	struct otp *otp = r->otp;
+	char body[OTP_MAX_BODY + 1], token[OTP_MAX_CODE_LEN + 2];
+	char phone[OTP_MAX_PHONE_LEN + 1] = "", masked[32];
+	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN];
+	uint32_t slot = 0;
+	enum check result = CHECK_FAILED;
+	int64_t now = otp->now_ms();
+	long retry = 0;
+	size_t len;
+	int rc, n;
+
+	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
+		return rc;
+	n = form_get(body, len, "token", token, sizeof(token));
+	if (n < 0 && n != FORM_TOO_LONG)
+		return reply_form_error(r, n, "token");
+	if (!limits_verify(otp, r->addr, now, false, &retry)) {
+		log_info(otp, "rate_limited limit=verify_per_ip ip=%s", r->addr);
+		r->retry_after = retry;
+		return reply_index(r, 429, "Too many failed attempts from your "
+		    "network. Please try again later.", "");
+	}
+	if (n >= 0 && handle_parse(mg_get_header(r->conn, "Cookie"), &slot,
+	    id) == 0 && code_mac(otp, token, (size_t)n, mac) == 0)
+		result = store_check(&otp->store, slot, id, mac, now,
+		    otp->cfg.code_ttl * 1000, (uint32_t)otp->cfg.max_attempts,
+		    phone);
+	wipe(token, sizeof(token));
+	if (result == CHECK_OK) {
+		phone_mask(phone, masked, sizeof(masked));
+		log_info(otp, "verified to=%s ip=%s", masked, r->addr);
+		set_cookie(r, "otp_vid", "", 0);
+		if (session_new(r) != 0) /* a fresh session after success */
+			return reply_error(r, 500, "Internal error", "");
+		if (otp->on_verified != NULL)
+			otp->on_verified(otp->on_verified_arg, phone, r->sid);
+		{
+			const struct var vars[] = { { "phone", masked } };
+
+			wipe(phone, sizeof(phone));
+			return reply_page(r, 200, "verify_success.html", vars, 1);
+		}
+	}
+	limits_verify(otp, r->addr, now, true, &retry);
+	if (result == CHECK_LOCKED) {
+		log_info(otp, "locked ip=%s", r->addr);
+		set_cookie(r, "otp_vid", "", 0);
+		return reply_index(r, 403, "Too many wrong codes. Please "
+		    "request a new code.", "");
+	}
+	log_info(otp, "failed ip=%s", r->addr);
+	return reply_verify(r, 403, "Verify failed, please try again.", "");
+}
+
+/* Routes a request below the mount prefix. */
+static int
+dispatch(struct req *r)
+{
+	const char *m = r->ri->request_method;
+	bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+	bool post = strcmp(m, "POST") == 0;
+	const struct www_file *f;
+
+	if (strcmp(r->path, "/") == 0 || r->path[0] == '\0') {
+		if (!get) {
+			r->allow = "GET, HEAD";
+			return reply_error(r, 405, "Method not allowed",
+			    "Use GET for this page.");
+		}
+		return reply_index(r, 200, "", "");
+	}
+	if (strcmp(r->path, "/request") == 0 || strcmp(r->path, "/verify") == 0) {
+		if (!post) {
+			r->allow = "POST";
+			return reply_error(r, 405, "Method not allowed",
+			    "Use the form on the start page.");
+		}
+		return r->path[1] == 'r' ? on_request(r) : on_verify(r);
+	}
+	if (strcmp(r->path, "/style.css") == 0 && (f = www_find("style.css"))) {
+		if (!get) {
+			r->allow = "GET, HEAD";
+			return reply_error(r, 405, "Method not allowed", "");
+		}
+		return reply(r, 200, "text/css; charset=utf-8",
+		    (const char *)f->data, f->len);
+	}
+	return reply_error(r, 404, "Not found", "There is no such page.");
+}
+
+/* civetweb's entry point for every request under the prefix. */
+static int
+on_http(struct mg_connection *conn, void *arg)
+{
+	struct otp *otp = arg;
+	struct req r;
+	size_t plen = strlen(otp->prefix);
+
+	memset(&r, 0, sizeof(r));
+	r.otp = otp;
+	r.conn = conn;
+	r.ri = mg_get_request_info(conn);
+	r.tls = r.ri->is_ssl != 0;
+	r.path = r.ri->local_uri != NULL ? r.ri->local_uri : "/";
+	if (strncmp(r.path, otp->prefix, plen) == 0)
+		r.path += plen;
+	client_address(&r);
+	session_read(&r);
+	if (r.sid[0] == '\0' && session_new(&r) != 0)
+		return reply_error(&r, 500, "Internal error", "");
+	return dispatch(&r);
+}
+
+/* ---- embedding API ----------------------------------------------------- */
+
+static void *
+sweeper_main(void *arg)
+{
+	struct otp *otp = arg;
+
+	pthread_mutex_lock(&otp->stop_lock);
+	while (!otp->stopping) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += OTP_SWEEP_MS / 1000;
+		pthread_cond_timedwait(&otp->stop_cond, &otp->stop_lock, &ts);
+		if (otp->stopping)
+			break;
+		pthread_mutex_unlock(&otp->stop_lock);
+		store_sweep(&otp->store, otp->now_ms(),
+		    otp->cfg.code_ttl * 1000);
+		pthread_mutex_lock(&otp->stop_lock);
+	}
+	pthread_mutex_unlock(&otp->stop_lock);
+	return NULL;
+}
+
+/* Seeds the DRBG and draws the keys. 0 or -1. */
+static int
+otp_random_init(struct otp *otp)
+{
+	static const char pers[] = "otp_demo";
+
+	mbedtls_entropy_init(&otp->entropy);
+	mbedtls_ctr_drbg_init(&otp->drbg);
+	pthread_mutex_init(&otp->rng_lock, NULL);
+	if (mbedtls_ctr_drbg_seed(&otp->drbg, mbedtls_entropy_func,
+	    &otp->entropy, (const unsigned char *)pers, sizeof(pers) - 1) != 0)
+		return -1;
+	otp->rng = rng_drbg;
+	otp->rng_ctx = otp;
+	return otp->rng(otp, otp->code_key, sizeof(otp->code_key)) == 0 &&
+	    otp->rng(otp, otp->csrf_key, sizeof(otp->csrf_key)) == 0 &&
+	    otp->rng(otp, otp->limits.key, sizeof(otp->limits.key)) == 0 ?
+	    0 : -1;
+}
+
+/* Allocates every table; nothing is allocated per request after this. */
+static int
+otp_tables_init(struct otp *otp)
+{
+	struct limits *l = &otp->limits;
+	uint32_t rate_slots = OTP_RATE_SLOTS;
+
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&otp->curls.lock, NULL);
+	otp->curls.cap = otp->cfg.threads < OTP_MAX_POOL ?
+	    (int)otp->cfg.threads : OTP_MAX_POOL;
+	if (store_init(&otp->store, (uint32_t)otp->cfg.max_pending) != 0 ||
+	    ratetab_init(&l->numbers, rate_slots) != 0 ||
+	    ratetab_init(&l->send_ips, rate_slots) != 0 ||
+	    ratetab_init(&l->verify_ips, rate_slots) != 0)
+		return -1;
+	return 0;
+}
+
+struct otp *
+otp_create(const char *config_path, char *err, size_t errlen)
+{
+	struct otp *otp = calloc(1, sizeof(*otp));
+
+	if (otp == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	otp->now_ms = clock_monotonic_ms;
+	pthread_mutex_init(&otp->stop_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&otp->stop_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if (config_load(&otp->cfg, config_path, err, errlen) != 0)
+		goto fail;
+	if (otp_random_init(otp) != 0) {
+		snprintf(err, errlen, "cannot seed the random generator");
+		goto fail;
+	}
+	if (otp_tables_init(otp) != 0) {
+		snprintf(err, errlen, "cannot allocate tables for MAX_PENDING=%ld",
+		    otp->cfg.max_pending);
+		goto fail;
+	}
+	if (pthread_create(&otp->sweeper, NULL, sweeper_main, otp) != 0) {
+		snprintf(err, errlen, "cannot start the sweeper thread");
+		goto fail;
+	}
+	otp->sweeper_started = true;
+	return otp;
+fail:
+	otp_destroy(otp);
+	return NULL;
+}
+
+static int
+otp_log_message(const struct mg_connection *conn, const char *message)
+{
+	const struct mg_context *ctx = mg_get_context(conn);
+	struct otp *otp = ctx != NULL ? mg_get_user_data(ctx) : NULL;
+	char esc[512];
+
+	log_escape(message, strlen(message), esc, sizeof(esc));
+	log_line(otp, "warn", "civetweb: %s", esc);
+	return 1;
+}
+
+int
+otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix)
+{
+	if (otp == NULL || ctx == NULL || prefix == NULL)
+		return -1;
+	if (str_copy(otp->prefix, sizeof(otp->prefix), prefix) != 0)
+		return -1;
+	/* "/2fa/" and "/2fa" are the same mount point. */
+	if (strlen(otp->prefix) > 0 &&
+	    otp->prefix[strlen(otp->prefix) - 1] == '/')
+		otp->prefix[strlen(otp->prefix) - 1] = '\0';
+	mg_set_request_handler(ctx, otp->prefix[0] ? otp->prefix : "/",
+	    on_http, otp);
+	return 0;
+}
+
+void
+otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg)
+{
+	otp->on_verified = fn;
+	otp->on_verified_arg = arg;
+}
+
+void
+otp_destroy(struct otp *otp)
+{
+	if (otp == NULL)
+		return;
+	if (otp->sweeper_started) {
+		pthread_mutex_lock(&otp->stop_lock);
+		otp->stopping = true;
+		pthread_cond_signal(&otp->stop_cond);
+		pthread_mutex_unlock(&otp->stop_lock);
+		pthread_join(otp->sweeper, NULL);
+	}
+	while (otp->curls.nidle > 0)
+		curl_easy_cleanup(otp->curls.idle[--otp->curls.nidle]);
+	store_free(&otp->store);
+	free(otp->limits.numbers.w);
+	free(otp->limits.send_ips.w);
+	free(otp->limits.verify_ips.w);
+	mbedtls_ctr_drbg_free(&otp->drbg);
+	mbedtls_entropy_free(&otp->entropy);
+	wipe(otp, sizeof(*otp));
+	free(otp);
+}
+
+const char *
+otp_version(void)
+{
+	return OTP_VERSION;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+#ifndef OTP_NO_MAIN
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: otp_demo [-t] [-c config.cfg]\n"
+	    "  -c FILE     read the config from FILE (default ./config.cfg)\n"
+	    "  -t          check the config, print \"configuration OK\", exit\n"
+	    "  --help      this text\n"
+	    "  --version   print the version\n"
+	    "Every config key can be set from the environment as OTP_<KEY>.\n");
+}
+
+/* Logs what the instance will do, once, at start. */
+static void
+log_start(struct otp *otp)
+{
+	const struct config *c = &otp->cfg;
+
+	if (c->provider == PROVIDER_CONSOLE)
+		log_warn(otp, "console sender: SMS are printed on stdout, "
+		    "nothing is sent (set API_KEY to send for real)");
+	else
+		log_info(otp, "telnyx sender: %s", c->sms_api_url);
+	if (code_strength_digits(c) < 6.0)
+		log_warn(otp, "weak codes: %ld %s characters are fewer than "
+		    "NIST's minimum of 10^6 values (about 20 bits); raise "
+		    "TOKEN_LENGTH", c->token_length,
+		    c->alphabet == ALPHABET_HEX ? "hex" : "digit");
+}
+
+/* Builds civetweb's options from the config; only ones it knows. */
+static int
+server_options(const struct config *c, const char **opts, size_t max,
+               char threads[16])
+{
+	const char *want[] = {
+		"listening_ports", c->listen,
+		"num_threads", threads,
+		"tcp_nodelay", "1",
+		"enable_keep_alive", "yes",
+		"keep_alive_timeout_ms", "500",
+		"request_timeout_ms", "5000",
+		"enable_directory_listing", "no",
+		"decode_url", "yes",
+		"max_request_size", "8192",
+		"additional_header",
+		    "Cache-Control: no-store\r\n"
+		    "Content-Security-Policy: " CSP "\r\n"
+		    "X-Content-Type-Options: nosniff\r\n"
+		    "Referrer-Policy: no-referrer",
+		"ssl_certificate", c->cert_file,
+	};
+	const struct mg_option *valid = mg_get_valid_options();
+	size_t n = 0;
+
+	snprintf(threads, 16, "%ld", c->threads);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i += 2) {
+		bool known = false;
+
+		if (want[i + 1][0] == '\0')
+			continue;
+		for (const struct mg_option *o = valid; o->name != NULL; o++)
+			if (strcmp(o->name, want[i]) == 0)
+				known = true;
+		if (!known || n + 3 > max)
+			continue;
+		opts[n++] = want[i];
+		opts[n++] = want[i + 1];
+	}
+	opts[n] = NULL;
+	return 0;
+}
+
+/* Logs each bound port with the host part of its LISTEN entry. */
+static void
+log_ports(struct otp *otp, struct mg_context *ctx)
+{
+	struct mg_server_port ports[16];
+	const char *p = otp->cfg.listen;
+	int n = mg_get_server_ports(ctx, 16, ports);
+
+	for (int i = 0; i < n; i++) {
+		char host[64] = "0.0.0.0";
+		size_t len = strcspn(p, ",");
+		const char *colon = memrchr(p, ':', len);
+
+		if (colon != NULL && colon > p)
+			str_ncopy(host, sizeof(host), p, (size_t)(colon - p));
+		log_info(otp, "listening on %s://%s:%d",
+		    ports[i].is_ssl ? "https" : "http", host, ports[i].port);
+		p += len;
+		p += *p == ',';
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = "config.cfg", *opts[64];
+	bool test_only = false, explicit_path = false;
+	char err[OTP_MAX_STR + 128], threads[16];
+	struct mg_callbacks cb;
+	struct mg_context *ctx;
+	struct otp *otp;
+	sigset_t sigs;
+	int sig = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0 ||
+		    strcmp(argv[i], "-V") == 0) {
+			printf("otp_demo %s\n", OTP_VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "-t") == 0) {
+			test_only = true;
+		} else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+			path = argv[++i];
+			explicit_path = true;
+		} else {
+			fprintf(stderr, "otp_demo: unknown argument %s\n", argv[i]);
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	/* Without -c, a missing ./config.cfg means defaults and OTP_* only. */
+	if (!explicit_path && access(path, F_OK) != 0)
+		path = NULL;
+
+	prctl(PR_SET_DUMPABLE, 0); /* no core dumps: they would hold codes */
+#if MBEDTLS_VERSION_MAJOR >= 3
+	if (psa_crypto_init() != PSA_SUCCESS) {
+		fprintf(stderr, "otp_demo: psa_crypto_init failed\n");
+		return 1;
+	}
+#endif
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		fprintf(stderr, "otp_demo: curl_global_init failed\n");
+		return 1;
+	}
+	if ((otp = otp_create(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return EXIT_CONFIG;
+	}
+	if (test_only) {
+		printf("configuration OK\n");
+		otp_destroy(otp);
+		return 0;
+	}
+	log_start(otp);
+
+	/* Workers inherit this mask; only main takes the signals. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	mg_init_library(MG_FEATURES_TLS);
+	memset(&cb, 0, sizeof(cb));
+	cb.log_message = otp_log_message;
+	server_options(&otp->cfg, opts, sizeof(opts) / sizeof(opts[0]), threads);
+	if ((ctx = mg_start(&cb, otp, opts)) == NULL) {
+		log_err(otp, "%s: cannot start the server on %s (see above)",
+		    __func__, otp->cfg.listen);
+		otp_destroy(otp);
+		mg_exit_library();
+		return 1;
+	}
+	otp_mount(otp, ctx, "");
+	log_ports(otp, ctx);
+
+	sigwait(&sigs, &sig);
+	log_info(otp, "signal %d: stopping", sig);
+	mg_stop(ctx);
+	otp_destroy(otp);
+	mg_exit_library();
+	curl_global_cleanup();
+	return 0;
+}
+
+#endif /* OTP_NO_MAIN */
+
+/* ---- utilities --------------------------------------------------------- */
+
+/*
+ * One line on stderr: "2026-01-02T03:04:05Z level message". The message
+ * must already have user-supplied parts escaped (log_escape).
+ */
+static void
+log_line(const struct otp *otp, const char *level, const char *fmt, ...)
+{
+	char line[1024], stamp[32];
+	struct tm tm;
+	time_t t = time(NULL);
+	va_list ap;
+	int n;
+
+	(void)otp;
+	gmtime_r(&t, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	n = snprintf(line, sizeof(line), "%s %s ", stamp, level);
+	va_start(ap, fmt);
+	if (n > 0 && (size_t)n < sizeof(line))
+		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	/* One write per line, so lines from workers do not interleave. */
+	n = (int)strlen(line);
+	if ((size_t)n + 1 >= sizeof(line))
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+		return;
+}
+
+/* Copies in to out with control characters, quotes and backslashes
+ * escaped, so nothing a client sends can forge a log line. */
+static void
+log_escape(const char *in, size_t len, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len && in[i] != '\0'; i++) {
+		unsigned char ch = (unsigned char)in[i];
+		char esc[8];
+		size_t elen;
+
+		if (ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\')
+			elen = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", ch);
+		else
+			esc[0] = (char)ch, elen = 1;
+		if (n + elen >= outlen)
+			break;
+		memcpy(out + n, esc, elen);
+		n += elen;
+	}
+	out[n] = '\0';
+}
+
+static int64_t
+clock_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Writes 2 * len hex digits and a NUL. */
+static void
+hex_encode(const uint8_t *in, size_t len, char *out, bool upper)
+{
+	const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+/* Decodes len hex digits (even) into len / 2 bytes. 0 or -1. */
+static int
+hex_decode(const char *in, size_t len, uint8_t *out)
+{
+	if (len % 2 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i += 2) {
+		int hi = hexval(in[i]), lo = hexval(in[i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i / 2] = (uint8_t)(hi * 16 + lo);
+	}
+	return 0;
+}
+
+/* Compares in time that depends only on len. */
+static bool
+ct_equal(const void *a, const void *b, size_t len)
+{
+	const volatile uint8_t *x = a, *y = b;
+	uint8_t d = 0;
+
+	for (size_t i = 0; i < len; i++)
+		d |= x[i] ^ y[i];
+	return d == 0;
+}
+
+/* Zeroes memory in a way the compiler may not drop. */
+static void
+wipe(void *p, size_t len)
+{
+	volatile uint8_t *v = p;
+
+	while (len-- > 0)
+		*v++ = 0;
+}
+
+/* Copies src into dst of size bytes. 0, or -1 if it did not fit (dst then
+ * holds a truncated copy). */
+static int
+str_copy(char *dst, size_t size, const char *src)
+{
+	return str_ncopy(dst, size, src, strlen(src));
+}
+
+static int
+str_ncopy(char *dst, size_t size, const char *src, size_t n)
+{
+	int rc = 0;
+
+	if (size == 0)
+		return -1;
+	if (n >= size) {
+		n = size - 1;
+		rc = -1;
+	}
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return rc;
+}
+
+/* Parses a whole decimal number within [min, max]. 0 or -1. */
+static int
+parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	if (*s == '\0' || isspace((unsigned char)*s))
+		return -1;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int
+hmac256(const uint8_t *key, const void *in, size_t len,
+        uint8_t out[OTP_MAC_LEN])
+{
+	return mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
+	    key, OTP_KEY_LEN, in, len, out) == 0 ? 0 : -1;
+}
+
+/* Levenshtein distance, case-insensitive, for did-you-mean (short keys). */
+static unsigned
+edit_distance(const char *a, const char *b)
+{
+	unsigned row[64];
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la >= 63 || lb >= 63)
+		return UINT_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = (unsigned)j;
+	for (size_t i = 1; i <= la; i++) {
+		unsigned prev = row[0], tmp;
+
+		row[0] = (unsigned)i;
+		for (size_t j = 1; j <= lb; j++) {
+			unsigned cost = toupper((unsigned char)a[i - 1]) !=
+			    toupper((unsigned char)b[j - 1]);
+
+			tmp = row[j];
+			row[j] = row[j] + 1 < row[j - 1] + 1 ?
+			    row[j] + 1 : row[j - 1] + 1;
+			if (prev + cost < row[j])
+				row[j] = prev + cost;
+			prev = tmp;
+		}
+	}
+	return row[lb];
+}

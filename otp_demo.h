@@ -1,0 +1,62 @@
+/*
+ * otp_demo.h: SMS one-time-passcode verification for civetweb programs.
+ *
+ * One instance holds its own configuration, code table, rate limits and SMS
+ * sender; nothing is global, so two instances can live in one process.
+ *
+ *	char err[256];
+ *	struct otp *o = otp_create("config.cfg", err, sizeof(err));
+ *	if (o == NULL) { fprintf(stderr, "%s\n", err); exit(78); }
+ *	otp_on_verified(o, my_callback, my_arg);
+ *	otp_mount(o, ctx, "/2fa");	// after mg_start()
+ *	...
+ *	mg_stop(ctx);			// first stop serving,
+ *	otp_destroy(o);			// then free the instance
+ *
+ * Every exported symbol starts with otp_.
+ */
+#ifndef OTP_DEMO_H
+#define OTP_DEMO_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct mg_context;
+struct otp;
+
+/*
+ * Called on a worker thread after a successful verification. phone is the
+ * verified E.164 number, session the new session id given to the browser.
+ * Both strings are valid only during the call.
+ */
+typedef void (*otp_verified_fn)(void *arg, const char *phone,
+                                const char *session);
+
+/*
+ * Creates an instance from a config file (NULL: defaults and OTP_*
+ * environment variables only). Returns NULL and writes one line such as
+ * "config.cfg:5: TOKEN_LENGTH must be 1..16" into err on failure.
+ * Call curl_global_init() (and, with mbedTLS 3, psa_crypto_init()) before.
+ */
+struct otp *otp_create(const char *config_path, char *err, size_t errlen);
+
+/* Registers the handlers under prefix ("" or "/2fa") on ctx. 0 or -1. */
+int otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix);
+
+/* Sets the success callback (NULL to clear). */
+void otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg);
+
+/* Frees everything; call after mg_stop() of every context it was mounted on. */
+void otp_destroy(struct otp *otp);
+
+/* The version string, e.g. "0.1.0". */
+const char *otp_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OTP_DEMO_H */

@@ -1,0 +1,505 @@
+#!/usr/bin/env node
+// tests/browser/browser.mjs: drive the real otp_demo in Debian's headless
+// chromium, against the local HTTPS fake of the SMS API.
+//
+//   cd tests/browser && npm install && node browser.mjs
+//
+// Env: OTP_BIN (default <repo>/otp_demo). Prints one "ok NAME" or
+// "FAIL NAME: reason" line per check, then "N passed, M failed"; exits 1 on
+// any failure. Screenshots go to tests/out/browser/*.png. Every child
+// process (fake API, server, browser) is stopped on the way out, also on
+// failure, timeout or a signal.
+
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+const otpBin = process.env.OTP_BIN || path.join(root, 'otp_demo');
+const outDir = path.join(root, 'tests', 'out', 'browser');
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+
+const API_KEY = 'test-key-browser';
+const FROM = '+15550000000';
+const TYPED = '(555) 123-4567';
+const E164 = '+15551234567';
+const MASKED = '+1555***4567';
+const TOKEN_LENGTH = 6;
+const VERIFY_FAILED = 'Verify failed, please try again.';
+const DEADLINE_MS = 45000;
+const STEP_MS = 10000;
+
+let passed = 0;
+let failed = 0;
+const children = [];
+let browser = null;
+let tmp = null;
+
+function ok(name) {
+	passed++;
+	console.log(`ok ${name}`);
+}
+
+function fail(name, why) {
+	failed++;
+	let line = String(why).split('\n')[0];
+	if (line.length > 300)
+		line = `${line.slice(0, 300)}...`;
+	console.log(`FAIL ${name}: ${line}`);
+}
+
+// check: run one named check; assertions throw. A failed check aborts the
+// run when fatal is set (the later steps depend on it).
+async function check(name, fn, fatal = false) {
+	try {
+		await fn();
+		ok(name);
+		return true;
+	} catch (e) {
+		fail(name, e && e.message ? e.message : e);
+		if (fatal)
+			throw new Abort();
+		return false;
+	}
+}
+
+class Abort extends Error {}
+
+function assert(cond, msg) {
+	if (!cond)
+		throw new Error(msg);
+}
+
+function eq(got, want, what) {
+	if (got !== want)
+		throw new Error(`${what}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+}
+
+// start: spawn a child, keep its output, and resolve with the first match
+// of re in its stdout or stderr (or reject on exit/timeout).
+function start(name, cmd, args, re, env = process.env) {
+	const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+	const rec = { name, child, out: '', err: '', exited: null };
+	children.push(rec);
+	return new Promise((resolve, reject) => {
+		const timer = setTimeout(() => reject(new Error(`${name}: no "${re}" within ${STEP_MS} ms`)), STEP_MS);
+		const look = () => {
+			const m = re.exec(rec.out) || re.exec(rec.err);
+			if (m) {
+				clearTimeout(timer);
+				resolve({ rec, m });
+			}
+		};
+		child.stdout.on('data', (d) => { rec.out += d; look(); });
+		child.stderr.on('data', (d) => { rec.err += d; look(); });
+		child.on('error', (e) => { clearTimeout(timer); reject(e); });
+		child.on('exit', (code, sig) => {
+			rec.exited = { code, sig };
+			clearTimeout(timer);
+			reject(new Error(`${name} exited (${code ?? sig}): ${tail(rec.err)}`));
+		});
+	});
+}
+
+function tail(s, n = 3) {
+	return s.trim().split('\n').slice(-n).join(' | ');
+}
+
+// stop: SIGTERM, then SIGKILL after a grace period; resolves with the exit.
+function stop(rec, graceMs = 3000) {
+	if (rec.exited)
+		return Promise.resolve(rec.exited);
+	return new Promise((resolve) => {
+		const t = setTimeout(() => rec.child.kill('SIGKILL'), graceMs);
+		rec.child.once('exit', (code, sig) => {
+			clearTimeout(t);
+			rec.exited = { code, sig };
+			resolve(rec.exited);
+		});
+		rec.child.kill('SIGTERM');
+	});
+}
+
+function killAllSync() {
+	for (const rec of children)
+		if (!rec.exited)
+			try { rec.child.kill('SIGKILL'); } catch { /* gone */ }
+}
+
+// The child env: no OTP_* (each would override a config key) except what
+// we set on purpose.
+function childEnv() {
+	const env = {};
+	for (const [k, v] of Object.entries(process.env))
+		if (!k.startsWith('OTP_'))
+			env[k] = v;
+	return env;
+}
+
+function records(file) {
+	if (!fs.existsSync(file))
+		return [];
+	return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim())
+		.map((l) => JSON.parse(l));
+}
+
+async function waitRecords(file, n) {
+	const end = Date.now() + 5000;
+	for (;;) {
+		const r = records(file);
+		if (r.length >= n || Date.now() > end)
+			return r;
+		await new Promise((res) => setTimeout(res, 50));
+	}
+}
+
+// submit: click the form's button and wait for the page it loads.
+async function submit(page) {
+	const [resp] = await Promise.all([
+		page.waitForNavigation({ waitUntil: 'load' }),
+		page.click('form button[type=submit]'),
+	]);
+	return resp;
+}
+
+async function shot(page, name) {
+	await page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage: true });
+}
+
+// Layout checks that hold on every page, phone or desktop: no sideways
+// scroll, the stylesheet applied, big enough tap targets.
+async function layout(page) {
+	const r = await page.evaluate(() => {
+		const de = document.documentElement;
+		const card = document.querySelector('main.card');
+		const small = [...document.querySelectorAll('input:not([type=hidden]), button')]
+			.filter((el) => el.getBoundingClientRect().height < 44)
+			.map((el) => el.id || el.tagName);
+		return {
+			overflow: de.scrollWidth > window.innerWidth,
+			card: card ? getComputedStyle(card).backgroundColor : null,
+			body: getComputedStyle(document.body).backgroundColor,
+			small,
+			lang: de.lang,
+			viewport: !!document.querySelector('meta[name=viewport]'),
+			unlabelled: [...document.querySelectorAll('input:not([type=hidden])')]
+				.filter((el) => !el.labels || el.labels.length === 0).map((el) => el.id || el.name),
+		};
+	});
+	assert(!r.overflow, 'page scrolls sideways');
+	assert(r.card !== null, 'no main.card');
+	assert(r.card !== r.body, 'style.css not applied (card has no own background)');
+	assert(r.small.length === 0, `tap targets under 44px: ${r.small.join(',')}`);
+	eq(r.lang, 'en', 'html lang');
+	assert(r.viewport, 'no viewport meta');
+	assert(r.unlabelled.length === 0, `inputs without <label>: ${r.unlabelled.join(',')}`);
+}
+
+async function main() {
+	fs.mkdirSync(outDir, { recursive: true });
+	tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'otp-browser-'));
+	const certs = path.join(tmp, 'certs');
+	const recordFile = path.join(tmp, 'sms.jsonl');
+
+	await check('certificates', () => {
+		const r = spawnSync('sh', [path.join(root, 'tests', 'gen_certs.sh'), certs],
+			{ encoding: 'utf8', timeout: STEP_MS });
+		assert(r.status === 0, `gen_certs.sh exit ${r.status}: ${tail(r.stderr || '')}`);
+		for (const f of ['ca.pem', 'server.pem', 'server.key'])
+			assert(fs.existsSync(path.join(certs, f)), `missing ${f}`);
+	}, true);
+
+	let fakePort;
+	await check('fake SMS API starts', async () => {
+		const { m } = await start('fake_api', 'python3', [
+			path.join(root, 'tests', 'fake_api.py'),
+			'--cert', path.join(certs, 'server.pem'), '--key', path.join(certs, 'server.key'),
+			'--port', '0', '--record', recordFile, '--api-key', API_KEY,
+		], /listening on (\d+)/, childEnv());
+		fakePort = Number(m[1]);
+	}, true);
+
+	const cfg = path.join(tmp, 'config.cfg');
+	fs.writeFileSync(cfg, [
+		'# written by tests/browser/browser.mjs',
+		`API_KEY='${API_KEY}'`,
+		`FROM_NUMBER='${FROM}'`,
+		"COUNTRY_CODE='+1'",
+		`TOKEN_LENGTH=${TOKEN_LENGTH}`,
+		"LISTEN='127.0.0.1:0'",
+		`SMS_API_URL='https://127.0.0.1:${fakePort}/v2/messages'`,
+		`SMS_CA_FILE='${path.join(certs, 'ca.pem')}'`,
+		'',
+	].join('\n'));
+
+	let server, base;
+	await check('otp_demo starts', async () => {
+		assert(fs.existsSync(otpBin), `no binary at ${otpBin} (make first, or set OTP_BIN)`);
+		const r = await start('otp_demo', otpBin, ['-c', cfg],
+			/listening on http:\/\/127\.0\.0\.1:(\d+)/, childEnv());
+		server = r.rec;
+		base = `http://127.0.0.1:${r.m[1]}`;
+	}, true);
+
+	const host = new URL(base).host;
+	await check('browser starts', async () => {
+		browser = await chromium.launch({
+			executablePath: chromiumPath,
+			args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+				'--disable-background-networking', '--disable-component-update', '--disable-sync'],
+			timeout: STEP_MS,
+		});
+	}, true);
+
+	const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+	context.setDefaultTimeout(STEP_MS);
+	const page = await context.newPage();
+
+	// Everything the browser does is watched for the whole run.
+	const consoleErrors = [];
+	const pageErrors = [];
+	const failedRequests = [];
+	const foreign = [];
+	const badResponses = [];
+	const expectedStatus = new Map(); // document URL path -> status we expect
+	page.on('console', (msg) => {
+		if (msg.type() !== 'error' && msg.type() !== 'warning')
+			return;
+		const text = msg.text();
+		const loc = msg.location() || {};
+		// chromium logs every 4xx document as an error; those we asked for
+		// are fine, any other is not.
+		const m = /^Failed to load resource: the server responded with a status of (\d+)/.exec(text);
+		if (m && loc.url) {
+			const p = new URL(loc.url).pathname;
+			if (expectedStatus.get(p) === Number(m[1]))
+				return;
+			// chromium fetches /favicon.ico on its own; the contract
+			// answers 404 for it (a 204 would keep the console clean).
+			if (p === '/favicon.ico' && m[1] === '404')
+				return;
+		}
+		consoleErrors.push(`${msg.type()}: ${text} (${loc.url || '?'})`);
+	});
+	page.on('pageerror', (e) => pageErrors.push(String(e)));
+	page.on('requestfailed', (req) => failedRequests.push(`${req.url()}: ${req.failure()?.errorText}`));
+	page.on('request', (req) => {
+		const u = new URL(req.url());
+		if (u.host !== host)
+			foreign.push(req.url());
+	});
+	page.on('response', (resp) => {
+		const req = resp.request();
+		if (req.resourceType() !== 'document' && resp.status() >= 400)
+			badResponses.push(`${resp.status()} ${resp.url()}`);
+	});
+
+	let resp;
+	await check('index page', async () => {
+		resp = await page.goto(`${base}/`);
+		eq(resp.status(), 200, 'status');
+		const h = resp.headers();
+		assert((h['content-security-policy'] || '').includes("default-src 'none'"), 'no CSP header');
+		assert((h['content-type'] || '').startsWith('text/html'), `content-type ${h['content-type']}`);
+		eq(await page.title(), 'Verify your phone number', 'title');
+		eq(await page.getAttribute('form', 'action'), '/request', 'form action');
+		eq((await page.getAttribute('form', 'method')).toLowerCase(), 'post', 'form method');
+		eq(await page.getAttribute('#phone', 'type'), 'tel', 'phone type');
+		eq(await page.getAttribute('#phone', 'autocomplete'), 'tel', 'phone autocomplete');
+		const csrf = await page.getAttribute('input[type=hidden][name=csrf]', 'value');
+		assert(csrf && csrf.length >= 16, `csrf token ${JSON.stringify(csrf)}`);
+		assert(!(await page.isVisible('.error')), 'empty error box is visible');
+		const html = await page.content();
+		assert(!html.includes('{{'), 'unreplaced placeholder');
+		await layout(page);
+		await shot(page, 'index');
+	}, true);
+
+	await check('session cookie', async () => {
+		const c = (await context.cookies()).find((x) => x.name === 'otp_sid');
+		assert(c, 'no otp_sid cookie');
+		assert(/^[0-9a-f]{32}$/.test(c.value), `otp_sid value ${c.value}`);
+		assert(c.httpOnly, 'otp_sid not HttpOnly');
+		eq(c.sameSite, 'Strict', 'otp_sid SameSite');
+	});
+
+	await check('index page on a phone', async () => {
+		// Its own context: a second GET / must not disturb the session of
+		// the main page.
+		const pctx = await browser.newContext({
+			viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true,
+		});
+		const phone = await pctx.newPage();
+		phone.on('console', (msg) => {
+			if (msg.type() === 'error')
+				consoleErrors.push(`phone: ${msg.text()}`);
+		});
+		phone.on('request', (req) => {
+			if (new URL(req.url()).host !== host)
+				foreign.push(req.url());
+		});
+		const r = await phone.goto(`${base}/`);
+		eq(r.status(), 200, 'status');
+		await layout(phone);
+		const box = await phone.locator('main.card').boundingBox();
+		assert(box.width <= 390 && box.x >= 0, `card overflows: ${JSON.stringify(box)}`);
+		await shot(phone, 'index-phone');
+		await pctx.close();
+	});
+
+	await check('request code', async () => {
+		await page.fill('#phone', TYPED);
+		resp = await submit(page);
+		eq(resp.status(), 200, 'status');
+		eq(new URL(page.url()).pathname, '/request', 'path');
+		eq(await page.getAttribute('form', 'action'), '/verify', 'form action');
+		const body = await page.innerText('main');
+		assert(body.includes(`We sent a code to ${MASKED}`), `no "We sent a code to ${MASKED}" in: ${body}`);
+		assert(!body.includes(E164), 'full number shown on the page');
+		eq(await page.getAttribute('#token', 'autocomplete'), 'one-time-code', 'token autocomplete');
+		eq(await page.getAttribute('#token', 'maxlength'), String(TOKEN_LENGTH), 'token maxlength');
+		const im = await page.getAttribute('#token', 'inputmode');
+		assert(im === 'numeric' || im === 'text', `inputmode ${im}`);
+		eq(await page.evaluate(() => document.activeElement && document.activeElement.id), 'token', 'autofocus');
+		assert(!(await page.isVisible('.error')), 'empty error box is visible');
+		assert(await page.isVisible('a[href="/"]'), 'no link to start over');
+		assert(!(await page.content()).includes('{{'), 'unreplaced placeholder');
+		const c = (await context.cookies()).find((x) => x.name === 'otp_vid');
+		assert(c && c.httpOnly && c.sameSite === 'Strict', 'no HttpOnly SameSite=Strict otp_vid cookie');
+		await layout(page);
+		await shot(page, 'verify');
+	}, true);
+
+	let code;
+	await check('SMS sent', async () => {
+		const r = await waitRecords(recordFile, 1);
+		eq(r.length, 1, 'SMS requests');
+		eq(r[0].verdict, 'ok', 'fake API verdict');
+		const j = r[0].json || {};
+		eq(j.to, E164, 'to');
+		eq(j.from, FROM, 'from');
+		assert(typeof j.text === 'string', 'no text');
+		code = j.text.trim().split(/\s+/).pop();
+		eq(code.length, TOKEN_LENGTH, `code length (${j.text})`);
+	}, true);
+
+	await check('wrong code', async () => {
+		// Same alphabet, same length, certainly not the code.
+		const wrong = code.split('').map((ch) => (ch === '1' ? '2' : '1')).join('');
+		expectedStatus.set('/verify', 403);
+		await page.keyboard.type(wrong);
+		resp = await submit(page);
+		eq(resp.status(), 403, 'status');
+		const err = page.locator('.error');
+		assert(await err.isVisible(), 'no visible error');
+		eq((await err.innerText()).trim(), VERIFY_FAILED, 'error text');
+		eq(await err.getAttribute('role'), 'alert', 'error role');
+		eq(await page.getAttribute('form', 'action'), '/verify', 'form action');
+		assert(await page.isVisible('#token'), 'no token field');
+		eq(await page.inputValue('#token'), '', 'token field not empty');
+		const csrf = await page.getAttribute('input[type=hidden][name=csrf]', 'value');
+		assert(csrf && csrf.length >= 16, 'no csrf token');
+		eq(records(recordFile).length, 1, 'SMS requests after a wrong code');
+		await layout(page);
+		await shot(page, 'verify-failed');
+	});
+
+	await check('right code', async () => {
+		expectedStatus.delete('/verify');
+		await page.fill('#token', code);
+		resp = await submit(page);
+		eq(resp.status(), 200, 'status');
+		eq(await page.title(), 'Verified', 'title');
+		const body = await page.innerText('main');
+		assert(/verified/i.test(body), `no "verified" in: ${body}`);
+		assert(body.includes(`Your phone number ${MASKED} is verified.`), `text: ${body}`);
+		assert(!(await page.content()).includes('{{'), 'unreplaced placeholder');
+		const names = (await context.cookies()).map((x) => x.name);
+		assert(!names.includes('otp_vid'), 'otp_vid cookie not cleared');
+		await layout(page);
+		await shot(page, 'success');
+	});
+
+	await check('error page', async () => {
+		expectedStatus.set('/no-such-page', 404);
+		resp = await page.goto(`${base}/no-such-page`);
+		eq(resp.status(), 404, 'status');
+		assert((await page.innerText('main')).includes('404'), 'no status on the page');
+		assert(await page.isVisible('a[href="/"]'), 'no link back to /');
+		assert(!(await page.content()).includes('{{'), 'unreplaced placeholder');
+		await layout(page);
+		await shot(page, 'error');
+		await Promise.all([page.waitForNavigation(), page.click('a[href="/"]')]);
+		eq(new URL(page.url()).pathname, '/', 'link back');
+	});
+
+	// Give late console messages or requests a moment to arrive.
+	await page.waitForTimeout(100);
+	await check('no console errors', () => {
+		assert(consoleErrors.length === 0 && pageErrors.length === 0,
+			[...consoleErrors, ...pageErrors].join('; '));
+	});
+	await check('no failed requests', () => {
+		assert(failedRequests.length === 0 && badResponses.length === 0,
+			[...failedRequests, ...badResponses].join('; '));
+	});
+	await check('no external requests', () => {
+		assert(foreign.length === 0, foreign.join(' '));
+	});
+
+	await browser.close();
+	browser = null;
+
+	await check('log hygiene', () => {
+		assert(!server.err.includes(E164), 'full phone number in the log');
+		assert(!server.err.includes(API_KEY), 'API key in the log');
+	});
+	await check('otp_demo exits cleanly on SIGTERM', async () => {
+		const { code: c, sig } = await stop(server);
+		assert(c === 0, `exit ${c ?? sig}: ${tail(server.err)}`);
+	});
+}
+
+async function cleanup() {
+	if (browser)
+		await browser.close().catch(() => {});
+	await Promise.all(children.map((rec) => stop(rec)));
+	if (tmp)
+		fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+process.on('exit', killAllSync);
+for (const sig of ['SIGINT', 'SIGTERM'])
+	process.on(sig, () => {
+		killAllSync();
+		process.exit(130);
+	});
+
+const watchdog = setTimeout(() => {
+	fail('deadline', `not done within ${DEADLINE_MS} ms`);
+	for (const rec of children)
+		if (rec.err)
+			console.error(`# ${rec.name} stderr: ${tail(rec.err, 5)}`);
+	console.log(`${passed} passed, ${failed} failed`);
+	killAllSync();
+	process.exit(1);
+}, DEADLINE_MS);
+
+try {
+	await main();
+} catch (e) {
+	if (!(e instanceof Abort))
+		fail('unexpected', e && e.stack ? e.stack : e);
+}
+if (failed)
+	for (const rec of children)
+		if (rec.err)
+			console.error(`# ${rec.name} stderr: ${tail(rec.err, 5)}`);
+await cleanup();
+clearTimeout(watchdog);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
