@@ -149,6 +149,7 @@ enum rec_state { REC_FREE, REC_LIVE, REC_LOCKED };
  * can repeat it; checks use the keyed hash. */
 struct record {
 	uint8_t id[OTP_ID_LEN];
+	uint8_t sid[OTP_SID_LEN]; /* the session it was sent for */
 	uint8_t mac[OTP_MAC_LEN];
 	char phone[OTP_MAX_PHONE_LEN + 1];
 	char code[OTP_MAX_CODE_LEN + 1];
@@ -936,7 +937,8 @@ store_expired(const struct record *r, int64_t now, int64_t ttl_ms)
 static int
 store_add(struct store *st, const char *phone, const char *code,
           const uint8_t mac[OTP_MAC_LEN], const uint8_t id[OTP_ID_LEN],
-          int64_t now, int64_t ttl_ms, uint32_t *slot)
+          const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms,
+          uint32_t *slot)
 {
 	struct record *r;
 
@@ -953,6 +955,7 @@ store_add(struct store *st, const char *phone, const char *code,
 	*slot = st->free[--st->nfree];
 	r = &st->rec[*slot];
 	memcpy(r->id, id, OTP_ID_LEN);
+	memcpy(r->sid, sid, OTP_SID_LEN);
 	memcpy(r->mac, mac, OTP_MAC_LEN);
 	str_copy(r->phone, sizeof(r->phone), phone);
 	str_copy(r->code, sizeof(r->code), code);
@@ -996,7 +999,8 @@ store_remove(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 enum check { CHECK_OK, CHECK_FAILED, CHECK_LOCKED };
 
 /*
- * Checks a code against the record (slot, id). On success the record ends
+ * Checks a code against the record (slot, id), which must belong to session
+ * sid: a stolen otp_vid alone is not enough. On success the record ends
  * (a code works once) and its number is copied to phone. A wrong code
  * counts an attempt under the lock, so parallel guesses cannot exceed
  * max_attempts; the last allowed failure locks the record and wipes its
@@ -1004,14 +1008,16 @@ enum check { CHECK_OK, CHECK_FAILED, CHECK_LOCKED };
  */
 static enum check
 store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-            const uint8_t mac[OTP_MAC_LEN], int64_t now, int64_t ttl_ms,
+            const uint8_t sid[OTP_SID_LEN], const uint8_t mac[OTP_MAC_LEN],
+            int64_t now, int64_t ttl_ms,
             uint32_t max_attempts, char phone[OTP_MAX_PHONE_LEN + 1])
 {
 	enum check rc = CHECK_FAILED;
 	struct record *r;
 
 	pthread_mutex_lock(&st->lock);
-	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL)
+	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL ||
+	    !ct_equal(r->sid, sid, OTP_SID_LEN))
 		goto out;
 	if (r->state == REC_LOCKED) {
 		rc = CHECK_LOCKED;
@@ -1036,12 +1042,13 @@ out:
 
 /*
  * For a resend: copies the code of the live record at slot if it is still
- * for phone, and its id. Returns 0, or -1 if there is none any more.
+ * for phone, and its id, and binds the record to the session sid that asked
+ * last (the attempt count stays). Returns 0, or -1 if there is none.
  */
 static int
-store_resend(struct store *st, uint32_t slot, const char *phone, int64_t now,
-             int64_t ttl_ms, char code[OTP_MAX_CODE_LEN + 1],
-             uint8_t id[OTP_ID_LEN])
+store_resend(struct store *st, uint32_t slot, const char *phone,
+             const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms,
+             char code[OTP_MAX_CODE_LEN + 1], uint8_t id[OTP_ID_LEN])
 {
 	struct record *r;
 	int rc = -1;
@@ -1053,6 +1060,7 @@ store_resend(struct store *st, uint32_t slot, const char *phone, int64_t now,
 		    !store_expired(r, now, ttl_ms)) {
 			str_copy(code, OTP_MAX_CODE_LEN + 1, r->code);
 			memcpy(id, r->id, OTP_ID_LEN);
+			memcpy(r->sid, sid, OTP_SID_LEN);
 			rc = 0;
 		}
 	}
@@ -1308,6 +1316,8 @@ json_string(struct json *j, char *out, size_t outlen)
 		if (out != NULL && n + 1 < outlen)
 			out[n++] = *j->p;
 	}
+	if (out != NULL)
+		out[0] = '\0'; /* unterminated: nothing half-read */
 	return -1;
 }
 
@@ -1617,7 +1627,17 @@ send_telnyx(struct otp *otp, const char *phone, const char *text)
 		    errbuf[0] ? errbuf : curl_easy_strerror(cc));
 		rc = SEND_FAILED;
 	} else if (status >= 200 && status <= 299) {
-		rc = SEND_OK;
+		/* Accepted means {"data": {...}}; anything else is not
+		 * Telnyx, whatever its status says. */
+		struct json j = { resp.buf, resp.buf + resp.len, 0 };
+
+		if (json_member(&j, "data") == 0 && j.p < j.end && *j.p == '{') {
+			rc = SEND_OK;
+		} else {
+			telnyx_log_failure(otp, masked, 0, &resp,
+			    "2xx answer without a data object");
+			rc = SEND_FAILED;
+		}
 	} else {
 		telnyx_log_failure(otp, masked, status, &resp, "HTTP error");
 		rc = (status == 429 || status == 503) ? SEND_BUSY : SEND_FAILED;
@@ -1859,7 +1879,11 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 		    "numeric" : "text" },
 	};
 
-	phone_mask(phone, masked, sizeof(masked));
+	/* A failed check does not know (or tell) the number. */
+	if (phone[0] != '\0')
+		phone_mask(phone, masked, sizeof(masked));
+	else
+		str_copy(masked, sizeof(masked), "your phone");
 	snprintf(len, sizeof(len), "%ld", r->otp->cfg.token_length);
 	return reply_page(r, status, "verify.html", vars, 5);
 }
@@ -2008,7 +2032,11 @@ body_read(struct req *r, char *buf, size_t cap, size_t *len)
 
 		if (room == 0)
 			return 413;
-		got = mg_read(r->conn, buf + n, room);
+		/* mg_read() returns only when it has all it was asked for, so
+		 * a byte at a time keeps the deadline checked between bytes.
+		 * Bytes that came with the headers are copied from civetweb's
+		 * buffer, not read from the socket, so this costs little. */
+		got = mg_read(r->conn, buf + n, 1);
 		if (got < 0)
 			return 400;
 		if (got == 0) {
@@ -2167,6 +2195,10 @@ same_origin(struct req *r)
 		return false;
 	if (origin == NULL)
 		return true; /* old browsers, curl: the CSRF token decides */
+	/* Under Referrer-Policy: no-referrer, browsers send "Origin: null"
+	 * on same-origin POSTs; they also say so in Sec-Fetch-Site. */
+	if (strcmp(origin, "null") == 0)
+		return site != NULL && strcasecmp(site, "same-origin") == 0;
 	return host != NULL && strncasecmp(origin, scheme, slen) == 0 &&
 	    strcasecmp(origin + slen, host) == 0;
 }
@@ -2180,6 +2212,7 @@ form_read(struct req *r, char *buf, size_t cap, size_t *len)
 {
 	const char *type = mg_get_header(r->conn, "Content-Type");
 	char token[2 * OTP_MAC_LEN + 2];
+	const char *why = NULL;
 	int rc;
 
 	if (type == NULL || strncasecmp(type,
@@ -2200,10 +2233,19 @@ form_read(struct req *r, char *buf, size_t cap, size_t *len)
 		return reply_error(r, 400, "Bad request",
 		    "The request body could not be read.");
 	}
-	if (!same_origin(r) || r->sid[0] == '\0' ||
-	    form_get(buf, *len, "csrf", token, sizeof(token)) !=
-	    2 * OTP_MAC_LEN || !ct_equal(token, r->csrf, 2 * OTP_MAC_LEN)) {
-		log_info(r->otp, "csrf_refused ip=%s", r->addr);
+	/* A malformed body is a 400 whatever else is wrong with it. */
+	rc = form_get(buf, *len, "csrf", token, sizeof(token));
+	if (rc == FORM_BAD_ESCAPE || rc == FORM_NUL)
+		return reply_form_error(r, rc, "csrf");
+	if (!same_origin(r))
+		why = "origin";
+	else if (r->sid[0] == '\0')
+		why = "no_session";
+	else if (rc != 2 * OTP_MAC_LEN || !ct_equal(token, r->csrf,
+	    2 * OTP_MAC_LEN))
+		why = "token";
+	if (why != NULL) {
+		log_info(r->otp, "csrf_refused reason=%s ip=%s", why, r->addr);
 		if (r->sid[0] == '\0' && session_new(r) != 0)
 			return reply_error(r, 500, "Internal error", "");
 		return reply_index(r, 403,
@@ -2350,7 +2392,7 @@ on_request(struct req *r)
 	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1];
 	char phone[OTP_MAX_PHONE_LEN + 1], masked[32];
 	char code[OTP_MAX_CODE_LEN + 1], vid[8 + 2 * OTP_ID_LEN + 1];
-	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN];
+	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN], sid[OTP_SID_LEN];
 	int64_t now, ttl_ms = otp->cfg.code_ttl * 1000;
 	uint32_t slot = 0;
 	int32_t live = -1;
@@ -2377,14 +2419,15 @@ on_request(struct req *r)
 		return reply_index(r, 400, "Sorry, we can't send codes to that "
 		    "country.", input);
 	}
+	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
 	now = otp->now_ms();
 	lim = limits_take(otp, phone, r->addr, now, &live, &retry);
 	if (lim != LIMIT_NONE)
 		return reply_limited(r, lim, retry, input, masked);
 
 	/* A resend repeats the live code and keeps its attempt count. */
-	if (live >= 0 && store_resend(&otp->store, (uint32_t)live, phone, now,
-	    ttl_ms, code, id) == 0) {
+	if (live >= 0 && store_resend(&otp->store, (uint32_t)live, phone, sid,
+	    now, ttl_ms, code, id) == 0) {
 		slot = (uint32_t)live;
 		log_info(otp, "resend to=%s ip=%s", masked, r->addr);
 	} else {
@@ -2394,8 +2437,8 @@ on_request(struct req *r)
 			log_err(otp, "%s: random source failed", __func__);
 			return reply_error(r, 500, "Internal error", "");
 		}
-		if (store_add(&otp->store, phone, code, mac, id, now, ttl_ms,
-		    &slot) != 0) {
+		if (store_add(&otp->store, phone, code, mac, id, sid, now,
+		    ttl_ms, &slot) != 0) {
 			wipe(code, sizeof(code));
 			log_warn(otp, "table_full to=%s capacity=%ld", masked,
 			    otp->cfg.max_pending);
@@ -2430,7 +2473,7 @@ on_verify(struct req *r)
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], token[OTP_MAX_CODE_LEN + 2];
 	char phone[OTP_MAX_PHONE_LEN + 1] = "", masked[32];
-	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN];
+	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN], sid[OTP_SID_LEN];
 	uint32_t slot = 0;
 	enum check result = CHECK_FAILED;
 	int64_t now = otp->now_ms();
@@ -2449,9 +2492,10 @@ on_verify(struct req *r)
 		return reply_index(r, 429, "Too many failed attempts from your "
 		    "network. Please try again later.", "");
 	}
+	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
 	if (n >= 0 && handle_parse(mg_get_header(r->conn, "Cookie"), &slot,
 	    id) == 0 && code_mac(otp, token, (size_t)n, mac) == 0)
-		result = store_check(&otp->store, slot, id, mac, now,
+		result = store_check(&otp->store, slot, id, sid, mac, now,
 		    otp->cfg.code_ttl * 1000, (uint32_t)otp->cfg.max_attempts,
 		    phone);
 	wipe(token, sizeof(token));
@@ -2514,6 +2558,8 @@ dispatch(struct req *r)
 		return reply(r, 200, "text/css; charset=utf-8",
 		    (const char *)f->data, f->len);
 	}
+	if (strcmp(r->path, "/favicon.ico") == 0 && get)
+		return reply(r, 204, "image/x-icon", "", 0); /* no console noise */
 	return reply_error(r, 404, "Not found", "There is no such page.");
 }
 
@@ -2604,6 +2650,24 @@ otp_tables_init(struct otp *otp)
 	return 0;
 }
 
+/* Logs what the instance will do, once, at start. */
+static void
+log_start(struct otp *otp)
+{
+	const struct config *c = &otp->cfg;
+
+	if (c->provider == PROVIDER_CONSOLE)
+		log_warn(otp, "console sender: SMS are printed on stdout, "
+		    "nothing is sent (set API_KEY to send for real)");
+	else
+		log_info(otp, "telnyx sender: %s", c->sms_api_url);
+	if (code_strength_digits(c) < 6.0)
+		log_warn(otp, "weak codes: %ld %s characters are fewer than "
+		    "NIST's minimum of 10^6 values (about 20 bits); raise "
+		    "TOKEN_LENGTH", c->token_length,
+		    c->alphabet == ALPHABET_HEX ? "hex" : "digit");
+}
+
 struct otp *
 otp_create(const char *config_path, char *err, size_t errlen)
 {
@@ -2639,22 +2703,11 @@ otp_create(const char *config_path, char *err, size_t errlen)
 		goto fail;
 	}
 	otp->sweeper_started = true;
+	log_start(otp);
 	return otp;
 fail:
 	otp_destroy(otp);
 	return NULL;
-}
-
-static int
-otp_log_message(const struct mg_connection *conn, const char *message)
-{
-	const struct mg_context *ctx = mg_get_context(conn);
-	struct otp *otp = ctx != NULL ? mg_get_user_data(ctx) : NULL;
-	char esc[512];
-
-	log_escape(message, strlen(message), esc, sizeof(esc));
-	log_line(otp, "warn", "civetweb: %s", esc);
-	return 1;
 }
 
 int
@@ -2726,22 +2779,16 @@ usage(FILE *f)
 	    "Every config key can be set from the environment as OTP_<KEY>.\n");
 }
 
-/* Logs what the instance will do, once, at start. */
-static void
-log_start(struct otp *otp)
+static int
+otp_log_message(const struct mg_connection *conn, const char *message)
 {
-	const struct config *c = &otp->cfg;
+	const struct mg_context *ctx = mg_get_context(conn);
+	struct otp *otp = ctx != NULL ? mg_get_user_data(ctx) : NULL;
+	char esc[512];
 
-	if (c->provider == PROVIDER_CONSOLE)
-		log_warn(otp, "console sender: SMS are printed on stdout, "
-		    "nothing is sent (set API_KEY to send for real)");
-	else
-		log_info(otp, "telnyx sender: %s", c->sms_api_url);
-	if (code_strength_digits(c) < 6.0)
-		log_warn(otp, "weak codes: %ld %s characters are fewer than "
-		    "NIST's minimum of 10^6 values (about 20 bits); raise "
-		    "TOKEN_LENGTH", c->token_length,
-		    c->alphabet == ALPHABET_HEX ? "hex" : "digit");
+	log_escape(message, strlen(message), esc, sizeof(esc));
+	log_line(otp, "warn", "civetweb: %s", esc);
+	return 1;
 }
 
 /* Builds civetweb's options from the config; only ones it knows. */
@@ -2864,8 +2911,6 @@ main(int argc, char **argv)
 		otp_destroy(otp);
 		return 0;
 	}
-	log_start(otp);
-
 	/* Workers inherit this mask; only main takes the signals. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);

@@ -135,8 +135,8 @@ $(SB)/otp_demo: $(SB)/otp_demo.o $(SB)/civetweb.o
 static: $(SB)/otp_demo
 	@file $< | grep -q 'statically linked' || \
 		{ echo "static $(ARCH): $< is not statically linked" >&2; exit 1; }
-	@cat $(SB)/*.time | awk '{ printf "%s%s %s s", NR > 1 ? ", " : \
-		"static $(ARCH): dependency build times: ", $$1, $$2 } END { print "" }'
+	@cat $(SB)/*.time | awk '{ t = t (NR > 1 ? ", " : "") $$1 " " $$2 " s" } \
+		END { print "static $(ARCH): dependency build times: " t }'
 	@b=$$(stat -c %s $<); k=$$(( (b + 1023) / 1024 )); \
 	echo "static $(ARCH): $< $$k KiB ($$b bytes), budget $(SBUDGET) KiB"; \
 	if [ $$k -gt $(SBUDGET) ]; then \

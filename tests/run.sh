@@ -1,0 +1,57 @@
+#!/bin/sh
+# tests/run.sh: runs every suite against the built binary and prints one
+# closing line "N passed, M failed". Each suite prints its own summary;
+# this script adds them up. Exit status is non-zero on any failure.
+#   OTP_BIN    the server binary (make test sets it)
+#   OTP_UNIT   the cmocka unit test binary
+#   SUITES     which suites to run (default: unit integration browser)
+set -u
+cd "$(dirname "$0")/.."
+out=tests/out
+mkdir -p "$out"
+: "${OTP_BIN:=$PWD/otp_demo}"
+export OTP_BIN
+passed=0 failed=0
+
+# add_counts LOG: reads "N passed, M failed" (ours) or cmocka's summary.
+add_counts() {
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
+	if [ -n "$line" ]; then
+		p=${line%% passed*}
+		f=${line#*, }; f=${f%% failed*}
+	else
+		p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$1" | tail -n 1)
+		f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$1" | tail -n 1)
+	fi
+	p=${p:-0} f=${f:-0}
+	if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1 # the suite died without a summary
+	fi
+	passed=$((passed + p)) failed=$((failed + f))
+	echo "== $3: $p passed, $f failed"
+}
+
+run_suite() {
+	name=$1; shift
+	echo "== $name"
+	"$@" > "$out/$name.log" 2>&1
+	rc=$?
+	cat "$out/$name.log"
+	add_counts "$out/$name.log" "$rc" "$name"
+}
+
+for s in ${SUITES:-unit integration browser}; do
+	case $s in
+	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
+	integration) run_suite integration python3 tests/integration.py ;;
+	browser)
+		if [ ! -d tests/browser/node_modules/playwright-core ]; then
+			(cd tests/browser && npm ci --no-audit --no-fund) >&2
+		fi
+		run_suite browser node tests/browser/browser.mjs ;;
+	*) run_suite "$s" sh -c "$s" ;;
+	esac
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,874 @@
+/*
+ * Unit tests of otp_demo.c's pure parts (cmocka). The file includes
+ * otp_demo.c itself, without main, to reach its static functions. Only the
+ * clock and the random source are replaced, never anything else.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+
+#include "../otp_demo.c"
+
+#include <cmocka.h>
+
+/* ---- fakes: clock and random source ------------------------------------ */
+
+static int64_t fake_now = 1000000;
+
+static int64_t
+fake_clock(void)
+{
+	return fake_now;
+}
+
+static uint8_t fake_byte;
+
+/* Counts up from fake_byte: predictable "random" bytes. */
+static int
+fake_rng(void *ctx, unsigned char *out, size_t len)
+{
+	(void)ctx;
+	for (size_t i = 0; i < len; i++)
+		out[i] = fake_byte++;
+	return 0;
+}
+
+static char cfg_path[64];
+
+/* Writes text to a temporary config file and returns its path. */
+static const char *
+write_cfg(const char *text)
+{
+	int fd;
+
+	snprintf(cfg_path, sizeof(cfg_path), "/tmp/otp_unit_XXXXXX");
+	fd = mkstemp(cfg_path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return cfg_path;
+}
+
+/* Loads text as a config: 0 or -1 with err. */
+static int
+load(struct config *c, const char *text, char *err, size_t errlen)
+{
+	int rc = config_load(c, write_cfg(text), err, errlen);
+
+	unlink(cfg_path);
+	return rc;
+}
+
+/* Expects text to fail with exactly "<file>:<msg>". */
+static void
+expect_error(const char *text, const char *msg)
+{
+	struct config c;
+	char err[600], want[600];
+
+	assert_int_equal(load(&c, text, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:%s", cfg_path, msg);
+	assert_string_equal(err, want);
+}
+
+/* ---- config ------------------------------------------------------------ */
+
+static void
+test_config_tutorial(void **state)
+{
+	struct config c;
+	char err[600];
+
+	(void)state;
+	assert_int_equal(load(&c,
+	    "API_KEY='YOUR_API_KEY'\n"
+	    "FROM_NUMBER='YOUR_TELNYX_NUMBER'\n"
+	    "DEBUG=True\n"
+	    "COUNTRY_CODE='+1'\n"
+	    "TOKEN_LENGTH=4\n", err, sizeof(err)), 0);
+	assert_true(c.debug);
+	assert_int_equal(c.token_length, 4);
+	assert_string_equal(c.country_code, "+1");
+	/* The placeholder key means no account: the console sender. */
+	assert_int_equal(c.provider, PROVIDER_CONSOLE);
+	assert_int_equal(c.alphabet, ALPHABET_HEX);
+	assert_string_equal(c.listen, "127.0.0.1:5000");
+	assert_int_equal(c.ncountries, 1);
+	assert_string_equal(c.countries[0], "+1");
+}
+
+static void
+test_config_literals(void **state)
+{
+	struct config c;
+	char err[600];
+
+	(void)state;
+	assert_int_equal(load(&c,
+	    "# a comment\n"
+	    "\n"
+	    "   API_KEY = \"KEY\\\"with\\\\quote\"   # trailing comment\n"
+	    "FROM_NUMBER='+15550001111'\n"
+	    "DEBUG = False\n"
+	    "MESSAGE='It\\'s {code}'\n"
+	    "TOKEN_LENGTH = 7\r\n"
+	    "SMS_CA_FILE='/etc/hostname'\n"
+	    "ALLOWED_COUNTRY_CODES='+1, +44'\n", err, sizeof(err)), 0);
+	assert_string_equal(c.api_key, "KEY\"with\\quote");
+	assert_false(c.debug);
+	assert_string_equal(c.message, "It's {code}");
+	assert_int_equal(c.token_length, 7);
+	assert_int_equal(c.provider, PROVIDER_TELNYX);
+	assert_int_equal(c.ncountries, 2);
+	assert_string_equal(c.countries[1], "+44");
+}
+
+static void
+test_config_errors(void **state)
+{
+	(void)state;
+	expect_error("TOKEN_LENGTH=99\n", "1: TOKEN_LENGTH must be 1..16");
+	expect_error("\n\nTOKEN_LENGTH=0\n", "3: TOKEN_LENGTH must be 1..16");
+	expect_error("TOKEN_LENGTH='4'\n",
+	    "1: TOKEN_LENGTH must be a whole number");
+	expect_error("TOKEN_LENGTH=4x\n",
+	    "1: TOKEN_LENGTH must be a whole number");
+	expect_error("TOKEN_LENGHT=4\n",
+	    "1: unknown key TOKEN_LENGHT (did you mean TOKEN_LENGTH?)");
+	expect_error("api_key='x'\n",
+	    "1: unknown key api_key (did you mean API_KEY?)");
+	expect_error("WHATEVER=1\n", "1: unknown key WHATEVER");
+	expect_error("API_KEY='abc\n", "1: API_KEY: unterminated string");
+	expect_error("API_KEY=abc\n", "1: API_KEY must be a quoted string");
+	expect_error("DEBUG=yes\n", "1: DEBUG must be True or False");
+	expect_error("DEBUG='True'\n", "1: DEBUG must be True or False");
+	expect_error("COUNTRY_CODE='1'\n",
+	    "1: COUNTRY_CODE must be '+' and 1 to 3 digits, like '+1'");
+	expect_error("SMS_PROVIDER='twilio'\n",
+	    "1: SMS_PROVIDER must be 'telnyx' or 'console'");
+	expect_error("SMS_API_URL='http://x/'\n",
+	    "1: SMS_API_URL must be an https:// URL");
+	expect_error("MESSAGE='no code here'\n", "1: MESSAGE must contain {code}");
+	expect_error("MESSAGE='{code} {oops}'\n",
+	    "1: MESSAGE may contain only the placeholder {code}");
+	expect_error("CODE_TTL=601\n", "1: CODE_TTL must be 1..600");
+	expect_error("API_KEY='a' junk\n",
+	    "1: API_KEY: unexpected text after the value");
+	expect_error("just words\n", "1: expected KEY=value after just");
+	expect_error("=1\n", "1: expected KEY=value");
+	expect_error("API_KEY=\n", "1: API_KEY: missing value");
+	expect_error("ALLOWED_COUNTRY_CODES='+1,44'\n",
+	    "1: ALLOWED_COUNTRY_CODES must be a comma-separated list like "
+	    "'+1,+44'");
+	expect_error("API_KEY='real'\nFROM_NUMBER='YOUR_TELNYX_NUMBER'\n",
+	    "2: FROM_NUMBER must be an E.164 number like '+15551234567'");
+	expect_error("SMS_PROVIDER='telnyx'\nFROM_NUMBER='+15550001111'\n",
+	    " API_KEY must be set for SMS_PROVIDER telnyx");
+}
+
+static void
+test_config_env(void **state)
+{
+	struct config c;
+	char err[600];
+
+	(void)state;
+	setenv("OTP_TOKEN_LENGTH", "8", 1);
+	setenv("OTP_DEBUG", "true", 1);
+	setenv("OTP_API_KEY", "from-env", 1);
+	setenv("OTP_FROM_NUMBER", "+15550001111", 1);
+	setenv("OTP_SMS_CA_FILE", "/etc/hostname", 1);
+	assert_int_equal(load(&c, "TOKEN_LENGTH=4\nDEBUG=False\n", err,
+	    sizeof(err)), 0);
+	assert_int_equal(c.token_length, 8);
+	assert_true(c.debug);
+	assert_string_equal(c.api_key, "from-env");
+	assert_int_equal(c.provider, PROVIDER_TELNYX);
+
+	setenv("OTP_TOKEN_LENGTH", "40", 1);
+	assert_int_equal(load(&c, "", err, sizeof(err)), -1);
+	assert_string_equal(err,
+	    "environment OTP_TOKEN_LENGTH: TOKEN_LENGTH must be 1..16");
+	unsetenv("OTP_TOKEN_LENGTH");
+	unsetenv("OTP_DEBUG");
+	unsetenv("OTP_API_KEY");
+	unsetenv("OTP_FROM_NUMBER");
+	unsetenv("OTP_SMS_CA_FILE");
+}
+
+static void
+test_config_missing_file(void **state)
+{
+	struct config c;
+	char err[600];
+
+	(void)state;
+	assert_int_equal(config_load(&c, "/nonexistent/x.cfg", err,
+	    sizeof(err)), -1);
+	assert_string_equal(err,
+	    "/nonexistent/x.cfg: cannot open: No such file or directory");
+}
+
+/* ---- codes ------------------------------------------------------------- */
+
+static struct otp *
+make_otp(void)
+{
+	char err[256];
+	struct otp *otp = otp_create(NULL, err, sizeof(err));
+
+	assert_non_null(otp);
+	otp->now_ms = fake_clock;
+	return otp;
+}
+
+static void
+test_code_hex_lengths(void **state)
+{
+	struct otp *otp = make_otp();
+	char code[OTP_MAX_CODE_LEN + 1];
+
+	(void)state;
+	otp->cfg.alphabet = ALPHABET_HEX;
+	for (size_t len = 1; len <= OTP_MAX_CODE_LEN; len++) {
+		assert_int_equal(code_generate(otp, code, len), 0);
+		assert_int_equal(strlen(code), len);
+		assert_int_equal(strspn(code, "0123456789ABCDEF"), len);
+	}
+	assert_int_equal(code_generate(otp, code, 0), -1);
+	assert_int_equal(code_generate(otp, code, OTP_MAX_CODE_LEN + 1), -1);
+
+	/* With a known source: bytes 0xab 0xcd give "ABC" for length 3. */
+	otp->rng = fake_rng;
+	fake_byte = 0xab;
+	assert_int_equal(code_generate(otp, code, 3), 0);
+	assert_string_equal(code, "ABA"); /* 0xab, 0xac -> "ABAC" cut to 3 */
+	otp_destroy(otp);
+}
+
+static void
+test_code_digits_unbiased(void **state)
+{
+	struct otp *otp = make_otp();
+	char code[OTP_MAX_CODE_LEN + 1];
+
+	(void)state;
+	otp->cfg.alphabet = ALPHABET_DIGITS;
+	otp->rng = fake_rng;
+	/* Bytes 250..255 are rejected; 0 then gives '0'. */
+	fake_byte = 250;
+	assert_int_equal(code_generate(otp, code, 2), 0);
+	assert_string_equal(code, "01");
+	otp->rng = rng_drbg;
+	assert_int_equal(code_generate(otp, code, 6), 0);
+	assert_int_equal(strspn(code, "0123456789"), 6);
+	otp_destroy(otp);
+}
+
+static int
+cmp_codes(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void
+test_code_no_repeats(void **state)
+{
+	enum { N = 10000 };
+	static char codes[N][OTP_MAX_CODE_LEN + 1];
+	struct otp *otp = make_otp();
+
+	(void)state;
+	otp->cfg.alphabet = ALPHABET_HEX;
+	for (int i = 0; i < N; i++)
+		assert_int_equal(code_generate(otp, codes[i], 16), 0);
+	qsort(codes, N, sizeof(codes[0]), cmp_codes);
+	for (int i = 1; i < N; i++)
+		assert_string_not_equal(codes[i - 1], codes[i]);
+	otp_destroy(otp);
+}
+
+static void
+test_code_mac_case_insensitive(void **state)
+{
+	struct otp *otp = make_otp();
+	uint8_t a[OTP_MAC_LEN], b[OTP_MAC_LEN], c[OTP_MAC_LEN];
+
+	(void)state;
+	code_mac(otp, "1A2B", 4, a);
+	code_mac(otp, "1a2b", 4, b);
+	code_mac(otp, "1A2C", 4, c);
+	assert_memory_equal(a, b, OTP_MAC_LEN);
+	assert_memory_not_equal(a, c, OTP_MAC_LEN);
+	otp_destroy(otp);
+}
+
+/* ---- code store -------------------------------------------------------- */
+
+static void
+test_store_add_check_once(void **state)
+{
+	struct store st;
+	uint8_t id[OTP_ID_LEN] = { 1, 2, 3 }, other[OTP_ID_LEN] = { 9 };
+	uint8_t mac[OTP_MAC_LEN] = { 7 }, bad[OTP_MAC_LEN] = { 8 };
+	uint8_t sid[OTP_SID_LEN] = { 5 }, sid2[OTP_SID_LEN] = { 6 };
+	char phone[OTP_MAX_PHONE_LEN + 1];
+	uint32_t slot;
+
+	(void)state;
+	assert_int_equal(store_init(&st, 4), 0);
+	assert_int_equal(store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0,
+	    1000, &slot), 0);
+	/* Bound to its session: the right code from another session fails. */
+	assert_int_equal(store_check(&st, slot, id, sid2, mac, 1, 1000, 5,
+	    phone), CHECK_FAILED);
+	/* Bound to its id: another id with the right code fails. */
+	assert_int_equal(store_check(&st, slot, other, sid, mac, 1, 1000, 5, phone),
+	    CHECK_FAILED);
+	assert_int_equal(store_check(&st, slot + 1, id, sid, mac, 1, 1000, 5, phone),
+	    CHECK_FAILED);
+	assert_int_equal(store_check(&st, 99, id, sid, mac, 1, 1000, 5, phone),
+	    CHECK_FAILED);
+	assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 1000, 5, phone),
+	    CHECK_FAILED);
+	assert_int_equal(store_check(&st, slot, id, sid, mac, 1, 1000, 5, phone),
+	    CHECK_OK);
+	assert_string_equal(phone, "+15551234567");
+	/* Works once. */
+	assert_int_equal(store_check(&st, slot, id, sid, mac, 2, 1000, 5, phone),
+	    CHECK_FAILED);
+	assert_int_equal(store_pending(&st), 0);
+	/* The record was wiped. */
+	assert_int_equal(st.rec[slot].code[0], 0);
+	store_free(&st);
+}
+
+static void
+test_store_expiry(void **state)
+{
+	struct store st;
+	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
+	uint8_t sid[OTP_SID_LEN] = { 5 };
+	char phone[OTP_MAX_PHONE_LEN + 1];
+	uint32_t slot;
+
+	(void)state;
+	assert_int_equal(store_init(&st, 2), 0);
+	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 1000, &slot);
+	assert_int_equal(store_check(&st, slot, id, sid, mac, 1000, 1000, 5, phone),
+	    CHECK_FAILED);
+	assert_int_equal(store_pending(&st), 0);
+	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 1000, &slot);
+	assert_int_equal(store_sweep(&st, 999, 1000), 0);
+	assert_int_equal(store_sweep(&st, 1000, 1000), 1);
+	assert_int_equal(st.rec[slot].state, REC_FREE);
+	store_free(&st);
+}
+
+static void
+test_store_full(void **state)
+{
+	struct store st;
+	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
+	uint8_t sid[OTP_SID_LEN] = { 5 };
+	uint32_t slot, first;
+
+	(void)state;
+	assert_int_equal(store_init(&st, 3), 0);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 0, 1000, &first), 0);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 10, 1000, &slot), 0);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 20, 1000, &slot), 0);
+	/* Full of live records: refused, nothing overwritten. */
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 500, 1000, &slot),
+	    -1);
+	assert_int_equal(store_pending(&st), 3);
+	/* Once the first expired, its slot is reused. */
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 1000, 1000, &slot),
+	    0);
+	assert_int_equal(slot, first);
+	store_free(&st);
+}
+
+static void
+test_store_attempts_lock(void **state)
+{
+	struct store st;
+	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
+	uint8_t sid[OTP_SID_LEN] = { 5 };
+	uint8_t bad[OTP_MAC_LEN] = { 8 };
+	char phone[OTP_MAX_PHONE_LEN + 1], code[OTP_MAX_CODE_LEN + 1];
+	uint8_t got[OTP_ID_LEN];
+	uint32_t slot;
+
+	(void)state;
+	assert_int_equal(store_init(&st, 2), 0);
+	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 10000, &slot);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 10000, 3,
+		    phone), CHECK_FAILED);
+	/* A resend keeps the count. */
+	assert_int_equal(store_resend(&st, slot, "+15551234567", sid, 2, 10000, code,
+	    got), 0);
+	assert_string_equal(code, "ABCD");
+	assert_memory_equal(got, id, OTP_ID_LEN);
+	assert_int_equal(store_check(&st, slot, id, sid, bad, 3, 10000, 3, phone),
+	    CHECK_LOCKED);
+	/* Locked: even the right code fails, and the code is wiped. */
+	assert_int_equal(store_check(&st, slot, id, sid, mac, 4, 10000, 3, phone),
+	    CHECK_LOCKED);
+	assert_int_equal(st.rec[slot].code[0], 0);
+	assert_int_equal(store_resend(&st, slot, "+15551234567", sid, 5, 10000, code,
+	    got), -1);
+	store_free(&st);
+}
+
+/* ---- rate limits ------------------------------------------------------- */
+
+static void
+test_limits_windows(void **state)
+{
+	struct otp *otp = make_otp();
+	int32_t slot;
+	long retry = 0;
+
+	(void)state;
+	otp->cfg.resend_interval = 30;
+	otp->cfg.sms_per_number_per_hour = 2;
+	otp->cfg.sms_per_ip_per_hour = 3;
+	fake_now = 10 * HOUR_MS;
+	assert_int_equal(limits_take(otp, "+1555", "a", fake_now, &slot,
+	    &retry), LIMIT_NONE);
+	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 1000,
+	    &slot, &retry), LIMIT_RESEND);
+	assert_int_equal(retry, 29);
+	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 30000,
+	    &slot, &retry), LIMIT_NONE);
+	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 60000,
+	    &slot, &retry), LIMIT_NUMBER);
+	assert_int_equal(retry, 3600 - 60);
+	assert_int_equal(limits_take(otp, "+1666", "a", fake_now + 60000,
+	    &slot, &retry), LIMIT_NONE);
+	assert_int_equal(limits_take(otp, "+1777", "a", fake_now + 60000,
+	    &slot, &retry), LIMIT_IP);
+	/* A window later, everything is allowed again. */
+	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + HOUR_MS,
+	    &slot, &retry), LIMIT_NONE);
+	otp_destroy(otp);
+}
+
+static void
+test_limits_global(void **state)
+{
+	struct otp *otp = make_otp();
+	char phone[32], addr[32];
+	int32_t slot;
+	long retry;
+	int sent = 0;
+
+	(void)state;
+	otp->cfg.sms_per_hour = 5;
+	otp->cfg.sms_per_day = 7;
+	fake_now = 100 * HOUR_MS;
+	for (int i = 0; i < 100; i++) {
+		snprintf(phone, sizeof(phone), "+1555%07d", i);
+		snprintf(addr, sizeof(addr), "10.0.%d.%d", i / 256, i % 256);
+		if (limits_take(otp, phone, addr, fake_now, &slot, &retry) ==
+		    LIMIT_NONE)
+			sent++;
+	}
+	assert_int_equal(sent, 5);
+	fake_now += HOUR_MS;
+	for (int i = 0; i < 10; i++) {
+		snprintf(phone, sizeof(phone), "+1666%07d", i);
+		if (limits_take(otp, phone, "x", fake_now, &slot, &retry) ==
+		    LIMIT_NONE)
+			sent++;
+	}
+	assert_int_equal(sent, 7); /* the day cap */
+	otp_destroy(otp);
+}
+
+static void
+test_limits_bounded_eviction(void **state)
+{
+	struct ratetab t;
+	uint64_t key;
+
+	(void)state;
+	assert_int_equal(ratetab_init(&t, 16), 0);
+	/* Far more keys than slots: memory stays 16 windows. */
+	for (key = 1; key < 10000; key += 2)
+		ratetab_get(&t, key, (int64_t)key, HOUR_MS)->count = 1;
+	for (uint32_t i = 0; i < t.size; i++)
+		assert_int_not_equal(t.w[i].key, 0);
+	/* A key seen again within its window keeps its count, if present. */
+	ratetab_get(&t, 9999, 9999, HOUR_MS)->count = 5;
+	assert_int_equal(ratetab_get(&t, 9999, 10000, HOUR_MS)->count, 5);
+	/* A stale window is reset. */
+	assert_int_equal(ratetab_get(&t, 9999, 9999 + HOUR_MS, HOUR_MS)->count,
+	    0);
+	free(t.w);
+}
+
+static void
+test_limits_verify_budget(void **state)
+{
+	struct otp *otp = make_otp();
+	long retry = 0;
+
+	(void)state;
+	otp->cfg.verify_per_ip_per_hour = 3;
+	fake_now = 200 * HOUR_MS;
+	for (int i = 0; i < 3; i++) {
+		assert_true(limits_verify(otp, "1.2.3.4", fake_now, false, &retry));
+		limits_verify(otp, "1.2.3.4", fake_now, true, &retry);
+	}
+	assert_false(limits_verify(otp, "1.2.3.4", fake_now + 1000, false,
+	    &retry));
+	assert_int_equal(retry, 3599);
+	assert_true(limits_verify(otp, "5.6.7.8", fake_now, false, &retry));
+	otp_destroy(otp);
+}
+
+/* ---- phone numbers ----------------------------------------------------- */
+
+static void
+expect_phone(const char *in, const char *cc, const char *want)
+{
+	char out[OTP_MAX_PHONE_LEN + 1];
+	int rc = phone_normalise(in, strlen(in), cc, out, sizeof(out));
+
+	if (want == NULL) {
+		assert_int_equal(rc, -1);
+	} else {
+		assert_int_equal(rc, 0);
+		assert_string_equal(out, want);
+	}
+}
+
+static void
+test_phone_normalise(void **state)
+{
+	(void)state;
+	expect_phone("(555) 123-4567", "+1", "+15551234567");
+	expect_phone("555.123.4567", "+1", "+15551234567");
+	expect_phone("+44 20 7946 0958", "+1", "+442079460958");
+	expect_phone("2079460958", "+44", "+442079460958");
+	expect_phone("+1234567", "+1", "+1234567");       /* 7 digits */
+	expect_phone("+123456", "+1", NULL);              /* 6 digits */
+	expect_phone("+1234567890123456", "+1", NULL);    /* 16 digits */
+	expect_phone("+0123456789", "+1", NULL);          /* leading 0 */
+	expect_phone("555-CALL-NOW", "+1", NULL);
+	expect_phone("555\"1234567", "+1", NULL);
+	expect_phone("++15551234567", "+1", NULL);
+	expect_phone("1555+1234567", "+1", NULL);
+	expect_phone("", "+1", NULL);
+	expect_phone("5551234567\n", "+1", NULL);
+}
+
+static void
+test_phone_mask(void **state)
+{
+	char out[32];
+
+	(void)state;
+	phone_mask("+15551234567", out, sizeof(out));
+	assert_string_equal(out, "+1555***4567");
+	phone_mask("+442079460958", out, sizeof(out));
+	assert_string_equal(out, "+4420***0958");
+	phone_mask("+1234567", out, sizeof(out));
+	assert_string_equal(out, "+12***67");
+	assert_null(strstr(out, "1234567"));
+}
+
+static void
+test_phone_allowed(void **state)
+{
+	struct config c;
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	c.ncountries = 2;
+	strcpy(c.countries[0], "+1");
+	strcpy(c.countries[1], "+44");
+	assert_true(phone_allowed(&c, "+15551234567"));
+	assert_true(phone_allowed(&c, "+442079460958"));
+	assert_false(phone_allowed(&c, "+882123456789"));
+}
+
+/* ---- escaping, forms, cookies, JSON, pages ----------------------------- */
+
+static void
+test_json_escape(void **state)
+{
+	char out[64];
+
+	(void)state;
+	assert_int_equal(json_escape("a\"b\\c\nd\x01", out, sizeof(out)), 0);
+	assert_string_equal(out, "a\\\"b\\\\c\\nd\\u0001");
+	assert_int_equal(json_escape("0123456789", out, 10), -1);
+	assert_int_equal(json_escape("012345678", out, 10), 0);
+}
+
+static void
+test_html_escape(void **state)
+{
+	char out[64];
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(html_escape("<a href=\"x\">'&'</a>", out, sizeof(out),
+	    &n), 0);
+	out[n] = '\0';
+	assert_string_equal(out,
+	    "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+	n = 0;
+	assert_int_equal(html_escape("<<<<", out, 8, &n), -1);
+}
+
+static void
+test_form_parse(void **state)
+{
+	char out[32];
+	const char *b;
+
+	(void)state;
+	b = "phone=%28555%29+123-4567&csrf=ab";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)), 14);
+	assert_string_equal(out, "(555) 123-4567");
+	assert_int_equal(form_get(b, strlen(b), "csrf", out, sizeof(out)), 2);
+	assert_int_equal(form_get(b, strlen(b), "token", out, sizeof(out)),
+	    FORM_MISSING);
+	b = "phone=1&phone=2";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)), 1);
+	assert_string_equal(out, "1"); /* the first one counts */
+	b = "phone=%zz";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)),
+	    FORM_BAD_ESCAPE);
+	b = "phone=%4";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)),
+	    FORM_BAD_ESCAPE);
+	b = "x=%&phone=1";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)),
+	    FORM_BAD_ESCAPE);
+	b = "phone=a%00b";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)),
+	    FORM_NUL);
+	assert_int_equal(form_get("phone=1\0", 8, "phone", out, sizeof(out)),
+	    FORM_NUL);
+	b = "phone=0123456789";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, 5), FORM_TOO_LONG);
+	b = "ph%6Fne=1&&=&novalue";
+	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)), 1);
+	assert_int_equal(form_get("", 0, "phone", out, sizeof(out)),
+	    FORM_MISSING);
+}
+
+static void
+test_cookie_get(void **state)
+{
+	char out[40];
+
+	(void)state;
+	assert_int_equal(cookie_get("a=1; otp_sid=abc; b=2", "otp_sid", out,
+	    sizeof(out)), 3);
+	assert_string_equal(out, "abc");
+	assert_int_equal(cookie_get("xotp_sid=1", "otp_sid", out, sizeof(out)),
+	    -1);
+	assert_int_equal(cookie_get("otp_sid=", "otp_sid", out, sizeof(out)),
+	    0);
+	assert_int_equal(cookie_get("otp_sid=0123456789", "otp_sid", out, 5),
+	    -1);
+	assert_int_equal(cookie_get(NULL, "otp_sid", out, sizeof(out)), -1);
+	assert_int_equal(cookie_get(";;otp_sid=z ;", "otp_sid", out,
+	    sizeof(out)), 1);
+}
+
+static void
+test_handle_roundtrip(void **state)
+{
+	uint8_t id[OTP_ID_LEN], got[OTP_ID_LEN];
+	char v[8 + 2 * OTP_ID_LEN + 1], cookie[80];
+	uint32_t slot;
+
+	(void)state;
+	for (int i = 0; i < OTP_ID_LEN; i++)
+		id[i] = (uint8_t)(i * 17);
+	handle_format(123456, id, v);
+	snprintf(cookie, sizeof(cookie), "otp_vid=%s", v);
+	assert_int_equal(handle_parse(cookie, &slot, got), 0);
+	assert_int_equal(slot, 123456);
+	assert_memory_equal(got, id, OTP_ID_LEN);
+	assert_int_equal(handle_parse("otp_vid=xyz", &slot, got), -1);
+	cookie[10] = 'g';
+	assert_int_equal(handle_parse(cookie, &slot, got), -1);
+}
+
+static void
+test_json_api_error(void **state)
+{
+	char code[32], title[64];
+	const char *b;
+
+	(void)state;
+	b = "{\"errors\": [{\"code\": \"10004\", \"title\": \"Missing "
+	    "parameter\", \"detail\": \"x\"}]}";
+	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
+	    sizeof(title)), 0);
+	assert_string_equal(code, "10004");
+	assert_string_equal(title, "Missing parameter");
+	b = "{\"meta\":{\"a\":[1,2,{\"b\":null}]},\"errors\":[{\"title\":\"T\","
+	    "\"code\":40300}]}";
+	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
+	    sizeof(title)), 0);
+	assert_string_equal(code, "40300");
+	assert_string_equal(title, "T");
+	b = "<html>bad gateway</html>";
+	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
+	    sizeof(title)), -1);
+	b = "{\"errors\":[{\"code\":\"1";
+	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
+	    sizeof(title)), -1);
+	b = "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[";
+	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
+	    sizeof(title)), -1);
+}
+
+static void
+test_message_fill(void **state)
+{
+	char out[32];
+
+	(void)state;
+	assert_int_equal(message_fill("Your token is {code}", "AB12", out,
+	    sizeof(out)), 0);
+	assert_string_equal(out, "Your token is AB12");
+	assert_int_equal(message_fill("{code}{code}", "AB", out, sizeof(out)), 0);
+	assert_string_equal(out, "ABAB");
+	assert_int_equal(message_fill("0123456789012345678901234567{code}",
+	    "ABCD", out, sizeof(out)), -1);
+}
+
+static void
+test_page_render(void **state)
+{
+	char out[128];
+	const struct var vars[] = { { "a", "<x>" }, { "bb", "2" } };
+	const char *t = "[{{a}}|{{bb}}|{{a}}]";
+
+	(void)state;
+	assert_int_equal(page_render(t, strlen(t), vars, 2, out, sizeof(out)),
+	    (long)strlen("[&lt;x&gt;|2|&lt;x&gt;]"));
+	assert_string_equal(out, "[&lt;x&gt;|2|&lt;x&gt;]");
+	t = "{{missing}}";
+	assert_int_equal(page_render(t, strlen(t), vars, 2, out, sizeof(out)),
+	    -1);
+	t = "{{a";
+	assert_int_equal(page_render(t, strlen(t), vars, 2, out, sizeof(out)),
+	    -1);
+	t = "0123456789";
+	assert_int_equal(page_render(t, strlen(t), vars, 2, out, 5), -1);
+}
+
+/* Every page renders with exactly the values its handler gives. */
+static void
+test_pages_render(void **state)
+{
+	static const struct { const char *file; int nvars; } pages[] = {
+		{ "index.html", 3 }, { "verify.html", 5 },
+		{ "verify_success.html", 1 }, { "error.html", 3 },
+	};
+	const struct var vars[] = {
+		{ "error", "e" }, { "csrf", "c" }, { "phone", "p" },
+		{ "token_length", "6" }, { "inputmode", "numeric" },
+		{ "status", "404" }, { "title", "t" }, { "message", "m" },
+	};
+	char out[OTP_MAX_PAGE];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+		const struct www_file *f = www_find(pages[i].file);
+
+		assert_non_null(f);
+		assert_true(page_render((const char *)f->data, f->len, vars, 8,
+		    out, sizeof(out)) > 0);
+	}
+	assert_non_null(www_find("style.css"));
+}
+
+static void
+test_log_escape(void **state)
+{
+	char out[64];
+
+	(void)state;
+	log_escape("a\nb\"c\\\x7f", 8, out, sizeof(out));
+	assert_string_equal(out, "a\\x0ab\\x22c\\x5c\\x7f");
+	log_escape("abcdef", 6, out, 4);
+	assert_string_equal(out, "abc");
+}
+
+static void
+test_utilities(void **state)
+{
+	uint8_t b[2];
+	long v;
+
+	(void)state;
+	assert_int_equal(hex_decode("0aFf", 4, b), 0);
+	assert_int_equal(b[0], 0x0a);
+	assert_int_equal(b[1], 0xff);
+	assert_int_equal(hex_decode("0g", 2, b), -1);
+	assert_int_equal(parse_long("42", 0, 100, &v), 0);
+	assert_int_equal(v, 42);
+	assert_int_equal(parse_long(" 42", 0, 100, &v), -1);
+	assert_int_equal(parse_long("101", 0, 100, &v), -1);
+	assert_int_equal(parse_long("99999999999999999999", 0, LONG_MAX, &v),
+	    -1);
+	assert_int_equal(edit_distance("TOKEN_LENGHT", "TOKEN_LENGTH"), 2);
+	assert_int_equal(edit_distance("api_key", "API_KEY"), 0);
+	assert_true(ct_equal("abc", "abc", 3));
+	assert_false(ct_equal("abc", "abd", 3));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_tutorial),
+		cmocka_unit_test(test_config_literals),
+		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_config_env),
+		cmocka_unit_test(test_config_missing_file),
+		cmocka_unit_test(test_code_hex_lengths),
+		cmocka_unit_test(test_code_digits_unbiased),
+		cmocka_unit_test(test_code_no_repeats),
+		cmocka_unit_test(test_code_mac_case_insensitive),
+		cmocka_unit_test(test_store_add_check_once),
+		cmocka_unit_test(test_store_expiry),
+		cmocka_unit_test(test_store_full),
+		cmocka_unit_test(test_store_attempts_lock),
+		cmocka_unit_test(test_limits_windows),
+		cmocka_unit_test(test_limits_global),
+		cmocka_unit_test(test_limits_bounded_eviction),
+		cmocka_unit_test(test_limits_verify_budget),
+		cmocka_unit_test(test_phone_normalise),
+		cmocka_unit_test(test_phone_mask),
+		cmocka_unit_test(test_phone_allowed),
+		cmocka_unit_test(test_json_escape),
+		cmocka_unit_test(test_html_escape),
+		cmocka_unit_test(test_form_parse),
+		cmocka_unit_test(test_cookie_get),
+		cmocka_unit_test(test_handle_roundtrip),
+		cmocka_unit_test(test_json_api_error),
+		cmocka_unit_test(test_message_fill),
+		cmocka_unit_test(test_page_render),
+		cmocka_unit_test(test_pages_render),
+		cmocka_unit_test(test_log_escape),
+		cmocka_unit_test(test_utilities),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
