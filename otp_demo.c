@@ -45,10 +45,13 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <mbedtls/bignum.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/md.h>
+#include <mbedtls/pk.h>
 #include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
 #if MBEDTLS_VERSION_MAJOR >= 3
 #include <psa/crypto.h>
 #endif
@@ -135,6 +138,7 @@ struct config {
 	char allowed_country_codes[128];
 	char trusted_proxy[64];
 	char cert_file[OTP_MAX_STR];
+	bool redirect_http;
 
 	/* Derived by config_finish(). */
 	enum provider provider;
@@ -214,6 +218,7 @@ struct otp {
 	struct limits limits;
 	struct curl_pool curls;
 	char prefix[64];           /* mount point, "" for the root */
+	int https_port;            /* REDIRECT_HTTP target, 0: none */
 	otp_verified_fn on_verified;
 	void *on_verified_arg;
 	pthread_t sweeper;
@@ -310,7 +315,8 @@ static const struct key config_keys[] = {
 	STR("ALLOWED_COUNTRY_CODES", allowed_country_codes, "",
 	    check_country_list),
 	STR("TRUSTED_PROXY", trusted_proxy, "", NULL),
-	STR("CERT_FILE", cert_file, "", NULL),
+	STR("CERT_FILE", cert_file, "otp_demo.pem", check_not_empty),
+	BOOL("REDIRECT_HTTP", redirect_http, "False"),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -1789,6 +1795,7 @@ struct req {
 	int ncookies;
 	long retry_after;       /* > 0: send Retry-After */
 	const char *allow;      /* for 405 */
+	const char *location;   /* for redirects */
 	bool close;             /* close the connection after replying */
 };
 
@@ -1819,6 +1826,8 @@ reply(struct req *r, int status, const char *type, const char *body,
 	}
 	if (r->allow != NULL)
 		mg_response_header_add(c, "Allow", r->allow, -1);
+	if (r->location != NULL)
+		mg_response_header_add(c, "Location", r->location, -1);
 	if (r->close)
 		mg_response_header_add(c, "Connection", "close", -1);
 	mg_response_header_send(c);
@@ -2563,6 +2572,32 @@ dispatch(struct req *r)
 	return reply_error(r, 404, "Not found", "There is no such page.");
 }
 
+/*
+ * REDIRECT_HTTP: answers a plain-HTTP request with a 301 to the same path
+ * on the TLS port. The host comes from the Host header, checked to be a
+ * name or an address so it cannot inject anything into the header.
+ */
+static int
+redirect_https(struct req *r)
+{
+	const char *host = mg_get_header(r->conn, "Host");
+	char name[256], url[OTP_MAX_STR];
+	size_t len;
+
+	if (host == NULL || *host == '\0')
+		host = "localhost";
+	len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":");
+	if (len >= sizeof(name) || strspn(host, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") < len)
+		return reply_error(r, 400, "Bad request", "Bad Host header.");
+	str_ncopy(name, sizeof(name), host, len);
+	if (snprintf(url, sizeof(url), "https://%s:%d%s", name,
+	    r->otp->https_port, r->ri->request_uri) >= (int)sizeof(url))
+		return reply_error(r, 414, "URI too long", "");
+	r->location = url;
+	return reply(r, 301, "text/plain; charset=utf-8", "", 0);
+}
+
 /* civetweb's entry point for every request under the prefix. */
 static int
 on_http(struct mg_connection *conn, void *arg)
@@ -2579,6 +2614,8 @@ on_http(struct mg_connection *conn, void *arg)
 	r.path = r.ri->local_uri != NULL ? r.ri->local_uri : "/";
 	if (strncmp(r.path, otp->prefix, plen) == 0)
 		r.path += plen;
+	if (!r.tls && otp->https_port > 0)
+		return redirect_https(&r);
 	client_address(&r);
 	session_read(&r);
 	if (r.sid[0] == '\0' && session_new(&r) != 0)
@@ -2763,6 +2800,181 @@ otp_version(void)
 	return OTP_VERSION;
 }
 
+/* ---- server certificate ------------------------------------------------ */
+/*
+ * TLS listeners (a LISTEN entry ending in 's') serve CERT_FILE: PEM private
+ * key and certificate chain in one file. If it does not exist, a
+ * self-signed EC P-256 certificate is made with mbedTLS on first start, as
+ * OpenWrt's uhttpd does with px5g, so a device needs no openssl binary.
+ */
+
+/* True if any comma-separated LISTEN entry is a TLS port ("443s"). */
+static bool
+listen_has_tls(const char *listen)
+{
+	for (const char *p = listen; *p != '\0';) {
+		size_t len = strcspn(p, ",");
+
+		if (len > 0 && p[len - 1] == 's')
+			return true;
+		p += len;
+		p += *p == ',';
+	}
+	return false;
+}
+
+/*
+ * Writes data to path atomically: a temporary file in the same directory
+ * with mode, fsync, then rename. 0 or -1 (errno set).
+ */
+static int
+file_write_atomic(const char *path, const char *data, size_t len, mode_t mode)
+{
+	char tmp[OTP_MAX_STR + 16];
+	int fd, rc = -1;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -1;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0)
+		return -1;
+	if (fchmod(fd, mode) == 0 && write(fd, data, len) == (ssize_t)len &&
+	    fsync(fd) == 0)
+		rc = 0;
+	if (close(fd) != 0)
+		rc = -1;
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -1;
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
+}
+
+/*
+ * Makes a key and a self-signed certificate for CN=otp_demo, valid from
+ * yesterday for ten years, as PEM (key first) into out. 0 or -1.
+ */
+static int
+cert_generate(struct otp *otp, char *out, size_t outlen)
+{
+	mbedtls_x509write_cert crt;
+	mbedtls_pk_context key;
+	uint8_t serial[16];
+	char from[16], until[16];
+	time_t now = time(NULL) - 86400;
+	struct tm tm;
+	size_t n;
+	int rc = -1;
+
+	mbedtls_pk_init(&key);
+	mbedtls_x509write_crt_init(&crt);
+	gmtime_r(&now, &tm);
+	strftime(from, sizeof(from), "%Y%m%d%H%M%S", &tm);
+	tm.tm_year += 10;
+	strftime(until, sizeof(until), "%Y%m%d%H%M%S", &tm);
+	if (otp->rng(otp->rng_ctx, serial, sizeof(serial)) != 0)
+		goto out;
+	serial[0] &= 0x7f; /* a positive serial number */
+	if (mbedtls_pk_setup(&key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) ||
+	    mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key),
+	    otp->rng, otp->rng_ctx) ||
+	    mbedtls_pk_write_key_pem(&key, (unsigned char *)out, outlen))
+		goto out;
+	n = strlen(out);
+	mbedtls_x509write_crt_set_version(&crt, MBEDTLS_X509_CRT_VERSION_3);
+	mbedtls_x509write_crt_set_md_alg(&crt, MBEDTLS_MD_SHA256);
+	mbedtls_x509write_crt_set_subject_key(&crt, &key);
+	mbedtls_x509write_crt_set_issuer_key(&crt, &key);
+#if MBEDTLS_VERSION_NUMBER >= 0x03040000
+	if (mbedtls_x509write_crt_set_serial_raw(&crt, serial, sizeof(serial)))
+		goto out;
+#else
+	{
+		mbedtls_mpi mpi;
+		int bad;
+
+		mbedtls_mpi_init(&mpi);
+		bad = mbedtls_mpi_read_binary(&mpi, serial, sizeof(serial)) ||
+		    mbedtls_x509write_crt_set_serial(&crt, &mpi);
+		mbedtls_mpi_free(&mpi);
+		if (bad)
+			goto out;
+	}
+#endif
+	if (mbedtls_x509write_crt_set_subject_name(&crt, "CN=otp_demo") ||
+	    mbedtls_x509write_crt_set_issuer_name(&crt, "CN=otp_demo") ||
+	    mbedtls_x509write_crt_set_validity(&crt, from, until) ||
+	    mbedtls_x509write_crt_set_basic_constraints(&crt, 0, -1) ||
+	    mbedtls_x509write_crt_set_key_usage(&crt,
+	    MBEDTLS_X509_KU_DIGITAL_SIGNATURE) ||
+	    mbedtls_x509write_crt_pem(&crt, (unsigned char *)out + n, outlen - n,
+	    otp->rng, otp->rng_ctx))
+		goto out;
+	rc = 0;
+out:
+	mbedtls_x509write_crt_free(&crt);
+	mbedtls_pk_free(&key);
+	return rc;
+}
+
+/* Logs the SHA-256 fingerprint of the first certificate in path. */
+static int
+cert_log_fingerprint(struct otp *otp, const char *path)
+{
+	mbedtls_x509_crt crt;
+	uint8_t sum[32];
+	char hex[3 * sizeof(sum)];
+	int rc = -1;
+
+	mbedtls_x509_crt_init(&crt);
+	if (mbedtls_x509_crt_parse_file(&crt, path) == 0 &&
+	    mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), crt.raw.p,
+	    crt.raw.len, sum) == 0) {
+		for (size_t i = 0; i < sizeof(sum); i++)
+			snprintf(hex + 3 * i, 4, "%02X%s", sum[i],
+			    i + 1 < sizeof(sum) ? ":" : "");
+		log_info(otp, "certificate %s sha256=%s", path, hex);
+		rc = 0;
+	}
+	mbedtls_x509_crt_free(&crt);
+	return rc;
+}
+
+/*
+ * Makes sure CERT_FILE exists when a TLS listener is configured, making a
+ * self-signed one if not. 0, or -1 with the reason logged.
+ */
+static int
+cert_ensure(struct otp *otp)
+{
+	const char *path = otp->cfg.cert_file;
+	char pem[4096];
+	int rc = -1;
+
+	if (!listen_has_tls(otp->cfg.listen))
+		return 0;
+	if (access(path, F_OK) != 0) {
+		if (cert_generate(otp, pem, sizeof(pem)) != 0) {
+			log_err(otp, "%s: cannot generate a certificate", __func__);
+			goto out;
+		}
+		if (file_write_atomic(path, pem, strlen(pem), 0600) != 0) {
+			log_err(otp, "%s: cannot write %s: %s", __func__, path,
+			    strerror(errno));
+			goto out;
+		}
+		log_info(otp, "generated a self-signed certificate in %s", path);
+	}
+	if (cert_log_fingerprint(otp, path) != 0) {
+		log_err(otp, "%s: %s holds no readable certificate", __func__,
+		    path);
+		goto out;
+	}
+	rc = 0;
+out:
+	wipe(pem, sizeof(pem));
+	return rc;
+}
+
 /* ---- main -------------------------------------------------------------- */
 
 #ifndef OTP_NO_MAIN
@@ -2811,7 +3023,7 @@ server_options(const struct config *c, const char **opts, size_t max,
 		    "Content-Security-Policy: " CSP "\r\n"
 		    "X-Content-Type-Options: nosniff\r\n"
 		    "Referrer-Policy: no-referrer",
-		"ssl_certificate", c->cert_file,
+		"ssl_certificate", listen_has_tls(c->listen) ? c->cert_file : "",
 	};
 	const struct mg_option *valid = mg_get_valid_options();
 	size_t n = 0;
@@ -2831,6 +3043,19 @@ server_options(const struct config *c, const char **opts, size_t max,
 		opts[n++] = want[i + 1];
 	}
 	opts[n] = NULL;
+	return 0;
+}
+
+/* The first bound TLS port, or 0. */
+static int
+first_tls_port(struct mg_context *ctx)
+{
+	struct mg_server_port ports[16];
+	int n = mg_get_server_ports(ctx, 16, ports);
+
+	for (int i = 0; i < n; i++)
+		if (ports[i].is_ssl)
+			return ports[i].port;
 	return 0;
 }
 
@@ -2911,6 +3136,11 @@ main(int argc, char **argv)
 		otp_destroy(otp);
 		return 0;
 	}
+	if (cert_ensure(otp) != 0) {
+		otp_destroy(otp);
+		return 1;
+	}
+
 	/* Workers inherit this mask; only main takes the signals. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
@@ -2931,6 +3161,8 @@ main(int argc, char **argv)
 	}
 	otp_mount(otp, ctx, "");
 	log_ports(otp, ctx);
+	if (otp->cfg.redirect_http)
+		otp->https_port = first_tls_port(ctx);
 
 	sigwait(&sigs, &sig);
 	log_info(otp, "signal %d: stopping", sig);

@@ -833,6 +833,52 @@ test_utilities(void **state)
 	assert_false(ct_equal("abc", "abd", 3));
 }
 
+/* ---- server certificate ------------------------------------------------ */
+
+static void
+test_cert_generate_once(void **state)
+{
+	struct otp *otp = make_otp();
+	char path[] = "/tmp/otp_unit_cert_XXXXXX", before[4096], after[4096];
+	struct stat st;
+	FILE *f;
+	size_t n1, n2;
+
+	(void)state;
+	assert_non_null(mkdtemp(path));
+	snprintf(otp->cfg.cert_file, sizeof(otp->cfg.cert_file), "%s/c.pem",
+	    path);
+	/* No TLS listener: nothing is made. */
+	assert_int_equal(cert_ensure(otp), 0);
+	assert_int_not_equal(access(otp->cfg.cert_file, F_OK), 0);
+	str_copy(otp->cfg.listen, sizeof(otp->cfg.listen), "80,443s");
+	assert_true(listen_has_tls(otp->cfg.listen));
+	assert_false(listen_has_tls("80,8080"));
+	assert_int_equal(cert_ensure(otp), 0);
+	assert_int_equal(stat(otp->cfg.cert_file, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	f = fopen(otp->cfg.cert_file, "r");
+	n1 = fread(before, 1, sizeof(before), f);
+	fclose(f);
+	assert_non_null(strstr(before, "BEGIN EC PRIVATE KEY"));
+	assert_non_null(strstr(before, "BEGIN CERTIFICATE"));
+	/* A second start reuses the file. */
+	assert_int_equal(cert_ensure(otp), 0);
+	f = fopen(otp->cfg.cert_file, "r");
+	n2 = fread(after, 1, sizeof(after), f);
+	fclose(f);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(before, after, n1);
+	/* A file that holds no certificate is an error. */
+	f = fopen(otp->cfg.cert_file, "w");
+	fputs("garbage\n", f);
+	fclose(f);
+	assert_int_equal(cert_ensure(otp), -1);
+	unlink(otp->cfg.cert_file);
+	rmdir(path);
+	otp_destroy(otp);
+}
+
 int
 main(void)
 {
@@ -868,6 +914,7 @@ main(void)
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
+		cmocka_unit_test(test_cert_generate_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
