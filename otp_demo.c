@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +42,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,6 +95,7 @@
 #define OTP_MAX_PAGE 8192     /* a rendered page */
 #define OTP_MAX_HEADERS 1024  /* our response headers */
 #define OTP_MAX_COUNTRIES 16  /* entries in ALLOWED_COUNTRY_CODES */
+#define OTP_MAX_RETURN 256    /* a return_to path */
 #ifndef OTP_RATE_SLOTS
 #define OTP_RATE_SLOTS 2048   /* windows per rate-limit table */
 #endif
@@ -139,6 +142,13 @@ struct config {
 	char trusted_proxy[64];
 	char cert_file[OTP_MAX_STR];
 	bool redirect_http;
+	char api_key_file[OTP_MAX_STR];
+	char api_token[128];
+	long session_ttl;
+	char state_dir[OTP_MAX_STR];
+	bool metrics;
+	char metrics_allow[256];
+	char log[16];
 
 	/* Derived by config_finish(). */
 	enum provider provider;
@@ -147,7 +157,7 @@ struct config {
 	int ncountries;
 };
 
-enum rec_state { REC_FREE, REC_LIVE, REC_LOCKED };
+enum rec_state { REC_FREE, REC_LIVE, REC_LOCKED, REC_EXPIRED, REC_VERIFIED };
 
 /* One pending verification. The plain code is kept only so that a resend
  * can repeat it; checks use the keyed hash. */
@@ -201,11 +211,47 @@ struct curl_pool {
 	int cap;
 };
 
+/* Which limit refused a send or a check, for the log, page and metrics. */
+enum limit { LIMIT_NONE, LIMIT_RESEND, LIMIT_NUMBER, LIMIT_IP, LIMIT_HOUR,
+	     LIMIT_DAY, LIMIT_VERIFY_IP, LIMIT__N };
+
+/* How a send ended; the names label otp_sms_failed_total. */
+enum send_result {
+	SEND_OK,
+	SEND_API_ERROR,  /* the gateway refused (4xx) */
+	SEND_BUSY,       /* 429 or 503: try later */
+	SEND_SERVER,     /* other 5xx */
+	SEND_NETWORK,    /* connect, TLS, timeout, reset */
+	SEND_BAD_ANSWER, /* 2xx that is not an acceptance, or too big */
+	SEND_LOCAL,      /* our side: message too long, no memory */
+	SEND__N
+};
+
+/* How a code check ended. */
+enum check {
+	CHECK_OK,       /* right code: the record ends verified */
+	CHECK_WRONG,    /* wrong code, attempts left */
+	CHECK_LOCKED,   /* too many wrong codes */
+	CHECK_UNKNOWN,  /* no such record (or another session's) */
+	CHECK_EXPIRED,  /* its code expired */
+	CHECK_DONE,     /* already verified */
+	CHECK__N
+};
+
+/* Counters for /metrics; atomics, so workers never wait on them. */
+struct stats {
+	atomic_ulong sent;
+	atomic_ulong failed[SEND__N];
+	atomic_ulong checks[CHECK__N];
+	atomic_ulong limited[LIMIT__N];
+};
+
 typedef int64_t (*clock_fn)(void);
 typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
 
 struct otp {
-	struct config cfg;
+	struct config cfg;         /* read under cfg_lock (SIGHUP swaps it) */
+	pthread_rwlock_t cfg_lock;
 	clock_fn now_ms;           /* monotonic; tests may replace it */
 	rng_fn rng;                /* CSPRNG; tests may replace it */
 	void *rng_ctx;
@@ -214,9 +260,12 @@ struct otp {
 	mbedtls_ctr_drbg_context drbg;
 	uint8_t code_key[OTP_KEY_LEN]; /* HMAC key for codes */
 	uint8_t csrf_key[OTP_KEY_LEN]; /* HMAC key for CSRF tokens */
+	uint8_t auth_key[OTP_KEY_LEN]; /* HMAC key for otp_auth cookies */
+	uint8_t api_sid[OTP_SID_LEN];  /* the "session" of API records */
 	struct store store;
 	struct limits limits;
 	struct curl_pool curls;
+	struct stats stats;
 	char prefix[64];           /* mount point, "" for the root */
 	int https_port;            /* REDIRECT_HTTP target, 0: none */
 	otp_verified_fn on_verified;
@@ -243,6 +292,8 @@ static int parse_long(const char *s, long min, long max, long *out);
 static int hmac256(const uint8_t *key, const void *in, size_t len,
                    uint8_t out[OTP_MAC_LEN]);
 static unsigned edit_distance(const char *a, const char *b);
+static int file_write_atomic(const char *path, const char *data, size_t len,
+                             mode_t mode);
 
 #define log_info(o, ...) log_line((o), "info", __VA_ARGS__)
 #define log_warn(o, ...) log_line((o), "warn", __VA_ARGS__)
@@ -282,6 +333,7 @@ static const char *check_alphabet(const char *v);
 static const char *check_url(const char *v);
 static const char *check_message(const char *v);
 static const char *check_not_empty(const char *v);
+static const char *check_log(const char *v);
 
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
 #define STR(name, field, def, check) { name, K_STR, 0, 0, def, F(field), check }
@@ -317,6 +369,13 @@ static const struct key config_keys[] = {
 	STR("TRUSTED_PROXY", trusted_proxy, "", NULL),
 	STR("CERT_FILE", cert_file, "otp_demo.pem", check_not_empty),
 	BOOL("REDIRECT_HTTP", redirect_http, "False"),
+	STR("API_KEY_FILE", api_key_file, "", NULL),
+	STR("API_TOKEN", api_token, "", NULL),
+	INT("SESSION_TTL", session_ttl, 60, 30 * 86400, "43200"),
+	STR("STATE_DIR", state_dir, "", NULL),
+	BOOL("METRICS", metrics, "False"),
+	STR("METRICS_ALLOW", metrics_allow, "127.0.0.1,::1", NULL),
+	STR("LOG", log, "stderr", check_log),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -400,6 +459,14 @@ check_message(const char *v)
 	for (p = strchr(v, '{'); p != NULL; p = strchr(p + 1, '{'))
 		if (strncmp(p, "{code}", 6) != 0)
 			return "may contain only the placeholder {code}";
+	return NULL;
+}
+
+static const char *
+check_log(const char *v)
+{
+	if (strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0)
+		return "must be 'stderr' or 'syslog'";
 	return NULL;
 }
 
@@ -696,6 +763,36 @@ config_where(const struct origin *o, const char *name, char *out, size_t len)
 
 static bool phone_is_e164(const char *s);
 
+/* Reads API_KEY from API_KEY_FILE: the first line, without blanks. */
+static int
+config_read_key(struct config *c, const struct origin *o, char *err,
+                size_t errlen)
+{
+	char where[OTP_MAX_STR + 32], buf[sizeof(c->api_key) + 2];
+	FILE *f = fopen(c->api_key_file, "r");
+	size_t n;
+
+	config_where(o, "API_KEY_FILE", where, sizeof(where));
+	if (f == NULL)
+		return config_error(err, errlen, where, "API_KEY_FILE %s: %s",
+		    c->api_key_file, strerror(errno));
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	n = strlen(buf);
+	while (n > 0 && isspace((unsigned char)buf[n - 1]))
+		buf[--n] = '\0';
+	if (n == 0 || str_copy(c->api_key, sizeof(c->api_key), buf) != 0) {
+		wipe(buf, sizeof(buf));
+		return config_error(err, errlen, where, "API_KEY_FILE %s must "
+		    "hold one key of 1 to %zu characters", c->api_key_file,
+		    sizeof(c->api_key) - 1);
+	}
+	wipe(buf, sizeof(buf));
+	return 0;
+}
+
 /* Derives what depends on several keys, and checks them together. */
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
@@ -708,6 +805,10 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	char where[OTP_MAX_STR + 32];
 	const char *list;
 
+	/* A key file (systemd credentials, a 0600 file) beats a key inline. */
+	if (c->api_key_file[0] != '\0' && config_read_key(c, o, err,
+	    errlen) != 0)
+		return -1;
 	if (strcmp(c->sms_provider, "telnyx") == 0)
 		c->provider = PROVIDER_TELNYX;
 	else if (strcmp(c->sms_provider, "console") == 0)
@@ -871,10 +972,16 @@ code_strength_digits(const struct config *c)
 /* ---- code store -------------------------------------------------------- */
 /*
  * MAX_PENDING records in one array, allocated once. A verification handle
- * (the otp_vid cookie) is the slot number and the record's random id, so a
- * lookup is O(1) whatever the table's size; free slots are a stack. The
- * array is mapped on its own and excluded from core dumps, since it holds
- * codes.
+ * (the otp_vid cookie, the API's id) is the slot number and the record's
+ * random id, so a lookup is O(1) whatever the table's size; free slots are
+ * a stack. The array is mapped on its own and excluded from core dumps,
+ * since it holds codes.
+ *
+ * A record lives (REC_LIVE), may be locked by wrong codes (REC_LOCKED), and
+ * ends verified, expired or cancelled. When it ends, its code, hash and
+ * number are wiped at once; a verified or expired record stays as a
+ * tombstone (id and state only) so the JSON API can still say "approved"
+ * or "expired", until another CODE_TTL has passed or its slot is needed.
  */
 
 static int
@@ -918,27 +1025,54 @@ store_free(struct store *st)
 	memset(st, 0, sizeof(*st));
 }
 
-/* Ends a record: wipes it and returns the slot. Caller holds the lock. */
+/*
+ * Ends a record: wipes its secrets and either frees the slot (state
+ * REC_FREE) or leaves a tombstone in state. Caller holds the lock.
+ */
 static void
-store_end(struct store *st, uint32_t slot)
+store_end(struct store *st, uint32_t slot, enum rec_state state)
 {
-	if (st->rec[slot].state == REC_FREE)
+	struct record *r = &st->rec[slot];
+
+	if (r->state == REC_FREE)
 		return;
-	wipe(&st->rec[slot], sizeof(st->rec[slot]));
-	st->free[st->nfree++] = slot;
+	wipe(r->code, sizeof(r->code));
+	wipe(r->mac, sizeof(r->mac));
+	wipe(r->phone, sizeof(r->phone));
+	if (state == REC_FREE) {
+		wipe(r, sizeof(*r));
+		st->free[st->nfree++] = slot;
+	} else {
+		r->state = (uint8_t)state;
+	}
 }
 
 static bool
-store_expired(const struct record *r, int64_t now, int64_t ttl_ms)
+rec_has_code(const struct record *r)
 {
-	return now - r->created_ms >= ttl_ms;
+	return r->state == REC_LIVE || r->state == REC_LOCKED;
+}
+
+/* Moves a record on by the clock: a code past ttl expires, a tombstone
+ * past two ttl is freed. Caller holds the lock. */
+static void
+store_age(struct store *st, uint32_t slot, int64_t now, int64_t ttl_ms)
+{
+	struct record *r = &st->rec[slot];
+	int64_t age = now - r->created_ms;
+
+	if (r->state == REC_FREE)
+		return;
+	if (rec_has_code(r) && age >= ttl_ms)
+		store_end(st, slot, REC_EXPIRED);
+	else if (!rec_has_code(r) && age >= 2 * ttl_ms)
+		store_end(st, slot, REC_FREE);
 }
 
 /*
- * Adds a record for phone with code; writes its slot and id. Returns 0, or
- * -1 when every record is live (the caller answers 503). Expired records
- * are reused: the sweeper frees them within OTP_SWEEP_MS, and this scan
- * covers the time between.
+ * Adds a record for phone with code, bound to session sid; writes its
+ * slot. Returns 0, or -1 when every record is live (the caller answers
+ * 503): tombstones and expired records are reused, live ones never.
  */
 static int
 store_add(struct store *st, const char *phone, const char *code,
@@ -949,11 +1083,12 @@ store_add(struct store *st, const char *phone, const char *code,
 	struct record *r;
 
 	pthread_mutex_lock(&st->lock);
-	if (st->nfree == 0)
-		for (uint32_t i = 0; i < st->cap; i++)
-			if (st->rec[i].state != REC_FREE &&
-			    store_expired(&st->rec[i], now, ttl_ms))
-				store_end(st, i);
+	if (st->nfree == 0) /* O(MAX_PENDING), only when full */
+		for (uint32_t i = 0; i < st->cap; i++) {
+			store_age(st, i, now, ttl_ms);
+			if (!rec_has_code(&st->rec[i]))
+				store_end(st, i, REC_FREE);
+		}
 	if (st->nfree == 0) {
 		pthread_mutex_unlock(&st->lock);
 		return -1;
@@ -972,7 +1107,7 @@ store_add(struct store *st, const char *phone, const char *code,
 	return 0;
 }
 
-/* Finds the live, unexpired record (slot, id). Caller holds the lock. */
+/* Finds record (slot, id), aged to now. Caller holds the lock. */
 static struct record *
 store_get(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
           int64_t now, int64_t ttl_ms)
@@ -984,62 +1119,92 @@ store_get(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	r = &st->rec[slot];
 	if (r->state == REC_FREE || !ct_equal(r->id, id, OTP_ID_LEN))
 		return NULL;
-	if (store_expired(r, now, ttl_ms)) {
-		store_end(st, slot);
-		return NULL;
-	}
-	return r;
+	store_age(st, slot, now, ttl_ms);
+	return r->state == REC_FREE ? NULL : r;
 }
-
-/* Removes the record (slot, id) if it is still there. */
-static void
-store_remove(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN])
-{
-	pthread_mutex_lock(&st->lock);
-	if (slot < st->cap && st->rec[slot].state != REC_FREE &&
-	    ct_equal(st->rec[slot].id, id, OTP_ID_LEN))
-		store_end(st, slot);
-	pthread_mutex_unlock(&st->lock);
-}
-
-enum check { CHECK_OK, CHECK_FAILED, CHECK_LOCKED };
 
 /*
- * Checks a code against the record (slot, id), which must belong to session
- * sid: a stolen otp_vid alone is not enough. On success the record ends
- * (a code works once) and its number is copied to phone. A wrong code
- * counts an attempt under the lock, so parallel guesses cannot exceed
+ * Cancels record (slot, id): frees it if it still has a code. Returns 0,
+ * -1 if there is no such record, -2 if it already ended (a tombstone).
+ */
+static int
+store_cancel(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+             const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms)
+{
+	struct record *r;
+	int rc = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if ((r = store_get(st, slot, id, now, ttl_ms)) != NULL &&
+	    ct_equal(r->sid, sid, OTP_SID_LEN)) {
+		rc = rec_has_code(r) ? 0 : -2;
+		if (rc == 0)
+			store_end(st, slot, REC_FREE);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+/* The state of record (slot, id), REC_FREE if unknown; *left is the
+ * number of milliseconds its code stays valid. */
+static enum rec_state
+store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+            const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms,
+            int64_t *left)
+{
+	enum rec_state state = REC_FREE;
+	struct record *r;
+
+	*left = 0;
+	pthread_mutex_lock(&st->lock);
+	if ((r = store_get(st, slot, id, now, ttl_ms)) != NULL &&
+	    ct_equal(r->sid, sid, OTP_SID_LEN)) {
+		state = (enum rec_state)r->state;
+		if (rec_has_code(r))
+			*left = r->created_ms + ttl_ms - now;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return state;
+}
+
+/*
+ * Checks a code against record (slot, id), which must belong to session
+ * sid: a stolen handle alone is not enough. On success the record ends (a
+ * code works once) and its number is copied to phone. A wrong code counts
+ * an attempt under the lock, so parallel guesses cannot exceed
  * max_attempts; the last allowed failure locks the record and wipes its
- * code. Unknown, expired and wrong all answer CHECK_FAILED.
+ * code.
  */
 static enum check
 store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
             const uint8_t sid[OTP_SID_LEN], const uint8_t mac[OTP_MAC_LEN],
-            int64_t now, int64_t ttl_ms,
-            uint32_t max_attempts, char phone[OTP_MAX_PHONE_LEN + 1])
+            int64_t now, int64_t ttl_ms, uint32_t max_attempts,
+            char phone[OTP_MAX_PHONE_LEN + 1])
 {
-	enum check rc = CHECK_FAILED;
+	enum check rc = CHECK_UNKNOWN;
 	struct record *r;
 
 	pthread_mutex_lock(&st->lock);
 	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL ||
 	    !ct_equal(r->sid, sid, OTP_SID_LEN))
 		goto out;
-	if (r->state == REC_LOCKED) {
-		rc = CHECK_LOCKED;
-		goto out;
+	switch (r->state) {
+	case REC_EXPIRED: rc = CHECK_EXPIRED; goto out;
+	case REC_VERIFIED: rc = CHECK_DONE; goto out;
+	case REC_LOCKED: rc = CHECK_LOCKED; goto out;
+	default: break;
 	}
 	if (ct_equal(r->mac, mac, OTP_MAC_LEN)) {
 		str_copy(phone, OTP_MAX_PHONE_LEN + 1, r->phone);
-		store_end(st, slot);
+		store_end(st, slot, REC_VERIFIED);
 		rc = CHECK_OK;
-		goto out;
-	}
-	if (++r->attempts >= max_attempts) {
+	} else if (++r->attempts >= max_attempts) {
 		r->state = REC_LOCKED;
 		wipe(r->code, sizeof(r->code));
 		wipe(r->mac, sizeof(r->mac));
 		rc = CHECK_LOCKED;
+	} else {
+		rc = CHECK_WRONG;
 	}
 out:
 	pthread_mutex_unlock(&st->lock);
@@ -1047,9 +1212,9 @@ out:
 }
 
 /*
- * For a resend: copies the code of the live record at slot if it is still
- * for phone, and its id, and binds the record to the session sid that asked
- * last (the attempt count stays). Returns 0, or -1 if there is none.
+ * For a resend: copies the code and id of the live record at slot if it
+ * is still for phone, and binds it to the session sid that asked last (the
+ * attempt count stays). Returns 0, or -1 if there is none.
  */
 static int
 store_resend(struct store *st, uint32_t slot, const char *phone,
@@ -1061,9 +1226,9 @@ store_resend(struct store *st, uint32_t slot, const char *phone,
 
 	pthread_mutex_lock(&st->lock);
 	if (slot < st->cap) {
+		store_age(st, slot, now, ttl_ms);
 		r = &st->rec[slot];
-		if (r->state == REC_LIVE && strcmp(r->phone, phone) == 0 &&
-		    !store_expired(r, now, ttl_ms)) {
+		if (r->state == REC_LIVE && strcmp(r->phone, phone) == 0) {
 			str_copy(code, OTP_MAX_CODE_LEN + 1, r->code);
 			memcpy(id, r->id, OTP_ID_LEN);
 			memcpy(r->sid, sid, OTP_SID_LEN);
@@ -1074,23 +1239,36 @@ store_resend(struct store *st, uint32_t slot, const char *phone,
 	return rc;
 }
 
-/* Wipes every expired record. O(MAX_PENDING); run by the sweeper. */
-static unsigned
+/* Ages every record: wipes expired codes, frees old tombstones. Returns
+ * the number of records with a code. O(MAX_PENDING); run by the sweeper. */
+static uint32_t
 store_sweep(struct store *st, int64_t now, int64_t ttl_ms)
 {
-	unsigned n = 0;
+	uint32_t live = 0;
+
+	pthread_mutex_lock(&st->lock);
+	for (uint32_t i = 0; i < st->cap; i++) {
+		store_age(st, i, now, ttl_ms);
+		live += rec_has_code(&st->rec[i]);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return live;
+}
+
+/* Records with a code (live or locked). O(MAX_PENDING), for /metrics. */
+static uint32_t
+store_live(struct store *st)
+{
+	uint32_t n = 0;
 
 	pthread_mutex_lock(&st->lock);
 	for (uint32_t i = 0; i < st->cap; i++)
-		if (st->rec[i].state != REC_FREE &&
-		    store_expired(&st->rec[i], now, ttl_ms)) {
-			store_end(st, i);
-			n++;
-		}
+		n += rec_has_code(&st->rec[i]);
 	pthread_mutex_unlock(&st->lock);
 	return n;
 }
 
+/* Records in use, tombstones included. */
 static uint32_t
 store_pending(struct store *st)
 {
@@ -1184,6 +1362,90 @@ global_roll(struct window *w, int64_t now, int64_t window_ms)
 	}
 }
 
+static const char *const limit_names[LIMIT__N] = {
+	"none", "resend_interval", "per_number", "per_ip", "per_hour", "per_day",
+	"verify_per_ip",
+};
+
+/*
+ * Checks every send limit for (phone, addr) and, if all pass, counts the
+ * send in each. Also reports the live record of this number (for a
+ * resend) in *slot, or -1. Returns LIMIT_NONE or the limit that refused,
+ * with *retry set.
+ */
+static enum limit
+limits_take(struct otp *otp, const char *phone, const char *addr,
+            int64_t now, int32_t *slot, long *retry)
+{
+	const struct config *c = &otp->cfg;
+	struct limits *l = &otp->limits;
+	struct window *num, *ip;
+	enum limit rc = LIMIT_NONE;
+	uint64_t knum = limits_key(l, "n", phone), kip = limits_key(l, "a", addr);
+
+	pthread_mutex_lock(&l->lock);
+	num = ratetab_get(&l->numbers, knum, now, HOUR_MS);
+	ip = ratetab_get(&l->send_ips, kip, now, HOUR_MS);
+	global_roll(&l->hour, now, HOUR_MS);
+	global_roll(&l->day, now, DAY_MS);
+	if (num->count > 0 && now - num->last_ms < c->resend_interval * 1000) {
+		rc = LIMIT_RESEND;
+		*retry = (long)((num->last_ms + c->resend_interval * 1000 - now +
+		    999) / 1000);
+	} else if (num->count >= (uint32_t)c->sms_per_number_per_hour) {
+		rc = LIMIT_NUMBER;
+		*retry = window_retry(num, now, HOUR_MS);
+	} else if (ip->count >= (uint32_t)c->sms_per_ip_per_hour) {
+		rc = LIMIT_IP;
+		*retry = window_retry(ip, now, HOUR_MS);
+	} else if (l->hour.count >= (uint32_t)c->sms_per_hour) {
+		rc = LIMIT_HOUR;
+		*retry = window_retry(&l->hour, now, HOUR_MS);
+	} else if (l->day.count >= (uint32_t)c->sms_per_day) {
+		rc = LIMIT_DAY;
+		*retry = window_retry(&l->day, now, DAY_MS);
+	} else {
+		num->count++, ip->count++, l->hour.count++, l->day.count++;
+		num->last_ms = now;
+		*slot = num->slot;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return rc;
+}
+
+/* Remembers the live record of a number, for resends. */
+static void
+limits_set_slot(struct otp *otp, const char *phone, int64_t now, int32_t slot)
+{
+	struct limits *l = &otp->limits;
+	uint64_t k = limits_key(l, "n", phone);
+
+	pthread_mutex_lock(&l->lock);
+	ratetab_get(&l->numbers, k, now, HOUR_MS)->slot = slot;
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* Failed verifications per address: check (count = false) or count. */
+static bool
+limits_verify(struct otp *otp, const char *addr, int64_t now, bool count,
+              long *retry)
+{
+	struct limits *l = &otp->limits;
+	uint64_t k = limits_key(l, "v", addr);
+	struct window *w;
+	bool ok;
+
+	pthread_mutex_lock(&l->lock);
+	w = ratetab_get(&l->verify_ips, k, now, HOUR_MS);
+	if (count)
+		w->count++;
+	ok = w->count < (uint32_t)otp->cfg.verify_per_ip_per_hour;
+	if (!ok)
+		*retry = window_retry(w, now, HOUR_MS);
+	pthread_mutex_unlock(&l->lock);
+	return ok;
+}
+
 /* ---- phone numbers ----------------------------------------------------- */
 
 /* True if s is "+" and 7 to 15 digits, the first not 0. */
@@ -1254,7 +1516,10 @@ phone_allowed(const struct config *c, const char *phone)
 
 /* ---- SMS senders ------------------------------------------------------- */
 
-enum send_result { SEND_OK, SEND_FAILED, SEND_BUSY };
+static const char *const send_names[SEND__N] = {
+	"ok", "api_error", "busy", "server_error", "network", "bad_answer",
+	"local",
+};
 
 /* Escapes s into a JSON string body (without quotes). 0 or -1 if full. */
 static int
@@ -1581,9 +1846,9 @@ telnyx_log_failure(struct otp *otp, const char *masked, long status,
 }
 
 /*
- * POSTs {"from","to","text"} to SMS_API_URL. Any 2xx is success. 429 and
- * 503 are SEND_BUSY (try later); anything else, a timeout or a TLS error
- * is SEND_FAILED. The key is only ever in the request header.
+ * POSTs {"from","to","text"} to SMS_API_URL. A 2xx with a data object is
+ * success; 429 and 503 are SEND_BUSY (try later). The key is only ever in
+ * the request header.
  */
 static enum send_result
 send_telnyx(struct otp *otp, const char *phone, const char *text)
@@ -1594,7 +1859,7 @@ send_telnyx(struct otp *otp, const char *phone, const char *text)
 	static char resp_buf[1]; /* placeholder until a buffer is set */
 	struct response resp = { resp_buf, 0, 0 };
 	struct curl_slist *hdrs = NULL, *h2;
-	enum send_result rc = SEND_FAILED;
+	enum send_result rc = SEND_LOCAL;
 	long status = 0;
 	CURLcode cc;
 	CURL *h = NULL;
@@ -1631,7 +1896,7 @@ send_telnyx(struct otp *otp, const char *phone, const char *text)
 	if (cc != CURLE_OK) {
 		telnyx_log_failure(otp, masked, 0, &resp,
 		    errbuf[0] ? errbuf : curl_easy_strerror(cc));
-		rc = SEND_FAILED;
+		rc = cc == CURLE_WRITE_ERROR ? SEND_BAD_ANSWER : SEND_NETWORK;
 	} else if (status >= 200 && status <= 299) {
 		/* Accepted means {"data": {...}}; anything else is not
 		 * Telnyx, whatever its status says. */
@@ -1642,11 +1907,12 @@ send_telnyx(struct otp *otp, const char *phone, const char *text)
 		} else {
 			telnyx_log_failure(otp, masked, 0, &resp,
 			    "2xx answer without a data object");
-			rc = SEND_FAILED;
+			rc = SEND_BAD_ANSWER;
 		}
 	} else {
 		telnyx_log_failure(otp, masked, status, &resp, "HTTP error");
-		rc = (status == 429 || status == 503) ? SEND_BUSY : SEND_FAILED;
+		rc = (status == 429 || status == 503) ? SEND_BUSY :
+		    status >= 500 ? SEND_SERVER : SEND_API_ERROR;
 	}
 out:
 	if (h != NULL)
@@ -1669,11 +1935,139 @@ sms_send(struct otp *otp, const char *phone, const char *code)
 
 	if (message_fill(otp->cfg.message, code, text, sizeof(text)) != 0) {
 		log_err(otp, "%s: MESSAGE too long", __func__);
-		return SEND_FAILED;
+		return SEND_LOCAL;
 	}
 	rc = otp->cfg.provider == PROVIDER_TELNYX ?
 	    send_telnyx(otp, phone, text) : send_console(otp, phone, text);
 	wipe(text, sizeof(text));
+	return rc;
+}
+
+/* ---- verifications ----------------------------------------------------- */
+/*
+ * The rules both front ends share (the HTML forms and the JSON API):
+ * limits before any send, one live record per number, resends repeat the
+ * code, failed checks count against the client's address.
+ */
+
+/* What starting a verification came to. */
+struct start {
+	enum limit limit;       /* LIMIT_NONE unless a limit refused */
+	enum send_result sent;  /* SEND_OK unless the send failed */
+	bool full;              /* every record is live: 503 */
+	bool internal;          /* the random source failed: 500 */
+	long retry;             /* seconds, for Retry-After */
+	uint32_t slot;
+	uint8_t id[OTP_ID_LEN];
+};
+
+/*
+ * Starts a verification of phone (E.164, allowed) for client addr and
+ * session sid: checks the limits, makes a record (or reuses the number's
+ * live one, so a resend repeats its code and keeps its attempt count) and
+ * sends the SMS. Returns 0 when it went out, else -1 with st saying why; a
+ * failed send removes the record.
+ */
+static int
+verification_start(struct otp *otp, const char *phone, const char *addr,
+                   const uint8_t sid[OTP_SID_LEN], struct start *st)
+{
+	const struct config *c = &otp->cfg;
+	char code[OTP_MAX_CODE_LEN + 1], masked[32];
+	uint8_t mac[OTP_MAC_LEN];
+	int64_t now = otp->now_ms(), ttl_ms = c->code_ttl * 1000;
+	int32_t live = -1;
+	int rc = -1;
+
+	memset(st, 0, sizeof(*st));
+	phone_mask(phone, masked, sizeof(masked));
+	st->limit = limits_take(otp, phone, addr, now, &live, &st->retry);
+	if (st->limit != LIMIT_NONE) {
+		atomic_fetch_add(&otp->stats.limited[st->limit], 1);
+		log_info(otp, "rate_limited limit=%s to=%s ip=%s",
+		    limit_names[st->limit], masked, addr);
+		return -1;
+	}
+	if (live >= 0 && store_resend(&otp->store, (uint32_t)live, phone, sid,
+	    now, ttl_ms, code, st->id) == 0) {
+		st->slot = (uint32_t)live;
+		log_info(otp, "resend to=%s ip=%s", masked, addr);
+	} else if (code_generate(otp, code, (size_t)c->token_length) != 0 ||
+	    otp->rng(otp->rng_ctx, st->id, sizeof(st->id)) != 0 ||
+	    code_mac(otp, code, strlen(code), mac) != 0) {
+		log_err(otp, "%s: random source failed", __func__);
+		st->internal = true;
+		goto out;
+	} else if (store_add(&otp->store, phone, code, mac, st->id, sid, now,
+	    ttl_ms, &st->slot) != 0) {
+		log_warn(otp, "table_full to=%s capacity=%ld", masked,
+		    c->max_pending);
+		st->full = true;
+		st->retry = c->code_ttl;
+		goto out;
+	} else {
+		limits_set_slot(otp, phone, now, (int32_t)st->slot);
+		log_info(otp, "request to=%s ip=%s", masked, addr);
+	}
+	st->sent = sms_send(otp, phone, code);
+	if (st->sent != SEND_OK) {
+		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
+		store_cancel(&otp->store, st->slot, st->id, sid, now, ttl_ms);
+		st->retry = st->sent == SEND_BUSY ? 60 : 0;
+		goto out;
+	}
+	atomic_fetch_add(&otp->stats.sent, 1);
+	log_info(otp, "sent to=%s", masked);
+	rc = 0;
+out:
+	wipe(code, sizeof(code));
+	wipe(mac, sizeof(mac));
+	return rc;
+}
+
+/*
+ * Checks code (len bytes, any case) for record (slot, id) of session sid,
+ * from client addr. LIMIT_VERIFY_IP in *limit means the address has used
+ * its budget of failures (nothing was checked). On CHECK_OK the number is
+ * in phone.
+ */
+static enum check
+verification_check(struct otp *otp, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+                   const uint8_t sid[OTP_SID_LEN], const char *code,
+                   size_t len, const char *addr,
+                   char phone[OTP_MAX_PHONE_LEN + 1], enum limit *limit,
+                   long *retry)
+{
+	const struct config *c = &otp->cfg;
+	uint8_t mac[OTP_MAC_LEN];
+	int64_t now = otp->now_ms();
+	enum check rc;
+	char masked[32];
+
+	*limit = LIMIT_NONE;
+	if (!limits_verify(otp, addr, now, false, retry)) {
+		*limit = LIMIT_VERIFY_IP;
+		atomic_fetch_add(&otp->stats.limited[LIMIT_VERIFY_IP], 1);
+		log_info(otp, "rate_limited limit=%s ip=%s",
+		    limit_names[LIMIT_VERIFY_IP], addr);
+		return CHECK_UNKNOWN;
+	}
+	if (code_mac(otp, code, len, mac) != 0)
+		return CHECK_UNKNOWN;
+	rc = store_check(&otp->store, slot, id, sid, mac, now,
+	    c->code_ttl * 1000, (uint32_t)c->max_attempts, phone);
+	wipe(mac, sizeof(mac));
+	atomic_fetch_add(&otp->stats.checks[rc], 1);
+	if (rc == CHECK_OK) {
+		phone_mask(phone, masked, sizeof(masked));
+		log_info(otp, "verified to=%s ip=%s", masked, addr);
+		return rc;
+	}
+	limits_verify(otp, addr, now, true, retry);
+	if (rc == CHECK_LOCKED)
+		log_info(otp, "locked ip=%s", addr);
+	else
+		log_info(otp, "failed ip=%s", addr);
 	return rc;
 }
 
@@ -1791,11 +2185,14 @@ struct req {
 	char addr[64];          /* client address (see client_address) */
 	char sid[2 * OTP_SID_LEN + 1];  /* session id, "" if none */
 	char csrf[2 * OTP_MAC_LEN + 1]; /* CSRF token for the session */
-	char cookies[3][200];   /* Set-Cookie values to send */
+	char cookies[4][200];   /* Set-Cookie values to send */
 	int ncookies;
 	long retry_after;       /* > 0: send Retry-After */
 	const char *allow;      /* for 405 */
 	const char *location;   /* for redirects */
+	const char *hdr_name;   /* one more header, e.g. X-Otp-Phone */
+	const char *hdr_value;
+	char return_to[OTP_MAX_RETURN + 1]; /* where to go after success */
 	bool close;             /* close the connection after replying */
 };
 
@@ -1828,6 +2225,8 @@ reply(struct req *r, int status, const char *type, const char *body,
 		mg_response_header_add(c, "Allow", r->allow, -1);
 	if (r->location != NULL)
 		mg_response_header_add(c, "Location", r->location, -1);
+	if (r->hdr_name != NULL)
+		mg_response_header_add(c, r->hdr_name, r->hdr_value, -1);
 	if (r->close)
 		mg_response_header_add(c, "Connection", "close", -1);
 	mg_response_header_send(c);
@@ -1836,15 +2235,28 @@ reply(struct req *r, int status, const char *type, const char *body,
 	return status;
 }
 
-/* Renders a page from www/ and replies with it. */
+/*
+ * Renders a page from www/ and replies with it. Every page may also use
+ * {{base}} (the mount prefix) and {{return_to}}.
+ */
 static int
 reply_page(struct req *r, int status, const char *file, const struct var *vars,
            size_t nvars)
 {
+	struct var all[8];
 	char page[OTP_MAX_PAGE];
 	const struct www_file *f = www_find(file);
-	long n = f != NULL ? page_render((const char *)f->data, f->len, vars,
-	    nvars, page, sizeof(page)) : -1;
+	long n = -1;
+
+	if (f != NULL && nvars + 2 <= sizeof(all) / sizeof(all[0])) {
+		memcpy(all, vars, nvars * sizeof(*vars));
+		all[nvars].name = "base";
+		all[nvars].value = r->otp->prefix;
+		all[nvars + 1].name = "return_to";
+		all[nvars + 1].value = r->return_to;
+		n = page_render((const char *)f->data, f->len, all, nvars + 2,
+		    page, sizeof(page));
+	}
 
 	if (n < 0) {
 		log_err(r->otp, "%s: cannot render %s", __func__, file);
@@ -1903,7 +2315,7 @@ set_cookie(struct req *r, const char *name, const char *value, long max_age)
 {
 	char age[32] = "";
 
-	if (r->ncookies >= 3)
+	if (r->ncookies >= 4)
 		return;
 	if (max_age >= 0)
 		snprintf(age, sizeof(age), "; Max-Age=%ld", max_age);
@@ -2213,6 +2625,32 @@ same_origin(struct req *r)
 }
 
 /*
+ * A return_to is kept only if it is a path on this site: it starts with
+ * one "/" (not "//" or "/\\", which browsers take as another host) and has
+ * no control characters. Anything else is dropped: no open redirect.
+ */
+static bool
+return_to_ok(const char *p)
+{
+	if (p[0] != '/' || p[1] == '/' || p[1] == '\\')
+		return false;
+	for (; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e ||
+		    *p == '\\')
+			return false;
+	return true;
+}
+
+/* Reads return_to from a query string or form body into r, if valid. */
+static void
+return_to_read(struct req *r, const char *body, size_t len)
+{
+	if (body == NULL || form_get(body, len, "return_to", r->return_to,
+	    sizeof(r->return_to)) < 0 || !return_to_ok(r->return_to))
+		r->return_to[0] = '\0';
+}
+
+/*
  * Reads and checks a form POST: content type, body, origin and the CSRF
  * token. Returns 0 with the body in buf, or the status already answered.
  */
@@ -2260,22 +2698,35 @@ form_read(struct req *r, char *buf, size_t cap, size_t *len)
 		return reply_index(r, 403,
 		    "Your session expired. Please try again.", "");
 	}
+	return_to_read(r, buf, *len);
 	return 0;
 }
 
-/* Decodes the otp_vid cookie: 8 hex digits of slot, then the id. */
+#define HANDLE_LEN (8 + 2 * OTP_ID_LEN)
+
+/* Decodes a handle: 8 hex digits of slot, then the id in hex. 0 or -1. */
 static int
-handle_parse(const char *h, uint32_t *slot, uint8_t id[OTP_ID_LEN])
+handle_decode(const char *v, size_t len, uint32_t *slot,
+              uint8_t id[OTP_ID_LEN])
 {
-	char v[8 + 2 * OTP_ID_LEN + 1];
 	uint8_t s[4];
 
-	if (cookie_get(h, "otp_vid", v, sizeof(v)) != (int)sizeof(v) - 1 ||
-	    hex_decode(v, 8, s) != 0 || hex_decode(v + 8, 2 * OTP_ID_LEN, id) != 0)
+	if (len != HANDLE_LEN || hex_decode(v, 8, s) != 0 ||
+	    hex_decode(v + 8, 2 * OTP_ID_LEN, id) != 0)
 		return -1;
 	*slot = (uint32_t)s[0] << 24 | (uint32_t)s[1] << 16 |
 	    (uint32_t)s[2] << 8 | s[3];
 	return 0;
+}
+
+/* Decodes the otp_vid cookie of a Cookie header. 0 or -1. */
+static int
+handle_parse(const char *h, uint32_t *slot, uint8_t id[OTP_ID_LEN])
+{
+	char v[HANDLE_LEN + 1];
+	int n = cookie_get(h, "otp_vid", v, sizeof(v));
+
+	return n < 0 ? -1 : handle_decode(v, (size_t)n, slot, id);
 }
 
 static void
@@ -2286,111 +2737,112 @@ handle_format(uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	hex_encode(id, OTP_ID_LEN, out + 8, false);
 }
 
-/* Which limit refused a send, for the log and the page. */
-enum limit { LIMIT_NONE, LIMIT_RESEND, LIMIT_NUMBER, LIMIT_IP, LIMIT_HOUR,
-	     LIMIT_DAY };
+/*
+ * The forward-auth cookie: "<expiry>.<number digits>.<mac>", the mac an
+ * HMAC of the rest under the auth key (kept in STATE_DIR, so it survives a
+ * restart). Expiry is wall-clock Unix time, for the same reason.
+ */
+static int
+auth_cookie_make(const struct otp *otp, const char *phone, long long expiry,
+                 char *out, size_t outlen)
+{
+	uint8_t mac[OTP_MAC_LEN];
+	char hex[2 * OTP_MAC_LEN + 1];
+	int n = snprintf(out, outlen, "%lld.%s", expiry, phone + 1);
 
-static const char *const limit_names[] = {
-	"none", "resend_interval", "per_number", "per_ip", "per_hour", "per_day",
-};
+	if (n < 0 || (size_t)n + 34 >= outlen)
+		return -1;
+	hmac256(otp->auth_key, out, (size_t)n, mac);
+	hex_encode(mac, 16, hex, false);
+	snprintf(out + n, outlen - (size_t)n, ".%s", hex);
+	return 0;
+}
+
+/* Checks an otp_auth cookie; on success writes the number. 0 or -1. */
+static int
+auth_cookie_check(const struct otp *otp, const char *header, long long now,
+                  char phone[OTP_MAX_PHONE_LEN + 1])
+{
+	char v[128], want[128];
+	const char *dot;
+	long expiry;
+	int n = cookie_get(header, "otp_auth", v, sizeof(v));
+
+	if (n <= 0 || (dot = strchr(v, '.')) == NULL)
+		return -1;
+	{
+		char num[24];
+
+		if (str_ncopy(num, sizeof(num), v, (size_t)(dot - v)) != 0 ||
+		    parse_long(num, 0, LONG_MAX, &expiry) != 0 || expiry <= now)
+			return -1;
+	}
+	phone[0] = '+';
+	if (str_ncopy(phone + 1, OTP_MAX_PHONE_LEN, dot + 1,
+	    strcspn(dot + 1, ".")) != 0 || !phone_is_e164(phone) ||
+	    auth_cookie_make(otp, phone, expiry, want, sizeof(want)) != 0 ||
+	    strlen(want) != (size_t)n || !ct_equal(want, v, (size_t)n))
+		return -1;
+	return 0;
+}
 
 /*
- * Checks every send limit for (phone, addr) and, if all pass, counts the
- * send in each. Also reports the live record of this number (for a
- * resend) in *slot, or -1. Returns LIMIT_NONE or the limit that refused,
- * with *retry set.
+ * After a right code: a fresh session, the forward-auth cookie, the
+ * embedder's callback, then the success page or a 303 to return_to.
  */
-static enum limit
-limits_take(struct otp *otp, const char *phone, const char *addr,
-            int64_t now, int32_t *slot, long *retry)
+static int
+reply_verified(struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 {
-	const struct config *c = &otp->cfg;
-	struct limits *l = &otp->limits;
-	struct window *num, *ip;
-	enum limit rc = LIMIT_NONE;
-	uint64_t knum = limits_key(l, "n", phone), kip = limits_key(l, "a", addr);
+	struct otp *otp = r->otp;
+	char masked[32], auth[128];
+	const struct var vars[] = { { "phone", masked } };
+	int rc;
 
-	pthread_mutex_lock(&l->lock);
-	num = ratetab_get(&l->numbers, knum, now, HOUR_MS);
-	ip = ratetab_get(&l->send_ips, kip, now, HOUR_MS);
-	global_roll(&l->hour, now, HOUR_MS);
-	global_roll(&l->day, now, DAY_MS);
-	if (num->count > 0 && now - num->last_ms < c->resend_interval * 1000) {
-		rc = LIMIT_RESEND;
-		*retry = (long)((num->last_ms + c->resend_interval * 1000 - now +
-		    999) / 1000);
-	} else if (num->count >= (uint32_t)c->sms_per_number_per_hour) {
-		rc = LIMIT_NUMBER;
-		*retry = window_retry(num, now, HOUR_MS);
-	} else if (ip->count >= (uint32_t)c->sms_per_ip_per_hour) {
-		rc = LIMIT_IP;
-		*retry = window_retry(ip, now, HOUR_MS);
-	} else if (l->hour.count >= (uint32_t)c->sms_per_hour) {
-		rc = LIMIT_HOUR;
-		*retry = window_retry(&l->hour, now, HOUR_MS);
-	} else if (l->day.count >= (uint32_t)c->sms_per_day) {
-		rc = LIMIT_DAY;
-		*retry = window_retry(&l->day, now, DAY_MS);
-	} else {
-		num->count++, ip->count++, l->hour.count++, l->day.count++;
-		num->last_ms = now;
-		*slot = num->slot;
+	phone_mask(phone, masked, sizeof(masked));
+	set_cookie(r, "otp_vid", "", 0);
+	if (session_new(r) != 0 || auth_cookie_make(otp, phone,
+	    (long long)time(NULL) + otp->cfg.session_ttl, auth,
+	    sizeof(auth)) != 0) {
+		wipe(phone, OTP_MAX_PHONE_LEN + 1);
+		return reply_error(r, 500, "Internal error", "");
 	}
-	pthread_mutex_unlock(&l->lock);
+	set_cookie(r, "otp_auth", auth, otp->cfg.session_ttl);
+	if (otp->on_verified != NULL)
+		otp->on_verified(otp->on_verified_arg, phone, r->sid);
+	wipe(phone, OTP_MAX_PHONE_LEN + 1);
+	if (r->return_to[0] != '\0') {
+		r->location = r->return_to;
+		rc = reply(r, 303, "text/plain; charset=utf-8", "", 0);
+	} else {
+		rc = reply_page(r, 200, "verify_success.html", vars, 1);
+	}
 	return rc;
 }
 
-/* Remembers the live record of a number, for resends. */
-static void
-limits_set_slot(struct otp *otp, const char *phone, int64_t now, int32_t slot)
-{
-	struct limits *l = &otp->limits;
-	uint64_t k = limits_key(l, "n", phone);
-
-	pthread_mutex_lock(&l->lock);
-	ratetab_get(&l->numbers, k, now, HOUR_MS)->slot = slot;
-	pthread_mutex_unlock(&l->lock);
-}
-
-/* Failed verifications per address: check (count = false) or count. */
-static bool
-limits_verify(struct otp *otp, const char *addr, int64_t now, bool count,
-              long *retry)
-{
-	struct limits *l = &otp->limits;
-	uint64_t k = limits_key(l, "v", addr);
-	struct window *w;
-	bool ok;
-
-	pthread_mutex_lock(&l->lock);
-	w = ratetab_get(&l->verify_ips, k, now, HOUR_MS);
-	if (count)
-		w->count++;
-	ok = w->count < (uint32_t)otp->cfg.verify_per_ip_per_hour;
-	if (!ok)
-		*retry = window_retry(w, now, HOUR_MS);
-	pthread_mutex_unlock(&l->lock);
-	return ok;
-}
-
+/* Answers a refused start with the phone form and a reason. */
 static int
-reply_limited(struct req *r, enum limit lim, long retry, const char *phone,
-              const char *masked)
+reply_start_failed(struct req *r, const struct start *st, const char *input)
 {
 	char msg[160];
-	long minutes = (retry + 59) / 60;
+	long retry = st->retry;
 
-	log_info(r->otp, "rate_limited limit=%s to=%s ip=%s", limit_names[lim],
-	    masked, r->addr);
 	r->retry_after = retry;
+	if (st->internal)
+		return reply_error(r, 500, "Internal error", "");
+	if (st->full)
+		return reply_index(r, 503, "We're busy right now. Please try "
+		    "again in a few minutes.", input);
+	if (st->limit == LIMIT_NONE)
+		return reply_index(r, st->sent == SEND_BUSY ? 503 : 502,
+		    "We couldn't send the code. Please try again.", input);
 	if (retry < 120)
 		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
 		    "in %ld seconds.", retry);
 	else
 		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
-		    "in %ld minutes.", minutes);
-	return reply_index(r, lim == LIMIT_HOUR || lim == LIMIT_DAY ? 503 : 429,
-	    msg, phone);
+		    "in %ld minutes.", (retry + 59) / 60);
+	return reply_index(r, st->limit == LIMIT_HOUR ||
+	    st->limit == LIMIT_DAY ? 503 : 429, msg, input);
 }
 
 /* POST /request: phone number in, SMS out, verify page back. */
@@ -2400,14 +2852,9 @@ on_request(struct req *r)
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1];
 	char phone[OTP_MAX_PHONE_LEN + 1], masked[32];
-	char code[OTP_MAX_CODE_LEN + 1], vid[8 + 2 * OTP_ID_LEN + 1];
-	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN], sid[OTP_SID_LEN];
-	int64_t now, ttl_ms = otp->cfg.code_ttl * 1000;
-	uint32_t slot = 0;
-	int32_t live = -1;
-	enum send_result sent;
-	enum limit lim;
-	long retry = 0;
+	char vid[8 + 2 * OTP_ID_LEN + 1];
+	uint8_t sid[OTP_SID_LEN];
+	struct start st;
 	size_t len;
 	int rc, n;
 
@@ -2421,56 +2868,17 @@ on_request(struct req *r)
 		return reply_index(r, 400, "Please enter a valid phone number, "
 		    "like (555) 123-4567 or +44 20 7946 0958.",
 		    n < 0 ? "" : input);
-	phone_mask(phone, masked, sizeof(masked));
 	if (!phone_allowed(&otp->cfg, phone)) {
+		phone_mask(phone, masked, sizeof(masked));
 		log_info(otp, "refused to=%s reason=country ip=%s", masked,
 		    r->addr);
 		return reply_index(r, 400, "Sorry, we can't send codes to that "
 		    "country.", input);
 	}
 	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
-	now = otp->now_ms();
-	lim = limits_take(otp, phone, r->addr, now, &live, &retry);
-	if (lim != LIMIT_NONE)
-		return reply_limited(r, lim, retry, input, masked);
-
-	/* A resend repeats the live code and keeps its attempt count. */
-	if (live >= 0 && store_resend(&otp->store, (uint32_t)live, phone, sid,
-	    now, ttl_ms, code, id) == 0) {
-		slot = (uint32_t)live;
-		log_info(otp, "resend to=%s ip=%s", masked, r->addr);
-	} else {
-		if (code_generate(otp, code, (size_t)otp->cfg.token_length) != 0 ||
-		    otp->rng(otp->rng_ctx, id, sizeof(id)) != 0 ||
-		    code_mac(otp, code, strlen(code), mac) != 0) {
-			log_err(otp, "%s: random source failed", __func__);
-			return reply_error(r, 500, "Internal error", "");
-		}
-		if (store_add(&otp->store, phone, code, mac, id, sid, now,
-		    ttl_ms, &slot) != 0) {
-			wipe(code, sizeof(code));
-			log_warn(otp, "table_full to=%s capacity=%ld", masked,
-			    otp->cfg.max_pending);
-			r->retry_after = otp->cfg.code_ttl;
-			return reply_index(r, 503, "We're busy right now. "
-			    "Please try again in a few minutes.", input);
-		}
-		limits_set_slot(otp, phone, now, (int32_t)slot);
-		log_info(otp, "request to=%s ip=%s", masked, r->addr);
-		log_debug(otp, "pending=%u of %ld", store_pending(&otp->store),
-		    otp->cfg.max_pending);
-	}
-	sent = sms_send(otp, phone, code);
-	wipe(code, sizeof(code));
-	if (sent != SEND_OK) {
-		store_remove(&otp->store, slot, id);
-		if (sent == SEND_BUSY)
-			r->retry_after = 60;
-		return reply_index(r, sent == SEND_BUSY ? 503 : 502,
-		    "We couldn't send the code. Please try again.", input);
-	}
-	log_info(otp, "sent to=%s", masked);
-	handle_format(slot, id, vid);
+	if (verification_start(otp, phone, r->addr, sid, &st) != 0)
+		return reply_start_failed(r, &st, input);
+	handle_format(st.slot, st.id, vid);
 	set_cookie(r, "otp_vid", vid, otp->cfg.code_ttl);
 	return reply_verify(r, 200, "", phone);
 }
@@ -2481,11 +2889,11 @@ on_verify(struct req *r)
 {
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], token[OTP_MAX_CODE_LEN + 2];
-	char phone[OTP_MAX_PHONE_LEN + 1] = "", masked[32];
-	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN], sid[OTP_SID_LEN];
+	char phone[OTP_MAX_PHONE_LEN + 1] = "";
+	uint8_t id[OTP_ID_LEN], sid[OTP_SID_LEN];
+	enum check result = CHECK_UNKNOWN;
+	enum limit limit = LIMIT_NONE;
 	uint32_t slot = 0;
-	enum check result = CHECK_FAILED;
-	int64_t now = otp->now_ms();
 	long retry = 0;
 	size_t len;
 	int rc, n;
@@ -2495,80 +2903,509 @@ on_verify(struct req *r)
 	n = form_get(body, len, "token", token, sizeof(token));
 	if (n < 0 && n != FORM_TOO_LONG)
 		return reply_form_error(r, n, "token");
-	if (!limits_verify(otp, r->addr, now, false, &retry)) {
-		log_info(otp, "rate_limited limit=verify_per_ip ip=%s", r->addr);
+	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
+	if (handle_parse(mg_get_header(r->conn, "Cookie"), &slot, id) != 0)
+		slot = UINT32_MAX; /* no such record: fails like a wrong code */
+	result = verification_check(otp, slot, id, sid, token,
+	    n < 0 ? sizeof(token) : (size_t)n, r->addr, phone, &limit, &retry);
+	wipe(token, sizeof(token));
+	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
 		return reply_index(r, 429, "Too many failed attempts from your "
 		    "network. Please try again later.", "");
 	}
-	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
-	if (n >= 0 && handle_parse(mg_get_header(r->conn, "Cookie"), &slot,
-	    id) == 0 && code_mac(otp, token, (size_t)n, mac) == 0)
-		result = store_check(&otp->store, slot, id, sid, mac, now,
-		    otp->cfg.code_ttl * 1000, (uint32_t)otp->cfg.max_attempts,
-		    phone);
-	wipe(token, sizeof(token));
-	if (result == CHECK_OK) {
-		phone_mask(phone, masked, sizeof(masked));
-		log_info(otp, "verified to=%s ip=%s", masked, r->addr);
-		set_cookie(r, "otp_vid", "", 0);
-		if (session_new(r) != 0) /* a fresh session after success */
-			return reply_error(r, 500, "Internal error", "");
-		if (otp->on_verified != NULL)
-			otp->on_verified(otp->on_verified_arg, phone, r->sid);
-		{
-			const struct var vars[] = { { "phone", masked } };
-
-			wipe(phone, sizeof(phone));
-			return reply_page(r, 200, "verify_success.html", vars, 1);
-		}
-	}
-	limits_verify(otp, r->addr, now, true, &retry);
+	if (result == CHECK_OK)
+		return reply_verified(r, phone);
 	if (result == CHECK_LOCKED) {
-		log_info(otp, "locked ip=%s", r->addr);
 		set_cookie(r, "otp_vid", "", 0);
 		return reply_index(r, 403, "Too many wrong codes. Please "
 		    "request a new code.", "");
 	}
-	log_info(otp, "failed ip=%s", r->addr);
+	/* Unknown, wrong, expired and used codes look the same. */
 	return reply_verify(r, 403, "Verify failed, please try again.", "");
 }
+
+/* GET /: the phone form; ?return_to=/path is carried through the flow. */
+static int
+on_index(struct req *r)
+{
+	const char *q = r->ri->query_string;
+
+	return_to_read(r, q, q != NULL ? strlen(q) : 0);
+	return reply_index(r, 200, "", "");
+}
+
+static int
+on_style(struct req *r)
+{
+	const struct www_file *f = www_find("style.css");
+
+	return reply(r, 200, "text/css; charset=utf-8", (const char *)f->data,
+	    f->len);
+}
+
+/* Browsers ask for it on their own; an empty answer keeps logs quiet. */
+static int
+on_favicon(struct req *r)
+{
+	return reply(r, 204, "image/x-icon", "", 0);
+}
+
+/*
+ * GET /auth, for nginx auth_request, Caddy forward_auth or Traefik
+ * ForwardAuth: 204 with X-Otp-Phone when the request carries an otp_auth
+ * cookie from a verification within SESSION_TTL, else 401.
+ */
+static int
+on_auth(struct req *r)
+{
+	char phone[OTP_MAX_PHONE_LEN + 1];
+
+	if (auth_cookie_check(r->otp, mg_get_header(r->conn, "Cookie"),
+	    (long long)time(NULL), phone) != 0)
+		return reply(r, 401, "text/plain; charset=utf-8", "", 0);
+	r->hdr_name = "X-Otp-Phone";
+	r->hdr_value = phone;
+	return reply(r, 204, "text/plain; charset=utf-8", "", 0);
+}
+
+static int
+on_healthz(struct req *r)
+{
+	return reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3);
+}
+
+/* Ready when the sender can send: the console always, Telnyx with its CA
+ * bundle readable. */
+static int
+on_readyz(struct req *r)
+{
+	const struct config *c = &r->otp->cfg;
+
+	if (c->provider == PROVIDER_TELNYX && access(c->sms_ca_file, R_OK) != 0)
+		return reply(r, 503, "text/plain; charset=utf-8",
+		    "not ready: CA bundle unreadable\n", 32);
+	return reply(r, 200, "text/plain; charset=utf-8", "ready\n", 6);
+}
+
+/* True if addr is one of the comma-separated addresses in list. */
+static bool
+addr_in_list(const char *addr, const char *list)
+{
+	size_t alen = strlen(addr);
+
+	for (const char *p = list; *p != '\0';) {
+		size_t len;
+
+		p += strspn(p, " ,");
+		len = strcspn(p, " ,");
+		if (len == alen && strncmp(p, addr, len) == 0)
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+/* Appends a formatted line to a bounded buffer; *n grows, capped. */
+static void
+buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (*n >= cap)
+		return;
+	va_start(ap, fmt);
+	k = vsnprintf(buf + *n, cap - *n, fmt, ap);
+	va_end(ap);
+	*n = k < 0 ? cap : *n + (size_t)k;
+}
+
+/* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
+static int
+on_metrics(struct req *r)
+{
+	static const char *const results[CHECK__N] = {
+		"approved", "wrong", "locked", "unknown", "expired", "used",
+	};
+	struct otp *otp = r->otp;
+	struct stats *st = &otp->stats;
+	char out[4096];
+	size_t n = 0;
+
+	if (!otp->cfg.metrics || !addr_in_list(r->ri->remote_addr,
+	    otp->cfg.metrics_allow))
+		return reply_error(r, 404, "Not found", "There is no such page.");
+	buf_printf(out, sizeof(out), &n, "# TYPE otp_sms_sent_total counter\n"
+	    "otp_sms_sent_total %lu\n# TYPE otp_sms_failed_total counter\n",
+	    atomic_load(&st->sent));
+	for (int i = 1; i < SEND__N; i++)
+		buf_printf(out, sizeof(out), &n,
+		    "otp_sms_failed_total{reason=\"%s\"} %lu\n", send_names[i],
+		    atomic_load(&st->failed[i]));
+	buf_printf(out, sizeof(out), &n,
+	    "# TYPE otp_verifications_total counter\n");
+	for (int i = 0; i < CHECK__N; i++)
+		buf_printf(out, sizeof(out), &n,
+		    "otp_verifications_total{result=\"%s\"} %lu\n", results[i],
+		    atomic_load(&st->checks[i]));
+	buf_printf(out, sizeof(out), &n,
+	    "# TYPE otp_rate_limited_total counter\n");
+	for (int i = 1; i < LIMIT__N; i++)
+		buf_printf(out, sizeof(out), &n,
+		    "otp_rate_limited_total{limit=\"%s\"} %lu\n", limit_names[i],
+		    atomic_load(&st->limited[i]));
+	buf_printf(out, sizeof(out), &n, "# TYPE otp_pending_codes gauge\n"
+	    "otp_pending_codes %u\n# TYPE otp_table_used gauge\n"
+	    "otp_table_used %u\n# TYPE otp_table_capacity gauge\n"
+	    "otp_table_capacity %ld\n", store_live(&otp->store),
+	    store_pending(&otp->store), otp->cfg.max_pending);
+	if (n >= sizeof(out))
+		return reply_error(r, 500, "Internal error", "");
+	return reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out, n);
+}
+
+/* ---- JSON API ---------------------------------------------------------- */
+/*
+ * For apps and scripts, beside the forms and under the same rules. Off
+ * unless API_TOKEN is set; then every call needs "Authorization: Bearer
+ * <API_TOKEN>". No cookies are involved, so no CSRF token either. Records
+ * made here belong to one fixed API session, so the forms cannot reach
+ * them, nor the API the forms' records.
+ *
+ *	POST   /api/v1/verifications            {"phone"} -> 201 {"id", ...}
+ *	POST   /api/v1/verifications/{id}/check {"code"}  -> 200 {"status"}
+ *	GET    /api/v1/verifications/{id}                 -> 200 {"status"}
+ *	DELETE /api/v1/verifications/{id}                 -> 204
+ */
+
+static int
+reply_json(struct req *r, int status, const char *body)
+{
+	return reply(r, status, "application/json", body, strlen(body));
+}
+
+/* {"error": {"code", "message"}}; both are our own constant strings. */
+static int
+reply_json_error(struct req *r, int status, const char *code,
+                 const char *message)
+{
+	char body[512];
+
+	snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":"
+	    "\"%s\"}}", code, message);
+	return reply_json(r, status, body);
+}
+
+/*
+ * Decodes the JSON string value of member name of the object in body into
+ * out (ASCII only: \u escapes above 0x7e are refused, which no phone
+ * number or code needs). Returns the length, or -1.
+ */
+static int
+json_get_string(const char *body, size_t len, const char *name, char *out,
+                size_t outlen)
+{
+	struct json j = { body, body + len, 0 };
+	size_t n = 0;
+
+	if (json_member(&j, name) != 0 || j.p >= j.end || *j.p != '"')
+		return -1;
+	for (j.p++; j.p < j.end && *j.p != '"'; j.p++) {
+		unsigned ch = (unsigned char)*j.p;
+
+		if (ch < 0x20)
+			return -1;
+		if (ch == '\\') {
+			if (++j.p >= j.end)
+				return -1;
+			switch (*j.p) {
+			case '"': case '\\': case '/': ch = (unsigned char)*j.p; break;
+			case 'n': ch = '\n'; break;
+			case 't': ch = '\t'; break;
+			case 'u': {
+				uint8_t b[2];
+
+				if (j.end - j.p < 5 || hex_decode(j.p + 1, 4, b) != 0 ||
+				    b[0] != 0 || b[1] < 0x20 || b[1] > 0x7e)
+					return -1;
+				ch = b[1];
+				j.p += 4;
+				break;
+			}
+			default: return -1;
+			}
+		}
+		if (n + 1 >= outlen)
+			return -1;
+		out[n++] = (char)ch;
+	}
+	if (j.p >= j.end)
+		return -1;
+	out[n] = '\0';
+	return (int)n;
+}
+
+/*
+ * Reads a JSON body (Content-Type application/json, at most OTP_MAX_BODY)
+ * and the string member name from it. Returns 0, or the status answered.
+ */
+static int
+api_read(struct req *r, char *body, size_t cap, const char *name, char *out,
+         size_t outlen)
+{
+	const char *type = mg_get_header(r->conn, "Content-Type");
+	size_t len;
+	int rc;
+
+	if (type == NULL || strncasecmp(type, "application/json", 16) != 0 ||
+	    (type[16] != '\0' && type[16] != ';' && type[16] != ' ')) {
+		r->close = true;
+		return reply_json_error(r, 415, "unsupported_media_type",
+		    "send application/json");
+	}
+	if ((rc = body_read(r, body, cap, &len)) != 0) {
+		r->close = true;
+		if (rc == 413)
+			return reply_json_error(r, 413, "too_large",
+			    "the body is larger than this server accepts");
+		return reply_json_error(r, rc == 408 ? 408 : 400, "bad_body",
+		    "the body could not be read");
+	}
+	if (json_get_string(body, len, name, out, outlen) < 0)
+		return reply_json_error(r, 400, "bad_request", name[0] == 'p' ?
+		    "expected {\"phone\": \"...\"}" : "expected {\"code\": \"...\"}");
+	return 0;
+}
+
+/* POST /api/v1/verifications {"phone": "..."} */
+static int
+api_create(struct req *r)
+{
+	struct otp *otp = r->otp;
+	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1], out[160];
+	char phone[OTP_MAX_PHONE_LEN + 1], vid[HANDLE_LEN + 1];
+	struct start st;
+	int64_t left;
+	int rc;
+
+	if ((rc = api_read(r, body, sizeof(body), "phone", input,
+	    sizeof(input))) != 0)
+		return rc;
+	if (phone_normalise(input, strlen(input), otp->cfg.country_code, phone,
+	    sizeof(phone)) != 0)
+		return reply_json_error(r, 400, "invalid_phone",
+		    "not a phone number (E.164: + and 7 to 15 digits)");
+	if (!phone_allowed(&otp->cfg, phone))
+		return reply_json_error(r, 400, "country_not_allowed",
+		    "this server does not send to that country");
+	if (verification_start(otp, phone, r->addr, otp->api_sid, &st) != 0) {
+		r->retry_after = st.retry;
+		if (st.internal)
+			return reply_json_error(r, 500, "internal", "internal error");
+		if (st.full)
+			return reply_json_error(r, 503, "busy",
+			    "too many pending verifications");
+		if (st.limit != LIMIT_NONE) {
+			snprintf(out, sizeof(out), "limit %s reached",
+			    limit_names[st.limit]);
+			return reply_json_error(r, st.limit == LIMIT_HOUR ||
+			    st.limit == LIMIT_DAY ? 503 : 429, "rate_limited", out);
+		}
+		return reply_json_error(r, st.sent == SEND_BUSY ? 503 : 502,
+		    "send_failed", "the SMS could not be sent");
+	}
+	store_state(&otp->store, st.slot, st.id, otp->api_sid, otp->now_ms(),
+	    otp->cfg.code_ttl * 1000, &left);
+	handle_format(st.slot, st.id, vid);
+	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"expires_in\":%lld,"
+	    "\"resend_after\":%ld}", vid, (long long)((left + 999) / 1000),
+	    otp->cfg.resend_interval);
+	return reply_json(r, 201, out);
+}
+
+/* POST /api/v1/verifications/{id}/check {"code": "..."} */
+static int
+api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+          const char *vid)
+{
+	static const char *const status[CHECK__N] = {
+		"approved", "pending", "max_attempts_reached", NULL, "expired",
+		NULL,
+	};
+	struct otp *otp = r->otp;
+	char body[OTP_MAX_BODY + 1], code[OTP_MAX_CODE_LEN + 2], out[64];
+	char phone[OTP_MAX_PHONE_LEN + 1];
+	enum limit limit;
+	enum check rc;
+	long retry = 0;
+	int n;
+
+	if ((n = api_read(r, body, sizeof(body), "code", code,
+	    sizeof(code))) != 0)
+		return n;
+	rc = verification_check(otp, slot, id, otp->api_sid, code, strlen(code),
+	    r->addr, phone, &limit, &retry);
+	wipe(code, sizeof(code));
+	if (limit != LIMIT_NONE) {
+		r->retry_after = retry;
+		return reply_json_error(r, 429, "rate_limited",
+		    "too many failed checks from this address");
+	}
+	if (rc == CHECK_UNKNOWN)
+		return reply_json_error(r, 404, "not_found",
+		    "no such verification");
+	if (rc == CHECK_DONE)
+		return reply_json_error(r, 409, "already_approved",
+		    "this verification was already approved");
+	if (rc == CHECK_OK && otp->on_verified != NULL)
+		otp->on_verified(otp->on_verified_arg, phone, vid);
+	wipe(phone, sizeof(phone));
+	snprintf(out, sizeof(out), "{\"status\":\"%s\"}", status[rc]);
+	return reply_json(r, 200, out);
+}
+
+/* GET /api/v1/verifications/{id} */
+static int
+api_status(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	static const char *const names[] = {
+		[REC_LIVE] = "pending", [REC_LOCKED] = "max_attempts_reached",
+		[REC_EXPIRED] = "expired", [REC_VERIFIED] = "approved",
+	};
+	struct otp *otp = r->otp;
+	char out[96];
+	int64_t left;
+	enum rec_state st = store_state(&otp->store, slot, id, otp->api_sid,
+	    otp->now_ms(), otp->cfg.code_ttl * 1000, &left);
+
+	if (st == REC_FREE)
+		return reply_json_error(r, 404, "not_found",
+		    "no such verification");
+	snprintf(out, sizeof(out), "{\"status\":\"%s\",\"expires_in\":%lld}",
+	    names[st], (long long)((left + 999) / 1000));
+	return reply_json(r, 200, out);
+}
+
+/* DELETE /api/v1/verifications/{id} */
+static int
+api_cancel(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	struct otp *otp = r->otp;
+	int rc = store_cancel(&otp->store, slot, id, otp->api_sid,
+	    otp->now_ms(), otp->cfg.code_ttl * 1000);
+
+	if (rc == -1)
+		return reply_json_error(r, 404, "not_found",
+		    "no such verification");
+	if (rc == -2)
+		return reply_json_error(r, 409, "finished",
+		    "this verification has already ended");
+	return reply(r, 204, "application/json", "", 0);
+}
+
+/* Routes /api/v1/...: token first, then path and method. */
+static int
+api_dispatch(struct req *r)
+{
+	static const char base[] = "/api/v1/verifications";
+	const char *token = r->otp->cfg.api_token;
+	const char *auth = mg_get_header(r->conn, "Authorization");
+	const char *m = r->ri->request_method, *rest, *id_end;
+	size_t tlen = strlen(token);
+	uint8_t id[OTP_ID_LEN];
+	char vid[HANDLE_LEN + 1];
+	uint32_t slot;
+
+	if (tlen == 0)
+		return reply_json_error(r, 404, "not_found",
+		    "the API is off (set API_TOKEN)");
+	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 ||
+	    strlen(auth + 7) != tlen || !ct_equal(auth + 7, token, tlen)) {
+		r->hdr_name = "WWW-Authenticate";
+		r->hdr_value = "Bearer";
+		return reply_json_error(r, 401, "unauthorized",
+		    "send Authorization: Bearer <API_TOKEN>");
+	}
+	if (strncmp(r->path, base, sizeof(base) - 1) != 0)
+		return reply_json_error(r, 404, "not_found", "no such endpoint");
+	rest = r->path + sizeof(base) - 1;
+	if (*rest == '\0') {
+		if (strcmp(m, "POST") == 0)
+			return api_create(r);
+		r->allow = "POST";
+		return reply_json_error(r, 405, "method_not_allowed", "use POST");
+	}
+	if (*rest++ != '/' || (id_end = rest + strcspn(rest, "/"),
+	    handle_decode(rest, (size_t)(id_end - rest), &slot, id) != 0))
+		return reply_json_error(r, 404, "not_found",
+		    "no such verification");
+	str_ncopy(vid, sizeof(vid), rest, HANDLE_LEN);
+	if (strcmp(id_end, "/check") == 0) {
+		if (strcmp(m, "POST") == 0)
+			return api_check(r, slot, id, vid);
+		r->allow = "POST";
+		return reply_json_error(r, 405, "method_not_allowed", "use POST");
+	}
+	if (*id_end != '\0')
+		return reply_json_error(r, 404, "not_found", "no such endpoint");
+	if (strcmp(m, "GET") == 0)
+		return api_status(r, slot, id);
+	if (strcmp(m, "DELETE") == 0)
+		return api_cancel(r, slot, id);
+	r->allow = "GET, DELETE";
+	return reply_json_error(r, 405, "method_not_allowed", "use GET or DELETE");
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+struct route {
+	const char *path;
+	const char *allow;               /* for 405 */
+	int (*get)(struct req *);        /* GET and HEAD */
+	int (*post)(struct req *);
+};
+
+static const struct route routes[] = {
+	{ "/", "GET, HEAD", on_index, NULL },
+	{ "/request", "POST", NULL, on_request },
+	{ "/verify", "POST", NULL, on_verify },
+	{ "/style.css", "GET, HEAD", on_style, NULL },
+	{ "/favicon.ico", "GET, HEAD", on_favicon, NULL },
+	{ "/auth", "GET, HEAD", on_auth, NULL },
+	{ "/healthz", "GET, HEAD", on_healthz, NULL },
+	{ "/readyz", "GET, HEAD", on_readyz, NULL },
+	{ "/metrics", "GET, HEAD", on_metrics, NULL },
+};
 
 /* Routes a request below the mount prefix. */
 static int
 dispatch(struct req *r)
 {
 	const char *m = r->ri->request_method;
-	bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
-	bool post = strcmp(m, "POST") == 0;
-	const struct www_file *f;
+	const char *path = r->path[0] != '\0' ? r->path : "/";
 
-	if (strcmp(r->path, "/") == 0 || r->path[0] == '\0') {
-		if (!get) {
-			r->allow = "GET, HEAD";
-			return reply_error(r, 405, "Method not allowed",
-			    "Use GET for this page.");
-		}
-		return reply_index(r, 200, "", "");
+	if (strncmp(path, "/api/", 5) == 0)
+		return api_dispatch(r);
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct route *rt = &routes[i];
+
+		if (strcmp(path, rt->path) != 0)
+			continue;
+		if (rt->get != NULL && (strcmp(m, "GET") == 0 ||
+		    strcmp(m, "HEAD") == 0))
+			return rt->get(r);
+		if (rt->post != NULL && strcmp(m, "POST") == 0)
+			return rt->post(r);
+		r->allow = rt->allow;
+		return reply_error(r, 405, "Method not allowed",
+		    rt->post != NULL ? "Use the form on the start page." :
+		    "Use GET for this page.");
 	}
-	if (strcmp(r->path, "/request") == 0 || strcmp(r->path, "/verify") == 0) {
-		if (!post) {
-			r->allow = "POST";
-			return reply_error(r, 405, "Method not allowed",
-			    "Use the form on the start page.");
-		}
-		return r->path[1] == 'r' ? on_request(r) : on_verify(r);
-	}
-	if (strcmp(r->path, "/style.css") == 0 && (f = www_find("style.css"))) {
-		if (!get) {
-			r->allow = "GET, HEAD";
-			return reply_error(r, 405, "Method not allowed", "");
-		}
-		return reply(r, 200, "text/css; charset=utf-8",
-		    (const char *)f->data, f->len);
-	}
-	if (strcmp(r->path, "/favicon.ico") == 0 && get)
-		return reply(r, 204, "image/x-icon", "", 0); /* no console noise */
 	return reply_error(r, 404, "Not found", "There is no such page.");
 }
 
@@ -2605,6 +3442,7 @@ on_http(struct mg_connection *conn, void *arg)
 	struct otp *otp = arg;
 	struct req r;
 	size_t plen = strlen(otp->prefix);
+	int rc;
 
 	memset(&r, 0, sizeof(r));
 	r.otp = otp;
@@ -2614,13 +3452,20 @@ on_http(struct mg_connection *conn, void *arg)
 	r.path = r.ri->local_uri != NULL ? r.ri->local_uri : "/";
 	if (strncmp(r.path, otp->prefix, plen) == 0)
 		r.path += plen;
-	if (!r.tls && otp->https_port > 0)
-		return redirect_https(&r);
-	client_address(&r);
-	session_read(&r);
-	if (r.sid[0] == '\0' && session_new(&r) != 0)
-		return reply_error(&r, 500, "Internal error", "");
-	return dispatch(&r);
+	/* A reload waits until no request is reading the config. */
+	pthread_rwlock_rdlock(&otp->cfg_lock);
+	if (!r.tls && otp->https_port > 0) {
+		rc = redirect_https(&r);
+	} else {
+		client_address(&r);
+		session_read(&r);
+		if (r.sid[0] == '\0' && session_new(&r) != 0)
+			rc = reply_error(&r, 500, "Internal error", "");
+		else
+			rc = dispatch(&r);
+	}
+	pthread_rwlock_unlock(&otp->cfg_lock);
+	return rc;
 }
 
 /* ---- embedding API ----------------------------------------------------- */
@@ -2640,8 +3485,10 @@ sweeper_main(void *arg)
 		if (otp->stopping)
 			break;
 		pthread_mutex_unlock(&otp->stop_lock);
+		pthread_rwlock_rdlock(&otp->cfg_lock);
 		store_sweep(&otp->store, otp->now_ms(),
 		    otp->cfg.code_ttl * 1000);
+		pthread_rwlock_unlock(&otp->cfg_lock);
 		pthread_mutex_lock(&otp->stop_lock);
 	}
 	pthread_mutex_unlock(&otp->stop_lock);
@@ -2663,9 +3510,59 @@ otp_random_init(struct otp *otp)
 	otp->rng = rng_drbg;
 	otp->rng_ctx = otp;
 	return otp->rng(otp, otp->code_key, sizeof(otp->code_key)) == 0 &&
-	    otp->rng(otp, otp->csrf_key, sizeof(otp->csrf_key)) == 0 &&
 	    otp->rng(otp, otp->limits.key, sizeof(otp->limits.key)) == 0 ?
 	    0 : -1;
+}
+
+/*
+ * The keys that must outlive a restart (CSRF tokens, otp_auth cookies)
+ * derive from one state key: STATE_DIR/session.key, made on first start
+ * with mode 0600, or a random key per process without STATE_DIR.
+ */
+static int
+otp_state_keys(struct otp *otp, char *err, size_t errlen)
+{
+	uint8_t state[OTP_KEY_LEN], mac[OTP_MAC_LEN];
+	char path[OTP_MAX_STR + 16];
+	int rc = -1, fd = -1;
+	ssize_t n = -1;
+
+	if (otp->cfg.state_dir[0] == '\0') {
+		if (otp->rng(otp->rng_ctx, state, sizeof(state)) != 0)
+			goto out;
+	} else {
+		if (snprintf(path, sizeof(path), "%s/session.key",
+		    otp->cfg.state_dir) >= (int)sizeof(path))
+			goto out;
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+			n = read(fd, state, sizeof(state));
+			close(fd);
+		} else if (errno == ENOENT) {
+			if (otp->rng(otp->rng_ctx, state, sizeof(state)) != 0)
+				goto out;
+			if (file_write_atomic(path, (const char *)state,
+			    sizeof(state), 0600) != 0)
+				goto out;
+			n = sizeof(state);
+		}
+		if (n != (ssize_t)sizeof(state))
+			goto out;
+	}
+	hmac256(state, "csrf", 4, mac);
+	memcpy(otp->csrf_key, mac, sizeof(otp->csrf_key));
+	hmac256(state, "auth", 4, mac);
+	memcpy(otp->auth_key, mac, sizeof(otp->auth_key));
+	hmac256(state, "api", 3, mac);
+	memcpy(otp->api_sid, mac, sizeof(otp->api_sid));
+	rc = 0;
+out:
+	if (rc != 0)
+		snprintf(err, errlen, "STATE_DIR %s: cannot read or create "
+		    "session.key (%d bytes, mode 0600): %s", otp->cfg.state_dir,
+		    OTP_KEY_LEN, errno ? strerror(errno) : "wrong size");
+	wipe(state, sizeof(state));
+	wipe(mac, sizeof(mac));
+	return rc;
 }
 
 /* Allocates every table; nothing is allocated per request after this. */
@@ -2715,6 +3612,7 @@ otp_create(const char *config_path, char *err, size_t errlen)
 		return NULL;
 	}
 	otp->now_ms = clock_monotonic_ms;
+	pthread_rwlock_init(&otp->cfg_lock, NULL);
 	pthread_mutex_init(&otp->stop_lock, NULL);
 	{
 		pthread_condattr_t ca;
@@ -2726,18 +3624,33 @@ otp_create(const char *config_path, char *err, size_t errlen)
 	}
 	if (config_load(&otp->cfg, config_path, err, errlen) != 0)
 		goto fail;
+	if (strcmp(otp->cfg.log, "syslog") == 0)
+		openlog("otp_demo", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 	if (otp_random_init(otp) != 0) {
 		snprintf(err, errlen, "cannot seed the random generator");
 		goto fail;
 	}
+	if (otp_state_keys(otp, err, errlen) != 0)
+		goto fail;
 	if (otp_tables_init(otp) != 0) {
 		snprintf(err, errlen, "cannot allocate tables for MAX_PENDING=%ld",
 		    otp->cfg.max_pending);
 		goto fail;
 	}
-	if (pthread_create(&otp->sweeper, NULL, sweeper_main, otp) != 0) {
-		snprintf(err, errlen, "cannot start the sweeper thread");
-		goto fail;
+	{
+		/* The sweeper takes no signals: they are the host's to handle
+		 * (our main waits for them in sigwait). */
+		sigset_t all, old;
+		int rc;
+
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		rc = pthread_create(&otp->sweeper, NULL, sweeper_main, otp);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (rc != 0) {
+			snprintf(err, errlen, "cannot start the sweeper thread");
+			goto fail;
+		}
 	}
 	otp->sweeper_started = true;
 	log_start(otp);
@@ -2760,6 +3673,48 @@ otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix)
 		otp->prefix[strlen(otp->prefix) - 1] = '\0';
 	mg_set_request_handler(ctx, otp->prefix[0] ? otp->prefix : "/",
 	    on_http, otp);
+	return 0;
+}
+
+/*
+ * Keys that only take effect at start: a reload keeps their old values
+ * and says so.
+ */
+static const char *const restart_keys[] = {
+	"LISTEN", "THREADS", "MAX_PENDING", "CERT_FILE", "STATE_DIR", "LOG",
+};
+
+int
+otp_reload(struct otp *otp, const char *config_path, char *err, size_t errlen)
+{
+	struct config *next = malloc(sizeof(*next));
+
+	if (next == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (config_load(next, config_path, err, errlen) != 0) {
+		free(next);
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(restart_keys) / sizeof(*restart_keys);
+	    i++) {
+		const struct key *k = config_find(restart_keys[i], NULL);
+		char *now = (char *)&otp->cfg + k->off;
+		char *want = (char *)next + k->off;
+
+		if (memcmp(now, want, k->size) != 0) {
+			log_warn(otp, "reload: %s changed; it takes effect "
+			    "after a restart", k->name);
+			memcpy(want, now, k->size);
+		}
+	}
+	pthread_rwlock_wrlock(&otp->cfg_lock);
+	otp->cfg = *next;
+	pthread_rwlock_unlock(&otp->cfg_lock);
+	wipe(next, sizeof(*next));
+	free(next);
+	log_info(otp, "reload: configuration applied");
 	return 0;
 }
 
@@ -2790,6 +3745,7 @@ otp_destroy(struct otp *otp)
 	free(otp->limits.verify_ips.w);
 	mbedtls_ctr_drbg_free(&otp->drbg);
 	mbedtls_entropy_free(&otp->entropy);
+	pthread_rwlock_destroy(&otp->cfg_lock);
 	wipe(otp, sizeof(*otp));
 	free(otp);
 }
@@ -2821,32 +3777,6 @@ listen_has_tls(const char *listen)
 		p += *p == ',';
 	}
 	return false;
-}
-
-/*
- * Writes data to path atomically: a temporary file in the same directory
- * with mode, fsync, then rename. 0 or -1 (errno set).
- */
-static int
-file_write_atomic(const char *path, const char *data, size_t len, mode_t mode)
-{
-	char tmp[OTP_MAX_STR + 16];
-	int fd, rc = -1;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return -1;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0)
-		return -1;
-	if (fchmod(fd, mode) == 0 && write(fd, data, len) == (ssize_t)len &&
-	    fsync(fd) == 0)
-		rc = 0;
-	if (close(fd) != 0)
-		rc = -1;
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -1;
-	if (rc != 0)
-		unlink(tmp);
-	return rc;
 }
 
 /*
@@ -3145,6 +4075,7 @@ main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -3164,7 +4095,11 @@ main(int argc, char **argv)
 	if (otp->cfg.redirect_http)
 		otp->https_port = first_tls_port(ctx);
 
-	sigwait(&sigs, &sig);
+	/* SIGHUP reloads; a bad file is logged and the old config stays. */
+	while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
+		if (otp_reload(otp, path, err, sizeof(err)) != 0)
+			log_err(otp, "reload: %s; keeping the old configuration",
+			    err);
 	log_info(otp, "signal %d: stopping", sig);
 	mg_stop(ctx);
 	otp_destroy(otp);
@@ -3190,7 +4125,16 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	(void)otp;
+	if (otp != NULL && strcmp(otp->cfg.log, "syslog") == 0) {
+		int prio = level[0] == 'e' ? LOG_ERR : level[0] == 'w' ?
+		    LOG_WARNING : level[0] == 'd' ? LOG_DEBUG : LOG_INFO;
+
+		va_start(ap, fmt);
+		vsnprintf(line, sizeof(line), fmt, ap);
+		va_end(ap);
+		syslog(prio, "%s", line);
+		return;
+	}
 	gmtime_r(&t, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	n = snprintf(line, sizeof(line), "%s %s ", stamp, level);
@@ -3368,4 +4312,30 @@ edit_distance(const char *a, const char *b)
 		}
 	}
 	return row[lb];
+}
+
+/*
+ * Writes data to path atomically: a temporary file in the same directory
+ * with mode, fsync, then rename. 0 or -1 (errno set).
+ */
+static int
+file_write_atomic(const char *path, const char *data, size_t len, mode_t mode)
+{
+	char tmp[OTP_MAX_STR + 16];
+	int fd, rc = -1;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -1;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0)
+		return -1;
+	if (fchmod(fd, mode) == 0 && write(fd, data, len) == (ssize_t)len &&
+	    fsync(fd) == 0)
+		rc = 0;
+	if (close(fd) != 0)
+		rc = -1;
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -1;
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
 }

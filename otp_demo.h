@@ -46,6 +46,16 @@ struct otp *otp_create(const char *config_path, char *err, size_t errlen);
 /* Registers the handlers under prefix ("" or "/2fa") on ctx. 0 or -1. */
 int otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix);
 
+/*
+ * Re-reads the config (as SIGHUP does in otp_demo): on success the new
+ * values apply to the next request; pending codes stay. Keys that need a
+ * restart (LISTEN, THREADS, MAX_PENDING, CERT_FILE, STATE_DIR, LOG) keep
+ * their old values. On failure, returns -1 with the reason in err and the
+ * old config stays. Not to be called from the verified callback.
+ */
+int otp_reload(struct otp *otp, const char *config_path, char *err,
+               size_t errlen);
+
 /* Sets the success callback (NULL to clear). */
 void otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg);
 

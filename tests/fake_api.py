@@ -53,7 +53,6 @@ import http.server
 import json
 import re
 import socket
-import socketserver
 import ssl
 import struct
 import sys

@@ -2,7 +2,7 @@
 """integration.py: run the real otp_demo against a local HTTPS fake of the
 Telnyx API and check what a browser sees and what the SMS API receives.
 
-    python3 tests/integration.py [-k SUBSTR] [-j JOBS] [-v]
+    python3 tests/integration.py [-k SUBSTR]... [-j JOBS] [-l]
 
 Env: OTP_BIN (default <repo>/otp_demo). Python standard library only.
 
@@ -45,6 +45,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
 import fake_api  # noqa: E402
 
 BIN = os.environ.get("OTP_BIN") or os.path.join(ROOT, "otp_demo")
@@ -293,6 +294,19 @@ def clean_env(extra=None):
     return env
 
 
+LIVE = set()        # servers still running, killed if the suite is stopped
+LIVE_LOCK = threading.Lock()
+
+
+def kill_live():
+    with LIVE_LOCK:
+        for p in list(LIVE):
+            try:
+                p.kill()
+            except OSError:
+                pass
+
+
 class Server:
     def __init__(self, ctx, text, env=None, args=None):
         self.ctx = ctx
@@ -313,6 +327,8 @@ class Server:
             [BIN, "-c", "config.cfg"] + self.args, cwd=self.dir,
             env=clean_env(self.env), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with LIVE_LOCK:
+            LIVE.add(self.proc)
         self.readers = [
             threading.Thread(target=self._read, daemon=True,
                              args=(self.proc.stderr, self.err_lines,
@@ -384,6 +400,8 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
                 hung = "did not exit within %ds of SIGTERM" % STOP_TIMEOUT
+        with LIVE_LOCK:
+            LIVE.discard(self.proc)
         for t in self.readers:
             t.join(5)
         self.errf.close()
@@ -817,7 +835,7 @@ def check_index_form(ctx, b, r):
     c = inputs.get("csrf")
     check(c and c.get("type") == "hidden" and c.get("value"),
           "index: no hidden csrf input with a value")
-    check(r.header("content-type", ).lower().startswith("text/html"),
+    check(r.header("content-type").lower().startswith("text/html"),
           "index: Content-Type %r" % r.header("content-type"))
 
 
@@ -1147,6 +1165,23 @@ CASES = [
           "what": "spoofed X-Forwarded-For with no TRUSTED_PROXY"},
      ]},
 
+    {"name": "trusted_proxy_xff",
+     "config": {"TRUSTED_PROXY": "127.0.0.1", "SMS_PER_IP_PER_HOUR": 1},
+     "steps": [
+         {"b": "A", "request": "5552000001", "status": 200, "api": 1,
+          "headers": {"X-Forwarded-For": "203.0.113.1"}},
+         {"b": "B", "request": "5552000002", "status": 200, "api": 1,
+          "headers": {"X-Forwarded-For": "203.0.113.2"}},
+         {"b": "C", "request": "5552000003", "status": 429, "api": 0,
+          "headers": {"X-Forwarded-For": "203.0.113.1"},
+          "what": "same client behind the proxy"},
+         {"b": "D", "request": "5552000004", "status": 429, "api": 0,
+          "headers": {"X-Forwarded-For": "198.51.100.9, 203.0.113.2"},
+          "what": "spoofed first entry; the proxy's (last) entry counts"},
+         {"b": "E", "request": "5552000005", "status": 200, "api": 1,
+          "what": "no X-Forwarded-For: the proxy's own address"},
+     ]},
+
     {"name": "sms_per_hour_global",
      "config": {"SMS_PER_HOUR": 3},
      "steps": [
@@ -1318,7 +1353,7 @@ def run_config_row(ctx, row):
 
 # ---- code-driven cases -------------------------------------------------------
 
-def case_tutorial_verify_console_stdout_only(ctx):
+def case_console_no_api_key(ctx):
     """Console provider: the code goes to stdout only, never stderr."""
     ctx.start_fake()
     ctx.start_server({"API_KEY": None, "TOKEN_LENGTH": 8})
@@ -1528,7 +1563,7 @@ def _trickle_case(ctx, head, feed):
         result["other"] = (r.status, time.monotonic() - t0)
     t = threading.Thread(target=other)
     t.start()
-    took, how = _wait_cut(s, feed, 40)
+    took, how = _wait_cut(s, feed, 20)
     s.close()
     t.join(30)
     check("other" in result, "another client got no answer while trickling")
@@ -1560,6 +1595,54 @@ def case_trickle_headers(ctx):
         return ("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
                 % ctx.server.port).encode()
     _trickle_case(ctx, head, lambda i: hdr[i % len(hdr):i % len(hdr) + 1])
+
+
+def case_trickle_starvation(ctx):
+    """THREADS tricklers (1 byte a second, Content-Length 1000) must not
+    lock every worker: a GET / sent 3 s later is answered within 15 s."""
+    ctx.start_fake()
+    threads = 2
+    ctx.start_server({"THREADS": threads})
+    a = ctx.browser("A")
+    a.get("/")
+    socks = []
+    for _ in range(threads + 2):
+        s = _raw_connect(ctx)
+        s.sendall(("POST /request HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                   "Content-Type: application/x-www-form-urlencoded\r\n"
+                   "Content-Length: 1000\r\nCookie: %s\r\n\r\n"
+                   % (ctx.server.port, "; ".join(
+                       "%s=%s" % kv for kv in a.cookies.items()))).encode())
+        socks.append(s)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.wait(1.0):
+            for s in socks:
+                try:
+                    s.send(b"p")
+                except OSError:
+                    pass
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        time.sleep(3)
+        b = ctx.browser("B")
+        t0 = time.monotonic()
+        try:
+            r = b.get("/", timeout=15)
+            how = "%d" % r.status
+        except Fail as e:
+            how = str(e)
+        dt = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(5)
+        for s in socks:
+            s.close()
+    check(how == "200" and dt <= 15, "with %d trickling clients and THREADS="
+          "%d, GET / -> %s after %.1f s (bound 15 s)"
+          % (len(socks), threads, how, dt))
 
 
 def case_huge_content_length(ctx):
@@ -1609,15 +1692,123 @@ def case_sigterm_clean_exit(ctx):
     ctx.server.stop = lambda: 0     # already stopped; finish() scans the log
 
 
+def _raw_exchange(port, data, timeout=20):
+    """Sends data, returns (head bytes, seconds) of the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    t0 = time.monotonic()
+    got = b""
+    try:
+        s.sendall(data)
+        while b"\r\n\r\n" not in got:
+            c = s.recv(65536)
+            if not c:
+                break
+            got += c
+    except OSError as e:
+        return ("%s: %s" % (type(e).__name__, e)).encode(), \
+            time.monotonic() - t0
+    finally:
+        s.close()
+    return got.split(b"\r\n\r\n")[0], time.monotonic() - t0
+
+
+def case_raw_protocol_errors(ctx):
+    """civetweb's own error answers also carry the security headers, and
+    the server keeps serving."""
+    ctx.start_fake()
+    ctx.start_server({})
+    port = ctx.server.port
+    rows = [
+        ("not HTTP", b"GARBAGE\r\n\r\n"),
+        ("negative Content-Length",
+         b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"),
+        ("20 KB URI", b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x"
+         b"\r\n\r\n"),
+        ("100 KB of headers", b"GET / HTTP/1.1\r\nHost: x\r\n" +
+         b"X-Big: " + b"b" * 100000 + b"\r\n\r\n"),
+        ("stalled body", b"POST /request HTTP/1.1\r\nHost: x\r\n"
+         b"Content-Type: application/x-www-form-urlencoded\r\n"
+         b"Content-Length: 100\r\n\r\nphone=1"),
+        ("chunked body", b"POST /request HTTP/1.1\r\nHost: x\r\n"
+         b"Transfer-Encoding: chunked\r\nContent-Type: "
+         b"application/x-www-form-urlencoded\r\n\r\n5\r\nphone\r\n"
+         b"0\r\n\r\n"),
+        ("HTTP/1.0 no Host", b"GET / HTTP/1.0\r\n\r\n"),
+    ]
+    bad = []
+    for label, data in rows:
+        head, dt = _raw_exchange(port, data)
+        with open(os.path.join(ctx.dir, "raw.log"), "a") as f:
+            f.write("%s (%.1f s):\n%s\n\n" % (label, dt, head.decode(
+                "utf-8", "replace")))
+        if dt > 15:
+            bad.append("%s: answered after %.1f s (bound 15 s)" % (label, dt))
+        m = re.match(rb"HTTP/1\.[01] ([0-9]{3})", head)
+        if not m:
+            if label in ("100 KB of headers", "20 KB URI") and \
+                    (not head or b"Error" in head):
+                continue   # a closed connection is an acceptable answer
+            bad.append("%s: no HTTP answer (%r)" % (label, short(head, 60)))
+            continue
+        hdrs = {}
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.decode("latin-1").partition(":")
+            hdrs.setdefault(k.strip().lower(), v.strip())
+        for name, rx in SECURITY_HEADERS.items():
+            if name not in hdrs or not re.search(rx, hdrs[name]):
+                bad.append("%s -> %s: %s is %r" % (
+                    label, m.group(1).decode(), name, hdrs.get(name)))
+        check(ctx.server.alive(), "server died after %s" % label)
+    check(not bad, "; ".join(bad[:4]))
+    check(ctx.browser().get("/").status == 200, "GET / afterwards failed")
+    check(ctx.fake.count() == 0, "an SMS was sent")
+
+
+def case_listen_two_ports(ctx):
+    ctx.start_fake()
+    ctx.start_server({"LISTEN": "127.0.0.1:0,127.0.0.1:0"})
+    pat = re.compile(r"listening on http://127\.0\.0\.1:([0-9]+)")
+    end = time.monotonic() + 5
+    ports = []
+    while time.monotonic() < end:
+        ports = sorted({int(m.group(1)) for m in map(
+            pat.search, list(ctx.server.err_lines)) if m})
+        if len(ports) >= 2:
+            break
+        time.sleep(0.1)
+    check(len(ports) == 2, "want two 'listening on' lines, got ports %s"
+          % ports)
+    for p in ports:
+        ctx.server.port = p
+        r = ctx.browser("B%d" % p).get("/")
+        check(r.status == 200, "GET / on port %d -> %r" % (p, r))
+
+
+def case_sigint_clean_exit(ctx):
+    ctx.start_fake()
+    ctx.start_server({})
+    ctx.browser().get("/")
+    ctx.server.proc.send_signal(signal.SIGINT)
+    try:
+        rc = ctx.server.proc.wait(8)
+    except subprocess.TimeoutExpired:
+        raise Fail("still running 8 s after SIGINT")
+    check(rc == 0, "exit on SIGINT: %s (want 0)" % rc)
+
+
 CODE_CASES = [
+    {"name": "raw_protocol_errors", "fn": case_raw_protocol_errors},
+    {"name": "listen_two_ports", "fn": case_listen_two_ports},
+    {"name": "sigint_clean_exit", "fn": case_sigint_clean_exit},
     {"name": "console_no_api_key", "fn":
-     case_tutorial_verify_console_stdout_only},
+     case_console_no_api_key},
     {"name": "security_headers_everywhere", "fn":
      case_security_headers_everywhere},
     {"name": "max_attempts_parallel_100", "fn": case_max_attempts_parallel},
     {"name": "sms_pump_1000_numbers", "fn": case_sms_pump_1000},
     {"name": "trickle_body", "fn": case_trickle_body},
     {"name": "trickle_headers", "fn": case_trickle_headers},
+    {"name": "trickle_starvation", "fn": case_trickle_starvation},
     {"name": "huge_content_length", "fn": case_huge_content_length},
     {"name": "sigterm_clean_exit", "fn": case_sigterm_clean_exit},
 ]
@@ -1689,6 +1880,13 @@ def main():
     slow = ("trickle", "pump", "silent", "expired", "identical", "resend",
             "sms_per_number", "max_attempts_parallel")
     cases.sort(key=lambda c: not any(s in c["name"] for s in slow))
+    def stopped(signum, frame):
+        kill_live()
+        print("interrupted by signal %d" % signum, flush=True)
+        print("%d passed, %d failed" % (passed, failed + 1), flush=True)
+        os._exit(1)
+    signal.signal(signal.SIGINT, stopped)
+    signal.signal(signal.SIGTERM, stopped)
     with concurrent.futures.ThreadPoolExecutor(max(1, a.j)) as ex:
         futs = {ex.submit(run_case, c): c for c in cases}
         for f in concurrent.futures.as_completed(futs):

@@ -323,25 +323,29 @@ test_store_add_check_once(void **state)
 	    1000, &slot), 0);
 	/* Bound to its session: the right code from another session fails. */
 	assert_int_equal(store_check(&st, slot, id, sid2, mac, 1, 1000, 5,
-	    phone), CHECK_FAILED);
+	    phone), CHECK_UNKNOWN);
 	/* Bound to its id: another id with the right code fails. */
-	assert_int_equal(store_check(&st, slot, other, sid, mac, 1, 1000, 5, phone),
-	    CHECK_FAILED);
-	assert_int_equal(store_check(&st, slot + 1, id, sid, mac, 1, 1000, 5, phone),
-	    CHECK_FAILED);
+	assert_int_equal(store_check(&st, slot, other, sid, mac, 1, 1000, 5,
+	    phone), CHECK_UNKNOWN);
+	assert_int_equal(store_check(&st, slot + 1, id, sid, mac, 1, 1000, 5,
+	    phone), CHECK_UNKNOWN);
 	assert_int_equal(store_check(&st, 99, id, sid, mac, 1, 1000, 5, phone),
-	    CHECK_FAILED);
+	    CHECK_UNKNOWN);
 	assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 1000, 5, phone),
-	    CHECK_FAILED);
+	    CHECK_WRONG);
 	assert_int_equal(store_check(&st, slot, id, sid, mac, 1, 1000, 5, phone),
 	    CHECK_OK);
 	assert_string_equal(phone, "+15551234567");
-	/* Works once. */
+	/* Works once; the tombstone keeps no secrets. */
 	assert_int_equal(store_check(&st, slot, id, sid, mac, 2, 1000, 5, phone),
-	    CHECK_FAILED);
-	assert_int_equal(store_pending(&st), 0);
-	/* The record was wiped. */
+	    CHECK_DONE);
 	assert_int_equal(st.rec[slot].code[0], 0);
+	assert_int_equal(st.rec[slot].phone[0], 0);
+	assert_int_equal(store_live(&st), 0);
+	assert_int_equal(store_pending(&st), 1);
+	/* The tombstone goes after two TTLs. */
+	store_sweep(&st, 2000, 1000);
+	assert_int_equal(store_pending(&st), 0);
 	store_free(&st);
 }
 
@@ -352,18 +356,25 @@ test_store_expiry(void **state)
 	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
 	uint8_t sid[OTP_SID_LEN] = { 5 };
 	char phone[OTP_MAX_PHONE_LEN + 1];
+	int64_t left;
 	uint32_t slot;
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
 	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 1000, &slot);
-	assert_int_equal(store_check(&st, slot, id, sid, mac, 1000, 1000, 5, phone),
-	    CHECK_FAILED);
-	assert_int_equal(store_pending(&st), 0);
-	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 1000, &slot);
-	assert_int_equal(store_sweep(&st, 999, 1000), 0);
-	assert_int_equal(store_sweep(&st, 1000, 1000), 1);
-	assert_int_equal(st.rec[slot].state, REC_FREE);
+	assert_int_equal(store_state(&st, slot, id, sid, 400, 1000, &left),
+	    REC_LIVE);
+	assert_int_equal(left, 600);
+	assert_int_equal(store_check(&st, slot, id, sid, mac, 1000, 1000, 5,
+	    phone), CHECK_EXPIRED);
+	assert_int_equal(st.rec[slot].code[0], 0);
+	assert_int_equal(store_state(&st, slot, id, sid, 1000, 1000, &left),
+	    REC_EXPIRED);
+	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 500, 1000, &slot);
+	assert_int_equal(store_sweep(&st, 1499, 1000), 1);
+	assert_int_equal(store_sweep(&st, 1500, 1000), 0);
+	assert_int_equal(st.rec[slot].state, REC_EXPIRED);
+	assert_int_equal(st.rec[slot].code[0], 0);
 	store_free(&st);
 }
 
@@ -377,16 +388,19 @@ test_store_full(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 3), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 0, 1000, &first), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 10, 1000, &slot), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 20, 1000, &slot), 0);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 0, 1000,
+	    &first), 0);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 10, 1000,
+	    &slot), 0);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 20, 1000,
+	    &slot), 0);
 	/* Full of live records: refused, nothing overwritten. */
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 500, 1000, &slot),
-	    -1);
-	assert_int_equal(store_pending(&st), 3);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 500, 1000,
+	    &slot), -1);
+	assert_int_equal(store_live(&st), 3);
 	/* Once the first expired, its slot is reused. */
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 1000, 1000, &slot),
-	    0);
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 1000, 1000,
+	    &slot), 0);
 	assert_int_equal(slot, first);
 	store_free(&st);
 }
@@ -396,8 +410,8 @@ test_store_attempts_lock(void **state)
 {
 	struct store st;
 	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
-	uint8_t sid[OTP_SID_LEN] = { 5 };
 	uint8_t bad[OTP_MAC_LEN] = { 8 };
+	uint8_t sid[OTP_SID_LEN] = { 5 }, sid2[OTP_SID_LEN] = { 6 };
 	char phone[OTP_MAX_PHONE_LEN + 1], code[OTP_MAX_CODE_LEN + 1];
 	uint8_t got[OTP_ID_LEN];
 	uint32_t slot;
@@ -406,21 +420,26 @@ test_store_attempts_lock(void **state)
 	assert_int_equal(store_init(&st, 2), 0);
 	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 10000, &slot);
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 10000, 3,
-		    phone), CHECK_FAILED);
-	/* A resend keeps the count. */
-	assert_int_equal(store_resend(&st, slot, "+15551234567", sid, 2, 10000, code,
-	    got), 0);
+		assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 10000,
+		    3, phone), CHECK_WRONG);
+	/* A resend keeps the count, and binds the record to the asker. */
+	assert_int_equal(store_resend(&st, slot, "+15551234567", sid2, 2, 10000,
+	    code, got), 0);
 	assert_string_equal(code, "ABCD");
 	assert_memory_equal(got, id, OTP_ID_LEN);
-	assert_int_equal(store_check(&st, slot, id, sid, bad, 3, 10000, 3, phone),
-	    CHECK_LOCKED);
+	assert_int_equal(store_check(&st, slot, id, sid2, bad, 3, 10000, 3,
+	    phone), CHECK_LOCKED);
 	/* Locked: even the right code fails, and the code is wiped. */
-	assert_int_equal(store_check(&st, slot, id, sid, mac, 4, 10000, 3, phone),
-	    CHECK_LOCKED);
+	assert_int_equal(store_check(&st, slot, id, sid2, mac, 4, 10000, 3,
+	    phone), CHECK_LOCKED);
 	assert_int_equal(st.rec[slot].code[0], 0);
-	assert_int_equal(store_resend(&st, slot, "+15551234567", sid, 5, 10000, code,
-	    got), -1);
+	assert_int_equal(store_resend(&st, slot, "+15551234567", sid, 5, 10000,
+	    code, got), -1);
+	/* Cancelled: gone. */
+	assert_int_equal(store_cancel(&st, slot, id, sid, 6, 10000), -1);
+	assert_int_equal(store_cancel(&st, slot, id, sid2, 6, 10000), 0);
+	assert_int_equal(store_state(&st, slot, id, sid2, 7, 10000, &(int64_t){0}),
+	    REC_FREE);
 	store_free(&st);
 }
 
@@ -784,6 +803,7 @@ test_pages_render(void **state)
 		{ "error", "e" }, { "csrf", "c" }, { "phone", "p" },
 		{ "token_length", "6" }, { "inputmode", "numeric" },
 		{ "status", "404" }, { "title", "t" }, { "message", "m" },
+		{ "base", "/2fa" }, { "return_to", "/admin/" },
 	};
 	char out[OTP_MAX_PAGE];
 
@@ -792,8 +812,9 @@ test_pages_render(void **state)
 		const struct www_file *f = www_find(pages[i].file);
 
 		assert_non_null(f);
-		assert_true(page_render((const char *)f->data, f->len, vars, 8,
+		assert_true(page_render((const char *)f->data, f->len, vars, 10,
 		    out, sizeof(out)) > 0);
+		assert_null(strstr(out, "{{"));
 	}
 	assert_non_null(www_find("style.css"));
 }
@@ -879,6 +900,78 @@ test_cert_generate_once(void **state)
 	otp_destroy(otp);
 }
 
+/* ---- forward-auth, return_to, API bodies ------------------------------- */
+
+static void
+test_return_to(void **state)
+{
+	(void)state;
+	assert_true(return_to_ok("/admin/"));
+	assert_true(return_to_ok("/a?b=c&d=%2F"));
+	assert_false(return_to_ok("//evil.example/"));
+	assert_false(return_to_ok("/\\evil.example/"));
+	assert_false(return_to_ok("https://evil.example/"));
+	assert_false(return_to_ok("/a\\b"));
+	assert_false(return_to_ok("/a b"));
+	assert_false(return_to_ok("/a\r\nSet-Cookie: x"));
+	assert_false(return_to_ok(""));
+}
+
+static void
+test_auth_cookie(void **state)
+{
+	struct otp *otp = make_otp();
+	char v[128], hdr[160], phone[OTP_MAX_PHONE_LEN + 1];
+
+	(void)state;
+	assert_int_equal(auth_cookie_make(otp, "+15551234567", 2000, v,
+	    sizeof(v)), 0);
+	snprintf(hdr, sizeof(hdr), "a=b; otp_auth=%s", v);
+	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), 0);
+	assert_string_equal(phone, "+15551234567");
+	/* Expired. */
+	assert_int_equal(auth_cookie_check(otp, hdr, 2000, phone), -1);
+	/* Tampered: a later expiry, another number, a cut mac. */
+	snprintf(hdr, sizeof(hdr), "otp_auth=9%s", v);
+	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
+	v[6] = v[6] == '5' ? '6' : '5';
+	snprintf(hdr, sizeof(hdr), "otp_auth=%s", v);
+	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
+	assert_int_equal(auth_cookie_check(otp, "otp_auth=2000.15551234567",
+	    1999, phone), -1);
+	assert_int_equal(auth_cookie_check(otp, NULL, 1999, phone), -1);
+	otp_destroy(otp);
+}
+
+static void
+test_json_get_string(void **state)
+{
+	char out[32];
+	const char *b;
+
+	(void)state;
+	b = "{\"phone\": \"+1 (555) 123\\u002D4567\"}";
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), 17);
+	assert_string_equal(out, "+1 (555) 123-4567");
+	b = "{\"x\": [1, {\"phone\": 1}], \"phone\": \"a\\\"b\"}";
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), 3);
+	assert_string_equal(out, "a\"b");
+	b = "{\"phone\": 5551234567}";
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), -1);
+	b = "{\"phone\": \"\\u00e9\"}";
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), -1);
+	b = "{\"phone\": \"unterminated";
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), -1);
+	b = "{\"phone\": \"0123456789012345678901234567890123\"}";
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), -1);
+}
+
 int
 main(void)
 {
@@ -915,6 +1008,9 @@ main(void)
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
 		cmocka_unit_test(test_cert_generate_once),
+		cmocka_unit_test(test_return_to),
+		cmocka_unit_test(test_auth_cookie),
+		cmocka_unit_test(test_json_get_string),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
