@@ -29,7 +29,7 @@ CURL_LIBS := $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 LIBS      := -lmbedtls -lmbedx509 -lmbedcrypto $(CURL_LIBS) -lpthread
 
 WWW       := www/index.html www/verify.html www/verify_success.html \
-             www/error.html www/style.css
+             www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
 .PHONY: all run test unit integration browser deps fetch clean distclean

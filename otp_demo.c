@@ -41,7 +41,9 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,6 +98,7 @@
 #define OTP_MAX_HEADERS 1024  /* our response headers */
 #define OTP_MAX_COUNTRIES 16  /* entries in ALLOWED_COUNTRY_CODES */
 #define OTP_MAX_RETURN 256    /* a return_to path */
+#define OTP_MAX_LANGS 8       /* MESSAGE_<lang> keys */
 #ifndef OTP_RATE_SLOTS
 #define OTP_RATE_SLOTS 2048   /* windows per rate-limit table */
 #endif
@@ -112,7 +115,8 @@
 
 /* ---- types ------------------------------------------------------------- */
 
-enum provider { PROVIDER_CONSOLE, PROVIDER_TELNYX };
+enum provider { PROVIDER_CONSOLE, PROVIDER_TELNYX, PROVIDER_SPOOL,
+	        PROVIDER_COMMAND, PROVIDER_HTTP };
 enum alphabet { ALPHABET_HEX, ALPHABET_DIGITS };
 
 struct config {
@@ -149,6 +153,21 @@ struct config {
 	bool metrics;
 	char metrics_allow[256];
 	char log[16];
+	char spool_dir[OTP_MAX_STR];
+	char sms_command[OTP_MAX_STR];
+	char sms_command_env[256];
+	char sms_http_method[8];
+	char sms_http_auth[64];
+	char sms_http_content_type[64];
+	char sms_http_body[OTP_MAX_STR];
+	char app_name[64];
+	char www_dir[OTP_MAX_STR];
+	char webotp_domain[128];
+	struct {
+		char lang[8];       /* "de", "pt_BR" */
+		char text[OTP_MAX_STR];
+	} messages[OTP_MAX_LANGS]; /* MESSAGE_<lang> */
+	int nmessages;
 
 	/* Derived by config_finish(). */
 	enum provider provider;
@@ -204,9 +223,19 @@ struct limits {
 	uint8_t key[OTP_KEY_LEN];   /* keys the table hashes */
 };
 
+/*
+ * A pooled libcurl handle and its response buffer, made once and reused,
+ * so its connection to the gateway stays open between sends (a TLS
+ * handshake is expensive on a router) and nothing is allocated per send.
+ */
+struct pooled {
+	CURL *h;
+	char *buf; /* OTP_MAX_SMS_RESPONSE bytes */
+};
+
 struct curl_pool {
 	pthread_mutex_t lock;
-	CURL *idle[OTP_MAX_POOL]; /* handles keep their connection alive */
+	struct pooled idle[OTP_MAX_POOL]; /* each keeps its connection */
 	int nidle;
 	int cap;
 };
@@ -334,6 +363,10 @@ static const char *check_url(const char *v);
 static const char *check_message(const char *v);
 static const char *check_not_empty(const char *v);
 static const char *check_log(const char *v);
+static const char *check_method(const char *v);
+static const char *check_http_auth(const char *v);
+static const char *check_content_type(const char *v);
+static const char *check_domain(const char *v);
 
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
 #define STR(name, field, def, check) { name, K_STR, 0, 0, def, F(field), check }
@@ -376,6 +409,19 @@ static const struct key config_keys[] = {
 	BOOL("METRICS", metrics, "False"),
 	STR("METRICS_ALLOW", metrics_allow, "127.0.0.1,::1", NULL),
 	STR("LOG", log, "stderr", check_log),
+	STR("SPOOL_DIR", spool_dir, "/var/spool/sms/outgoing", check_not_empty),
+	STR("SMS_COMMAND", sms_command, "", NULL),
+	STR("SMS_COMMAND_ENV", sms_command_env, "", NULL),
+	STR("SMS_HTTP_METHOD", sms_http_method, "POST", check_method),
+	STR("SMS_HTTP_AUTH", sms_http_auth, "bearer", check_http_auth),
+	STR("SMS_HTTP_CONTENT_TYPE", sms_http_content_type, "application/json",
+	    check_content_type),
+	STR("SMS_HTTP_BODY", sms_http_body,
+	    "{\"from\":\"{from}\",\"to\":\"{to}\",\"text\":\"{text}\"}",
+	    check_not_empty),
+	STR("APP_NAME", app_name, "otp_demo", NULL),
+	STR("WWW_DIR", www_dir, "", NULL),
+	STR("WEBOTP_DOMAIN", webotp_domain, "", check_domain),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -427,8 +473,11 @@ check_country_list(const char *v)
 static const char *
 check_provider(const char *v)
 {
-	if (*v && strcmp(v, "telnyx") != 0 && strcmp(v, "console") != 0)
-		return "must be 'telnyx' or 'console'";
+	if (*v && strcmp(v, "telnyx") != 0 && strcmp(v, "console") != 0 &&
+	    strcmp(v, "spool") != 0 && strcmp(v, "command") != 0 &&
+	    strcmp(v, "http") != 0)
+		return "must be 'telnyx', 'http', 'spool', 'command' or "
+		    "'console'";
 	return NULL;
 }
 
@@ -457,8 +506,47 @@ check_message(const char *v)
 	if (p == NULL)
 		return "must contain {code}";
 	for (p = strchr(v, '{'); p != NULL; p = strchr(p + 1, '{'))
-		if (strncmp(p, "{code}", 6) != 0)
-			return "may contain only the placeholder {code}";
+		if (strncmp(p, "{code}", 6) != 0 && strncmp(p, "{app}", 5) != 0 &&
+		    strncmp(p, "{minutes}", 9) != 0)
+			return "may contain only {code}, {app} and {minutes}";
+	return NULL;
+}
+
+static const char *
+check_method(const char *v)
+{
+	if (strcmp(v, "POST") != 0 && strcmp(v, "PUT") != 0)
+		return "must be 'POST' or 'PUT'";
+	return NULL;
+}
+
+static const char *
+check_http_auth(const char *v)
+{
+	if (strcmp(v, "bearer") != 0 && strcmp(v, "basic") != 0 &&
+	    strcmp(v, "none") != 0 && (strncmp(v, "header:", 7) != 0 ||
+	    v[7] == '\0' || strspn(v + 7, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(v + 7)))
+		return "must be 'bearer', 'basic', 'none' or 'header:Name'";
+	return NULL;
+}
+
+static const char *
+check_content_type(const char *v)
+{
+	if (strcmp(v, "application/json") != 0 &&
+	    strcmp(v, "application/x-www-form-urlencoded") != 0)
+		return "must be 'application/json' or "
+		    "'application/x-www-form-urlencoded'";
+	return NULL;
+}
+
+static const char *
+check_domain(const char *v)
+{
+	if (strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-") != strlen(v))
+		return "must be a host name like 'example.com'";
 	return NULL;
 }
 
@@ -642,6 +730,45 @@ config_suggest(const char *name)
 	return best;
 }
 
+/*
+ * Sets MESSAGE_<lang>: lang is a language tag with "_" for "-" ("de",
+ * "pt_BR"); the text follows MESSAGE's rules. A later line for the same
+ * language replaces the earlier.
+ */
+static int
+config_message(struct config *c, const char *lang, const char *text,
+               const char *where, char *err, size_t errlen)
+{
+	size_t len = strlen(lang), primary = strspn(lang,
+	    "abcdefghijklmnopqrstuvwxyz");
+	const char *why = check_message(text);
+	int i;
+
+	if (primary < 2 || primary > 3 || (lang[primary] != '\0' &&
+	    (lang[primary] != '_' || len - primary - 1 < 2 ||
+	    len - primary - 1 > 4 || strspn(lang + primary + 1,
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") !=
+	    len - primary - 1)))
+		return config_error(err, errlen, where, "MESSAGE_%s: the "
+		    "language must be a tag like 'de' or 'pt_BR'", lang);
+	if (why != NULL)
+		return config_error(err, errlen, where, "MESSAGE_%s %s", lang,
+		    why);
+	for (i = 0; i < c->nmessages; i++)
+		if (strcmp(c->messages[i].lang, lang) == 0)
+			break;
+	if (i == OTP_MAX_LANGS)
+		return config_error(err, errlen, where, "at most %d MESSAGE_<lang> "
+		    "keys", OTP_MAX_LANGS);
+	if (str_copy(c->messages[i].text, sizeof(c->messages[i].text), text))
+		return config_error(err, errlen, where, "MESSAGE_%s must be at "
+		    "most %zu characters", lang, sizeof(c->messages[i].text) - 1);
+	str_copy(c->messages[i].lang, sizeof(c->messages[i].lang), lang);
+	if (i == c->nmessages)
+		c->nmessages++;
+	return 0;
+}
+
 /* Parses one line of the file into c. 0, or -1 with err set. */
 static int
 config_line(struct config *c, struct origin *o, int lineno, const char *line,
@@ -668,6 +795,14 @@ config_line(struct config *c, struct origin *o, int lineno, const char *line,
 		return config_error(err, errlen, where,
 		    "expected KEY=value after %s", name);
 	p += strspn(p, " \t");
+	if (strncmp(name, "MESSAGE_", 8) == 0) {
+		if (config_value(p, value, sizeof(value), &quoted, &why) != 0)
+			return config_error(err, errlen, where, "%s: %s", name, why);
+		if (!quoted)
+			return config_error(err, errlen, where,
+			    "%s must be a quoted string", name);
+		return config_message(c, name + 8, value, where, err, errlen);
+	}
 	if ((k = config_find(name, &index)) == NULL) {
 		const char *s = config_suggest(name);
 
@@ -730,6 +865,19 @@ config_read_file(struct config *c, struct origin *o, const char *path,
 static int
 config_read_env(struct config *c, struct origin *o, char *err, size_t errlen)
 {
+	extern char **environ;
+
+	for (char **e = environ; *e != NULL; e++) {
+		char lang[16], where[64];
+		const char *eq = strchr(*e, '=');
+
+		if (strncmp(*e, "OTP_MESSAGE_", 12) != 0 || eq == NULL)
+			continue;
+		str_ncopy(lang, sizeof(lang), *e + 12, (size_t)(eq - *e - 12));
+		snprintf(where, sizeof(where), "environment OTP_MESSAGE_%s", lang);
+		if (config_message(c, lang, eq + 1, where, err, errlen) != 0)
+			return -1;
+	}
 	for (size_t i = 0; i < NKEYS; i++) {
 		char var[64], where[80];
 		const char *v;
@@ -794,14 +942,31 @@ config_read_key(struct config *c, const struct origin *o, char *err,
 }
 
 /* Derives what depends on several keys, and checks them together. */
+static int config_check_ca(struct config *c, const struct origin *o,
+                           char *err, size_t errlen);
+
+/* SMS_COMMAND must name an executable by absolute path. */
+static int
+config_check_command(struct config *c, const struct origin *o, char *err,
+                     size_t errlen)
+{
+	char where[OTP_MAX_STR + 32], prog[OTP_MAX_STR];
+	const char *p = c->sms_command + strspn(c->sms_command, " \t");
+	size_t len = strcspn(p, " \t");
+
+	config_where(o, "SMS_COMMAND", where, sizeof(where));
+	str_ncopy(prog, sizeof(prog), p, len);
+	if (prog[0] != '/' || access(prog, X_OK) != 0)
+		return config_error(err, errlen, where, "SMS_COMMAND must start "
+		    "with the absolute path of an executable (%s)",
+		    prog[0] ? prog : "empty");
+	return 0;
+}
+
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
 {
-	static const char *const bundles[] = {
-		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Pi OS */
-		"/etc/ssl/cert.pem",                  /* OpenWrt ca-bundle */
-	};
 	char where[OTP_MAX_STR + 32];
 	const char *list;
 
@@ -813,6 +978,12 @@ config_finish(struct config *c, const struct origin *o, char *err,
 		c->provider = PROVIDER_TELNYX;
 	else if (strcmp(c->sms_provider, "console") == 0)
 		c->provider = PROVIDER_CONSOLE;
+	else if (strcmp(c->sms_provider, "spool") == 0)
+		c->provider = PROVIDER_SPOOL;
+	else if (strcmp(c->sms_provider, "command") == 0)
+		c->provider = PROVIDER_COMMAND;
+	else if (strcmp(c->sms_provider, "http") == 0)
+		c->provider = PROVIDER_HTTP;
 	else /* the tutorial's placeholder key means "no account yet" */
 		c->provider = (c->api_key[0] != '\0' &&
 		    strcmp(c->api_key, "YOUR_API_KEY") != 0) ?
@@ -838,8 +1009,12 @@ config_finish(struct config *c, const struct origin *o, char *err,
 		p += len;
 	}
 
-	if (c->provider != PROVIDER_TELNYX)
+	if (c->provider == PROVIDER_COMMAND)
+		return config_check_command(c, o, err, errlen);
+	if (c->provider != PROVIDER_TELNYX && c->provider != PROVIDER_HTTP)
 		return 0;
+	if (c->provider == PROVIDER_HTTP)
+		return config_check_ca(c, o, err, errlen);
 	if (c->api_key[0] == '\0') {
 		config_where(o, "API_KEY", where, sizeof(where));
 		return config_error(err, errlen, where,
@@ -850,6 +1025,20 @@ config_finish(struct config *c, const struct origin *o, char *err,
 		return config_error(err, errlen, where,
 		    "FROM_NUMBER must be an E.164 number like '+15551234567'");
 	}
+	return config_check_ca(c, o, err, errlen);
+}
+
+/* SMS_CA_FILE, or the first system bundle found; fails without one. */
+static int
+config_check_ca(struct config *c, const struct origin *o, char *err,
+                size_t errlen)
+{
+	static const char *const bundles[] = {
+		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Pi OS */
+		"/etc/ssl/cert.pem",                  /* OpenWrt ca-bundle */
+	};
+	char where[OTP_MAX_STR + 32];
+
 	if (c->sms_ca_file[0] == '\0') {
 		for (size_t i = 0; i < sizeof(bundles) / sizeof(bundles[0]); i++)
 			if (access(bundles[i], R_OK) == 0) {
@@ -1709,30 +1898,94 @@ json_api_error(const char *body, size_t len, char *code, size_t codelen,
 	return code[0] || title[0] ? 0 : -1;
 }
 
-/* Fills MESSAGE: {code} becomes the code. 0, or -1 if it does not fit. */
+/*
+ * Fills a MESSAGE template: {code}, {app} (APP_NAME) and {minutes} (how
+ * long the code is valid). With WEBOTP_DOMAIN, a last line "@domain #code"
+ * lets Android's WebOTP and iOS autofill find the code. 0, or -1 if the
+ * text does not fit in outlen.
+ */
 static int
-message_fill(const char *tmpl, const char *code, char *out, size_t outlen)
+message_fill(const struct config *c, const char *tmpl, const char *code,
+             char *out, size_t outlen)
 {
+	char minutes[24];
 	size_t n = 0;
+	int k;
 
+	snprintf(minutes, sizeof(minutes), "%ld", (c->code_ttl + 59) / 60);
 	for (const char *p = tmpl; *p != '\0';) {
 		const char *piece = p;
 		size_t len = 1;
 
-		if (strncmp(p, "{code}", 6) == 0) {
-			piece = code;
-			len = strlen(code);
-			p += 6;
-		} else {
+		if (strncmp(p, "{code}", 6) == 0)
+			piece = code, len = strlen(code), p += 6;
+		else if (strncmp(p, "{app}", 5) == 0)
+			piece = c->app_name, len = strlen(c->app_name), p += 5;
+		else if (strncmp(p, "{minutes}", 9) == 0)
+			piece = minutes, len = strlen(minutes), p += 9;
+		else
 			p++;
-		}
 		if (n + len >= outlen)
 			return -1;
 		memcpy(out + n, piece, len);
 		n += len;
 	}
 	out[n] = '\0';
+	if (c->webotp_domain[0] != '\0') {
+		k = snprintf(out + n, outlen - n, "\n\n@%s #%s", c->webotp_domain,
+		    code);
+		if (k < 0 || (size_t)k >= outlen - n)
+			return -1;
+	}
 	return 0;
+}
+
+/*
+ * The number of SMS units text takes: GSM-7 septets (extension characters
+ * count two) if every character is in the GSM 03.38 alphabet, else UTF-16
+ * units (UCS-2). *gsm says which. One SMS holds 160 septets or 70 units.
+ */
+static size_t
+sms_units(const char *text, bool *gsm)
+{
+	/* Non-ASCII characters of the basic GSM set, as code points. */
+	static const unsigned basic[] = {
+		0xa3, 0xa5, 0xe8, 0xe9, 0xf9, 0xec, 0xf2, 0xc7, 0xd8, 0xf8, 0xc5,
+		0xe5, 0x394, 0x3a6, 0x393, 0x39b, 0x3a9, 0x3a0, 0x3a8, 0x3a3,
+		0x398, 0x39e, 0xc6, 0xe6, 0xdf, 0xc9, 0xa4, 0xa1, 0xc4, 0xd6,
+		0xd1, 0xdc, 0xa7, 0xbf, 0xe4, 0xf6, 0xf1, 0xfc, 0xe0,
+	};
+	const unsigned char *p = (const unsigned char *)text;
+	size_t septets = 0, units = 0;
+
+	*gsm = true;
+	while (*p != '\0') {
+		unsigned cp = *p, extra = 0;
+		bool found = false;
+
+		if (cp >= 0xf0)
+			cp &= 0x07, extra = 3;
+		else if (cp >= 0xe0)
+			cp &= 0x0f, extra = 2;
+		else if (cp >= 0xc0)
+			cp &= 0x1f, extra = 1;
+		for (p++; extra > 0 && (*p & 0xc0) == 0x80; extra--, p++)
+			cp = cp << 6 | (*p & 0x3f);
+		units += cp >= 0x10000 ? 2 : 1;
+		if (cp == '`' || (cp < 0x20 && cp != '\n' && cp != '\r')) {
+			*gsm = false;
+		} else if (cp < 0x80) {
+			septets += strchr("[\\]^{|}~", (int)cp) != NULL ? 2 : 1;
+		} else if (cp == 0x20ac) { /* the euro sign: extension */
+			septets += 2;
+		} else {
+			for (size_t i = 0; i < sizeof(basic) / sizeof(*basic); i++)
+				found |= basic[i] == cp;
+			septets++;
+			*gsm = *gsm && found;
+		}
+	}
+	return *gsm ? septets : units;
 }
 
 static enum send_result
@@ -1746,6 +1999,195 @@ send_console(struct otp *otp, const char *phone, const char *text)
 	fflush(stdout);
 	funlockfile(stdout);
 	return SEND_OK;
+}
+
+/*
+ * smstools3's spool: one file per message ("To: <digits>", an Alphabet
+ * header when the text is not GSM-7, a blank line, the text), written in
+ * the spool's parent directory (which smsd does not read) and renamed in,
+ * so smsd never sees half a file.
+ */
+static enum send_result
+send_spool(struct otp *otp, const char *phone, const char *text)
+{
+	const char *dir = otp->cfg.spool_dir;
+	char body[OTP_MAX_TEXT + 96], tmp[OTP_MAX_STR + 64];
+	char path[OTP_MAX_STR + 64], name[48], masked[32];
+	uint8_t rnd[8];
+	bool gsm;
+	int n, fd = -1;
+	enum send_result rc = SEND_LOCAL;
+
+	phone_mask(phone, masked, sizeof(masked));
+	sms_units(text, &gsm);
+	n = snprintf(body, sizeof(body), "To: %s\n%s\n%s\n", phone + 1,
+	    gsm ? "" : "Alphabet: UTF-8\n", text);
+	if (n < 0 || (size_t)n >= sizeof(body) ||
+	    otp->rng(otp->rng_ctx, rnd, sizeof(rnd)) != 0)
+		goto out;
+	memcpy(name, "otp_demo.", 9);
+	hex_encode(rnd, sizeof(rnd), name + 9, false);
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >=
+	    (int)sizeof(path) || snprintf(tmp, sizeof(tmp), "%s/../.%s.tmp",
+	    dir, name) >= (int)sizeof(tmp))
+		goto out;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 ||
+	    write(fd, body, (size_t)n) != n || fsync(fd) != 0 ||
+	    close(fd) != 0 || (fd = -1, rename(tmp, path) != 0)) {
+		log_warn(otp, "send_failed to=%s reason=\"spool %s: %s\"", masked,
+		    dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(tmp);
+		goto out;
+	}
+	log_debug(otp, "spooled %s", name);
+	rc = SEND_OK;
+out:
+	wipe(body, sizeof(body));
+	return rc;
+}
+
+/*
+ * Splits SMS_COMMAND into argv words (blanks separate; '...' and "..."
+ * group), replacing {to} and {text} inside words; without either, the
+ * number and the text are appended as two more arguments. Never a shell.
+ * Returns argc, or -1 if it does not fit.
+ */
+static int
+command_argv(const char *cmd, const char *to, const char *text, char *buf,
+             size_t buflen, char **argv, int maxargs)
+{
+	size_t n = 0;
+	int argc = 0;
+	bool placed = false;
+
+	for (const char *p = cmd; *p != '\0';) {
+		char q = 0;
+
+		p += strspn(p, " \t");
+		if (*p == '\0')
+			break;
+		if (argc + 3 >= maxargs)
+			return -1;
+		argv[argc++] = buf + n;
+		for (; *p != '\0' && (q != 0 || (*p != ' ' && *p != '\t')); p++) {
+			const char *piece = p;
+			size_t len = 1;
+
+			if (q == 0 && (*p == '\'' || *p == '"')) {
+				q = *p;
+				continue;
+			}
+			if (q != 0 && *p == q) {
+				q = 0;
+				continue;
+			}
+			if (strncmp(p, "{to}", 4) == 0)
+				piece = to, len = strlen(to), p += 3, placed = true;
+			else if (strncmp(p, "{text}", 6) == 0)
+				piece = text, len = strlen(text), p += 5,
+				placed = true;
+			if (n + len + 1 >= buflen)
+				return -1;
+			memcpy(buf + n, piece, len);
+			n += len;
+		}
+		buf[n++] = '\0';
+	}
+	if (argc == 0)
+		return -1;
+	if (!placed) {
+		argv[argc++] = (char *)to;
+		argv[argc++] = (char *)text;
+	}
+	argv[argc] = NULL;
+	return argc;
+}
+
+/*
+ * SMS_COMMAND: runs the program with the number and text as arguments,
+ * with an environment of only the variables SMS_COMMAND_ENV names, no
+ * open descriptors but a pipe that tells when it ends, and SMS_TIMEOUT
+ * seconds to finish. Exit status 0 is success.
+ */
+static enum send_result
+send_command(struct otp *otp, const char *phone, const char *text)
+{
+	const struct config *c = &otp->cfg;
+	char words[OTP_MAX_STR + OTP_MAX_TEXT + 64], envbuf[1024], masked[32];
+	char *argv[32], *envp[17];
+	int argc, envc = 0, status = 0, pfd[2] = { -1, -1 };
+	size_t en = 0;
+	struct pollfd pf;
+	pid_t pid = -1;
+	enum send_result rc = SEND_LOCAL;
+
+	phone_mask(phone, masked, sizeof(masked));
+	argc = command_argv(c->sms_command, phone, text, words, sizeof(words),
+	    argv, 32);
+	for (const char *p = c->sms_command_env; *p != '\0' && envc < 16;) {
+		size_t len;
+		char name[64];
+		const char *v;
+
+		p += strspn(p, " ,");
+		len = strcspn(p, " ,");
+		if (len == 0 || len >= sizeof(name))
+			break;
+		str_ncopy(name, sizeof(name), p, len);
+		p += len;
+		if ((v = getenv(name)) != NULL && en + len + strlen(v) + 2 <
+		    sizeof(envbuf)) {
+			envp[envc++] = envbuf + en;
+			en += (size_t)snprintf(envbuf + en, sizeof(envbuf) - en,
+			    "%s=%s", name, v) + 1;
+		}
+	}
+	envp[envc] = NULL;
+	if (argc < 0 || pipe2(pfd, O_CLOEXEC) != 0)
+		goto out;
+	if ((pid = fork()) == 0) {
+		/* Child: only async-signal-safe calls until execve. */
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(null, 0), dup2(null, 1), dup2(null, 2);
+		dup2(pfd[1], 3);
+		for (int fd = 4; fd < 1024; fd++)
+			close(fd);
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	close(pfd[1]);
+	pfd[1] = -1;
+	if (pid < 0)
+		goto out;
+	/* The pipe's write end closes when the program exits. */
+	pf.fd = pfd[0];
+	pf.events = POLLIN;
+	if (poll(&pf, 1, (int)c->sms_timeout * 1000) == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		log_warn(otp, "send_failed to=%s reason=\"command timed out\"",
+		    masked);
+		rc = SEND_NETWORK;
+		goto out;
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		log_warn(otp, "send_failed to=%s reason=\"command exit %d\"",
+		    masked, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		rc = SEND_API_ERROR;
+		goto out;
+	}
+	rc = SEND_OK;
+out:
+	if (pfd[0] >= 0)
+		close(pfd[0]);
+	if (pfd[1] >= 0)
+		close(pfd[1]);
+	wipe(words, sizeof(words));
+	return rc;
 }
 
 /* The response body of an API call, capped at OTP_MAX_SMS_RESPONSE. */
@@ -1767,36 +2209,51 @@ curl_collect(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* Takes a pooled handle (keeps its connection) or makes a new one. */
-static CURL *
-curl_take(struct otp *otp)
+/* Takes a pooled handle, or makes one while the pool is below its cap
+ * (THREADS: one per worker at most). 0 or -1. */
+static int
+curl_take(struct otp *otp, struct pooled *p)
 {
-	CURL *h = NULL;
-
 	pthread_mutex_lock(&otp->curls.lock);
 	if (otp->curls.nidle > 0)
-		h = otp->curls.idle[--otp->curls.nidle];
+		*p = otp->curls.idle[--otp->curls.nidle];
+	else
+		p->h = NULL;
 	pthread_mutex_unlock(&otp->curls.lock);
-	return h != NULL ? h : curl_easy_init();
+	if (p->h != NULL)
+		return 0;
+	p->h = curl_easy_init();
+	p->buf = malloc(OTP_MAX_SMS_RESPONSE);
+	if (p->h == NULL || p->buf == NULL) {
+		curl_easy_cleanup(p->h);
+		free(p->buf);
+		return -1;
+	}
+	return 0;
 }
 
 static void
-curl_give(struct otp *otp, CURL *h)
+curl_give(struct otp *otp, struct pooled *p)
 {
+	bool kept = false;
+
 	pthread_mutex_lock(&otp->curls.lock);
 	if (otp->curls.nidle < otp->curls.cap) {
-		otp->curls.idle[otp->curls.nidle++] = h;
-		h = NULL;
+		otp->curls.idle[otp->curls.nidle++] = *p;
+		kept = true;
 	}
 	pthread_mutex_unlock(&otp->curls.lock);
-	if (h != NULL)
-		curl_easy_cleanup(h);
+	if (!kept) {
+		curl_easy_cleanup(p->h);
+		free(p->buf);
+	}
 }
 
-/* Sets every option of an API call; a pooled handle is reset first. */
+/* Sets every option of an API call; a pooled handle is reset first (its
+ * connection stays). */
 static int
 curl_setup(struct otp *otp, CURL *h, struct curl_slist *hdrs,
-           const char *json, struct response *resp, char *errbuf)
+           const char *body, struct response *resp, char *errbuf)
 {
 	const struct config *c = &otp->cfg;
 	int rc = 0;
@@ -1815,8 +2272,15 @@ curl_setup(struct otp *otp, CURL *h, struct curl_slist *hdrs,
 	SET(CURLOPT_CONNECTTIMEOUT, c->sms_timeout < 5 ? c->sms_timeout : 5L);
 	SET(CURLOPT_TIMEOUT, c->sms_timeout);
 	SET(CURLOPT_HTTPHEADER, hdrs);
-	SET(CURLOPT_POSTFIELDS, json);
-	SET(CURLOPT_POSTFIELDSIZE, (long)strlen(json));
+	SET(CURLOPT_POSTFIELDS, body);
+	SET(CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	if (strcmp(c->sms_http_method, "POST") != 0)
+		SET(CURLOPT_CUSTOMREQUEST, c->sms_http_method);
+	if (c->provider == PROVIDER_HTTP &&
+	    strcmp(c->sms_http_auth, "basic") == 0) {
+		SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		SET(CURLOPT_USERPWD, c->api_key); /* "user:password" */
+	}
 	SET(CURLOPT_WRITEFUNCTION, curl_collect);
 	SET(CURLOPT_WRITEDATA, resp);
 	SET(CURLOPT_ERRORBUFFER, errbuf);
@@ -1827,8 +2291,8 @@ curl_setup(struct otp *otp, CURL *h, struct curl_slist *hdrs,
 
 /* Logs a failed API answer: status and errors[0].code/title, no secrets. */
 static void
-telnyx_log_failure(struct otp *otp, const char *masked, long status,
-                   const struct response *resp, const char *why)
+http_log_failure(struct otp *otp, const char *masked, long status,
+                 const struct response *resp, const char *why)
 {
 	char code[32], title[128], esc_code[64], esc_title[256];
 
@@ -1845,102 +2309,240 @@ telnyx_log_failure(struct otp *otp, const char *masked, long status,
 	}
 }
 
+/* Percent-encodes s for a form body. 0, or -1 if it does not fit. */
+static int
+form_escape(const char *s, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (n + 4 > outlen)
+			return -1;
+		if (isalnum(ch) || strchr("-._~", ch) != NULL)
+			out[n++] = (char)ch;
+		else
+			n += (size_t)snprintf(out + n, 4, "%%%02X", ch);
+	}
+	out[n] = '\0';
+	return 0;
+}
+
 /*
- * POSTs {"from","to","text"} to SMS_API_URL. A 2xx with a data object is
- * success; 429 and 503 are SEND_BUSY (try later). The key is only ever in
- * the request header.
+ * Fills the request body template (SMS_HTTP_BODY): {to}, {from} and
+ * {text} become the values escaped for the content type, JSON or form.
+ * 0, or -1 if it does not fit.
+ */
+static int
+http_body(const struct config *c, const char *phone, const char *text,
+          char *out, size_t outlen)
+{
+	bool form = strncmp(c->sms_http_content_type,
+	    "application/x-www-form-urlencoded", 33) == 0;
+	char esc[3 * OTP_MAX_TEXT + 1];
+	size_t n = 0;
+
+	for (const char *p = c->sms_http_body; *p != '\0';) {
+		const char *v = NULL;
+		size_t len;
+
+		if (strncmp(p, "{to}", 4) == 0)
+			v = phone, p += 4;
+		else if (strncmp(p, "{from}", 6) == 0)
+			v = c->from_number, p += 6;
+		else if (strncmp(p, "{text}", 6) == 0)
+			v = text, p += 6;
+		if (v != NULL) {
+			if ((form ? form_escape(v, esc, sizeof(esc)) :
+			    json_escape(v, esc, sizeof(esc))) != 0)
+				return -1;
+			len = strlen(esc);
+			if (n + len >= outlen)
+				return -1;
+			memcpy(out + n, esc, len);
+			n += len;
+		} else {
+			if (n + 1 >= outlen)
+				return -1;
+			out[n++] = *p++;
+		}
+	}
+	out[n] = '\0';
+	wipe(esc, sizeof(esc));
+	return 0;
+}
+
+/*
+ * Sends through an HTTP gateway: Telnyx (its JSON shape, Bearer key, and
+ * success only with a data object) or any gateway configured by the
+ * SMS_HTTP_* keys (success: any 2xx). 429 and 503 are SEND_BUSY. The key
+ * is only ever in a header or the configured body.
  */
 static enum send_result
-send_telnyx(struct otp *otp, const char *phone, const char *text)
+send_http(struct otp *otp, const char *phone, const char *text)
 {
 	const struct config *c = &otp->cfg;
-	char from[128], to[64], msg[2 * OTP_MAX_TEXT], json[OTP_MAX_JSON];
-	char auth[300], errbuf[CURL_ERROR_SIZE] = "", masked[32];
-	static char resp_buf[1]; /* placeholder until a buffer is set */
-	struct response resp = { resp_buf, 0, 0 };
-	struct curl_slist *hdrs = NULL, *h2;
+	char body[OTP_MAX_JSON + 3 * OTP_MAX_TEXT], auth[320], ctype[160];
+	char errbuf[CURL_ERROR_SIZE] = "", masked[32];
+	struct pooled p = { NULL, NULL };
+	struct response resp = { NULL, 0, 0 };
+	struct curl_slist *hdrs = NULL, *next;
+	bool telnyx = c->provider == PROVIDER_TELNYX;
 	enum send_result rc = SEND_LOCAL;
 	long status = 0;
 	CURLcode cc;
-	CURL *h = NULL;
 
 	phone_mask(phone, masked, sizeof(masked));
-	if (json_escape(c->from_number, from, sizeof(from)) != 0 ||
-	    json_escape(phone, to, sizeof(to)) != 0 ||
-	    json_escape(text, msg, sizeof(msg)) != 0 ||
-	    snprintf(json, sizeof(json), "{\"from\":\"%s\",\"to\":\"%s\","
-	    "\"text\":\"%s\"}", from, to, msg) >= (int)sizeof(json) ||
-	    snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
-	    c->api_key) >= (int)sizeof(auth)) {
+	auth[0] = '\0';
+	if (telnyx || strcmp(c->sms_http_auth, "bearer") == 0)
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+		    c->api_key);
+	else if (strncmp(c->sms_http_auth, "header:", 7) == 0)
+		snprintf(auth, sizeof(auth), "%s: %s", c->sms_http_auth + 7,
+		    c->api_key);
+	snprintf(ctype, sizeof(ctype), "Content-Type: %s",
+	    c->sms_http_content_type);
+	if (http_body(c, phone, text, body, sizeof(body)) != 0) {
 		log_err(otp, "%s: message too long", __func__);
 		goto out;
 	}
-	if ((resp.buf = malloc(OTP_MAX_SMS_RESPONSE)) == NULL)
-		goto out;
-	resp.cap = OTP_MAX_SMS_RESPONSE;
-	if ((h2 = curl_slist_append(NULL, auth)) == NULL)
-		goto out;
-	hdrs = h2;
-	if ((h2 = curl_slist_append(hdrs, "Content-Type: application/json")) ==
-	    NULL || (hdrs = h2, h2 = curl_slist_append(hdrs,
+	if ((auth[0] && (next = curl_slist_append(hdrs, auth)) == NULL) ||
+	    (auth[0] && (hdrs = next) == NULL) ||
+	    (next = curl_slist_append(hdrs, ctype)) == NULL ||
+	    (hdrs = next, next = curl_slist_append(hdrs,
 	    "Accept: application/json")) == NULL)
 		goto out;
-	hdrs = h2;
-	if ((h = curl_take(otp)) == NULL ||
-	    curl_setup(otp, h, hdrs, json, &resp, errbuf) != 0) {
+	hdrs = next;
+	if (curl_take(otp, &p) != 0)
+		goto out;
+	resp.buf = p.buf;
+	resp.cap = OTP_MAX_SMS_RESPONSE;
+	if (curl_setup(otp, p.h, hdrs, body, &resp, errbuf) != 0) {
 		log_err(otp, "%s: cannot set up libcurl", __func__);
 		goto out;
 	}
-	cc = curl_easy_perform(h);
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	cc = curl_easy_perform(p.h);
+	curl_easy_getinfo(p.h, CURLINFO_RESPONSE_CODE, &status);
 	if (cc != CURLE_OK) {
-		telnyx_log_failure(otp, masked, 0, &resp,
+		http_log_failure(otp, masked, 0, &resp,
 		    errbuf[0] ? errbuf : curl_easy_strerror(cc));
 		rc = cc == CURLE_WRITE_ERROR ? SEND_BAD_ANSWER : SEND_NETWORK;
 	} else if (status >= 200 && status <= 299) {
-		/* Accepted means {"data": {...}}; anything else is not
+		/* Telnyx accepted means {"data": {...}}; anything else is not
 		 * Telnyx, whatever its status says. */
 		struct json j = { resp.buf, resp.buf + resp.len, 0 };
 
-		if (json_member(&j, "data") == 0 && j.p < j.end && *j.p == '{') {
-			rc = SEND_OK;
-		} else {
-			telnyx_log_failure(otp, masked, 0, &resp,
+		rc = SEND_OK;
+		if (telnyx && (json_member(&j, "data") != 0 || j.p >= j.end ||
+		    *j.p != '{')) {
+			http_log_failure(otp, masked, 0, &resp,
 			    "2xx answer without a data object");
 			rc = SEND_BAD_ANSWER;
 		}
 	} else {
-		telnyx_log_failure(otp, masked, status, &resp, "HTTP error");
+		http_log_failure(otp, masked, status, &resp, "HTTP error");
 		rc = (status == 429 || status == 503) ? SEND_BUSY :
 		    status >= 500 ? SEND_SERVER : SEND_API_ERROR;
 	}
 out:
-	if (h != NULL)
-		curl_give(otp, h); /* after a failure too: libcurl drops a
-				      broken connection by itself */
+	if (p.h != NULL) {
+		/* After a failure too: libcurl drops a broken connection. */
+		curl_easy_setopt(p.h, CURLOPT_HTTPHEADER, NULL);
+		curl_give(otp, &p);
+	}
 	curl_slist_free_all(hdrs);
-	if (resp.cap > 0)
-		free(resp.buf);
 	wipe(auth, sizeof(auth));
-	wipe(json, sizeof(json));
-	wipe(msg, sizeof(msg));
+	wipe(body, sizeof(body));
 	return rc;
 }
 
+/*
+ * Sends code to phone with the configured sender, in the language lang
+ * picked (a MESSAGE_<lang> template, or NULL for MESSAGE).
+ */
 static enum send_result
-sms_send(struct otp *otp, const char *phone, const char *code)
+sms_send(struct otp *otp, const char *phone, const char *code,
+         const char *tmpl)
 {
 	char text[OTP_MAX_TEXT];
-	enum send_result rc;
+	enum send_result rc = SEND_LOCAL;
 
-	if (message_fill(otp->cfg.message, code, text, sizeof(text)) != 0) {
+	if (message_fill(&otp->cfg, tmpl != NULL ? tmpl : otp->cfg.message,
+	    code, text, sizeof(text)) != 0) {
 		log_err(otp, "%s: MESSAGE too long", __func__);
 		return SEND_LOCAL;
 	}
-	rc = otp->cfg.provider == PROVIDER_TELNYX ?
-	    send_telnyx(otp, phone, text) : send_console(otp, phone, text);
+	switch (otp->cfg.provider) {
+	case PROVIDER_CONSOLE: rc = send_console(otp, phone, text); break;
+	case PROVIDER_SPOOL: rc = send_spool(otp, phone, text); break;
+	case PROVIDER_COMMAND: rc = send_command(otp, phone, text); break;
+	case PROVIDER_TELNYX:
+	case PROVIDER_HTTP: rc = send_http(otp, phone, text); break;
+	}
 	wipe(text, sizeof(text));
 	return rc;
+}
+
+/* True if tag (from Accept-Language, len bytes) names lang ("pt_BR"):
+ * whole tag first (exact), else the primary subtags alone (loose). */
+static bool
+lang_match(const char *tag, size_t len, const char *lang, bool exact)
+{
+	size_t llen = strlen(lang), i;
+
+	if (!exact) {
+		len = strcspn(tag, "-_") < len ? strcspn(tag, "-_") : len;
+		llen = strcspn(lang, "_");
+	}
+	if (len != llen)
+		return false;
+	for (i = 0; i < len; i++) {
+		char a = tag[i] == '-' ? '_' : tag[i];
+
+		if (tolower((unsigned char)a) != tolower((unsigned char)lang[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Picks the MESSAGE_<lang> text for an Accept-Language header: the
+ * language with the highest q that has a message (whole tag before primary
+ * subtag; the earlier on a tie). NULL means MESSAGE, the default.
+ */
+static const char *
+message_for(const struct config *c, const char *accept)
+{
+	const char *best = NULL;
+	int best_q = 0;
+
+	for (const char *p = accept; p != NULL && *p != '\0' &&
+	    c->nmessages > 0;) {
+		size_t len, tlen;
+		int q = 1000;
+		const char *qs;
+
+		p += strspn(p, " ,");
+		len = strcspn(p, ",");
+		tlen = strcspn(p, " ;,");
+		if ((qs = memchr(p, ';', len)) != NULL &&
+		    (qs = strstr(qs, "q=")) != NULL && qs < p + len) {
+			q = qs[2] == '1' ? 1000 : 0;
+			for (int i = 0, f = 100; i < 3 && isdigit((unsigned char)
+			    qs[4 + i]) && qs[3] == '.'; i++, f /= 10)
+				q += (qs[4 + i] - '0') * f;
+		}
+		for (int pass = 0; pass < 2 && q > best_q; pass++)
+			for (int i = 0; i < c->nmessages; i++)
+				if (lang_match(p, tlen, c->messages[i].lang,
+				    pass == 0) && q > best_q) {
+					best = c->messages[i].text;
+					best_q = q;
+				}
+		p += len;
+	}
+	return best;
 }
 
 /* ---- verifications ----------------------------------------------------- */
@@ -1963,14 +2565,15 @@ struct start {
 
 /*
  * Starts a verification of phone (E.164, allowed) for client addr and
- * session sid: checks the limits, makes a record (or reuses the number's
+ * session sid, with message template tmpl (NULL: MESSAGE): checks the limits, makes a record (or reuses the number's
  * live one, so a resend repeats its code and keeps its attempt count) and
  * sends the SMS. Returns 0 when it went out, else -1 with st saying why; a
  * failed send removes the record.
  */
 static int
 verification_start(struct otp *otp, const char *phone, const char *addr,
-                   const uint8_t sid[OTP_SID_LEN], struct start *st)
+                   const uint8_t sid[OTP_SID_LEN], const char *tmpl,
+                   struct start *st)
 {
 	const struct config *c = &otp->cfg;
 	char code[OTP_MAX_CODE_LEN + 1], masked[32];
@@ -2009,7 +2612,7 @@ verification_start(struct otp *otp, const char *phone, const char *addr,
 		limits_set_slot(otp, phone, now, (int32_t)st->slot);
 		log_info(otp, "request to=%s ip=%s", masked, addr);
 	}
-	st->sent = sms_send(otp, phone, code);
+	st->sent = sms_send(otp, phone, code, tmpl);
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
 		store_cancel(&otp->store, st->slot, st->id, sid, now, ttl_ms);
@@ -2876,7 +3479,8 @@ on_request(struct req *r)
 		    "country.", input);
 	}
 	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
-	if (verification_start(otp, phone, r->addr, sid, &st) != 0)
+	if (verification_start(otp, phone, r->addr, sid, message_for(&otp->cfg,
+	    mg_get_header(r->conn, "Accept-Language")), &st) != 0)
 		return reply_start_failed(r, &st, input);
 	handle_format(st.slot, st.id, vid);
 	set_cookie(r, "otp_vid", vid, otp->cfg.code_ttl);
@@ -2942,6 +3546,16 @@ on_style(struct req *r)
 
 	return reply(r, 200, "text/css; charset=utf-8", (const char *)f->data,
 	    f->len);
+}
+
+/* The WebOTP script: from a file, since the CSP allows no inline script. */
+static int
+on_script(struct req *r)
+{
+	const struct www_file *f = www_find("otp.js");
+
+	return reply(r, 200, "text/javascript; charset=utf-8",
+	    (const char *)f->data, f->len);
 }
 
 /* Browsers ask for it on their own; an empty answer keeps logs quiet. */
@@ -3203,7 +3817,9 @@ api_create(struct req *r)
 	if (!phone_allowed(&otp->cfg, phone))
 		return reply_json_error(r, 400, "country_not_allowed",
 		    "this server does not send to that country");
-	if (verification_start(otp, phone, r->addr, otp->api_sid, &st) != 0) {
+	if (verification_start(otp, phone, r->addr, otp->api_sid,
+	    message_for(&otp->cfg, mg_get_header(r->conn, "Accept-Language")),
+	    &st) != 0) {
 		r->retry_after = st.retry;
 		if (st.internal)
 			return reply_json_error(r, 500, "internal", "internal error");
@@ -3375,6 +3991,7 @@ static const struct route routes[] = {
 	{ "/request", "POST", NULL, on_request },
 	{ "/verify", "POST", NULL, on_verify },
 	{ "/style.css", "GET, HEAD", on_style, NULL },
+	{ "/otp.js", "GET, HEAD", on_script, NULL },
 	{ "/favicon.ico", "GET, HEAD", on_favicon, NULL },
 	{ "/auth", "GET, HEAD", on_auth, NULL },
 	{ "/healthz", "GET, HEAD", on_healthz, NULL },
@@ -3589,12 +4206,47 @@ static void
 log_start(struct otp *otp)
 {
 	const struct config *c = &otp->cfg;
+	char sample[OTP_MAX_CODE_LEN + 1];
 
-	if (c->provider == PROVIDER_CONSOLE)
+	switch (c->provider) {
+	case PROVIDER_CONSOLE:
 		log_warn(otp, "console sender: SMS are printed on stdout, "
 		    "nothing is sent (set API_KEY to send for real)");
-	else
-		log_info(otp, "telnyx sender: %s", c->sms_api_url);
+		break;
+	case PROVIDER_SPOOL:
+		log_info(otp, "spool sender: %s", c->spool_dir);
+		if (access(c->spool_dir, W_OK) != 0)
+			log_warn(otp, "spool sender: %s: %s; sends will fail",
+			    c->spool_dir, strerror(errno));
+		break;
+	case PROVIDER_COMMAND:
+		log_info(otp, "command sender");
+		break;
+	default:
+		log_info(otp, "%s sender: %s", c->provider == PROVIDER_TELNYX ?
+		    "telnyx" : "http", c->sms_api_url);
+		break;
+	}
+	/* Would the longest message fit in one SMS? */
+	memset(sample, c->alphabet == ALPHABET_HEX ? 'A' : '0',
+	    (size_t)c->token_length);
+	sample[c->token_length] = '\0';
+	for (int i = -1; i < c->nmessages; i++) {
+		char text[OTP_MAX_TEXT];
+		bool gsm;
+		size_t units;
+
+		if (message_fill(c, i < 0 ? c->message : c->messages[i].text,
+		    sample, text, sizeof(text)) != 0)
+			continue;
+		units = sms_units(text, &gsm);
+		if (units > (gsm ? 160u : 70u))
+			log_warn(otp, "MESSAGE%s%s takes %zu %s, more than one "
+			    "SMS (%u): it will be sent as several", i < 0 ? "" :
+			    "_", i < 0 ? "" : c->messages[i].lang, units,
+			    gsm ? "GSM-7 characters" : "UCS-2 characters",
+			    gsm ? 160u : 70u);
+	}
 	if (code_strength_digits(c) < 6.0)
 		log_warn(otp, "weak codes: %ld %s characters are fewer than "
 		    "NIST's minimum of 10^6 values (about 20 bits); raise "
@@ -3737,8 +4389,12 @@ otp_destroy(struct otp *otp)
 		pthread_mutex_unlock(&otp->stop_lock);
 		pthread_join(otp->sweeper, NULL);
 	}
-	while (otp->curls.nidle > 0)
-		curl_easy_cleanup(otp->curls.idle[--otp->curls.nidle]);
+	while (otp->curls.nidle > 0) {
+		struct pooled *p = &otp->curls.idle[--otp->curls.nidle];
+
+		curl_easy_cleanup(p->h);
+		free(p->buf);
+	}
 	store_free(&otp->store);
 	free(otp->limits.numbers.w);
 	free(otp->limits.send_ips.w);

@@ -147,12 +147,20 @@ test_config_errors(void **state)
 	expect_error("COUNTRY_CODE='1'\n",
 	    "1: COUNTRY_CODE must be '+' and 1 to 3 digits, like '+1'");
 	expect_error("SMS_PROVIDER='twilio'\n",
-	    "1: SMS_PROVIDER must be 'telnyx' or 'console'");
+	    "1: SMS_PROVIDER must be 'telnyx', 'http', 'spool', 'command' or "
+	    "'console'");
+	expect_error("SMS_PROVIDER='command'\nSMS_COMMAND='send {to}'\n",
+	    "2: SMS_COMMAND must start with the absolute path of an executable "
+	    "(send)");
+	expect_error("SMS_HTTP_AUTH='digest'\n",
+	    "1: SMS_HTTP_AUTH must be 'bearer', 'basic', 'none' or 'header:Name'");
+	expect_error("MESSAGE_de='Kein Code'\n",
+	    "1: MESSAGE_de must contain {code}");
 	expect_error("SMS_API_URL='http://x/'\n",
 	    "1: SMS_API_URL must be an https:// URL");
 	expect_error("MESSAGE='no code here'\n", "1: MESSAGE must contain {code}");
 	expect_error("MESSAGE='{code} {oops}'\n",
-	    "1: MESSAGE may contain only the placeholder {code}");
+	    "1: MESSAGE may contain only {code}, {app} and {minutes}");
 	expect_error("CODE_TTL=601\n", "1: CODE_TTL must be 1..600");
 	expect_error("API_KEY='a' junk\n",
 	    "1: API_KEY: unexpected text after the value");
@@ -758,16 +766,142 @@ test_json_api_error(void **state)
 static void
 test_message_fill(void **state)
 {
-	char out[32];
+	struct config c;
+	char out[64];
 
 	(void)state;
-	assert_int_equal(message_fill("Your token is {code}", "AB12", out,
+	memset(&c, 0, sizeof(c));
+	strcpy(c.app_name, "Router");
+	c.code_ttl = 300;
+	assert_int_equal(message_fill(&c, "Your token is {code}", "AB12", out,
 	    sizeof(out)), 0);
 	assert_string_equal(out, "Your token is AB12");
-	assert_int_equal(message_fill("{code}{code}", "AB", out, sizeof(out)), 0);
+	assert_int_equal(message_fill(&c, "{code}{code}", "AB", out,
+	    sizeof(out)), 0);
 	assert_string_equal(out, "ABAB");
-	assert_int_equal(message_fill("0123456789012345678901234567{code}",
-	    "ABCD", out, sizeof(out)), -1);
+	assert_int_equal(message_fill(&c, "{app}: {code}, {minutes} min {x}",
+	    "1", out, sizeof(out)), 0);
+	assert_string_equal(out, "Router: 1, 5 min {x}");
+	c.code_ttl = 61;
+	assert_int_equal(message_fill(&c, "{minutes}", "1", out, sizeof(out)),
+	    0);
+	assert_string_equal(out, "2");
+	assert_int_equal(message_fill(&c, "0123456789012345678901234567890123"
+	    "4567890123456789012345678901{code}", "ABCD", out, sizeof(out)), -1);
+	/* WebOTP: the last line is "@domain #code". */
+	strcpy(c.webotp_domain, "example.com");
+	assert_int_equal(message_fill(&c, "Code {code}", "123456", out,
+	    sizeof(out)), 0);
+	assert_string_equal(out, "Code 123456\n\n@example.com #123456");
+}
+
+static void
+test_message_languages(void **state)
+{
+	struct config c;
+	char err[256];
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(config_message(&c, "de", "Ihr Code: {code}", "x", err,
+	    sizeof(err)), 0);
+	assert_int_equal(config_message(&c, "pt_BR", "Seu código: {code}", "x",
+	    err, sizeof(err)), 0);
+	assert_int_equal(config_message(&c, "fr", "Votre code : {code}", "x",
+	    err, sizeof(err)), 0);
+	assert_int_equal(config_message(&c, "de", "Code: {code}", "x", err,
+	    sizeof(err)), 0); /* replaces */
+	assert_int_equal(c.nmessages, 3);
+	assert_int_equal(config_message(&c, "DE", "{code}", "f:1", err,
+	    sizeof(err)), -1);
+	assert_string_equal(err, "f:1: MESSAGE_DE: the language must be a tag "
+	    "like 'de' or 'pt_BR'");
+	assert_int_equal(config_message(&c, "es", "sin código", "f:2", err,
+	    sizeof(err)), -1);
+	assert_string_equal(err, "f:2: MESSAGE_es must contain {code}");
+
+	assert_null(message_for(&c, NULL));
+	assert_null(message_for(&c, "en-US,en;q=0.9"));
+	assert_string_equal(message_for(&c, "de-AT,de;q=0.9"), "Code: {code}");
+	assert_string_equal(message_for(&c, "en;q=0.9,pt-BR;q=0.8,de;q=0.7"),
+	    "Seu código: {code}");
+	assert_string_equal(message_for(&c, "pt-PT,fr;q=0.9"),
+	    "Seu código: {code}");
+	assert_string_equal(message_for(&c, "fr;q=0.5, de;q=0.6"),
+	    "Code: {code}");
+	assert_string_equal(message_for(&c, "*;q=0.1,fr"),
+	    "Votre code : {code}");
+}
+
+static void
+test_sms_units(void **state)
+{
+	bool gsm;
+
+	(void)state;
+	assert_int_equal(sms_units("Your token is 1234", &gsm), 18);
+	assert_true(gsm);
+	assert_int_equal(sms_units("{x}", &gsm), 5); /* extension chars */
+	assert_true(gsm);
+	assert_int_equal(sms_units("Grüße: 5 €", &gsm), 11);
+	assert_true(gsm);
+	assert_int_equal(sms_units("Ваш код 1234", &gsm), 12);
+	assert_false(gsm);
+	assert_int_equal(sms_units("a`b", &gsm), 3);
+	assert_false(gsm);
+	assert_int_equal(sms_units("\xf0\x9f\x94\x91 1", &gsm), 4); /* emoji */
+	assert_false(gsm);
+}
+
+static void
+test_command_argv(void **state)
+{
+	char buf[256], *argv[8];
+
+	(void)state;
+	assert_int_equal(command_argv("/bin/send", "+1555", "hi there", buf,
+	    sizeof(buf), argv, 8), 3);
+	assert_string_equal(argv[0], "/bin/send");
+	assert_string_equal(argv[1], "+1555");
+	assert_string_equal(argv[2], "hi there");
+	assert_null(argv[3]);
+	assert_int_equal(command_argv("/usr/bin/gammu-smsd-inject TEXT {to} "
+	    "-text '{text}'", "+1555", "a b;$(x)", buf, sizeof(buf), argv, 8),
+	    5);
+	assert_string_equal(argv[2], "+1555");
+	assert_string_equal(argv[4], "a b;$(x)");
+	assert_int_equal(command_argv("/x \"two words\" 'it''s'", "1", "t", buf,
+	    sizeof(buf), argv, 8), 5);
+	assert_string_equal(argv[1], "two words");
+	assert_string_equal(argv[2], "its");
+	assert_int_equal(command_argv("", "1", "t", buf, sizeof(buf), argv, 8),
+	    -1);
+	assert_int_equal(command_argv("/x a b c d e f", "1", "t", buf,
+	    sizeof(buf), argv, 8), -1);
+}
+
+static void
+test_http_body(void **state)
+{
+	struct config c;
+	char out[256];
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	strcpy(c.from_number, "+15550001111");
+	strcpy(c.sms_http_content_type, "application/x-www-form-urlencoded");
+	strcpy(c.sms_http_body, "To={to}&From={from}&Body={text}");
+	assert_int_equal(http_body(&c, "+15551234567", "a b&c=d\xc3\xa9",
+	    out, sizeof(out)), 0);
+	assert_string_equal(out, "To=%2B15551234567&From=%2B15550001111&Body="
+	    "a%20b%26c%3Dd%C3%A9");
+	strcpy(c.sms_http_content_type, "application/json");
+	strcpy(c.sms_http_body, "{\"to\":\"{to}\",\"text\":\"{text}\"}");
+	assert_int_equal(http_body(&c, "+1555", "say \"hi\"\n", out,
+	    sizeof(out)), 0);
+	assert_string_equal(out, "{\"to\":\"+1555\",\"text\":\"say \\\"hi\\\""
+	    "\\n\"}");
+	assert_int_equal(http_body(&c, "+1555", "x", out, 10), -1);
 }
 
 static void
@@ -1003,6 +1137,10 @@ main(void)
 		cmocka_unit_test(test_handle_roundtrip),
 		cmocka_unit_test(test_json_api_error),
 		cmocka_unit_test(test_message_fill),
+		cmocka_unit_test(test_message_languages),
+		cmocka_unit_test(test_sms_units),
+		cmocka_unit_test(test_command_argv),
+		cmocka_unit_test(test_http_body),
 		cmocka_unit_test(test_page_render),
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
