@@ -25,6 +25,7 @@
 #include "otp_demo.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -275,6 +276,19 @@ struct stats {
 	atomic_ulong limited[LIMIT__N];
 };
 
+/* A file served from memory: embedded from www/, or loaded from WWW_DIR. */
+struct www_file {
+	const char *name;
+	const unsigned char *data;
+	size_t len;
+};
+
+/* A translated copy from WWW_DIR (or WWW_DIR/<lang>/), loaded at start. */
+struct www_page {
+	char lang[8]; /* "" for WWW_DIR itself */
+	struct www_file file;
+};
+
 typedef int64_t (*clock_fn)(void);
 typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
 
@@ -295,6 +309,8 @@ struct otp {
 	struct limits limits;
 	struct curl_pool curls;
 	struct stats stats;
+	struct www_page *pages;    /* WWW_DIR copies, allocated once */
+	int npages;
 	char prefix[64];           /* mount point, "" for the root */
 	int https_port;            /* REDIRECT_HTTP target, 0: none */
 	otp_verified_fn on_verified;
@@ -2507,18 +2523,16 @@ lang_match(const char *tag, size_t len, const char *lang, bool exact)
 }
 
 /*
- * Picks the MESSAGE_<lang> text for an Accept-Language header: the
- * language with the highest q that has a message (whole tag before primary
- * subtag; the earlier on a tie). NULL means MESSAGE, the default.
+ * Picks, for an Accept-Language header, the one of n languages (tags with
+ * "_", like "pt_BR") the client wants most: highest q, whole tag before
+ * primary subtag, the earlier on a tie. Returns its index, or -1.
  */
-static const char *
-message_for(const struct config *c, const char *accept)
+static int
+lang_best(const char *accept, const char *const *langs, int n)
 {
-	const char *best = NULL;
-	int best_q = 0;
+	int best = -1, best_q = 0;
 
-	for (const char *p = accept; p != NULL && *p != '\0' &&
-	    c->nmessages > 0;) {
+	for (const char *p = accept; p != NULL && *p != '\0' && n > 0;) {
 		size_t len, tlen;
 		int q = 1000;
 		const char *qs;
@@ -2534,15 +2548,28 @@ message_for(const struct config *c, const char *accept)
 				q += (qs[4 + i] - '0') * f;
 		}
 		for (int pass = 0; pass < 2 && q > best_q; pass++)
-			for (int i = 0; i < c->nmessages; i++)
-				if (lang_match(p, tlen, c->messages[i].lang,
-				    pass == 0) && q > best_q) {
-					best = c->messages[i].text;
+			for (int i = 0; i < n; i++)
+				if (lang_match(p, tlen, langs[i], pass == 0) &&
+				    q > best_q) {
+					best = i;
 					best_q = q;
 				}
 		p += len;
 	}
 	return best;
+}
+
+/* The MESSAGE_<lang> text the client prefers, or NULL for MESSAGE. */
+static const char *
+message_for(const struct config *c, const char *accept)
+{
+	const char *langs[OTP_MAX_LANGS] = { NULL };
+	int i;
+
+	for (i = 0; i < c->nmessages; i++)
+		langs[i] = c->messages[i].lang;
+	i = lang_best(accept, langs, c->nmessages);
+	return i < 0 ? NULL : c->messages[i].text;
 }
 
 /* ---- verifications ----------------------------------------------------- */
@@ -2682,12 +2709,6 @@ verification_check(struct otp *otp, uint32_t slot, const uint8_t id[OTP_ID_LEN],
  * as an empty spot on a page.
  */
 
-struct www_file {
-	const char *name;
-	const unsigned char *data;
-	size_t len;
-};
-
 #include "www_data.h"
 
 struct var {
@@ -2766,6 +2787,127 @@ page_render(const char *tmpl, size_t len, const struct var *vars,
 	}
 	out[n] = '\0';
 	return (long)n;
+}
+
+/* Every placeholder a page may use. */
+static const char *const page_vars[] = {
+	"error", "csrf", "phone", "token_length", "inputmode", "status",
+	"title", "message", "base", "return_to",
+};
+#define NPAGE_VARS (sizeof(page_vars) / sizeof(page_vars[0]))
+
+/*
+ * Loads dir/name as a copy of embedded file f for language lang, if it
+ * exists. A page must render with the known placeholders. 0, or -1 with
+ * err set.
+ */
+static int
+www_load_file(struct otp *otp, const char *dir, const char *lang,
+              const struct www_file *f, char *err, size_t errlen)
+{
+	struct var vars[NPAGE_VARS];
+	char path[OTP_MAX_STR + 64], *data = NULL, *page = NULL;
+	struct www_page *p;
+	ssize_t n = -1;
+	int fd, rc = -1;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, f->name);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : (snprintf(err, errlen,
+		    "WWW_DIR: %s: %s", path, strerror(errno)), -1);
+	if ((data = malloc(OTP_MAX_PAGE)) != NULL &&
+	    (page = malloc(OTP_MAX_PAGE)) != NULL)
+		n = read(fd, data, OTP_MAX_PAGE);
+	close(fd);
+	for (size_t i = 0; i < NPAGE_VARS; i++)
+		vars[i].name = page_vars[i], vars[i].value = "x";
+	if (n < 0 || n >= OTP_MAX_PAGE / 2) {
+		snprintf(err, errlen, "WWW_DIR: %s: unreadable or larger than %d "
+		    "bytes", path, OTP_MAX_PAGE / 2 - 1);
+	} else if (strstr(f->name, ".html") != NULL && page_render(data,
+	    (size_t)n, vars, NPAGE_VARS, page, OTP_MAX_PAGE) < 0) {
+		snprintf(err, errlen, "WWW_DIR: %s: unknown {{placeholder}}", path);
+	} else {
+		p = &otp->pages[otp->npages++];
+		str_copy(p->lang, sizeof(p->lang), lang);
+		p->file.name = f->name;
+		p->file.data = (const unsigned char *)data;
+		p->file.len = (size_t)n;
+		data = NULL;
+		rc = 0;
+	}
+	free(data);
+	free(page);
+	return rc;
+}
+
+/*
+ * WWW_DIR holds translated copies of the pages: files named as in www/
+ * replace them for everyone, files in a subdirectory named by a language
+ * tag ("de", "pt_BR" or "pt-BR") for browsers that prefer that language.
+ * All are read once, here.
+ */
+static int
+www_load(struct otp *otp, char *err, size_t errlen)
+{
+	const size_t nfiles = sizeof(www_files) / sizeof(www_files[0]);
+	const char *dir = otp->cfg.www_dir;
+	struct dirent *e;
+	DIR *d;
+	int nlangs = 0, rc = 0;
+
+	if (dir[0] == '\0')
+		return 0;
+	otp->pages = calloc((1 + OTP_MAX_LANGS) * nfiles, sizeof(*otp->pages));
+	if (otp->pages == NULL || (d = opendir(dir)) == NULL) {
+		snprintf(err, errlen, "WWW_DIR %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; rc == 0 && i < nfiles; i++)
+		rc = www_load_file(otp, dir, "", &www_files[i], err, errlen);
+	while (rc == 0 && (e = readdir(d)) != NULL && nlangs < OTP_MAX_LANGS) {
+		char lang[8], sub[OTP_MAX_STR + 16];
+		size_t len = strlen(e->d_name);
+		struct stat st;
+
+		if (len < 2 || len >= sizeof(lang) || e->d_name[0] == '.' ||
+		    strspn(e->d_name, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+		if (stat(sub, &st) != 0 || !S_ISDIR(st.st_mode))
+			continue;
+		str_copy(lang, sizeof(lang), e->d_name);
+		for (char *c = lang; *c != '\0'; c++)
+			*c = *c == '-' ? '_' : *c;
+		nlangs++;
+		for (size_t i = 0; rc == 0 && i < nfiles; i++)
+			rc = www_load_file(otp, sub, lang, &www_files[i], err,
+			    errlen);
+	}
+	closedir(d);
+	return rc;
+}
+
+/* The copy of file name to serve for an Accept-Language header. */
+static const struct www_file *
+www_pick(const struct otp *otp, const char *name, const char *accept)
+{
+	const struct www_file *root = NULL;
+	const char *langs[OTP_MAX_LANGS] = { NULL };
+	int idx[OTP_MAX_LANGS], n = 0, k;
+
+	for (int i = 0; i < otp->npages; i++) {
+		if (strcmp(otp->pages[i].file.name, name) != 0)
+			continue;
+		if (otp->pages[i].lang[0] == '\0')
+			root = &otp->pages[i].file;
+		else if (n < OTP_MAX_LANGS)
+			langs[n] = otp->pages[i].lang, idx[n++] = i;
+	}
+	if ((k = lang_best(accept, langs, n)) >= 0)
+		return &otp->pages[idx[k]].file;
+	return root != NULL ? root : www_find(name);
 }
 
 /* ---- HTTP -------------------------------------------------------------- */
@@ -2848,7 +2990,8 @@ reply_page(struct req *r, int status, const char *file, const struct var *vars,
 {
 	struct var all[8];
 	char page[OTP_MAX_PAGE];
-	const struct www_file *f = www_find(file);
+	const struct www_file *f = www_pick(r->otp, file,
+	    mg_get_header(r->conn, "Accept-Language"));
 	long n = -1;
 
 	if (f != NULL && nvars + 2 <= sizeof(all) / sizeof(all[0])) {
@@ -3542,7 +3685,8 @@ on_index(struct req *r)
 static int
 on_style(struct req *r)
 {
-	const struct www_file *f = www_find("style.css");
+	const struct www_file *f = www_pick(r->otp, "style.css",
+	    mg_get_header(r->conn, "Accept-Language"));
 
 	return reply(r, 200, "text/css; charset=utf-8", (const char *)f->data,
 	    f->len);
@@ -3552,7 +3696,7 @@ on_style(struct req *r)
 static int
 on_script(struct req *r)
 {
-	const struct www_file *f = www_find("otp.js");
+	const struct www_file *f = www_pick(r->otp, "otp.js", NULL);
 
 	return reply(r, 200, "text/javascript; charset=utf-8",
 	    (const char *)f->data, f->len);
@@ -4282,7 +4426,8 @@ otp_create(const char *config_path, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot seed the random generator");
 		goto fail;
 	}
-	if (otp_state_keys(otp, err, errlen) != 0)
+	if (otp_state_keys(otp, err, errlen) != 0 ||
+	    www_load(otp, err, errlen) != 0)
 		goto fail;
 	if (otp_tables_init(otp) != 0) {
 		snprintf(err, errlen, "cannot allocate tables for MAX_PENDING=%ld",
@@ -4334,6 +4479,7 @@ otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix)
  */
 static const char *const restart_keys[] = {
 	"LISTEN", "THREADS", "MAX_PENDING", "CERT_FILE", "STATE_DIR", "LOG",
+	"WWW_DIR",
 };
 
 int
@@ -4402,6 +4548,9 @@ otp_destroy(struct otp *otp)
 	mbedtls_ctr_drbg_free(&otp->drbg);
 	mbedtls_entropy_free(&otp->entropy);
 	pthread_rwlock_destroy(&otp->cfg_lock);
+	for (int i = 0; i < otp->npages; i++)
+		free((void *)otp->pages[i].file.data);
+	free(otp->pages);
 	wipe(otp, sizeof(*otp));
 	free(otp);
 }
