@@ -206,6 +206,34 @@ test_config_env(void **state)
 	unsetenv("OTP_SMS_CA_FILE");
 }
 
+/* config.cfg.example and README document every key. */
+static void
+test_config_documented(void **state)
+{
+	static const char *const docs[] = { "config.cfg.example", "README.md" };
+	static char text[65536];
+
+	(void)state;
+	for (size_t d = 0; d < 2; d++) {
+		FILE *f = fopen(docs[d], "r");
+		size_t n;
+
+		assert_non_null(f);
+		n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[n] = '\0';
+		for (size_t i = 0; i < NKEYS; i++) {
+			char want[80];
+
+			snprintf(want, sizeof(want), "%s%s",
+			    d == 0 ? "" : "`", config_keys[i].name);
+			if (strstr(text, want) == NULL)
+				fail_msg("%s does not document %s", docs[d],
+				    config_keys[i].name);
+		}
+	}
+}
+
 static void
 test_config_missing_file(void **state)
 {
@@ -1115,6 +1143,7 @@ main(void)
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_config_env),
 		cmocka_unit_test(test_config_missing_file),
+		cmocka_unit_test(test_config_documented),
 		cmocka_unit_test(test_code_hex_lengths),
 		cmocka_unit_test(test_code_digits_unbiased),
 		cmocka_unit_test(test_code_no_repeats),
