@@ -79,9 +79,11 @@ unit: $(BUILD)/unit
 	$(BUILD)/unit
 
 # tests/run.sh runs every suite and prints one "N passed, M failed" line.
-test: otp_demo $(BUILD)/unit
+test: otp_demo $(BUILD)/unit examples
 	@tools/deps.sh test
 	OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit \
+		EMBED_BIN=$(CURDIR)/$(BUILD)/examples/embed \
+		OTP_LIB_OBJ=$(CURDIR)/$(BUILD)/examples/otp_demo_lib.o \
 		SANITIZE=$(SANITIZE) tests/run.sh
 
 -include mk/*.mk

@@ -164,6 +164,7 @@ struct config {
 	char app_name[64];
 	char www_dir[OTP_MAX_STR];
 	char webotp_domain[128];
+	char lang[8];               /* the language of MESSAGE and the pages */
 	struct {
 		char lang[8];       /* "de", "pt_BR" */
 		char text[OTP_MAX_STR];
@@ -319,6 +320,7 @@ struct otp {
 	pthread_mutex_t stop_lock;
 	pthread_cond_t stop_cond;
 	bool stopping, sweeper_started;
+	bool check_only;           /* otp_demo -t: write nothing */
 };
 
 /* Utilities, defined at the end of the file. */
@@ -383,6 +385,7 @@ static const char *check_method(const char *v);
 static const char *check_http_auth(const char *v);
 static const char *check_content_type(const char *v);
 static const char *check_domain(const char *v);
+static const char *check_lang(const char *v);
 
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
 #define STR(name, field, def, check) { name, K_STR, 0, 0, def, F(field), check }
@@ -438,6 +441,7 @@ static const struct key config_keys[] = {
 	STR("APP_NAME", app_name, "otp_demo", NULL),
 	STR("WWW_DIR", www_dir, "", NULL),
 	STR("WEBOTP_DOMAIN", webotp_domain, "", check_domain),
+	STR("LANG", lang, "en", check_lang),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -563,6 +567,21 @@ check_domain(const char *v)
 	if (strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	    "0123456789.-") != strlen(v))
 		return "must be a host name like 'example.com'";
+	return NULL;
+}
+
+/* A language tag with "_" for "-": "de", "pt_BR". */
+static const char *
+check_lang(const char *v)
+{
+	size_t len = strlen(v), primary = strspn(v, "abcdefghijklmnopqrstuvwxyz");
+
+	if (primary < 2 || primary > 3 || (v[primary] != '\0' &&
+	    (v[primary] != '_' || len - primary - 1 < 2 ||
+	    len - primary - 1 > 4 || strspn(v + primary + 1,
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") !=
+	    len - primary - 1)))
+		return "must be a language tag like 'de' or 'pt_BR'";
 	return NULL;
 }
 
@@ -755,16 +774,10 @@ static int
 config_message(struct config *c, const char *lang, const char *text,
                const char *where, char *err, size_t errlen)
 {
-	size_t len = strlen(lang), primary = strspn(lang,
-	    "abcdefghijklmnopqrstuvwxyz");
 	const char *why = check_message(text);
 	int i;
 
-	if (primary < 2 || primary > 3 || (lang[primary] != '\0' &&
-	    (lang[primary] != '_' || len - primary - 1 < 2 ||
-	    len - primary - 1 > 4 || strspn(lang + primary + 1,
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") !=
-	    len - primary - 1)))
+	if (check_lang(lang) != NULL)
 		return config_error(err, errlen, where, "MESSAGE_%s: the "
 		    "language must be a tag like 'de' or 'pt_BR'", lang);
 	if (why != NULL)
@@ -960,18 +973,20 @@ config_read_key(struct config *c, const struct origin *o, char *err,
 /* Derives what depends on several keys, and checks them together. */
 static int config_check_ca(struct config *c, const struct origin *o,
                            char *err, size_t errlen);
+static int command_argv(const char *cmd, const char *to, const char *text,
+                        char *buf, size_t buflen, char **argv, int maxargs);
 
 /* SMS_COMMAND must name an executable by absolute path. */
 static int
 config_check_command(struct config *c, const struct origin *o, char *err,
                      size_t errlen)
 {
-	char where[OTP_MAX_STR + 32], prog[OTP_MAX_STR];
-	const char *p = c->sms_command + strspn(c->sms_command, " \t");
-	size_t len = strcspn(p, " \t");
+	char where[OTP_MAX_STR + 32], words[2 * OTP_MAX_STR], *argv[32];
+	const char *prog;
 
 	config_where(o, "SMS_COMMAND", where, sizeof(where));
-	str_ncopy(prog, sizeof(prog), p, len);
+	prog = command_argv(c->sms_command, "+1", "x", words, sizeof(words),
+	    argv, 32) > 0 ? argv[0] : "";
 	if (prog[0] != '/' || access(prog, X_OK) != 0)
 		return config_error(err, errlen, where, "SMS_COMMAND must start "
 		    "with the absolute path of an executable (%s)",
@@ -2019,7 +2034,7 @@ send_console(struct otp *otp, const char *phone, const char *text)
 
 /*
  * smstools3's spool: one file per message ("To: <digits>", an Alphabet
- * header when the text is not GSM-7, a blank line, the text), written in
+ * header when the text is not ASCII, a blank line, the text), written in
  * the spool's parent directory (which smsd does not read) and renamed in,
  * so smsd never sees half a file.
  */
@@ -2030,14 +2045,17 @@ send_spool(struct otp *otp, const char *phone, const char *text)
 	char body[OTP_MAX_TEXT + 96], tmp[OTP_MAX_STR + 64];
 	char path[OTP_MAX_STR + 64], name[48], masked[32];
 	uint8_t rnd[8];
-	bool gsm;
+	bool utf8 = false;
 	int n, fd = -1;
 	enum send_result rc = SEND_LOCAL;
 
 	phone_mask(phone, masked, sizeof(masked));
-	sms_units(text, &gsm);
+	/* smsd reads a file as ISO-8859-15 unless told: say UTF-8 whenever
+	 * the text is not plain ASCII. */
+	for (const char *t = text; *t != '\0'; t++)
+		utf8 |= (unsigned char)*t >= 0x80;
 	n = snprintf(body, sizeof(body), "To: %s\n%s\n%s\n", phone + 1,
-	    gsm ? "" : "Alphabet: UTF-8\n", text);
+	    utf8 ? "Alphabet: UTF-8\n" : "", text);
 	if (n < 0 || (size_t)n >= sizeof(body) ||
 	    otp->rng(otp->rng_ctx, rnd, sizeof(rnd)) != 0)
 		goto out;
@@ -2122,30 +2140,20 @@ command_argv(const char *cmd, const char *to, const char *text, char *buf,
 }
 
 /*
- * SMS_COMMAND: runs the program with the number and text as arguments,
- * with an environment of only the variables SMS_COMMAND_ENV names, no
- * open descriptors but a pipe that tells when it ends, and SMS_TIMEOUT
- * seconds to finish. Exit status 0 is success.
+ * Builds the command's environment: only the variables SMS_COMMAND_ENV
+ * names (comma-separated), from ours, into buf; envp ends with NULL.
  */
-static enum send_result
-send_command(struct otp *otp, const char *phone, const char *text)
+static void
+command_env(const char *names, char *buf, size_t buflen, char **envp, int max)
 {
-	const struct config *c = &otp->cfg;
-	char words[OTP_MAX_STR + OTP_MAX_TEXT + 64], envbuf[1024], masked[32];
-	char *argv[32], *envp[17];
-	int argc, envc = 0, status = 0, pfd[2] = { -1, -1 };
-	size_t en = 0;
-	struct pollfd pf;
-	pid_t pid = -1;
-	enum send_result rc = SEND_LOCAL;
+	size_t n = 0;
+	int envc = 0;
 
-	phone_mask(phone, masked, sizeof(masked));
-	argc = command_argv(c->sms_command, phone, text, words, sizeof(words),
-	    argv, 32);
-	for (const char *p = c->sms_command_env; *p != '\0' && envc < 16;) {
-		size_t len;
+	for (const char *p = names; *p != '\0' && envc + 1 < max;) {
 		char name[64];
 		const char *v;
+		size_t len;
+		int k;
 
 		p += strspn(p, " ,");
 		len = strcspn(p, " ,");
@@ -2153,50 +2161,112 @@ send_command(struct otp *otp, const char *phone, const char *text)
 			break;
 		str_ncopy(name, sizeof(name), p, len);
 		p += len;
-		if ((v = getenv(name)) != NULL && en + len + strlen(v) + 2 <
-		    sizeof(envbuf)) {
-			envp[envc++] = envbuf + en;
-			en += (size_t)snprintf(envbuf + en, sizeof(envbuf) - en,
-			    "%s=%s", name, v) + 1;
-		}
+		if ((v = getenv(name)) == NULL)
+			continue;
+		k = snprintf(buf + n, buflen - n, "%s=%s", name, v);
+		if (k < 0 || (size_t)k >= buflen - n)
+			break;
+		envp[envc++] = buf + n;
+		n += (size_t)k + 1;
 	}
 	envp[envc] = NULL;
-	if (argc < 0 || pipe2(pfd, O_CLOEXEC) != 0)
-		goto out;
-	if ((pid = fork()) == 0) {
+}
+
+/*
+ * Starts argv in a process group of its own, with envp, stdin/out/err on
+ * /dev/null, default signal handling, and fd 3 = the write end of a pipe
+ * (every other descriptor closed). Returns the pid, or -1.
+ */
+static pid_t
+command_spawn(char **argv, char **envp, int pipe_w)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
 		/* Child: only async-signal-safe calls until execve. */
 		int null = open("/dev/null", O_RDWR);
+		sigset_t none;
 
+		setpgid(0, 0); /* so a timeout can kill what it starts, too */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
 		dup2(null, 0), dup2(null, 1), dup2(null, 2);
-		dup2(pfd[1], 3);
+		dup2(pipe_w, 3);
 		for (int fd = 4; fd < 1024; fd++)
 			close(fd);
 		execve(argv[0], argv, envp);
 		_exit(127);
 	}
+	if (pid > 0)
+		setpgid(pid, pid); /* also here: no race with a quick kill */
+	return pid;
+}
+
+/*
+ * Waits up to timeout_ms for pid. The pipe's write end closes when the
+ * program exits, so poll() sleeps until then; a program that closes it
+ * early is waited for in short steps. On timeout the whole process group
+ * is killed. Returns the wait status, or -1 on timeout.
+ */
+static int
+command_wait(pid_t pid, int pipe_r, long timeout_ms)
+{
+	int64_t deadline = clock_monotonic_ms() + timeout_ms;
+	struct pollfd pf = { pipe_r, POLLIN, 0 };
+	int status = 0;
+
+	poll(&pf, 1, (int)timeout_ms);
+	while (waitpid(pid, &status, WNOHANG) == 0) {
+		int64_t left = deadline - clock_monotonic_ms();
+
+		if (left <= 0) {
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -1;
+		}
+		poll(NULL, 0, left < 20 ? (int)left : 20);
+	}
+	return status;
+}
+
+/*
+ * SMS_COMMAND: runs the program with the number and text as arguments
+ * (never through a shell), the environment SMS_COMMAND_ENV allows, and
+ * SMS_TIMEOUT seconds to finish. Exit status 0 is success.
+ */
+static enum send_result
+send_command(struct otp *otp, const char *phone, const char *text)
+{
+	const struct config *c = &otp->cfg;
+	char words[OTP_MAX_STR + OTP_MAX_TEXT + 64], envbuf[1024], masked[32];
+	char *argv[32], *envp[17];
+	int status, pfd[2] = { -1, -1 };
+	pid_t pid;
+	enum send_result rc = SEND_LOCAL;
+
+	phone_mask(phone, masked, sizeof(masked));
+	command_env(c->sms_command_env, envbuf, sizeof(envbuf), envp, 17);
+	if (command_argv(c->sms_command, phone, text, words, sizeof(words),
+	    argv, 32) < 0 || pipe2(pfd, O_CLOEXEC) != 0)
+		goto out;
+	pid = command_spawn(argv, envp, pfd[1]);
 	close(pfd[1]);
 	pfd[1] = -1;
 	if (pid < 0)
 		goto out;
-	/* The pipe's write end closes when the program exits. */
-	pf.fd = pfd[0];
-	pf.events = POLLIN;
-	if (poll(&pf, 1, (int)c->sms_timeout * 1000) == 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
+	if ((status = command_wait(pid, pfd[0], c->sms_timeout * 1000)) < 0) {
 		log_warn(otp, "send_failed to=%s reason=\"command timed out\"",
 		    masked);
 		rc = SEND_NETWORK;
-		goto out;
-	}
-	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-	    WEXITSTATUS(status) != 0) {
+	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		log_warn(otp, "send_failed to=%s reason=\"command exit %d\"",
 		    masked, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 		rc = SEND_API_ERROR;
-		goto out;
+	} else {
+		rc = SEND_OK;
 	}
-	rc = SEND_OK;
 out:
 	if (pfd[0] >= 0)
 		close(pfd[0]);
@@ -2500,17 +2570,20 @@ sms_send(struct otp *otp, const char *phone, const char *code,
 	return rc;
 }
 
-/* True if tag (from Accept-Language, len bytes) names lang ("pt_BR"):
- * whole tag first (exact), else the primary subtags alone (loose). */
+/*
+ * True if tag (from Accept-Language, len bytes) names lang ("pt_BR") at
+ * the given closeness: 0, the whole tag; 1, the tag's primary subtag is
+ * lang ("pt-PT" for "pt"); 2, the primary subtags alone ("pt_BR").
+ */
 static bool
-lang_match(const char *tag, size_t len, const char *lang, bool exact)
+lang_match(const char *tag, size_t len, const char *lang, int pass)
 {
 	size_t llen = strlen(lang), i;
 
-	if (!exact) {
+	if (pass >= 1)
 		len = strcspn(tag, "-_") < len ? strcspn(tag, "-_") : len;
+	if (pass == 2)
 		llen = strcspn(lang, "_");
-	}
 	if (len != llen)
 		return false;
 	for (i = 0; i < len; i++) {
@@ -2524,8 +2597,8 @@ lang_match(const char *tag, size_t len, const char *lang, bool exact)
 
 /*
  * Picks, for an Accept-Language header, the one of n languages (tags with
- * "_", like "pt_BR") the client wants most: highest q, whole tag before
- * primary subtag, the earlier on a tie. Returns its index, or -1.
+ * "_", like "pt_BR") the client wants most: highest q, closest match (see
+ * lang_match), the earlier on a tie. Returns its index, or -1.
  */
 static int
 lang_best(const char *accept, const char *const *langs, int n)
@@ -2547,9 +2620,9 @@ lang_best(const char *accept, const char *const *langs, int n)
 			    qs[4 + i]) && qs[3] == '.'; i++, f /= 10)
 				q += (qs[4 + i] - '0') * f;
 		}
-		for (int pass = 0; pass < 2 && q > best_q; pass++)
+		for (int pass = 0; pass < 3 && q > best_q; pass++)
 			for (int i = 0; i < n; i++)
-				if (lang_match(p, tlen, langs[i], pass == 0) &&
+				if (lang_match(p, tlen, langs[i], pass) &&
 				    q > best_q) {
 					best = i;
 					best_q = q;
@@ -2559,17 +2632,21 @@ lang_best(const char *accept, const char *const *langs, int n)
 	return best;
 }
 
-/* The MESSAGE_<lang> text the client prefers, or NULL for MESSAGE. */
+/*
+ * The MESSAGE_<lang> text the client prefers, or NULL for MESSAGE, which
+ * is in language LANG and competes like the others: a browser that
+ * prefers English to German gets MESSAGE, not MESSAGE_de.
+ */
 static const char *
 message_for(const struct config *c, const char *accept)
 {
-	const char *langs[OTP_MAX_LANGS] = { NULL };
+	const char *langs[OTP_MAX_LANGS + 1] = { c->lang };
 	int i;
 
 	for (i = 0; i < c->nmessages; i++)
-		langs[i] = c->messages[i].lang;
-	i = lang_best(accept, langs, c->nmessages);
-	return i < 0 ? NULL : c->messages[i].text;
+		langs[i + 1] = c->messages[i].lang;
+	i = lang_best(accept, langs, c->nmessages + 1);
+	return i <= 0 ? NULL : c->messages[i - 1].text;
 }
 
 /* ---- verifications ----------------------------------------------------- */
@@ -2789,12 +2866,34 @@ page_render(const char *tmpl, size_t len, const struct var *vars,
 	return (long)n;
 }
 
-/* Every placeholder a page may use. */
-static const char *const page_vars[] = {
-	"error", "csrf", "phone", "token_length", "inputmode", "status",
-	"title", "message", "base", "return_to",
+/* The placeholders each page is given (every page also has {{base}} and
+ * {{return_to}}); WWW_DIR copies are checked against them at start. */
+static const struct {
+	const char *file;
+	const char *vars[6];
+} page_vars[] = {
+	{ "index.html", { "error", "csrf", "phone" } },
+	{ "verify.html", { "error", "csrf", "phone", "token_length",
+	    "inputmode" } },
+	{ "verify_success.html", { "phone" } },
+	{ "error.html", { "status", "title", "message" } },
 };
-#define NPAGE_VARS (sizeof(page_vars) / sizeof(page_vars[0]))
+
+/* Fills vars with the placeholders of file (and base, return_to). */
+static size_t
+page_vars_of(const char *file, struct var *vars)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(page_vars) / sizeof(*page_vars); i++)
+		if (strcmp(page_vars[i].file, file) == 0)
+			for (size_t j = 0; j < 6 && page_vars[i].vars[j]; j++)
+				vars[n].name = page_vars[i].vars[j],
+				vars[n++].value = "x";
+	vars[n].name = "base", vars[n++].value = "x";
+	vars[n].name = "return_to", vars[n++].value = "x";
+	return n;
+}
 
 /*
  * Loads dir/name as a copy of embedded file f for language lang, if it
@@ -2805,7 +2904,7 @@ static int
 www_load_file(struct otp *otp, const char *dir, const char *lang,
               const struct www_file *f, char *err, size_t errlen)
 {
-	struct var vars[NPAGE_VARS];
+	struct var vars[8];
 	char path[OTP_MAX_STR + 64], *data = NULL, *page = NULL;
 	struct www_page *p;
 	ssize_t n = -1;
@@ -2819,14 +2918,14 @@ www_load_file(struct otp *otp, const char *dir, const char *lang,
 	    (page = malloc(OTP_MAX_PAGE)) != NULL)
 		n = read(fd, data, OTP_MAX_PAGE);
 	close(fd);
-	for (size_t i = 0; i < NPAGE_VARS; i++)
-		vars[i].name = page_vars[i], vars[i].value = "x";
 	if (n < 0 || n >= OTP_MAX_PAGE / 2) {
 		snprintf(err, errlen, "WWW_DIR: %s: unreadable or larger than %d "
 		    "bytes", path, OTP_MAX_PAGE / 2 - 1);
 	} else if (strstr(f->name, ".html") != NULL && page_render(data,
-	    (size_t)n, vars, NPAGE_VARS, page, OTP_MAX_PAGE) < 0) {
-		snprintf(err, errlen, "WWW_DIR: %s: unknown {{placeholder}}", path);
+	    (size_t)n, vars, page_vars_of(f->name, vars), page,
+	    OTP_MAX_PAGE) < 0) {
+		snprintf(err, errlen, "WWW_DIR: %s: a {{placeholder}} this page "
+		    "does not have", path);
 	} else {
 		p = &otp->pages[otp->npages++];
 		str_copy(p->lang, sizeof(p->lang), lang);
@@ -2894,18 +2993,19 @@ static const struct www_file *
 www_pick(const struct otp *otp, const char *name, const char *accept)
 {
 	const struct www_file *root = NULL;
-	const char *langs[OTP_MAX_LANGS] = { NULL };
-	int idx[OTP_MAX_LANGS], n = 0, k;
+	const char *langs[OTP_MAX_LANGS + 1] = { otp->cfg.lang };
+	int idx[OTP_MAX_LANGS + 1], n = 1, k;
 
+	/* Candidate 0 is LANG: the pages in WWW_DIR itself, or built in. */
 	for (int i = 0; i < otp->npages; i++) {
 		if (strcmp(otp->pages[i].file.name, name) != 0)
 			continue;
 		if (otp->pages[i].lang[0] == '\0')
 			root = &otp->pages[i].file;
-		else if (n < OTP_MAX_LANGS)
+		else if (n < OTP_MAX_LANGS + 1)
 			langs[n] = otp->pages[i].lang, idx[n++] = i;
 	}
-	if ((k = lang_best(accept, langs, n)) >= 0)
+	if ((k = lang_best(accept, langs, n)) > 0)
 		return &otp->pages[idx[k]].file;
 	return root != NULL ? root : www_find(name);
 }
@@ -2926,7 +3026,9 @@ struct req {
 	struct mg_connection *conn;
 	const struct mg_request_info *ri;
 	const char *path;       /* URI with the mount prefix removed */
-	bool tls;
+	bool tls;               /* this connection is TLS */
+	bool secure;            /* the browser's is: TLS here, or a trusted
+				   proxy says X-Forwarded-Proto: https */
 	char addr[64];          /* client address (see client_address) */
 	char sid[2 * OTP_SID_LEN + 1];  /* session id, "" if none */
 	char csrf[2 * OTP_MAC_LEN + 1]; /* CSRF token for the session */
@@ -3024,7 +3126,10 @@ reply_error(struct req *r, int status, const char *title, const char *message)
 	return reply_page(r, status, "error.html", vars, 3);
 }
 
-/* The phone form, with an error message (may be "") and the number typed. */
+static int session_new(struct req *r);
+
+/* The phone form, with an error message (may be "") and the number typed.
+ * A form needs a session (for its CSRF token): one is made if missing. */
 static int
 reply_index(struct req *r, int status, const char *error, const char *phone)
 {
@@ -3032,6 +3137,9 @@ reply_index(struct req *r, int status, const char *error, const char *phone)
 		{ "error", error }, { "csrf", r->csrf }, { "phone", phone },
 	};
 
+	if (r->sid[0] == '\0' && session_new(r) != 0)
+		return reply(r, 500, "text/plain; charset=utf-8",
+		    "Internal error\n", 15);
 	return reply_page(r, status, "index.html", vars, 3);
 }
 
@@ -3046,6 +3154,9 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 		    "numeric" : "text" },
 	};
 
+	if (r->sid[0] == '\0' && session_new(r) != 0)
+		return reply(r, 500, "text/plain; charset=utf-8",
+		    "Internal error\n", 15);
 	/* A failed check does not know (or tell) the number. */
 	if (phone[0] != '\0')
 		phone_mask(phone, masked, sizeof(masked));
@@ -3055,7 +3166,11 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 	return reply_page(r, status, "verify.html", vars, 5);
 }
 
-/* Queues a Set-Cookie; max_age < 0 means a session cookie. */
+/*
+ * Queues a Set-Cookie; max_age < 0 means a session cookie. Every cookie is
+ * SameSite=Strict but otp_auth: it only gates GET navigation (forward-auth),
+ * and Lax lets a link from elsewhere to the protected page carry it.
+ */
 static void
 set_cookie(struct req *r, const char *name, const char *value, long max_age)
 {
@@ -3066,8 +3181,9 @@ set_cookie(struct req *r, const char *name, const char *value, long max_age)
 	if (max_age >= 0)
 		snprintf(age, sizeof(age), "; Max-Age=%ld", max_age);
 	snprintf(r->cookies[r->ncookies++], sizeof(r->cookies[0]),
-	    "%s=%s; Path=%s/; HttpOnly; SameSite=Strict%s%s", name, value,
-	    r->otp->prefix, age, r->tls ? "; Secure" : "");
+	    "%s=%s; Path=%s/; HttpOnly; SameSite=%s%s%s", name, value,
+	    r->otp->prefix, strcmp(name, "otp_auth") == 0 ? "Lax" : "Strict",
+	    age, r->secure ? "; Secure" : "");
 }
 
 /*
@@ -3147,7 +3263,8 @@ session_read(struct req *r)
 /*
  * The client's address: the socket peer. X-Forwarded-For is believed only
  * when the peer is TRUSTED_PROXY, and then its last entry (the one that
- * proxy added) is taken.
+ * proxy added) is taken; so is X-Forwarded-Proto, for the scheme the
+ * browser sees (its Origin, and Secure cookies).
  */
 static void
 client_address(struct req *r)
@@ -3157,8 +3274,11 @@ client_address(struct req *r)
 	size_t len;
 
 	str_copy(r->addr, sizeof(r->addr), r->ri->remote_addr);
+	r->secure = r->tls;
 	if (proxy[0] == '\0' || strcmp(proxy, r->ri->remote_addr) != 0)
 		return;
+	if ((xff = mg_get_header(r->conn, "X-Forwarded-Proto")) != NULL)
+		r->secure = strcasecmp(xff, "https") == 0;
 	if ((xff = mg_get_header(r->conn, "X-Forwarded-For")) == NULL)
 		return;
 	last = strrchr(xff, ',');
@@ -3355,7 +3475,7 @@ same_origin(struct req *r)
 	const char *origin = mg_get_header(r->conn, "Origin");
 	const char *site = mg_get_header(r->conn, "Sec-Fetch-Site");
 	const char *host = mg_get_header(r->conn, "Host");
-	const char *scheme = r->tls ? "https://" : "http://";
+	const char *scheme = r->secure ? "https://" : "http://";
 	size_t slen = strlen(scheme);
 
 	if (site != NULL && strcasecmp(site, "cross-site") == 0)
@@ -3709,19 +3829,40 @@ on_favicon(struct req *r)
 	return reply(r, 204, "image/x-icon", "", 0);
 }
 
+static int url_append(char *url, size_t size, int *n, const char *s,
+                      const char *keep);
+
 /*
  * GET /auth, for nginx auth_request, Caddy forward_auth or Traefik
  * ForwardAuth: 204 with X-Otp-Phone when the request carries an otp_auth
- * cookie from a verification within SESSION_TTL, else 401.
+ * cookie from a verification within SESSION_TTL, else 401 (or, with
+ * ?redirect=1, a 302 to the form that returns to X-Forwarded-Uri).
  */
 static int
 on_auth(struct req *r)
 {
 	char phone[OTP_MAX_PHONE_LEN + 1];
 
+	const char *q = r->ri->query_string, *uri;
+	char where[OTP_MAX_RETURN + 80];
+	int n;
+
 	if (auth_cookie_check(r->otp, mg_get_header(r->conn, "Cookie"),
-	    (long long)time(NULL), phone) != 0)
-		return reply(r, 401, "text/plain; charset=utf-8", "", 0);
+	    (long long)time(NULL), phone) != 0) {
+		if (q == NULL || strcmp(q, "redirect=1") != 0)
+			return reply(r, 401, "text/plain; charset=utf-8", "", 0);
+		/* Traefik and Caddy pass our answer to the browser: send it
+		 * to the form, and back to where it was going afterwards. */
+		n = snprintf(where, sizeof(where), "%s/", r->otp->prefix);
+		uri = mg_get_header(r->conn, "X-Forwarded-Uri");
+		if (uri != NULL && strlen(uri) <= OTP_MAX_RETURN &&
+		    return_to_ok(uri) && (url_append(where, sizeof(where), &n,
+		    "?return_to=", "?=") != 0 || url_append(where,
+		    sizeof(where), &n, uri, "/") != 0))
+			where[strcspn(where, "?")] = '\0';
+		r->location = where;
+		return reply(r, 302, "text/plain; charset=utf-8", "", 0);
+	}
 	r->hdr_name = "X-Otp-Phone";
 	r->hdr_value = phone;
 	return reply(r, 204, "text/plain; charset=utf-8", "", 0);
@@ -3847,15 +3988,16 @@ reply_json(struct req *r, int status, const char *body)
 	return reply(r, status, "application/json", body, strlen(body));
 }
 
-/* {"error": {"code", "message"}}; both are our own constant strings. */
+/* {"error": {"code", "message"}}. */
 static int
 reply_json_error(struct req *r, int status, const char *code,
                  const char *message)
 {
-	char body[512];
+	char body[512], esc[256];
 
+	json_escape(message, esc, sizeof(esc));
 	snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":"
-	    "\"%s\"}}", code, message);
+	    "\"%s\"}}", code, esc);
 	return reply_json(r, status, body);
 }
 
@@ -4171,6 +4313,29 @@ dispatch(struct req *r)
 }
 
 /*
+ * Appends s to url (at *n), percent-encoding every byte that is not an
+ * unreserved character or in keep. 0, or -1 if it does not fit.
+ */
+static int
+url_append(char *url, size_t size, int *n, const char *s, const char *keep)
+{
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+		int k;
+
+		if (isalnum(ch) || strchr("-._~", ch) != NULL ||
+		    strchr(keep, ch) != NULL)
+			k = snprintf(url + *n, size - (size_t)*n, "%c", ch);
+		else
+			k = snprintf(url + *n, size - (size_t)*n, "%%%02X", ch);
+		if (k < 0 || (size_t)(*n + k) >= size)
+			return -1;
+		*n += k;
+	}
+	return 0;
+}
+
+/*
  * REDIRECT_HTTP: answers a plain-HTTP request with a 301 to the same path
  * on the TLS port. The host comes from the Host header, checked to be a
  * name or an address so it cannot inject anything into the header.
@@ -4181,6 +4346,7 @@ redirect_https(struct req *r)
 	const char *host = mg_get_header(r->conn, "Host");
 	char name[256], url[OTP_MAX_STR];
 	size_t len;
+	int n;
 
 	if (host == NULL || *host == '\0')
 		host = "localhost";
@@ -4189,8 +4355,14 @@ redirect_https(struct req *r)
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") < len)
 		return reply_error(r, 400, "Bad request", "Bad Host header.");
 	str_ncopy(name, sizeof(name), host, len);
-	if (snprintf(url, sizeof(url), "https://%s:%d%s", name,
-	    r->otp->https_port, r->ri->request_uri) >= (int)sizeof(url))
+	n = snprintf(url, sizeof(url), "https://%s:%d", name,
+	    r->otp->https_port);
+	/* civetweb hands us the path decoded: encode it again, so that no
+	 * control character (a CR LF) can reach the Location header. */
+	if (url_append(url, sizeof(url), &n, r->ri->local_uri, "/") != 0 ||
+	    (r->ri->query_string != NULL && (url_append(url, sizeof(url), &n,
+	    "?", "?") != 0 || url_append(url, sizeof(url), &n,
+	    r->ri->query_string, "/?&=%+") != 0)))
 		return reply_error(r, 414, "URI too long", "");
 	r->location = url;
 	return reply(r, 301, "text/plain; charset=utf-8", "", 0);
@@ -4220,10 +4392,7 @@ on_http(struct mg_connection *conn, void *arg)
 	} else {
 		client_address(&r);
 		session_read(&r);
-		if (r.sid[0] == '\0' && session_new(&r) != 0)
-			rc = reply_error(&r, 500, "Internal error", "");
-		else
-			rc = dispatch(&r);
+		rc = dispatch(&r);
 	}
 	pthread_rwlock_unlock(&otp->cfg_lock);
 	return rc;
@@ -4301,8 +4470,9 @@ otp_state_keys(struct otp *otp, char *err, size_t errlen)
 		} else if (errno == ENOENT) {
 			if (otp->rng(otp->rng_ctx, state, sizeof(state)) != 0)
 				goto out;
-			if (file_write_atomic(path, (const char *)state,
-			    sizeof(state), 0600) != 0)
+			if (otp->check_only ? access(otp->cfg.state_dir, W_OK) :
+			    file_write_atomic(path, (const char *)state,
+			    sizeof(state), 0600))
 				goto out;
 			n = sizeof(state);
 		}
@@ -4350,7 +4520,7 @@ static void
 log_start(struct otp *otp)
 {
 	const struct config *c = &otp->cfg;
-	char sample[OTP_MAX_CODE_LEN + 1];
+	char sample[OTP_MAX_CODE_LEN + 1], parent[OTP_MAX_STR + 4];
 
 	switch (c->provider) {
 	case PROVIDER_CONSOLE:
@@ -4359,9 +4529,11 @@ log_start(struct otp *otp)
 		break;
 	case PROVIDER_SPOOL:
 		log_info(otp, "spool sender: %s", c->spool_dir);
-		if (access(c->spool_dir, W_OK) != 0)
-			log_warn(otp, "spool sender: %s: %s; sends will fail",
-			    c->spool_dir, strerror(errno));
+		snprintf(parent, sizeof(parent), "%s/..", c->spool_dir);
+		if (access(c->spool_dir, W_OK) != 0 || access(parent, W_OK) != 0)
+			log_warn(otp, "spool sender: %s or its parent (where "
+			    "messages are written before they move in): %s; sends "
+			    "will fail", c->spool_dir, strerror(errno));
 		break;
 	case PROVIDER_COMMAND:
 		log_info(otp, "command sender");
@@ -4398,8 +4570,13 @@ log_start(struct otp *otp)
 		    c->alphabet == ALPHABET_HEX ? "hex" : "digit");
 }
 
-struct otp *
-otp_create(const char *config_path, char *err, size_t errlen)
+/*
+ * Makes an instance. check_only (otp_demo -t) checks everything but writes
+ * nothing: it does not create STATE_DIR/session.key, which a check run as
+ * root would leave unreadable for the daemon's own user.
+ */
+static struct otp *
+otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 {
 	struct otp *otp = calloc(1, sizeof(*otp));
 
@@ -4407,6 +4584,7 @@ otp_create(const char *config_path, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	otp->check_only = check_only;
 	otp->now_ms = clock_monotonic_ms;
 	pthread_rwlock_init(&otp->cfg_lock, NULL);
 	pthread_mutex_init(&otp->stop_lock, NULL);
@@ -4455,6 +4633,12 @@ otp_create(const char *config_path, char *err, size_t errlen)
 fail:
 	otp_destroy(otp);
 	return NULL;
+}
+
+struct otp *
+otp_create(const char *config_path, char *err, size_t errlen)
+{
+	return otp_new(config_path, false, err, errlen);
 }
 
 int
@@ -4674,12 +4858,8 @@ cert_log_fingerprint(struct otp *otp, const char *path)
 	return rc;
 }
 
-/*
- * Makes sure CERT_FILE exists when a TLS listener is configured, making a
- * self-signed one if not. 0, or -1 with the reason logged.
- */
-static int
-cert_ensure(struct otp *otp)
+int
+otp_cert_ensure(struct otp *otp)
 {
 	const char *path = otp->cfg.cert_file;
 	char pem[4096];
@@ -4693,8 +4873,8 @@ cert_ensure(struct otp *otp)
 			goto out;
 		}
 		if (file_write_atomic(path, pem, strlen(pem), 0600) != 0) {
-			log_err(otp, "%s: cannot write %s: %s", __func__, path,
-			    strerror(errno));
+			log_err(otp, "%s: CERT_FILE %s: cannot write: %s",
+			    __func__, path, strerror(errno));
 			goto out;
 		}
 		log_info(otp, "generated a self-signed certificate in %s", path);
@@ -4862,7 +5042,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "otp_demo: curl_global_init failed\n");
 		return 1;
 	}
-	if ((otp = otp_create(path, err, sizeof(err))) == NULL) {
+	if ((otp = otp_new(path, test_only, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return EXIT_CONFIG;
 	}
@@ -4871,9 +5051,9 @@ main(int argc, char **argv)
 		otp_destroy(otp);
 		return 0;
 	}
-	if (cert_ensure(otp) != 0) {
+	if (otp_cert_ensure(otp) != 0) {
 		otp_destroy(otp);
-		return 1;
+		return EXIT_CONFIG; /* CERT_FILE: a path the config names */
 	}
 
 	/* Workers inherit this mask; only main takes the signals. */

@@ -56,6 +56,13 @@ int otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix);
 int otp_reload(struct otp *otp, const char *config_path, char *err,
                size_t errlen);
 
+/*
+ * For TLS listeners (a LISTEN entry ending in 's'): makes sure CERT_FILE
+ * exists, writing a self-signed EC P-256 certificate and key (mode 0600)
+ * if not, and logs its SHA-256 fingerprint. 0, or -1 with the reason logged.
+ */
+int otp_cert_ensure(struct otp *otp);
+
 /* Sets the success callback (NULL to clear). */
 void otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg);
 

@@ -4,7 +4,7 @@
 # this script adds them up. Exit status is non-zero on any failure.
 #   OTP_BIN    the server binary (make test sets it)
 #   OTP_UNIT   the cmocka unit test binary
-#   SUITES     which suites to run (default: unit integration browser)
+#   SUITES     which suites to run (default: all of them)
 set -u
 cd "$(dirname "$0")/.."
 out=tests/out
@@ -40,10 +40,12 @@ run_suite() {
 	add_counts "$out/$name.log" "$rc" "$name"
 }
 
-for s in ${SUITES:-unit integration browser}; do
+for s in ${SUITES:-unit integration senders browser packaging}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
 	integration) run_suite integration python3 tests/integration.py ;;
+	senders) run_suite senders python3 tests/senders.py ;;
+	packaging) run_suite packaging sh tests/packaging/run.sh ;;
 	browser)
 		if [ ! -d tests/browser/node_modules/playwright-core ]; then
 			(cd tests/browser && npm ci --no-audit --no-fund) >&2

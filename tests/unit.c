@@ -859,6 +859,16 @@ test_message_languages(void **state)
 	    "Code: {code}");
 	assert_string_equal(message_for(&c, "*;q=0.1,fr"),
 	    "Votre code : {code}");
+	/* MESSAGE is in LANG and competes with the others. */
+	strcpy(c.lang, "en");
+	assert_null(message_for(&c, "en-US,en;q=0.9,de;q=0.8"));
+	assert_string_equal(message_for(&c, "de;q=0.9,en;q=0.8"),
+	    "Code: {code}");
+	/* pt-PT prefers a plain "pt" to "pt_BR". */
+	assert_int_equal(config_message(&c, "pt", "Código: {code}", "x", err,
+	    sizeof(err)), 0);
+	assert_string_equal(message_for(&c, "pt-PT"), "Código: {code}");
+	assert_string_equal(message_for(&c, "pt-BR"), "Seu código: {code}");
 }
 
 static void
@@ -953,32 +963,30 @@ test_page_render(void **state)
 	assert_int_equal(page_render(t, strlen(t), vars, 2, out, 5), -1);
 }
 
-/* Every page renders with exactly the values its handler gives. */
+/* Every built-in page renders with exactly the values its handler gives. */
 static void
 test_pages_render(void **state)
 {
-	static const struct { const char *file; int nvars; } pages[] = {
-		{ "index.html", 3 }, { "verify.html", 5 },
-		{ "verify_success.html", 1 }, { "error.html", 3 },
+	static const char *const pages[] = {
+		"index.html", "verify.html", "verify_success.html", "error.html",
 	};
-	const struct var vars[] = {
-		{ "error", "e" }, { "csrf", "c" }, { "phone", "p" },
-		{ "token_length", "6" }, { "inputmode", "numeric" },
-		{ "status", "404" }, { "title", "t" }, { "message", "m" },
-		{ "base", "/2fa" }, { "return_to", "/admin/" },
-	};
+	struct var vars[8];
 	char out[OTP_MAX_PAGE];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
-		const struct www_file *f = www_find(pages[i].file);
+		const struct www_file *f = www_find(pages[i]);
 
 		assert_non_null(f);
-		assert_true(page_render((const char *)f->data, f->len, vars, 10,
-		    out, sizeof(out)) > 0);
+		assert_true(page_render((const char *)f->data, f->len, vars,
+		    page_vars_of(pages[i], vars), out, sizeof(out)) > 0);
 		assert_null(strstr(out, "{{"));
 	}
+	/* A placeholder of another page does not render. */
+	assert_int_equal(page_render("{{token_length}}", 16, vars,
+	    page_vars_of("index.html", vars), out, sizeof(out)), -1);
 	assert_non_null(www_find("style.css"));
+	assert_non_null(www_find("otp.js"));
 }
 
 static void
@@ -1032,12 +1040,12 @@ test_cert_generate_once(void **state)
 	snprintf(otp->cfg.cert_file, sizeof(otp->cfg.cert_file), "%s/c.pem",
 	    path);
 	/* No TLS listener: nothing is made. */
-	assert_int_equal(cert_ensure(otp), 0);
+	assert_int_equal(otp_cert_ensure(otp), 0);
 	assert_int_not_equal(access(otp->cfg.cert_file, F_OK), 0);
 	str_copy(otp->cfg.listen, sizeof(otp->cfg.listen), "80,443s");
 	assert_true(listen_has_tls(otp->cfg.listen));
 	assert_false(listen_has_tls("80,8080"));
-	assert_int_equal(cert_ensure(otp), 0);
+	assert_int_equal(otp_cert_ensure(otp), 0);
 	assert_int_equal(stat(otp->cfg.cert_file, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	f = fopen(otp->cfg.cert_file, "r");
@@ -1046,7 +1054,7 @@ test_cert_generate_once(void **state)
 	assert_non_null(strstr(before, "BEGIN EC PRIVATE KEY"));
 	assert_non_null(strstr(before, "BEGIN CERTIFICATE"));
 	/* A second start reuses the file. */
-	assert_int_equal(cert_ensure(otp), 0);
+	assert_int_equal(otp_cert_ensure(otp), 0);
 	f = fopen(otp->cfg.cert_file, "r");
 	n2 = fread(after, 1, sizeof(after), f);
 	fclose(f);
@@ -1056,7 +1064,7 @@ test_cert_generate_once(void **state)
 	f = fopen(otp->cfg.cert_file, "w");
 	fputs("garbage\n", f);
 	fclose(f);
-	assert_int_equal(cert_ensure(otp), -1);
+	assert_int_equal(otp_cert_ensure(otp), -1);
 	unlink(otp->cfg.cert_file);
 	rmdir(path);
 	otp_destroy(otp);

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""nginx_test.py: Debian's nginx puts otp_demo's SMS verification in front of
+a static admin page with auth_request (forward-auth).
+
+    OTP_BIN=build/otp_demo python3 tests/packaging/nginx_test.py
+
+otp_demo (console sender, TRUSTED_PROXY=127.0.0.1) listens on a free
+loopback port; nginx runs in the foreground (daemon off, master_process
+off) from a temporary prefix with the config below, on a free plain-HTTP
+port and a free TLS port (test certificate from tests/gen_certs.sh), so
+both the plain and the usual TLS-terminating set-up are covered:
+
+    /admin/     auth_request /auth; 401 -> @login; a static page
+    @login      302 /?return_to=$request_uri
+    = /auth     internal; proxied to otp_demo without the body
+    /           proxied to otp_demo (the form, /request, /verify)
+
+Checks: /admin/ without a session is a 302 to /?return_to=/admin/; the form
+carries return_to; after /verify the browser gets a 303 to /admin/, whose
+page then loads (200) with the number in X-Otp-Phone; /auth is not
+reachable from outside; otp_demo logs the client's address from
+X-Forwarded-For, not nginx's. The client connects from 127.0.0.7 so the
+two differ. Prints "ok"/"FAIL" lines and "N passed, M failed".
+"""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (OUT, PHONE, ROOT, Checks, Client, Proc,  # noqa: E402
+                    brief, clean_env, form, free_port)
+
+BIN = os.environ.get("OTP_BIN") or os.path.join(ROOT, "otp_demo")
+CLIENT_ADDR = "127.0.0.7"
+ADMIN_PAGE = "<!doctype html><title>Router admin</title><h1>Router admin</h1>\n"
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections 64; }}
+
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    default_type text/html;
+
+    upstream otp {{ server 127.0.0.1:{otp_port}; }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {certs}/server.pem;
+        ssl_certificate_key {certs}/server.key;
+
+        # The protected pages: a static site here, any app in real life.
+        location /admin/ {{
+            auth_request /auth;
+            auth_request_set $otp_phone $upstream_http_x_otp_phone;
+            error_page 401 = @login;
+            add_header X-Otp-Phone $otp_phone;
+            root {tmp}/www;
+        }}
+        location @login {{
+            return 302 /?return_to=$request_uri;
+        }}
+        location = /auth {{
+            internal;
+            proxy_pass http://otp;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+        # The verification pages themselves.
+        location / {{
+            proxy_pass http://otp;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+def find_nginx():
+    for c in (os.environ.get("NGINX"), shutil.which("nginx"),
+              "/usr/sbin/nginx"):
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def location_path(r):
+    loc = r.header("Location") or ""
+    u = urllib.parse.urlsplit(loc)
+    return u.path + ("?" + u.query if u.query else "")
+
+
+def wait_port(port, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def main():
+    t = Checks("nginx")
+    nginx = find_nginx()
+    if not t.check("nginx is installed", nginx is not None,
+                   "apt-get install nginx (tools/deps.sh test)"):
+        return t.done()
+    if not t.check("otp_demo binary exists", os.access(BIN, os.X_OK), BIN):
+        return t.done()
+
+    certs = os.path.join(OUT, "certs")
+    r = subprocess.run(["sh", os.path.join(ROOT, "tests", "gen_certs.sh"),
+                        certs], capture_output=True, text=True)
+    if not t.check("test certificates", r.returncode == 0, r.stderr[-300:]):
+        return t.done()
+
+    tmp = tempfile.mkdtemp(prefix="otp-nginx.")
+    otp = None
+    ng = None
+    try:
+        env = clean_env({
+            "OTP_LISTEN": "127.0.0.1:0",
+            "OTP_SMS_PROVIDER": "console",
+            "OTP_TRUSTED_PROXY": "127.0.0.1",
+            "OTP_TOKEN_ALPHABET": "digits",
+            "OTP_TOKEN_LENGTH": "6",
+            # the HTTP and the HTTPS part verify the same number in turn
+            "OTP_RESEND_INTERVAL": "0",
+        })
+        otp = Proc([BIN], env, "nginx-otp_demo", cwd=tmp)
+        otp_port = otp.port()
+        if not t.check("otp_demo starts", otp_port is not None,
+                       otp.stderr_text()[-400:]):
+            return t.done()
+
+        port, tls_port = free_port(), free_port()
+        os.makedirs(os.path.join(tmp, "www", "admin"))
+        with open(os.path.join(tmp, "www", "admin", "index.html"), "w") as f:
+            f.write(ADMIN_PAGE)
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(tmp=tmp, port=port, tls_port=tls_port,
+                                      otp_port=otp_port, certs=certs))
+        ng = Proc([nginx, "-p", tmp, "-c", conf, "-e", tmp + "/error.log"],
+                  clean_env({}), "nginx")
+        if not t.check("nginx starts", wait_port(port) and wait_port(tls_port),
+                       open(tmp + "/error.log").read()[-600:]
+                       if os.path.exists(tmp + "/error.log") else ""):
+            return t.done()
+
+        plain = Client(port, source=CLIENT_ADDR)
+        flow(t, otp, plain, "http")
+
+        ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+        tls = Client(tls_port, tls=ctx, source=CLIENT_ADDR)
+        flow(t, otp, tls, "https")
+    finally:
+        if ng is not None:
+            rc = ng.stop()
+            t.check("nginx stops", rc is not None, "killed")
+            for name in ("error.log", "access.log"):
+                if os.path.exists(os.path.join(tmp, name)):
+                    shutil.copy(os.path.join(tmp, name),
+                                os.path.join(OUT, "nginx-" + name))
+        if otp is not None:
+            rc = otp.stop()
+            t.check("otp_demo exits 0 on SIGTERM", rc == 0, "status %r" % rc)
+            t.check("otp_demo log never holds the full number",
+                    PHONE not in otp.stderr_text())
+        shutil.rmtree(tmp, ignore_errors=True)
+    return t.done()
+
+
+def flow(t, otp, b, scheme):
+    s = scheme + ": "
+
+    r = b.get("/admin/")
+    t.check(s + "GET /admin/ without a session: 302",
+            r.status == 302, brief(r))
+    t.check(s + "... to /?return_to=/admin/",
+            location_path(r) == "/?return_to=/admin/",
+            repr(r.header("Location")))
+    t.check(s + "... and not the admin page", "Router admin" not in r.text)
+
+    r = b.get("/auth")
+    t.check(s + "GET /auth from outside: 404 (internal)", r.status == 404,
+            str(r.status))
+
+    r = b.get("/?return_to=/admin/")
+    action, fields = form(r.text)
+    t.check(s + "GET /?return_to=/admin/: 200 form", r.status == 200,
+            brief(r))
+    t.check(s + "the form carries return_to=/admin/",
+            fields.get("return_to") == "/admin/", str(fields))
+    if scheme == "https":
+        sid = b.raw_cookies.get("otp_sid", "")
+        t.check(s + "otp_sid cookie is Secure (X-Forwarded-Proto: https)",
+                "secure" in sid.lower(), sid)
+
+    r = b.get("/?return_to=https://evil.example/")
+    _, evil = form(r.text)
+    t.check(s + "an off-site return_to is dropped",
+            evil.get("return_to", "") == "", str(evil))
+
+    n0, e0 = len(otp.out), len(otp.err)
+    fields["phone"] = PHONE
+    r = b.post_form(action or "/request", fields)
+    if not t.check(s + "POST /request through nginx: 200 verify page",
+                   r.status == 200, brief(r)):
+        return
+    vaction, vfields = form(r.text)
+    t.check(s + "the verify form carries return_to=/admin/",
+            vfields.get("return_to") == "/admin/", str(vfields))
+    m = otp.wait_line("err", r"request to=\S+ ip=(\S+)", timeout=3,
+                      start=e0)
+    t.check(s + "otp_demo saw the client (X-Forwarded-For), not nginx",
+            m is not None and m.group(1) == CLIENT_ADDR,
+            m.group(0) if m else "no request line")
+
+    code = otp.sms_code(PHONE, start=n0)
+    if not t.check(s + "console sender printed the code", code is not None):
+        return
+    vfields["token"] = code
+    r = b.post_form(vaction or "/verify", vfields)
+    t.check(s + "POST /verify: 303 See Other", r.status == 303,
+            brief(r))
+    t.check(s + "... to /admin/", location_path(r) == "/admin/",
+            repr(r.header("Location")))
+    t.check(s + "... with the otp_auth cookie", "otp_auth" in b.cookies,
+            str(sorted(b.cookies)))
+
+    r = b.get("/admin/")
+    t.check(s + "GET /admin/ with the session: 200 admin page",
+            r.status == 200 and "Router admin" in r.text,
+            brief(r))
+    t.check(s + "nginx passed on X-Otp-Phone from /auth",
+            r.header("X-Otp-Phone") == PHONE, repr(r.header("X-Otp-Phone")))
+
+    other = Client(b.port, tls=b.tls, source=CLIENT_ADDR)
+    other.cookies = {k: v for k, v in b.cookies.items() if k != "otp_auth"}
+    r = other.get("/admin/")
+    t.check(s + "without otp_auth: 302 again", r.status == 302,
+            str(r.status))
+    forged = Client(b.port, tls=b.tls, source=CLIENT_ADDR)
+    value, path = b.cookies.get("otp_auth", ("x", "/"))
+    forged.cookies = {"otp_auth": (value[:-2] + ("00" if value[-2:] != "00"
+                                                 else "11"), path)}
+    r = forged.get("/admin/")
+    t.check(s + "a tampered otp_auth: 302", r.status == 302, str(r.status))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

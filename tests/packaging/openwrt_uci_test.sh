@@ -1,0 +1,406 @@
+#!/bin/sh
+# tests/packaging/openwrt_uci_test.sh: the OpenWrt init script's UCI ->
+# config.cfg translation, outside OpenWrt.
+#
+#   OTP_BIN=build/otp_demo tests/packaging/openwrt_uci_test.sh
+#
+# Sources packaging/openwrt/otp-demo/files/otp_demo.init with stubs only
+# for what exists only on OpenWrt (config_load, config_get,
+# config_get_bool, procd_*), under busybox sh (OpenWrt's shell) when it is
+# installed and under dash, and checks:
+#   - the generated file byte for byte, with values holding ' " \ $ `,
+#     newlines, tabs and UTF-8, its mode (0600) and its directory's (0700);
+#   - what start_service asks procd for: foreground command with -c only
+#     (the key on no command line and in no environment), its own user,
+#     respawn, stdout/stderr to logd, SIGHUP on a changed file, a reload
+#     trigger on the otp_demo UCI config; nothing when disabled;
+#   - that a number is never written bare unless it is digits, a newline
+#     cannot start a new key, and a carriage return is refused;
+#   - that otp_demo -t accepts the generated file, and that the daemon
+#     reads the quoted values back exactly (the console SMS shows MESSAGE
+#     as set in UCI), also after a UCI change and SIGHUP.
+# Prints "ok"/"FAIL" lines and "N passed, M failed".
+# shellcheck disable=SC3043,SC2016 # local: dash and busybox; '$' is data
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+top=$PWD
+init=$top/packaging/openwrt/otp-demo/files/otp_demo.init
+
+# ---- outer run: once per shell ----------------------------------------------
+if [ "${1:-}" != --inner ]; then
+	passed=0 failed=0 ran=
+	for sh in "busybox sh" dash; do
+		command -v "${sh%% *}" >/dev/null 2>&1 || {
+			echo "note: ${sh%% *} not installed, not tested under it"
+			continue
+		}
+		$sh "$0" --inner "$sh" > "${TMPDIR:-/tmp}/otp-uci.$$" 2>&1
+		cat "${TMPDIR:-/tmp}/otp-uci.$$"
+		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "${TMPDIR:-/tmp}/otp-uci.$$" | tail -n 1)
+		rm -f "${TMPDIR:-/tmp}/otp-uci.$$"
+		if [ -z "$line" ]; then
+			failed=$((failed + 1))
+			echo "FAIL openwrt [$sh]: died without a summary"
+			continue
+		fi
+		p=${line%% passed*} f=${line#*, } f=${f%% failed*}
+		passed=$((passed + p)) failed=$((failed + f)) ran="$ran $sh"
+	done
+	[ -n "$ran" ] || { failed=$((failed + 1)); echo "FAIL openwrt: no shell"; }
+	echo "$passed passed, $failed failed"
+	[ "$failed" -eq 0 ]
+	exit
+fi
+
+# ---- inner run --------------------------------------------------------------
+shname=$2
+pass=0 fail=0
+# printf, not echo: dash's echo would eat the backslashes being tested.
+ok() { pass=$((pass + 1)); printf 'ok openwrt [%s]: %s\n' "$shname" "$1"; }
+bad() {
+	fail=$((fail + 1))
+	printf 'FAIL openwrt [%s]: %s%s\n' "$shname" "$1" "${2:+: $2}"
+}
+expect() { # expect NAME GOT WANT
+	if [ "$2" = "$3" ]; then ok "$1"; else bad "$1" "got [$2] want [$3]"; fi
+}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/otp-uci.XXXXXX")
+daemon=
+cleanup() {
+	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+procd_log=$tmp/procd.log
+: > "$procd_log"
+
+# The stubs: OpenWrt's semantics (lib/functions.sh, procd.sh), values from
+# CONFIG_<section>_<option> variables, procd calls logged one per line.
+config_load() { echo "config_load $*" >> "$procd_log"; }
+config_get() {
+	eval "$1=\${CONFIG_${2}_${3}:-\${4:-}}"
+}
+config_get_bool() {
+	local _tmp
+	config_get _tmp "$2" "$3" "${4:-}"
+	case $_tmp in
+	1 | on | true | yes | enabled) _tmp=1 ;;
+	0 | off | false | no | disabled) _tmp=0 ;;
+	*) _tmp=${4:-} ;;
+	esac
+	eval "$1=\$_tmp"
+}
+procd_log_call() {
+	printf '%s' "$1" >> "$procd_log"
+	shift
+	for a in "$@"; do printf ' [%s]' "$a" >> "$procd_log"; done
+	echo >> "$procd_log"
+}
+procd_open_instance() { procd_log_call open_instance "$@"; }
+procd_set_param() { procd_log_call set_param "$@"; }
+procd_append_param() { procd_log_call append_param "$@"; }
+procd_close_instance() { procd_log_call close_instance "$@"; }
+procd_add_reload_trigger() { procd_log_call reload_trigger "$@"; }
+
+# shellcheck source=/dev/null
+. "$init"
+
+# Where the script writes, moved into tmp; its own user is whoever runs this.
+OTPD_CONF_DIR=$tmp/var/etc/otp_demo
+OTPD_STATE_DIR=$tmp/etc/otp_demo
+OTPD_USER=$(id -un)
+# shellcheck disable=SC2034 # read by the init script
+OTPD_GROUP=$(id -gn)
+OTPD_PROG=${OTP_BIN:-$top/otp_demo}
+conf=$OTPD_CONF_DIR/config.cfg
+NL='
+'
+TAB=$(printf '\t')
+CR=$(printf '\r')
+
+uci() { eval "CONFIG_main_$1=\$2"; }
+uci_reset() {
+	for v in $(set | sed -n 's/^\(CONFIG_main_[a-z_]*\)=.*/\1/p'); do
+		unset "$v"
+	done
+}
+
+# ---- otp_demo_quote, one value at a time -----------------------------------
+q() { otp_demo_quote "$1"; }
+expect "quote: plain" "$(q 'abc')" "'abc'"
+expect "quote: empty" "$(q '')" "''"
+expect "quote: single quote" "$(q "it's")" "'it\\'s'"
+expect "quote: double quote" "$(q 'say "hi"')" "'say \"hi\"'"
+expect "quote: backslash" "$(q 'a\b\\c')" "'a\\\\b\\\\\\\\c'"
+expect "quote: backslash before quote" "$(q "\\'")" "'\\\\\\''"
+expect "quote: dollar and backtick" "$(q '$HOME `id` $(id)')" "'\$HOME \`id\` \$(id)'"
+expect "quote: newline" "$(q "a${NL}b")" "'a\\nb'"
+expect "quote: tab stays" "$(q "a${TAB}b")" "'a${TAB}b'"
+expect "quote: UTF-8 stays" "$(q 'Grüße — ✓')" "'Grüße — ✓'"
+expect "quote: percent and braces" "$(q '%s {code} %n')" "'%s {code} %n'"
+if q "a${CR}b" > /dev/null; then
+	bad "quote: a carriage return is refused"
+else
+	ok "quote: a carriage return is refused"
+fi
+expect "number: digits bare" "$(otp_demo_value i 6)" "6"
+expect "number: anything else quoted" "$(otp_demo_value i '6 # x')" "'6 # x'"
+expect "number: newline cannot add a key" "$(otp_demo_value i "6${NL}API_KEY='x'")" \
+	"'6\\nAPI_KEY=\\'x\\''"
+expect "boolean: 1" "$(otp_demo_value b 1)" "True"
+expect "boolean: 0" "$(otp_demo_value b 0)" "False"
+
+# ---- the whole file --------------------------------------------------------
+uci_reset
+uci enabled 1
+uci listen '127.0.0.1:0'
+uci api_key 'KEY'"'"'with"quotes\and$dollar'
+uci from_number '+15550001111'
+uci country_code '+1'
+uci allowed_country_codes '+1,+44'
+uci token_length 6
+uci token_alphabet digits
+uci message 'It'"'"'s "yours" \o/ $HOME: {code}'
+uci code_ttl 120
+uci max_attempts 3
+uci resend_interval 0
+uci sms_per_hour 50
+uci trusted_proxy 127.0.0.1
+uci debug yes
+uci metrics 0
+uci state_dir "$tmp/state"
+
+start_service
+{
+	cat <<'EOF'
+# Written by /etc/init.d/otp_demo from /etc/config/otp_demo.
+# Edit the UCI config instead: this file is rewritten on start.
+LISTEN='127.0.0.1:0'
+API_KEY='KEY\'with"quotes\\and$dollar'
+FROM_NUMBER='+15550001111'
+COUNTRY_CODE='+1'
+ALLOWED_COUNTRY_CODES='+1,+44'
+TOKEN_LENGTH=6
+TOKEN_ALPHABET='digits'
+MESSAGE='It\'s "yours" \\o/ $HOME: {code}'
+CODE_TTL=120
+MAX_ATTEMPTS=3
+RESEND_INTERVAL=0
+SMS_PER_HOUR=50
+TRUSTED_PROXY='127.0.0.1'
+METRICS=False
+DEBUG=True
+EOF
+	printf "STATE_DIR='%s/state'\n" "$tmp"
+	printf "CERT_FILE='%s/state/otp_demo.pem'\n" "$tmp"
+} > "$tmp/want.cfg"
+if cmp -s "$tmp/want.cfg" "$conf"; then
+	ok "config.cfg byte for byte"
+else
+	bad "config.cfg byte for byte" "$(diff "$tmp/want.cfg" "$conf" 2>&1 | head -n 20)"
+fi
+expect "config.cfg mode 0600" "$(stat -c %a "$conf")" 600
+expect "config.cfg owner" "$(stat -c %U "$conf")" "$OTPD_USER"
+expect "config dir mode 0700" "$(stat -c %a "$OTPD_CONF_DIR")" 700
+expect "state dir made, mode 0700" "$(stat -c %a "$tmp/state")" 700
+expect "no temporary file left" "$(ls "$OTPD_CONF_DIR")" "config.cfg"
+
+# What procd was asked for.
+has() { grep -qxF "$1" "$procd_log"; }
+check_call() { if has "$2"; then ok "$1"; else bad "$1" "$(cat "$procd_log")"; fi; }
+check_call "procd: config_load otp_demo" "config_load otp_demo"
+check_call "procd: command in the foreground with -c" \
+	"set_param [command] [$OTPD_PROG] [-c] [$conf]"
+check_call "procd: runs as its own user" "set_param [user] [$OTPD_USER]"
+check_call "procd: respawn" "set_param [respawn]"
+check_call "procd: stdout to logd" "set_param [stdout] [1]"
+check_call "procd: stderr to logd" "set_param [stderr] [1]"
+check_call "procd: watches the file" "set_param [file] [$conf]"
+check_call "procd: SIGHUP on change" "set_param [reload_signal] [HUP]"
+check_call "procd: instance closed" "close_instance"
+if grep -q 'set_param \[env\]' "$procd_log"; then
+	bad "procd: no environment"
+else
+	ok "procd: no environment"
+fi
+if grep -qF 'quotes' "$procd_log"; then
+	bad "procd: the API key is in no procd parameter"
+else
+	ok "procd: the API key is in no procd parameter"
+fi
+: > "$procd_log"
+service_triggers
+check_call "procd: reload trigger on the otp_demo config" \
+	"reload_trigger [otp_demo]"
+
+# /etc/init.d/otp_demo check: its own file, the daemon's untouched, and no
+# root-owned session.key left in the state directory.
+if [ -x "$OTPD_PROG" ]; then
+	cp "$conf" "$tmp/before-check.cfg"
+	out=$(check 2> "$tmp/check.err")
+	expect "check: configuration OK" "$out" "configuration OK"
+	if [ ! -e "$OTPD_CONF_DIR/check.cfg" ] && cmp -s "$conf" "$tmp/before-check.cfg"; then
+		ok "check: leaves the daemon's config.cfg alone, removes its own"
+	else
+		bad "check: leaves the daemon's config.cfg alone, removes its own"
+	fi
+	if [ -e "$tmp/state/session.key" ]; then
+		bad "check: makes no session.key"
+	else
+		ok "check: makes no session.key"
+	fi
+fi
+
+# ---- the daemon reads it ----------------------------------------------------
+if [ ! -x "$OTPD_PROG" ]; then
+	bad "otp_demo binary $OTPD_PROG" "set OTP_BIN"
+else
+	out=$("$OTPD_PROG" -t -c "$conf" 2> "$tmp/t.err")
+	rc=$?
+	if [ "$rc" -eq 0 ] && [ "$out" = "configuration OK" ]; then
+		ok "otp_demo -t -c config.cfg: configuration OK"
+	else
+		bad "otp_demo -t -c config.cfg: configuration OK" \
+		    "rc=$rc $out $(cat "$tmp/t.err")"
+	fi
+
+	# The values come back exactly: the console SMS shows MESSAGE.
+	: > "$tmp/d.out"
+	: > "$tmp/d.err"
+	OTP_SMS_PROVIDER=console "$OTPD_PROG" -c "$conf" \
+		> "$tmp/d.out" 2> "$tmp/d.err" &
+	daemon=$!
+	port=
+	i=0
+	while [ $i -lt 100 ] && [ -z "$port" ]; do
+		port=$(sed -n 's/.*listening on http:\/\/[^ ]*:\([0-9][0-9]*\).*/\1/p' \
+			"$tmp/d.err" | head -n 1)
+		[ -n "$port" ] || sleep 0.1
+		i=$((i + 1))
+	done
+	# send PHONE: one code request through the form; prints the SMS line.
+	send() {
+		local jar="$tmp/jar.$1" csrf n
+		curl -s -c "$jar" "http://127.0.0.1:$port/" > "$tmp/index.html"
+		csrf=$(sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' \
+			"$tmp/index.html" | head -n 1)
+		curl -s -b "$jar" -c "$jar" -o /dev/null \
+			--data-urlencode "phone=$1" --data-urlencode "csrf=$csrf" \
+			"http://127.0.0.1:$port/request"
+		n=0
+		while [ $n -lt 50 ] && ! grep -q "^SMS to $1: " "$tmp/d.out"; do
+			sleep 0.1
+			n=$((n + 1))
+		done
+		grep "^SMS to $1: " "$tmp/d.out" | tail -n 1
+	}
+	if [ -z "$port" ]; then
+		bad "otp_demo starts on the generated file" "$(cat "$tmp/d.err")"
+	elif ! command -v curl >/dev/null 2>&1; then
+		bad "curl is installed"
+	else
+		ok "otp_demo starts on the generated file"
+		sms=$(send +15551234567)
+		# shellcheck disable=SC2016 # $HOME is text in the message
+		case $sms in
+		'SMS to +15551234567: It'"'"'s "yours" \o/ $HOME: '[0-9][0-9][0-9][0-9][0-9][0-9])
+			ok "MESSAGE read back exactly (' \" \\ \$)" ;;
+		*) bad "MESSAGE read back exactly (' \" \\ \$)" "[$sms]" ;;
+		esac
+
+		# A UCI change, start_service again (what reload does), SIGHUP.
+		uci message 'Back\slash '"'"'n'"'"' {code}'
+		start_service
+		if grep -qxF "MESSAGE='Back\\\\slash \\'n\\' {code}'" "$conf"; then
+			ok "reload rewrites the file"
+		else
+			bad "reload rewrites the file" "$(grep MESSAGE "$conf")"
+		fi
+		kill -HUP "$daemon"
+		sleep 0.5
+		if kill -0 "$daemon" 2>/dev/null; then
+			ok "otp_demo survives SIGHUP"
+			sms=$(send +15551234568)
+			case $sms in
+			"SMS to +15551234568: Back\\slash 'n' "[0-9][0-9][0-9][0-9][0-9][0-9])
+				ok "after SIGHUP the new MESSAGE is used" ;;
+			*) bad "after SIGHUP the new MESSAGE is used" "[$sms]" ;;
+			esac
+		else
+			bad "otp_demo survives SIGHUP" "$(tail -n 3 "$tmp/d.err")"
+		fi
+	fi
+	if [ -n "$daemon" ]; then
+		kill "$daemon" 2>/dev/null
+		wait "$daemon"
+		rc=$?
+		daemon=
+		expect "otp_demo exits 0 on SIGTERM" "$rc" 0
+	fi
+	if grep -qF 'quotes' "$tmp/d.err"; then
+		bad "the API key is not logged"
+	else
+		ok "the API key is not logged"
+	fi
+fi
+
+# ---- refusals ---------------------------------------------------------------
+uci token_length '6 # x'
+start_service
+out=$("$OTPD_PROG" -t -c "$conf" 2>&1)
+rc=$?
+case "$rc $out" in
+"78 "*TOKEN_LENGTH*) ok "a non-number is refused by otp_demo -t (78, names the key)" ;;
+*) bad "a non-number is refused by otp_demo -t (78, names the key)" "rc=$rc $out" ;;
+esac
+
+uci_reset
+uci enabled 1
+uci listen "127.0.0.1:0${NL}API_KEY='injected'"
+start_service
+if grep -q '^API_KEY' "$conf"; then
+	bad "a newline in a value cannot add a key" "$(cat "$conf")"
+else
+	ok "a newline in a value cannot add a key"
+fi
+expect "... it is escaped inside the string" "$(grep '^LISTEN=' "$conf")" \
+	"LISTEN='127.0.0.1:0\\nAPI_KEY=\\'injected\\''"
+
+cp "$conf" "$tmp/before.cfg"
+: > "$procd_log"
+uci api_key "bad${CR}key"
+start_service 2> "$tmp/cr.err"
+rc=$?
+if [ "$rc" -ne 0 ] && ! grep -q open_instance "$procd_log" &&
+    cmp -s "$tmp/before.cfg" "$conf" && [ ! -e "$conf.tmp" ]; then
+	ok "a carriage return: refused, nothing started, old file kept"
+else
+	bad "a carriage return: refused, nothing started, old file kept" \
+	    "rc=$rc $(cat "$tmp/cr.err") $(cat "$procd_log")"
+fi
+
+uci_reset
+uci enabled 0
+: > "$procd_log"
+rm -f "$conf"
+start_service
+if ! grep -q open_instance "$procd_log" && [ ! -e "$conf" ]; then
+	ok "enabled 0: no instance, no file"
+else
+	bad "enabled 0: no instance, no file" "$(cat "$procd_log")"
+fi
+
+uci_reset
+uci enabled 1
+: > "$procd_log"
+start_service
+want="# Written by /etc/init.d/otp_demo from /etc/config/otp_demo.
+# Edit the UCI config instead: this file is rewritten on start.
+STATE_DIR='$OTPD_STATE_DIR'
+CERT_FILE='$OTPD_STATE_DIR/otp_demo.pem'"
+expect "only enabled: defaults only, state in /etc/otp_demo" "$(cat "$conf")" "$want"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
