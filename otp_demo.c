@@ -4996,17 +4996,14 @@ log_ports(struct otp *otp, struct mg_context *ctx)
 	}
 }
 
-int
-main(int argc, char **argv)
+/*
+ * Reads the command line into *path and *test_only. Returns -1 to go on,
+ * or the exit status (0 after --help or --version, 64 for bad usage).
+ */
+static int
+main_args(int argc, char **argv, const char **path, bool *test_only)
 {
-	const char *path = "config.cfg", *opts[64];
-	bool test_only = false, explicit_path = false;
-	char err[OTP_MAX_STR + 128], threads[16];
-	struct mg_callbacks cb;
-	struct mg_context *ctx;
-	struct otp *otp;
-	sigset_t sigs;
-	int sig = 0;
+	bool explicit_path = false;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -5017,9 +5014,9 @@ main(int argc, char **argv)
 			printf("otp_demo %s\n", OTP_VERSION);
 			return 0;
 		} else if (strcmp(argv[i], "-t") == 0) {
-			test_only = true;
+			*test_only = true;
 		} else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-			path = argv[++i];
+			*path = argv[++i];
 			explicit_path = true;
 		} else {
 			fprintf(stderr, "otp_demo: unknown argument %s\n", argv[i]);
@@ -5028,9 +5025,69 @@ main(int argc, char **argv)
 		}
 	}
 	/* Without -c, a missing ./config.cfg means defaults and OTP_* only. */
-	if (!explicit_path && access(path, F_OK) != 0)
-		path = NULL;
+	if (!explicit_path && access(*path, F_OK) != 0)
+		*path = NULL;
+	return -1;
+}
 
+/*
+ * Serves until SIGINT or SIGTERM; SIGHUP reloads path (a bad file is
+ * logged and the old config stays). Returns the exit status.
+ */
+static int
+main_serve(struct otp *otp, const char *path)
+{
+	char err[OTP_MAX_STR + 128], threads[16];
+	const char *opts[64];
+	struct mg_callbacks cb;
+	struct mg_context *ctx;
+	sigset_t sigs;
+	int sig = 0;
+
+	/* Workers inherit this mask; only main takes the signals. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	mg_init_library(MG_FEATURES_TLS);
+	memset(&cb, 0, sizeof(cb));
+	cb.log_message = otp_log_message;
+	server_options(&otp->cfg, opts, sizeof(opts) / sizeof(opts[0]), threads);
+	if ((ctx = mg_start(&cb, otp, opts)) == NULL) {
+		log_err(otp, "%s: cannot start the server on %s (see above)",
+		    __func__, otp->cfg.listen);
+		mg_exit_library();
+		return 1;
+	}
+	otp_mount(otp, ctx, "");
+	log_ports(otp, ctx);
+	if (otp->cfg.redirect_http)
+		otp->https_port = first_tls_port(ctx);
+
+	while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
+		if (otp_reload(otp, path, err, sizeof(err)) != 0)
+			log_err(otp, "reload: %s; keeping the old configuration",
+			    err);
+	log_info(otp, "signal %d: stopping", sig);
+	mg_stop(ctx); /* in-flight requests finish first */
+	mg_exit_library();
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = "config.cfg";
+	char err[OTP_MAX_STR + 128];
+	bool test_only = false;
+	struct otp *otp;
+	int rc;
+
+	if ((rc = main_args(argc, argv, &path, &test_only)) >= 0)
+		return rc;
 	prctl(PR_SET_DUMPABLE, 0); /* no core dumps: they would hold codes */
 #if MBEDTLS_VERSION_MAJOR >= 3
 	if (psa_crypto_init() != PSA_SUCCESS) {
@@ -5048,49 +5105,15 @@ main(int argc, char **argv)
 	}
 	if (test_only) {
 		printf("configuration OK\n");
-		otp_destroy(otp);
-		return 0;
+		rc = 0;
+	} else if (otp_cert_ensure(otp) != 0) {
+		rc = EXIT_CONFIG; /* CERT_FILE: a path the config names */
+	} else {
+		rc = main_serve(otp, path);
 	}
-	if (otp_cert_ensure(otp) != 0) {
-		otp_destroy(otp);
-		return EXIT_CONFIG; /* CERT_FILE: a path the config names */
-	}
-
-	/* Workers inherit this mask; only main takes the signals. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
-
-	mg_init_library(MG_FEATURES_TLS);
-	memset(&cb, 0, sizeof(cb));
-	cb.log_message = otp_log_message;
-	server_options(&otp->cfg, opts, sizeof(opts) / sizeof(opts[0]), threads);
-	if ((ctx = mg_start(&cb, otp, opts)) == NULL) {
-		log_err(otp, "%s: cannot start the server on %s (see above)",
-		    __func__, otp->cfg.listen);
-		otp_destroy(otp);
-		mg_exit_library();
-		return 1;
-	}
-	otp_mount(otp, ctx, "");
-	log_ports(otp, ctx);
-	if (otp->cfg.redirect_http)
-		otp->https_port = first_tls_port(ctx);
-
-	/* SIGHUP reloads; a bad file is logged and the old config stays. */
-	while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
-		if (otp_reload(otp, path, err, sizeof(err)) != 0)
-			log_err(otp, "reload: %s; keeping the old configuration",
-			    err);
-	log_info(otp, "signal %d: stopping", sig);
-	mg_stop(ctx);
 	otp_destroy(otp);
-	mg_exit_library();
 	curl_global_cleanup();
-	return 0;
+	return rc;
 }
 
 #endif /* OTP_NO_MAIN */
