@@ -44,6 +44,7 @@
 #include <sys/prctl.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
@@ -1633,6 +1634,25 @@ limits_take(struct otp *otp, const char *phone, const char *addr,
 	return rc;
 }
 
+/*
+ * After a failed send, gives the number back its send: "Please try again"
+ * must not meet RESEND_INTERVAL. The per-address and global counts keep
+ * it, so failing sends cannot be used to hammer the gateway.
+ */
+static void
+limits_refund(struct otp *otp, const char *phone, int64_t now)
+{
+	struct limits *l = &otp->limits;
+	struct window *w;
+
+	pthread_mutex_lock(&l->lock);
+	w = ratetab_get(&l->numbers, limits_key(l, "n", phone), now, HOUR_MS);
+	if (w->count > 0)
+		w->count--;
+	w->last_ms = 0;
+	pthread_mutex_unlock(&l->lock);
+}
+
 /* Remembers the live record of a number, for resends. */
 static void
 limits_set_slot(struct otp *otp, const char *phone, int64_t now, int32_t slot)
@@ -2026,7 +2046,10 @@ send_console(struct otp *otp, const char *phone, const char *text)
 	/* The console sender is the stand-in for a phone: stdout is where
 	 * its "SMS" arrive, so printing the text (and code) is its job. */
 	flockfile(stdout);
-	printf("SMS to %s: %s\n", phone, text);
+	printf("SMS to %s: ", phone);
+	for (const char *t = text; *t != '\0'; t++) /* one line per SMS */
+		fputs(*t == '\n' ? "\\n" : (char[2]){ *t, '\0' }, stdout);
+	putchar('\n');
 	fflush(stdout);
 	funlockfile(stdout);
 	return SEND_OK;
@@ -2174,11 +2197,11 @@ command_env(const char *names, char *buf, size_t buflen, char **envp, int max)
 
 /*
  * Starts argv in a process group of its own, with envp, stdin/out/err on
- * /dev/null, default signal handling, and fd 3 = the write end of a pipe
- * (every other descriptor closed). Returns the pid, or -1.
+ * /dev/null, default signal handling, and no other descriptor. Returns
+ * the pid, or -1.
  */
 static pid_t
-command_spawn(char **argv, char **envp, int pipe_w)
+command_spawn(char **argv, char **envp)
 {
 	pid_t pid = fork();
 
@@ -2192,8 +2215,7 @@ command_spawn(char **argv, char **envp, int pipe_w)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		dup2(null, 0), dup2(null, 1), dup2(null, 2);
-		dup2(pipe_w, 3);
-		for (int fd = 4; fd < 1024; fd++)
+		for (int fd = 3; fd < 1024; fd++)
 			close(fd);
 		execve(argv[0], argv, envp);
 		_exit(127);
@@ -2204,19 +2226,20 @@ command_spawn(char **argv, char **envp, int pipe_w)
 }
 
 /*
- * Waits up to timeout_ms for pid. The pipe's write end closes when the
- * program exits, so poll() sleeps until then; a program that closes it
- * early is waited for in short steps. On timeout the whole process group
- * is killed. Returns the wait status, or -1 on timeout.
+ * Waits up to timeout_ms for pid. A pidfd (Linux 5.3 and later) wakes
+ * poll() when it exits; older kernels are asked in 20 ms steps. On timeout
+ * the whole process group is killed. Returns the wait status, or -1 on
+ * timeout.
  */
 static int
-command_wait(pid_t pid, int pipe_r, long timeout_ms)
+command_wait(pid_t pid, long timeout_ms)
 {
 	int64_t deadline = clock_monotonic_ms() + timeout_ms;
-	struct pollfd pf = { pipe_r, POLLIN, 0 };
-	int status = 0;
+	int status = 0, pidfd = -1;
 
-	poll(&pf, 1, (int)timeout_ms);
+#ifdef SYS_pidfd_open
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
 	while (waitpid(pid, &status, WNOHANG) == 0) {
 		int64_t left = deadline - clock_monotonic_ms();
 
@@ -2224,10 +2247,19 @@ command_wait(pid_t pid, int pipe_r, long timeout_ms)
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
-			return -1;
+			status = -1;
+			break;
 		}
-		poll(NULL, 0, left < 20 ? (int)left : 20);
+		if (pidfd >= 0) {
+			struct pollfd pf = { pidfd, POLLIN, 0 };
+
+			poll(&pf, 1, (int)left);
+		} else {
+			poll(NULL, 0, left < 20 ? (int)left : 20);
+		}
 	}
+	if (pidfd >= 0)
+		close(pidfd);
 	return status;
 }
 
@@ -2242,21 +2274,16 @@ send_command(struct otp *otp, const char *phone, const char *text)
 	const struct config *c = &otp->cfg;
 	char words[OTP_MAX_STR + OTP_MAX_TEXT + 64], envbuf[1024], masked[32];
 	char *argv[32], *envp[17];
-	int status, pfd[2] = { -1, -1 };
+	int status;
 	pid_t pid;
 	enum send_result rc = SEND_LOCAL;
 
 	phone_mask(phone, masked, sizeof(masked));
 	command_env(c->sms_command_env, envbuf, sizeof(envbuf), envp, 17);
 	if (command_argv(c->sms_command, phone, text, words, sizeof(words),
-	    argv, 32) < 0 || pipe2(pfd, O_CLOEXEC) != 0)
+	    argv, 32) < 0 || (pid = command_spawn(argv, envp)) < 0)
 		goto out;
-	pid = command_spawn(argv, envp, pfd[1]);
-	close(pfd[1]);
-	pfd[1] = -1;
-	if (pid < 0)
-		goto out;
-	if ((status = command_wait(pid, pfd[0], c->sms_timeout * 1000)) < 0) {
+	if ((status = command_wait(pid, c->sms_timeout * 1000)) < 0) {
 		log_warn(otp, "send_failed to=%s reason=\"command timed out\"",
 		    masked);
 		rc = SEND_NETWORK;
@@ -2268,10 +2295,6 @@ send_command(struct otp *otp, const char *phone, const char *text)
 		rc = SEND_OK;
 	}
 out:
-	if (pfd[0] >= 0)
-		close(pfd[0]);
-	if (pfd[1] >= 0)
-		close(pfd[1]);
 	wipe(words, sizeof(words));
 	return rc;
 }
@@ -2720,6 +2743,7 @@ verification_start(struct otp *otp, const char *phone, const char *addr,
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
 		store_cancel(&otp->store, st->slot, st->id, sid, now, ttl_ms);
+		limits_refund(otp, phone, now);
 		st->retry = st->sent == SEND_BUSY ? 60 : 0;
 		goto out;
 	}
@@ -4538,9 +4562,10 @@ log_start(struct otp *otp)
 	case PROVIDER_COMMAND:
 		log_info(otp, "command sender");
 		break;
-	default:
-		log_info(otp, "%s sender: %s", c->provider == PROVIDER_TELNYX ?
-		    "telnyx" : "http", c->sms_api_url);
+	default: /* scheme and host only: a URL may carry a key */
+		log_info(otp, "%s sender: %.*s", c->provider == PROVIDER_TELNYX ?
+		    "telnyx" : "http", (int)(8 + strcspn(c->sms_api_url + 8,
+		    "/?#")), c->sms_api_url);
 		break;
 	}
 	/* Would the longest message fit in one SMS? */

@@ -20,9 +20,12 @@ As a program (prints "listening on PORT", flushed, once it accepts):
 
     python3 tests/fake_api.py --cert C --key K [--port 0] [--record FILE]
                               [--api-key KEY] [--mode MODE]
+                              [--answer-status N] [--answer-body TEXT]
+                              [--answer-type TYPE]
 
 --record appends one JSON object per request (one a line) to FILE. A running
 fake can be steered over its own socket: GET /_fake/mode?set=MODE, GET
+/_fake/answer?status=N&body=TEXT&type=TYPE (mode generic), GET
 /_fake/requests (JSON list), GET /_fake/stats; these are not recorded.
 
 What it checks (like Telnyx): method POST (else 405), path /v2/messages (else
@@ -46,9 +49,19 @@ Modes (what a request gets, whatever it contains, except "ok"):
     silent    read the request, never answer (until stop())
     redirect  302 to /v2/redirected on this fake (a client must not follow)
     slow      answer "ok" after `slow_seconds` (default 3)
+    generic   any gateway: accepts every method, path, Content-Type and
+              body without checks (verdict "generic") and answers
+              `answer_status` (default 200) with `answer_body` (default
+              b'{"ok":true}') as `answer_type` (default application/json);
+              all three settable at any time, like mode
+
+Every record also has "body_b64", the raw request body in base64, and
+"query", the path's query string; "headers" includes Authorization.
+api.base_url is https://127.0.0.1:PORT (for gateways with other paths).
 """
 
 import argparse
+import base64
 import http.server
 import json
 import re
@@ -63,7 +76,7 @@ import urllib.parse
 PATH = "/v2/messages"
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 MODES = ("ok", "garbage", "garbage_http", "huge", "reset", "silent",
-         "redirect", "slow")
+         "redirect", "slow", "generic")
 HUGE_BYTES = 10 * 1024 * 1024
 MAX_REQUEST_BODY = 1024 * 1024
 
@@ -220,6 +233,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "header_list": list(self.headers.items()),
             "body": text,
+            "body_b64": base64.b64encode(body).decode("ascii"),
+            "query": urllib.parse.urlsplit(self.path).query,
             "json": parsed,
             "mode": self.server.fake.mode,
             "verdict": verdict,
@@ -235,6 +250,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if "set" in q:
                 fake.mode = q["set"][0]
             self._send(200, json.dumps({"mode": fake.mode}).encode())
+        elif u.path == "/_fake/answer":
+            if "status" in q:
+                fake.answer_status = int(q["status"][0])
+            if "body" in q:
+                fake.answer_body = q["body"][0].encode("utf-8")
+            if "type" in q:
+                fake.answer_type = q["type"][0]
+            self._send(200, json.dumps({
+                "status": fake.answer_status,
+                "body": fake.answer_body.decode("utf-8", "replace"),
+                "type": fake.answer_type}).encode())
         elif u.path == "/_fake/requests":
             self._send(200, json.dumps(fake.requests).encode())
         elif u.path == "/_fake/stats":
@@ -255,6 +281,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                         "unreadable body"))
             return
         mode = fake.mode
+        if mode == "generic":
+            with fake._lock:
+                st, ans, ctype = (fake.answer_status, fake.answer_body,
+                                  fake.answer_type)
+            self._record(body, "generic")
+            self._send(st, ans, ctype=ctype)
+            return
         bad = self._check(body)
         self._record(body, "ok" if bad is None else "%d" % bad[0])
 
@@ -345,10 +378,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class FakeApi:
     def __init__(self, cert, key, api_key=None, host="127.0.0.1", port=0,
-                 mode="ok", record=None, max_tls=None, slow_seconds=3):
+                 mode="ok", record=None, max_tls=None, slow_seconds=3,
+                 answer_status=200, answer_body=b'{"ok":true}',
+                 answer_type="application/json"):
         self.cert, self.key, self.api_key = cert, key, api_key
         self.host, self.port = host, port
         self.mode = mode
+        # mode "generic": what every request gets
+        self.answer_status = answer_status
+        self.answer_body = answer_body
+        self.answer_type = answer_type
         self.record = record
         self.slow_seconds = slow_seconds
         self.requests = []
@@ -374,6 +413,10 @@ class FakeApi:
     @property
     def url(self):
         return "https://127.0.0.1:%d%s" % (self.port, PATH)
+
+    @property
+    def base_url(self):
+        return "https://127.0.0.1:%d" % self.port
 
     def start(self):
         self._server = _Server((self.host, self.port), self)
@@ -432,9 +475,18 @@ def main(argv=None):
     ap.add_argument("--record", help="append one JSON line per request")
     ap.add_argument("--api-key", help="expected bearer token (default: any)")
     ap.add_argument("--mode", default="ok")
+    ap.add_argument("--answer-status", type=int, default=200,
+                    help="mode generic: the status every request gets")
+    ap.add_argument("--answer-body", default='{"ok":true}',
+                    help="mode generic: the body every request gets")
+    ap.add_argument("--answer-type", default="application/json",
+                    help="mode generic: the answer's Content-Type")
     a = ap.parse_args(argv)
     api = FakeApi(a.cert, a.key, api_key=a.api_key, host=a.host, port=a.port,
-                  mode=a.mode, record=a.record)
+                  mode=a.mode, record=a.record,
+                  answer_status=a.answer_status,
+                  answer_body=a.answer_body.encode("utf-8"),
+                  answer_type=a.answer_type)
     port = api.start()
     print("listening on %d" % port, flush=True)
     try:

@@ -1,0 +1,1537 @@
+#!/usr/bin/env python3
+"""senders.py: integration tests of otp_demo's SMS senders and messages.
+
+    python3 tests/senders.py [-k SUBSTR]... [-j JOBS] [-l]
+
+Env: OTP_BIN (default <repo>/otp_demo). Python standard library only.
+
+The real binary, started per case on LISTEN 127.0.0.1:0 with its own config
+in tests/out/senders/NAME/, driven like a browser (GET / for the session
+cookie and CSRF token, POST /request, POST /verify), for each sender:
+
+  spool     real files in a temporary spool directory (smstools3 format,
+            mode 0600, atomic, no temporary file left), including a
+            missing directory and a regular file where a directory should be
+  command   a test script that records its arguments, environment and open
+            descriptors; a text built to break a shell; exit status,
+            timeout, SMS_COMMAND checks
+  http      each documented gateway shape (Telnyx, Twilio, Vonage, custom
+            header, PUT) against tests/fake_api.py in mode "generic", which
+            records the raw request and answers a chosen status and body
+  console   the stdout line and the start-up notice
+
+and message templates ({app}, {minutes}, MESSAGE_<lang> by
+Accept-Language, OTP_MESSAGE_<lang>, the one-segment warning), WebOTP (the
+SMS line, /otp.js, the verify page's script tag) and WWW_DIR.
+
+Helpers (Browser, Server, Ctx, the log scan) come from tests/integration.py.
+After every case the server must exit 0 on SIGTERM and its stderr must not
+contain a code, an API key or secret, an SMS text, or a full phone number.
+
+Prints "ok NAME" or "FAIL NAME: reason" per case, then "N passed, M failed".
+Exit status 1 if anything failed.
+"""
+
+import argparse
+import base64
+import concurrent.futures
+import json
+import locale
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
+
+if (sys.flags.utf8_mode == 0 and
+        locale.getpreferredencoding(False).lower().replace("-", "") != "utf8"):
+    # Config files and pages here hold UTF-8 text.
+    os.execv(sys.executable, [sys.executable, "-X", "utf8"] + sys.argv)
+
+try:
+    import integration as it  # noqa: E402
+except Exception as e:  # noqa: BLE001
+    print("FAIL setup: cannot import tests/integration.py (%s: %s)"
+          % (type(e).__name__, e))
+    print("0 passed, 1 failed")
+    sys.exit(1)
+
+OUT = os.path.join(ROOT, "tests", "out", "senders")
+it.OUT = OUT                        # Ctx() makes its directory under OUT
+it.CERTS = os.path.join(OUT, "certs")
+BIN = it.BIN
+Fail, check, short = it.Fail, it.check, it.short
+
+
+class Skip(Exception):
+    """A case that cannot run here: "skip NAME: reason", not counted."""
+
+PHONE, E164, DIGITS = "(555) 123-4567", "+15551234567", "15551234567"
+PHONES = ["555-987-65%02d" % i for i in range(10, 40)]   # more numbers
+FROM = "+15550001111"
+KEY = "KEYsenders-9c4e1a7b2d"
+SEND_FAILED = it.SEND_FAILED
+VERIFY_FAILED = it.VERIFY_FAILED
+CODE_RX = "[0-9A-F]{6}"             # TOKEN_LENGTH 6, hex (the default)
+START_LINE = re.compile(r"listening on")
+
+
+# ---- helpers -----------------------------------------------------------------
+
+def lit(v):
+    """A config-file literal; strings escaped for the parser (\\ \' \\n \\t)."""
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, int):
+        return str(v)
+    s = (str(v).replace("\\", "\\\\").replace("'", "\\'")
+         .replace("\n", "\\n").replace("\t", "\\t"))
+    return "'" + s + "'"
+
+
+def cfg_text(cfg):
+    return "".join("%s=%s\n" % (k, lit(v)) for k, v in cfg.items())
+
+
+def base_cfg(overrides):
+    cfg = {"LISTEN": "127.0.0.1:0", "TOKEN_LENGTH": 6, "SMS_TIMEOUT": 5,
+           "SMS_PER_IP_PER_HOUR": 100}
+    for k, v in overrides.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def start(ctx, overrides, env=None, tag=""):
+    """Starts otp_demo with base_cfg(overrides); returns the Server."""
+    ctx.secrets.setdefault("the senders API key", KEY)
+    ctx.cfg = base_cfg(overrides)
+    ctx.server = it.Server(ctx, cfg_text(ctx.cfg), env=env, tag=tag)
+    ctx.server.start()
+    return ctx.server
+
+
+def run_once(ctx, overrides, args=(), env=None, timeout=10):
+    """Runs otp_demo with a config until it exits (killed after timeout);
+    returns (status or None if it had to be killed, stdout, stderr)."""
+    cfg = base_cfg(overrides)
+    with open(os.path.join(ctx.dir, "config.cfg"), "w",
+              encoding="utf-8") as f:
+        f.write(cfg_text(cfg))
+    p = subprocess.Popen([BIN] + list(args) + ["-c", "config.cfg"],
+                         cwd=ctx.dir, env=it.clean_env(env),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        rc = None
+    err = err.decode("utf-8", "replace")
+    with open(os.path.join(ctx.dir, "stderr.log"), "w") as f:
+        f.write(err)
+    ctx.secrets.setdefault("the senders API key", KEY)
+    for label, secret in sorted(ctx.secrets.items()):
+        check(secret not in err, "stderr contains %s" % label)
+    return rc, out.decode("utf-8", "replace"), err
+
+
+def expect_config_error(ctx, overrides, want, env=None):
+    """otp_demo must exit 78 with one stderr line matching want."""
+    rc, _, err = run_once(ctx, overrides, env=env)
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc is not None, "did not exit within 10 s (it started serving; "
+          "stderr: %s)" % short(err, 200))
+    check(rc == 78, "exit %s, want 78 (stderr: %s)" % (rc, short(err, 200)))
+    check(lines and re.search(want, lines[-1]),
+          "stderr %r does not match %r" % (short(err, 200), want))
+    check(len(lines) == 1, "%d stderr lines, want 1: %s"
+          % (len(lines), short(err, 300)))
+    return lines[-1]
+
+
+def fill(tmpl, code, app="otp_demo", ttl=300, webotp=""):
+    """What message_fill makes of a template (the expected SMS text)."""
+    out = (tmpl.replace("{code}", "\0C\0").replace("{app}", app)
+           .replace("{minutes}", str((ttl + 59) // 60)))
+    out = out.replace("\0C\0", code)
+    if webotp:
+        out += "\n\n@%s #%s" % (webotp, code)
+    return out
+
+
+def code_in(tmpl, text, **kw):
+    """The code in text if text is exactly tmpl filled, else None."""
+    rx = re.escape(fill(tmpl, "\x01", **kw)).replace("\x01", "(" + CODE_RX
+                                                       + ")")
+    rx = rx.replace("(" + CODE_RX + ")", "(?P<code>" + CODE_RX + ")", 1)
+    rx = rx.replace("(" + CODE_RX + ")", "(?P=code)")
+    m = re.fullmatch(rx, text)
+    return m.group("code") if m else None
+
+
+def expect_text(ctx, tmpl, text, where, **kw):
+    code = code_in(tmpl, text, **kw)
+    check(code, "%s: SMS text %r, want %r" % (where, text,
+                                              fill(tmpl, "<code>", **kw)))
+    ctx.note_sms(text, code)
+    return code
+
+
+def request(ctx, b, phone=PHONE, lang=None, want=200):
+    """GET / then POST /request; checks the status and the page kind."""
+    b.ensure_session()
+    hdrs = {"Accept-Language": lang} if lang else {}
+    r = b.request_code(phone, headers=hdrs)
+    if want == 200:
+        check(r.status == 200 and it.page_kind(r.body) == "verify",
+              "POST /request %s -> %d %s, want 200 and the verify page"
+              % (phone, r.status, short(r.text, 120)))
+    else:
+        check(r.status == want, "POST /request %s -> %d %s, want %d"
+              % (phone, r.status, short(r.text, 120), want))
+    return r
+
+
+def expect_send_failed(ctx, b, r, status=502):
+    check(r.status == status, "POST /request -> %d %s, want %d"
+          % (r.status, short(r.text, 100), status))
+    check(it.page_kind(r.body) == "index" and SEND_FAILED in r.text,
+          "POST /request -> %d: not the index page with %r: %s"
+          % (r.status, SEND_FAILED, short(r.text, 160)))
+    for c in r.all("Set-Cookie"):
+        if c.startswith("otp_vid="):
+            check(re.match(r"otp_vid=(;|$)", c) or
+                  re.search(r"(?i)max-age=0(;|$)", c),
+                  "a failed send set a live otp_vid cookie: %r" % c)
+
+
+def verify_ok(ctx, b, code):
+    r = b.verify(code)
+    check(r.status == 200 and it.page_kind(r.body) == "success",
+          "POST /verify with the code sent -> %d %s, want 200 success"
+          % (r.status, short(r.text, 120)))
+
+
+def verify_refused(ctx, b, code):
+    r = b.verify(code)
+    check(r.status == 403 and it.page_kind(r.body) != "success",
+          "POST /verify with the code of a failed send -> %d %s, want 403"
+          % (r.status, short(r.text, 120)))
+
+
+def still_serving(ctx):
+    b = ctx.browser("probe")
+    r = b.get("/")
+    check(r.status == 200, "GET / after the failure -> %d" % r.status)
+    check(ctx.server.alive(), "server died (exit %s)"
+          % ctx.server.proc.poll())
+
+
+def log_has(ctx, rx, what, timeout=3.0):
+    check(ctx.server.wait_log(rx, 0, timeout),
+          "no log line matching %r (%s); log: %s"
+          % (rx, what, short(ctx.server.log()[-600:], 600)))
+
+
+def files_under(d):
+    out = []
+    for top, dirs, files in os.walk(d):
+        for f in files:
+            out.append(os.path.relpath(os.path.join(top, f), d))
+    return sorted(out)
+
+
+# ---- the fake gateway ----------------------------------------------------------
+
+def fake(ctx, mode="generic", **kw):
+    kw.setdefault("api_key", None)
+    return ctx.start_fake(mode=mode, **kw)
+
+
+def http_cfg(ctx, path, **over):
+    cfg = {"SMS_PROVIDER": "http", "SMS_API_URL": ctx.fake.base_url + path,
+           "SMS_CA_FILE": it.cert("ca")[0], "API_KEY": KEY,
+           "FROM_NUMBER": FROM}
+    cfg.update(over)
+    return cfg
+
+
+def one_call(ctx, n0=0):
+    got = ctx.fake.wait_requests(n0 + 1, 5.0)
+    check(got == n0 + 1, "%d gateway calls, want 1" % (got - n0))
+    return ctx.fake.requests[n0]
+
+
+def raw_body(rec):
+    return base64.b64decode(rec["body_b64"])
+
+
+# ---- spool ---------------------------------------------------------------------
+
+SPOOL_FILE = re.compile(r"To: ([0-9]+)\n((?:[A-Za-z_]+: [^\n]*\n)*)\n"
+                        r"(.*)\n", re.S)
+
+
+def spool_setup(ctx):
+    d = os.path.join(ctx.dir, "spool")
+    out = os.path.join(d, "outgoing")
+    os.makedirs(out)
+    return d, out
+
+
+def spool_read_one(d):
+    files = files_under(d)
+    check(len(files) == 1 and files[0].startswith("outgoing" + os.sep),
+          "files in the spool's parent after one send: %s (want exactly one "
+          "in outgoing/, no temporary file)" % files)
+    check(not os.path.basename(files[0]).startswith("."),
+          "the message file %r is hidden" % files[0])
+    path = os.path.join(d, files[0])
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    check(mode == 0o600, "message file mode %o, want 600" % mode)
+    with open(path, "rb") as f:
+        data = f.read()
+    return path, data
+
+
+def case_spool_gsm(ctx):
+    d, out = spool_setup(ctx)
+    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out})
+    log_has(ctx, r"spool sender: " + re.escape(out), "start-up line")
+    b = ctx.browser()
+    request(ctx, b)
+    _, data = spool_read_one(d)
+    m = re.fullmatch(r"To: %s\n\n(.*)\n" % DIGITS, data.decode("utf-8"),
+                     re.S)
+    check(m, "spool file is %r, want 'To: %s\\n\\n<text>\\n'"
+          % (data, DIGITS))
+    code = expect_text(ctx, "Your token is {code}", m.group(1), "spool")
+    verify_ok(ctx, b, code)
+
+
+def case_spool_utf8(ctx):
+    d, out = spool_setup(ctx)
+    tmpl = "Ваш код {code}"
+    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out, "MESSAGE": tmpl})
+    b = ctx.browser()
+    request(ctx, b)
+    _, data = spool_read_one(d)
+    m = re.fullmatch(r"To: %s\nAlphabet: UTF-8\n\n(.*)\n" % DIGITS,
+                     data.decode("utf-8"), re.S)
+    check(m, "spool file is %r, want 'To: %s\\nAlphabet: UTF-8\\n\\n"
+          "<text>\\n'" % (data.decode("utf-8", "replace"), DIGITS))
+    code = expect_text(ctx, tmpl, m.group(1), "spool")
+    verify_ok(ctx, b, code)
+
+
+def case_spool_latin_gsm(ctx):
+    """GSM-7 text with non-ASCII letters (ü, é, £): the file is UTF-8, and
+    smstools3 reads a file without an Alphabet header as ISO-8859-15, so
+    it must say Alphabet: UTF-8 as well."""
+    d, out = spool_setup(ctx)
+    tmpl = "Ihr Code für Café £5: {code}"
+    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out, "MESSAGE": tmpl})
+    b = ctx.browser()
+    request(ctx, b)
+    _, data = spool_read_one(d)
+    text = data.decode("utf-8")
+    m = SPOOL_FILE.fullmatch(text)
+    check(m, "spool file %r is not in smstools3's format" % text)
+    ctx.note_sms(m.group(3), code_in(tmpl, m.group(3)))
+    check("Alphabet: UTF-8\n" in m.group(2),
+          "UTF-8 text with non-ASCII characters but no 'Alphabet: UTF-8' "
+          "header (smstools3 then reads the file as ISO-8859-15 and sends "
+          "'fÃ¼r'): %r" % text)
+
+
+def case_spool_missing_dir(ctx):
+    d = os.path.join(ctx.dir, "spool")
+    os.makedirs(d)
+    out = os.path.join(d, "outgoing")         # not there
+    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out,
+                "RESEND_INTERVAL": 0})
+    log_has(ctx, r"warn.*spool sender: .*outgoing.*sends will fail",
+            "start-up warning")
+    b = ctx.browser()
+    r = request(ctx, b, want=502)
+    expect_send_failed(ctx, b, r)
+    log_has(ctx, r"send_failed to=\+1555\*+4567 reason=\"spool ",
+            "send_failed line")
+    check(files_under(d) == [], "files left after a failed spool send: %s"
+          % files_under(d))
+    verify_refused(ctx, b, "000000")
+    still_serving(ctx)
+    # Fixed while running: the next send works, no restart.
+    os.makedirs(out)
+    b2 = ctx.browser("B")
+    request(ctx, b2)
+    _, data = spool_read_one(d)
+    m = re.fullmatch(r"To: %s\n\n(.*)\n" % DIGITS, data.decode("utf-8"),
+                     re.S)
+    check(m, "spool file %r" % data)
+    verify_ok(ctx, b2, expect_text(ctx, "Your token is {code}", m.group(1),
+                                   "spool"))
+
+
+class AsUser(it.Server):
+    """An it.Server started through setpriv as another user (nobody)."""
+
+    def start(self):
+        with open(os.path.join(self.dir, "config.cfg"), "w",
+                  encoding="utf-8") as f:
+            f.write(self.text)
+        self.errf = open(os.path.join(self.dir, "stderr%s.log" % self.tag),
+                         "w")
+        self.outf = open(os.path.join(self.dir, "stdout%s.log" % self.tag),
+                         "w")
+        self.proc = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             BIN, "-c", "config.cfg"], cwd=self.dir,
+            env=it.clean_env(self.env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with it.LIVE_LOCK:
+            it.LIVE.add(self.proc)
+        self.readers = [threading.Thread(target=self._read, daemon=True,
+                                         args=(self.proc.stderr,
+                                               self.err_lines, self.errf)),
+                        threading.Thread(target=self._read, daemon=True,
+                                         args=(self.proc.stdout,
+                                               self.out_lines, self.outf))]
+        for t in self.readers:
+            t.start()
+        got = self.wait_log(r"listening on (https?)://127\.0\.0\.1:([0-9]+)",
+                            0, it.START_TIMEOUT)
+        if not got:
+            raise Fail("no 'listening on' line as nobody: %s"
+                       % short(self.log()[-300:], 300))
+        self.scheme, self.port = got[1].group(1), int(got[1].group(2))
+        return self
+
+
+def case_spool_parent_not_writable(ctx):
+    """smsd's usual set-up: otp_demo (not root) may write SPOOL_DIR, not
+    its parent. Then the send must work, or at least the start-up check
+    must say that the parent needs to be writable (it checks only
+    SPOOL_DIR, and the failure then names SPOOL_DIR, which is writable)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        raise Skip("needs root and setpriv to run otp_demo as nobody")
+    d, out = spool_setup(ctx)
+    os.chmod(d, 0o755)
+    os.chmod(out, 0o1777)
+    ctx.secrets.setdefault("the senders API key", KEY)
+    ctx.cfg = base_cfg({"SMS_PROVIDER": "spool", "SPOOL_DIR": out,
+                        "API_KEY": KEY})
+    ctx.server = AsUser(ctx, cfg_text(ctx.cfg))
+    ctx.server.start()
+    b = ctx.browser()
+    b.ensure_session()
+    r = b.request_code(PHONE)
+    if r.status == 200:
+        _, data = spool_read_one(d)
+        m = re.fullmatch(r"To: %s\n\n(.*)\n" % DIGITS,
+                         data.decode("utf-8"), re.S)
+        check(m, "spool file %r" % data)
+        verify_ok(ctx, b, expect_text(ctx, "Your token is {code}",
+                                      m.group(1), "spool"))
+        return
+    expect_send_failed(ctx, b, r)
+    log = ctx.server.log()
+    start_warn = [l for l in log.splitlines()
+                  if "spool sender" in l and "warn" in l]
+    fail = [l for l in log.splitlines() if "send_failed" in l]
+    if start_warn and "parent" in start_warn[0]:
+        return      # documented at start: the deployer is told
+    raise Fail("SPOOL_DIR writable, its parent not: the send fails (%s) "
+               "and the start-up log %s" % (
+                   fail[0].split(" ", 2)[-1] if fail else "no log line",
+                   "says %r" % start_warn[0] if start_warn else
+                   "had no warning"))
+
+
+def case_spool_parent_is_file(ctx):
+    d = os.path.join(ctx.dir, "spool")
+    os.makedirs(d)
+    with open(os.path.join(d, "sms"), "w") as f:
+        f.write("a regular file, not a directory\n")
+    cases = [os.path.join(d, "sms", "outgoing"),    # parent is a file
+             os.path.join(d, "sms")]                # the dir is a file
+    for i, out in enumerate(cases):
+        if i:
+            rc = ctx.server.stop()
+            ctx.old_servers.append(ctx.server)
+            check(rc == 0, "exit %s on SIGTERM, want 0" % (rc,))
+        start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out},
+              tag=".%d" % i if i else "")
+        b = ctx.browser("B%d" % i)
+        r = request(ctx, b, want=502)
+        expect_send_failed(ctx, b, r)
+        check(files_under(d) == ["sms"], "SPOOL_DIR %s: files after the "
+              "failed send: %s" % (out, files_under(d)))
+        with open(os.path.join(d, "sms")) as f:
+            check(f.read() == "a regular file, not a directory\n",
+                  "the regular file at %s was changed" % out)
+        still_serving(ctx)
+
+
+# ---- command -----------------------------------------------------------------
+
+def script(ctx, body, name="sms.sh", where=None):
+    """Writes an executable #!/bin/sh script that records each call's
+    argv (NUL-separated), environment and open descriptors in rec/."""
+    d = where or os.path.join(ctx.dir, "bin")
+    os.makedirs(d, exist_ok=True)
+    rec = os.path.join(ctx.dir, "rec")
+    os.makedirs(rec, exist_ok=True)
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n"
+                "r='%s'\n"
+                "printf '%%s\\0' \"$@\" > \"$r/argv.$$\"\n"
+                "/bin/cat /proc/$$/environ > \"$r/env.$$\"\n"
+                "for f in /proc/$$/fd/*; do /bin/readlink \"$f\"; done "
+                "> \"$r/fds.$$\"\n"
+                "while read -r l; do case $l in Sig*) echo \"$l\";; esac; "
+                "done < /proc/$$/status > \"$r/sig.$$\"\n"
+                "%s\n" % (rec, body))
+    os.chmod(path, 0o755)
+    return path
+
+
+def calls(ctx):
+    """[(argv list, env dict, fds list)] of the recorded calls, oldest
+    first."""
+    rec = os.path.join(ctx.dir, "rec")
+    out = []
+    names = [n for n in os.listdir(rec) if n.startswith("argv.")] \
+        if os.path.isdir(rec) else []
+    names.sort(key=lambda n: os.stat(os.path.join(rec, n)).st_mtime_ns)
+    for n in names:
+        pid = n.split(".", 1)[1]
+
+        def rd(kind):
+            p = os.path.join(rec, "%s.%s" % (kind, pid))
+            with open(p, "rb") as f:
+                return f.read()
+        argv = rd("argv").decode("utf-8").split("\0")[:-1]
+        env = dict(e.split("=", 1) for e in
+                   rd("env").decode("utf-8").split("\0") if "=" in e)
+        fds = rd("fds").decode("utf-8").splitlines()
+        fds.append(rd("sig").decode("utf-8"))   # last: the Sig* lines
+        out.append((argv, env, fds))
+    return out
+
+
+def one_command_call(ctx):
+    end = time.monotonic() + 3
+    while time.monotonic() < end and not calls(ctx):
+        time.sleep(0.05)
+    got = calls(ctx)
+    check(len(got) == 1, "the command ran %d times, want 1" % len(got))
+    return got[0]
+
+
+PWNED_TMP = "/tmp/otp_senders_pwned.%d" % os.getpid()
+
+
+def hostile_message():
+    """A MESSAGE that a shell would turn into several commands."""
+    return ("; rm -rf victim $(touch pwned1) \"quotes\" 'single' "
+            "`touch pwned2` && touch pwned3 | touch %s > pwned4 * ~ \\\n"
+            "{code} end" % PWNED_TMP)
+
+
+def no_shell_ran(ctx):
+    made = [p for p in ("pwned1", "pwned2", "pwned3", "pwned4")
+            if os.path.exists(os.path.join(ctx.dir, p))]
+    if os.path.exists(PWNED_TMP):
+        made.append(PWNED_TMP)
+        os.unlink(PWNED_TMP)
+    check(not made, "a shell ran the text: created %s" % made)
+    check(os.path.exists(os.path.join(ctx.dir, "victim")),
+          "a shell ran the text: 'victim' was removed")
+
+
+def case_command_placeholders(ctx):
+    s = script(ctx, "exit 0")
+    with open(os.path.join(ctx.dir, "victim"), "w") as f:
+        f.write("x")
+    tmpl = hostile_message()
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s + " {to} {text}",
+                "MESSAGE": tmpl})
+    log_has(ctx, r"command sender", "start-up line")
+    b = ctx.browser()
+    request(ctx, b)
+    argv, _, _ = one_command_call(ctx)
+    check(len(argv) == 2 and argv[0] == E164,
+          "arguments %r, want [%r, <text>]" % (argv, E164))
+    code = expect_text(ctx, tmpl, argv[1], "command argument 2")
+    no_shell_ran(ctx)
+    verify_ok(ctx, b, code)
+
+
+def case_command_appended(ctx):
+    """Without {to}/{text}: number and text appended as two arguments."""
+    s = script(ctx, "exit 0")
+    with open(os.path.join(ctx.dir, "victim"), "w") as f:
+        f.write("x")
+    tmpl = hostile_message()
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
+                "MESSAGE": tmpl})
+    b = ctx.browser()
+    request(ctx, b)
+    argv, _, _ = one_command_call(ctx)
+    check(len(argv) == 2 and argv[0] == E164,
+          "arguments %r, want [%r, <text>]" % (argv, E164))
+    code = expect_text(ctx, tmpl, argv[1], "command argument 2")
+    no_shell_ran(ctx)
+    verify_ok(ctx, b, code)
+
+
+def case_command_words(ctx):
+    """Fixed words, a quoted word with a blank, placeholders inside
+    words (like gammu-smsd-inject TEXT {to} -text {text})."""
+    s = script(ctx, "exit 0")
+    start(ctx, {"SMS_PROVIDER": "command",
+                "SMS_COMMAND": s + " TEXT {to} -text {text} 'two words' "
+                "--to={to} \"--msg={text}\""})
+    b = ctx.browser()
+    request(ctx, b)
+    argv, _, _ = one_command_call(ctx)
+    check(len(argv) == 7, "arguments %r, want 7" % (argv,))
+    text = argv[3]
+    code = expect_text(ctx, "Your token is {code}", text, "argument 4")
+    want = ["TEXT", E164, "-text", text, "two words", "--to=" + E164,
+            "--msg=" + text]
+    check(argv == want, "arguments %r, want %r" % (argv, want))
+    verify_ok(ctx, b, code)
+
+
+def case_command_env(ctx):
+    s = script(ctx, "exit 0")
+    secrets = {"OTP_TEST_SECRET": "sekrit-5e2f81c0", "API_KEY": "ak-77d3e1",
+               "TELNYX_API_KEY": "tk-0a9b8c", "OTP_API_KEY": KEY,
+               "AWS_SECRET_ACCESS_KEY": "aws-31f2"}
+    env = dict(secrets, MODEM_DEVICE="/dev/ttyUSB2")
+    for k, v in secrets.items():
+        ctx.secrets["env " + k] = v
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
+                "SMS_COMMAND_ENV": "MODEM_DEVICE, PATH,NOT_SET_ANYWHERE"},
+          env=env)
+    b = ctx.browser()
+    request(ctx, b)
+    argv, cenv, fds = one_command_call(ctx)
+    ctx.note_sms(argv[1], code_in("Your token is {code}", argv[1]))
+    want = {"MODEM_DEVICE": "/dev/ttyUSB2", "PATH": os.environ["PATH"]}
+    check(cenv == want, "the command's environment is %r, want exactly %r"
+          % (sorted(cenv), sorted(want)))
+    socks = [f for f in fds if f.startswith("socket:")]
+    check(not socks, "the command inherited sockets: %s" % socks)
+    for label, v in secrets.items():
+        check(all(v not in a for a in argv), "%s in the arguments" % label)
+
+
+def case_command_signals(ctx):
+    """The program starts with no signals blocked and SIGPIPE at its
+    default: otp_demo ignores SIGPIPE, and an ignored signal stays ignored
+    through execve (a script's "cmd | head -1" then sees EPIPE errors
+    instead of the usual quiet end)."""
+    s = script(ctx, "exit 0")
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s})
+    b = ctx.browser()
+    request(ctx, b)
+    argv, _, fds = one_command_call(ctx)
+    ctx.note_sms(argv[1], code_in("Your token is {code}", argv[1]))
+    sig = dict(re.findall(r"^(Sig[A-Za-z]+):\s*([0-9a-f]+)$", fds[-1], re.M))
+    check("SigBlk" in sig and "SigIgn" in sig, "no Sig* lines: %r" % fds[-1])
+    blk, ign = int(sig["SigBlk"], 16), int(sig["SigIgn"], 16)
+    names = {1: "SIGHUP", 2: "SIGINT", 13: "SIGPIPE", 15: "SIGTERM"}
+    blocked = [n for k, n in names.items() if blk & (1 << (k - 1))]
+    ignored = [n for k, n in names.items() if ign & (1 << (k - 1))]
+    check(not blocked and not ignored, "the command starts with %s blocked "
+          "and %s ignored (SigBlk %s, SigIgn %s)" % (blocked or "nothing",
+                                                    ignored or "nothing",
+                                                    sig["SigBlk"],
+                                                    sig["SigIgn"]))
+
+
+def case_command_timeout_fd_closed(ctx):
+    """SMS_TIMEOUT must hold also for a program that closes the
+    descriptors it inherited (as daemons and some tools do)."""
+    s = script(ctx, "exec 3>&-\nexec /bin/sleep 8")
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
+                "SMS_TIMEOUT": 2})
+    b = ctx.browser()
+    b.ensure_session()
+    t0 = time.monotonic()
+    r = b.request_code(PHONE, timeout=20)
+    took = time.monotonic() - t0
+    argv, _, _ = one_command_call(ctx)
+    ctx.note_sms(argv[1], code_in("Your token is {code}", argv[1]))
+    check(took <= 6, "POST /request took %.1f s with SMS_TIMEOUT 2 (status "
+          "%d): the timeout did not apply once the program closed its "
+          "inherited descriptors" % (took, r.status))
+    expect_send_failed(ctx, b, r)
+
+
+def case_command_background_child(ctx):
+    """A script that leaves something running in the background (holding
+    the descriptors it inherited) and exits 0 at once: the send succeeds
+    when the script exits, not SMS_TIMEOUT later."""
+    marker = "6.%d3" % os.getpid()
+    s = script(ctx, "/bin/sleep %s &\nexit 0" % marker)
+    try:
+        start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
+                    "SMS_TIMEOUT": 4})
+        b = ctx.browser()
+        b.ensure_session()
+        t0 = time.monotonic()
+        r = request(ctx, b)
+        took = time.monotonic() - t0
+        argv, _, _ = one_command_call(ctx)
+        code = expect_text(ctx, "Your token is {code}", argv[1], "argument")
+        check(took < 2, "POST /request took %.1f s (SMS_TIMEOUT 4) for a "
+              "script that exits at once, leaving a background process "
+              "that holds its descriptors" % took)
+        verify_ok(ctx, b, code)
+    finally:
+        for pid in _procs_with(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def case_command_fail_exit(ctx):
+    s = script(ctx, "exit 1")
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s})
+    b = ctx.browser()
+    r = request(ctx, b, want=502)
+    expect_send_failed(ctx, b, r)
+    argv, _, _ = one_command_call(ctx)
+    code = expect_text(ctx, "Your token is {code}", argv[1], "argument 2")
+    log_has(ctx, r"send_failed to=\+1555\*+4567 reason=\"command exit 1\"",
+            "send_failed line")
+    verify_refused(ctx, b, code)
+    still_serving(ctx)
+
+
+def _slow_request(ctx, b, box):
+    try:
+        t0 = time.monotonic()
+        box["r"] = request(ctx, b, want=502)
+        box["t"] = time.monotonic() - t0
+    except Exception as e:  # noqa: BLE001
+        box["e"] = e
+
+
+def _timeout_case(ctx, marker):
+    s = script(ctx, "/bin/sleep %s\nexit 0" % marker)
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
+                "SMS_TIMEOUT": 2})
+    b = ctx.browser()
+    b.ensure_session()
+    box = {}
+    t = threading.Thread(target=_slow_request, args=(ctx, b, box))
+    t.start()
+    time.sleep(0.5)
+    other = ctx.browser("other")
+    r = other.get("/", timeout=5)
+    check(r.status == 200 and r.elapsed < 2, "GET / while the command "
+          "hangs -> %d in %.1f s" % (r.status, r.elapsed))
+    t.join(15)
+    check(not t.is_alive(), "POST /request still waiting after 15 s")
+    if "e" in box:
+        raise box["e"]
+    check(box["t"] <= 10, "the send failed after %.1f s, want <= 10 "
+          "(SMS_TIMEOUT 2)" % box["t"])
+    expect_send_failed(ctx, b, box["r"])
+    log_has(ctx, r"send_failed to=\+1555\*+4567 reason=\"command timed "
+            "out\"", "send_failed line")
+    argv, _, _ = one_command_call(ctx)
+    ctx.note_sms(argv[1], code_in("Your token is {code}", argv[1]))
+    still_serving(ctx)
+
+
+def _procs_with(arg):
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if arg.encode() in cmd:
+            out.append(int(pid))
+    return out
+
+
+def case_command_timeout(ctx):
+    marker = "30.%d1" % os.getpid()
+    try:
+        _timeout_case(ctx, marker)
+    finally:
+        for pid in _procs_with(marker):     # the script's own sleep
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def case_command_timeout_kills_children(ctx):
+    """After SMS_TIMEOUT the script is killed; so must be what it started
+    (here its sleep), or every hung send leaves a process behind."""
+    marker = "30.%d2" % os.getpid()
+    try:
+        _timeout_case(ctx, marker)
+        time.sleep(0.5)
+        left = _procs_with(marker)
+        check(not left, "the script's child (/bin/sleep %s, pid %s) still "
+              "runs after the timeout killed the script" % (marker, left))
+    finally:
+        for pid in _procs_with(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def case_command_phone_injection(ctx):
+    s = script(ctx, "exit 0")
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s})
+    b = ctx.browser()
+    for phone in ("555-123-4567; touch pwned1", "$(touch pwned2)5551234567",
+                  "`touch pwned3`"):
+        r = request(ctx, b, phone=phone, want=400)
+        check("valid phone number" in r.text, "no 'valid phone number' "
+              "message for %r: %s" % (phone, short(r.text)))
+    check(calls(ctx) == [], "the command ran for an invalid number")
+    with open(os.path.join(ctx.dir, "victim"), "w") as f:
+        f.write("x")
+    no_shell_ran(ctx)
+
+
+def case_command_quoted_path(ctx):
+    """A program path with a blank, quoted as command_argv allows."""
+    s = script(ctx, "exit 0", where=os.path.join(ctx.dir, "my bin"))
+    start(ctx, {"SMS_PROVIDER": "command",
+                "SMS_COMMAND": "'%s' {to} {text}" % s})
+    b = ctx.browser()
+    request(ctx, b)
+    argv, _, _ = one_command_call(ctx)
+    check(argv[0] == E164, "arguments %r" % (argv,))
+    verify_ok(ctx, b, expect_text(ctx, "Your token is {code}", argv[1],
+                                  "argument 2"))
+
+
+def case_command_config_errors(ctx):
+    s = script(ctx, "exit 0")
+    noexec = os.path.join(ctx.dir, "bin", "noexec.sh")
+    with open(noexec, "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    os.chmod(noexec, 0o644)
+    rows = [
+        ("relative", "bin/sms.sh {to} {text}"),
+        ("bare name", "sms.sh"),
+        ("empty", ""),
+        ("missing", os.path.join(ctx.dir, "bin", "nope.sh") + " {to}"),
+        ("not executable", noexec + " {to} {text}"),
+    ]
+    bad = []
+    for label, cmd in rows:
+        try:
+            expect_config_error(ctx, {"SMS_PROVIDER": "command",
+                                      "SMS_COMMAND": cmd},
+                                r"config\.cfg:[0-9]+: SMS_COMMAND ")
+        except Fail as e:
+            bad.append("%s (%r): %s" % (label, cmd, e))
+    check(not bad, "; ".join(bad))
+    check(os.path.exists(s), "test script vanished")
+
+
+# ---- http ----------------------------------------------------------------------
+
+def case_http_telnyx_shape(ctx):
+    """SMS_PROVIDER http with the defaults is Telnyx's request: the fake in
+    Telnyx mode checks path, Bearer key, JSON and E.164."""
+    fake(ctx, mode="ok", api_key=KEY)
+    start(ctx, http_cfg(ctx, "/v2/messages"))
+    log_has(ctx, r"http sender: https://127\.0\.0\.1:", "start-up line")
+    b = ctx.browser()
+    request(ctx, b)
+    rec = one_call(ctx)
+    check(rec["verdict"] == "ok", "the Telnyx fake refused: %s %s"
+          % (rec["verdict"], short(rec["body"])))
+    h = rec["headers"]
+    check(h.get("authorization") == "Bearer " + KEY, "Authorization %r"
+          % h.get("authorization"))
+    j = rec["json"]
+    check(sorted(j) == ["from", "text", "to"] and j["to"] == E164 and
+          j["from"] == FROM, "body %s" % short(rec["body"]))
+    verify_ok(ctx, b, expect_text(ctx, "Your token is {code}", j["text"],
+                                  "text"))
+
+
+def case_http_twilio(ctx):
+    sid, token = "AC0123456789abcdef0123456789abcdef", "authTOKENsecret42"
+    fake(ctx, answer_status=201, answer_body=json.dumps({
+        "sid": "SM0000", "status": "queued"}).encode())
+    tmpl = "Code {code} & more: a=b+c ü€ 100% ok?"
+    path = "/2010-04-01/Accounts/%s/Messages.json" % sid
+    basic = base64.b64encode(("%s:%s" % (sid, token)).encode()).decode()
+    ctx.secrets.update({"the Twilio token": token,
+                        "the Basic credentials": basic})
+    start(ctx, http_cfg(ctx, path, API_KEY="%s:%s" % (sid, token),
+                        SMS_HTTP_CONTENT_TYPE="application/x-www-form-"
+                        "urlencoded", SMS_HTTP_AUTH="basic",
+                        SMS_HTTP_BODY="To={to}&From={from}&Body={text}",
+                        MESSAGE=tmpl))
+    b = ctx.browser()
+    request(ctx, b)
+    rec = one_call(ctx)
+    h = rec["headers"]
+    check(rec["method"] == "POST" and rec["path"] == path,
+          "%s %s, want POST %s" % (rec["method"], rec["path"], path))
+    check(h.get("authorization") == "Basic " + basic,
+          "Authorization %r, want 'Basic base64(sid:token)'"
+          % h.get("authorization"))
+    check(h.get("content-type") == "application/x-www-form-urlencoded",
+          "Content-Type %r" % h.get("content-type"))
+    body = raw_body(rec).decode("ascii", "replace")
+    check(re.fullmatch(r"[A-Za-z0-9._~%&=-]*", body),
+          "form body has characters that are not percent-encoded: %r" % body)
+    form = urllib.parse.parse_qs(body, keep_blank_values=True,
+                                 strict_parsing=True, encoding="utf-8",
+                                 errors="strict")
+    check(sorted(form) == ["Body", "From", "To"] and
+          all(len(v) == 1 for v in form.values()),
+          "form fields %r, want To, From, Body once each" % form)
+    check(form["To"] == [E164] and form["From"] == [FROM],
+          "To %r From %r" % (form["To"], form["From"]))
+    verify_ok(ctx, b, expect_text(ctx, tmpl, form["Body"][0], "Body"))
+
+
+def case_http_vonage(ctx):
+    fake(ctx, answer_status=202, answer_body=b'{"message_uuid":'
+         b'"aaaaaaaa-bbbb-cccc-dddd-0123456789ab"}')
+    user, secret = "abcd1234", "vonageSECRET99"
+    basic = base64.b64encode(("%s:%s" % (user, secret)).encode()).decode()
+    ctx.secrets.update({"the Vonage secret": secret,
+                        "the Basic credentials": basic})
+    start(ctx, http_cfg(ctx, "/v1/messages", API_KEY=user + ":" + secret,
+                        SMS_HTTP_AUTH="basic", FROM_NUMBER="Router",
+                        SMS_HTTP_BODY='{"message_type":"text","channel":'
+                        '"sms","to":"{to}","from":"{from}","text":'
+                        '"{text}"}'))
+    b = ctx.browser()
+    request(ctx, b)
+    rec = one_call(ctx)
+    h = rec["headers"]
+    check(h.get("authorization") == "Basic " + basic, "Authorization %r"
+          % h.get("authorization"))
+    check(h.get("content-type") == "application/json", "Content-Type %r"
+          % h.get("content-type"))
+    j = rec["json"]
+    check(isinstance(j, dict), "body is not JSON: %s" % short(rec["body"]))
+    text = j.get("text", "")
+    code = expect_text(ctx, "Your token is {code}", text, "text")
+    want = {"message_type": "text", "channel": "sms", "to": E164,
+            "from": "Router", "text": text}
+    check(j == want, "body %r, want %r" % (j, want))
+    verify_ok(ctx, b, code)
+
+
+def case_http_header_auth_put(ctx):
+    fake(ctx)
+    start(ctx, http_cfg(ctx, "/api/sms", SMS_HTTP_AUTH="header:X-Api-Key",
+                        SMS_HTTP_METHOD="PUT"))
+    b = ctx.browser()
+    request(ctx, b)
+    rec = one_call(ctx)
+    h = rec["headers"]
+    check(rec["method"] == "PUT", "method %s, want PUT" % rec["method"])
+    check(h.get("x-api-key") == KEY, "X-Api-Key %r" % h.get("x-api-key"))
+    check("authorization" not in h, "unexpected Authorization %r"
+          % h.get("authorization"))
+    j = rec["json"] or {}
+    check(j.get("to") == E164, "body %s" % short(rec["body"]))
+    verify_ok(ctx, b, expect_text(ctx, "Your token is {code}",
+                                  j.get("text", ""), "text"))
+
+
+def case_http_auth_none(ctx):
+    fake(ctx)
+    start(ctx, http_cfg(ctx, "/send", SMS_HTTP_AUTH="none"))
+    b = ctx.browser()
+    request(ctx, b)
+    rec = one_call(ctx)
+    check("authorization" not in rec["headers"],
+          "Authorization %r with SMS_HTTP_AUTH none"
+          % rec["headers"].get("authorization"))
+    check(KEY not in json.dumps(rec), "the API key reached the gateway")
+    verify_ok(ctx, b, expect_text(ctx, "Your token is {code}",
+                                  (rec["json"] or {}).get("text", ""),
+                                  "text"))
+
+
+def case_http_json_escaping(ctx):
+    fake(ctx)
+    tmpl = 'He said "hi" \\ C:\\dir {app}\n\tcode: {code} </script> \u2028 end'
+    start(ctx, http_cfg(ctx, "/send", MESSAGE=tmpl,
+                        APP_NAME='A"pp\\'))
+    b = ctx.browser()
+    request(ctx, b)
+    rec = one_call(ctx)
+    raw = raw_body(rec)
+    check(b"\n" not in raw and b"\t" not in raw,
+          "raw control characters in the JSON body: %r" % raw)
+    try:
+        j = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise Fail("body is not valid JSON (%s): %r" % (e, raw))
+    code = expect_text(ctx, tmpl, j.get("text", ""), "text",
+                       app='A"pp\\')
+    verify_ok(ctx, b, code)
+
+
+def case_http_2xx_any_body(ctx):
+    fake(ctx, answer_status=200, answer_body=b"OK queued\n",
+         answer_type="text/plain")
+    start(ctx, http_cfg(ctx, "/send", RESEND_INTERVAL=0))
+    b = ctx.browser()
+    request(ctx, b)
+    rec = one_call(ctx)
+    verify_ok(ctx, b, expect_text(ctx, "Your token is {code}",
+                                  rec["json"]["text"], "text"))
+    for i, (status, body) in enumerate([(204, b""), (202, b"<html>x")]):
+        ctx.fake.answer_status, ctx.fake.answer_body = status, body
+        b2 = ctx.browser("B%d" % i)
+        n0 = ctx.fake.count()
+        try:
+            request(ctx, b2, phone=PHONES[i])
+        except Fail as e:
+            raise Fail("gateway answering %d %r: %s" % (status, body, e))
+        rec = one_call(ctx, n0)
+        verify_ok(ctx, b2, expect_text(ctx, "Your token is {code}",
+                                       rec["json"]["text"], "text"))
+
+
+def case_http_errors(ctx):
+    fake(ctx)
+    start(ctx, http_cfg(ctx, "/send", RESEND_INTERVAL=0))
+    rows = [(400, b'{"errors":[{"code":"21211","title":"Invalid To"}]}',
+             502, r"status=400 error=21211 title=\"Invalid To\""),
+            (401, b'{"error":"unauthorized"}', 502, r"status=401"),
+            (404, b"not found", 502, r"status=404"),
+            (500, b"oops", 502, r"status=500"),
+            (429, b"slow down", 503, r"status=429")]
+    for i, (st, body, want, logrx) in enumerate(rows):
+        ctx.fake.answer_status, ctx.fake.answer_body = st, body
+        b = ctx.browser("B%d" % i)
+        n0 = ctx.fake.count()
+        l0 = len(ctx.server.err_lines)
+        b.ensure_session()
+        r = b.request_code(PHONES[i])
+        try:
+            expect_send_failed(ctx, b, r, status=want)
+            if want == 503:
+                check(re.fullmatch(r"[0-9]+", r.header("Retry-After") or ""),
+                      "no Retry-After with 503")
+        except Fail as e:
+            raise Fail("gateway %d: %s" % (st, e))
+        rec = one_call(ctx, n0)
+        code = expect_text(ctx, "Your token is {code}", rec["json"]["text"],
+                           "text")
+        check(ctx.server.wait_log(r"send_failed .*" + logrx, l0, 3),
+              "gateway %d: no send_failed line matching %r" % (st, logrx))
+        verify_refused(ctx, b, code)
+    still_serving(ctx)
+
+
+# ---- templates and languages -----------------------------------------------------
+
+def note_any(ctx, text, tmpls):
+    """Notes text and its code (for the log scan) whichever template
+    made it."""
+    for t in tmpls:
+        c = code_in(t, text)
+        if c:
+            ctx.note_sms(text, c)
+            return
+    ctx.texts.add(text)
+    for c in re.findall(CODE_RX, text):
+        ctx.codes.add(c)
+
+
+def telnyx(ctx):
+    fake(ctx, mode="ok", api_key=it.API_KEY)
+    return {"API_KEY": it.API_KEY, "FROM_NUMBER": FROM,
+            "SMS_API_URL": ctx.fake.url, "SMS_CA_FILE": it.cert("ca")[0]}
+
+
+def telnyx_text(ctx, n0=0):
+    rec = one_call(ctx, n0)
+    check(rec["verdict"] == "ok", "the Telnyx fake refused: %s"
+          % rec["verdict"])
+    return rec["json"]["text"]
+
+
+def case_tmpl_app_minutes(ctx):
+    tmpl = "{app}: your code is {code}, valid {minutes} min"
+    start(ctx, dict(telnyx(ctx), MESSAGE=tmpl, APP_NAME="Router",
+                    CODE_TTL=120))
+    b = ctx.browser()
+    request(ctx, b)
+    text = telnyx_text(ctx)
+    code = expect_text(ctx, tmpl, text, "text", app="Router", ttl=120)
+    check(text == "Router: your code is %s, valid 2 min" % code,
+          "text %r" % text)
+    verify_ok(ctx, b, code)
+
+
+LANGS = {"": "Your token is {code}",
+         "de": "Ihr Code für {app}: {code}",
+         "pt": "Seu código (pt): {code}",
+         "pt_BR": "Seu código (BR): {code}",
+         "es_MX": "Su código (MX): {code}"}
+
+
+def lang_cfg(ctx):
+    cfg = telnyx(ctx)
+    for lang, text in LANGS.items():
+        cfg["MESSAGE_" + lang if lang else "MESSAGE"] = text
+    return cfg
+
+
+def lang_rows(ctx, rows, langs=None):
+    langs = langs or LANGS
+    for i, (accept, lang) in enumerate(rows):
+        b = ctx.browser("L%d" % i)
+        n0 = ctx.fake.count()
+        request(ctx, b, phone=PHONES[i], lang=accept)
+        text = telnyx_text(ctx, n0)
+        note_any(ctx, text, langs.values())
+        code = code_in(langs[lang], text)
+        check(code, "Accept-Language %r: text %r, want the %s text %r"
+              % (accept, text, lang or "default", langs[lang]))
+        if i == 0:
+            verify_ok(ctx, b, code)
+
+
+def case_tmpl_languages(ctx):
+    start(ctx, lang_cfg(ctx))
+    lang_rows(ctx, [
+        ("de-DE,de;q=0.9,en;q=0.8", "de"),
+        ("fr", ""),                       # no MESSAGE_fr: the default
+        ("pt-BR", "pt_BR"),
+        ("pt-PT,pt;q=0.9", "pt"),
+        (None, ""),                       # no header
+        ("fr;q=0.9, de;q=0.5", "de"),
+        ("it, pt-br;q=0.8, de;q=0.7", "pt_BR"),
+        ("es", "es_MX"),                  # a regional text for the language
+        ("es-ES", "es_MX"),
+        ("DE", "de"),
+        ("de;q=0, fr", ""),               # q=0 means "not acceptable"
+        ("*", ""),
+    ])
+
+
+def case_tmpl_lang_english_first(ctx):
+    """A browser that prefers English (and also reads German) must get the
+    default text and pages, not MESSAGE_de and WWW_DIR/de: the defaults
+    are the English ones (the embedded pages say lang="en")."""
+    w = os.path.join(ctx.dir, "www")
+    write(os.path.join(w, "de", "index.html"),
+          www_copy("index.html", EN_TITLE, DE_TITLE))
+    start(ctx, dict(lang_cfg(ctx), WWW_DIR=w))
+    accept = "en-US,en;q=0.9,de;q=0.8"
+    r = ctx.browser("page").get("/", headers={"Accept-Language": accept})
+    t = re.search(r"<title>(.*?)</title>", r.body.decode("utf-8"))
+    title = t.group(1) if t else None
+    try:
+        lang_rows(ctx, [(accept, "")])
+    except Fail as e:
+        raise Fail("%s; and GET / gives the page titled %r" % (e, title))
+    check(title == EN_TITLE, "Accept-Language %r: page title %r, want %r"
+          % (accept, title, EN_TITLE))
+
+
+def case_tmpl_lang_key(ctx):
+    """LANG names MESSAGE's language: a German default with an English
+    MESSAGE_en."""
+    langs = {"": "Ihr Code: {code}", "en": "Your code: {code}"}
+    start(ctx, dict(telnyx(ctx), LANG="de", MESSAGE=langs[""],
+                    MESSAGE_en=langs["en"]))
+    lang_rows(ctx, [("de-DE,en;q=0.5", ""), ("en-GB", "en"), ("fr", ""),
+                    ("fr, en;q=0.8, de;q=0.7", "en")], langs)
+
+
+def case_tmpl_lang_region_order(ctx):
+    """pt-PT with both MESSAGE_pt_BR and MESSAGE_pt: the plain language
+    (pt) fits better than another region (pt_BR), whatever the order of
+    the keys in the file."""
+    cfg = telnyx(ctx)
+    cfg["MESSAGE_pt_BR"] = LANGS["pt_BR"]       # before MESSAGE_pt
+    cfg["MESSAGE_pt"] = LANGS["pt"]
+    start(ctx, cfg)
+    lang_rows(ctx, [("pt-PT", "pt"), ("pt-BR", "pt_BR"), ("pt", "pt")])
+
+
+def case_tmpl_env_override(ctx):
+    cfg = telnyx(ctx)
+    cfg["MESSAGE_de"] = "Aus der Datei: {code}"
+    env = {"OTP_MESSAGE_de": "Aus der Umgebung: {code}",
+           "OTP_MESSAGE_es": "Su código: {code}"}
+    start(ctx, cfg, env=env)
+    for i, (accept, tmpl) in enumerate([("de", env["OTP_MESSAGE_de"]),
+                                        ("es", env["OTP_MESSAGE_es"])]):
+        b = ctx.browser("E%d" % i)
+        n0 = ctx.fake.count()
+        request(ctx, b, phone=PHONES[i], lang=accept)
+        text = telnyx_text(ctx, n0)
+        note_any(ctx, text, [tmpl, cfg["MESSAGE_de"], "Your token is {code}"])
+        code = code_in(tmpl, text)
+        check(code, "Accept-Language %s: text %r, want %r" % (accept, text,
+                                                               tmpl))
+        verify_ok(ctx, b, code)
+
+
+SEGMENT_WARN = r"MESSAGE%s takes [0-9]+ .*more than one SMS"
+
+
+def case_tmpl_segment_warning(ctx):
+    # 6-character codes (a hex sample "AAAAAA" is used for the count)
+    rows = [
+        ("GSM 161", {"MESSAGE": "x" * 155 + "{code}"}, ""),
+        ("GSM 160", {"MESSAGE": "x" * 154 + "{code}"}, None),
+        ("GSM extension chars count 2 (162)",
+         {"MESSAGE": "[]" + "x" * 152 + "{code}"}, ""),
+        ("UCS-2 71", {"MESSAGE": "Ж" * 65 + "{code}"}, ""),
+        ("UCS-2 70", {"MESSAGE": "Ж" * 64 + "{code}"}, None),
+        ("MESSAGE_de 161", {"MESSAGE_de": "ü" * 155 + "{code}"}, "_de"),
+        ("WebOTP line counts", {"MESSAGE": "x" * 140 + "{code}",
+                                "WEBOTP_DOMAIN": "example.com"}, ""),
+        ("{app} counts", {"MESSAGE": "{app}" + "x" * 149 + "{code}",
+                          "APP_NAME": "Router"}, ""),
+        ("default message", {}, None),
+    ]
+    bad = []
+    for label, over, want in rows:
+        rc, out, err = run_once(ctx, dict(over, SMS_PROVIDER="console"),
+                                args=["-t"])
+        if rc != 0 or "configuration OK" not in out:
+            bad.append("%s: -t exit %s (%s)" % (label, rc, short(err, 200)))
+            continue
+        warn = [l for l in err.splitlines() if "more than one SMS" in l]
+        if want is None and warn:
+            bad.append("%s: unexpected warning %r" % (label, warn[0]))
+        elif want is not None and not any(
+                re.search(SEGMENT_WARN % want, l) for l in warn):
+            bad.append("%s: no warning matching %r (stderr: %s)"
+                       % (label, SEGMENT_WARN % want, short(err, 300)))
+    check(not bad, "; ".join(bad))
+
+
+def case_tmpl_config_errors(ctx):
+    rows = [
+        ({"MESSAGE": "no code here"}, r"MESSAGE must contain \{code\}"),
+        ({"MESSAGE": "{code} {name}"}, r"MESSAGE may contain only"),
+        ({"MESSAGE_de": "kein Code"}, r"MESSAGE_de must contain \{code\}"),
+        ({"MESSAGE_x1": "{code}"}, r"MESSAGE_x1: the language must be"),
+        ({"WEBOTP_DOMAIN": "exa mple.com"}, r"WEBOTP_DOMAIN must be"),
+        ({"SMS_HTTP_AUTH": "digest"}, r"SMS_HTTP_AUTH must be"),
+        ({"SMS_HTTP_METHOD": "GET"}, r"SMS_HTTP_METHOD must be"),
+        ({"SMS_HTTP_CONTENT_TYPE": "text/plain"},
+         r"SMS_HTTP_CONTENT_TYPE must be"),
+        ({"SMS_PROVIDER": "smpp"}, r"SMS_PROVIDER must be"),
+    ]
+    bad = []
+    for over, want in rows:
+        try:
+            expect_config_error(ctx, over, r"config\.cfg:[0-9]+: " + want)
+        except Fail as e:
+            bad.append("%r: %s" % (over, e))
+    check(not bad, "; ".join(bad))
+
+
+# ---- WebOTP ------------------------------------------------------------------------
+
+def case_webotp_sms_line(ctx):
+    start(ctx, dict(telnyx(ctx), WEBOTP_DOMAIN="example.com"))
+    b = ctx.browser()
+    request(ctx, b)
+    text = telnyx_text(ctx)
+    code = expect_text(ctx, "Your token is {code}", text, "text",
+                       webotp="example.com")
+    check(text.endswith("\n\n@example.com #" + code), "text %r" % text)
+    verify_ok(ctx, b, code)
+
+
+def case_webotp_script(ctx):
+    start(ctx, {"SMS_PROVIDER": "console", "WEBOTP_DOMAIN": "example.com"})
+    b = ctx.browser()
+    r = b.get("/otp.js")
+    got = "GET /otp.js -> %d" % r.status
+    check(r.status == 200, got)
+    it.check_security_headers(got, r)
+    check(re.match(r"text/javascript(;|$)", r.header("content-type") or ""),
+          "%s: Content-Type %r" % (got, r.header("content-type")))
+    js = r.body.decode("utf-8")
+    check("navigator.credentials.get" in js and "otp" in js,
+          "%s: no navigator.credentials.get({otp: ...})" % got)
+    check("'self'" in re.search(r"script-src ([^;]*)",
+                                r.header("content-security-policy")).group(1),
+          "CSP script-src lacks 'self'")
+    r = request(ctx, b)
+    got = ctx.server.wait_stdout(r"^SMS to \+15551234567: (.*)$", 0, 5)
+    check(got, "no console SMS line")
+    # the console prints one line per SMS, newlines as \n: the WebOTP
+    # line follows the text
+    text = got[1].group(1)
+    code = expect_text(ctx, "Your token is {code}",
+                       text.split("\\n")[0], "text")
+    check(text.endswith("\\n\\n@example.com #" + code),
+          "console text %r does not end with the WebOTP line" % text)
+    s = r.body.decode("utf-8")
+    check(re.search(r'<script src="/otp\.js" defer></script>', s),
+          "verify page lacks <script src=\"/otp.js\" defer>")
+    scripts = re.findall(r"<script\b[^>]*>", s)
+    check(all("src=" in t for t in scripts), "inline script on the verify "
+          "page (the CSP forbids it): %s" % scripts)
+    it.check_security_headers("verify page", r)
+    check("script-src 'self'" in r.header("content-security-policy"),
+          "verify page CSP %r" % r.header("content-security-policy"))
+
+
+# ---- WWW_DIR -------------------------------------------------------------------------
+
+def www_copy(src_name, old, new):
+    """www/src_name with every old replaced by new."""
+    with open(os.path.join(ROOT, "www", src_name), encoding="utf-8") as f:
+        s = f.read()
+    check(old in s, "www/%s has no %r" % (src_name, old))
+    return s.replace(old, new)
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+EN_TITLE = "Verify your phone number"
+DE_TITLE = "Telefonnummer bestätigen"
+BR_TITLE = "Verifique seu número"
+CSS = "/* site override */\nbody { color: #123456; }\n"
+
+
+def case_www_dir(ctx):
+    w = os.path.join(ctx.dir, "www")
+    write(os.path.join(w, "de", "index.html"),
+          www_copy("index.html", EN_TITLE, DE_TITLE))
+    write(os.path.join(w, "pt-BR", "index.html"),
+          www_copy("index.html", EN_TITLE, BR_TITLE))
+    write(os.path.join(w, "style.css"), CSS)
+    start(ctx, {"SMS_PROVIDER": "console", "WWW_DIR": w})
+    for i, (accept, title) in enumerate([
+            ("de", DE_TITLE), ("de-AT,de;q=0.9", DE_TITLE),
+            ("en", EN_TITLE), (None, EN_TITLE), ("fr", EN_TITLE),
+            ("pt-BR", BR_TITLE)]):
+        b = ctx.browser("W%d" % i)
+        hdrs = {"Accept-Language": accept} if accept else {}
+        r = b.get("/", headers=hdrs)
+        check(r.status == 200, "GET / (%s) -> %d" % (accept, r.status))
+        t = re.search(r"<title>(.*?)</title>", r.body.decode("utf-8"))
+        check(t and t.group(1) == title, "GET / with Accept-Language %r: "
+              "title %r, want %r" % (accept, t and t.group(1), title))
+        it.check_index_form(ctx, b, r)
+        r = b.get("/style.css", headers=hdrs)
+        check(r.status == 200 and r.body.decode("utf-8") == CSS,
+              "GET /style.css (%s) -> %d, not the WWW_DIR override: %s"
+              % (accept, r.status, short(r.body, 80)))
+        check((r.header("content-type") or "").startswith("text/css"),
+              "style.css Content-Type %r" % r.header("content-type"))
+    # the German form still works end to end
+    b = ctx.browser("W0")
+    request(ctx, b, lang="de")
+    got = ctx.server.wait_stdout(r"^SMS to \+15551234567: (.*)$", 0, 5)
+    check(got, "no console SMS line")
+    code = expect_text(ctx, "Your token is {code}", got[1].group(1), "text")
+    verify_ok(ctx, b, code)
+
+
+def case_www_unknown_placeholder(ctx):
+    w = os.path.join(ctx.dir, "www")
+    page = os.path.join(w, "de", "verify.html")
+    write(page, www_copy("verify.html", "Enter your code",
+                                 "Code {{nope}}"))
+    line = expect_config_error(ctx, {"SMS_PROVIDER": "console",
+                                     "WWW_DIR": w}, re.escape(page))
+    check("placeholder" in line, "error %r does not say what is wrong"
+          % line)
+
+
+def case_www_placeholder_of_other_page(ctx):
+    """index.html using {{token_length}} (a verify.html placeholder): a
+    page that cannot render must be refused at start, not give 500s."""
+    w = os.path.join(ctx.dir, "www")
+    write(os.path.join(w, "index.html"),
+          www_copy("index.html", "Phone number",
+                            "Phone ({{token_length}})"))
+    rc, _, err = run_once(ctx, {"SMS_PROVIDER": "console", "WWW_DIR": w},
+                          timeout=3)
+    if rc == 78:
+        check("index.html" in err, "exit 78 without naming the file: %s"
+              % short(err))
+        return
+    start(ctx, {"SMS_PROVIDER": "console", "WWW_DIR": w})
+    r = ctx.browser().get("/")
+    raise Fail("accepted at start (exit %s from the first run), then GET / "
+               "-> %d %s" % (rc, r.status, short(r.text, 60)))
+
+
+def case_www_missing_dir(ctx):
+    expect_config_error(ctx, {"SMS_PROVIDER": "console",
+                              "WWW_DIR": os.path.join(ctx.dir, "nope")},
+                        r"WWW_DIR .*nope")
+
+
+# ---- console ---------------------------------------------------------------------
+
+def console_flow(ctx):
+    b = ctx.browser()
+    request(ctx, b)
+    got = ctx.server.wait_stdout(r"^SMS to (\S+): (.*)$", 0, 5)
+    check(got, "no 'SMS to NUMBER: TEXT' line on stdout (stdout: %s)"
+          % ctx.server.out_lines[-2:])
+    m = got[1]
+    check(m.group(1) == E164, "console SMS to %r, want %r" % (m.group(1),
+                                                             E164))
+    code = expect_text(ctx, "Your token is {code}", m.group(2), "text")
+    verify_ok(ctx, b, code)
+    check(not ctx.fake or ctx.fake.count() == 0, "the console sender "
+          "called the API")
+
+
+def case_console_default(ctx):
+    start(ctx, {"API_KEY": None})
+    log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
+    console_flow(ctx)
+
+
+def case_console_placeholder_key(ctx):
+    start(ctx, {"API_KEY": "YOUR_API_KEY", "FROM_NUMBER": "YOUR_NUMBER"})
+    log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
+    console_flow(ctx)
+
+
+def case_console_explicit(ctx):
+    fake(ctx, mode="ok", api_key=KEY)
+    start(ctx, {"SMS_PROVIDER": "console", "API_KEY": KEY,
+                "FROM_NUMBER": FROM, "SMS_API_URL": ctx.fake.url,
+                "SMS_CA_FILE": it.cert("ca")[0]})
+    log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
+    console_flow(ctx)
+
+
+# ---- runner ----------------------------------------------------------------------
+
+CASES = [(name[5:], fn) for name, fn in sorted(globals().items())
+         if name.startswith("case_") and callable(fn)]
+
+
+def run_case(name, fn):
+    ctx = it.Ctx(name)
+    failed = skipped = None
+    try:
+        fn(ctx)
+    except Skip as e:
+        skipped = e
+    except Fail as e:
+        failed = str(e)
+    except Exception as e:  # noqa: BLE001 - a test bug is a failure too
+        with open(os.path.join(ctx.dir, "traceback.txt"), "w") as f:
+            f.write(traceback.format_exc())
+        failed = "%s: %s (traceback in %s)" % (
+            type(e).__name__, e, os.path.relpath(ctx.dir, ROOT))
+    try:
+        ctx.finish(failed is not None)
+    except Fail as e:
+        failed = str(e)
+    except Exception as e:  # noqa: BLE001
+        failed = failed or "teardown: %s: %s" % (type(e).__name__, e)
+    return failed if failed is not None else skipped
+
+
+def main():
+    ap = argparse.ArgumentParser(description="otp_demo sender tests")
+    ap.add_argument("-k", action="append", default=[],
+                    help="run only cases whose name contains SUBSTR")
+    ap.add_argument("-j", type=int, default=8, help="parallel cases (8)")
+    ap.add_argument("-l", "--list", action="store_true", help="list cases")
+    a = ap.parse_args()
+    cases = [(n, f) for n, f in CASES if not a.k or any(k in n for k in a.k)]
+    if a.list:
+        for n, _ in cases:
+            print(n)
+        return 0
+    if not (os.path.isfile(BIN) and os.access(BIN, os.X_OK)):
+        print("FAIL setup: no executable %s (set OTP_BIN or run make)" % BIN)
+        print("0 passed, 1 failed")
+        return 1
+    os.makedirs(OUT, exist_ok=True)
+    it.ensure_certs()
+    t0 = time.monotonic()
+    passed = failed = skipped = 0
+    lock = threading.Lock()
+
+    def stopped(signum, frame):
+        it.kill_live()
+        print("interrupted by signal %d" % signum, flush=True)
+        print("%d passed, %d failed" % (passed, failed + 1), flush=True)
+        os._exit(1)
+    signal.signal(signal.SIGINT, stopped)
+    signal.signal(signal.SIGTERM, stopped)
+    slow = ("timeout", "segment", "config_errors", "parent_is_file")
+    cases.sort(key=lambda c: not any(s in c[0] for s in slow))
+    with concurrent.futures.ThreadPoolExecutor(max(1, a.j)) as ex:
+        futs = {ex.submit(run_case, n, f): n for n, f in cases}
+        for fut in concurrent.futures.as_completed(futs):
+            name, err = futs[fut], fut.result()
+            with lock:
+                if err is None:
+                    passed += 1
+                    print("ok %s" % name, flush=True)
+                elif isinstance(err, Skip):
+                    skipped += 1
+                    print("skip %s: %s" % (name, err), flush=True)
+                else:
+                    failed += 1
+                    print("FAIL %s: %s" % (name, " ".join(err.split())),
+                          flush=True)
+    with open(os.path.join(OUT, "time.txt"), "w") as f:
+        f.write("%.1f s\n" % (time.monotonic() - t0))
+    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % skipped
+                                      if skipped else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
