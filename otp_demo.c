@@ -2997,8 +2997,9 @@ www_load(struct otp *otp, char *err, size_t errlen)
 		    strspn(e->d_name, "abcdefghijklmnopqrstuvwxyz"
 		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
 			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
-		if (stat(sub, &st) != 0 || !S_ISDIR(st.st_mode))
+		if (snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name) >=
+		    (int)sizeof(sub) || stat(sub, &st) != 0 ||
+		    !S_ISDIR(st.st_mode))
 			continue;
 		str_copy(lang, sizeof(lang), e->d_name);
 		for (char *c = lang; *c != '\0'; c++)

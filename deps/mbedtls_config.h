@@ -14,8 +14,9 @@
  *
  * What it drops, on purpose: CBC and every non-AEAD suite, RSA key
  * exchange, (EC)DH-static and PSK, TLS 1.0/1.1 (not in 3.6 at all),
- * renegotiation, DTLS, session tickets, compression of any kind, SHA-1 and
- * MD5 signatures, self tests and error strings. Anything not named here is
+ * renegotiation, DTLS, session tickets, SHA-1 and MD5 (libcurl needs MD5
+ * only for digest and NTLM auth, which it is built without), self tests
+ * and error strings. Anything not named here is
  * off: this file replaces the default configuration, it does not amend it.
  *
  * Do not include check_config.h from here: mbedTLS includes it after this
@@ -68,7 +69,6 @@
 #define MBEDTLS_POLY1305_C
 #define MBEDTLS_CHACHAPOLY_C
 #define MBEDTLS_MD_C                    /* HMAC, the TLS 1.2 PRF */
-#define MBEDTLS_MD5_C                   /* libcurl's md5.c will not build without */
 #define MBEDTLS_SHA256_C
 #define MBEDTLS_SHA384_C
 #define MBEDTLS_SHA512_C                /* CA chains signed with SHA-512 */

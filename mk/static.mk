@@ -1,9 +1,10 @@
 # mk/static.mk: one fully static otp_demo per target (included by Makefile).
 #
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips
-#   make test-static ARCH=...   tests/static/smoke.py on it, under qemu-user
+#   make test-static ARCH=...   tests/static/ on it, under qemu-user
 #   make static-all             every ARCH in turn (also test-static-all)
 #   make static-clean ARCH=...  forget that ARCH's dependency builds
+#   make test-tls               TLS policy and idle-client tests, dynamic build
 #
 # Per ARCH, in build/static/ARCH/: musl built from source with the Debian
 # cross compiler, then mbedTLS (with deps/mbedtls_config.h) and a minimal
@@ -43,21 +44,33 @@ static_triplet_armv7   := arm-linux-musleabihf
 static_cpu_armv7       := -march=armv7-a+fp -mfloat-abi=hard -mthumb
 static_qemu_armv7      := qemu-arm-static
 
-# armv6: Pi 1 / Zero (ARM1176JZF-S): ARM mode, no Thumb-2.
-static_cross_armv6     := arm-linux-gnueabihf-
-static_triplet_armv6   := arm-linux-musleabihf
-static_cpu_armv6       := -march=armv6 -mfpu=vfp -mfloat-abi=hard -marm
+# armv6: Pi 1 / Zero (ARM1176JZF-S), which has no Thumb-2. Built with the
+# armel compiler, Thumb-1, soft-float, because Debian's armhf libgcc.a and
+# crtbegin are ARMv7 Thumb-2 code (the binary crashes on an ARM1176), and
+# GCC has no Thumb-1 hard-float: ARM mode costs 45% in size (560 KiB). A
+# static binary brings its own libc, so it runs on armhf Pi OS all the same.
+static_cross_armv6     := arm-linux-gnueabi-
+static_triplet_armv6   := arm-linux-musleabi
+static_cpu_armv6       := -march=armv6 -mthumb -mfloat-abi=soft
 static_qemu_armv6      := qemu-arm-static -cpu arm1176
 
+# mipsel: MT7621-class routers; mips: ath79-class. MIPS32r2, soft-float:
+# router SoCs have no FPU and OpenWrt kernels no FPU emulator, so a single
+# FPU instruction is SIGILL there. Debian's MIPS libgcc is hard-float, so
+# glibc's soft-fp routines are built -msoft-float as libsoftfp (build.sh
+# softfp), and the link is checked for FPU instructions. qemu runs them as
+# a 24Kc, which has no FPU either. -mplt: non-PIC calls, 5% smaller.
 static_cross_mipsel    := mipsel-linux-gnu-
 static_triplet_mipsel  := mipsel-linux-musl
-static_cpu_mipsel      :=
-static_qemu_mipsel     := qemu-mipsel-static
+static_cpu_mipsel      := -march=mips32r2 -mplt -msoft-float
+static_qemu_mipsel     := qemu-mipsel-static -cpu 24Kc
+static_softfp_mipsel   := yes
 
 static_cross_mips      := mips-linux-gnu-
 static_triplet_mips    := mips-linux-musl
-static_cpu_mips        :=
-static_qemu_mips       := qemu-mips-static
+static_cpu_mips        := -march=mips32r2 -mplt -msoft-float
+static_qemu_mips       := qemu-mips-static -cpu 24Kc
+static_softfp_mips     := yes
 
 # Pinned sources (deps/fetch.sh verifies; see REFERENCE.md section 4).
 MUSL_TAR    := musl_1.2.5.orig.tar.gz
@@ -66,6 +79,9 @@ MBEDTLS_TAR := mbedtls_3.6.6.orig.tar.bz2
 MBEDTLS_SHA := 8fb65fae8dcae5840f793c0a334860a411f884cc537ea290ce1c52bb64ca007a
 CURL_TAR    := curl_8.14.1.orig.tar.gz
 CURL_SHA    := 6766ada7101d292b42b8b15681120acd68effa4a9660935853cf6d61f0d984d4
+# glibc's soft-fp sources (MIPS only), from Debian's glibc-source package;
+# the files used are pinned by deps/static/softfp/SHA256SUMS instead.
+GLIBC_TAR   ?= $(firstword $(wildcard /usr/src/glibc/glibc-*.tar.xz))
 
 # Size first: each function and object in its own section so the linker
 # can drop what nothing calls; no unwind tables (C, no exceptions).
@@ -77,7 +93,16 @@ SPREFIX  := $(CURDIR)/$(SB)/prefix
 SCC      := $(SPREFIX)/bin/musl-gcc $(static_cpu_$(ARCH))
 SSTRIP   := $(static_cross_$(ARCH))strip
 SBUDGET  := $(static_budget_$(ARCH))
+SSOFTFP  := $(static_softfp_$(ARCH))
 SLIBS    := -L$(SPREFIX)/lib -lcurl -lmbedtls -lmbedx509 -lmbedcrypto -lpthread
+# Soft-float: all of libsoftfp goes in before libgcc, so libc's references
+# cannot reach libgcc's hard-float versions (--gc-sections drops the rest).
+# libgcc's integer helpers and crtbegin are marked hard-float but hold no
+# FPU code: hence --no-warn-mismatch, and the objdump check after linking.
+ifeq ($(SSOFTFP),yes)
+SLIBS    += -Wl,--whole-archive -lsoftfp -Wl,--no-whole-archive \
+            -Wl,--no-warn-mismatch
+endif
 
 STATIC_GOALS := static test-static static-clean
 ifneq ($(filter $(STATIC_GOALS),$(MAKECMDGOALS)),)
@@ -86,41 +111,58 @@ $(error ARCH=$(ARCH): use one of $(STATIC_ARCHES))
 endif
 endif
 
-.PHONY: static test-static static-all test-static-all static-clean
+.PHONY: static test-static static-all test-static-all static-clean test-tls
 
 # ---- dependencies, once per ARCH ---------------------------------------
 
-# static_dep NAME SRCPKG: build one library with deps/static/build.sh and
-# record how long it took (printed by make static).
+# static_dep NAME TARBALL: build one library with deps/static/build.sh
+# and record how long it took (make static prints it).
 define static_dep
-	@tools/deps.sh static
-	@deps/fetch.sh $(2) $($(1)_TAR) $($(1)_SHA)
 	@mkdir -p $(SB)
-	@echo "static $(ARCH): building $(2) (log: $(SB)/src/$(2).log)"
+	@echo "static $(ARCH): building $(1) (log: $(SB)/src/$(1).log)"
 	@t0=$$(date +%s) && \
-	TARBALL=$(CURDIR)/deps/dl/$($(1)_TAR) WORK=$(CURDIR)/$(SB)/src \
-	PREFIX=$(SPREFIX) CROSS='$(static_cross_$(ARCH))' \
-	TRIPLET=$(static_triplet_$(ARCH)) CPU='$(static_cpu_$(ARCH))' \
-	OPT='$(STATIC_OPT)' CONFIG_H=$(CURDIR)/deps/mbedtls_config.h \
-	deps/static/build.sh $(2) && \
-	echo "$(2) $$(( $$(date +%s) - t0 ))" > $(SB)/$(2).time
-	@rm -rf $(SB)/src/$(2)
+	TARBALL=$(2) WORK=$(CURDIR)/$(SB)/src PREFIX=$(SPREFIX) \
+	CROSS='$(static_cross_$(ARCH))' TRIPLET=$(static_triplet_$(ARCH)) \
+	CPU='$(static_cpu_$(ARCH))' OPT='$(STATIC_OPT)' \
+	CONFIG_H=$(CURDIR)/deps/mbedtls_config.h deps/static/build.sh $(1) && \
+	echo "$(1) $$(( $$(date +%s) - t0 ))" > $(SB)/$(1).time
+	@rm -rf $(SB)/src/$(1)
 	@touch $@
 endef
+STATIC_DL := $(CURDIR)/deps/dl
 
 $(SB)/musl.stamp:
-	$(call static_dep,MUSL,musl)
+	@tools/deps.sh static
+	@deps/fetch.sh musl $(MUSL_TAR) $(MUSL_SHA)
+	$(call static_dep,musl,$(STATIC_DL)/$(MUSL_TAR))
 
-$(SB)/mbedtls.stamp: $(SB)/musl.stamp deps/mbedtls_config.h
-	$(call static_dep,MBEDTLS,mbedtls)
+$(SB)/softfp.stamp: $(SB)/musl.stamp deps/static/softfp/SHA256SUMS \
+		deps/static/softfp/sfp-machine.h
+	@test -f "$(GLIBC_TAR)" || { echo "static $(ARCH): no glibc source" \
+		"tarball: apt-get install glibc-source, or GLIBC_TAR=path" >&2; \
+		exit 1; }
+	$(call static_dep,softfp,$(GLIBC_TAR))
+
+$(SB)/mbedtls.stamp: $(SB)/musl.stamp $(if $(SSOFTFP),$(SB)/softfp.stamp) \
+		deps/mbedtls_config.h
+	@deps/fetch.sh mbedtls $(MBEDTLS_TAR) $(MBEDTLS_SHA)
+	$(call static_dep,mbedtls,$(STATIC_DL)/$(MBEDTLS_TAR))
 
 $(SB)/curl.stamp: $(SB)/mbedtls.stamp
-	$(call static_dep,CURL,curl)
+	@deps/fetch.sh curl $(CURL_TAR) $(CURL_SHA)
+	$(call static_dep,curl,$(STATIC_DL)/$(CURL_TAR))
 
 # ---- the application -----------------------------------------------------
 
-$(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp
-	$(SCC) $(STATIC_OPT) $(CW_CFLAGS) -c $< -o $@
+# civetweb as in the Makefile, plus NO_FILESYSTEMS: otp_demo serves no files
+# and keeps no civetweb log files; 12-20 KB less. Its two hooks:
+STATIC_CW_DEFS := -DNO_FILESYSTEMS -DMG_EXTERNAL_FUNCTION_mg_cry_internal_impl \
+                  -DMG_EXTERNAL_FUNCTION_log_access -Ideps/static/civetweb
+STATIC_CW_HOOKS := $(wildcard deps/static/civetweb/*.inl)
+
+$(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
+		$(STATIC_CW_HOOKS)
+	$(SCC) $(STATIC_OPT) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
 
 $(SB)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
 		civetweb/include/civetweb.h $(SB)/curl.stamp
@@ -129,6 +171,12 @@ $(SB)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
 $(SB)/otp_demo: $(SB)/otp_demo.o $(SB)/civetweb.o
 	$(SCC) -static -no-pie -Wl,--gc-sections -Wl,-Map,$@.map \
 		-o $@.full $^ $(SLIBS)
+ifeq ($(SSOFTFP),yes)
+	@if $(static_cross_$(ARCH))objdump -d $@.full | grep -qE \
+	    '\$$f[0-9]|\s(cfc1|ctc1)\s'; then \
+		echo "static $(ARCH): FPU instructions in $@.full" >&2; \
+		rm -f $@.full; exit 1; fi
+endif
 	$(SSTRIP) --strip-all -R .comment -o $@ $@.full
 
 # Prints the size and fails over budget, or if it is not really static.
@@ -141,13 +189,26 @@ static: $(SB)/otp_demo
 	echo "static $(ARCH): $< $$k KiB ($$b bytes), budget $(SBUDGET) KiB"; \
 	if [ $$k -gt $(SBUDGET) ]; then \
 		echo "static $(ARCH): OVER BUDGET by $$((k - $(SBUDGET))) KiB;" \
-		     "see $<.map" >&2; exit 1; fi
+		     "by library (from $<.map):" >&2; \
+		python3 deps/static/sizes.py $<.map >&2; exit 1; fi
 
+# The flow under qemu (smoke.py), the TLS policy under qemu, and on x86_64,
+# where time and CPU are real, idle and stalled TLS clients.
+SQEMU := $(static_qemu_$(ARCH))
 test-static: static
 	@tools/deps.sh static
 	tests/gen_certs.sh tests/out/static-certs
 	python3 tests/static/smoke.py --bin $(SB)/otp_demo \
-		--certs tests/out/static-certs --qemu '$(static_qemu_$(ARCH))'
+		--certs tests/out/static-certs --qemu '$(SQEMU)'
+	tests/static/tls_policy.sh --tls13 --bin $(SB)/otp_demo --qemu '$(SQEMU)'
+ifeq ($(ARCH),x86_64)
+	python3 tests/static/idle_tls.py --bin $(SB)/otp_demo
+endif
+
+# The same TLS tests on the dynamic build (system mbedTLS 2.28: no TLS 1.3).
+test-tls: otp_demo
+	tests/static/tls_policy.sh --bin ./otp_demo
+	python3 tests/static/idle_tls.py --bin ./otp_demo
 
 static-all:
 	@for a in $(STATIC_ARCHES); do $(MAKE) --no-print-directory static \

@@ -9,8 +9,9 @@ build="gcc make libc6-dev pkg-config patch xz-utils ca-certificates
        libmbedtls-dev libcurl4-openssl-dev"
 test="$build libcmocka-dev openssl chromium nodejs npm python3 procps
       nginx systemd busybox curl"
-static="$build musl-tools bzip2 file qemu-user-static gcc-aarch64-linux-gnu
-        gcc-arm-linux-gnueabihf gcc-mipsel-linux-gnu gcc-mips-linux-gnu"
+static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
+        gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu
+        gcc-mips-linux-gnu glibc-source openssl python3"
 bench="$build wrk procps"
 
 case ${1:-build} in

@@ -1,5 +1,5 @@
 #!/bin/sh
-# deps/static/build.sh musl|mbedtls|curl
+# deps/static/build.sh musl|mbedtls|curl|softfp
 #
 # Builds one dependency of the static binary from its pinned tarball into
 # $PREFIX, for one architecture. mk/static.mk calls it once per stamp, with
@@ -37,7 +37,7 @@ run() { "$@" >> "$log" 2>&1 || fail; }
 
 # unpack: a fresh tree every time, so a half-built one never lingers.
 unpack() {
-	rm -rf "$WORK/$what"
+	rm -rf "${WORK:?}/$what"
 	mkdir -p "$WORK/$what"
 	tar -xf "$TARBALL" -C "$WORK/$what" --strip-components=1
 	cd "$WORK/$what"
@@ -54,8 +54,9 @@ musl_cc="$PREFIX/bin/musl-gcc $CPU"
 case $what in
 musl)
 	unpack
-	# CROSS_COMPILE only when there is a prefix: musl's configure takes an
-	# empty one literally and looks for "-gcc"-less tools it then misnames.
+	# musl's configure treats an empty CROSS_COMPILE as none and derives
+	# one from --target (x86_64-linux-musl-, which does not exist): so the
+	# tools are always named, and CROSS_COMPILE given only when cross.
 	set -- --prefix="$PREFIX" --target="$TRIPLET" --disable-shared \
 		--enable-wrapper=gcc CC="$cc" AR="$ar" RANLIB="$ranlib" \
 		CFLAGS="$CPU $OPT"
@@ -84,6 +85,7 @@ curl)
 	unpack
 	# HTTPS over mbedTLS and nothing else: every protocol, optional
 	# library and optional feature the SMS client does not use is off.
+	# Basic auth stays: the generic HTTP sender may use CURLAUTH_BASIC.
 	# No CA bundle is compiled in: otp_demo always passes SMS_CA_FILE or
 	# the system bundle it found. pkg-config is pointed at nothing, so no
 	# library of the build machine can sneak into a cross build.
@@ -109,7 +111,7 @@ curl)
 		--disable-progress-meter --disable-dnsshuffle \
 		--disable-get-easy-options --disable-unix-sockets --disable-doh \
 		--disable-ntlm --disable-tls-srp --disable-sspi \
-		--disable-basic-auth --disable-bearer-auth --disable-digest-auth \
+		--disable-bearer-auth --disable-digest-auth \
 		--disable-kerberos-auth --disable-negotiate-auth --disable-aws \
 		--disable-httpsrr --disable-ech --disable-ssls-export \
 		--disable-bindlocal --disable-sha512-256 \
@@ -126,8 +128,33 @@ curl)
 	cp include/curl/*.h "$PREFIX/include/curl/"
 	cp lib/.libs/libcurl.a "$PREFIX/lib/"
 	;;
+softfp)
+	# glibc's soft-float routines, built -msoft-float into libsoftfp.a
+	# (why: deps/static/softfp/sfp-machine.h). TARBALL is a glibc source
+	# tarball (Debian's glibc-source package has one); the files compiled
+	# are checked against deps/static/softfp/SHA256SUMS, so any tarball
+	# with the same files gives the same library.
+	here=$(cd "$(dirname "$0")" && pwd)/softfp
+	rm -rf "${WORK:?}/$what"
+	mkdir -p "$WORK/$what/src"
+	tar -xf "$TARBALL" -C "$WORK/$what/src" --strip-components=1 \
+		--wildcards '*/soft-fp/*' '*/stdlib/longlong.h' \
+		'*/sysdeps/mips/mips32/sfp-machine.h'
+	cd "$WORK/$what/src"
+	sha256sum -c --quiet "$here/SHA256SUMS" >> "$log" 2>&1 || fail
+	cp sysdeps/mips/mips32/sfp-machine.h mips32-sfp-machine.h
+	cp "$here/sfp-machine.h" stdlib/longlong.h .
+	rm -f "$PREFIX/lib/libsoftfp.a"
+	awk '$2 ~ /^soft-fp\/.*\.c$/ { print $2 }' "$here/SHA256SUMS" |
+	while read -r f; do
+		o=$(basename "$f" .c).o
+		# shellcheck disable=SC2086 # flag lists, split on purpose
+		run $musl_cc $OPT -I. -Isoft-fp -c "$f" -o "$o"
+		run "$ar" rcs "$PREFIX/lib/libsoftfp.a" "$o"
+	done
+	;;
 *)
-	echo "usage: $0 musl|mbedtls|curl" >&2
+	echo "usage: $0 musl|mbedtls|curl|softfp" >&2
 	exit 64
 	;;
 esac

@@ -56,16 +56,18 @@ def check(cond, msg):
         raise Fail(msg)
 
 
-def wait_line(proc_lines, pattern, timeout, what):
-    """Waits until a line of proc_lines (filled by a reader thread) matches
-    pattern; returns the match."""
+def wait_line(proc, lines, pattern, timeout, what):
+    """Waits until one of lines (filled by a reader thread of proc) matches
+    pattern; returns the match. Fails at once if proc exits."""
     pat = re.compile(pattern)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        for line in list(proc_lines):
+        for line in list(lines):
             m = pat.search(line)
             if m:
                 return m
+        if proc.p.poll() is not None:
+            raise Fail("%s exited with status %d" % (what, proc.p.returncode))
         time.sleep(0.05)
     raise Fail("no %r from %s within %.0f s" % (pattern, what, timeout))
 
@@ -191,7 +193,7 @@ class Run:
                           "--cert", c, "--key", k, "--port", "0",
                           "--record", self.record, "--api-key", API_KEY],
                          self.dir, "fake")
-        m = wait_line(self.fake.out, r"listening on ([0-9]+)", TIMEOUT,
+        m = wait_line(self.fake, self.fake.out, r"listening on ([0-9]+)", TIMEOUT,
                       "the fake API")
         return int(m.group(1))
 
@@ -201,8 +203,7 @@ class Run:
             "FROM_NUMBER": FROM,
             "LISTEN": "127.0.0.1:0",
             "SMS_API_URL": "https://127.0.0.1:%d/v2/messages" % api_port,
-            "SMS_CA_FILE": os.path.abspath(
-                os.path.join(self.args.certs, "ca.pem")),
+            "SMS_CA_FILE": os.path.join(self.args.certs, "ca.pem"),
             "TOKEN_LENGTH": 6,
             "TOKEN_ALPHABET": "digits",
             "SMS_TIMEOUT": 30,      # TLS handshakes are slow under qemu
@@ -214,10 +215,9 @@ class Run:
                 f.write("%s=%s\n" % (k, repr(v)))
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("OTP_")}
-        self.server = Proc(self.qemu + [os.path.abspath(self.args.bin),
-                                        "-c", path],
+        self.server = Proc(self.qemu + [self.args.bin, "-c", path],
                            self.dir, "server", env=env)
-        m = wait_line(self.server.err,
+        m = wait_line(self.server, self.server.err,
                       r"listening on http://127\.0\.0\.1:([0-9]+)",
                       TIMEOUT, "otp_demo")
         self.browser = Browser(int(m.group(1)))
@@ -311,7 +311,10 @@ def main():
     ap.add_argument("--bin", required=True, help="the static otp_demo")
     ap.add_argument("--certs", required=True, help="tests/gen_certs.sh dir")
     ap.add_argument("--qemu", default="", help="emulator command, or empty")
-    return Run(ap.parse_args()).run()
+    args = ap.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    args.certs = os.path.abspath(args.certs)
+    return Run(args).run()
 
 
 if __name__ == "__main__":
