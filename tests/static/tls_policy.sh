@@ -85,6 +85,7 @@ if [ -n "$bin" ]; then
 	# Settings through the environment, which otp_demo and tls_server
 	# (the civetweb-only test server) both read; otp_demo wants a file.
 	: > "$out/config.cfg"
+	: > "$out/server.err" # as for control.log below
 	# shellcheck disable=SC2086
 	OTP_LISTEN=127.0.0.1:0s OTP_CERT_FILE=$pem OTP_THREADS=4 \
 		$qemu "$bin" -c "$out/config.cfg" \
@@ -100,6 +101,9 @@ if [ -n "$bin" ]; then
 fi
 
 # The control: a server that allows every version and suite, same key.
+# Its log is emptied here, not by the child's redirection, so a port from
+# an earlier run is never read before the new server writes its own.
+: > "$out/control.log"
 openssl s_server -accept 127.0.0.1:0 -www -cert "$out/rsa.crt" \
 	-key "$out/rsa.key" -cipher 'ALL:@SECLEVEL=0' -min_protocol TLSv1 \
 	< /dev/null > "$out/control.log" 2>&1 &
