@@ -2770,6 +2770,62 @@ def case_tls_refuses_tls11(ctx):
     check(ctx.browser().get("/").status == 200, "HTTPS GET / failed")
 
 
+
+def case_log_syslog(ctx):
+    """LOG='syslog': log lines go to syslog (/dev/log), tagged otp_demo,
+    and none to stderr. The test is /dev/log's only reader, so it needs
+    root and no syslog daemon of the machine's."""
+    import socket as _socket
+    path = "/dev/log"
+    if os.geteuid() != 0 or os.path.exists(path):
+        raise Skip("needs root and a free /dev/log (a syslog daemon runs)")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    proc = None
+    try:
+        cfgfile = os.path.join(ctx.dir, "syslog.cfg")
+        with open(cfgfile, "w") as f:
+            f.write("LISTEN='127.0.0.1:0'\nSMS_PROVIDER='console'\n"
+                    "LOG='syslog'\n")
+        err = open(os.path.join(ctx.dir, "syslog.stderr"), "w+")
+        proc = subprocess.Popen([BIN, "-c", cfgfile], stdout=subprocess.DEVNULL,
+                                stderr=err, env=clean_env())
+        lines, port, deadline = [], None, time.monotonic() + 10
+        while port is None and time.monotonic() < deadline:
+            try:
+                lines.append(sock.recv(4096).decode("utf-8", "replace"))
+            except _socket.timeout:
+                continue
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)",
+                          lines[-1])
+            if m:
+                port = int(m.group(1))
+        check(port, "no 'listening on' message in syslog: %r" % lines)
+        check(all(re.match(r"<\d+>.*otp_demo\[%d\]: " % proc.pid, l)
+                  for l in lines), "untagged syslog messages: %r" % lines)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        check(conn.getresponse().status == 200, "GET / failed")
+        proc.send_signal(signal.SIGTERM)
+        check(proc.wait(8) == 0, "exit on SIGTERM")
+        while True:
+            try:
+                lines.append(sock.recv(4096).decode("utf-8", "replace"))
+            except _socket.timeout:
+                break
+        check(any("stopping" in l for l in lines),
+              "no 'stopping' message in syslog: %r" % lines[-3:])
+        err.seek(0)
+        check(err.read() == "", "log lines on stderr with LOG='syslog'")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+        os.unlink(path)
+
+
 CODE_CASES = [
     {"name": "raw_protocol_errors", "fn": case_raw_protocol_errors},
     {"name": "listen_two_ports", "fn": case_listen_two_ports},
@@ -2792,6 +2848,7 @@ CODE_CASES = [
     {"name": "tls_listener", "fn": case_tls_listener},
     {"name": "tls_redirect_http", "fn": case_tls_redirect_http},
     {"name": "tls_refuses_tls11", "fn": case_tls_refuses_tls11},
+    {"name": "log_syslog", "fn": case_log_syslog},
 ]
 
 
