@@ -4944,6 +4944,12 @@ otp_log_message(const struct mg_connection *conn, const char *message)
 	return 1;
 }
 
+#define BASE_HEADERS                                                          \
+	"Cache-Control: no-store\r\n"                                          \
+	"Content-Security-Policy: " CSP "\r\n"                                 \
+	"X-Content-Type-Options: nosniff\r\n"                                  \
+	"Referrer-Policy: no-referrer"
+
 /* Builds civetweb's options from the config; only ones it knows. */
 static int
 server_options(const struct config *c, const char **opts, size_t max,
@@ -4959,11 +4965,11 @@ server_options(const struct config *c, const char **opts, size_t max,
 		"enable_directory_listing", "no",
 		"decode_url", "yes",
 		"max_request_size", "8192",
-		"additional_header",
-		    "Cache-Control: no-store\r\n"
-		    "Content-Security-Policy: " CSP "\r\n"
-		    "X-Content-Type-Options: nosniff\r\n"
-		    "Referrer-Policy: no-referrer",
+		/* For civetweb's own answers (a malformed request line...);
+		 * ours come from reply(). HSTS is ignored over plain HTTP. */
+		"additional_header", listen_has_tls(c->listen) ?
+		    BASE_HEADERS "\r\nStrict-Transport-Security: max-age=31536000"
+		    : BASE_HEADERS,
 		"ssl_certificate", listen_has_tls(c->listen) ? c->cert_file : "",
 	};
 	const struct mg_option *valid = mg_get_valid_options();
