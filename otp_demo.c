@@ -79,8 +79,11 @@
 #ifndef OTP_REQUEST_TIMEOUT_MS
 #define OTP_REQUEST_TIMEOUT_MS 5000 /* civetweb: headers, and each read */
 #endif
+#ifndef OTP_KEEP_ALIVE_SLICE_MS
+#define OTP_KEEP_ALIVE_SLICE_MS 50 /* a busy keep-alive connection's worker */
+#endif
 #ifndef OTP_KEEP_ALIVE_MS
-#define OTP_KEEP_ALIVE_MS 500 /* idle keep-alive before a worker is freed */
+#define OTP_KEEP_ALIVE_MS 50 /* idle keep-alive before a worker is freed */
 #endif
 #define OTP_MAX_PHONE_LEN 16  /* "+" and at most 15 digits (E.164) */
 #define OTP_MAX_INPUT 64      /* a phone field as typed, before cleaning */
@@ -97,7 +100,8 @@
 #define OTP_MAX_SMS_RESPONSE (64 * 1024) /* SMS API answer; more fails */
 #endif
 #define OTP_MAX_PAGE 8192     /* a rendered page */
-#define OTP_MAX_HEADERS 1024  /* our response headers */
+#define OTP_MAX_HEADERS 3072  /* our response headers: 4 cookies, a
+				 Location, the security headers */
 #define OTP_MAX_COUNTRIES 16  /* entries in ALLOWED_COUNTRY_CODES */
 #define OTP_MAX_RETURN 256    /* a return_to path */
 #define OTP_MAX_LANGS 8       /* MESSAGE_<lang> keys */
@@ -106,6 +110,7 @@
 #endif
 #define OTP_RATE_PROBES 8     /* slots searched per lookup, then evict */
 #define OTP_SWEEP_MS 1000     /* expired codes are wiped within this */
+#define OTP_SWEEP_CHUNK 1024  /* records aged per hold of the store lock */
 #define OTP_MAX_POOL 64       /* pooled libcurl handles at most */
 
 #define HOUR_MS (3600 * 1000LL)
@@ -199,6 +204,7 @@ struct store {
 	struct record *rec; /* cap records, mmap'd, kept out of core dumps */
 	size_t rec_bytes;
 	uint32_t *free;     /* stack of free slots */
+	int64_t full_scan_ms; /* last scan of a full table (store_add) */
 	uint32_t nfree;
 	uint32_t cap;
 };
@@ -1304,12 +1310,18 @@ store_add(struct store *st, const char *phone, const char *code,
 	struct record *r;
 
 	pthread_mutex_lock(&st->lock);
-	if (st->nfree == 0) /* O(MAX_PENDING), only when full */
+	/* O(MAX_PENDING), only when full, and at most once per sweep
+	 * interval: a client hammering a full table must not make each of
+	 * its requests scan it under the lock (the sweeper frees the rest
+	 * within OTP_SWEEP_MS). */
+	if (st->nfree == 0 && now - st->full_scan_ms >= OTP_SWEEP_MS) {
+		st->full_scan_ms = now;
 		for (uint32_t i = 0; i < st->cap; i++) {
 			store_age(st, i, now, ttl_ms);
 			if (!rec_has_code(&st->rec[i]))
 				store_end(st, i, REC_FREE);
 		}
+	}
 	if (st->nfree == 0) {
 		pthread_mutex_unlock(&st->lock);
 		return -1;
@@ -1467,12 +1479,21 @@ store_sweep(struct store *st, int64_t now, int64_t ttl_ms)
 {
 	uint32_t live = 0;
 
-	pthread_mutex_lock(&st->lock);
-	for (uint32_t i = 0; i < st->cap; i++) {
-		store_age(st, i, now, ttl_ms);
-		live += rec_has_code(&st->rec[i]);
+	/* The lock is taken per chunk: a sweep of a large table holds
+	 * requests up for one chunk's time, not the whole table's (45 ms at
+	 * MAX_PENDING 1000000). live is then approximate, which is all
+	 * /metrics needs. */
+	for (uint32_t i = 0; i < st->cap;) {
+		uint32_t end = st->cap - i > OTP_SWEEP_CHUNK ?
+		    i + OTP_SWEEP_CHUNK : st->cap;
+
+		pthread_mutex_lock(&st->lock);
+		for (; i < end; i++) {
+			store_age(st, i, now, ttl_ms);
+			live += rec_has_code(&st->rec[i]);
+		}
+		pthread_mutex_unlock(&st->lock);
 	}
-	pthread_mutex_unlock(&st->lock);
 	return live;
 }
 
@@ -1823,7 +1844,7 @@ json_string(struct json *j, char *out, size_t outlen)
 			return 0;
 		}
 		if (*j->p == '\\' && ++j->p >= j->end)
-			return -1;
+			break; /* a '\\' at the very end: unterminated too */
 		if (out != NULL && n + 1 < outlen)
 			out[n++] = *j->p;
 	}
@@ -2636,12 +2657,17 @@ lang_best(const char *accept, const char *const *langs, int n)
 		p += strspn(p, " ,");
 		len = strcspn(p, ",");
 		tlen = strcspn(p, " ;,");
-		if ((qs = memchr(p, ';', len)) != NULL &&
-		    (qs = strstr(qs, "q=")) != NULL && qs < p + len) {
+		/* "q=" is looked for in this entry only, and no digit is read
+		 * past it: "en;q=" ends the header right after the '='. */
+		if ((qs = memchr(p, ';', len)) != NULL && (qs = memmem(qs,
+		    (size_t)(p + len - qs), "q=", 2)) != NULL) {
 			q = qs[2] == '1' ? 1000 : 0;
-			for (int i = 0, f = 100; i < 3 && isdigit((unsigned char)
-			    qs[4 + i]) && qs[3] == '.'; i++, f /= 10)
-				q += (qs[4 + i] - '0') * f;
+			if (qs + 3 < p + len && qs[3] == '.')
+				for (int i = 0, f = 100; i < 3 &&
+				    qs + 4 + i < p + len &&
+				    isdigit((unsigned char)qs[4 + i]);
+				    i++, f /= 10)
+					q += (qs[4 + i] - '0') * f;
 		}
 		for (int pass = 0; pass < 3 && q > best_q; pass++)
 			for (int i = 0; i < n; i++)
@@ -3068,42 +3094,103 @@ struct req {
 	bool close;             /* close the connection after replying */
 };
 
+/* Appends "name: value\r\n" to head (size bytes) at *n. 0, or -1 if full. */
+static int
+head_add(char *head, size_t size, size_t *n, const char *name,
+         const char *value)
+{
+	int len = snprintf(head + *n, size - *n, "%s: %s\r\n", name, value);
+
+	if (len < 0 || (size_t)len >= size - *n)
+		return -1;
+	*n += (size_t)len;
+	return 0;
+}
+
+/* Whether the connection stays open after this answer: civetweb's own
+ * should_keep_alive() rules, so the Connection header tells the truth. */
+static bool
+reply_keep_alive(const struct req *r)
+{
+	const char *h = mg_get_header(r->conn, "Connection");
+
+	if (r->close)
+		return false;
+	if (h != NULL)
+		return strcasestr(h, "keep-alive") != NULL;
+	return strcmp(r->ri->http_version, "1.1") == 0;
+}
+
+/*
+ * Sends an answer: status, type, body, the security headers, no-store and
+ * whatever the request queued (cookies, Retry-After, Allow, Location).
+ * Headers and body go out in one mg_write(): civetweb's own header calls
+ * send each line with its own send(), a TCP segment each with tcp_nodelay
+ * and a TLS record each, which was most of the cost of an answer. Only a
+ * body too big for the buffer follows in a second write.
+ */
 static int
 reply(struct req *r, int status, const char *type, const char *body,
       size_t len)
 {
-	struct mg_connection *c = r->conn;
-	char num[32];
+	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32], date[40];
+	const size_t cap = sizeof(buf);
+	bool head_only = strcmp(r->ri->request_method, "HEAD") == 0;
+	bool keep = reply_keep_alive(r);
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t n;
+	int rc = 0;
 
-	mg_response_header_start(c, status);
-	mg_response_header_add(c, "Content-Type", type, -1);
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	snprintf(num, sizeof(num), "%zu", len);
-	mg_response_header_add(c, "Content-Length", num, -1);
-	mg_response_header_add(c, "Cache-Control", "no-store", -1);
-	mg_response_header_add(c, "Content-Security-Policy", CSP, -1);
-	mg_response_header_add(c, "X-Content-Type-Options", "nosniff", -1);
-	mg_response_header_add(c, "Referrer-Policy", "no-referrer", -1);
-	mg_response_header_add(c, "X-Frame-Options", "DENY", -1);
+	n = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\n", status,
+	    mg_get_response_code_text(r->conn, status));
+	rc |= head_add(buf, cap, &n, "Content-Type", type);
+	if (status != 204) /* a 204 has no body, nor a length (RFC 9110) */
+		rc |= head_add(buf, cap, &n, "Content-Length", num);
+	rc |= head_add(buf, cap, &n, "Cache-Control", "no-store");
+	rc |= head_add(buf, cap, &n, "Content-Security-Policy", CSP);
+	rc |= head_add(buf, cap, &n, "X-Content-Type-Options", "nosniff");
+	rc |= head_add(buf, cap, &n, "Referrer-Policy", "no-referrer");
+	rc |= head_add(buf, cap, &n, "X-Frame-Options", "DENY");
 	if (r->tls)
-		mg_response_header_add(c, "Strict-Transport-Security",
-		    "max-age=31536000", -1);
+		rc |= head_add(buf, cap, &n, "Strict-Transport-Security",
+		    "max-age=31536000");
 	for (int i = 0; i < r->ncookies; i++)
-		mg_response_header_add(c, "Set-Cookie", r->cookies[i], -1);
+		rc |= head_add(buf, cap, &n, "Set-Cookie", r->cookies[i]);
 	if (r->retry_after > 0) {
 		snprintf(num, sizeof(num), "%ld", r->retry_after);
-		mg_response_header_add(c, "Retry-After", num, -1);
+		rc |= head_add(buf, cap, &n, "Retry-After", num);
 	}
 	if (r->allow != NULL)
-		mg_response_header_add(c, "Allow", r->allow, -1);
+		rc |= head_add(buf, cap, &n, "Allow", r->allow);
 	if (r->location != NULL)
-		mg_response_header_add(c, "Location", r->location, -1);
+		rc |= head_add(buf, cap, &n, "Location", r->location);
 	if (r->hdr_name != NULL)
-		mg_response_header_add(c, r->hdr_name, r->hdr_value, -1);
-	if (r->close)
-		mg_response_header_add(c, "Connection", "close", -1);
-	mg_response_header_send(c);
-	if (strcmp(r->ri->request_method, "HEAD") != 0 && len > 0)
-		mg_write(c, body, len);
+		rc |= head_add(buf, cap, &n, r->hdr_name, r->hdr_value);
+	rc |= head_add(buf, cap, &n, "Date", date);
+	rc |= head_add(buf, cap, &n, "Connection", keep ? "keep-alive" : "close");
+	if (rc != 0 || n + 2 > cap) {
+		/* Headers are bounded (cookies, Location): cannot happen. */
+		log_err(r->otp, "%s: headers too long", __func__);
+		mg_disable_connection_keep_alive(r->conn);
+		return 500;
+	}
+	memcpy(buf + n, "\r\n", 2);
+	n += 2;
+	if (!keep)
+		mg_disable_connection_keep_alive(r->conn);
+	if (head_only || len == 0) {
+		mg_write(r->conn, buf, n);
+	} else if (len <= cap - n) {
+		memcpy(buf + n, body, len);
+		mg_write(r->conn, buf, n + len);
+	} else {
+		mg_write(r->conn, buf, n);
+		mg_write(r->conn, body, len);
+	}
 	return status;
 }
 
@@ -4393,6 +4480,29 @@ redirect_https(struct req *r)
 	return reply(r, 301, "text/plain; charset=utf-8", "", 0);
 }
 
+/*
+ * civetweb keeps a keep-alive connection on its worker for as long as
+ * requests keep coming, so with more busy clients than THREADS the others
+ * would wait forever. A connection that has held its worker for
+ * OTP_KEEP_ALIVE_SLICE_MS gets "Connection: close" on its next answer
+ * (civetweb patch 0005), and the worker takes the next queued client.
+ * Browsers never notice: they are idle long before a slice ends. The time
+ * of a connection's first request lives in civetweb's per-connection
+ * pointer (reset for each new connection), so nothing is allocated; an
+ * embedder that uses that pointer itself must not mount otp_demo.
+ */
+static void
+fair_slice(const struct otp *otp, struct req *r)
+{
+	uintptr_t now = (uintptr_t)otp->now_ms() | 1;
+	uintptr_t since = (uintptr_t)mg_get_user_connection_data(r->conn);
+
+	if (since == 0)
+		mg_set_user_connection_data(r->conn, (void *)now);
+	else if (now - since >= OTP_KEEP_ALIVE_SLICE_MS)
+		r->close = true;
+}
+
 /* civetweb's entry point for every request under the prefix. */
 static int
 on_http(struct mg_connection *conn, void *arg)
@@ -4410,6 +4520,7 @@ on_http(struct mg_connection *conn, void *arg)
 	r.path = r.ri->local_uri != NULL ? r.ri->local_uri : "/";
 	if (strncmp(r.path, otp->prefix, plen) == 0)
 		r.path += plen;
+	fair_slice(otp, &r);
 	/* A reload waits until no request is reading the config. */
 	pthread_rwlock_rdlock(&otp->cfg_lock);
 	if (!r.tls && otp->https_port > 0) {
@@ -4950,6 +5061,9 @@ otp_log_message(const struct mg_connection *conn, const char *message)
 	"X-Content-Type-Options: nosniff\r\n"                                  \
 	"Referrer-Policy: no-referrer"
 
+#define OTP_STR_(x) #x
+#define OTP_STR(x) OTP_STR_(x)
+
 /* Builds civetweb's options from the config; only ones it knows. */
 static int
 server_options(const struct config *c, const char **opts, size_t max,
@@ -4960,7 +5074,7 @@ server_options(const struct config *c, const char **opts, size_t max,
 		"num_threads", threads,
 		"tcp_nodelay", "1",
 		"enable_keep_alive", "yes",
-		"keep_alive_timeout_ms", "500",
+		"keep_alive_timeout_ms", OTP_STR(OTP_KEEP_ALIVE_MS),
 		"request_timeout_ms", "5000",
 		"enable_directory_listing", "no",
 		"decode_url", "yes",

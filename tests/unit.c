@@ -786,6 +786,11 @@ test_json_api_error(void **state)
 	b = "{\"errors\":[{\"code\":\"1";
 	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
 	    sizeof(title)), -1);
+	/* A backslash at the very end (a fuzz finding): nothing half-read. */
+	b = "{\"errors\":[{\"code\":\"1\xff\xff\\";
+	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
+	    sizeof(title)), -1);
+	assert_string_equal(code, "");
 	b = "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[";
 	assert_int_equal(json_api_error(b, strlen(b), code, sizeof(code), title,
 	    sizeof(title)), -1);
@@ -859,6 +864,10 @@ test_message_languages(void **state)
 	    "Code: {code}");
 	assert_string_equal(message_for(&c, "*;q=0.1,fr"),
 	    "Votre code : {code}");
+	/* Headers cut short after "q=" (fuzz findings): no read past them. */
+	assert_null(message_for(&c, "en;q="));
+	assert_string_equal(message_for(&c, "de;q"), "Code: {code}");
+	assert_string_equal(message_for(&c, "de;q=1"), "Code: {code}");
 	/* MESSAGE is in LANG and competes with the others. */
 	strcpy(c.lang, "en");
 	assert_null(message_for(&c, "en-US,en;q=0.9,de;q=0.8"));

@@ -1,5 +1,5 @@
 #!/bin/sh
-# tools/deps.sh build|test|static|bench
+# tools/deps.sh build|test|static|bench|proof
 # Makes sure the Debian packages a make target needs are installed. As root
 # with apt-get it installs what is missing; otherwise it prints the exact
 # command to run and fails.
@@ -13,13 +13,15 @@ static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
         gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu
         gcc-mips-linux-gnu glibc-source openssl python3"
 bench="$build wrk procps"
+proof="$test wrk clang libclang-rt-14-dev valgrind"
 
 case ${1:-build} in
 build) want=$build ;;
 test) want=$test ;;
 static) want=$static ;;
 bench) want=$bench ;;
-*) echo "usage: $0 build|test|static|bench" >&2; exit 64 ;;
+proof) want=$proof ;;
+*) echo "usage: $0 build|test|static|bench|proof" >&2; exit 64 ;;
 esac
 
 missing=
