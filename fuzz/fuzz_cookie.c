@@ -1,0 +1,39 @@
+/*
+ * fuzz/fuzz_cookie.c: a Cookie header. The input up to its first NUL is
+ * the header value (civetweb hands over a C string): cookie_get() for each
+ * cookie otp_demo reads, with output sizes from tight to ample,
+ * handle_parse() for otp_vid and auth_cookie_check() for otp_auth.
+ */
+#include "../otp_demo.c"
+#include "fuzz.h"
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const char *const names[] = { "otp_sid", "otp_vid", "otp_auth",
+	    "otp", "" };
+	static const size_t sizes[] = { 1, 2, 17, 33, 41, 128 };
+	static struct otp otp; /* zero keys: enough for the parser */
+	char phone[OTP_MAX_PHONE_LEN + 1];
+	uint8_t id[OTP_ID_LEN];
+	uint32_t slot;
+	char *h = fuzz_str(data, size);
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		for (size_t j = 0; j < sizeof(sizes) / sizeof(sizes[0]); j++) {
+			char *out = malloc(sizes[j]);
+			int n = cookie_get(h, names[i], out, sizes[j]);
+
+			if (n >= 0) {
+				FUZZ_CHECK((size_t)n < sizes[j]);
+				FUZZ_CHECK(strlen(out) == (size_t)n);
+			}
+			free(out);
+		}
+	if (handle_parse(h, &slot, id) == 0)
+		FUZZ_CHECK(strstr(h, "otp_vid=") != NULL);
+	if (auth_cookie_check(&otp, h, 0, phone) == 0)
+		FUZZ_CHECK(phone_is_e164(phone));
+	free(h);
+	return 0;
+}
