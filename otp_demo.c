@@ -110,6 +110,7 @@
 #endif
 #define OTP_RATE_PROBES 8     /* slots searched per lookup, then evict */
 #define OTP_SWEEP_MS 1000     /* expired codes are wiped within this */
+#define OTP_TOMBSTONE_MS 60000 /* an ended record's state stays known */
 #define OTP_SWEEP_CHUNK 1024  /* records aged per hold of the store lock */
 #define OTP_MAX_POOL 64       /* pooled libcurl handles at most */
 
@@ -1208,7 +1209,8 @@ code_strength_digits(const struct config *c)
  * ends verified, expired or cancelled. When it ends, its code, hash and
  * number are wiped at once; a verified or expired record stays as a
  * tombstone (id and state only) so the JSON API can still say "approved"
- * or "expired", until another CODE_TTL has passed or its slot is needed.
+ * or "expired", for OTP_TOMBSTONE_MS after the code's validity, or until
+ * its slot is needed.
  */
 
 static int
@@ -1281,7 +1283,8 @@ rec_has_code(const struct record *r)
 }
 
 /* Moves a record on by the clock: a code past ttl expires, a tombstone
- * past two ttl is freed. Caller holds the lock. */
+ * OTP_TOMBSTONE_MS past the code's validity is freed. Caller holds the
+ * lock. */
 static void
 store_age(struct store *st, uint32_t slot, int64_t now, int64_t ttl_ms)
 {
@@ -1292,7 +1295,7 @@ store_age(struct store *st, uint32_t slot, int64_t now, int64_t ttl_ms)
 		return;
 	if (rec_has_code(r) && age >= ttl_ms)
 		store_end(st, slot, REC_EXPIRED);
-	else if (!rec_has_code(r) && age >= 2 * ttl_ms)
+	else if (!rec_has_code(r) && age >= ttl_ms + OTP_TOMBSTONE_MS)
 		store_end(st, slot, REC_FREE);
 }
 
