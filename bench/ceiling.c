@@ -1,23 +1,22 @@
 /*
  * bench/ceiling.c: the fastest otp_demo could be on its civetweb build.
  *
- *	ceiling [-1] -c CONFIG METHOD PATH RESPONSE [METHOD PATH RESPONSE]...
+ *	ceiling [-h] -c CONFIG METHOD PATH RESPONSE [METHOD PATH RESPONSE]...
  *
  * A civetweb server with the same object file, compiler flags and options
  * as otp_demo (it includes otp_demo.c and calls its server_options() on the
  * same config file), whose one handler has no application logic: it reads
  * the request body, then replays the response otp_demo gave for that
  * METHOD and PATH. RESPONSE is that response as captured on the wire
- * (status line, headers, blank line, body); the headers civetweb adds by
- * itself (Date, Connection) are dropped and added again by civetweb. The
- * replay makes the same civetweb calls as otp_demo's reply():
- * mg_response_header_start/_add/_send, then one mg_write of the body.
- * make bench divides otp_demo's figures by this program's.
+ * (status line, headers, blank line, body); the headers written per answer
+ * (Date, Connection) are made fresh. Like otp_demo's reply(), it sends the
+ * whole answer with one mg_write(). make bench divides otp_demo's figures
+ * by this program's.
  *
- * With -1, each answer is instead one mg_write() of status line, headers
- * (with a fresh Date) and body: civetweb's mg_response_header_send()
- * writes each header line with its own send(), and with tcp_nodelay each
- * is its own TCP segment. The difference is what one write would save.
+ * With -h it answers through civetweb's mg_response_header_start/_add/
+ * _send instead, which send each header line with its own send() (with
+ * tcp_nodelay, its own TCP segment): the way otp_demo answered before, kept
+ * to show what one write saves.
  *
  * Logs "listening on http://HOST:PORT" on stderr like otp_demo; exits 0 on
  * SIGTERM or SIGINT.
@@ -47,7 +46,7 @@ struct ceil_canned {
 
 static struct ceil_canned ceil_routes[CEIL_MAX_ROUTES];
 static int ceil_nroutes;
-static bool ceil_one;
+static bool ceil_headers; /* -h */
 
 /* Parses a captured response in c->raw (len bytes). 0 or -1. */
 static int
@@ -111,7 +110,7 @@ ceil_load(const char *method, const char *path, const char *file)
 	return 0;
 }
 
-/* The whole answer in one buffer and one mg_write(). */
+/* The whole answer in one buffer and one mg_write(), as reply() does. */
 static int
 ceil_reply_one(struct mg_connection *conn, const struct ceil_canned *c)
 {
@@ -162,7 +161,7 @@ ceil_handler(struct mg_connection *conn, void *arg)
 		if (strcmp(ri->request_method, c->method) != 0 ||
 		    strcmp(ri->local_uri, c->path) != 0)
 			continue;
-		if (ceil_one)
+		if (!ceil_headers)
 			return ceil_reply_one(conn, c);
 		mg_response_header_start(conn, c->status);
 		for (int h = 0; h < c->nheaders; h++)
@@ -186,12 +185,12 @@ main(int argc, char **argv)
 	sigset_t sigs;
 	int sig, n;
 
-	if (argc > 1 && strcmp(argv[1], "-1") == 0) {
-		ceil_one = true;
+	if (argc > 1 && strcmp(argv[1], "-h") == 0) {
+		ceil_headers = true;
 		argv++, argc--;
 	}
 	if (argc < 6 || strcmp(argv[1], "-c") != 0 || (argc - 3) % 3 != 0) {
-		fprintf(stderr, "usage: ceiling [-1] -c CONFIG METHOD PATH "
+		fprintf(stderr, "usage: ceiling [-h] -c CONFIG METHOD PATH "
 		    "RESPONSE...\n");
 		return EXIT_USAGE;
 	}

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402
     LIMITS_OFF, ROOT, BenchError, Server, Wrk, loadavg, median)

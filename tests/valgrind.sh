@@ -10,5 +10,5 @@
 exec valgrind --quiet --error-exitcode=99 --exit-on-first-error=no \
 	--leak-check=full --show-leak-kinds=definite,indirect,possible \
 	--errors-for-leak-kinds=definite,indirect,possible \
-	--track-origins=yes --num-callers=30 --log-fd=2 \
+	--num-callers=30 --log-fd=2 \
 	"${VALGRIND_BIN:-$(dirname "$0")/../otp_demo}" "$@"
