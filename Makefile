@@ -56,12 +56,12 @@ $(BUILD)/www_data.h: $(WWW) tools/embed.sh
 	@mkdir -p $(BUILD)
 	tools/embed.sh $(WWW) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h
+$(BUILD)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h Makefile
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(CW_CFLAGS) -c $< -o $@
 
 $(BUILD)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
-		civetweb/include/civetweb.h
+		civetweb/include/civetweb.h Makefile
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -c $< -o $@
 
 $(BUILD)/otp_demo: $(BUILD)/otp_demo.o $(BUILD)/civetweb.o

@@ -80,7 +80,7 @@
 #define OTP_REQUEST_TIMEOUT_MS 5000 /* civetweb: headers, and each read */
 #endif
 #ifndef OTP_KEEP_ALIVE_SLICE_MS
-#define OTP_KEEP_ALIVE_SLICE_MS 50 /* a busy keep-alive connection's worker */
+#define OTP_KEEP_ALIVE_SLICE_MS 30 /* a busy keep-alive connection's worker */
 #endif
 #ifndef OTP_KEEP_ALIVE_MS
 #define OTP_KEEP_ALIVE_MS 50 /* idle keep-alive before a worker is freed */
