@@ -648,8 +648,8 @@ test_phone_allowed(void **state)
 	(void)state;
 	memset(&c, 0, sizeof(c));
 	c.ncountries = 2;
-	strcpy(c.countries[0], "+1");
-	strcpy(c.countries[1], "+44");
+	str_copy(c.countries[0], sizeof(c.countries[0]), "+1");
+	str_copy(c.countries[1], sizeof(c.countries[1]), "+44");
 	assert_true(phone_allowed(&c, "+15551234567"));
 	assert_true(phone_allowed(&c, "+442079460958"));
 	assert_false(phone_allowed(&c, "+882123456789"));
@@ -806,7 +806,7 @@ test_message_fill(void **state)
 
 	(void)state;
 	memset(&c, 0, sizeof(c));
-	strcpy(c.app_name, "Router");
+	str_copy(c.app_name, sizeof(c.app_name), "Router");
 	c.code_ttl = 300;
 	assert_int_equal(message_fill(&c, "Your token is {code}", "AB12", out,
 	    sizeof(out)), 0);
@@ -824,7 +824,7 @@ test_message_fill(void **state)
 	assert_int_equal(message_fill(&c, "0123456789012345678901234567890123"
 	    "4567890123456789012345678901{code}", "ABCD", out, sizeof(out)), -1);
 	/* WebOTP: the last line is "@domain #code". */
-	strcpy(c.webotp_domain, "example.com");
+	str_copy(c.webotp_domain, sizeof(c.webotp_domain), "example.com");
 	assert_int_equal(message_fill(&c, "Code {code}", "123456", out,
 	    sizeof(out)), 0);
 	assert_string_equal(out, "Code 123456\n\n@example.com #123456");
@@ -871,7 +871,7 @@ test_message_languages(void **state)
 	assert_string_equal(message_for(&c, "de;q"), "Code: {code}");
 	assert_string_equal(message_for(&c, "de;q=1"), "Code: {code}");
 	/* MESSAGE is in LANG and competes with the others. */
-	strcpy(c.lang, "en");
+	str_copy(c.lang, sizeof(c.lang), "en");
 	assert_null(message_for(&c, "en-US,en;q=0.9,de;q=0.8"));
 	assert_string_equal(message_for(&c, "de;q=0.9,en;q=0.8"),
 	    "Code: {code}");
@@ -937,15 +937,15 @@ test_http_body(void **state)
 
 	(void)state;
 	memset(&c, 0, sizeof(c));
-	strcpy(c.from_number, "+15550001111");
-	strcpy(c.sms_http_content_type, "application/x-www-form-urlencoded");
-	strcpy(c.sms_http_body, "To={to}&From={from}&Body={text}");
+	str_copy(c.from_number, sizeof(c.from_number), "+15550001111");
+	str_copy(c.sms_http_content_type, sizeof(c.sms_http_content_type), "application/x-www-form-urlencoded");
+	str_copy(c.sms_http_body, sizeof(c.sms_http_body), "To={to}&From={from}&Body={text}");
 	assert_int_equal(http_body(&c, "+15551234567", "a b&c=d\xc3\xa9",
 	    out, sizeof(out)), 0);
 	assert_string_equal(out, "To=%2B15551234567&From=%2B15550001111&Body="
 	    "a%20b%26c%3Dd%C3%A9");
-	strcpy(c.sms_http_content_type, "application/json");
-	strcpy(c.sms_http_body, "{\"to\":\"{to}\",\"text\":\"{text}\"}");
+	str_copy(c.sms_http_content_type, sizeof(c.sms_http_content_type), "application/json");
+	str_copy(c.sms_http_body, sizeof(c.sms_http_body), "{\"to\":\"{to}\",\"text\":\"{text}\"}");
 	assert_int_equal(http_body(&c, "+1555", "say \"hi\"\n", out,
 	    sizeof(out)), 0);
 	assert_string_equal(out, "{\"to\":\"+1555\",\"text\":\"say \\\"hi\\\""
