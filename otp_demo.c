@@ -379,26 +379,28 @@ struct key {
 	size_t off, size;
 	/* Extra rule for strings: returns NULL or the rule broken. */
 	const char *(*check)(const char *value);
+	/* Or the values a string may take, "a|b|c" (and "" when the
+	 * default is "", meaning "decide for me"). */
+	const char *choices;
 };
 
 static const char *check_country_code(const char *v);
 static const char *check_country_list(const char *v);
-static const char *check_provider(const char *v);
-static const char *check_alphabet(const char *v);
 static const char *check_url(const char *v);
 static const char *check_message(const char *v);
 static const char *check_not_empty(const char *v);
-static const char *check_log(const char *v);
-static const char *check_method(const char *v);
 static const char *check_http_auth(const char *v);
-static const char *check_content_type(const char *v);
 static const char *check_domain(const char *v);
 static const char *check_lang(const char *v);
 
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
-#define STR(name, field, def, check) { name, K_STR, 0, 0, def, F(field), check }
-#define INT(name, field, min, max, def) { name, K_INT, min, max, def, F(field), NULL }
-#define BOOL(name, field, def) { name, K_BOOL, 0, 1, def, F(field), NULL }
+#define STR(name, field, def, check) \
+	{ name, K_STR, 0, 0, def, F(field), check, NULL }
+#define ONE_OF(name, field, def, choices) \
+	{ name, K_STR, 0, 0, def, F(field), NULL, choices }
+#define INT(name, field, min, max, def) \
+	{ name, K_INT, min, max, def, F(field), NULL, NULL }
+#define BOOL(name, field, def) { name, K_BOOL, 0, 1, def, F(field), NULL, NULL }
 
 static const struct key config_keys[] = {
 	STR("API_KEY", api_key, "", NULL),
@@ -406,9 +408,9 @@ static const struct key config_keys[] = {
 	BOOL("DEBUG", debug, "False"),
 	STR("COUNTRY_CODE", country_code, "+1", check_country_code),
 	INT("TOKEN_LENGTH", token_length, 1, OTP_MAX_CODE_LEN, "6"),
-	STR("TOKEN_ALPHABET", token_alphabet, "", check_alphabet),
+	ONE_OF("TOKEN_ALPHABET", token_alphabet, "", "hex|digits"),
 	STR("LISTEN", listen, "127.0.0.1:5000", check_not_empty),
-	STR("SMS_PROVIDER", sms_provider, "", check_provider),
+	ONE_OF("SMS_PROVIDER", sms_provider, "", "telnyx|http|spool|command|console"),
 	STR("SMS_API_URL", sms_api_url, "https://api.telnyx.com/v2/messages",
 	    check_url),
 	STR("SMS_CA_FILE", sms_ca_file, "", NULL),
@@ -435,14 +437,14 @@ static const struct key config_keys[] = {
 	STR("STATE_DIR", state_dir, "", NULL),
 	BOOL("METRICS", metrics, "False"),
 	STR("METRICS_ALLOW", metrics_allow, "127.0.0.1,::1", NULL),
-	STR("LOG", log, "stderr", check_log),
+	ONE_OF("LOG", log, "stderr", "stderr|syslog"),
 	STR("SPOOL_DIR", spool_dir, "/var/spool/sms/outgoing", check_not_empty),
 	STR("SMS_COMMAND", sms_command, "", NULL),
 	STR("SMS_COMMAND_ENV", sms_command_env, "", NULL),
-	STR("SMS_HTTP_METHOD", sms_http_method, "POST", check_method),
+	ONE_OF("SMS_HTTP_METHOD", sms_http_method, "POST", "POST|PUT"),
 	STR("SMS_HTTP_AUTH", sms_http_auth, "bearer", check_http_auth),
-	STR("SMS_HTTP_CONTENT_TYPE", sms_http_content_type, "application/json",
-	    check_content_type),
+	ONE_OF("SMS_HTTP_CONTENT_TYPE", sms_http_content_type, "application/json",
+	    "application/json|application/x-www-form-urlencoded"),
 	STR("SMS_HTTP_BODY", sms_http_body,
 	    "{\"from\":\"{from}\",\"to\":\"{to}\",\"text\":\"{text}\"}",
 	    check_not_empty),
@@ -498,24 +500,7 @@ check_country_list(const char *v)
 	return NULL;
 }
 
-static const char *
-check_provider(const char *v)
-{
-	if (*v && strcmp(v, "telnyx") != 0 && strcmp(v, "console") != 0 &&
-	    strcmp(v, "spool") != 0 && strcmp(v, "command") != 0 &&
-	    strcmp(v, "http") != 0)
-		return "must be 'telnyx', 'http', 'spool', 'command' or "
-		    "'console'";
-	return NULL;
-}
 
-static const char *
-check_alphabet(const char *v)
-{
-	if (*v && strcmp(v, "hex") != 0 && strcmp(v, "digits") != 0)
-		return "must be 'hex' or 'digits'";
-	return NULL;
-}
 
 static const char *
 check_url(const char *v)
@@ -540,13 +525,6 @@ check_message(const char *v)
 	return NULL;
 }
 
-static const char *
-check_method(const char *v)
-{
-	if (strcmp(v, "POST") != 0 && strcmp(v, "PUT") != 0)
-		return "must be 'POST' or 'PUT'";
-	return NULL;
-}
 
 static const char *
 check_http_auth(const char *v)
@@ -559,15 +537,6 @@ check_http_auth(const char *v)
 	return NULL;
 }
 
-static const char *
-check_content_type(const char *v)
-{
-	if (strcmp(v, "application/json") != 0 &&
-	    strcmp(v, "application/x-www-form-urlencoded") != 0)
-		return "must be 'application/json' or "
-		    "'application/x-www-form-urlencoded'";
-	return NULL;
-}
 
 static const char *
 check_domain(const char *v)
@@ -593,13 +562,6 @@ check_lang(const char *v)
 	return NULL;
 }
 
-static const char *
-check_log(const char *v)
-{
-	if (strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0)
-		return "must be 'stderr' or 'syslog'";
-	return NULL;
-}
 
 static const char *
 check_not_empty(const char *v)
@@ -639,6 +601,44 @@ config_error(char *err, size_t errlen, const char *where, const char *fmt, ...)
 	return -1;
 }
 
+/* True if v is one of choices ("a|b|c"). */
+static bool
+choice_ok(const char *choices, const char *v)
+{
+	size_t len = strlen(v);
+
+	for (const char *p = choices; *p != '\0';) {
+		size_t n = strcspn(p, "|");
+
+		if (n == len && strncmp(p, v, n) == 0)
+			return true;
+		p += n;
+		p += *p == '|';
+	}
+	return false;
+}
+
+/* Writes "'a', 'b' or 'c'" for choices "a|b|c". */
+static void
+choice_list(const char *choices, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (const char *p = choices; *p != '\0' && n < outlen;) {
+		size_t len = strcspn(p, "|");
+		const char *sep = p == choices ? "" : p[len] == '\0' ? " or " :
+		    ", ";
+		int k = snprintf(out + n, outlen - n, "%s'%.*s'", sep, (int)len, p);
+
+		if (k < 0)
+			break;
+		n += (size_t)k;
+		p += len;
+		p += *p == '|';
+	}
+}
+
 /*
  * Stores a value given as text into the field of k. quoted tells whether
  * the file had it in quotes (strings must be; numbers and booleans must not
@@ -664,6 +664,14 @@ config_set(struct config *c, const struct key *k, const char *v, bool quoted,
 		if (k->check != NULL && (why = k->check(v)) != NULL)
 			return config_error(err, errlen, where, "%s %s",
 			    k->name, why);
+		if (k->choices != NULL && !choice_ok(k->choices, v) &&
+		    !(*v == '\0' && *k->def == '\0')) {
+			char list[128];
+
+			choice_list(k->choices, list, sizeof(list));
+			return config_error(err, errlen, where, "%s must be %s",
+			    k->name, list);
+		}
 		return 0;
 	case K_INT:
 		if (quoted || parse_long(v, LONG_MIN, LONG_MAX, &n) != 0)

@@ -152,6 +152,12 @@ test_config_errors(void **state)
 	expect_error("SMS_PROVIDER='command'\nSMS_COMMAND='send {to}'\n",
 	    "2: SMS_COMMAND must start with the absolute path of an executable "
 	    "(send)");
+	expect_error("TOKEN_ALPHABET='base32'\n",
+	    "1: TOKEN_ALPHABET must be 'hex' or 'digits'");
+	expect_error("LOG=''\n", "1: LOG must be 'stderr' or 'syslog'");
+	expect_error("SMS_HTTP_CONTENT_TYPE='text/plain'\n",
+	    "1: SMS_HTTP_CONTENT_TYPE must be 'application/json' or "
+	    "'application/x-www-form-urlencoded'");
 	expect_error("SMS_HTTP_AUTH='digest'\n",
 	    "1: SMS_HTTP_AUTH must be 'bearer', 'basic', 'none' or 'header:Name'");
 	expect_error("MESSAGE_de='Kein Code'\n",
