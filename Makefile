@@ -2,8 +2,13 @@
 #
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
-#   make test       unit, integration and browser tests
+#   make test       every suite (tests/run.sh); ends "N passed, M failed"
+#   make unit|integration|senders|browser|packaging   one suite of make test
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
+#
+# Every target installs (as root) or names (otherwise) the Debian packages
+# it needs before anything uses them: tools/deps.sh, as an order-only
+# prerequisite, so it runs first whatever -j is.
 #
 # SANITIZE=address,undefined builds everything with those sanitizers, in a
 # separate build directory so it never mixes with a normal build.
@@ -39,36 +44,52 @@ WWW       := www/index.html www/verify.html www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit integration browser deps fetch clean distclean
+.PHONY: all run test unit integration senders browser packaging deps \
+	deps-build deps-test fetch clean distclean
 all: otp_demo
 
-deps:
+# deps-test includes deps-build's packages; ordering the two keeps a -j
+# build from running two installs at once (tools/deps.sh also locks).
+deps deps-build:
 	@tools/deps.sh build
+deps-test: deps-build
+	@tools/deps.sh test
 
-$(CW_SRC) civetweb/include/civetweb.h: civetweb/SHA256SUMS civetweb/VERSION \
-		civetweb/fetch.sh $(wildcard civetweb/patches/*.patch)
-	@tools/deps.sh build
+# civetweb/fetch.sh makes both files: one rule with a stamp, so a parallel
+# build runs it once (two runs at once collided on apt's lock).
+CW_HDR    := civetweb/include/civetweb.h
+CW_STAMP  := civetweb/.make-stamp
+$(CW_STAMP): civetweb/SHA256SUMS civetweb/VERSION civetweb/fetch.sh \
+		$(wildcard civetweb/patches/*.patch) | deps-build
 	civetweb/fetch.sh
-	@touch $(CW_SRC) civetweb/include/civetweb.h
-fetch: $(CW_SRC)
+	@touch $(CW_SRC) $(CW_HDR) $@
+$(CW_SRC) $(CW_HDR): $(CW_STAMP) ;
+fetch: $(CW_STAMP)
 
-$(BUILD)/www_data.h: $(WWW) tools/embed.sh
+$(BUILD)/www_data.h: $(WWW) tools/embed.sh | deps-build
 	@mkdir -p $(BUILD)
 	tools/embed.sh $(WWW) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h Makefile
+$(BUILD)/civetweb.o: $(CW_SRC) $(CW_HDR) Makefile | deps-build
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(CW_CFLAGS) -c $< -o $@
 
-$(BUILD)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
-		civetweb/include/civetweb.h Makefile
+$(BUILD)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h $(CW_HDR) \
+		Makefile | deps-build
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -c $< -o $@
 
 $(BUILD)/otp_demo: $(BUILD)/otp_demo.o $(BUILD)/civetweb.o
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-otp_demo: $(BUILD)/otp_demo
+# ./otp_demo is always the plain build: a sanitizer build (make test
+# SANITIZE=...) stays in its own directory, so a later make run never
+# starts it by surprise.
+otp_demo: build/otp_demo
 	cp $< $@.tmp && mv -f $@.tmp $@
+ifneq ($(BUILD),build)
+build/otp_demo:
+	$(MAKE) --no-print-directory SANITIZE= build/otp_demo
+endif
 
 # make run: the console sender prints each SMS, so no account is needed.
 RUN_CONFIG := $(if $(wildcard config.cfg),config.cfg,config.cfg.example)
@@ -78,20 +99,22 @@ run: otp_demo
 # ---- tests -----------------------------------------------------------------
 
 $(BUILD)/unit: tests/unit.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
-		$(BUILD)/civetweb.o
+		$(BUILD)/civetweb.o | deps-test
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -Wno-missing-prototypes \
 		-o $@ tests/unit.c $(BUILD)/civetweb.o $(LIBS) -lcmocka
 
-unit: $(BUILD)/unit
-	$(BUILD)/unit
-
-# tests/run.sh runs every suite and prints one "N passed, M failed" line.
-test: otp_demo $(BUILD)/unit examples
-	@tools/deps.sh test
-	OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit \
+# tests/run.sh runs every suite (or those in SUITES) and prints one
+# "N passed, M failed" line. make unit, make integration... run one.
+TEST_ENV = OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit \
 		EMBED_BIN=$(CURDIR)/$(BUILD)/examples/embed \
 		OTP_LIB_OBJ=$(CURDIR)/$(BUILD)/examples/otp_demo_lib.o \
-		SANITIZE=$(SANITIZE) tests/run.sh
+		SANITIZE=$(SANITIZE)
+TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit examples | deps-test
+
+test: $(TEST_DEPS)
+	$(TEST_ENV) tests/run.sh
+unit integration senders browser packaging: $(TEST_DEPS)
+	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk
 
@@ -99,4 +122,5 @@ clean:
 	rm -rf build build-* otp_demo tests/out
 distclean: clean
 	rm -rf civetweb/src civetweb/include civetweb/LICENSE.md \
-		civetweb/.fetched deps/dl node_modules
+		civetweb/.fetched civetweb/.make-stamp deps/dl \
+		tests/browser/node_modules
