@@ -408,7 +408,7 @@ static const struct key config_keys[] = {
 	BOOL("DEBUG", debug, "False"),
 	STR("COUNTRY_CODE", country_code, "+1", check_country_code),
 	INT("TOKEN_LENGTH", token_length, 1, OTP_MAX_CODE_LEN, "6"),
-	ONE_OF("TOKEN_ALPHABET", token_alphabet, "", "hex|digits"),
+	ONE_OF("TOKEN_ALPHABET", token_alphabet, "hex", "hex|digits"),
 	STR("LISTEN", listen, "127.0.0.1:5000", check_not_empty),
 	ONE_OF("SMS_PROVIDER", sms_provider, "", "telnyx|http|spool|command|console"),
 	STR("SMS_API_URL", sms_api_url, "https://api.telnyx.com/v2/messages",
@@ -3997,14 +3997,15 @@ on_healthz(struct req *r)
 	return reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3);
 }
 
-/* Ready when the sender can send: the console always, Telnyx with its CA
- * bundle readable. */
+/* Ready when the sender can send: Telnyx and HTTP gateways need their CA
+ * bundle readable; the others are always ready. */
 static int
 on_readyz(struct req *r)
 {
 	const struct config *c = &r->otp->cfg;
 
-	if (c->provider == PROVIDER_TELNYX && access(c->sms_ca_file, R_OK) != 0)
+	if ((c->provider == PROVIDER_TELNYX || c->provider == PROVIDER_HTTP) &&
+	    access(c->sms_ca_file, R_OK) != 0)
 		return reply(r, 503, "text/plain; charset=utf-8",
 		    "not ready: CA bundle unreadable\n", 32);
 	return reply(r, 200, "text/plain; charset=utf-8", "ready\n", 6);
@@ -5049,9 +5050,33 @@ usage(FILE *f)
 	    "usage: otp_demo [-t] [-c config.cfg]\n"
 	    "  -c FILE     read the config from FILE (default ./config.cfg)\n"
 	    "  -t          check the config, print \"configuration OK\", exit\n"
+	    "  --defaults  print every config key with its default, as a\n"
+	    "              config file would set it\n"
 	    "  --help      this text\n"
 	    "  --version   print the version\n"
 	    "Every config key can be set from the environment as OTP_<KEY>.\n");
+}
+
+/* Prints KEY=default for every key, in the file's syntax (strings quoted,
+ * escaped as config_value() reads them back). */
+static void
+config_print_defaults(FILE *f)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key *k = &config_keys[i];
+
+		if (k->type != K_STR) {
+			fprintf(f, "%s=%s\n", k->name, k->def);
+			continue;
+		}
+		fprintf(f, "%s='", k->name);
+		for (const char *p = k->def; *p != '\0'; p++) {
+			if (*p == '\'' || *p == '\\')
+				fputc('\\', f);
+			fputc(*p, f);
+		}
+		fputs("'\n", f);
+	}
 }
 
 static int
@@ -5169,6 +5194,9 @@ main_args(int argc, char **argv, const char **path, bool *test_only)
 		} else if (strcmp(argv[i], "--version") == 0 ||
 		    strcmp(argv[i], "-V") == 0) {
 			printf("otp_demo %s\n", OTP_VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "--defaults") == 0) {
+			config_print_defaults(stdout);
 			return 0;
 		} else if (strcmp(argv[i], "-t") == 0) {
 			*test_only = true;

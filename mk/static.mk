@@ -72,7 +72,9 @@ static_cpu_mips        := -march=mips32r2 -mplt -msoft-float
 static_qemu_mips       := qemu-mips-static -cpu 24Kc
 static_softfp_mips     := yes
 
-# Pinned sources (deps/fetch.sh verifies; see REFERENCE.md section 4).
+# Pinned sources: Debian's trixie source tarballs (deps/fetch.sh fetches them
+# through apt and checks the sha256; an upstream release tarball with the
+# same checksum dropped into deps/dl/ is used as it is).
 MUSL_TAR    := musl_1.2.5.orig.tar.gz
 MUSL_SHA    := a9a118bbe84d8764da0ea0d28b3ab3fae8477fc7e4085d90102b8596fc7c75e4
 MBEDTLS_TAR := mbedtls_3.6.6.orig.tar.bz2
