@@ -42,6 +42,7 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -105,10 +106,18 @@
 #define OTP_MAX_COUNTRIES 16  /* entries in ALLOWED_COUNTRY_CODES */
 #define OTP_MAX_RETURN 256    /* a return_to path */
 #define OTP_MAX_LANGS 8       /* MESSAGE_<lang> keys */
-#ifndef OTP_RATE_SLOTS
-#define OTP_RATE_SLOTS 2048   /* windows per rate-limit table */
+#define OTP_RATE_PROBES 32    /* slots a key may live in; a key finds
+				 no room only if all hold live windows */
+#define OTP_RATE_MIN_SLOTS 256 /* the smallest rate-limit table */
+#ifndef OTP_RATE_MAX_SLOTS
+#define OTP_RATE_MAX_SLOTS (1u << 20) /* 32 MiB: the largest table */
 #endif
-#define OTP_RATE_PROBES 8     /* slots searched per lookup, then evict */
+#define OTP_RATE_LOAD 4       /* slots per window a table can hold: at a
+				 load of 1/4, 32 taken probes in a row do
+				 not happen with keyed hashes */
+#define OTP_NET4_PREFIX 24    /* an IPv4 network, for NETWORK_SHARE */
+#define OTP_NET6_PREFIX 48    /* an IPv6 network (a site) */
+#define OTP_MAX_STATE (8u << 20) /* limits.state is at most this big */
 #define OTP_SWEEP_MS 1000     /* expired codes are wiped within this */
 #define OTP_TOMBSTONE_MS 60000 /* an ended record's state stays known */
 #define OTP_SWEEP_CHUNK 1024  /* records aged per hold of the store lock */
@@ -150,14 +159,20 @@ struct config {
 	long sms_per_ip_per_hour;
 	long sms_per_hour;
 	long sms_per_day;
+	long network_share;         /* percent of the global caps */
+	long ipv6_prefix;
+	long api_sms_per_hour;
+	long api_sms_per_number_per_hour;
+	long api_sends_per_verification;
 	char allowed_country_codes[128];
-	char trusted_proxy[64];
+	char trusted_proxy[256];
 	char cert_file[OTP_MAX_STR];
 	bool redirect_http;
 	char api_key_file[OTP_MAX_STR];
 	char api_token[128];
 	long session_ttl;
 	char state_dir[OTP_MAX_STR];
+	long state_save_interval;
 	bool metrics;
 	char metrics_allow[256];
 	char log[16];
@@ -179,13 +194,24 @@ struct config {
 	int nmessages;
 
 	/* Derived by config_finish(). */
+	uint8_t api_token_mac[OTP_MAC_LEN]; /* by otp_config_keys() */
 	enum provider provider;
 	enum alphabet alphabet;
 	char countries[OTP_MAX_COUNTRIES][8];
 	int ncountries;
 };
 
+/* Whose a verification is: a web session's or the JSON API's. Neither
+ * can look up, resend, check or cancel the other's. */
+enum ns { NS_WEB = 1, NS_API = 2 };
+
 enum rec_state { REC_FREE, REC_LIVE, REC_LOCKED, REC_EXPIRED, REC_VERIFIED };
+
+/* Who a verification belongs to: a namespace and, in it, a session. */
+struct owner {
+	enum ns ns;
+	uint8_t sid[OTP_SID_LEN]; /* NS_API: the one API session */
+};
 
 /* One pending verification. The plain code is kept only so that a resend
  * can repeat it; checks use the keyed hash. */
@@ -198,6 +224,8 @@ struct record {
 	int64_t created_ms;
 	uint32_t attempts;
 	uint8_t state;
+	uint8_t ns;               /* enum ns */
+	uint8_t sends;            /* SMS sent for it: first and resends */
 };
 
 struct store {
@@ -210,27 +238,38 @@ struct store {
 	uint32_t cap;
 };
 
-/* A counting window for one key (a number or an address). */
+/* A counting window for one key (a number, an address, a network). */
 struct window {
-	uint64_t key;      /* 0: unused */
-	int64_t start_ms;
-	int64_t last_ms;   /* last send, for RESEND_INTERVAL */
+	uint64_t key;      /* 0: free */
+	int64_t start_ms;  /* it counts sends in [start, start + period) */
+	int64_t last_ms;   /* the last send, for RESEND_INTERVAL */
 	uint32_t count;
-	int32_t slot;      /* live record for this number, or -1 */
+	int32_t slot;      /* numbers: the newest record, or -1 */
+};
+
+/* The rate-limit tables, one row each: what they count, for how long. */
+enum table {
+	T_NUMBER,     /* sends per number (and namespace); resend state */
+	T_ADDR,       /* sends per client address (IPv6: per IPV6_PREFIX) */
+	T_NET_HOUR,   /* sends per network, hour: NETWORK_SHARE */
+	T_NET_DAY,    /* sends per network, day */
+	T_VERIFY,     /* wrong codes per client address */
+	T__N
 };
 
 struct ratetab {
 	struct window *w;
-	uint32_t size;
+	uint32_t mask;      /* slots - 1; slots is a power of two */
+	int64_t period_ms;
 };
 
 struct limits {
 	pthread_mutex_t lock; /* guards every table and window below */
-	struct ratetab numbers;     /* sends per number, and resend state */
-	struct ratetab send_ips;    /* sends per client address */
-	struct ratetab verify_ips;  /* failed verifications per address */
+	struct ratetab tab[T__N];
 	struct window hour, day;    /* the whole server */
-	uint8_t key[OTP_KEY_LEN];   /* keys the table hashes */
+	struct window api_hour;     /* the JSON API as a whole */
+	uint64_t changes;           /* counts taken, for the state file */
+	uint8_t key[OTP_KEY_LEN];   /* keys the tables' hashes */
 };
 
 /*
@@ -252,7 +291,8 @@ struct curl_pool {
 
 /* Which limit refused a send or a check, for the log, page and metrics. */
 enum limit { LIMIT_NONE, LIMIT_RESEND, LIMIT_NUMBER, LIMIT_IP, LIMIT_HOUR,
-	     LIMIT_DAY, LIMIT_VERIFY_IP, LIMIT__N };
+	     LIMIT_DAY, LIMIT_VERIFY_IP, LIMIT_NETWORK, LIMIT_API_HOUR,
+	     LIMIT_VERIFICATION, LIMIT_FULL, LIMIT__N };
 
 /* How a send ended; the names label otp_sms_failed_total. */
 enum send_result {
@@ -305,6 +345,9 @@ struct otp {
 	struct config cfg;         /* read under cfg_lock (SIGHUP swaps it) */
 	pthread_rwlock_t cfg_lock;
 	clock_fn now_ms;           /* monotonic; tests may replace it */
+	clock_fn wall_ms;          /* Unix time, for the state file; too */
+	uint64_t saved_changes;    /* limits.changes at the last save */
+	int64_t saved_ms;          /* when limits.state was last written */
 	rng_fn rng;                /* CSPRNG; tests may replace it */
 	void *rng_ctx;
 	pthread_mutex_t rng_lock;
@@ -313,7 +356,9 @@ struct otp {
 	uint8_t code_key[OTP_KEY_LEN]; /* HMAC key for codes */
 	uint8_t csrf_key[OTP_KEY_LEN]; /* HMAC key for CSRF tokens */
 	uint8_t auth_key[OTP_KEY_LEN]; /* HMAC key for otp_auth cookies */
-	uint8_t api_sid[OTP_SID_LEN];  /* the "session" of API records */
+	uint8_t sid_key[OTP_KEY_LEN];  /* HMAC key inside session ids */
+	uint8_t cmp_key[OTP_KEY_LEN];  /* secrets are compared as HMACs */
+	struct owner api;              /* whose the API's records are */
 	struct store store;
 	struct limits limits;
 	struct curl_pool curls;
@@ -337,9 +382,14 @@ static void log_line(const struct otp *otp, const char *level,
     __attribute__((format(printf, 3, 4)));
 static void log_escape(const char *in, size_t len, char *out, size_t outlen);
 static int64_t clock_monotonic_ms(void);
+static int64_t clock_wall_ms(void);
 static void hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
 static int hex_decode(const char *in, size_t len, uint8_t *out);
 static bool ct_equal(const void *a, const void *b, size_t len);
+static bool secret_equal(const struct otp *otp, const void *a, size_t alen,
+                         const void *b, size_t blen);
+static void secret_mac(const struct otp *otp, const void *in, size_t len,
+                       uint8_t out[OTP_MAC_LEN]);
 static void wipe(void *p, size_t len);
 static int str_copy(char *dst, size_t size, const char *src);
 static int str_ncopy(char *dst, size_t size, const char *src, size_t n);
@@ -349,6 +399,8 @@ static int hmac256(const uint8_t *key, const void *in, size_t len,
 static unsigned edit_distance(const char *a, const char *b);
 static int file_write_atomic(const char *path, const char *data, size_t len,
                              mode_t mode);
+static void buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #define log_info(o, ...) log_line((o), "info", __VA_ARGS__)
 #define log_warn(o, ...) log_line((o), "warn", __VA_ARGS__)
@@ -426,6 +478,13 @@ static const struct key config_keys[] = {
 	INT("SMS_PER_IP_PER_HOUR", sms_per_ip_per_hour, 1, 1000000, "10"),
 	INT("SMS_PER_HOUR", sms_per_hour, 1, 10000000, "100"),
 	INT("SMS_PER_DAY", sms_per_day, 1, 100000000, "1000"),
+	INT("NETWORK_SHARE", network_share, 1, 100, "25"),
+	INT("IPV6_PREFIX", ipv6_prefix, 32, 128, "64"),
+	INT("API_SMS_PER_HOUR", api_sms_per_hour, 1, 10000000, "100"),
+	INT("API_SMS_PER_NUMBER_PER_HOUR", api_sms_per_number_per_hour, 1,
+	    1000000, "5"),
+	INT("API_SENDS_PER_VERIFICATION", api_sends_per_verification, 1, 100,
+	    "5"),
 	STR("ALLOWED_COUNTRY_CODES", allowed_country_codes, "",
 	    check_country_list),
 	STR("TRUSTED_PROXY", trusted_proxy, "", NULL),
@@ -435,6 +494,7 @@ static const struct key config_keys[] = {
 	STR("API_TOKEN", api_token, "", NULL),
 	INT("SESSION_TTL", session_ttl, 60, 30 * 86400, "43200"),
 	STR("STATE_DIR", state_dir, "", NULL),
+	INT("STATE_SAVE_INTERVAL", state_save_interval, 10, 86400, "300"),
 	BOOL("METRICS", metrics, "False"),
 	STR("METRICS_ALLOW", metrics_allow, "127.0.0.1,::1", NULL),
 	ONE_OF("LOG", log, "stderr", "stderr|syslog"),
@@ -862,6 +922,8 @@ config_line(struct config *c, struct origin *o, int lineno, const char *line,
 	return config_set(c, k, value, quoted, false, where, err, errlen);
 }
 
+static bool listen_has_tls(const char *listen);
+
 static int
 config_defaults(struct config *c, char *err, size_t errlen)
 {
@@ -1126,6 +1188,88 @@ config_load(struct config *c, const char *path, char *err, size_t errlen)
 	return config_finish(c, &o, err, errlen);
 }
 
+/* ---- state files ------------------------------------------------------- */
+/*
+ * STATE_DIR holds what must outlive a restart: session.key (the keys of
+ * sessions, CSRF tokens and forward-auth cookies) and limits.state (the
+ * rate windows). Whoever can write there can forge sessions or reset the
+ * caps, so start-up refuses (exit 78, with the fix) a directory another
+ * user owns or can write, and a file that is not a regular file owned by
+ * us with mode 0600. Files are written by file_write_atomic(): a fresh
+ * temporary file (O_EXCL|O_NOFOLLOW), fsynced, renamed over.
+ */
+
+/* Checks STATE_DIR's owner and mode. 0, or -1 with the fix in err. */
+static int
+state_dir_check(const struct config *c, char *err, size_t errlen)
+{
+	struct stat sb;
+
+	if (c->state_dir[0] == '\0')
+		return 0;
+	if (stat(c->state_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, errlen, "STATE_DIR %s: %s; create it: install -d -m "
+		    "700 %s", c->state_dir, errno ? strerror(errno) :
+		    "not a directory", c->state_dir);
+		return -1;
+	}
+	if (sb.st_uid != geteuid()) {
+		snprintf(err, errlen, "STATE_DIR %s is owned by uid %u, not by "
+		    "this user (uid %u); fix: chown %u %s", c->state_dir,
+		    (unsigned)sb.st_uid, (unsigned)geteuid(),
+		    (unsigned)geteuid(), c->state_dir);
+		return -1;
+	}
+	if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "STATE_DIR %s is writable by %s (mode "
+		    "%03o); fix: chmod 700 %s", c->state_dir,
+		    sb.st_mode & S_IWOTH ? "others" : "its group",
+		    (unsigned)(sb.st_mode & 0777), c->state_dir);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Opens a file of STATE_DIR for reading, refusing a symlink, another
+ * user's file, and one its group or others can read or write. NULL with
+ * errno ENOENT if it does not exist (err untouched), or NULL with the
+ * reason and the fix in err.
+ */
+static FILE *
+state_open(const struct otp *otp, const char *path, const char *name,
+           char *err, size_t errlen)
+{
+	struct stat sb;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	FILE *f;
+
+	(void)otp;
+	if (fd < 0) {
+		if (errno != ENOENT)
+			snprintf(err, errlen, "%s: %s%s", path, strerror(errno),
+			    errno == ELOOP ? " (a symlink: remove it)" : "");
+		return NULL;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file; remove it", path);
+	} else if (sb.st_uid != geteuid()) {
+		snprintf(err, errlen, "%s is owned by uid %u, not by this user "
+		    "(uid %u); fix: chown %u %s", path, (unsigned)sb.st_uid,
+		    (unsigned)geteuid(), (unsigned)geteuid(), path);
+	} else if (sb.st_mode & 077) {
+		snprintf(err, errlen, "%s has mode %03o: readable or writable by "
+		    "others than its owner; fix: chmod 600 %s (and make a new "
+		    "%s if someone else may have read it)", path,
+		    (unsigned)(sb.st_mode & 0777), path, name);
+	} else if ((f = fdopen(fd, "r")) != NULL) {
+		return f;
+	}
+	close(fd);
+	errno = EPERM;
+	return NULL;
+}
+
 /* ---- codes ------------------------------------------------------------- */
 
 static int
@@ -1307,15 +1451,23 @@ store_age(struct store *st, uint32_t slot, int64_t now, int64_t ttl_ms)
 		store_end(st, slot, REC_FREE);
 }
 
+/* Whether r belongs to ow: the same namespace and session. */
+static bool
+rec_owned(const struct record *r, const struct owner *ow)
+{
+	return r->ns == (uint8_t)ow->ns && ct_equal(r->sid, ow->sid,
+	    OTP_SID_LEN);
+}
+
 /*
- * Adds a record for phone with code, bound to session sid; writes its
+ * Adds a record for phone with code, bound to its owner; writes its
  * slot. Returns 0, or -1 when every record is live (the caller answers
  * 503): tombstones and expired records are reused, live ones never.
  */
 static int
 store_add(struct store *st, const char *phone, const char *code,
           const uint8_t mac[OTP_MAC_LEN], const uint8_t id[OTP_ID_LEN],
-          const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms,
+          const struct owner *ow, int64_t now, int64_t ttl_ms,
           uint32_t *slot)
 {
 	struct record *r;
@@ -1340,13 +1492,15 @@ store_add(struct store *st, const char *phone, const char *code,
 	*slot = st->free[--st->nfree];
 	r = &st->rec[*slot];
 	memcpy(r->id, id, OTP_ID_LEN);
-	memcpy(r->sid, sid, OTP_SID_LEN);
+	memcpy(r->sid, ow->sid, OTP_SID_LEN);
 	memcpy(r->mac, mac, OTP_MAC_LEN);
 	str_copy(r->phone, sizeof(r->phone), phone);
 	str_copy(r->code, sizeof(r->code), code);
 	r->created_ms = now;
 	r->attempts = 0;
 	r->state = REC_LIVE;
+	r->ns = (uint8_t)ow->ns;
+	r->sends = 1;
 	pthread_mutex_unlock(&st->lock);
 	return 0;
 }
@@ -1373,14 +1527,14 @@ store_get(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
  */
 static int
 store_cancel(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-             const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms)
+             const struct owner *ow, int64_t now, int64_t ttl_ms)
 {
 	struct record *r;
 	int rc = -1;
 
 	pthread_mutex_lock(&st->lock);
 	if ((r = store_get(st, slot, id, now, ttl_ms)) != NULL &&
-	    ct_equal(r->sid, sid, OTP_SID_LEN)) {
+	    rec_owned(r, ow)) {
 		rc = rec_has_code(r) ? 0 : -2;
 		if (rc == 0)
 			store_end(st, slot, REC_FREE);
@@ -1393,7 +1547,7 @@ store_cancel(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
  * number of milliseconds its code stays valid. */
 static enum rec_state
 store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-            const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms,
+            const struct owner *ow, int64_t now, int64_t ttl_ms,
             int64_t *left)
 {
 	enum rec_state state = REC_FREE;
@@ -1402,7 +1556,7 @@ store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	*left = 0;
 	pthread_mutex_lock(&st->lock);
 	if ((r = store_get(st, slot, id, now, ttl_ms)) != NULL &&
-	    ct_equal(r->sid, sid, OTP_SID_LEN)) {
+	    rec_owned(r, ow)) {
 		state = (enum rec_state)r->state;
 		if (rec_has_code(r))
 			*left = r->created_ms + ttl_ms - now;
@@ -1412,25 +1566,27 @@ store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 }
 
 /*
- * Checks a code against record (slot, id), which must belong to session
- * sid: a stolen handle alone is not enough. On success the record ends (a
- * code works once) and its number is copied to phone. A wrong code counts
- * an attempt under the lock, so parallel guesses cannot exceed
- * max_attempts; the last allowed failure locks the record and wipes its
- * code.
+ * Checks a code against record (slot, id), which must belong to ow: a
+ * stolen handle alone is not enough. mac is NULL for input that cannot be
+ * a code (the wrong length): a wrong guess without a compare. On success
+ * the record ends (a code works once) and its number is copied to phone.
+ * A wrong code counts an attempt under the lock, so parallel guesses
+ * cannot exceed max_attempts, and sets *guessed; the last allowed failure
+ * locks the record and wipes its code.
  */
 static enum check
 store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-            const uint8_t sid[OTP_SID_LEN], const uint8_t mac[OTP_MAC_LEN],
-            int64_t now, int64_t ttl_ms, uint32_t max_attempts,
-            char phone[OTP_MAX_PHONE_LEN + 1])
+            const struct owner *ow, const uint8_t *mac, int64_t now,
+            int64_t ttl_ms, uint32_t max_attempts,
+            char phone[OTP_MAX_PHONE_LEN + 1], bool *guessed)
 {
 	enum check rc = CHECK_UNKNOWN;
 	struct record *r;
 
+	*guessed = false;
 	pthread_mutex_lock(&st->lock);
 	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL ||
-	    !ct_equal(r->sid, sid, OTP_SID_LEN))
+	    !rec_owned(r, ow))
 		goto out;
 	switch (r->state) {
 	case REC_EXPIRED: rc = CHECK_EXPIRED; goto out;
@@ -1438,11 +1594,14 @@ store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	case REC_LOCKED: rc = CHECK_LOCKED; goto out;
 	default: break;
 	}
-	if (ct_equal(r->mac, mac, OTP_MAC_LEN)) {
+	if (mac != NULL && ct_equal(r->mac, mac, OTP_MAC_LEN)) {
 		str_copy(phone, OTP_MAX_PHONE_LEN + 1, r->phone);
 		store_end(st, slot, REC_VERIFIED);
 		rc = CHECK_OK;
-	} else if (++r->attempts >= max_attempts) {
+		goto out;
+	}
+	*guessed = true;
+	if (++r->attempts >= max_attempts) {
 		r->state = REC_LOCKED;
 		wipe(r->code, sizeof(r->code));
 		wipe(r->mac, sizeof(r->mac));
@@ -1456,14 +1615,16 @@ out:
 }
 
 /*
- * For a resend: copies the code and id of the live record at slot if it
- * is still for phone, and binds it to the session sid that asked last (the
- * attempt count stays). Returns 0, or -1 if there is none.
+ * For a resend: copies the code and id of the record at slot if it is
+ * live, for phone and owned by ow (a code never moves to another session
+ * or namespace), and counts the send. Returns 0; -1 if there is no such
+ * record (the caller starts a new one); -2 if it was sent max_sends times.
  */
 static int
 store_resend(struct store *st, uint32_t slot, const char *phone,
-             const uint8_t sid[OTP_SID_LEN], int64_t now, int64_t ttl_ms,
-             char code[OTP_MAX_CODE_LEN + 1], uint8_t id[OTP_ID_LEN])
+             const struct owner *ow, int64_t now, int64_t ttl_ms,
+             uint32_t max_sends, char code[OTP_MAX_CODE_LEN + 1],
+             uint8_t id[OTP_ID_LEN])
 {
 	struct record *r;
 	int rc = -1;
@@ -1472,15 +1633,29 @@ store_resend(struct store *st, uint32_t slot, const char *phone,
 	if (slot < st->cap) {
 		store_age(st, slot, now, ttl_ms);
 		r = &st->rec[slot];
-		if (r->state == REC_LIVE && strcmp(r->phone, phone) == 0) {
-			str_copy(code, OTP_MAX_CODE_LEN + 1, r->code);
-			memcpy(id, r->id, OTP_ID_LEN);
-			memcpy(r->sid, sid, OTP_SID_LEN);
-			rc = 0;
+		if (r->state == REC_LIVE && strcmp(r->phone, phone) == 0 &&
+		    rec_owned(r, ow)) {
+			rc = r->sends >= max_sends ? -2 : 0;
+			if (rc == 0) {
+				str_copy(code, OTP_MAX_CODE_LEN + 1, r->code);
+				memcpy(id, r->id, OTP_ID_LEN);
+				r->sends++;
+			}
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
 	return rc;
+}
+
+/* A resend that failed: the record keeps its code, not the send. */
+static void
+store_unsend(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	pthread_mutex_lock(&st->lock);
+	if (slot < st->cap && ct_equal(st->rec[slot].id, id, OTP_ID_LEN) &&
+	    st->rec[slot].sends > 0)
+		st->rec[slot].sends--;
+	pthread_mutex_unlock(&st->lock);
 }
 
 /* Ages every record: wipes expired codes, frees old tombstones. Returns
@@ -1535,187 +1710,651 @@ store_pending(struct store *st)
 
 /* ---- rate limits ------------------------------------------------------- */
 /*
- * Fixed windows: a key's count starts when it is first seen and resets a
- * window later. Each table has OTP_RATE_SLOTS windows, allocated once; a
- * key lives in one of OTP_RATE_PROBES slots after its hash, and when they
- * are all taken the oldest window among them is dropped. So memory is
- * bounded whatever the number of keys; the global windows still hold when
- * a table forgets. Keys are a keyed hash, so clients cannot aim
- * collisions at one slot.
+ * Fixed windows: a key's count starts with its first counted send and
+ * resets a period later. Keys are keyed hashes (clients cannot aim them),
+ * and each table is allocated once, sized from the caps so that it can
+ * never fill: a window is made only when a send (or a wrong code) is
+ * counted, and the global caps bound those, so a table holds at most
+ * 2 x SMS_PER_HOUR live windows (fixed windows let two periods' worth
+ * through around a boundary) and is made OTP_RATE_LOAD times bigger.
+ *
+ * A key lives in one of the OTP_RATE_PROBES slots after its hash. A
+ * lookup searches all of them for the key before it takes a free or ended
+ * slot, and a live window is never overwritten: if all the slots hold
+ * other keys' live windows (a table too small for a raised cap), the
+ * request is refused (LIMIT_FULL, 503), never let through uncounted. A
+ * refused request counts nothing and makes no window.
  */
 
-static int
-ratetab_init(struct ratetab *t, uint32_t size)
+static const char *const limit_names[LIMIT__N] = {
+	[LIMIT_NONE] = "none", [LIMIT_RESEND] = "resend_interval",
+	[LIMIT_NUMBER] = "per_number", [LIMIT_IP] = "per_ip",
+	[LIMIT_HOUR] = "per_hour", [LIMIT_DAY] = "per_day",
+	[LIMIT_VERIFY_IP] = "verify_per_ip", [LIMIT_NETWORK] = "per_network",
+	[LIMIT_API_HOUR] = "api_per_hour",
+	[LIMIT_VERIFICATION] = "per_verification",
+	[LIMIT_FULL] = "table_full",
+};
+
+/* Limits that hold for everyone at once answer 503; a client's own, 429. */
+static bool
+limit_is_global(enum limit l)
 {
-	t->w = calloc(size, sizeof(*t->w));
-	t->size = size;
+	return l == LIMIT_HOUR || l == LIMIT_DAY || l == LIMIT_FULL;
+}
+
+/* Slots for a table that must hold `windows` live ones. */
+static uint32_t
+ratetab_slots(uint64_t windows)
+{
+	uint64_t want = windows * OTP_RATE_LOAD;
+	uint32_t n = OTP_RATE_MIN_SLOTS;
+
+	while (n < want && n < OTP_RATE_MAX_SLOTS)
+		n <<= 1;
+	return n;
+}
+
+static int
+ratetab_init(struct ratetab *t, uint32_t slots, int64_t period_ms)
+{
+	t->w = calloc(slots, sizeof(*t->w));
+	t->mask = slots - 1;
+	t->period_ms = period_ms;
 	return t->w != NULL ? 0 : -1;
 }
 
-static uint64_t
-limits_key(const struct limits *l, const char *kind, const char *value)
+/* Whether w's period is still running. */
+static bool
+window_current(const struct ratetab *t, const struct window *w, int64_t now)
 {
-	uint8_t mac[OTP_MAC_LEN];
-	char buf[160];
-	uint64_t k;
-	int n = snprintf(buf, sizeof(buf), "%s:%s", kind, value);
-
-	if (n < 0 || (size_t)n >= sizeof(buf))
-		n = (int)sizeof(buf) - 1;
-	hmac256(l->key, buf, (size_t)n, mac);
-	memcpy(&k, mac, sizeof(k));
-	return k | 1; /* 0 marks a free slot */
+	return w->key != 0 && now - w->start_ms < t->period_ms;
 }
 
-/* Finds or makes the window for key. Caller holds the limits lock. */
+/* Whether w must keep its slot: its period runs, or (numbers) its last
+ * send is within hold_ms, so RESEND_INTERVAL outlives the window. */
+static bool
+window_busy(const struct ratetab *t, const struct window *w, int64_t now,
+            int64_t hold_ms)
+{
+	return window_current(t, w, now) ||
+	    (w->key != 0 && w->last_ms != 0 && now - w->last_ms < hold_ms);
+}
+
+/*
+ * Where key's window is or would go: its own slot if it has one, else the
+ * first free or finished slot among its probes; NULL if every probe holds
+ * another key's busy window. Changes nothing. Caller holds the lock.
+ */
 static struct window *
-ratetab_get(struct ratetab *t, uint64_t key, int64_t now, int64_t window_ms)
+ratetab_find(const struct ratetab *t, uint64_t key, int64_t now,
+             int64_t hold_ms)
 {
-	struct window *oldest = NULL;
+	struct window *room = NULL;
 
-	for (uint32_t i = 0; i < OTP_RATE_PROBES && i < t->size; i++) {
-		struct window *w = &t->w[(key + i) % t->size];
+	for (uint32_t i = 0; i < OTP_RATE_PROBES; i++) {
+		struct window *w = &t->w[(key + i) & t->mask];
 
-		if (w->key == key) {
-			if (now - w->start_ms >= window_ms) {
-				w->start_ms = now;
-				w->count = 0;
-			}
+		if (w->key == key)
 			return w;
-		}
-		if (w->key == 0 || now - w->start_ms >= window_ms) {
-			oldest = w; /* free or stale: take it */
-			break;
-		}
-		if (oldest == NULL || w->start_ms < oldest->start_ms)
-			oldest = w;
+		if (room == NULL && !window_busy(t, w, now, hold_ms))
+			room = w;
 	}
-	memset(oldest, 0, sizeof(*oldest));
-	oldest->key = key;
-	oldest->start_ms = now;
-	oldest->slot = -1;
-	return oldest;
+	return room;
 }
 
-/* Seconds until w's window ends, at least 1. */
-static long
-window_retry(const struct window *w, int64_t now, int64_t window_ms)
+/* What key has counted in this period at w (from ratetab_find). */
+static uint32_t
+window_count(const struct ratetab *t, const struct window *w, uint64_t key,
+             int64_t now)
 {
-	int64_t ms = w->start_ms + window_ms - now;
+	return w->key == key && window_current(t, w, now) ? w->count : 0;
+}
+
+/* Counts one for key at w, taking the slot or starting a new period. */
+static void
+window_add(const struct ratetab *t, struct window *w, uint64_t key,
+           int64_t now)
+{
+	if (w->key != key) {
+		memset(w, 0, sizeof(*w));
+		w->key = key;
+		w->slot = -1;
+		w->start_ms = now;
+	} else if (!window_current(t, w, now)) {
+		w->start_ms = now;
+		w->count = 0;
+	}
+	w->count++;
+}
+
+/* Seconds until a window of period_ms that started at start ends, >= 1. */
+static long
+window_retry(int64_t start, int64_t now, int64_t period_ms)
+{
+	int64_t ms = start + period_ms - now;
 
 	return ms <= 1000 ? 1 : (long)((ms + 999) / 1000);
 }
 
-static void
-global_roll(struct window *w, int64_t now, int64_t window_ms)
+/* A global window's count now (0 once its period is over). */
+static uint32_t
+global_count(const struct window *w, int64_t now, int64_t period_ms)
 {
-	if (w->start_ms == 0 || now - w->start_ms >= window_ms) {
+	return w->start_ms != 0 && now - w->start_ms < period_ms ? w->count : 0;
+}
+
+static void
+global_add(struct window *w, int64_t now, int64_t period_ms)
+{
+	if (global_count(w, now, period_ms) == 0) {
 		w->start_ms = now;
 		w->count = 0;
 	}
+	w->count++;
 }
 
-static const char *const limit_names[LIMIT__N] = {
-	"none", "resend_interval", "per_number", "per_ip", "per_hour", "per_day",
-	"verify_per_ip",
-};
+static uint64_t
+limits_hash(const struct limits *l, const void *in, size_t len)
+{
+	uint8_t mac[OTP_MAC_LEN];
+	uint64_t k;
+
+	hmac256(l->key, in, len, mac);
+	memcpy(&k, mac, sizeof(k));
+	return k | 1; /* 0 marks a free slot */
+}
+
+/* The key of a number in a namespace. */
+static uint64_t
+limits_number_key(const struct limits *l, enum ns ns, const char *phone)
+{
+	char buf[4 + OTP_MAX_PHONE_LEN + 1];
+	int n = snprintf(buf, sizeof(buf), "n%d:%s", (int)ns, phone);
+
+	return limits_hash(l, buf, n > 0 && (size_t)n < sizeof(buf) ?
+	    (size_t)n : sizeof(buf) - 1);
+}
 
 /*
- * Checks every send limit for (phone, addr) and, if all pass, counts the
- * send in each. Also reports the live record of this number (for a
- * resend) in *slot, or -1. Returns LIMIT_NONE or the limit that refused,
- * with *retry set.
+ * The keys of a client address: *addr for the address itself (IPv4 /32,
+ * IPv6 the first prefix bits, so rotating within a /64 does not help)
+ * and *net for its network (IPv4 /24, IPv6 /48). An IPv4-mapped IPv6
+ * address is the IPv4 one. Anything else is keyed as it is written.
+ */
+static void
+limits_client_keys(const struct limits *l, const char *addr, long prefix,
+                   uint64_t *akey, uint64_t *nkey)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	                                    0xff, 0xff };
+	uint8_t a[18], ip[16];
+	size_t len = 0, netbits = 0, bits = 0;
+
+	if (inet_pton(AF_INET6, addr, ip) == 1 &&
+	    memcmp(ip, mapped, sizeof(mapped)) != 0) {
+		a[0] = '6', bits = (size_t)prefix, len = 17;
+		netbits = prefix < OTP_NET6_PREFIX ? (size_t)prefix :
+		    OTP_NET6_PREFIX;
+		memcpy(a + 1, ip, 16);
+	} else if (inet_pton(AF_INET6, addr, ip) == 1 ||
+	    inet_pton(AF_INET, addr, ip + 12) == 1) {
+		a[0] = '4', bits = 32, netbits = OTP_NET4_PREFIX, len = 5;
+		memcpy(a + 1, ip + 12, 4);
+	}
+	if (len == 0) {
+		*akey = *nkey = limits_hash(l, addr, strlen(addr));
+		return;
+	}
+	for (size_t i = 0; i < (len - 1) * 8; i++)
+		if (i >= bits)
+			a[1 + i / 8] &= (uint8_t)~(0x80u >> (i % 8));
+	a[len] = (uint8_t)bits;
+	*akey = limits_hash(l, a, len + 1);
+	for (size_t i = netbits; i < bits; i++)
+		a[1 + i / 8] &= (uint8_t)~(0x80u >> (i % 8));
+	a[0] = (char)(a[0] == '6' ? 'N' : 'n');
+	a[len] = (uint8_t)netbits;
+	*nkey = limits_hash(l, a, len + 1);
+}
+
+/* A client as the limits see it: no address for the JSON API's own
+ * calls (the application behind it is one back end, not one user). */
+struct client {
+	const char *addr;   /* for logs; NULL: not counted per address */
+	uint64_t akey, nkey;
+};
+
+static void
+client_init(const struct otp *otp, struct client *cl, const char *addr)
+{
+	cl->addr = addr;
+	if (addr != NULL)
+		limits_client_keys(&otp->limits, addr, otp->cfg.ipv6_prefix,
+		    &cl->akey, &cl->nkey);
+}
+
+/* What limits_take() was asked for and found. */
+struct take {
+	enum ns ns;
+	const char *phone;
+	const struct client *cl;
+	long retry;          /* out: seconds, when refused */
+	int32_t slot;        /* out: the number's newest record, or -1 */
+};
+
+/* The share of a global cap one network may use, at least 1. */
+static uint32_t
+share_of(long cap, long percent)
+{
+	long n = cap * percent / 100;
+
+	return n < 1 ? 1 : (uint32_t)n;
+}
+
+/*
+ * Checks the send limits of a request (under the lock): which one, if
+ * any, refuses it, with *retry. w[] gets the windows to count in.
  */
 static enum limit
-limits_take(struct otp *otp, const char *phone, const char *addr,
-            int64_t now, int32_t *slot, long *retry)
+limits_check_send(struct otp *otp, struct take *tk, uint64_t knum,
+                  int64_t now, struct window *w[T__N])
 {
 	const struct config *c = &otp->cfg;
 	struct limits *l = &otp->limits;
-	struct window *num, *ip;
-	enum limit rc = LIMIT_NONE;
-	uint64_t knum = limits_key(l, "n", phone), kip = limits_key(l, "a", addr);
+	struct ratetab *t = l->tab;
+	bool api = tk->ns == NS_API, per_client = tk->cl->addr != NULL;
+	int64_t hold = c->resend_interval * 1000;
+	uint32_t per_number = (uint32_t)(api ? c->api_sms_per_number_per_hour :
+	    c->sms_per_number_per_hour);
+	struct window *num;
 
-	pthread_mutex_lock(&l->lock);
-	num = ratetab_get(&l->numbers, knum, now, HOUR_MS);
-	ip = ratetab_get(&l->send_ips, kip, now, HOUR_MS);
-	global_roll(&l->hour, now, HOUR_MS);
-	global_roll(&l->day, now, DAY_MS);
-	if (num->count > 0 && now - num->last_ms < c->resend_interval * 1000) {
-		rc = LIMIT_RESEND;
-		*retry = (long)((num->last_ms + c->resend_interval * 1000 - now +
-		    999) / 1000);
-	} else if (num->count >= (uint32_t)c->sms_per_number_per_hour) {
-		rc = LIMIT_NUMBER;
-		*retry = window_retry(num, now, HOUR_MS);
-	} else if (ip->count >= (uint32_t)c->sms_per_ip_per_hour) {
-		rc = LIMIT_IP;
-		*retry = window_retry(ip, now, HOUR_MS);
-	} else if (l->hour.count >= (uint32_t)c->sms_per_hour) {
-		rc = LIMIT_HOUR;
-		*retry = window_retry(&l->hour, now, HOUR_MS);
-	} else if (l->day.count >= (uint32_t)c->sms_per_day) {
-		rc = LIMIT_DAY;
-		*retry = window_retry(&l->day, now, DAY_MS);
-	} else {
-		num->count++, ip->count++, l->hour.count++, l->day.count++;
-		num->last_ms = now;
-		*slot = num->slot;
+	memset(w, 0, sizeof(*w) * T__N);
+	num = w[T_NUMBER] = ratetab_find(&t[T_NUMBER], knum, now, hold);
+	if (per_client) {
+		w[T_ADDR] = ratetab_find(&t[T_ADDR], tk->cl->akey, now, 0);
+		w[T_NET_HOUR] = ratetab_find(&t[T_NET_HOUR], tk->cl->nkey, now, 0);
+		w[T_NET_DAY] = ratetab_find(&t[T_NET_DAY], tk->cl->nkey, now, 0);
 	}
+	if (num == NULL || (per_client && (w[T_ADDR] == NULL ||
+	    w[T_NET_HOUR] == NULL || w[T_NET_DAY] == NULL))) {
+		tk->retry = 60;
+		return LIMIT_FULL;
+	}
+	if (num->key == knum && num->last_ms != 0 &&
+	    now - num->last_ms < hold) {
+		tk->retry = window_retry(num->last_ms, now, hold);
+		return LIMIT_RESEND;
+	}
+	if (window_count(&t[T_NUMBER], num, knum, now) >= per_number) {
+		tk->retry = window_retry(num->start_ms, now, HOUR_MS);
+		return LIMIT_NUMBER;
+	}
+	if (per_client && window_count(&t[T_ADDR], w[T_ADDR], tk->cl->akey,
+	    now) >= (uint32_t)c->sms_per_ip_per_hour) {
+		tk->retry = window_retry(w[T_ADDR]->start_ms, now, HOUR_MS);
+		return LIMIT_IP;
+	}
+	if (api && global_count(&l->api_hour, now, HOUR_MS) >=
+	    (uint32_t)c->api_sms_per_hour) {
+		tk->retry = window_retry(l->api_hour.start_ms, now, HOUR_MS);
+		return LIMIT_API_HOUR;
+	}
+	if (global_count(&l->hour, now, HOUR_MS) >= (uint32_t)c->sms_per_hour) {
+		tk->retry = window_retry(l->hour.start_ms, now, HOUR_MS);
+		return LIMIT_HOUR;
+	}
+	if (global_count(&l->day, now, DAY_MS) >= (uint32_t)c->sms_per_day) {
+		tk->retry = window_retry(l->day.start_ms, now, DAY_MS);
+		return LIMIT_DAY;
+	}
+	/* After the global caps: when they are spent, everyone is told so
+	 * (503); a network's share spent is that network's own (429). */
+	if (per_client && window_count(&t[T_NET_HOUR], w[T_NET_HOUR],
+	    tk->cl->nkey, now) >= share_of(c->sms_per_hour, c->network_share)) {
+		tk->retry = window_retry(w[T_NET_HOUR]->start_ms, now, HOUR_MS);
+		return LIMIT_NETWORK;
+	}
+	if (per_client && window_count(&t[T_NET_DAY], w[T_NET_DAY],
+	    tk->cl->nkey, now) >= share_of(c->sms_per_day, c->network_share)) {
+		tk->retry = window_retry(w[T_NET_DAY]->start_ms, now, DAY_MS);
+		return LIMIT_NETWORK;
+	}
+	return LIMIT_NONE;
+}
+
+/* Counts one send in each window w[] and the global ones. */
+static void
+limits_count_send(struct limits *l, const struct take *tk, uint64_t knum,
+                  int64_t now, struct window *w[T__N])
+{
+	window_add(&l->tab[T_NUMBER], w[T_NUMBER], knum, now);
+	w[T_NUMBER]->last_ms = now;
+	if (tk->cl->addr != NULL) {
+		window_add(&l->tab[T_ADDR], w[T_ADDR], tk->cl->akey, now);
+		window_add(&l->tab[T_NET_HOUR], w[T_NET_HOUR], tk->cl->nkey, now);
+		window_add(&l->tab[T_NET_DAY], w[T_NET_DAY], tk->cl->nkey, now);
+	}
+	if (tk->ns == NS_API)
+		global_add(&l->api_hour, now, HOUR_MS);
+	global_add(&l->hour, now, HOUR_MS);
+	global_add(&l->day, now, DAY_MS);
+	l->changes++;
+}
+
+/*
+ * Checks every send limit for a request and, if all pass and reserve()
+ * (called under the lock with the number's newest record) agrees,
+ * counts the send in each. A refused request changes nothing. Returns
+ * LIMIT_NONE or the limit that refused, with tk->retry set; tk->slot is
+ * the newest record for the number in this namespace, or -1.
+ */
+static enum limit
+limits_take(struct otp *otp, struct take *tk, int64_t now,
+            enum limit (*reserve)(void *arg, int32_t slot), void *arg)
+{
+	struct limits *l = &otp->limits;
+	uint64_t knum = limits_number_key(l, tk->ns, tk->phone);
+	struct window *w[T__N];
+	enum limit rc;
+
+	tk->slot = -1;
+	pthread_mutex_lock(&l->lock);
+	rc = limits_check_send(otp, tk, knum, now, w);
+	if (rc == LIMIT_NONE && w[T_NUMBER]->key == knum)
+		tk->slot = w[T_NUMBER]->slot;
+	if (rc == LIMIT_NONE && reserve != NULL)
+		rc = reserve(arg, tk->slot);
+	if (rc == LIMIT_NONE)
+		limits_count_send(l, tk, knum, now, w);
 	pthread_mutex_unlock(&l->lock);
 	return rc;
 }
 
 /*
  * After a failed send, gives the number back its send: "Please try again"
- * must not meet RESEND_INTERVAL. The per-address and global counts keep
- * it, so failing sends cannot be used to hammer the gateway.
+ * must not meet RESEND_INTERVAL. The per-address, network and global
+ * counts keep it, so failing sends cannot be used to hammer the gateway.
  */
 static void
-limits_refund(struct otp *otp, const char *phone, int64_t now)
+limits_refund(struct otp *otp, enum ns ns, const char *phone, int64_t now)
 {
 	struct limits *l = &otp->limits;
+	uint64_t k = limits_number_key(l, ns, phone);
 	struct window *w;
 
 	pthread_mutex_lock(&l->lock);
-	w = ratetab_get(&l->numbers, limits_key(l, "n", phone), now, HOUR_MS);
-	if (w->count > 0)
-		w->count--;
-	w->last_ms = 0;
+	w = ratetab_find(&l->tab[T_NUMBER], k, now, 0);
+	if (w != NULL && w->key == k) {
+		if (w->count > 0)
+			w->count--;
+		w->last_ms = 0;
+		l->changes++;
+	}
 	pthread_mutex_unlock(&l->lock);
 }
 
-/* Remembers the live record of a number, for resends. */
+/* Remembers the newest record of a number, for a resend in its session. */
 static void
-limits_set_slot(struct otp *otp, const char *phone, int64_t now, int32_t slot)
+limits_set_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
+                int32_t slot)
 {
 	struct limits *l = &otp->limits;
-	uint64_t k = limits_key(l, "n", phone);
+	uint64_t k = limits_number_key(l, ns, phone);
+	struct window *w;
 
 	pthread_mutex_lock(&l->lock);
-	ratetab_get(&l->numbers, k, now, HOUR_MS)->slot = slot;
+	w = ratetab_find(&l->tab[T_NUMBER], k, now, 0);
+	if (w != NULL && w->key == k)
+		w->slot = slot;
 	pthread_mutex_unlock(&l->lock);
 }
 
-/* Failed verifications per address: check (count = false) or count. */
-static bool
-limits_verify(struct otp *otp, const char *addr, int64_t now, bool count,
-              long *retry)
+/*
+ * Wrong codes per client address. Before a check, limits_verify_take()
+ * refuses an address that has used its budget (LIMIT_VERIFY_IP) or finds
+ * no room (LIMIT_FULL), and otherwise reserves one failure, so parallel
+ * guesses cannot overshoot; limits_verify_done() gives it back unless the
+ * check was a guess that failed. A window exists only while it counts.
+ */
+static enum limit
+limits_verify_take(struct otp *otp, const struct client *cl, int64_t now,
+                   long *retry)
 {
 	struct limits *l = &otp->limits;
-	uint64_t k = limits_key(l, "v", addr);
+	struct ratetab *t = &l->tab[T_VERIFY];
+	enum limit rc = LIMIT_NONE;
 	struct window *w;
-	bool ok;
 
 	pthread_mutex_lock(&l->lock);
-	w = ratetab_get(&l->verify_ips, k, now, HOUR_MS);
-	if (count)
-		w->count++;
-	ok = w->count < (uint32_t)otp->cfg.verify_per_ip_per_hour;
-	if (!ok)
-		*retry = window_retry(w, now, HOUR_MS);
+	w = ratetab_find(t, cl->akey, now, 0);
+	if (w == NULL) {
+		*retry = 60;
+		rc = LIMIT_FULL;
+	} else if (window_count(t, w, cl->akey, now) >=
+	    (uint32_t)otp->cfg.verify_per_ip_per_hour) {
+		*retry = window_retry(w->start_ms, now, HOUR_MS);
+		rc = LIMIT_VERIFY_IP;
+	} else {
+		window_add(t, w, cl->akey, now);
+	}
 	pthread_mutex_unlock(&l->lock);
-	return ok;
+	return rc;
+}
+
+static void
+limits_verify_done(struct otp *otp, const struct client *cl, int64_t now,
+                   bool failed_guess)
+{
+	struct limits *l = &otp->limits;
+	struct window *w;
+
+	pthread_mutex_lock(&l->lock);
+	w = ratetab_find(&l->tab[T_VERIFY], cl->akey, now, 0);
+	if (w != NULL && w->key == cl->akey) {
+		if (failed_guess)
+			l->changes++;
+		else if (w->count > 0 && --w->count == 0)
+			memset(w, 0, sizeof(*w)); /* never made: no trace */
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+/*
+ * Caps that survive a restart: with STATE_DIR, the windows that still
+ * count are written to STATE_DIR/limits.state on shutdown and at most
+ * every STATE_SAVE_INTERVAL seconds when something was counted (flash
+ * wears), and read back at start, so a reboot, a crash loop or an OOM
+ * kill does not give a pumping attacker a fresh day. A crash loses at
+ * most one interval. Times are stored as Unix milliseconds (the
+ * monotonic clock restarts with the machine); a time in the future (a
+ * router's clock before NTP) is read as now. One line each:
+ *
+ *	otp_demo-limits 1 <now>
+ *	G <hour|day|api> <start> <count>
+ *	W <table> <key, hex> <start> <last send or 0> <count>
+ */
+#define STATE_MAGIC "otp_demo-limits 1"
+
+struct saved {
+	uint8_t table;
+	struct window w;
+};
+
+static struct window *
+limits_global(struct limits *l, int i)
+{
+	return i == 0 ? &l->hour : i == 1 ? &l->day : &l->api_hour;
+}
+
+static const char *const global_names[3] = { "hour", "day", "api" };
+
+/* Copies the windows that still count into out (cap of them), under the
+ * lock; the globals too. Returns how many. O(slots of every table). */
+static size_t
+limits_snapshot(struct otp *otp, struct saved *out, size_t cap,
+                struct window g[3], int64_t now, int64_t hold,
+                uint64_t *changes)
+{
+	struct limits *l = &otp->limits;
+	size_t n = 0;
+
+	pthread_mutex_lock(&l->lock);
+	for (int i = 0; i < 3; i++)
+		g[i] = *limits_global(l, i);
+	for (int t = 0; t < T__N; t++)
+		for (uint32_t i = 0; i <= l->tab[t].mask && n < cap; i++) {
+			const struct window *w = &l->tab[t].w[i];
+
+			if (window_busy(&l->tab[t], w, now, t == T_NUMBER ?
+			    hold : 0)) {
+				out[n].table = (uint8_t)t;
+				out[n++].w = *w;
+			}
+		}
+	*changes = l->changes;
+	pthread_mutex_unlock(&l->lock);
+	return n;
+}
+
+/* A monotonic time as Unix milliseconds (0 stays 0: "none"). */
+static long long
+to_wall(int64_t t, int64_t now, int64_t wall)
+{
+	return t == 0 ? 0 : (long long)(wall - (now - t));
+}
+
+/*
+ * Writes dir/limits.state if anything was counted since the last write
+ * (hold_ms: RESEND_INTERVAL, which keeps a number's window). Allocates
+ * the text (never on a request's path); no lock is held while writing.
+ * 0, or -1 with the reason logged.
+ */
+static int
+limits_save(struct otp *otp, const char *dir, int64_t hold_ms)
+{
+	size_t slots = 0, n, len = 0, cap;
+	int64_t now = otp->now_ms(), wall = otp->wall_ms();
+	struct saved *s = NULL;
+	struct window g[3];
+	char path[OTP_MAX_STR + 16], *text = NULL;
+	uint64_t changes;
+	int rc = -1;
+
+	if (dir[0] == '\0' || otp->check_only || otp->limits.tab[0].w == NULL)
+		return 0;
+	errno = 0;
+	for (int t = 0; t < T__N; t++)
+		slots += (size_t)otp->limits.tab[t].mask + 1;
+	if ((s = calloc(slots, sizeof(*s))) == NULL)
+		goto out;
+	n = limits_snapshot(otp, s, slots, g, now, hold_ms, &changes);
+	if (changes == otp->saved_changes) {
+		rc = 0;
+		goto out;
+	}
+	cap = 64 + 3 * 48 + n * 96;
+	if (cap > OTP_MAX_STATE || (text = malloc(cap)) == NULL)
+		goto out;
+	buf_printf(text, cap, &len, STATE_MAGIC " %lld\n", (long long)wall);
+	for (int i = 0; i < 3; i++)
+		buf_printf(text, cap, &len, "G %s %lld %u\n", global_names[i],
+		    to_wall(g[i].start_ms, now, wall), g[i].count);
+	for (size_t i = 0; i < n; i++)
+		buf_printf(text, cap, &len, "W %u %016llx %lld %lld %u\n",
+		    s[i].table, (unsigned long long)s[i].w.key,
+		    to_wall(s[i].w.start_ms, now, wall),
+		    to_wall(s[i].w.last_ms, now, wall), s[i].w.count);
+	snprintf(path, sizeof(path), "%s/limits.state", dir);
+	if (len < cap && file_write_atomic(path, text, len, 0600) == 0) {
+		otp->saved_changes = changes;
+		rc = 0;
+	}
+out:
+	if (rc != 0)
+		log_err(otp, "%s: cannot write %s/limits.state: %s", __func__,
+		    dir, errno ? strerror(errno) : "too big");
+	free(s);
+	free(text);
+	return rc;
+}
+
+/* A saved Unix time as a monotonic one; the future is now. */
+static int64_t
+from_wall(long long t, int64_t now, int64_t wall)
+{
+	if (t == 0)
+		return 0;
+	return t > wall ? now : now - (wall - (int64_t)t);
+}
+
+/* Reads one "W" or "G" line into the tables. 0, or -1 if malformed. */
+static int
+limits_load_line(struct otp *otp, const char *line, int64_t now,
+                 int64_t wall)
+{
+	struct limits *l = &otp->limits;
+	unsigned long long key;
+	long long start, last;
+	unsigned table, count;
+	char name[8];
+	struct window *w;
+
+	if (sscanf(line, "G %7s %lld %u", name, &start, &count) == 3) {
+		for (int i = 0; i < 3; i++)
+			if (strcmp(name, global_names[i]) == 0) {
+				w = limits_global(l, i);
+				w->start_ms = from_wall(start, now, wall);
+				w->count = start != 0 ? count : 0;
+				return 0;
+			}
+		return -1;
+	}
+	if (sscanf(line, "W %u %16llx %lld %lld %u", &table, &key, &start,
+	    &last, &count) != 5 || table >= T__N || key == 0)
+		return -1;
+	w = ratetab_find(&l->tab[table], key, now, 0);
+	if (w == NULL)
+		return 0; /* no room: a smaller table than before; dropped */
+	memset(w, 0, sizeof(*w));
+	w->key = key;
+	w->start_ms = from_wall(start, now, wall);
+	w->last_ms = from_wall(last, now, wall);
+	w->count = count;
+	w->slot = -1;
+	return 0;
+}
+
+/*
+ * Reads limits.state, if there is one; windows that have ended since
+ * simply stop counting. Start-up fails on a malformed file (exit 78):
+ * caps that silently reset are what the file is for.
+ */
+static int
+limits_load(struct otp *otp, char *err, size_t errlen)
+{
+	char path[OTP_MAX_STR + 16], line[128];
+	int64_t now = otp->now_ms(), wall = otp->wall_ms();
+	int lineno = 0, rc = 0;
+	FILE *f;
+
+	if (otp->cfg.state_dir[0] == '\0')
+		return 0;
+	snprintf(path, sizeof(path), "%s/limits.state", otp->cfg.state_dir);
+	if ((f = state_open(otp, path, "limits.state", err, errlen)) == NULL)
+		return errno == ENOENT ? 0 : -1;
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (lineno == 1 ? strncmp(line, STATE_MAGIC " ",
+		    sizeof(STATE_MAGIC)) != 0 : limits_load_line(otp, line, now,
+		    wall) != 0)
+			rc = -1;
+	}
+	fclose(f);
+	if (rc != 0)
+		snprintf(err, errlen, "%s:%d: not a limits.state line; move the "
+		    "file away to start with fresh caps", path, lineno);
+	return rc;
 }
 
 /* ---- phone numbers ----------------------------------------------------- */
@@ -2259,27 +2898,33 @@ command_spawn(char **argv, char **envp)
 
 /*
  * Waits up to timeout_ms for pid. A pidfd (Linux 5.3 and later) wakes
- * poll() when it exits; older kernels are asked in 20 ms steps. On timeout
- * the whole process group is killed. Returns the wait status, or -1 on
- * timeout.
+ * poll() when it exits; older kernels are asked in 20 ms steps. Then the
+ * whole process group is killed, whether the command finished or timed
+ * out: what it left running in the background would hold the modem or
+ * outlive us. The group is killed before pid is reaped, so its id cannot
+ * have been reused by an unrelated process. Returns the wait status, or
+ * -1 on timeout.
  */
 static int
 command_wait(pid_t pid, long timeout_ms)
 {
 	int64_t deadline = clock_monotonic_ms() + timeout_ms;
 	int status = 0, pidfd = -1;
+	bool timed_out = false;
+	siginfo_t si;
 
 #ifdef SYS_pidfd_open
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
-	while (waitpid(pid, &status, WNOHANG) == 0) {
+	for (;;) {
 		int64_t left = deadline - clock_monotonic_ms();
 
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0
+		    || si.si_pid == pid)
+			break; /* exited (a zombie holds its id), or gone */
 		if (left <= 0) {
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			status = -1;
+			timed_out = true;
 			break;
 		}
 		if (pidfd >= 0) {
@@ -2290,9 +2935,13 @@ command_wait(pid_t pid, long timeout_ms)
 			poll(NULL, 0, left < 20 ? (int)left : 20);
 		}
 	}
+	kill(-pid, SIGKILL);
+	if (timed_out)
+		kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
 	if (pidfd >= 0)
 		close(pidfd);
-	return status;
+	return timed_out ? -1 : status;
 }
 
 /*
@@ -2712,8 +3361,8 @@ message_for(const struct config *c, const char *accept)
 /* ---- verifications ----------------------------------------------------- */
 /*
  * The rules both front ends share (the HTML forms and the JSON API):
- * limits before any send, one live record per number, resends repeat the
- * code, failed checks count against the client's address.
+ * limits before any send, resends repeat the code only to the session
+ * (or API) it was first sent for, failed checks count against the client.
  */
 
 /* What starting a verification came to. */
@@ -2722,65 +3371,123 @@ struct start {
 	enum send_result sent;  /* SEND_OK unless the send failed */
 	bool full;              /* every record is live: 503 */
 	bool internal;          /* the random source failed: 500 */
+	bool resent;            /* the live record's code went again */
 	long retry;             /* seconds, for Retry-After */
 	uint32_t slot;
 	uint8_t id[OTP_ID_LEN];
 };
 
-/*
- * Starts a verification of phone (E.164, allowed) for client addr and
- * session sid, with message template tmpl (NULL: MESSAGE): checks the limits, makes a record (or reuses the number's
- * live one, so a resend repeats its code and keeps its attempt count) and
- * sends the SMS. Returns 0 when it went out, else -1 with st saying why; a
- * failed send removes the record.
- */
+/* limits_take()'s reserve step: under the limits lock, a resend of the
+ * owner's own live record for the number, if it has one and its sends
+ * allow. */
+struct resend {
+	struct otp *otp;
+	const char *phone;
+	const struct owner *ow;
+	int64_t now;
+	char *code;
+	struct start *st;
+};
+
+static enum limit
+verification_reserve(void *arg, int32_t slot)
+{
+	struct resend *rs = arg;
+	const struct config *c = &rs->otp->cfg;
+	uint32_t max = rs->ow->ns == NS_API ?
+	    (uint32_t)c->api_sends_per_verification : UINT32_MAX;
+	int rc;
+
+	if (slot < 0)
+		return LIMIT_NONE;
+	rc = store_resend(&rs->otp->store, (uint32_t)slot, rs->phone, rs->ow,
+	    rs->now, c->code_ttl * 1000, max, rs->code, rs->st->id);
+	if (rc == -2) {
+		rs->st->retry = c->code_ttl;
+		return LIMIT_VERIFICATION;
+	}
+	rs->st->resent = rc == 0;
+	rs->st->slot = (uint32_t)slot;
+	return LIMIT_NONE;
+}
+
+/* Makes a new record for phone: code, id, hash. 0, or -1 with st set. */
 static int
-verification_start(struct otp *otp, const char *phone, const char *addr,
-                   const uint8_t sid[OTP_SID_LEN], const char *tmpl,
-                   struct start *st)
+verification_new(struct otp *otp, const char *phone, const struct owner *ow,
+                 int64_t now, char code[OTP_MAX_CODE_LEN + 1],
+                 struct start *st)
 {
 	const struct config *c = &otp->cfg;
-	char code[OTP_MAX_CODE_LEN + 1], masked[32];
 	uint8_t mac[OTP_MAC_LEN];
-	int64_t now = otp->now_ms(), ttl_ms = c->code_ttl * 1000;
-	int32_t live = -1;
+	char masked[32];
 	int rc = -1;
 
-	memset(st, 0, sizeof(*st));
-	phone_mask(phone, masked, sizeof(masked));
-	st->limit = limits_take(otp, phone, addr, now, &live, &st->retry);
-	if (st->limit != LIMIT_NONE) {
-		atomic_fetch_add(&otp->stats.limited[st->limit], 1);
-		log_info(otp, "rate_limited limit=%s to=%s ip=%s",
-		    limit_names[st->limit], masked, addr);
-		return -1;
-	}
-	if (live >= 0 && store_resend(&otp->store, (uint32_t)live, phone, sid,
-	    now, ttl_ms, code, st->id) == 0) {
-		st->slot = (uint32_t)live;
-		log_info(otp, "resend to=%s ip=%s", masked, addr);
-	} else if (code_generate(otp, code, (size_t)c->token_length) != 0 ||
+	if (code_generate(otp, code, (size_t)c->token_length) != 0 ||
 	    otp->rng(otp->rng_ctx, st->id, sizeof(st->id)) != 0 ||
 	    code_mac(otp, code, strlen(code), mac) != 0) {
 		log_err(otp, "%s: random source failed", __func__);
 		st->internal = true;
-		goto out;
-	} else if (store_add(&otp->store, phone, code, mac, st->id, sid, now,
-	    ttl_ms, &st->slot) != 0) {
+	} else if (store_add(&otp->store, phone, code, mac, st->id, ow, now,
+	    c->code_ttl * 1000, &st->slot) != 0) {
+		phone_mask(phone, masked, sizeof(masked));
 		log_warn(otp, "table_full to=%s capacity=%ld", masked,
 		    c->max_pending);
 		st->full = true;
 		st->retry = c->code_ttl;
-		goto out;
 	} else {
-		limits_set_slot(otp, phone, now, (int32_t)st->slot);
-		log_info(otp, "request to=%s ip=%s", masked, addr);
+		limits_set_slot(otp, ow->ns, phone, now, (int32_t)st->slot);
+		rc = 0;
 	}
+	wipe(mac, sizeof(mac));
+	return rc;
+}
+
+/*
+ * Starts a verification of phone (E.164, allowed) for client cl and owner
+ * ow, with message template tmpl (NULL: MESSAGE): checks the limits, then
+ * resends the owner's live record for this number (same code, same
+ * attempts) or makes a new one, and sends the SMS. Another session's
+ * record for the same number is never touched: it gets its own code.
+ * Returns 0 when it went out, else -1 with st saying why; a failed send
+ * removes a new record, and gives a resend's record its send back.
+ */
+static int
+verification_start(struct otp *otp, const char *phone,
+                   const struct client *cl, const struct owner *ow,
+                   const char *tmpl, struct start *st)
+{
+	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
+	int64_t now = otp->now_ms();
+	struct take tk = { ow->ns, phone, cl, 0, -1 };
+	struct resend rs = { otp, phone, ow, now, code, st };
+	const char *ip = cl->addr != NULL ? cl->addr : "api";
+	int rc = -1;
+
+	memset(st, 0, sizeof(*st));
+	phone_mask(phone, masked, sizeof(masked));
+	st->limit = limits_take(otp, &tk, now, verification_reserve, &rs);
+	if (st->limit != LIMIT_NONE) {
+		st->retry = st->retry > tk.retry ? st->retry : tk.retry;
+		atomic_fetch_add(&otp->stats.limited[st->limit], 1);
+		log_info(otp, "rate_limited limit=%s to=%s ip=%s",
+		    limit_names[st->limit], masked, ip);
+		return -1;
+	}
+	if (st->resent)
+		log_info(otp, "resend to=%s ip=%s", masked, ip);
+	else if (verification_new(otp, phone, ow, now, code, st) != 0)
+		goto out;
+	else
+		log_info(otp, "request to=%s ip=%s", masked, ip);
 	st->sent = sms_send(otp, phone, code, tmpl);
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
-		store_cancel(&otp->store, st->slot, st->id, sid, now, ttl_ms);
-		limits_refund(otp, phone, now);
+		if (st->resent)
+			store_unsend(&otp->store, st->slot, st->id);
+		else
+			store_cancel(&otp->store, st->slot, st->id, ow, now,
+			    otp->cfg.code_ttl * 1000);
+		limits_refund(otp, ow->ns, phone, now);
 		st->retry = st->sent == SEND_BUSY ? 60 : 0;
 		goto out;
 	}
@@ -2789,53 +3496,70 @@ verification_start(struct otp *otp, const char *phone, const char *addr,
 	rc = 0;
 out:
 	wipe(code, sizeof(code));
-	wipe(mac, sizeof(mac));
 	return rc;
 }
 
 /*
- * Checks code (len bytes, any case) for record (slot, id) of session sid,
- * from client addr. LIMIT_VERIFY_IP in *limit means the address has used
- * its budget of failures (nothing was checked). On CHECK_OK the number is
- * in phone.
+ * Reads a typed code: spaces around it dropped. Input of any other
+ * length than TOKEN_LENGTH is not a code, so it fails without a compare
+ * (*mac_ok false); otherwise mac is its keyed hash. 0, or -1 if hashing
+ * failed.
+ */
+static int
+code_read(const struct otp *otp, const char *in, size_t len,
+          uint8_t mac[OTP_MAC_LEN], bool *mac_ok)
+{
+	while (len > 0 && in[0] == ' ')
+		in++, len--;
+	while (len > 0 && in[len - 1] == ' ')
+		len--;
+	*mac_ok = len == (size_t)otp->cfg.token_length;
+	return *mac_ok ? code_mac(otp, in, len, mac) : 0;
+}
+
+/*
+ * Checks code (len bytes, any case) for record (slot, id) of owner ow,
+ * from client cl (addr NULL: not counted per address). On a refusal by a
+ * limit, *limit says which (nothing was checked). On CHECK_OK the number
+ * is in phone.
  */
 static enum check
 verification_check(struct otp *otp, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-                   const uint8_t sid[OTP_SID_LEN], const char *code,
-                   size_t len, const char *addr,
-                   char phone[OTP_MAX_PHONE_LEN + 1], enum limit *limit,
-                   long *retry)
+                   const struct owner *ow, const char *code, size_t len,
+                   const struct client *cl, char phone[OTP_MAX_PHONE_LEN + 1],
+                   enum limit *limit, long *retry)
 {
 	const struct config *c = &otp->cfg;
 	uint8_t mac[OTP_MAC_LEN];
 	int64_t now = otp->now_ms();
-	enum check rc;
+	const char *ip = cl->addr != NULL ? cl->addr : "api";
+	bool mac_ok, guessed = false;
+	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
-	*limit = LIMIT_NONE;
-	if (!limits_verify(otp, addr, now, false, retry)) {
-		*limit = LIMIT_VERIFY_IP;
-		atomic_fetch_add(&otp->stats.limited[LIMIT_VERIFY_IP], 1);
-		log_info(otp, "rate_limited limit=%s ip=%s",
-		    limit_names[LIMIT_VERIFY_IP], addr);
+	*limit = cl->addr != NULL ? limits_verify_take(otp, cl, now, retry) :
+	    LIMIT_NONE;
+	if (*limit != LIMIT_NONE) {
+		atomic_fetch_add(&otp->stats.limited[*limit], 1);
+		log_info(otp, "rate_limited limit=%s ip=%s", limit_names[*limit],
+		    ip);
 		return CHECK_UNKNOWN;
 	}
-	if (code_mac(otp, code, len, mac) != 0)
-		return CHECK_UNKNOWN;
-	rc = store_check(&otp->store, slot, id, sid, mac, now,
-	    c->code_ttl * 1000, (uint32_t)c->max_attempts, phone);
+	if (code_read(otp, code, len, mac, &mac_ok) == 0)
+		rc = store_check(&otp->store, slot, id, ow, mac_ok ? mac : NULL,
+		    now, c->code_ttl * 1000, (uint32_t)c->max_attempts, phone,
+		    &guessed);
 	wipe(mac, sizeof(mac));
+	if (cl->addr != NULL)
+		limits_verify_done(otp, cl, now, guessed);
 	atomic_fetch_add(&otp->stats.checks[rc], 1);
 	if (rc == CHECK_OK) {
 		phone_mask(phone, masked, sizeof(masked));
-		log_info(otp, "verified to=%s ip=%s", masked, addr);
-		return rc;
+		log_info(otp, "verified to=%s ip=%s", masked, ip);
+	} else {
+		log_info(otp, "%s ip=%s", rc == CHECK_LOCKED ? "locked" :
+		    "failed", ip);
 	}
-	limits_verify(otp, addr, now, true, retry);
-	if (rc == CHECK_LOCKED)
-		log_info(otp, "locked ip=%s", addr);
-	else
-		log_info(otp, "failed ip=%s", addr);
 	return rc;
 }
 
@@ -3092,7 +3816,9 @@ struct req {
 	bool secure;            /* the browser's is: TLS here, or a trusted
 				   proxy says X-Forwarded-Proto: https */
 	char addr[64];          /* client address (see client_address) */
+	struct client cl;       /* the same, as the limits count it */
 	char sid[2 * OTP_SID_LEN + 1];  /* session id, "" if none */
+	struct owner ow;        /* the session, as records are owned */
 	char csrf[2 * OTP_MAC_LEN + 1]; /* CSRF token for the session */
 	char cookies[4][200];   /* Set-Cookie values to send */
 	int ncookies;
@@ -3290,6 +4016,14 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 }
 
 /*
+ * On a secure page (TLS here, or https at a trusted proxy) every cookie
+ * is a "__Host-" cookie: Secure, Path=/ and no Domain, so that neither a
+ * plain-HTTP page nor a sibling subdomain can set one for us. Elsewhere
+ * cookies are scoped to the mount prefix.
+ */
+#define HOST_PREFIX "__Host-"
+
+/*
  * Queues a Set-Cookie; max_age < 0 means a session cookie. Every cookie is
  * SameSite=Strict but otp_auth: it only gates GET navigation (forward-auth),
  * and Lax lets a link from elsewhere to the protected page carry it.
@@ -3304,9 +4038,11 @@ set_cookie(struct req *r, const char *name, const char *value, long max_age)
 	if (max_age >= 0)
 		snprintf(age, sizeof(age), "; Max-Age=%ld", max_age);
 	snprintf(r->cookies[r->ncookies++], sizeof(r->cookies[0]),
-	    "%s=%s; Path=%s/; HttpOnly; SameSite=%s%s%s", name, value,
-	    r->otp->prefix, strcmp(name, "otp_auth") == 0 ? "Lax" : "Strict",
-	    age, r->secure ? "; Secure" : "");
+	    "%s%s=%s; Path=%s/; HttpOnly; SameSite=%s%s%s",
+	    r->secure ? HOST_PREFIX : "", name, value,
+	    r->secure ? "" : r->otp->prefix,
+	    strcmp(name, "otp_auth") == 0 ? "Lax" : "Strict", age,
+	    r->secure ? "; Secure" : "");
 }
 
 /*
@@ -3341,6 +4077,21 @@ cookie_get(const char *header, const char *name, char *out, size_t outlen)
 	return -1;
 }
 
+/* A cookie of ours: the "__Host-" one, or on a page that is not secure
+ * the plain one. Length, or -1. */
+static int
+req_cookie(const struct req *r, const char *name, char *out, size_t outlen)
+{
+	const char *h = mg_get_header(r->conn, "Cookie");
+	char host[32];
+	int n;
+
+	snprintf(host, sizeof(host), HOST_PREFIX "%s", name);
+	if ((n = cookie_get(h, host, out, outlen)) >= 0 || r->secure)
+		return n;
+	return cookie_get(h, name, out, outlen);
+}
+
 /* The CSRF token of a session: HMAC(csrf_key, "csrf:" sid), hex. */
 static void
 csrf_for(const struct otp *otp, const char *sid, char out[2 * OTP_MAC_LEN + 1])
@@ -3353,64 +4104,188 @@ csrf_for(const struct otp *otp, const char *sid, char out[2 * OTP_MAC_LEN + 1])
 	hex_encode(mac, sizeof(mac), out, false);
 }
 
+/*
+ * A session cookie is a random id and a MAC of it under sid_key, both in
+ * hex: only this server (or one with the same STATE_DIR key) can make
+ * one, so an id a client chose is replaced, never adopted (no fixation).
+ */
+#define SID_COOKIE_LEN (4 * OTP_SID_LEN)
+
+static void
+session_cookie(const struct otp *otp, const uint8_t id[OTP_SID_LEN],
+               char out[SID_COOKIE_LEN + 1])
+{
+	uint8_t mac[OTP_MAC_LEN];
+
+	hmac256(otp->sid_key, id, OTP_SID_LEN, mac);
+	hex_encode(id, OTP_SID_LEN, out, false);
+	hex_encode(mac, OTP_SID_LEN, out + 2 * OTP_SID_LEN, false);
+}
+
+/* Takes id as the request's session: its hex, owner and CSRF token. */
+static void
+session_use(struct req *r, const uint8_t id[OTP_SID_LEN])
+{
+	hex_encode(id, OTP_SID_LEN, r->sid, false);
+	r->ow.ns = NS_WEB;
+	memcpy(r->ow.sid, id, OTP_SID_LEN);
+	csrf_for(r->otp, r->sid, r->csrf);
+}
+
 /* Makes a new session: id, cookie and CSRF token. */
 static int
 session_new(struct req *r)
 {
 	uint8_t id[OTP_SID_LEN];
+	char cookie[SID_COOKIE_LEN + 1];
 
 	if (r->otp->rng(r->otp->rng_ctx, id, sizeof(id)) != 0)
 		return -1;
-	hex_encode(id, sizeof(id), r->sid, false);
-	csrf_for(r->otp, r->sid, r->csrf);
-	set_cookie(r, "otp_sid", r->sid, -1);
+	session_use(r, id);
+	session_cookie(r->otp, id, cookie);
+	set_cookie(r, "otp_sid", cookie, -1);
 	return 0;
 }
 
-/* Reads the session cookie; a missing or malformed one gives "". */
+/* Reads the session cookie; a missing, malformed or forged one gives "". */
 static void
 session_read(struct req *r)
 {
+	char v[SID_COOKIE_LEN + 2], want[SID_COOKIE_LEN + 1];
 	uint8_t id[OTP_SID_LEN];
-	const char *h = mg_get_header(r->conn, "Cookie");
 
 	r->sid[0] = '\0';
-	if (cookie_get(h, "otp_sid", r->sid, sizeof(r->sid)) !=
-	    2 * OTP_SID_LEN || hex_decode(r->sid, 2 * OTP_SID_LEN, id) != 0) {
-		r->sid[0] = '\0';
+	if (req_cookie(r, "otp_sid", v, sizeof(v)) != SID_COOKIE_LEN ||
+	    hex_decode(v, 2 * OTP_SID_LEN, id) != 0)
 		return;
+	session_cookie(r->otp, id, want);
+	if (ct_equal(v, want, SID_COOKIE_LEN))
+		session_use(r, id);
+}
+
+/* The value of the last header line called name, or NULL. */
+static const char *
+header_last(const struct req *r, const char *name)
+{
+	for (int i = r->ri->num_headers - 1; i >= 0; i--)
+		if (strcasecmp(r->ri->http_headers[i].name, name) == 0)
+			return r->ri->http_headers[i].value;
+	return NULL;
+}
+
+/* Whether a and b are the same address (any spelling of it). */
+static bool
+addr_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+	char sa[64], sb[64];
+	uint8_t na[16], nb[16];
+	int fa = AF_INET6, fb = AF_INET6;
+
+	if (str_ncopy(sa, sizeof(sa), a, alen) != 0 ||
+	    str_ncopy(sb, sizeof(sb), b, blen) != 0)
+		return false;
+	if (inet_pton(AF_INET6, sa, na) != 1 && (fa = AF_INET,
+	    inet_pton(AF_INET, sa, na) != 1))
+		return strcmp(sa, sb) == 0;
+	if (inet_pton(AF_INET6, sb, nb) != 1 && (fb = AF_INET,
+	    inet_pton(AF_INET, sb, nb) != 1))
+		return false;
+	return fa == fb && memcmp(na, nb, fa == AF_INET ? 4 : 16) == 0;
+}
+
+/* Whether addr (len bytes) is one of the comma-separated list's. */
+static bool
+addr_in_list(const char *addr, size_t len, const char *list)
+{
+	for (const char *p = list; *p != '\0';) {
+		size_t n;
+
+		p += strspn(p, " ,");
+		n = strcspn(p, " ,");
+		if (n > 0 && addr_equal(p, n, addr, len))
+			return true;
+		p += n;
 	}
-	csrf_for(r->otp, r->sid, r->csrf);
+	return false;
+}
+
+/* Whether s (len bytes) is an IPv4 or IPv6 address. */
+static bool
+addr_valid(const char *s, size_t len)
+{
+	char buf[64];
+	uint8_t n[16];
+
+	return str_ncopy(buf, sizeof(buf), s, len) == 0 &&
+	    (inet_pton(AF_INET, buf, n) == 1 || inet_pton(AF_INET6, buf, n) == 1);
 }
 
 /*
- * The client's address: the socket peer. X-Forwarded-For is believed only
- * when the peer is TRUSTED_PROXY, and then its last entry (the one that
- * proxy added) is taken; so is X-Forwarded-Proto, for the scheme the
- * browser sees (its Origin, and Secure cookies).
+ * With the socket peer a TRUSTED_PROXY: the client is the rightmost
+ * X-Forwarded-For entry, over all its header lines in order, that is not
+ * itself a trusted proxy. Entries to its left are the client's own words
+ * (a forged first line, which HAProxy keeps when it appends its own).
+ * Copies it to out and returns true; false if there is none or it is
+ * not an address (then the proxy is the client).
+ */
+static bool
+forwarded_for(const struct req *r, char *out, size_t outlen)
+{
+	const char *proxies = r->otp->cfg.trusted_proxy;
+
+	for (int i = r->ri->num_headers - 1; i >= 0; i--) {
+		const char *v = r->ri->http_headers[i].value, *end;
+
+		if (strcasecmp(r->ri->http_headers[i].name, "X-Forwarded-For"))
+			continue;
+		for (end = v + strlen(v); end > v;) {
+			const char *start = end;
+			size_t len;
+
+			while (start > v && start[-1] != ',')
+				start--;
+			len = (size_t)(end - start);
+			end = start > v ? start - 1 : v;
+			while (len > 0 && (*start == ' ' || *start == '\t'))
+				start++, len--;
+			while (len > 0 && (start[len - 1] == ' ' ||
+			    start[len - 1] == '\t'))
+				len--;
+			if (len > 0 && addr_in_list(start, len, proxies))
+				continue;
+			return addr_valid(start, len) &&
+			    str_ncopy(out, outlen, start, len) == 0;
+		}
+	}
+	return false;
+}
+
+/*
+ * The client's address: the socket peer, or behind a TRUSTED_PROXY what
+ * forwarded_for() finds; X-Forwarded-Proto (its last value) from a
+ * trusted proxy tells the scheme the browser sees (its Origin, and Secure
+ * cookies). Every check (limits, METRICS_ALLOW, logs) uses this address.
  */
 static void
 client_address(struct req *r)
 {
-	const char *xff, *last;
-	const char *proxy = r->otp->cfg.trusted_proxy;
-	size_t len;
+	const char *proto, *peer = r->ri->remote_addr;
 
-	str_copy(r->addr, sizeof(r->addr), r->ri->remote_addr);
+	str_copy(r->addr, sizeof(r->addr), peer);
 	r->secure = r->tls;
-	if (proxy[0] == '\0' || strcmp(proxy, r->ri->remote_addr) != 0)
-		return;
-	if ((xff = mg_get_header(r->conn, "X-Forwarded-Proto")) != NULL)
-		r->secure = strcasecmp(xff, "https") == 0;
-	if ((xff = mg_get_header(r->conn, "X-Forwarded-For")) == NULL)
-		return;
-	last = strrchr(xff, ',');
-	last = last != NULL ? last + 1 : xff;
-	last += strspn(last, " ");
-	len = strcspn(last, " ");
-	if (len > 0 && len < sizeof(r->addr) &&
-	    strspn(last, "0123456789abcdefABCDEF.:") >= len)
-		str_ncopy(r->addr, sizeof(r->addr), last, len);
+	if (r->otp->cfg.trusted_proxy[0] != '\0' &&
+	    addr_in_list(peer, strlen(peer), r->otp->cfg.trusted_proxy)) {
+		if ((proto = header_last(r, "X-Forwarded-Proto")) != NULL) {
+			const char *last = strrchr(proto, ',');
+
+			last = last != NULL ? last + 1 : proto;
+			last += strspn(last, " ");
+			r->secure = strncasecmp(last, "https", 5) == 0 &&
+			    (last[5] == '\0' || last[5] == ' ');
+		}
+		forwarded_for(r, r->addr, sizeof(r->addr));
+	}
+	client_init(r->otp, &r->cl, r->addr);
 }
 
 /*
@@ -3708,12 +4583,12 @@ handle_decode(const char *v, size_t len, uint32_t *slot,
 	return 0;
 }
 
-/* Decodes the otp_vid cookie of a Cookie header. 0 or -1. */
+/* Decodes the request's otp_vid cookie. 0 or -1. */
 static int
-handle_parse(const char *h, uint32_t *slot, uint8_t id[OTP_ID_LEN])
+handle_parse(const struct req *r, uint32_t *slot, uint8_t id[OTP_ID_LEN])
 {
 	char v[HANDLE_LEN + 1];
-	int n = cookie_get(h, "otp_vid", v, sizeof(v));
+	int n = req_cookie(r, "otp_vid", v, sizeof(v));
 
 	return n < 0 ? -1 : handle_decode(v, (size_t)n, slot, id);
 }
@@ -3747,17 +4622,18 @@ auth_cookie_make(const struct otp *otp, const char *phone, long long expiry,
 	return 0;
 }
 
-/* Checks an otp_auth cookie; on success writes the number. 0 or -1. */
+/* Checks an otp_auth cookie's value v; on success writes the number.
+ * 0 or -1. */
 static int
-auth_cookie_check(const struct otp *otp, const char *header, long long now,
+auth_cookie_check(const struct otp *otp, const char *v, long long now,
                   char phone[OTP_MAX_PHONE_LEN + 1])
 {
-	char v[128], want[128];
+	char want[128];
 	const char *dot;
 	long expiry;
-	int n = cookie_get(header, "otp_auth", v, sizeof(v));
+	size_t n = strlen(v);
 
-	if (n <= 0 || (dot = strchr(v, '.')) == NULL)
+	if (n == 0 || (dot = strchr(v, '.')) == NULL)
 		return -1;
 	{
 		char num[24];
@@ -3770,7 +4646,7 @@ auth_cookie_check(const struct otp *otp, const char *header, long long now,
 	if (str_ncopy(phone + 1, OTP_MAX_PHONE_LEN, dot + 1,
 	    strcspn(dot + 1, ".")) != 0 || !phone_is_e164(phone) ||
 	    auth_cookie_make(otp, phone, expiry, want, sizeof(want)) != 0 ||
-	    strlen(want) != (size_t)n || !ct_equal(want, v, (size_t)n))
+	    !secret_equal(otp, want, strlen(want), v, n))
 		return -1;
 	return 0;
 }
@@ -3830,8 +4706,8 @@ reply_start_failed(struct req *r, const struct start *st, const char *input)
 	else
 		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
 		    "in %ld minutes.", (retry + 59) / 60);
-	return reply_index(r, st->limit == LIMIT_HOUR ||
-	    st->limit == LIMIT_DAY ? 503 : 429, msg, input);
+	return reply_index(r, limit_is_global(st->limit) ? 503 : 429, msg,
+	    input);
 }
 
 /* POST /request: phone number in, SMS out, verify page back. */
@@ -3841,8 +4717,7 @@ on_request(struct req *r)
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1];
 	char phone[OTP_MAX_PHONE_LEN + 1], masked[32];
-	char vid[8 + 2 * OTP_ID_LEN + 1];
-	uint8_t sid[OTP_SID_LEN];
+	char vid[HANDLE_LEN + 1];
 	struct start st;
 	size_t len;
 	int rc, n;
@@ -3864,8 +4739,7 @@ on_request(struct req *r)
 		return reply_index(r, 400, "Sorry, we can't send codes to that "
 		    "country.", input);
 	}
-	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
-	if (verification_start(otp, phone, r->addr, sid, message_for(&otp->cfg,
+	if (verification_start(otp, phone, &r->cl, &r->ow, message_for(&otp->cfg,
 	    mg_get_header(r->conn, "Accept-Language")), &st) != 0)
 		return reply_start_failed(r, &st, input);
 	handle_format(st.slot, st.id, vid);
@@ -3878,9 +4752,9 @@ static int
 on_verify(struct req *r)
 {
 	struct otp *otp = r->otp;
-	char body[OTP_MAX_BODY + 1], token[OTP_MAX_CODE_LEN + 2];
+	char body[OTP_MAX_BODY + 1], token[OTP_MAX_INPUT + 1];
 	char phone[OTP_MAX_PHONE_LEN + 1] = "";
-	uint8_t id[OTP_ID_LEN], sid[OTP_SID_LEN];
+	uint8_t id[OTP_ID_LEN];
 	enum check result = CHECK_UNKNOWN;
 	enum limit limit = LIMIT_NONE;
 	uint32_t slot = 0;
@@ -3893,16 +4767,16 @@ on_verify(struct req *r)
 	n = form_get(body, len, "token", token, sizeof(token));
 	if (n < 0 && n != FORM_TOO_LONG)
 		return reply_form_error(r, n, "token");
-	hex_decode(r->sid, 2 * OTP_SID_LEN, sid); /* form_read checked it */
-	if (handle_parse(mg_get_header(r->conn, "Cookie"), &slot, id) != 0)
+	if (handle_parse(r, &slot, id) != 0)
 		slot = UINT32_MAX; /* no such record: fails like a wrong code */
-	result = verification_check(otp, slot, id, sid, token,
-	    n < 0 ? sizeof(token) : (size_t)n, r->addr, phone, &limit, &retry);
+	result = verification_check(otp, slot, id, &r->ow, token,
+	    n < 0 ? sizeof(token) : (size_t)n, &r->cl, phone, &limit, &retry);
 	wipe(token, sizeof(token));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
-		return reply_index(r, 429, "Too many failed attempts from your "
-		    "network. Please try again later.", "");
+		return reply_index(r, limit_is_global(limit) ? 503 : 429,
+		    "Too many failed attempts from your network. Please try "
+		    "again later.", "");
 	}
 	if (result == CHECK_OK)
 		return reply_verified(r, phone);
@@ -3964,14 +4838,13 @@ static int url_append(char *url, size_t size, int *n, const char *s,
 static int
 on_auth(struct req *r)
 {
-	char phone[OTP_MAX_PHONE_LEN + 1];
-
+	char phone[OTP_MAX_PHONE_LEN + 1], v[128];
 	const char *q = r->ri->query_string, *uri;
 	char where[OTP_MAX_RETURN + 80];
 	int n;
 
-	if (auth_cookie_check(r->otp, mg_get_header(r->conn, "Cookie"),
-	    (long long)time(NULL), phone) != 0) {
+	if (req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ||
+	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone) != 0) {
 		if (q == NULL || strcmp(q, "redirect=1") != 0)
 			return reply(r, 401, "text/plain; charset=utf-8", "", 0);
 		/* Traefik and Caddy pass our answer to the browser: send it
@@ -4011,43 +4884,6 @@ on_readyz(struct req *r)
 	return reply(r, 200, "text/plain; charset=utf-8", "ready\n", 6);
 }
 
-/* True if addr is one of the comma-separated addresses in list. */
-static bool
-addr_in_list(const char *addr, const char *list)
-{
-	size_t alen = strlen(addr);
-
-	for (const char *p = list; *p != '\0';) {
-		size_t len;
-
-		p += strspn(p, " ,");
-		len = strcspn(p, " ,");
-		if (len == alen && strncmp(p, addr, len) == 0)
-			return true;
-		p += len;
-	}
-	return false;
-}
-
-/* Appends a formatted line to a bounded buffer; *n grows, capped. */
-static void
-buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void
-buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
-{
-	va_list ap;
-	int k;
-
-	if (*n >= cap)
-		return;
-	va_start(ap, fmt);
-	k = vsnprintf(buf + *n, cap - *n, fmt, ap);
-	va_end(ap);
-	*n = k < 0 ? cap : *n + (size_t)k;
-}
-
 /* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
 static int
 on_metrics(struct req *r)
@@ -4060,7 +4896,9 @@ on_metrics(struct req *r)
 	char out[4096];
 	size_t n = 0;
 
-	if (!otp->cfg.metrics || !addr_in_list(r->ri->remote_addr,
+	/* The client, not the socket peer: behind a proxy the peer is the
+	 * proxy, which would let the whole world in. */
+	if (!otp->cfg.metrics || !addr_in_list(r->addr, strlen(r->addr),
 	    otp->cfg.metrics_allow))
 		return reply_error(r, 404, "Not found", "There is no such page.");
 	buf_printf(out, sizeof(out), &n, "# TYPE otp_sms_sent_total counter\n"
@@ -4206,13 +5044,38 @@ api_read(struct req *r, char *body, size_t cap, const char *name, char *out,
 	return 0;
 }
 
-/* POST /api/v1/verifications {"phone": "..."} */
+/*
+ * The end user an API call is made for: "client_ip" in the body, counted
+ * per address and network like a web client. Without it the call counts
+ * only toward the API's own caps (the caller is one back end, not one
+ * user). ip is a 64-byte buffer that holds the address. 0, or the status
+ * answered.
+ */
+static int
+api_client(struct req *r, const char *body, char ip[64], struct client *cl)
+{
+	struct json j = { body, body + strlen(body), 0 };
+	int n;
+
+	client_init(r->otp, cl, NULL);
+	if (json_member(&j, "client_ip") != 0)
+		return 0; /* absent (api_read has checked the body) */
+	n = json_get_string(body, strlen(body), "client_ip", ip, 64);
+	if (n <= 0 || !addr_valid(ip, (size_t)n))
+		return reply_json_error(r, 400, "invalid_client_ip",
+		    "client_ip must be an IPv4 or IPv6 address");
+	client_init(r->otp, cl, ip);
+	return 0;
+}
+
+/* POST /api/v1/verifications {"phone": "...", "client_ip": "..."} */
 static int
 api_create(struct req *r)
 {
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1], out[160];
-	char phone[OTP_MAX_PHONE_LEN + 1], vid[HANDLE_LEN + 1];
+	char phone[OTP_MAX_PHONE_LEN + 1], vid[HANDLE_LEN + 1], ip[64];
+	struct client cl;
 	struct start st;
 	int64_t left;
 	int rc;
@@ -4227,7 +5090,9 @@ api_create(struct req *r)
 	if (!phone_allowed(&otp->cfg, phone))
 		return reply_json_error(r, 400, "country_not_allowed",
 		    "this server does not send to that country");
-	if (verification_start(otp, phone, r->addr, otp->api_sid,
+	if ((rc = api_client(r, body, ip, &cl)) != 0)
+		return rc;
+	if (verification_start(otp, phone, &cl, &otp->api,
 	    message_for(&otp->cfg, mg_get_header(r->conn, "Accept-Language")),
 	    &st) != 0) {
 		r->retry_after = st.retry;
@@ -4239,13 +5104,13 @@ api_create(struct req *r)
 		if (st.limit != LIMIT_NONE) {
 			snprintf(out, sizeof(out), "limit %s reached",
 			    limit_names[st.limit]);
-			return reply_json_error(r, st.limit == LIMIT_HOUR ||
-			    st.limit == LIMIT_DAY ? 503 : 429, "rate_limited", out);
+			return reply_json_error(r, limit_is_global(st.limit) ? 503 :
+			    429, "rate_limited", out);
 		}
 		return reply_json_error(r, st.sent == SEND_BUSY ? 503 : 502,
 		    "send_failed", "the SMS could not be sent");
 	}
-	store_state(&otp->store, st.slot, st.id, otp->api_sid, otp->now_ms(),
+	store_state(&otp->store, st.slot, st.id, &otp->api, otp->now_ms(),
 	    otp->cfg.code_ttl * 1000, &left);
 	handle_format(st.slot, st.id, vid);
 	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"expires_in\":%lld,"
@@ -4264,8 +5129,9 @@ api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		NULL,
 	};
 	struct otp *otp = r->otp;
-	char body[OTP_MAX_BODY + 1], code[OTP_MAX_CODE_LEN + 2], out[64];
-	char phone[OTP_MAX_PHONE_LEN + 1];
+	char body[OTP_MAX_BODY + 1], code[OTP_MAX_INPUT + 1], out[64];
+	char phone[OTP_MAX_PHONE_LEN + 1], ip[64];
+	struct client cl;
 	enum limit limit;
 	enum check rc;
 	long retry = 0;
@@ -4274,13 +5140,15 @@ api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	if ((n = api_read(r, body, sizeof(body), "code", code,
 	    sizeof(code))) != 0)
 		return n;
-	rc = verification_check(otp, slot, id, otp->api_sid, code, strlen(code),
-	    r->addr, phone, &limit, &retry);
+	if ((n = api_client(r, body, ip, &cl)) != 0)
+		return n;
+	rc = verification_check(otp, slot, id, &otp->api, code, strlen(code),
+	    &cl, phone, &limit, &retry);
 	wipe(code, sizeof(code));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
-		return reply_json_error(r, 429, "rate_limited",
-		    "too many failed checks from this address");
+		return reply_json_error(r, limit_is_global(limit) ? 503 : 429,
+		    "rate_limited", "too many failed checks from this client");
 	}
 	if (rc == CHECK_UNKNOWN)
 		return reply_json_error(r, 404, "not_found",
@@ -4306,7 +5174,7 @@ api_status(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 	struct otp *otp = r->otp;
 	char out[96];
 	int64_t left;
-	enum rec_state st = store_state(&otp->store, slot, id, otp->api_sid,
+	enum rec_state st = store_state(&otp->store, slot, id, &otp->api,
 	    otp->now_ms(), otp->cfg.code_ttl * 1000, &left);
 
 	if (st == REC_FREE)
@@ -4322,7 +5190,7 @@ static int
 api_cancel(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 {
 	struct otp *otp = r->otp;
-	int rc = store_cancel(&otp->store, slot, id, otp->api_sid,
+	int rc = store_cancel(&otp->store, slot, id, &otp->api,
 	    otp->now_ms(), otp->cfg.code_ttl * 1000);
 
 	if (rc == -1)
@@ -4342,16 +5210,19 @@ api_dispatch(struct req *r)
 	const char *token = r->otp->cfg.api_token;
 	const char *auth = mg_get_header(r->conn, "Authorization");
 	const char *m = r->ri->request_method, *rest, *id_end;
-	size_t tlen = strlen(token);
-	uint8_t id[OTP_ID_LEN];
+	uint8_t id[OTP_ID_LEN], mac[OTP_MAC_LEN];
 	char vid[HANDLE_LEN + 1];
 	uint32_t slot;
 
-	if (tlen == 0)
+	if (token[0] == '\0')
 		return reply_json_error(r, 404, "not_found",
 		    "the API is off (set API_TOKEN)");
+	/* Compared as keyed hashes: the time taken tells nothing of the
+	 * token, not even its length. */
+	if (auth != NULL && strncmp(auth, "Bearer ", 7) == 0)
+		secret_mac(r->otp, auth + 7, strlen(auth + 7), mac);
 	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 ||
-	    strlen(auth + 7) != tlen || !ct_equal(auth + 7, token, tlen)) {
+	    !ct_equal(mac, r->otp->cfg.api_token_mac, sizeof(mac))) {
 		r->hdr_name = "WWW-Authenticate";
 		r->hdr_value = "Bearer";
 		return reply_json_error(r, 401, "unauthorized",
@@ -4481,9 +5352,10 @@ redirect_https(struct req *r)
 	str_ncopy(name, sizeof(name), host, len);
 	n = snprintf(url, sizeof(url), "https://%s:%d", name,
 	    r->otp->https_port);
-	/* civetweb hands us the path decoded: encode it again, so that no
-	 * control character (a CR LF) can reach the Location header. */
-	if (url_append(url, sizeof(url), &n, r->ri->local_uri, "/") != 0 ||
+	/* The path as it came (not decoded), its escapes kept, anything else
+	 * encoded: nothing but URL characters can reach the Location. The
+	 * HTTPS side checks its spelling (path_canonical()). */
+	if (url_append(url, sizeof(url), &n, r->ri->local_uri_raw, "/%") != 0 ||
 	    (r->ri->query_string != NULL && (url_append(url, sizeof(url), &n,
 	    "?", "?") != 0 || url_append(url, sizeof(url), &n,
 	    r->ri->query_string, "/?&=%+") != 0)))
@@ -4515,6 +5387,31 @@ fair_slice(const struct otp *otp, struct req *r)
 		r->close = true;
 }
 
+/*
+ * Whether a request path is written the one way this server writes its
+ * own: "/" and segments of letters, digits and "-._~", without empty, "."
+ * or ".." segments, and without percent-escapes (no page needs one). So
+ * no route has a second spelling (/%6detrics, //metrics, /a/../metrics,
+ * /metrics%00) that a path rule at a proxy in front would miss. civetweb
+ * must leave paths undecoded (decode_url=no): otp_mount() warns if not.
+ */
+static bool
+path_canonical(const char *p)
+{
+	if (p == NULL || *p != '/')
+		return false;
+	while (*p == '/') {
+		size_t n = strspn(++p, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "abcdefghijklmnopqrstuvwxyz0123456789-._~");
+
+		if ((n == 0 && p[n] == '/') || (n == 1 && p[0] == '.') ||
+		    (n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		p += n;
+	}
+	return *p == '\0';
+}
+
 /* civetweb's entry point for every request under the prefix. */
 static int
 on_http(struct mg_connection *conn, void *arg)
@@ -4529,7 +5426,7 @@ on_http(struct mg_connection *conn, void *arg)
 	r.conn = conn;
 	r.ri = mg_get_request_info(conn);
 	r.tls = r.ri->is_ssl != 0;
-	r.path = r.ri->local_uri != NULL ? r.ri->local_uri : "/";
+	r.path = r.ri->local_uri_raw != NULL ? r.ri->local_uri_raw : "/";
 	if (strncmp(r.path, otp->prefix, plen) == 0)
 		r.path += plen;
 	fair_slice(otp, &r);
@@ -4537,6 +5434,11 @@ on_http(struct mg_connection *conn, void *arg)
 	pthread_rwlock_rdlock(&otp->cfg_lock);
 	if (!r.tls && otp->https_port > 0) {
 		rc = redirect_https(&r);
+	} else if (!path_canonical(r.ri->local_uri_raw)) {
+		client_address(&r);
+		r.close = true;
+		rc = reply_error(&r, 400, "Bad request", "This address is not "
+		    "written the way this server writes it.");
 	} else {
 		client_address(&r);
 		session_read(&r);
@@ -4547,6 +5449,26 @@ on_http(struct mg_connection *conn, void *arg)
 }
 
 /* ---- embedding API ----------------------------------------------------- */
+
+/* One round of the sweeper: expired codes, then limits.state when its
+ * interval has passed. The file is written with no lock held. */
+static void
+sweeper_run(struct otp *otp)
+{
+	char dir[OTP_MAX_STR];
+	int64_t now = otp->now_ms(), hold, every;
+
+	pthread_rwlock_rdlock(&otp->cfg_lock);
+	store_sweep(&otp->store, now, otp->cfg.code_ttl * 1000);
+	str_copy(dir, sizeof(dir), otp->cfg.state_dir);
+	hold = otp->cfg.resend_interval * 1000;
+	every = otp->cfg.state_save_interval * 1000;
+	pthread_rwlock_unlock(&otp->cfg_lock);
+	if (dir[0] != '\0' && now - otp->saved_ms >= every) {
+		limits_save(otp, dir, hold);
+		otp->saved_ms = now;
+	}
+}
 
 static void *
 sweeper_main(void *arg)
@@ -4563,14 +5485,19 @@ sweeper_main(void *arg)
 		if (otp->stopping)
 			break;
 		pthread_mutex_unlock(&otp->stop_lock);
-		pthread_rwlock_rdlock(&otp->cfg_lock);
-		store_sweep(&otp->store, otp->now_ms(),
-		    otp->cfg.code_ttl * 1000);
-		pthread_rwlock_unlock(&otp->cfg_lock);
+		sweeper_run(otp);
 		pthread_mutex_lock(&otp->stop_lock);
 	}
 	pthread_mutex_unlock(&otp->stop_lock);
 	return NULL;
+}
+
+/* What a config derives from the instance's keys: API_TOKEN's keyed
+ * hash, made once here so a request never hashes the token itself. */
+static void
+otp_config_keys(const struct otp *otp, struct config *c)
+{
+	secret_mac(otp, c->api_token, strlen(c->api_token), c->api_token_mac);
 }
 
 /* Seeds the DRBG and draws the keys. 0 or -1. */
@@ -4588,6 +5515,7 @@ otp_random_init(struct otp *otp)
 	otp->rng = rng_drbg;
 	otp->rng_ctx = otp;
 	return otp->rng(otp, otp->code_key, sizeof(otp->code_key)) == 0 &&
+	    otp->rng(otp, otp->cmp_key, sizeof(otp->cmp_key)) == 0 &&
 	    otp->rng(otp, otp->limits.key, sizeof(otp->limits.key)) == 0 ?
 	    0 : -1;
 }
@@ -4597,51 +5525,98 @@ otp_random_init(struct otp *otp)
  * derive from one state key: STATE_DIR/session.key, made on first start
  * with mode 0600, or a random key per process without STATE_DIR.
  */
+/*
+ * Reads STATE_DIR/session.key into state, or makes it (mode 0600) on
+ * first start; without STATE_DIR, draws a key for this process only.
+ * 0, or -1 with the reason (and the fix) in err.
+ */
+static int
+state_key(struct otp *otp, uint8_t state[OTP_KEY_LEN], char *err,
+          size_t errlen)
+{
+	const char *dir = otp->cfg.state_dir;
+	char path[OTP_MAX_STR + 16];
+	size_t n;
+	FILE *f;
+
+	if (dir[0] == '\0')
+		return otp->rng(otp->rng_ctx, state, OTP_KEY_LEN);
+	if (state_dir_check(&otp->cfg, err, errlen) != 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/session.key", dir);
+	if ((f = state_open(otp, path, "session.key", err, errlen)) != NULL) {
+		n = fread(state, 1, OTP_KEY_LEN, f);
+		n += (size_t)(fgetc(f) != EOF); /* longer than a key? */
+		fclose(f);
+		if (n == OTP_KEY_LEN)
+			return 0;
+		snprintf(err, errlen, "%s: not a %d-byte key; remove it to make "
+		    "a new one (sessions then end)", path, OTP_KEY_LEN);
+		return -1;
+	}
+	if (errno != ENOENT)
+		return -1;
+	if (otp->rng(otp->rng_ctx, state, OTP_KEY_LEN) != 0)
+		return -1;
+	/* otp_demo -t writes nothing: it only checks it could. */
+	if (otp->check_only ? access(dir, W_OK) : file_write_atomic(path,
+	    (const char *)state, OTP_KEY_LEN, 0600)) {
+		snprintf(err, errlen, "%s: cannot create: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The keys that must outlive a restart (sessions, CSRF tokens, otp_auth
+ * cookies, the rate windows' hashes, the API's namespace) derive from one
+ * state key (state_key()).
+ */
 static int
 otp_state_keys(struct otp *otp, char *err, size_t errlen)
 {
+#define DERIVED(label, field) { label, offsetof(struct otp, field), \
+	sizeof(((struct otp *)0)->field) }
+	static const struct {
+		const char *label;
+		size_t off, size; /* at most OTP_MAC_LEN */
+	} derived[] = {
+		DERIVED("csrf", csrf_key), DERIVED("auth", auth_key),
+		DERIVED("sid", sid_key), DERIVED("limits", limits.key),
+		DERIVED("api", api.sid),
+	};
+#undef DERIVED
 	uint8_t state[OTP_KEY_LEN], mac[OTP_MAC_LEN];
-	char path[OTP_MAX_STR + 16];
-	int rc = -1, fd = -1;
-	ssize_t n = -1;
 
-	if (otp->cfg.state_dir[0] == '\0') {
-		if (otp->rng(otp->rng_ctx, state, sizeof(state)) != 0)
-			goto out;
-	} else {
-		if (snprintf(path, sizeof(path), "%s/session.key",
-		    otp->cfg.state_dir) >= (int)sizeof(path))
-			goto out;
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
-			n = read(fd, state, sizeof(state));
-			close(fd);
-		} else if (errno == ENOENT) {
-			if (otp->rng(otp->rng_ctx, state, sizeof(state)) != 0)
-				goto out;
-			if (otp->check_only ? access(otp->cfg.state_dir, W_OK) :
-			    file_write_atomic(path, (const char *)state,
-			    sizeof(state), 0600))
-				goto out;
-			n = sizeof(state);
-		}
-		if (n != (ssize_t)sizeof(state))
-			goto out;
+	if (state_key(otp, state, err, errlen) != 0) {
+		wipe(state, sizeof(state));
+		return -1;
 	}
-	hmac256(state, "csrf", 4, mac);
-	memcpy(otp->csrf_key, mac, sizeof(otp->csrf_key));
-	hmac256(state, "auth", 4, mac);
-	memcpy(otp->auth_key, mac, sizeof(otp->auth_key));
-	hmac256(state, "api", 3, mac);
-	memcpy(otp->api_sid, mac, sizeof(otp->api_sid));
-	rc = 0;
-out:
-	if (rc != 0)
-		snprintf(err, errlen, "STATE_DIR %s: cannot read or create "
-		    "session.key (%d bytes, mode 0600): %s", otp->cfg.state_dir,
-		    OTP_KEY_LEN, errno ? strerror(errno) : "wrong size");
+	for (size_t i = 0; i < sizeof(derived) / sizeof(derived[0]); i++) {
+		hmac256(state, derived[i].label, strlen(derived[i].label), mac);
+		memcpy((char *)otp + derived[i].off, mac, derived[i].size);
+	}
+	otp->api.ns = NS_API;
 	wipe(state, sizeof(state));
 	wipe(mac, sizeof(mac));
-	return rc;
+	return 0;
+}
+
+/*
+ * Windows each rate-limit table must hold: at most two hours' worth of
+ * counted sends are live at once (fixed windows), and wrong codes only
+ * come from records those sends made (MAX_ATTEMPTS each). The API's sends
+ * are within SMS_PER_HOUR too.
+ */
+static uint64_t
+limits_windows(const struct config *c, enum table t)
+{
+	uint64_t sends = 2 * (uint64_t)c->sms_per_hour;
+
+	if (t == T_NET_DAY)
+		sends = 2 * (uint64_t)c->sms_per_day;
+	return t == T_VERIFY ? sends * (uint64_t)c->max_attempts : sends;
 }
 
 /* Allocates every table; nothing is allocated per request after this. */
@@ -4649,17 +5624,18 @@ static int
 otp_tables_init(struct otp *otp)
 {
 	struct limits *l = &otp->limits;
-	uint32_t rate_slots = OTP_RATE_SLOTS;
 
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_mutex_init(&otp->curls.lock, NULL);
 	otp->curls.cap = otp->cfg.threads < OTP_MAX_POOL ?
 	    (int)otp->cfg.threads : OTP_MAX_POOL;
-	if (store_init(&otp->store, (uint32_t)otp->cfg.max_pending) != 0 ||
-	    ratetab_init(&l->numbers, rate_slots) != 0 ||
-	    ratetab_init(&l->send_ips, rate_slots) != 0 ||
-	    ratetab_init(&l->verify_ips, rate_slots) != 0)
+	if (store_init(&otp->store, (uint32_t)otp->cfg.max_pending) != 0)
 		return -1;
+	for (int t = 0; t < T__N; t++)
+		if (ratetab_init(&l->tab[t], ratetab_slots(limits_windows(
+		    &otp->cfg, (enum table)t)), t == T_NET_DAY ? DAY_MS :
+		    HOUR_MS) != 0)
+			return -1;
 	return 0;
 }
 
@@ -4712,11 +5688,78 @@ log_start(struct otp *otp)
 			    gsm ? "GSM-7 characters" : "UCS-2 characters",
 			    gsm ? 160u : 70u);
 	}
+	if (c->state_dir[0] == '\0')
+		log_warn(otp, "STATE_DIR is not set: rate limits and caps reset "
+		    "on restart (a crash loop or a reboot gives a fresh day)");
+	for (int t = 0; t < T__N; t++)
+		if (limits_windows(c, (enum table)t) * OTP_RATE_LOAD >
+		    OTP_RATE_MAX_SLOTS)
+			log_warn(otp, "SMS_PER_HOUR %ld needs rate tables larger "
+			    "than %u slots: under a flood of new clients some "
+			    "may be refused (503) before the caps are reached",
+			    c->sms_per_hour, OTP_RATE_MAX_SLOTS);
 	if (code_strength_digits(c) < 6.0)
 		log_warn(otp, "weak codes: %ld %s characters are fewer than "
 		    "NIST's minimum of 10^6 values (about 20 bits); raise "
 		    "TOKEN_LENGTH", c->token_length,
 		    c->alphabet == ALPHABET_HEX ? "hex" : "digit");
+}
+
+/*
+ * Warns once if a file that holds a secret can be read by others than
+ * this user (its group, when the group is not ours): what holds is
+ * named, never shown.
+ */
+static void
+secret_file_warn(struct otp *otp, const char *path, const char *what)
+{
+	struct stat sb;
+
+	if (path == NULL || path[0] == '\0' || stat(path, &sb) != 0)
+		return;
+	if ((sb.st_mode & S_IROTH) || ((sb.st_mode & S_IRGRP) &&
+	    sb.st_gid != getegid()))
+		log_warn(otp, "%s is readable by %s (mode %03o) and holds %s: "
+		    "chmod 600 %s (or 640 with the service's group)", path,
+		    sb.st_mode & S_IROTH ? "everyone" : "its group",
+		    (unsigned)(sb.st_mode & 0777), what, path);
+}
+
+/* Whether the config file sets key (to anything): a quick scan. */
+static bool
+config_file_sets(const char *path, const char *key)
+{
+	char line[OTP_MAX_LINE];
+	size_t klen = strlen(key);
+	bool found = false;
+	FILE *f = fopen(path, "r");
+
+	while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+		const char *p = line + strspn(line, " \t");
+
+		found = strncmp(p, key, klen) == 0 && (p[klen] == '=' ||
+		    p[klen] == ' ' || p[klen] == '\t');
+	}
+	if (f != NULL)
+		fclose(f);
+	return found;
+}
+
+/* The files that hold secrets, checked by secret_file_warn(). */
+static void
+config_warn_secrets(struct otp *otp, const char *path)
+{
+	const struct config *c = &otp->cfg;
+
+	bool key = c->api_key[0] != '\0' && strcmp(c->api_key,
+	    "YOUR_API_KEY") != 0 && c->api_key_file[0] == '\0';
+
+	if (path != NULL && ((key && config_file_sets(path, "API_KEY")) ||
+	    (c->api_token[0] != '\0' && config_file_sets(path, "API_TOKEN"))))
+		secret_file_warn(otp, path, "API_KEY or API_TOKEN");
+	secret_file_warn(otp, c->api_key_file, "the API key");
+	if (listen_has_tls(c->listen))
+		secret_file_warn(otp, c->cert_file, "the TLS private key");
 }
 
 /*
@@ -4735,6 +5778,7 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 	}
 	otp->check_only = check_only;
 	otp->now_ms = clock_monotonic_ms;
+	otp->wall_ms = clock_wall_ms;
 	pthread_rwlock_init(&otp->cfg_lock, NULL);
 	pthread_mutex_init(&otp->stop_lock, NULL);
 	{
@@ -4749,10 +5793,12 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		goto fail;
 	if (strcmp(otp->cfg.log, "syslog") == 0)
 		openlog("otp_demo", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	config_warn_secrets(otp, config_path);
 	if (otp_random_init(otp) != 0) {
 		snprintf(err, errlen, "cannot seed the random generator");
 		goto fail;
 	}
+	otp_config_keys(otp, &otp->cfg);
 	if (otp_state_keys(otp, err, errlen) != 0 ||
 	    www_load(otp, err, errlen) != 0)
 		goto fail;
@@ -4761,6 +5807,9 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		    otp->cfg.max_pending);
 		goto fail;
 	}
+	if (limits_load(otp, err, errlen) != 0)
+		goto fail;
+	otp->saved_ms = otp->now_ms();
 	{
 		/* The sweeper takes no signals: they are the host's to handle
 		 * (our main waits for them in sigwait). */
@@ -4784,9 +5833,16 @@ fail:
 	return NULL;
 }
 
+/*
+ * An embedding program gets the same protection as otp_demo itself: no
+ * core dumps (and no ptrace by other users), since a dump would hold
+ * codes and keys. It is a property of the whole process, and README says
+ * so.
+ */
 struct otp *
 otp_create(const char *config_path, char *err, size_t errlen)
 {
+	prctl(PR_SET_DUMPABLE, 0);
 	return otp_new(config_path, false, err, errlen);
 }
 
@@ -4803,6 +5859,15 @@ otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix)
 		otp->prefix[strlen(otp->prefix) - 1] = '\0';
 	mg_set_request_handler(ctx, otp->prefix[0] ? otp->prefix : "/",
 	    on_http, otp);
+	{
+		const char *d = mg_get_option(ctx, "decode_url");
+
+		if (d != NULL && strcmp(d, "no") != 0)
+			log_warn(otp, "%s: civetweb's decode_url is '%s': set it to "
+			    "'no' so that %s/... pages each have one spelling "
+			    "(percent-escapes would reach them decoded)", __func__,
+			    d, otp->prefix);
+	}
 	return 0;
 }
 
@@ -4828,6 +5893,7 @@ otp_reload(struct otp *otp, const char *config_path, char *err, size_t errlen)
 		free(next);
 		return -1;
 	}
+	otp_config_keys(otp, next);
 	for (size_t i = 0; i < sizeof(restart_keys) / sizeof(*restart_keys);
 	    i++) {
 		const struct key *k = config_find(restart_keys[i], NULL);
@@ -4868,6 +5934,9 @@ otp_destroy(struct otp *otp)
 		pthread_mutex_unlock(&otp->stop_lock);
 		pthread_join(otp->sweeper, NULL);
 	}
+	/* Nothing serves any more (mg_stop came first): the caps go to
+	 * STATE_DIR as they are. */
+	limits_save(otp, otp->cfg.state_dir, otp->cfg.resend_interval * 1000);
 	while (otp->curls.nidle > 0) {
 		struct pooled *p = &otp->curls.idle[--otp->curls.nidle];
 
@@ -4875,9 +5944,8 @@ otp_destroy(struct otp *otp)
 		free(p->buf);
 	}
 	store_free(&otp->store);
-	free(otp->limits.numbers.w);
-	free(otp->limits.send_ips.w);
-	free(otp->limits.verify_ips.w);
+	for (int t = 0; t < T__N; t++)
+		free(otp->limits.tab[t].w);
 	mbedtls_ctr_drbg_free(&otp->drbg);
 	mbedtls_entropy_free(&otp->entropy);
 	pthread_rwlock_destroy(&otp->cfg_lock);
@@ -5113,7 +6181,7 @@ server_options(const struct config *c, const char **opts, size_t max,
 		"keep_alive_timeout_ms", OTP_STR(OTP_KEEP_ALIVE_MS),
 		"request_timeout_ms", "5000",
 		"enable_directory_listing", "no",
-		"decode_url", "yes",
+		"decode_url", "no", /* see path_canonical() */
 		"max_request_size", "8192",
 		/* For civetweb's own answers (a malformed request line...);
 		 * ours come from reply(). HSTS is ignored over plain HTTP. */
@@ -5378,6 +6446,16 @@ clock_monotonic_ms(void)
 }
 
 /* Writes 2 * len hex digits and a NUL. */
+/* Unix time in milliseconds. */
+static int64_t
+clock_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void
 hex_encode(const uint8_t *in, size_t len, char *out, bool upper)
 {
@@ -5419,6 +6497,32 @@ ct_equal(const void *a, const void *b, size_t len)
 }
 
 /* Zeroes memory in a way the compiler may not drop. */
+/* The keyed hash secrets are compared by (cmp_key, drawn at start): an
+ * input's hash takes time that depends on its own length only. */
+static void
+secret_mac(const struct otp *otp, const void *in, size_t len,
+           uint8_t out[OTP_MAC_LEN])
+{
+	hmac256(otp->cmp_key, in, len, out);
+}
+
+/* Whether a and b are equal, in time that depends on neither's bytes nor
+ * on which lengths differ: both are compared as keyed hashes. */
+static bool
+secret_equal(const struct otp *otp, const void *a, size_t alen,
+             const void *b, size_t blen)
+{
+	uint8_t ma[OTP_MAC_LEN], mb[OTP_MAC_LEN];
+	bool eq;
+
+	secret_mac(otp, a, alen, ma);
+	secret_mac(otp, b, blen, mb);
+	eq = ct_equal(ma, mb, sizeof(ma));
+	wipe(ma, sizeof(ma));
+	wipe(mb, sizeof(mb));
+	return eq;
+}
+
 static void
 wipe(void *p, size_t len)
 {
@@ -5511,15 +6615,44 @@ edit_distance(const char *a, const char *b)
  * Writes data to path atomically: a temporary file in the same directory
  * with mode, fsync, then rename. 0 or -1 (errno set).
  */
+/* Appends a formatted line to a bounded buffer; *n grows, capped (at
+ * cap or more when it did not fit: the caller checks *n < cap). */
+static void
+buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (*n >= cap)
+		return;
+	va_start(ap, fmt);
+	k = vsnprintf(buf + *n, cap - *n, fmt, ap);
+	va_end(ap);
+	*n = k < 0 ? cap : *n + (size_t)k;
+}
+
+/*
+ * Writes data to path atomically: a new path.tmp is made with O_EXCL and
+ * O_NOFOLLOW, so a file or symlink planted there is never written
+ * through (a stale one is unlinked first: unlink removes the link, not
+ * its target), written, fsynced, renamed over path, and the directory
+ * fsynced so the rename survives a power cut. 0, or -1 with errno.
+ */
 static int
 file_write_atomic(const char *path, const char *data, size_t len, mode_t mode)
 {
-	char tmp[OTP_MAX_STR + 16];
-	int fd, rc = -1;
+	char tmp[OTP_MAX_STR + 16], dir[OTP_MAX_STR + 16];
+	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	int fd, dfd, rc = -1, saved;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		errno = ENAMETOOLONG;
 		return -1;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0)
+	}
+	if ((fd = open(tmp, flags, mode)) < 0 && errno == EEXIST &&
+	    unlink(tmp) == 0)
+		fd = open(tmp, flags, mode);
+	if (fd < 0)
 		return -1;
 	if (fchmod(fd, mode) == 0 && write(fd, data, len) == (ssize_t)len &&
 	    fsync(fd) == 0)
@@ -5528,7 +6661,18 @@ file_write_atomic(const char *path, const char *data, size_t len, mode_t mode)
 		rc = -1;
 	if (rc == 0 && rename(tmp, path) != 0)
 		rc = -1;
+	saved = errno;
 	if (rc != 0)
 		unlink(tmp);
+	str_copy(dir, sizeof(dir), path);
+	if (rc == 0 && strrchr(dir, '/') != NULL) {
+		*strrchr(dir, '/') = '\0';
+		if ((dfd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY |
+		    O_CLOEXEC)) >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+	}
+	errno = saved;
 	return rc;
 }

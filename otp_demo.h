@@ -40,6 +40,10 @@ typedef void (*otp_verified_fn)(void *arg, const char *phone,
  * environment variables only). Returns NULL and writes one line such as
  * "config.cfg:5: TOKEN_LENGTH must be 1..16" into err on failure.
  * Call curl_global_init() (and, with mbedTLS 3, psa_crypto_init()) before.
+ * It makes the whole process non-dumpable (PR_SET_DUMPABLE 0: no core
+ * dumps, no ptrace by other users), since a dump would hold codes.
+ * Mount it on a context started with decode_url=no, so that each page
+ * has one spelling (otp_mount logs a warning otherwise).
  */
 struct otp *otp_create(const char *config_path, char *err, size_t errlen);
 

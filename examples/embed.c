@@ -226,6 +226,9 @@ main(int argc, char **argv)
 			"listening_ports", listen,
 			"num_threads", "4",
 			"request_timeout_ms", "5000",
+			/* otp_demo routes on the path as it was sent, so
+			 * that each page has one spelling. */
+			"decode_url", "no",
 			NULL,
 		};
 

@@ -1064,7 +1064,7 @@ def check_verify_form(ctx, b, r):
 
 STRICT = (r"^(?=.*; Path=/(;|$))(?=.*; HttpOnly(;|$))"
           r"(?=.*; SameSite=Strict(;|$))")
-SID = r"^otp_sid=[0-9a-f]{32}(;|$)"
+SID = r"^otp_sid=[0-9a-f]{64}(;|$)"  # an id and its MAC
 
 FAIL_MODES = [  # mode, status, Retry-After wanted
     ("401", 502, False), ("403", 502, False), ("422", 502, False),
@@ -1392,8 +1392,11 @@ CASES = [
           "what": "no X-Forwarded-For: the proxy's own address"},
      ]},
 
+    # NETWORK_SHARE=100: every test client is one network (127.0.0.1),
+    # and these are about the global caps (tests/attack/limits.py has
+    # the shares).
     {"name": "sms_per_hour_global",
-     "config": {"SMS_PER_HOUR": 3},
+     "config": {"SMS_PER_HOUR": 3, "NETWORK_SHARE": 100},
      "steps": [
          {"b": "A", "request": "5552000001", "status": 200, "api": 1},
          {"b": "B", "request": "5552000002", "status": 200, "api": 1},
@@ -1404,7 +1407,7 @@ CASES = [
      ]},
 
     {"name": "sms_per_day_global",
-     "config": {"SMS_PER_DAY": 2},
+     "config": {"SMS_PER_DAY": 2, "NETWORK_SHARE": 100},
      "steps": [
          {"b": "A", "request": "5552000001", "status": 200, "api": 1},
          {"b": "B", "request": "5552000002", "status": 200, "api": 1},
@@ -2617,19 +2620,21 @@ def case_tls_listener(ctx):
     hsts = r.header("Strict-Transport-Security")
     check(hsts and re.search(r"max-age=[1-9][0-9]*", hsts),
           "HTTPS GET /: Strict-Transport-Security %r" % hsts)
-    sid = [c for c in r.all("Set-Cookie") if c.startswith("otp_sid=")]
-    check(sid and re.search(r"; Secure(;|$)", sid[0]),
-          "HTTPS GET /: otp_sid cookie %r lacks Secure" % sid)
+    # Over TLS every cookie is a __Host- one: Secure, Path=/, no Domain.
+    sid = [c for c in r.all("Set-Cookie") if c.startswith("__Host-otp_sid=")]
+    check(sid and re.search(r"; Secure(;|$)", sid[0]) and
+          re.search(r"; Path=/(;|$)", sid[0]),
+          "HTTPS GET /: __Host-otp_sid cookie %r lacks Secure" % sid)
     n0 = ctx.fake.count()
     r = a.request_code(PHONE)
     ctx.collect_sms(n0, a)
-    vid = [c for c in r.all("Set-Cookie") if c.startswith("otp_vid=")]
+    vid = [c for c in r.all("Set-Cookie") if c.startswith("__Host-otp_vid=")]
     check(r.status == 200 and vid and re.search(r"; Secure(;|$)", vid[0]),
           "HTTPS POST /request -> %r, otp_vid %r (want 200, Secure)"
           % (r, vid))
     check(r.header("Strict-Transport-Security"), "POST /request: no HSTS")
     r = a.verify(a.code)
-    auth = [c for c in r.all("Set-Cookie") if c.startswith("otp_auth=")]
+    auth = [c for c in r.all("Set-Cookie") if c.startswith("__Host-otp_auth=")]
     check(r.status == 200 and auth and re.search(r"; Secure(;|$)", auth[0]),
           "HTTPS POST /verify -> %r, otp_auth %r (want 200, Secure)"
           % (r, auth))

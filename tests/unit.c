@@ -349,37 +349,58 @@ test_code_mac_case_insensitive(void **state)
 
 /* ---- code store -------------------------------------------------------- */
 
+static const struct owner OW1 = { NS_WEB, { 5 } }, OW2 = { NS_WEB, { 6 } };
+static const struct owner OWAPI = { NS_API, { 5 } }; /* OW1's bytes */
+
+/* store_check without the "was it a guess" answer. */
+static enum check
+check_code(struct store *st, uint32_t slot, const uint8_t *id,
+           const struct owner *ow, const uint8_t *mac, int64_t now,
+           int64_t ttl, uint32_t max, char *phone)
+{
+	bool guessed;
+
+	return store_check(st, slot, id, ow, mac, now, ttl, max, phone,
+	    &guessed);
+}
+
 static void
 test_store_add_check_once(void **state)
 {
 	struct store st;
 	uint8_t id[OTP_ID_LEN] = { 1, 2, 3 }, other[OTP_ID_LEN] = { 9 };
 	uint8_t mac[OTP_MAC_LEN] = { 7 }, bad[OTP_MAC_LEN] = { 8 };
-	uint8_t sid[OTP_SID_LEN] = { 5 }, sid2[OTP_SID_LEN] = { 6 };
 	char phone[OTP_MAX_PHONE_LEN + 1];
 	uint32_t slot;
 
 	(void)state;
 	assert_int_equal(store_init(&st, 4), 0);
-	assert_int_equal(store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0,
+	assert_int_equal(store_add(&st, "+15551234567", "ABCD", mac, id, &OW1, 0,
 	    1000, &slot), 0);
-	/* Bound to its session: the right code from another session fails. */
-	assert_int_equal(store_check(&st, slot, id, sid2, mac, 1, 1000, 5,
+	/* Bound to its session: the right code from another session fails,
+	 * and from the API namespace with the same bytes too. */
+	assert_int_equal(check_code(&st, slot, id, &OW2, mac, 1, 1000, 5,
+	    phone), CHECK_UNKNOWN);
+	assert_int_equal(check_code(&st, slot, id, &OWAPI, mac, 1, 1000, 5,
 	    phone), CHECK_UNKNOWN);
 	/* Bound to its id: another id with the right code fails. */
-	assert_int_equal(store_check(&st, slot, other, sid, mac, 1, 1000, 5,
+	assert_int_equal(check_code(&st, slot, other, &OW1, mac, 1, 1000, 5,
 	    phone), CHECK_UNKNOWN);
-	assert_int_equal(store_check(&st, slot + 1, id, sid, mac, 1, 1000, 5,
+	assert_int_equal(check_code(&st, slot + 1, id, &OW1, mac, 1, 1000, 5,
 	    phone), CHECK_UNKNOWN);
-	assert_int_equal(store_check(&st, 99, id, sid, mac, 1, 1000, 5, phone),
+	assert_int_equal(check_code(&st, 99, id, &OW1, mac, 1, 1000, 5, phone),
 	    CHECK_UNKNOWN);
-	assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 1000, 5, phone),
+	assert_int_equal(check_code(&st, slot, id, &OW1, bad, 1, 1000, 5, phone),
 	    CHECK_WRONG);
-	assert_int_equal(store_check(&st, slot, id, sid, mac, 1, 1000, 5, phone),
+	/* Input that cannot be a code: a wrong guess, no compare. */
+	assert_int_equal(check_code(&st, slot, id, &OW1, NULL, 1, 1000, 5,
+	    phone), CHECK_WRONG);
+	assert_int_equal(st.rec[slot].attempts, 2);
+	assert_int_equal(check_code(&st, slot, id, &OW1, mac, 1, 1000, 5, phone),
 	    CHECK_OK);
 	assert_string_equal(phone, "+15551234567");
 	/* Works once; the tombstone keeps no secrets. */
-	assert_int_equal(store_check(&st, slot, id, sid, mac, 2, 1000, 5, phone),
+	assert_int_equal(check_code(&st, slot, id, &OW1, mac, 2, 1000, 5, phone),
 	    CHECK_DONE);
 	assert_int_equal(st.rec[slot].code[0], 0);
 	assert_int_equal(st.rec[slot].phone[0], 0);
@@ -398,23 +419,24 @@ test_store_expiry(void **state)
 {
 	struct store st;
 	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
-	uint8_t sid[OTP_SID_LEN] = { 5 };
 	char phone[OTP_MAX_PHONE_LEN + 1];
 	int64_t left;
 	uint32_t slot;
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 1000, &slot);
-	assert_int_equal(store_state(&st, slot, id, sid, 400, 1000, &left),
+	store_add(&st, "+15551234567", "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	assert_int_equal(store_state(&st, slot, id, &OW1, 400, 1000, &left),
 	    REC_LIVE);
 	assert_int_equal(left, 600);
-	assert_int_equal(store_check(&st, slot, id, sid, mac, 1000, 1000, 5,
+	assert_int_equal(store_state(&st, slot, id, &OW2, 400, 1000, &left),
+	    REC_FREE);
+	assert_int_equal(check_code(&st, slot, id, &OW1, mac, 1000, 1000, 5,
 	    phone), CHECK_EXPIRED);
 	assert_int_equal(st.rec[slot].code[0], 0);
-	assert_int_equal(store_state(&st, slot, id, sid, 1000, 1000, &left),
+	assert_int_equal(store_state(&st, slot, id, &OW1, 1000, 1000, &left),
 	    REC_EXPIRED);
-	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 500, 1000, &slot);
+	store_add(&st, "+15551234567", "ABCD", mac, id, &OW1, 500, 1000, &slot);
 	assert_int_equal(store_sweep(&st, 1499, 1000), 1);
 	assert_int_equal(store_sweep(&st, 1500, 1000), 0);
 	assert_int_equal(st.rec[slot].state, REC_EXPIRED);
@@ -427,23 +449,22 @@ test_store_full(void **state)
 {
 	struct store st;
 	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
-	uint8_t sid[OTP_SID_LEN] = { 5 };
 	uint32_t slot, first;
 
 	(void)state;
 	assert_int_equal(store_init(&st, 3), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 0, 1000,
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 0, 1000,
 	    &first), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 10, 1000,
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 10, 1000,
 	    &slot), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 20, 1000,
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 20, 1000,
 	    &slot), 0);
 	/* Full of live records: refused, nothing overwritten. */
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 500, 1000,
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 500, 1000,
 	    &slot), -1);
 	assert_int_equal(store_live(&st), 3);
 	/* Once the first expired, its slot is reused. */
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, sid, 1000, 1000,
+	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 1000, 1000,
 	    &slot), 0);
 	assert_int_equal(slot, first);
 	store_free(&st);
@@ -455,45 +476,70 @@ test_store_attempts_lock(void **state)
 	struct store st;
 	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
 	uint8_t bad[OTP_MAC_LEN] = { 8 };
-	uint8_t sid[OTP_SID_LEN] = { 5 }, sid2[OTP_SID_LEN] = { 6 };
 	char phone[OTP_MAX_PHONE_LEN + 1], code[OTP_MAX_CODE_LEN + 1];
 	uint8_t got[OTP_ID_LEN];
 	uint32_t slot;
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 10000, &slot);
+	store_add(&st, "+15551234567", "ABCD", mac, id, &OW1, 0, 10000, &slot);
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 10000,
+		assert_int_equal(check_code(&st, slot, id, &OW1, bad, 1, 10000,
 		    3, phone), CHECK_WRONG);
-	/* A resend keeps the count, and binds the record to the asker. */
-	assert_int_equal(store_resend(&st, slot, "+15551234567", sid2, 2, 10000,
-	    code, got), 0);
+	/* A resend is for its own session only, and keeps the count. */
+	assert_int_equal(store_resend(&st, slot, "+15551234567", &OW2, 2, 10000,
+	    100, code, got), -1);
+	assert_int_equal(store_resend(&st, slot, "+15550000000", &OW1, 2, 10000,
+	    100, code, got), -1);
+	assert_int_equal(store_resend(&st, slot, "+15551234567", &OW1, 2, 10000,
+	    100, code, got), 0);
 	assert_string_equal(code, "ABCD");
 	assert_memory_equal(got, id, OTP_ID_LEN);
-	assert_int_equal(store_check(&st, slot, id, sid2, bad, 3, 10000, 3,
+	assert_int_equal(st.rec[slot].sends, 2);
+	/* A send budget per verification. */
+	assert_int_equal(store_resend(&st, slot, "+15551234567", &OW1, 2, 10000,
+	    2, code, got), -2);
+	store_unsend(&st, slot, id);
+	assert_int_equal(st.rec[slot].sends, 1);
+	assert_int_equal(check_code(&st, slot, id, &OW2, bad, 3, 10000, 3,
+	    phone), CHECK_UNKNOWN);
+	assert_int_equal(check_code(&st, slot, id, &OW1, bad, 3, 10000, 3,
 	    phone), CHECK_LOCKED);
 	/* Locked: even the right code fails, and the code is wiped. */
-	assert_int_equal(store_check(&st, slot, id, sid2, mac, 4, 10000, 3,
+	assert_int_equal(check_code(&st, slot, id, &OW1, mac, 4, 10000, 3,
 	    phone), CHECK_LOCKED);
 	assert_int_equal(st.rec[slot].code[0], 0);
-	assert_int_equal(store_resend(&st, slot, "+15551234567", sid, 5, 10000,
-	    code, got), -1);
-	/* Cancelled: gone. */
-	assert_int_equal(store_cancel(&st, slot, id, sid, 6, 10000), -1);
-	assert_int_equal(store_cancel(&st, slot, id, sid2, 6, 10000), 0);
-	assert_int_equal(store_state(&st, slot, id, sid2, 7, 10000, &(int64_t){0}),
-	    REC_FREE);
+	assert_int_equal(store_resend(&st, slot, "+15551234567", &OW1, 5, 10000,
+	    100, code, got), -1);
+	/* Cancelled by its owner only. */
+	assert_int_equal(store_cancel(&st, slot, id, &OW2, 6, 10000), -1);
+	assert_int_equal(store_cancel(&st, slot, id, &OW1, 6, 10000), 0);
+	assert_int_equal(store_state(&st, slot, id, &OW1, 7, 10000,
+	    &(int64_t){0}), REC_FREE);
 	store_free(&st);
 }
 
 /* ---- rate limits ------------------------------------------------------- */
 
+/* One send request through limits_take(), no resend reservation. */
+static enum limit
+take(struct otp *otp, enum ns ns, const char *phone, const char *addr,
+     int64_t now, long *retry)
+{
+	struct client cl;
+	struct take tk = { ns, phone, &cl, 0, -1 };
+	enum limit rc;
+
+	client_init(otp, &cl, addr);
+	rc = limits_take(otp, &tk, now, NULL, NULL);
+	*retry = tk.retry;
+	return rc;
+}
+
 static void
 test_limits_windows(void **state)
 {
 	struct otp *otp = make_otp();
-	int32_t slot;
 	long retry = 0;
 
 	(void)state;
@@ -501,23 +547,40 @@ test_limits_windows(void **state)
 	otp->cfg.sms_per_number_per_hour = 2;
 	otp->cfg.sms_per_ip_per_hour = 3;
 	fake_now = 10 * HOUR_MS;
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now, &slot,
+	assert_int_equal(take(otp, NS_WEB, "+1555", "10.1.1.1", fake_now,
 	    &retry), LIMIT_NONE);
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 1000,
-	    &slot, &retry), LIMIT_RESEND);
+	assert_int_equal(take(otp, NS_WEB, "+1555", "10.1.1.1",
+	    fake_now + 1000, &retry), LIMIT_RESEND);
 	assert_int_equal(retry, 29);
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 30000,
-	    &slot, &retry), LIMIT_NONE);
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 60000,
-	    &slot, &retry), LIMIT_NUMBER);
+	/* The API's budget for a number is its own. */
+	assert_int_equal(take(otp, NS_API, "+1555", NULL, fake_now + 1000,
+	    &retry), LIMIT_NONE);
+	assert_int_equal(take(otp, NS_WEB, "+1555", "10.1.1.1",
+	    fake_now + 30000, &retry), LIMIT_NONE);
+	assert_int_equal(take(otp, NS_WEB, "+1555", "10.1.1.1",
+	    fake_now + 60000, &retry), LIMIT_NUMBER);
 	assert_int_equal(retry, 3600 - 60);
-	assert_int_equal(limits_take(otp, "+1666", "a", fake_now + 60000,
-	    &slot, &retry), LIMIT_NONE);
-	assert_int_equal(limits_take(otp, "+1777", "a", fake_now + 60000,
-	    &slot, &retry), LIMIT_IP);
+	assert_int_equal(take(otp, NS_WEB, "+1666", "10.1.1.1",
+	    fake_now + 60000, &retry), LIMIT_NONE);
+	assert_int_equal(take(otp, NS_WEB, "+1777", "10.1.1.1",
+	    fake_now + 60000, &retry), LIMIT_IP);
+	/* IPv6: the address is its /64 (IPV6_PREFIX). */
+	assert_int_equal(take(otp, NS_WEB, "+1801", "2001:db8:1:2::1",
+	    fake_now, &retry), LIMIT_NONE);
+	assert_int_equal(take(otp, NS_WEB, "+1802", "2001:db8:1:2:ffff::9",
+	    fake_now, &retry), LIMIT_NONE);
+	assert_int_equal(take(otp, NS_WEB, "+1803", "2001:db8:1:2::abcd",
+	    fake_now, &retry), LIMIT_NONE);
+	assert_int_equal(take(otp, NS_WEB, "+1804", "2001:db8:1:2::1:1",
+	    fake_now, &retry), LIMIT_IP);
+	assert_int_equal(take(otp, NS_WEB, "+1804", "2001:db8:1:3::1",
+	    fake_now, &retry), LIMIT_NONE);
+	/* An IPv4-mapped address is the IPv4 one. */
+	assert_int_equal(take(otp, NS_WEB, "+1805", "::ffff:10.1.1.1",
+	    fake_now + 60000, &retry), LIMIT_IP);
 	/* A window later, everything is allowed again. */
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + HOUR_MS,
-	    &slot, &retry), LIMIT_NONE);
+	assert_int_equal(take(otp, NS_WEB, "+1555", "10.1.1.1",
+	    fake_now + HOUR_MS, &retry), LIMIT_NONE);
 	otp_destroy(otp);
 }
 
@@ -526,26 +589,29 @@ test_limits_global(void **state)
 {
 	struct otp *otp = make_otp();
 	char phone[32], addr[32];
-	int32_t slot;
 	long retry;
 	int sent = 0;
 
 	(void)state;
 	otp->cfg.sms_per_hour = 5;
 	otp->cfg.sms_per_day = 7;
+	otp->cfg.network_share = 100;
 	fake_now = 100 * HOUR_MS;
 	for (int i = 0; i < 100; i++) {
 		snprintf(phone, sizeof(phone), "+1555%07d", i);
 		snprintf(addr, sizeof(addr), "10.0.%d.%d", i / 256, i % 256);
-		if (limits_take(otp, phone, addr, fake_now, &slot, &retry) ==
+		if (take(otp, NS_WEB, phone, addr, fake_now, &retry) ==
 		    LIMIT_NONE)
 			sent++;
 	}
 	assert_int_equal(sent, 5);
+	assert_int_equal(take(otp, NS_WEB, "+1999", "10.9.9.9", fake_now,
+	    &retry), LIMIT_HOUR);
 	fake_now += HOUR_MS;
 	for (int i = 0; i < 10; i++) {
 		snprintf(phone, sizeof(phone), "+1666%07d", i);
-		if (limits_take(otp, phone, "x", fake_now, &slot, &retry) ==
+		snprintf(addr, sizeof(addr), "10.1.%d.1", i);
+		if (take(otp, NS_WEB, phone, addr, fake_now, &retry) ==
 		    LIMIT_NONE)
 			sent++;
 	}
@@ -554,24 +620,90 @@ test_limits_global(void **state)
 }
 
 static void
-test_limits_bounded_eviction(void **state)
+test_limits_network_share(void **state)
 {
-	struct ratetab t;
-	uint64_t key;
+	struct otp *otp = make_otp();
+	char phone[32], addr[64];
+	long retry;
+	int sent = 0;
 
 	(void)state;
-	assert_int_equal(ratetab_init(&t, 16), 0);
-	/* Far more keys than slots: memory stays 16 windows. */
-	for (key = 1; key < 10000; key += 2)
-		ratetab_get(&t, key, (int64_t)key, HOUR_MS)->count = 1;
-	for (uint32_t i = 0; i < t.size; i++)
-		assert_int_not_equal(t.w[i].key, 0);
-	/* A key seen again within its window keeps its count, if present. */
-	ratetab_get(&t, 9999, 9999, HOUR_MS)->count = 5;
-	assert_int_equal(ratetab_get(&t, 9999, 10000, HOUR_MS)->count, 5);
-	/* A stale window is reset. */
-	assert_int_equal(ratetab_get(&t, 9999, 9999 + HOUR_MS, HOUR_MS)->count,
-	    0);
+	otp->cfg.sms_per_hour = 40; /* a network: 25% of it, 10 */
+	fake_now = 300 * HOUR_MS;
+	for (int i = 0; i < 30; i++) {
+		snprintf(phone, sizeof(phone), "+1555%07d", i);
+		snprintf(addr, sizeof(addr), "2001:db8:7:%x::1", i);
+		sent += take(otp, NS_WEB, phone, addr, fake_now, &retry) ==
+		    LIMIT_NONE;
+	}
+	assert_int_equal(sent, 10);
+	assert_int_equal(take(otp, NS_WEB, "+1999", "2001:db8:7:ff::1",
+	    fake_now, &retry), LIMIT_NETWORK);
+	/* The API's own calls count toward its cap, not a network's. */
+	otp->cfg.api_sms_per_hour = 3;
+	for (int i = 0; i < 3; i++) {
+		snprintf(phone, sizeof(phone), "+1666%07d", i);
+		assert_int_equal(take(otp, NS_API, phone, NULL, fake_now,
+		    &retry), LIMIT_NONE);
+	}
+	assert_int_equal(take(otp, NS_API, "+1777", NULL, fake_now, &retry),
+	    LIMIT_API_HOUR);
+	otp_destroy(otp);
+}
+
+/* The bug of the old table: a stale slot earlier in a key's chain was
+ * taken before its live window further on was found. */
+static void
+test_limits_chain_search(void **state)
+{
+	struct ratetab t;
+	struct window *w;
+	uint64_t a = 8 * 16 + 1, k = 8 * 32 + 1; /* same home slot in 16 */
+
+	(void)state;
+	assert_int_equal(ratetab_init(&t, 16, HOUR_MS), 0);
+	w = ratetab_find(&t, a, 0, 0);
+	window_add(&t, w, a, 0);
+	w = ratetab_find(&t, k, 10, 0);
+	assert_ptr_not_equal(w, &t.w[a & t.mask]);
+	window_add(&t, w, k, 10);
+	window_add(&t, w, k, 20);
+	/* a's window ends; k's is still live one slot on. */
+	w = ratetab_find(&t, k, HOUR_MS + 5, 0);
+	assert_int_equal(w->key, k);
+	assert_int_equal(window_count(&t, w, k, HOUR_MS + 5), 2);
+	free(t.w);
+}
+
+/* A table full of live windows refuses a new key: nothing is evicted. */
+static void
+test_limits_fail_closed(void **state)
+{
+	struct ratetab t;
+	struct window *w;
+
+	(void)state;
+	assert_int_equal(ratetab_init(&t, 64, HOUR_MS), 0);
+	for (uint64_t key = 1; key <= 64; key++) {
+		w = ratetab_find(&t, key * 2 + 1, 0, 0);
+		assert_non_null(w);
+		window_add(&t, w, key * 2 + 1, 0);
+	}
+	for (uint64_t key = 1000; key < 2000; key++)
+		assert_null(ratetab_find(&t, key * 2 + 1, 10, 0));
+	/* Every window kept its count. */
+	for (uint64_t key = 1; key <= 64; key++) {
+		w = ratetab_find(&t, key * 2 + 1, 10, 0);
+		assert_int_equal(window_count(&t, w, key * 2 + 1, 10), 1);
+	}
+	/* Once they end, the slots are free again... */
+	assert_non_null(ratetab_find(&t, 5001, HOUR_MS, 0));
+	/* ...but a number's window is kept while its RESEND_INTERVAL
+	 * (hold) still runs past the end of its period. */
+	for (uint32_t i = 0; i <= t.mask; i++)
+		t.w[i].last_ms = HOUR_MS - 1;
+	assert_null(ratetab_find(&t, 5001, HOUR_MS, 30000));
+	assert_non_null(ratetab_find(&t, 5001, HOUR_MS + 30000, 30000));
 	free(t.w);
 }
 
@@ -579,19 +711,33 @@ static void
 test_limits_verify_budget(void **state)
 {
 	struct otp *otp = make_otp();
+	struct client a, b;
 	long retry = 0;
 
 	(void)state;
 	otp->cfg.verify_per_ip_per_hour = 3;
 	fake_now = 200 * HOUR_MS;
-	for (int i = 0; i < 3; i++) {
-		assert_true(limits_verify(otp, "1.2.3.4", fake_now, false, &retry));
-		limits_verify(otp, "1.2.3.4", fake_now, true, &retry);
+	client_init(otp, &a, "1.2.3.4");
+	client_init(otp, &b, "5.6.7.8");
+	/* Checks that were not guesses give their reservation back and
+	 * leave no window behind. */
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(limits_verify_take(otp, &a, fake_now, &retry),
+		    LIMIT_NONE);
+		limits_verify_done(otp, &a, fake_now, false);
 	}
-	assert_false(limits_verify(otp, "1.2.3.4", fake_now + 1000, false,
-	    &retry));
+	for (uint32_t i = 0; i <= otp->limits.tab[T_VERIFY].mask; i++)
+		assert_int_not_equal(otp->limits.tab[T_VERIFY].w[i].key, a.akey);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(limits_verify_take(otp, &a, fake_now, &retry),
+		    LIMIT_NONE);
+		limits_verify_done(otp, &a, fake_now, true);
+	}
+	assert_int_equal(limits_verify_take(otp, &a, fake_now + 1000, &retry),
+	    LIMIT_VERIFY_IP);
 	assert_int_equal(retry, 3599);
-	assert_true(limits_verify(otp, "5.6.7.8", fake_now, false, &retry));
+	assert_int_equal(limits_verify_take(otp, &b, fake_now, &retry),
+	    LIMIT_NONE);
 	otp_destroy(otp);
 }
 
@@ -753,20 +899,20 @@ static void
 test_handle_roundtrip(void **state)
 {
 	uint8_t id[OTP_ID_LEN], got[OTP_ID_LEN];
-	char v[8 + 2 * OTP_ID_LEN + 1], cookie[80];
+	char v[HANDLE_LEN + 1];
 	uint32_t slot;
 
 	(void)state;
 	for (int i = 0; i < OTP_ID_LEN; i++)
 		id[i] = (uint8_t)(i * 17);
 	handle_format(123456, id, v);
-	snprintf(cookie, sizeof(cookie), "otp_vid=%s", v);
-	assert_int_equal(handle_parse(cookie, &slot, got), 0);
+	assert_int_equal(handle_decode(v, strlen(v), &slot, got), 0);
 	assert_int_equal(slot, 123456);
 	assert_memory_equal(got, id, OTP_ID_LEN);
-	assert_int_equal(handle_parse("otp_vid=xyz", &slot, got), -1);
-	cookie[10] = 'g';
-	assert_int_equal(handle_parse(cookie, &slot, got), -1);
+	assert_int_equal(handle_decode("xyz", 3, &slot, got), -1);
+	assert_int_equal(handle_decode(v, strlen(v) - 1, &slot, got), -1);
+	v[2] = 'g';
+	assert_int_equal(handle_decode(v, strlen(v), &slot, got), -1);
 }
 
 static void
@@ -1113,20 +1259,20 @@ test_auth_cookie(void **state)
 	(void)state;
 	assert_int_equal(auth_cookie_make(otp, "+15551234567", 2000, v,
 	    sizeof(v)), 0);
-	snprintf(hdr, sizeof(hdr), "a=b; otp_auth=%s", v);
-	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), 0);
+	assert_int_equal(auth_cookie_check(otp, v, 1999, phone), 0);
 	assert_string_equal(phone, "+15551234567");
 	/* Expired. */
-	assert_int_equal(auth_cookie_check(otp, hdr, 2000, phone), -1);
+	assert_int_equal(auth_cookie_check(otp, v, 2000, phone), -1);
 	/* Tampered: a later expiry, another number, a cut mac. */
-	snprintf(hdr, sizeof(hdr), "otp_auth=9%s", v);
+	snprintf(hdr, sizeof(hdr), "9%s", v);
+	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
+	snprintf(hdr, sizeof(hdr), "%.*s", (int)strlen(v) - 1, v);
 	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
 	v[6] = v[6] == '5' ? '6' : '5';
-	snprintf(hdr, sizeof(hdr), "otp_auth=%s", v);
-	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
-	assert_int_equal(auth_cookie_check(otp, "otp_auth=2000.15551234567",
-	    1999, phone), -1);
-	assert_int_equal(auth_cookie_check(otp, NULL, 1999, phone), -1);
+	assert_int_equal(auth_cookie_check(otp, v, 1999, phone), -1);
+	assert_int_equal(auth_cookie_check(otp, "2000.15551234567", 1999,
+	    phone), -1);
+	assert_int_equal(auth_cookie_check(otp, "", 1999, phone), -1);
 	otp_destroy(otp);
 }
 
@@ -1179,7 +1325,9 @@ main(void)
 		cmocka_unit_test(test_store_attempts_lock),
 		cmocka_unit_test(test_limits_windows),
 		cmocka_unit_test(test_limits_global),
-		cmocka_unit_test(test_limits_bounded_eviction),
+		cmocka_unit_test(test_limits_network_share),
+		cmocka_unit_test(test_limits_chain_search),
+		cmocka_unit_test(test_limits_fail_closed),
 		cmocka_unit_test(test_limits_verify_budget),
 		cmocka_unit_test(test_phone_normalise),
 		cmocka_unit_test(test_phone_mask),

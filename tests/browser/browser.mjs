@@ -322,7 +322,7 @@ async function main() {
 	await check('session cookie', async () => {
 		const c = (await context.cookies()).find((x) => x.name === 'otp_sid');
 		assert(c, 'no otp_sid cookie');
-		assert(/^[0-9a-f]{32}$/.test(c.value), `otp_sid value ${c.value}`);
+		assert(/^[0-9a-f]{64}$/.test(c.value), `otp_sid value ${c.value}`);
 		assert(c.httpOnly, 'otp_sid not HttpOnly');
 		eq(c.sameSite, 'Strict', 'otp_sid SameSite');
 	});

@@ -217,10 +217,12 @@ def flow(t, otp, b, scheme):
             brief(r))
     t.check(s + "the form carries return_to=/admin/",
             fields.get("return_to") == "/admin/", str(fields))
+    # Behind https (X-Forwarded-Proto) cookies are __Host- ones.
+    auth_name = "__Host-otp_auth" if scheme == "https" else "otp_auth"
     if scheme == "https":
-        sid = b.raw_cookies.get("otp_sid", "")
-        t.check(s + "otp_sid cookie is Secure (X-Forwarded-Proto: https)",
-                "secure" in sid.lower(), sid)
+        sid = b.raw_cookies.get("__Host-otp_sid", "")
+        t.check(s + "__Host-otp_sid cookie is Secure (X-Forwarded-Proto: "
+                "https)", "secure" in sid.lower(), sid)
 
     r = b.get("/?return_to=https://evil.example/")
     _, evil = form(r.text)
@@ -251,7 +253,7 @@ def flow(t, otp, b, scheme):
             brief(r))
     t.check(s + "... to /admin/", location_path(r) == "/admin/",
             repr(r.header("Location")))
-    t.check(s + "... with the otp_auth cookie", "otp_auth" in b.cookies,
+    t.check(s + "... with the otp_auth cookie", auth_name in b.cookies,
             str(sorted(b.cookies)))
 
     r = b.get("/admin/")
@@ -262,14 +264,14 @@ def flow(t, otp, b, scheme):
             r.header("X-Otp-Phone") == PHONE, repr(r.header("X-Otp-Phone")))
 
     other = Client(b.port, tls=b.tls, source=CLIENT_ADDR)
-    other.cookies = {k: v for k, v in b.cookies.items() if k != "otp_auth"}
+    other.cookies = {k: v for k, v in b.cookies.items() if k != auth_name}
     r = other.get("/admin/")
     t.check(s + "without otp_auth: 302 again", r.status == 302,
             str(r.status))
     forged = Client(b.port, tls=b.tls, source=CLIENT_ADDR)
-    value, path = b.cookies.get("otp_auth", ("x", "/"))
-    forged.cookies = {"otp_auth": (value[:-2] + ("00" if value[-2:] != "00"
-                                                 else "11"), path)}
+    value, path = b.cookies.get(auth_name, ("x", "/"))
+    forged.cookies = {auth_name: (value[:-2] + ("00" if value[-2:] != "00"
+                                                else "11"), path)}
     r = forged.get("/admin/")
     t.check(s + "a tampered otp_auth: 302", r.status == 302, str(r.status))
 
