@@ -3,7 +3,8 @@
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
-#   make unit|docs|integration|attack|senders|browser|packaging   one suite
+#   make unit|model|docs|integration|attack|senders|browser|packaging
+#                   one suite of make test
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
 # Every target installs (as root) or names (otherwise) the Debian packages
@@ -44,7 +45,8 @@ WWW       := www/index.html www/verify.html www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit docs integration attack senders browser packaging deps \
+.PHONY: all run test unit model docs integration attack senders browser \
+	packaging deps \
 	deps-build deps-test fetch clean distclean
 all: otp_demo
 
@@ -103,17 +105,24 @@ $(BUILD)/unit: tests/unit.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -Wno-missing-prototypes \
 		-o $@ tests/unit.c $(BUILD)/civetweb.o $(LIBS) -lcmocka
 
+# The model-based test of the store and the limits (tests/model.c).
+$(BUILD)/model: tests/model.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
+		$(BUILD)/civetweb.o
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -Wno-missing-prototypes \
+		-o $@ tests/model.c $(BUILD)/civetweb.o $(LIBS)
+
 # tests/run.sh runs every suite (or those in SUITES) and prints one
 # "N passed, M failed" line. make unit, make integration... run one.
 TEST_ENV = OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit \
+		OTP_MODEL=$(CURDIR)/$(BUILD)/model \
 		EMBED_BIN=$(CURDIR)/$(BUILD)/examples/embed \
 		OTP_LIB_OBJ=$(CURDIR)/$(BUILD)/examples/otp_demo_lib.o \
 		SANITIZE=$(SANITIZE)
-TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit examples | deps-test
+TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit $(BUILD)/model examples | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
-unit docs integration attack senders browser packaging: $(TEST_DEPS)
+unit model docs integration attack senders browser packaging: $(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

@@ -1445,9 +1445,12 @@ store_age(struct store *st, uint32_t slot, int64_t now, int64_t ttl_ms)
 
 	if (r->state == REC_FREE)
 		return;
+	/* Both steps at once: a record first seen long after its code
+	 * expired is simply gone, as the sweeper would have made it. */
 	if (rec_has_code(r) && age >= ttl_ms)
 		store_end(st, slot, REC_EXPIRED);
-	else if (!rec_has_code(r) && age >= ttl_ms + OTP_TOMBSTONE_MS)
+	if (r->state != REC_FREE && !rec_has_code(r) &&
+	    age >= ttl_ms + OTP_TOMBSTONE_MS)
 		store_end(st, slot, REC_FREE);
 }
 
@@ -1639,7 +1642,7 @@ store_resend(struct store *st, uint32_t slot, const char *phone,
 			if (rc == 0) {
 				str_copy(code, OTP_MAX_CODE_LEN + 1, r->code);
 				memcpy(id, r->id, OTP_ID_LEN);
-				r->sends++;
+				r->sends += r->sends < UINT8_MAX;
 			}
 		}
 	}
@@ -1764,6 +1767,18 @@ ratetab_init(struct ratetab *t, uint32_t slots, int64_t period_ms)
 	return t->w != NULL ? 0 : -1;
 }
 
+/*
+ * How long a number's window is kept after its last send, even past its
+ * period: while RESEND_INTERVAL runs, and while the record that send was
+ * for may still be live (its slot is where a resend finds it).
+ */
+static int64_t
+number_hold(const struct config *c)
+{
+	return (c->resend_interval > c->code_ttl ? c->resend_interval :
+	    c->code_ttl) * 1000;
+}
+
 /* Whether w's period is still running. */
 static bool
 window_current(const struct ratetab *t, const struct window *w, int64_t now)
@@ -1772,7 +1787,7 @@ window_current(const struct ratetab *t, const struct window *w, int64_t now)
 }
 
 /* Whether w must keep its slot: its period runs, or (numbers) its last
- * send is within hold_ms, so RESEND_INTERVAL outlives the window. */
+ * send is within hold_ms (number_hold()). */
 static bool
 window_busy(const struct ratetab *t, const struct window *w, int64_t now,
             int64_t hold_ms)
@@ -1970,7 +1985,8 @@ limits_check_send(struct otp *otp, struct take *tk, uint64_t knum,
 	struct window *num;
 
 	memset(w, 0, sizeof(*w) * T__N);
-	num = w[T_NUMBER] = ratetab_find(&t[T_NUMBER], knum, now, hold);
+	num = w[T_NUMBER] = ratetab_find(&t[T_NUMBER], knum, now,
+	    number_hold(c));
 	if (per_client) {
 		w[T_ADDR] = ratetab_find(&t[T_ADDR], tk->cl->akey, now, 0);
 		w[T_NET_HOUR] = ratetab_find(&t[T_NET_HOUR], tk->cl->nkey, now, 0);
@@ -2226,7 +2242,7 @@ to_wall(int64_t t, int64_t now, int64_t wall)
 
 /*
  * Writes dir/limits.state if anything was counted since the last write
- * (hold_ms: RESEND_INTERVAL, which keeps a number's window). Allocates
+ * (hold_ms: number_hold(), which keeps a number's window). Allocates
  * the text (never on a request's path); no lock is held while writing.
  * 0, or -1 with the reason logged.
  */
@@ -5461,7 +5477,7 @@ sweeper_run(struct otp *otp)
 	pthread_rwlock_rdlock(&otp->cfg_lock);
 	store_sweep(&otp->store, now, otp->cfg.code_ttl * 1000);
 	str_copy(dir, sizeof(dir), otp->cfg.state_dir);
-	hold = otp->cfg.resend_interval * 1000;
+	hold = number_hold(&otp->cfg);
 	every = otp->cfg.state_save_interval * 1000;
 	pthread_rwlock_unlock(&otp->cfg_lock);
 	if (dir[0] != '\0' && now - otp->saved_ms >= every) {
@@ -5936,7 +5952,7 @@ otp_destroy(struct otp *otp)
 	}
 	/* Nothing serves any more (mg_stop came first): the caps go to
 	 * STATE_DIR as they are. */
-	limits_save(otp, otp->cfg.state_dir, otp->cfg.resend_interval * 1000);
+	limits_save(otp, otp->cfg.state_dir, number_hold(&otp->cfg));
 	while (otp->curls.nidle > 0) {
 		struct pooled *p = &otp->curls.idle[--otp->curls.nidle];
 

@@ -4,7 +4,9 @@
 #                         shutdown, verify latency, fairness, SMS reuse
 #                         (bench/README.md says how to read it)
 #   make bench-fairness   the keep-alive fairness experiment (patched copies)
-#   make fuzz             every libFuzzer target for FUZZ_SECONDS (60) each
+#   make fuzz             every libFuzzer target for FUZZ_SECONDS (60) each,
+#                         then the limits' model test for MODEL_OPS_LONG
+#                         operations from a random seed
 #   make fuzz-ci          the same for 10 s each (what CI runs)
 #   make fuzz-regress     every target over its committed corpus only
 #   make test-asan        make test under ASan+UBSan
@@ -81,11 +83,18 @@ fuzz-build: $(FUZZ_BINS)
 
 # fuzz/run.sh: each target for FUZZ_SECONDS, new inputs kept in
 # build-fuzz/corpus/, crashes in build-fuzz/crashes/; fails on any crash.
-fuzz: $(FUZZ_BINS)
+# The model-based test of the limits (tests/model.c), longer than in make
+# test and from a new seed each time (printed, to replay a failure with
+# build/model SEED).
+MODEL_OPS_LONG ?= 20000000
+MODEL_SEED     ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+
+fuzz: $(FUZZ_BINS) $(BUILD)/model
 	FUZZ_DIR=$(FUZZ_DIR) fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	MODEL_OPS=$(MODEL_OPS_LONG) $(BUILD)/model $(MODEL_SEED)
 
 fuzz-ci:
-	$(MAKE) fuzz FUZZ_SECONDS=10
+	$(MAKE) fuzz FUZZ_SECONDS=10 MODEL_OPS_LONG=3000000
 
 fuzz-regress: $(FUZZ_BINS)
 	FUZZ_DIR=$(FUZZ_DIR) fuzz/run.sh 0 $(FUZZ_TARGETS)

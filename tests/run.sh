@@ -40,9 +40,10 @@ run_suite() {
 	add_counts "$out/$name.log" "$rc" "$name"
 }
 
-for s in ${SUITES:-unit docs integration attack senders browser packaging}; do
+for s in ${SUITES:-unit model docs integration attack senders browser packaging}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
+	model) run_suite model "${OTP_MODEL:-build/model}" ;;
 	docs) run_suite docs python3 tests/docs_test.py ;;
 	integration) run_suite integration python3 tests/integration.py ;;
 	attack) run_suite attack sh tests/attack/run.sh ;;
