@@ -60,7 +60,7 @@ bench-fairness: $(BUILD)/otp_demo $(BUILD)/civetweb.o
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build-fuzz
-FUZZ_TARGETS := config form phone cookie json page accept_language
+FUZZ_TARGETS := config form phone cookie json page accept_language proxy
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
