@@ -17,10 +17,17 @@ failed on the code before the limits were rebuilt (issue 10):
   chosen_session_id     any 32-hex otp_sid was adopted (fixation)
   host_prefix_cookies   TLS listeners: cookies without __Host-
   caps_survive_restart  per-number and per-day caps reset on restart
+  token_time            the API token check returned early on a length
+                        mismatch, telling the token's length (counted in
+                        instructions under callgrind, which is exact)
 """
 import json
 import os
+import re
+import shutil
+import signal
 import stat
+import subprocess
 import sys
 import time
 
@@ -319,6 +326,62 @@ def caps_reset_warning(ctx):
     srv = ctx.start_server()
     check(srv.wait_log(r"STATE_DIR is not set: rate limits and caps reset "
                        r"on restart"), "no warning at start without STATE_DIR")
+
+
+def token_check_cost(ctx, tag, token, tries):
+    """Instructions otp_demo spends in api_token_ok() over the bearer
+    tokens tries, with API_TOKEN token, counted by callgrind."""
+    d = os.path.join(ctx.dir, tag)
+    os.makedirs(d)
+    cfg = dict(ctx.base_config(), API_TOKEN=token, LISTEN="127.0.0.1:0")
+    with open(os.path.join(d, "config.cfg"), "w") as f:
+        f.write(it.config_text(cfg))
+    out = os.path.join(d, "callgrind.out")
+    p = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--toggle-collect=api_token_ok",
+         "--callgrind-out-file=" + out, it.BIN, "-c", "config.cfg"],
+        cwd=d, env=it.clean_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    try:
+        port, end = None, time.monotonic() + 60
+        while port is None and time.monotonic() < end:
+            line = p.stderr.readline().decode("utf-8", "replace")
+            if not line:
+                break
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            port = int(m.group(1)) if m else None
+        check(port, "otp_demo under valgrind did not start")
+        import http.client
+        for t in tries:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("GET", it.API + "/0", headers={
+                "Authorization": "Bearer " + t})
+            r = c.getresponse()
+            r.read()
+            c.close()
+            check(r.status == 401, "a wrong token -> %d" % r.status)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
+    with open(out) as f:
+        m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+    check(m, "no totals in %s" % out)
+    return int(m.group(1))
+
+
+@case
+def token_time(ctx):
+    check(shutil.which("valgrind"), "valgrind is not installed")
+    ctx.start_fake()
+    # The same wrong tokens against a token of their length and one of
+    # another length: a check that stops at a length mismatch (or at the
+    # first differing byte) spends different work on the two.
+    tries = ["B" * 30, "A" * 29 + "B", "A" * 30, "x" * 31]
+    a = token_check_cost(ctx, "token30", "Z" + "A" * 29, tries)
+    b = token_check_cost(ctx, "token40", "Z" + "A" * 39, tries)
+    check(a > 0 and a == b, "instructions in the token check: %d with a "
+          "30-character token, %d with a 40-character one, for the same "
+          "requests" % (a, b))
 
 
 if __name__ == "__main__":
