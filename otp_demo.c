@@ -7,14 +7,19 @@
  *
  *	limits, types
  *	config		the tutorial's config.cfg (Python literals), OTP_* env
+ *	state files	STATE_DIR: checked owner and modes, atomic writes
  *	codes		random codes and their keyed hash
  *	code store	fixed-size table of pending verifications
- *	rate limits	fixed-size tables of counting windows
+ *	rate limits	fixed-size tables of counting windows, limits.state
  *	phone numbers	normalisation, validation, masking
- *	SMS senders	console and Telnyx (libcurl)
+ *	SMS senders	console, Telnyx, HTTP gateways, spool, command
+ *	verifications	the rules the forms and the API share
  *	pages		templates from www/, embedded at build time
- *	HTTP		bodies, forms, cookies, handlers (civetweb)
- *	embedding API	otp_create / otp_mount / otp_destroy
+ *	HTTP		bodies, forms, cookies, sessions, client address
+ *	JSON API	/api/v1/verifications
+ *	routing		one spelling per path, the route table (civetweb)
+ *	embedding API	otp_create / otp_mount / otp_reload / otp_destroy
+ *	server certificate
  *	main
  *	utilities
  *
@@ -444,6 +449,7 @@ static const char *check_not_empty(const char *v);
 static const char *check_http_auth(const char *v);
 static const char *check_domain(const char *v);
 static const char *check_lang(const char *v);
+static const char *check_addresses(const char *v);
 
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
 #define STR(name, field, def, check) \
@@ -487,7 +493,7 @@ static const struct key config_keys[] = {
 	    "5"),
 	STR("ALLOWED_COUNTRY_CODES", allowed_country_codes, "",
 	    check_country_list),
-	STR("TRUSTED_PROXY", trusted_proxy, "", NULL),
+	STR("TRUSTED_PROXY", trusted_proxy, "", check_addresses),
 	STR("CERT_FILE", cert_file, "otp_demo.pem", check_not_empty),
 	BOOL("REDIRECT_HTTP", redirect_http, "False"),
 	STR("API_KEY_FILE", api_key_file, "", NULL),
@@ -496,7 +502,7 @@ static const struct key config_keys[] = {
 	STR("STATE_DIR", state_dir, "", NULL),
 	INT("STATE_SAVE_INTERVAL", state_save_interval, 10, 86400, "300"),
 	BOOL("METRICS", metrics, "False"),
-	STR("METRICS_ALLOW", metrics_allow, "127.0.0.1,::1", NULL),
+	STR("METRICS_ALLOW", metrics_allow, "127.0.0.1,::1", check_addresses),
 	ONE_OF("LOG", log, "stderr", "stderr|syslog"),
 	STR("SPOOL_DIR", spool_dir, "/var/spool/sms/outgoing", check_not_empty),
 	STR("SMS_COMMAND", sms_command, "", NULL),
@@ -622,6 +628,29 @@ check_lang(const char *v)
 	return NULL;
 }
 
+
+/* A comma-separated list of IPv4 and IPv6 addresses (a typo would never
+ * match, and quietly let nobody, or everybody, through). */
+static const char *
+check_addresses(const char *v)
+{
+	for (const char *p = v; *p != '\0';) {
+		char one[64];
+		uint8_t bin[16];
+		size_t n;
+
+		p += strspn(p, " ,");
+		if ((n = strcspn(p, " ,")) == 0)
+			break;
+		if (str_ncopy(one, sizeof(one), p, n) != 0 ||
+		    (inet_pton(AF_INET, one, bin) != 1 &&
+		    inet_pton(AF_INET6, one, bin) != 1))
+			return "must be IP addresses, comma-separated, like "
+			    "'127.0.0.1,::1'";
+		p += n;
+	}
+	return NULL;
+}
 
 static const char *
 check_not_empty(const char *v)
@@ -5824,7 +5853,6 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		goto fail;
 	if (strcmp(otp->cfg.log, "syslog") == 0)
 		openlog("otp_demo", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-	config_warn_secrets(otp, config_path);
 	if (otp_random_init(otp) != 0) {
 		snprintf(err, errlen, "cannot seed the random generator");
 		goto fail;
@@ -5857,6 +5885,7 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		}
 	}
 	otp->sweeper_started = true;
+	config_warn_secrets(otp, config_path);
 	log_start(otp);
 	return otp;
 fail:

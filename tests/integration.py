@@ -1993,6 +1993,12 @@ CONFIG_ROWS = [
     ("cfg_api_key_file_missing", "API_KEY_FILE='missing.key'\n"
      "FROM_NUMBER='+15550001111'\n", {}, [], 78,
      r"^config\.cfg:1: API_KEY_FILE\b.*missing\.key", None),
+    ("cfg_trusted_proxy_typo", GOOD + "TRUSTED_PROXY='127.0.0.l'\n", {}, [],
+     78, r"^config\.cfg:3: TRUSTED_PROXY must be IP addresses", None),
+    ("cfg_metrics_allow_name", GOOD + "METRICS_ALLOW='localhost'\n", {}, [],
+     78, r"^config\.cfg:3: METRICS_ALLOW must be IP addresses", None),
+    ("cfg_state_dir_missing", GOOD + "STATE_DIR='no/such/dir'\n", {}, [],
+     78, r"^STATE_DIR no/such/dir: .*install -d -m 700", None),
     ("cli_version", GOOD, {}, ["--version"], 0, None, r"[0-9]+\.[0-9]+"),
     ("cli_help", GOOD, {}, ["--help"], 0, None, r"-c"),
     ("cli_bad_flag", GOOD, {}, ["--bogus"], 64, None, None),
