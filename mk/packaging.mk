@@ -2,7 +2,8 @@
 #
 #   make examples         build/examples/embed: examples/embed.c with
 #                         otp_demo.c compiled -DOTP_NO_MAIN
-#   make install          binary, systemd unit, example config
+#   make install          binary, systemd unit, example config, LICENSE
+#                         and the third-party notices
 #                         (PREFIX=/usr/local, DESTDIR, BINDIR, SYSCONFDIR,
 #                         SYSTEMDUNITDIR, DOCDIR)
 #   make test-packaging   tests/packaging/run.sh: exported symbols, embed,
@@ -12,6 +13,27 @@
 #
 # The OpenWrt package (packaging/openwrt/otp-demo) is built by OpenWrt's
 # own build system, not from here.
+
+# ---- licence notices -------------------------------------------------------
+# What a binary bundles, with each project's own licence file
+# (tools/notices.sh): the dynamic build compiles civetweb in and links the
+# system's mbedTLS and libcurl. notices.h is otp_notices[], printed by
+# otp_demo --licenses; notices.txt ships beside the binary. The static
+# builds make their own (mk/static.mk), with mbedTLS, curl and musl too.
+CW_VERSION   := $(shell cat civetweb/VERSION)
+NOTICES_SELF := "otp_demo|$(VERSION)|MIT|LICENSE"
+NOTICES_CW   := "civetweb|$(CW_VERSION)|MIT|civetweb/LICENSE.md"
+NOTICES_USES := --uses "It links the system's mbed TLS and libcurl, whose licences come with them."
+
+$(BUILD)/notices.h: LICENSE tools/notices.sh $(CW_STAMP)
+	@mkdir -p $(@D)
+	tools/notices.sh c $(NOTICES_USES) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
+	mv -f $@.tmp $@
+$(BUILD)/notices.txt: LICENSE tools/notices.sh $(CW_STAMP)
+	@mkdir -p $(@D)
+	tools/notices.sh text $(NOTICES_USES) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
+	mv -f $@.tmp $@
+$(BUILD)/otp_demo.o: $(BUILD)/notices.h
 
 EXAMPLES_DIR := $(BUILD)/examples
 # otp_demo.c without main(), as a program that embeds it links it.
@@ -42,7 +64,7 @@ DOCDIR         ?= $(PREFIX)/share/doc/otp_demo
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL        ?= install
 
-install: otp_demo
+install: otp_demo $(BUILD)/notices.txt
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/otp_demo
 	$(INSTALL) -m 0755 otp_demo $(DESTDIR)$(BINDIR)/otp_demo
@@ -56,6 +78,8 @@ install: otp_demo
 		$(DESTDIR)$(SYSTEMDUNITDIR)/otp_demo.service
 	$(INSTALL) -m 0644 config.cfg.example $(DESTDIR)$(DOCDIR)/config.cfg.example
 	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	$(INSTALL) -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/LICENSE
+	$(INSTALL) -m 0644 $(BUILD)/notices.txt $(DESTDIR)$(DOCDIR)/NOTICES
 	$(INSTALL) -m 0644 config.cfg.example \
 		$(DESTDIR)$(SYSCONFDIR)/otp_demo/config.cfg.example
 
