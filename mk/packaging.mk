@@ -20,16 +20,25 @@
 # system's mbedTLS and libcurl. notices.h is otp_notices[], printed by
 # otp_demo --licenses; notices.txt ships beside the binary. The static
 # builds make their own (mk/static.mk), with mbedTLS, curl and musl too.
+# civetweb's LICENSE.md also holds the licences of its optional parts
+# (Lua, SQLite, Duktape, ...), none of them built here: only its own part,
+# up to the "Lua License" heading, is owed.
 CW_VERSION   := $(shell cat civetweb/VERSION)
+CW_LICENSE   := $(BUILD)/civetweb-LICENSE.md
 NOTICES_SELF := "otp_demo|$(VERSION)|MIT|LICENSE"
-NOTICES_CW   := "civetweb|$(CW_VERSION)|MIT|civetweb/LICENSE.md"
+NOTICES_CW   := "civetweb|$(CW_VERSION)|MIT|$(CW_LICENSE)"
 NOTICES_USES := --uses "It links the system's mbed TLS and libcurl, whose licences come with them."
 
-$(BUILD)/notices.h: LICENSE tools/notices.sh $(CW_STAMP)
+$(CW_LICENSE): $(CW_STAMP)
+	@mkdir -p $(@D)
+	sed '/^Lua License/,$$d' civetweb/LICENSE.md > $@.tmp
+	grep -q 'Civetweb License' $@.tmp
+	mv -f $@.tmp $@
+$(BUILD)/notices.h: LICENSE tools/notices.sh $(CW_LICENSE)
 	@mkdir -p $(@D)
 	tools/notices.sh c $(NOTICES_USES) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
 	mv -f $@.tmp $@
-$(BUILD)/notices.txt: LICENSE tools/notices.sh $(CW_STAMP)
+$(BUILD)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE)
 	@mkdir -p $(@D)
 	tools/notices.sh text $(NOTICES_USES) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
 	mv -f $@.tmp $@

@@ -173,11 +173,11 @@ $(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
 # -I$(SB) makes otp_demo.c include these instead of the dynamic build's.
 SLICENSES := $(SPREFIX)/share/licenses
 STATIC_NOTICES := $(NOTICES_SELF) $(NOTICES_CW) \
-	"mbed TLS|$(MBEDTLS_TAR:mbedtls_%.orig.tar.bz2=%)|Apache-2.0 OR GPL-2.0-or-later|$(SLICENSES)/mbedtls/LICENSE" \
+	"mbed TLS|$(MBEDTLS_TAR:mbedtls_%.orig.tar.bz2=%)|Apache-2.0 (of Apache-2.0 OR GPL-2.0-or-later)|$(SLICENSES)/mbedtls/LICENSE" \
 	"curl|$(CURL_TAR:curl_%.orig.tar.gz=%)|curl (MIT-style)|$(SLICENSES)/curl/COPYING" \
 	"musl|$(MUSL_TAR:musl_%.orig.tar.gz=%)|MIT|$(SLICENSES)/musl/COPYRIGHT" \
 	$(if $(SSOFTFP),"glibc soft-fp|$(patsubst glibc-%.tar.xz,%,$(notdir $(GLIBC_TAR)))|LGPL-2.1-or-later with linking exception|$(SLICENSES)/softfp/LICENSE")
-$(SB)/notices.h $(SB)/notices.txt: LICENSE tools/notices.sh $(CW_STAMP) \
+$(SB)/notices.h $(SB)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE) \
 		$(SB)/curl.stamp
 	tools/notices.sh $(if $(filter %.h,$@),c,text) $(STATIC_NOTICES) > $@.tmp
 	mv -f $@.tmp $@

@@ -77,7 +77,14 @@ musl)
 mbedtls)
 	: "${CONFIG_H:?}"
 	unpack
-	keep_licence LICENSE
+	# mbed TLS is Apache-2.0 OR GPL-2.0-or-later; otp_demo takes it under
+	# Apache-2.0, so the file is kept up to the GPL's text (its first line
+	# of "=" signs): the dual-licence preamble and the Apache licence.
+	sed '/^=====/,$d' LICENSE > LICENSE.apache
+	grep -q 'Apache License' LICENSE.apache || fail
+	keep_licence LICENSE.apache
+	mv "$PREFIX/share/licenses/mbedtls/LICENSE.apache" \
+		"$PREFIX/share/licenses/mbedtls/LICENSE"
 	# Our configuration replaces the default one in place, so whoever
 	# includes the installed headers (curl, civetweb, otp_demo) sees the
 	# same options the library was built with.
