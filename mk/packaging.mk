@@ -11,8 +11,17 @@
 #                         package, make install + systemd-analyze; ends
 #                         "N passed, M failed"
 #
-# The OpenWrt package (packaging/openwrt/otp-demo) is built by OpenWrt's
-# own build system, not from here.
+#   make dist             build/dist/otp_demo-VERSION.tar.gz: the release
+#                         tarball of the last commit (git archive; the
+#                         same commit gives the same bytes)
+#   make openwrt-feed     build/openwrt-feed/: a feed for OpenWrt's
+#                         scripts/feeds with packaging/openwrt/otp-demo,
+#                         its PKG_VERSION and PKG_HASH set for that tarball
+#                         and PKG_SOURCE_URL to RELEASE_URL (where it is
+#                         published; until then, put the tarball in
+#                         OpenWrt's dl/). FEED_DIR= and DIST_DIR= move them.
+#
+# The OpenWrt package itself is built by OpenWrt's build system.
 
 # ---- licence notices -------------------------------------------------------
 # What a binary bundles, with each project's own licence file
@@ -58,7 +67,7 @@ $(EXAMPLES_DIR)/embed: examples/embed.c otp_demo.h $(OTP_LIB_OBJ) \
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -I. $(LDFLAGS) -o $@ \
 		examples/embed.c $(OTP_LIB_OBJ) $(BUILD)/civetweb.o $(LIBS)
 
-.PHONY: examples install test-packaging
+.PHONY: examples install test-packaging dist openwrt-feed
 examples: $(EXAMPLES_DIR)/embed
 
 # ---- install ---------------------------------------------------------------
@@ -99,3 +108,33 @@ test-packaging: otp_demo $(EXAMPLES_DIR)/embed $(OTP_LIB_OBJ)
 	EMBED_BIN=$(abspath $(EXAMPLES_DIR)/embed) \
 	OTP_LIB_OBJ=$(abspath $(OTP_LIB_OBJ)) \
 		tests/packaging/run.sh
+
+# ---- release tarball and OpenWrt feed ----------------------------------------
+
+DIST_DIR    ?= build/dist
+DIST_TAR    := $(DIST_DIR)/otp_demo-$(VERSION).tar.gz
+FEED_DIR    ?= build/openwrt-feed
+RELEASE_URL ?= https://otp-demo.invalid/releases/v$(VERSION)/
+
+# gzip -n and git's commit times: no date of today in the bytes.
+dist:
+	@mkdir -p $(DIST_DIR)
+	git archive --format=tar --prefix=otp_demo-$(VERSION)/ HEAD | \
+		gzip -9n > $(DIST_TAR).tmp
+	@mv -f $(DIST_TAR).tmp $(DIST_TAR)
+	@echo "dist: $(DIST_TAR) (HEAD $$(git rev-parse --short HEAD)," \
+		"sha256 $$(sha256sum $(DIST_TAR) | cut -d' ' -f1))"
+
+openwrt-feed: dist
+	rm -rf $(FEED_DIR)
+	@mkdir -p $(FEED_DIR)
+	cp -R packaging/openwrt/otp-demo $(FEED_DIR)/
+	sed -i -e 's|^PKG_VERSION:=.*|PKG_VERSION:=$(VERSION)|' \
+	    -e "s|^PKG_HASH:=.*|PKG_HASH:=$$(sha256sum $(DIST_TAR) | cut -d' ' -f1)|" \
+	    -e 's|^PKG_SOURCE_URL:=.*|PKG_SOURCE_URL:=$(RELEASE_URL)|' \
+	    -e 's|^CIVETWEB_VERSION:=.*|CIVETWEB_VERSION:=$(CW_VERSION)|' \
+		$(FEED_DIR)/otp-demo/Makefile
+	@echo "openwrt-feed: $(FEED_DIR); in OpenWrt's feeds.conf:" \
+		"src-link otp $(abspath $(FEED_DIR))"
+	@case '$(RELEASE_URL)' in *.invalid/*) echo "openwrt-feed: RELEASE_URL" \
+		"not set: copy $(DIST_TAR) into OpenWrt's dl/ before building" ;; esac
