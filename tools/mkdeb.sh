@@ -52,7 +52,6 @@ install -m 0640 "$top/config.cfg.example" "$root/etc/otp_demo/config.cfg"
 
 sed -e 's|/usr/local/bin/otp_demo|/usr/sbin/otp_demo|g' \
     -e 's|file:/usr/local/share/doc/otp_demo/README.md|man:otp_demo(8)|' \
-    -e 's|packaging/systemd/ (the Debian package|/usr/share/doc/otp-demo/examples/systemd/ (the source tree has|' \
 	"$top/packaging/systemd/otp_demo.service" \
 	> "$root/lib/systemd/system/otp_demo.service"
 chmod 0644 "$root/lib/systemd/system/otp_demo.service"
