@@ -58,7 +58,10 @@ as() {
 run_once() {
 	out=$1/outgoing
 	: > "$tmp/d.err"
-	as $OTPD $OTPD_GROUP $SMSD_GROUP env -i PATH=/usr/bin:/bin \
+	# setpriv itself in the background, not as(): a function would run in
+	# a subshell, and $! would not be the daemon, which would outlive us.
+	setpriv --reuid=$OTPD --regid=$OTPD_GROUP --groups=$SMSD_GROUP \
+		--inh-caps=-all env -i PATH=/usr/bin:/bin \
 		OTP_LISTEN=127.0.0.1:0 OTP_SMS_PROVIDER=spool \
 		OTP_SPOOL_DIR="$out" OTP_STATE_DIR= \
 		sh -c 'umask 0077; exec "$0" -c /dev/null' "$tmp/otp_demo" \
@@ -81,6 +84,7 @@ run_once() {
 	fi
 	kill "$daemon" 2>/dev/null
 	wait "$daemon" 2>/dev/null
+	echo $? > "$tmp/d.rc"
 	daemon=
 	find "$out" -type f -name 'otp_demo.*' | head -n 1
 }
@@ -104,6 +108,7 @@ check_file() {
 	else
 		ok "$name: another user cannot read it"
 	fi
+	expect "$name: otp_demo itself stopped, exit 0 on SIGTERM" "$(cat "$tmp/d.rc")" 0
 	if grep -q 'stays in group\|send_failed' "$tmp/d.err"; then
 		bad "$name: no warning" "$(grep 'stays in group\|send_failed' "$tmp/d.err")"
 	else
