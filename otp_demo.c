@@ -2776,6 +2776,13 @@ send_console(struct otp *otp, const char *phone, const char *text)
  * header when the text is not ASCII, a blank line, the text), written in
  * the spool's parent directory (which smsd does not read) and renamed in,
  * so smsd never sees half a file.
+ *
+ * smsd usually runs as a user of its own (Debian: smsd), so the file is
+ * mode 0640 in SPOOL_DIR's group: setgid spool directories give it that
+ * group, and otherwise it is handed over when otp_demo is a member of it
+ * (a systemd unit's SupplementaryGroups=). fchmod, not open's mode, so
+ * that a UMask=0077 does not take the group's read bit away. Nobody else
+ * may read it: it holds a code.
  */
 static enum send_result
 send_spool(struct otp *otp, const char *phone, const char *text)
@@ -2784,6 +2791,7 @@ send_spool(struct otp *otp, const char *phone, const char *text)
 	char body[OTP_MAX_TEXT + 96], tmp[OTP_MAX_STR + 64];
 	char path[OTP_MAX_STR + 64], name[48], masked[32];
 	uint8_t rnd[8];
+	struct stat dst, fst;
 	bool utf8 = false;
 	int n, fd = -1;
 	enum send_result rc = SEND_LOCAL;
@@ -2804,7 +2812,14 @@ send_spool(struct otp *otp, const char *phone, const char *text)
 	    (int)sizeof(path) || snprintf(tmp, sizeof(tmp), "%s/../.%s.tmp",
 	    dir, name) >= (int)sizeof(tmp))
 		goto out;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 ||
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0 &&
+	    stat(dir, &dst) == 0 && fstat(fd, &fst) == 0 &&
+	    fst.st_gid != dst.st_gid && fchown(fd, (uid_t)-1, dst.st_gid) != 0)
+		log_warn(otp, "%s: %s stays in group %u, not %s's group %u (%s):"
+		    " smsd can read it only as root", __func__, name,
+		    (unsigned)fst.st_gid, dir, (unsigned)dst.st_gid,
+		    strerror(errno));
+	if (fd < 0 || fchmod(fd, 0640) != 0 ||
 	    write(fd, body, (size_t)n) != n || fsync(fd) != 0 ||
 	    close(fd) != 0 || (fd = -1, rename(tmp, path) != 0)) {
 		log_warn(otp, "send_failed to=%s reason=\"spool %s: %s\"", masked,
@@ -6171,6 +6186,10 @@ out:
 
 #ifndef OTP_NO_MAIN
 
+/* otp_notices[]: the licences of this binary and of all it bundles, made
+ * at build time by tools/notices.sh from the sources' own licence files. */
+#include "notices.h"
+
 static void
 usage(FILE *f)
 {
@@ -6181,6 +6200,7 @@ usage(FILE *f)
 	    "  --defaults  print every config key with its default, as a\n"
 	    "              config file would set it\n"
 	    "  --help      this text\n"
+	    "  --licenses  print the licences of otp_demo and of all it bundles\n"
 	    "  --version   print the version\n"
 	    "Every config key can be set from the environment as OTP_<KEY>.\n");
 }
@@ -6325,6 +6345,9 @@ main_args(int argc, char **argv, const char **path, bool *test_only)
 			return 0;
 		} else if (strcmp(argv[i], "--defaults") == 0) {
 			config_print_defaults(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--licenses") == 0) {
+			fwrite(otp_notices, 1, sizeof(otp_notices) - 1, stdout);
 			return 0;
 		} else if (strcmp(argv[i], "-t") == 0) {
 			*test_only = true;

@@ -133,7 +133,9 @@ define static_dep
 endef
 STATIC_DL := $(CURDIR)/deps/dl
 
-$(SB)/musl.stamp:
+# build.sh also keeps each library's licence file, so a change to it
+# rebuilds the libraries.
+$(SB)/musl.stamp: deps/static/build.sh
 	@tools/deps.sh static
 	@deps/fetch.sh musl $(MUSL_TAR) $(MUSL_SHA)
 	$(call static_dep,musl,$(STATIC_DL)/$(MUSL_TAR))
@@ -166,9 +168,23 @@ $(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
 		$(STATIC_CW_HOOKS)
 	$(SCC) $(STATIC_OPT) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
 
+# The notices of exactly what this binary bundles, from the licence files
+# build.sh kept (tools/notices.sh): otp_demo --licenses prints them, and
+# -I$(SB) makes otp_demo.c include these instead of the dynamic build's.
+SLICENSES := $(SPREFIX)/share/licenses
+STATIC_NOTICES := $(NOTICES_SELF) $(NOTICES_CW) \
+	"mbed TLS|$(MBEDTLS_TAR:mbedtls_%.orig.tar.bz2=%)|Apache-2.0 (of Apache-2.0 OR GPL-2.0-or-later)|$(SLICENSES)/mbedtls/LICENSE" \
+	"curl|$(CURL_TAR:curl_%.orig.tar.gz=%)|curl (MIT-style)|$(SLICENSES)/curl/COPYING" \
+	"musl|$(MUSL_TAR:musl_%.orig.tar.gz=%)|MIT|$(SLICENSES)/musl/COPYRIGHT" \
+	$(if $(SSOFTFP),"glibc soft-fp|$(patsubst glibc-%.tar.xz,%,$(notdir $(GLIBC_TAR)))|LGPL-2.1-or-later with linking exception|$(SLICENSES)/softfp/LICENSE")
+$(SB)/notices.h $(SB)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE) \
+		$(SB)/curl.stamp
+	tools/notices.sh $(if $(filter %.h,$@),c,text) $(STATIC_NOTICES) > $@.tmp
+	mv -f $@.tmp $@
+
 $(SB)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
-		civetweb/include/civetweb.h $(SB)/curl.stamp
-	$(SCC) $(STATIC_OPT) $(OTP_CFLAGS) -c $< -o $@
+		civetweb/include/civetweb.h $(SB)/curl.stamp $(SB)/notices.h
+	$(SCC) $(STATIC_OPT) -I$(SB) $(OTP_CFLAGS) -c $< -o $@
 
 $(SB)/otp_demo: $(SB)/otp_demo.o $(SB)/civetweb.o
 	$(SCC) -static -no-pie -Wl,--gc-sections -Wl,-Map,$@.map \
@@ -182,7 +198,7 @@ endif
 	$(SSTRIP) --strip-all -R .comment -o $@ $@.full
 
 # Prints the size and fails over budget, or if it is not really static.
-static: $(SB)/otp_demo
+static: $(SB)/otp_demo $(SB)/notices.txt
 	@file $< | grep -q 'statically linked' || \
 		{ echo "static $(ARCH): $< is not statically linked" >&2; exit 1; }
 	@cat $(SB)/*.time | awk '{ t = t (NR > 1 ? ", " : "") $$1 " " $$2 " s" } \

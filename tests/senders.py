@@ -10,7 +10,7 @@ in tests/out/senders/NAME/, driven like a browser (GET / for the session
 cookie and CSRF token, POST /request, POST /verify), for each sender:
 
   spool     real files in a temporary spool directory (smstools3 format,
-            mode 0600, atomic, no temporary file left), including a
+            mode 0640 in the directory's group, atomic, no temporary file left), including a
             missing directory and a regular file where a directory should be
   command   a test script that records its arguments, environment and open
             descriptors; a text built to break a shell; exit status,
@@ -303,8 +303,13 @@ def spool_read_one(d):
     check(not os.path.basename(files[0]).startswith("."),
           "the message file %r is hidden" % files[0])
     path = os.path.join(d, files[0])
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    check(mode == 0o600, "message file mode %o, want 600" % mode)
+    st = os.stat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    check(mode == 0o640, "message file mode %o, want 640 (smsd's group "
+          "reads it, nobody else)" % mode)
+    gid = os.stat(os.path.dirname(path)).st_gid
+    check(st.st_gid == gid, "message file group %d, want the spool "
+          "directory's %d" % (st.st_gid, gid))
     with open(path, "rb") as f:
         data = f.read()
     return path, data

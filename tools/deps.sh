@@ -1,5 +1,5 @@
 #!/bin/sh
-# tools/deps.sh build|test|static|bench|proof|list SET
+# tools/deps.sh build|test|static|bench|proof|deb|list SET
 # Makes sure the Debian packages a make target needs are installed. As root
 # with apt-get it installs what is missing; otherwise it prints the exact
 # command to run and fails. "list SET" prints a set's packages.
@@ -18,6 +18,7 @@ static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
         gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu
         gcc-mips-linux-gnu glibc-source openssl python3"
 bench="$build wrk procps"
+deb="$build dpkg-dev lintian curl"
 proof="$test wrk clang libclang-rt-14-dev valgrind"
 
 set_of() {
@@ -26,8 +27,9 @@ set_of() {
 	test) echo "$test" ;;
 	static) echo "$static" ;;
 	bench) echo "$bench" ;;
+	deb) echo "$deb" ;;
 	proof) echo "$proof" ;;
-	*) echo "usage: $0 build|test|static|bench|proof|list SET" >&2
+	*) echo "usage: $0 build|test|static|bench|proof|deb|list SET" >&2
 	   exit 64 ;;
 	esac
 }

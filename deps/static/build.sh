@@ -43,6 +43,14 @@ unpack() {
 	cd "$WORK/$what"
 }
 
+# keep_licence FILE: the library's own licence file, kept as
+# $PREFIX/share/licenses/$what/FILE for the notices the binary carries
+# (tools/notices.sh, otp_demo --licenses) and the packages ship.
+keep_licence() {
+	mkdir -p "$PREFIX/share/licenses/$what"
+	cp "$1" "$PREFIX/share/licenses/$what/"
+}
+
 if [ -n "$CROSS" ]; then
 	cc=${CROSS}gcc ar=${CROSS}ar ranlib=${CROSS}ranlib
 else
@@ -54,6 +62,7 @@ musl_cc="$PREFIX/bin/musl-gcc $CPU"
 case $what in
 musl)
 	unpack
+	keep_licence COPYRIGHT
 	# musl's configure treats an empty CROSS_COMPILE as none and derives
 	# one from --target (x86_64-linux-musl-, which does not exist): so the
 	# tools are always named, and CROSS_COMPILE given only when cross.
@@ -68,6 +77,14 @@ musl)
 mbedtls)
 	: "${CONFIG_H:?}"
 	unpack
+	# mbed TLS is Apache-2.0 OR GPL-2.0-or-later; otp_demo takes it under
+	# Apache-2.0, so the file is kept up to the GPL's text (its first line
+	# of "=" signs): the dual-licence preamble and the Apache licence.
+	sed '/^=====/,$d' LICENSE > LICENSE.apache
+	grep -q 'Apache License' LICENSE.apache || fail
+	keep_licence LICENSE.apache
+	mv "$PREFIX/share/licenses/mbedtls/LICENSE.apache" \
+		"$PREFIX/share/licenses/mbedtls/LICENSE"
 	# Our configuration replaces the default one in place, so whoever
 	# includes the installed headers (curl, civetweb, otp_demo) sees the
 	# same options the library was built with.
@@ -83,6 +100,7 @@ mbedtls)
 	;;
 curl)
 	unpack
+	keep_licence COPYING
 	# HTTPS over mbedTLS and nothing else: every protocol, optional
 	# library and optional feature the SMS client does not use is off.
 	# Basic auth stays: the generic HTTP sender may use CURLAUTH_BASIC.
@@ -142,6 +160,10 @@ softfp)
 		'*/sysdeps/mips/mips32/sfp-machine.h'
 	cd "$WORK/$what/src"
 	sha256sum -c --quiet "$here/SHA256SUMS" >> "$log" 2>&1 || fail
+	# Its licence (LGPL-2.1-or-later with the exception that lets the
+	# compiled routines be linked into any program): the header comment.
+	mkdir -p "$PREFIX/share/licenses/softfp"
+	sed -n '1,/\*\//p' soft-fp/soft-fp.h > "$PREFIX/share/licenses/softfp/LICENSE"
 	cp sysdeps/mips/mips32/sfp-machine.h mips32-sfp-machine.h
 	cp "$here/sfp-machine.h" stdlib/longlong.h .
 	rm -f "$PREFIX/lib/libsoftfp.a"

@@ -103,9 +103,110 @@ procd_set_param() { procd_log_call set_param "$@"; }
 procd_append_param() { procd_log_call append_param "$@"; }
 procd_close_instance() { procd_log_call close_instance "$@"; }
 procd_add_reload_trigger() { procd_log_call reload_trigger "$@"; }
+procd_add_reload_interface_trigger() { procd_log_call interface_trigger "$@"; }
+procd_add_jail() { procd_log_call jail "$@"; }
+procd_add_jail_mount() { procd_log_call jail_mount "$@"; }
+procd_add_jail_mount_rw() { procd_log_call jail_mount_rw "$@"; }
+# procd.sh's: the validation function, called without a section.
+procd_add_validation() { procd_log_call validation "$@"; "$@"; }
+# rc.common's, for reload_service.
+rc_procd() { "$@"; }
+start() { procd_log_call rc_start; }
+stop() { procd_log_call rc_stop; }
+
+# uci_load_validate as procd.sh defines it, with ubox's validate_data in
+# shell: for each 'option:datatype:default', the option's variable is set
+# to its value if it validates (booleans as 0/1), to the default if it is
+# unset, and unset if it is invalid (then the result is not 0); then
+# CALLBACK SECTION RESULT runs. Only the datatypes the init script uses
+# are known here: another one fails the test.
+dt_check() { # DATATYPE VALUE: prints string, number or bool; 1 if invalid
+	local lo hi n alt
+	case $1 in
+	string) echo string ;;
+	bool)
+		case $2 in
+		0 | off | false | no | disabled | 1 | on | true | yes | enabled) echo bool ;;
+		*) return 1 ;;
+		esac ;;
+	uinteger)
+		case $2 in "" | *[!0-9]*) return 1 ;; esac
+		echo number ;;
+	port)
+		case $2 in "" | *[!0-9]*) return 1 ;; esac
+		[ "$2" -le 65535 ] || return 1
+		echo number ;;
+	range\(*,*\))
+		lo=${1#range(} hi=${lo#*,} lo=${lo%%,*} hi=${hi%)}
+		case $2 in "" | *[!0-9]*) return 1 ;; esac
+		[ "$2" -ge "$lo" ] && [ "$2" -le "$hi" ] || return 1
+		echo number ;;
+	uciname)
+		case $2 in *[!A-Za-z0-9_]*) return 1 ;; esac
+		echo string ;;
+	file) [ -f "$2" ] && echo string ;;
+	or\(*\))
+		alt=${1#or(} alt=${alt%)}
+		n=$(printf '%s' "$alt" | tr ',' '\n' | sed 's/^"\(.*\)"$/\1/' | grep -cxF -e "$2")
+		[ "$n" -gt 0 ] && echo string ;;
+	*) echo "stub: datatype $1 unknown to the test" >&2; return 2 ;;
+	esac
+}
+bool_num() {
+	case $1 in 0 | off | false | no | disabled) echo 0 ;; *) echo 1 ;; esac
+}
+uci_load_validate() {
+	local _package="$1" _type="$2" _name="$3" _function="$4" _option
+	local _result=0 _o _rest _dt _def _v _t
+	shift 4
+	for _option in "$@"; do
+		eval "local ${_option%%:*}"
+	done
+	if [ -z "$_name" ]; then
+		procd_log_call describe "$_package" "$_type" "$@"
+		return 0
+	fi
+	procd_log_call load_validate "$_package" "$_type" "$_name"
+	for _option in "$@"; do
+		_o=${_option%%:*} _rest=${_option#*:} _def=
+		_dt=${_rest%%:*}
+		case $_rest in *:*) _def=${_rest#*:} ;; esac
+		eval "_v=\${CONFIG_${_name}_${_o}:-}"
+		if [ -n "$_v" ]; then
+			if _t=$(dt_check "$_dt" "$_v"); then
+				[ "$_t" = bool ] && _v=$(bool_num "$_v")
+				eval "$_o=\$_v"
+			else
+				unset -v "$_o"
+				_result=1
+				echo "$_package.$_name.$_o=$_v validates as $_dt with false" >&2
+			fi
+		elif [ -n "$_def" ]; then
+			_t=$(dt_check "$_dt" "$_def") || _t=string
+			[ "$_t" = bool ] && _def=$(bool_num "$_def")
+			eval "$_o=\$_def"
+		else
+			unset -v "$_o"
+		fi
+	done
+	[ -n "$_function" ] || return $_result
+	eval "$_function \"\$_name\" \"\$_result\""
+}
 
 # shellcheck source=/dev/null
 . "$init"
+
+# netifd's addresses, for /lib/functions/network.sh under IPKG_INSTROOT:
+# STUB_ADDR_<interface>, empty for an interface that is down.
+IPKG_INSTROOT=$tmp/root
+mkdir -p "$IPKG_INSTROOT/lib/functions"
+cat > "$IPKG_INSTROOT/lib/functions/network.sh" <<'NETEOF'
+network_get_ipaddr() {
+	eval "$1=\${STUB_ADDR_$2:-}"
+	echo "network_get_ipaddr $2" >> "$procd_log"
+	eval "[ -n \"\$$1\" ]"
+}
+NETEOF
 
 # Where the script writes, moved into tmp; its own user is whoever runs this.
 OTPD_CONF_DIR=$tmp/var/etc/otp_demo
@@ -205,12 +306,13 @@ expect "config.cfg mode 0600" "$(stat -c %a "$conf")" 600
 expect "config.cfg owner" "$(stat -c %U "$conf")" "$OTPD_USER"
 expect "config dir mode 0700" "$(stat -c %a "$OTPD_CONF_DIR")" 700
 expect "state dir made, mode 0700" "$(stat -c %a "$tmp/state")" 700
-expect "no temporary file left" "$(ls "$OTPD_CONF_DIR")" "config.cfg"
+expect "no temporary file left (config.cfg and the restart keys only)" \
+	"$(ls "$OTPD_CONF_DIR" | tr '\n' ' ')" "config.cfg restart "
 
 # What procd was asked for.
 has() { grep -qxF "$1" "$procd_log"; }
 check_call() { if has "$2"; then ok "$1"; else bad "$1" "$(cat "$procd_log")"; fi; }
-check_call "procd: config_load otp_demo" "config_load otp_demo"
+check_call "uci_load_validate on section main" "load_validate [otp_demo] [otp_demo] [main]"
 check_call "procd: command in the foreground with -c" \
 	"set_param [command] [$OTPD_PROG] [-c] [$conf]"
 check_call "procd: runs as its own user" "set_param [user] [$OTPD_USER]"
@@ -347,14 +449,22 @@ else
 fi
 
 # ---- refusals ---------------------------------------------------------------
+# A value its datatype refuses: nothing started, the running file kept.
+cp "$conf" "$tmp/before.cfg"
+: > "$procd_log"
 uci token_length '6 # x'
-start_service
-out=$("$OTPD_PROG" -t -c "$conf" 2>&1)
+start_service 2> "$tmp/v.err"
 rc=$?
-case "$rc $out" in
-"78 "*TOKEN_LENGTH*) ok "a non-number is refused by otp_demo -t (78, names the key)" ;;
-*) bad "a non-number is refused by otp_demo -t (78, names the key)" "rc=$rc $out" ;;
-esac
+if [ "$rc" -ne 0 ] && ! grep -q open_instance "$procd_log" &&
+    cmp -s "$tmp/before.cfg" "$conf" &&
+    grep -q 'token_length=6 # x validates as range(1,16) with false' "$tmp/v.err" &&
+    grep -q 'invalid options in /etc/config/otp_demo' "$tmp/v.err"; then
+	ok "a non-number: refused by its datatype, named, nothing started, file kept"
+else
+	bad "a non-number: refused by its datatype, named, nothing started, file kept" \
+	    "rc=$rc $(cat "$tmp/v.err")"
+fi
+uci token_length 6
 
 uci_reset
 uci enabled 1
@@ -401,6 +511,255 @@ want="# Written by /etc/init.d/otp_demo from /etc/config/otp_demo.
 STATE_DIR='$OTPD_STATE_DIR'
 CERT_FILE='$OTPD_STATE_DIR/otp_demo.pem'"
 expect "only enabled: defaults only, state in /etc/otp_demo" "$(cat "$conf")" "$want"
+
+
+# ---- UCI files: the shipped default and bad ones ------------------------------
+# uci_file FILE: the options of section main of a UCI file, as config_get
+# and the validation stub see them (single-quoted values, as uci writes).
+uci_file() {
+	uci_reset
+	eval "$(sed -n "s/^[[:space:]]*option[[:space:]]\{1,\}\([a-z_]*\)[[:space:]]\{1,\}\('[^']*'\)[[:space:]]*\$/CONFIG_main_\1=\2/p" "$1")"
+}
+shipped=$top/packaging/openwrt/otp-demo/files/otp_demo.config
+uci_file "$shipped"
+: > "$procd_log"
+if start_service 2> "$tmp/v.err" && ! grep -q 'validates as' "$tmp/v.err" &&
+    ! grep -q open_instance "$procd_log"; then
+	ok "shipped /etc/config/otp_demo: valid, and off until enabled"
+else
+	bad "shipped /etc/config/otp_demo: valid, and off until enabled" "$(cat "$tmp/v.err")"
+fi
+expect "shipped config listens on interface lan, port 5000" \
+	"${CONFIG_main_interface:-}:${CONFIG_main_port:-}" "lan:5000"
+
+# Each line makes an otherwise good file bad; start refuses and names it.
+while IFS='|' read -r line opt; do
+	[ -n "$line" ] || continue
+	sed "s/^\([[:space:]]*\)option enabled '0'/\1option enabled '1'/" "$shipped" \
+		> "$tmp/bad.uci"
+	printf '\t%s\n' "$line" >> "$tmp/bad.uci"
+	uci_file "$tmp/bad.uci"
+	: > "$procd_log"
+	STUB_ADDR_lan=192.168.1.1 start_service 2> "$tmp/v.err"
+	rc=$?
+	if [ "$rc" -ne 0 ] && ! grep -q open_instance "$procd_log" &&
+	    grep -q "otp_demo.main.$opt=.* with false" "$tmp/v.err"; then
+		ok "bad UCI: $line: refused, $opt named"
+	else
+		bad "bad UCI: $line: refused, $opt named" "rc=$rc $(cat "$tmp/v.err")"
+	fi
+done <<'EOF'
+option enabled 'maybe'|enabled
+option port '70000'|port
+option port 'http'|port
+option interface 'lan; reboot'|interface
+option tls 'yes please'|tls
+option token_length '0'|token_length
+option token_length '17'|token_length
+option threads '100'|threads
+option code_ttl '-5'|code_ttl
+option sms_provider 'pigeon'|sms_provider
+option sms_ca_file '/nonexistent/ca.pem'|sms_ca_file
+option metrics 'sometimes'|metrics
+option jail 'no thanks'|jail
+EOF
+# And the same lines with good values start.
+while IFS='|' read -r line; do
+	[ -n "$line" ] || continue
+	sed "s/^\([[:space:]]*\)option enabled '0'/\1option enabled '1'/" "$shipped" \
+		> "$tmp/good.uci"
+	printf '\t%s\n' "$line" >> "$tmp/good.uci"
+	uci_file "$tmp/good.uci"
+	: > "$procd_log"
+	if STUB_ADDR_lan=192.168.1.1 STUB_ADDR_guest_2=10.0.2.1 \
+	    start_service 2> "$tmp/v.err" && grep -q open_instance "$procd_log"; then
+		ok "good UCI: $line: started"
+	else
+		bad "good UCI: $line: started" "$(cat "$tmp/v.err")"
+	fi
+done <<'EOF'
+option enabled 'yes'
+option port '65535'
+option interface 'guest_2'
+option tls 'on'
+option token_length '16'
+option threads '64'
+option sms_provider 'console'
+option sms_ca_file '/etc/hostname'
+option metrics 'false'
+EOF
+
+# ---- listening by interface name ------------------------------------------------
+listen_of() { sed -n 's/^LISTEN=//p' "$conf"; }
+uci_reset
+uci enabled 1
+uci interface lan
+uci port 5000
+: > "$procd_log"
+rm -f "$conf"
+STUB_ADDR_lan= start_service 2> "$tmp/i.err"
+if ! grep -q open_instance "$procd_log" && [ ! -e "$conf" ] &&
+    grep -q 'interface lan has no IPv4 address' "$tmp/i.err"; then
+	ok "interface down: not started, and says why"
+else
+	bad "interface down: not started, and says why" "$(cat "$tmp/i.err")"
+fi
+check_call "interface: the address comes from netifd" "network_get_ipaddr lan"
+STUB_ADDR_lan=192.168.1.1 start_service
+expect "interface up: LISTEN is its address and the port" "$(listen_of)" "'192.168.1.1:5000'"
+uci tls 1
+STUB_ADDR_lan=192.168.1.1 start_service
+expect "tls 1: a TLS listener" "$(listen_of)" "'192.168.1.1:5000s'"
+uci listen '127.0.0.1:8080'
+STUB_ADDR_lan=192.168.1.1 start_service
+expect "listen, when set, wins over interface" "$(listen_of)" "'127.0.0.1:8080'"
+
+: > "$procd_log"
+uci_reset
+uci enabled 1
+uci interface lan
+service_triggers
+check_call "triggers: config change reloads" "reload_trigger [otp_demo]"
+check_call "triggers: interface lan reloads (up, down, new address)" \
+	"interface_trigger [lan]"
+check_call "triggers: validation registered" "validation [otp_demo_validate]"
+if grep "^describe \[otp_demo\] \[otp_demo\] " "$procd_log" | grep -F '[port:port:5000]' |
+    grep -qF '[token_length:range(1,16)]'; then
+	ok "validation describes the options and their datatypes"
+else
+	bad "validation describes the options and their datatypes" "$(grep describe "$procd_log")"
+fi
+: > "$procd_log"
+uci listen '127.0.0.1:8080'
+service_triggers
+if grep -q interface_trigger "$procd_log"; then
+	bad "no interface trigger when listen is set"
+else
+	ok "no interface trigger when listen is set"
+fi
+
+# ---- the jail: exactly what each sender needs ------------------------------------
+# jail_of: the jail's mounts from the last start, sorted, one a line.
+jail_of() {
+	sed -n 's/^jail_mount\(_rw\)\{0,1\} \[\(.*\)\]$/\1 \2/p' "$procd_log" |
+		sed 's/^_rw /rw /; s/^ /ro /' | sort
+}
+jail_start() { : > "$procd_log"; start_service 2> "$tmp/j.err"; }
+base="ro $OTPD_CONF_DIR
+rw $tmp/state"
+uci_reset
+uci enabled 1
+uci listen 127.0.0.1:0
+uci state_dir "$tmp/state"
+jail_start
+check_call "jail: procd_add_jail otp_demo" "jail [otp_demo]"
+expect "jail, console sender: the config directory (ro) and the state (rw) only" \
+	"$(jail_of)" "$(printf '%s\n' "$base" | sort)"
+
+# The resolver's and CA files of this machine stand in for the router's.
+want=$base
+for f in /etc/ssl/certs/ca-certificates.crt /etc/ssl/cert.pem; do
+	[ -e "$f" ] && { want="$want${NL}ro $f"; break; }
+done
+for f in /etc/resolv.conf /tmp/resolv.conf /tmp/resolv.conf.d /etc/hosts; do
+	[ -e "$f" ] && want="$want${NL}ro $f"
+done
+uci api_key KEY0123456789
+jail_start
+expect "jail, telnyx: also the CA bundle and the resolver's files" \
+	"$(jail_of)" "$(printf '%s\n' "$want" | sort)"
+printf 'x\n' > "$tmp/ca.pem"
+uci sms_ca_file "$tmp/ca.pem"
+jail_start
+case "$(jail_of)" in
+*"ro $tmp/ca.pem"*) ok "jail, telnyx with sms_ca_file: that file" ;;
+*) bad "jail, telnyx with sms_ca_file: that file" "$(jail_of)" ;;
+esac
+uci sms_ca_file ''
+uci api_key ''
+
+mkdir -p "$tmp/spool/sms"
+uci sms_provider spool
+uci spool_dir "$tmp/spool/sms/outgoing"
+jail_start
+expect "jail, spool: the spool's parent (rw), where files are made" \
+	"$(jail_of)" "$(printf '%s\nrw %s\n' "$base" "$tmp/spool/sms" | sort)"
+for d in "$tmp/spool/sms/outgoing" "$tmp/spool/sms"; do
+	case "$(stat -c '%G %A' "$d")" in
+	"$OTPD_GROUP "d???rwx*) ok "spool: $d in the daemon's group, group rwx" ;;
+	*) bad "spool: $d in the daemon's group, group rwx" "$(stat -c '%G %A' "$d")" ;;
+	esac
+done
+
+printf '#!/bin/sh\nexit 0\n' > "$tmp/sms-script"
+chmod 755 "$tmp/sms-script"
+uci sms_provider command
+uci sms_command "$tmp/sms-script {to} {text}"
+jail_start
+expect "jail, command: the program and its interpreter" \
+	"$(jail_of)" "$(printf '%s\nro %s\nro /bin/sh\n' "$base" "$tmp/sms-script" | sort)"
+uci jail 0
+jail_start
+if grep -q '^jail' "$procd_log" || ! grep -q open_instance "$procd_log"; then
+	bad "jail 0: started without a jail"
+else
+	ok "jail 0: started without a jail"
+fi
+
+# ---- reload: SIGHUP or restart ------------------------------------------------------
+uci_reset
+uci enabled 1
+uci interface lan
+uci port 5000
+uci state_dir "$tmp/state"
+STUB_ADDR_lan=192.168.1.1 start_service
+: > "$procd_log"
+STUB_ADDR_lan=192.168.1.1 reload_service
+if grep -q rc_stop "$procd_log"; then
+	bad "reload, nothing changed: no restart"
+else
+	ok "reload, nothing changed: no restart"
+fi
+uci message 'New text {code}'
+: > "$procd_log"
+STUB_ADDR_lan=192.168.1.1 reload_service
+if ! grep -q rc_stop "$procd_log" && grep -q "^MESSAGE='New text {code}'" "$conf"; then
+	ok "reload, a new message: the file rewritten, no restart (procd sends SIGHUP)"
+else
+	bad "reload, a new message: the file rewritten, no restart" "$(cat "$procd_log")"
+fi
+: > "$procd_log"
+STUB_ADDR_lan=192.168.1.7 reload_service
+if grep -q rc_stop "$procd_log" && grep -q rc_start "$procd_log"; then
+	ok "reload, the interface's address changed: restart"
+else
+	bad "reload, the interface's address changed: restart" "$(cat "$procd_log")"
+fi
+uci sms_provider spool
+uci spool_dir "$tmp/spool/sms/outgoing"
+: > "$procd_log"
+STUB_ADDR_lan=192.168.1.7 reload_service
+if grep -q rc_stop "$procd_log"; then
+	ok "reload, another sender (the jail changes): restart"
+else
+	bad "reload, another sender (the jail changes): restart" "$(cat "$procd_log")"
+fi
+cp "$conf" "$tmp/before.cfg"
+uci port 99999
+: > "$procd_log"
+if STUB_ADDR_lan=192.168.1.7 reload_service 2> "$tmp/r.err"; then
+	bad "reload, an invalid port: refused"
+else
+	ok "reload, an invalid port: refused"
+fi
+if ! grep -q 'open_instance\|rc_stop' "$procd_log" && cmp -s "$tmp/before.cfg" "$conf" &&
+    grep -q 'running service keeps its config' "$tmp/r.err"; then
+	ok "... and the running service and its file are left alone"
+else
+	bad "... and the running service and its file are left alone" \
+	    "$(cat "$procd_log" "$tmp/r.err")"
+fi
+
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -31,7 +31,7 @@ run() {
 	passed=$((passed + p)) failed=$((failed + f))
 }
 
-for t in ${PACKAGING:-symbols embed nginx openwrt-uci openwrt-pkg systemd}; do
+for t in ${PACKAGING:-symbols embed nginx openwrt-uci openwrt-pkg systemd spool notices}; do
 	case $t in
 	symbols) run symbols sh tests/packaging/symbols.sh ;;
 	embed) run embed python3 tests/packaging/embed_test.py ;;
@@ -39,6 +39,8 @@ for t in ${PACKAGING:-symbols embed nginx openwrt-uci openwrt-pkg systemd}; do
 	openwrt-uci) run openwrt-uci sh tests/packaging/openwrt_uci_test.sh ;;
 	openwrt-pkg) run openwrt-pkg sh tests/packaging/openwrt_pkg_test.sh ;;
 	systemd) run systemd sh tests/packaging/systemd_test.sh ;;
+	spool) run spool sh tests/packaging/spool_test.sh ;;
+	notices) run notices sh tests/packaging/notices_test.sh ;;
 	*) echo "unknown packaging test $t" >&2; failed=$((failed + 1)) ;;
 	esac
 done

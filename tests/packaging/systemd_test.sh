@@ -72,6 +72,11 @@ fi
 # shellcheck disable=SC2016 # $MAINPID is literal text in the unit
 for line in \
 	'DynamicUser=yes' \
+	'User=otp_demo' \
+	'Group=otp_demo' \
+	'ReadWritePaths=-/var/spool/sms' \
+	'UMask=0077' \
+	'PrivateDevices=yes' \
 	'StateDirectory=otp_demo' \
 	'Environment=OTP_STATE_DIR=%S/otp_demo' \
 	'LoadCredential=api_key:/etc/otp_demo/api_key' \
@@ -135,6 +140,53 @@ if systemd-analyze security --offline=yes "$tmp/verify/otp_demo.service" \
 else
 	bad "systemd-analyze security --offline=yes runs" "$(tail -n 3 "$tmp/security.log")"
 fi
+
+# ---- the drop-ins: spool (smstools3) and serial (a modem) --------------------
+# Each next to a copy of the unit, where systemd-analyze finds it through
+# SYSTEMD_UNIT_PATH: verify must pass, the score stay OK.
+for drop in spool serial; do
+	u=$tmp/drop-$drop
+	mkdir -p "$u/otp_demo.service.d"
+	cp "$tmp/verify/otp_demo.service" "$u/"
+	cp "packaging/systemd/otp_demo.service.d/$drop.conf" "$u/otp_demo.service.d/"
+	(cd "$u" && SYSTEMD_UNIT_PATH="$u:" systemd-analyze verify \
+		otp_demo.service) > "$tmp/v-$drop.log" 2>&1
+	rc=$?
+	if [ "$rc" -eq 0 ] && ! grep -qi 'otp_demo' "$tmp/v-$drop.log"; then
+		ok "$drop.conf: systemd-analyze verify passes"
+	else
+		bad "$drop.conf: systemd-analyze verify passes" \
+		    "rc=$rc $(cat "$tmp/v-$drop.log")"
+	fi
+	SYSTEMD_UNIT_PATH="$u:" systemd-analyze security --offline=yes \
+		otp_demo.service > "$tmp/s-$drop.log" 2>&1
+	# The drop-in is really read: its settings show in the report.
+	case $drop in
+	spool) seen='SupplementaryGroups=.*supplementary groups' ;;
+	serial) seen='DeviceAllow=.*char-ttyUSB:rw' ;;
+	esac
+	if grep -q "$seen" "$tmp/s-$drop.log"; then
+		ok "$drop.conf: read by systemd-analyze"
+	else
+		bad "$drop.conf: read by systemd-analyze" "$(tail -n 3 "$tmp/s-$drop.log")"
+	fi
+	level=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) OK.*/\1/p' \
+		"$tmp/s-$drop.log")
+	if [ -n "$level" ] && awk "BEGIN { exit !($level <= 2.0) }"; then
+		ok "$drop.conf: exposure $level, OK (at most 2.0)"
+	else
+		bad "$drop.conf: exposure OK, at most 2.0" "$(tail -n 2 "$tmp/s-$drop.log")"
+	fi
+done
+for line in 'SupplementaryGroups=smsd' 'ReadWritePaths=/var/spool/sms'; do
+	check "spool.conf has $line" grep -qxF "$line" \
+		packaging/systemd/otp_demo.service.d/spool.conf
+done
+for line in 'SupplementaryGroups=dialout' 'DevicePolicy=closed' \
+	'DeviceAllow=char-ttyUSB rw' 'DeviceAllow=char-ttyACM rw'; do
+	check "serial.conf has $line" grep -qxF "$line" \
+		packaging/systemd/otp_demo.service.d/serial.conf
+done
 
 # ---- what the daemon gets from the unit ---------------------------------------
 bin=${OTP_BIN:-$d/usr/local/bin/otp_demo}
