@@ -3,7 +3,8 @@
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
-#   make unit|docs|integration|senders|browser|packaging   one suite of make test
+#   make unit|docs|numbering|integration|senders|browser|packaging
+#                   one suite of make test
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
 # Every target installs (as root) or names (otherwise) the Debian packages
@@ -44,8 +45,8 @@ WWW       := www/index.html www/verify.html www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit docs integration senders browser packaging deps \
-	deps-build deps-test fetch clean distclean
+.PHONY: all run test unit docs numbering integration senders browser \
+	packaging deps deps-build deps-test fetch clean distclean numbering-gen
 all: otp_demo
 
 # deps-test includes deps-build's packages; ordering the two keeps a -j
@@ -74,8 +75,8 @@ $(BUILD)/civetweb.o: $(CW_SRC) $(CW_HDR) Makefile | deps-build
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(CW_CFLAGS) -c $< -o $@
 
-$(BUILD)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h $(CW_HDR) \
-		Makefile | deps-build
+$(BUILD)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
+		$(CW_HDR) Makefile | deps-build
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -c $< -o $@
 
 $(BUILD)/otp_demo: $(BUILD)/otp_demo.o $(BUILD)/civetweb.o
@@ -96,9 +97,16 @@ RUN_CONFIG := $(if $(wildcard config.cfg),config.cfg,config.cfg.example)
 run: otp_demo
 	./otp_demo -c $(RUN_CONFIG)
 
+# numbering.h (and tests/numbering_data.h) are generated from Debian's
+# python3-phonenumbers and committed; this rewrites them (make numbering
+# checks that they match).
+numbering-gen: | deps-test
+	tools/gen_numbering.py
+
 # ---- tests -----------------------------------------------------------------
 
-$(BUILD)/unit: tests/unit.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
+$(BUILD)/unit: tests/unit.c tests/numbering_data.h otp_demo.c otp_demo.h \
+		numbering.h $(BUILD)/www_data.h \
 		$(BUILD)/civetweb.o | deps-test
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -Wno-missing-prototypes \
 		-o $@ tests/unit.c $(BUILD)/civetweb.o $(LIBS) -lcmocka
@@ -113,7 +121,7 @@ TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit examples | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
-unit docs integration senders browser packaging: $(TEST_DEPS)
+unit docs numbering integration senders browser packaging: $(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk
