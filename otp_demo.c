@@ -1070,7 +1070,7 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	if (!phone_is_e164(c->from_number)) {
 		config_where(o, "FROM_NUMBER", where, sizeof(where));
 		return config_error(err, errlen, where,
-		    "FROM_NUMBER must be an E.164 number like '+15551234567'");
+		    "FROM_NUMBER must be an E.164 number like '+12015550123'");
 	}
 	return config_check_ca(c, o, err, errlen);
 }
@@ -1763,7 +1763,7 @@ phone_normalise(const char *in, size_t len, const char *country, char *out,
 	return phone_is_e164(out) ? 0 : -1;
 }
 
-/* Writes a loggable form of an E.164 number: +1555***4567. */
+/* Writes a loggable form of an E.164 number: +1201***0123. */
 static void
 phone_mask(const char *phone, char *out, size_t outlen)
 {
@@ -3855,7 +3855,7 @@ on_request(struct req *r)
 	if (n < 0 || phone_normalise(input, (size_t)n, otp->cfg.country_code,
 	    phone, sizeof(phone)) != 0)
 		return reply_index(r, 400, "Please enter a valid phone number, "
-		    "like (555) 123-4567 or +44 20 7946 0958.",
+		    "like (201) 555-0123 or +44 20 7946 0958.",
 		    n < 0 ? "" : input);
 	if (!phone_allowed(&otp->cfg, phone)) {
 		phone_mask(phone, masked, sizeof(masked));

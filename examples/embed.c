@@ -78,7 +78,7 @@ embed_log(const char *level, const char *fmt, ...)
 	fprintf(stderr, "%s %s embed: %s\n", stamp, level, line);
 }
 
-/* +15551234567 -> +1555***4567, as otp_demo logs numbers. */
+/* +12015550123 -> +1201***0123, as otp_demo logs numbers. */
 static void
 embed_mask(const char *phone, char *out, size_t outlen)
 {

@@ -110,7 +110,7 @@ test_config_literals(void **state)
 	    "# a comment\n"
 	    "\n"
 	    "   API_KEY = \"KEY\\\"with\\\\quote\"   # trailing comment\n"
-	    "FROM_NUMBER='+15550001111'\n"
+	    "FROM_NUMBER='+12025550111'\n"
 	    "DEBUG = False\n"
 	    "MESSAGE='It\\'s {code}'\n"
 	    "TOKEN_LENGTH = 7\r\n"
@@ -177,8 +177,8 @@ test_config_errors(void **state)
 	    "1: ALLOWED_COUNTRY_CODES must be a comma-separated list like "
 	    "'+1,+44'");
 	expect_error("API_KEY='real'\nFROM_NUMBER='YOUR_TELNYX_NUMBER'\n",
-	    "2: FROM_NUMBER must be an E.164 number like '+15551234567'");
-	expect_error("SMS_PROVIDER='telnyx'\nFROM_NUMBER='+15550001111'\n",
+	    "2: FROM_NUMBER must be an E.164 number like '+12015550123'");
+	expect_error("SMS_PROVIDER='telnyx'\nFROM_NUMBER='+12025550111'\n",
 	    " API_KEY must be set for SMS_PROVIDER telnyx");
 }
 
@@ -192,7 +192,7 @@ test_config_env(void **state)
 	setenv("OTP_TOKEN_LENGTH", "8", 1);
 	setenv("OTP_DEBUG", "true", 1);
 	setenv("OTP_API_KEY", "from-env", 1);
-	setenv("OTP_FROM_NUMBER", "+15550001111", 1);
+	setenv("OTP_FROM_NUMBER", "+12025550111", 1);
 	setenv("OTP_SMS_CA_FILE", "/etc/hostname", 1);
 	assert_int_equal(load(&c, "TOKEN_LENGTH=4\nDEBUG=False\n", err,
 	    sizeof(err)), 0);
@@ -361,7 +361,7 @@ test_store_add_check_once(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 4), 0);
-	assert_int_equal(store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0,
+	assert_int_equal(store_add(&st, "+12015550123", "ABCD", mac, id, sid, 0,
 	    1000, &slot), 0);
 	/* Bound to its session: the right code from another session fails. */
 	assert_int_equal(store_check(&st, slot, id, sid2, mac, 1, 1000, 5,
@@ -377,7 +377,7 @@ test_store_add_check_once(void **state)
 	    CHECK_WRONG);
 	assert_int_equal(store_check(&st, slot, id, sid, mac, 1, 1000, 5, phone),
 	    CHECK_OK);
-	assert_string_equal(phone, "+15551234567");
+	assert_string_equal(phone, "+12015550123");
 	/* Works once; the tombstone keeps no secrets. */
 	assert_int_equal(store_check(&st, slot, id, sid, mac, 2, 1000, 5, phone),
 	    CHECK_DONE);
@@ -405,7 +405,7 @@ test_store_expiry(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 1000, &slot);
+	store_add(&st, "+12015550123", "ABCD", mac, id, sid, 0, 1000, &slot);
 	assert_int_equal(store_state(&st, slot, id, sid, 400, 1000, &left),
 	    REC_LIVE);
 	assert_int_equal(left, 600);
@@ -414,7 +414,7 @@ test_store_expiry(void **state)
 	assert_int_equal(st.rec[slot].code[0], 0);
 	assert_int_equal(store_state(&st, slot, id, sid, 1000, 1000, &left),
 	    REC_EXPIRED);
-	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 500, 1000, &slot);
+	store_add(&st, "+12015550123", "ABCD", mac, id, sid, 500, 1000, &slot);
 	assert_int_equal(store_sweep(&st, 1499, 1000), 1);
 	assert_int_equal(store_sweep(&st, 1500, 1000), 0);
 	assert_int_equal(st.rec[slot].state, REC_EXPIRED);
@@ -462,12 +462,12 @@ test_store_attempts_lock(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+15551234567", "ABCD", mac, id, sid, 0, 10000, &slot);
+	store_add(&st, "+12015550123", "ABCD", mac, id, sid, 0, 10000, &slot);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(store_check(&st, slot, id, sid, bad, 1, 10000,
 		    3, phone), CHECK_WRONG);
 	/* A resend keeps the count, and binds the record to the asker. */
-	assert_int_equal(store_resend(&st, slot, "+15551234567", sid2, 2, 10000,
+	assert_int_equal(store_resend(&st, slot, "+12015550123", sid2, 2, 10000,
 	    code, got), 0);
 	assert_string_equal(code, "ABCD");
 	assert_memory_equal(got, id, OTP_ID_LEN);
@@ -477,7 +477,7 @@ test_store_attempts_lock(void **state)
 	assert_int_equal(store_check(&st, slot, id, sid2, mac, 4, 10000, 3,
 	    phone), CHECK_LOCKED);
 	assert_int_equal(st.rec[slot].code[0], 0);
-	assert_int_equal(store_resend(&st, slot, "+15551234567", sid, 5, 10000,
+	assert_int_equal(store_resend(&st, slot, "+12015550123", sid, 5, 10000,
 	    code, got), -1);
 	/* Cancelled: gone. */
 	assert_int_equal(store_cancel(&st, slot, id, sid, 6, 10000), -1);
@@ -501,14 +501,14 @@ test_limits_windows(void **state)
 	otp->cfg.sms_per_number_per_hour = 2;
 	otp->cfg.sms_per_ip_per_hour = 3;
 	fake_now = 10 * HOUR_MS;
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now, &slot,
+	assert_int_equal(limits_take(otp, "+1201", "a", fake_now, &slot,
 	    &retry), LIMIT_NONE);
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 1000,
+	assert_int_equal(limits_take(otp, "+1201", "a", fake_now + 1000,
 	    &slot, &retry), LIMIT_RESEND);
 	assert_int_equal(retry, 29);
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 30000,
+	assert_int_equal(limits_take(otp, "+1201", "a", fake_now + 30000,
 	    &slot, &retry), LIMIT_NONE);
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + 60000,
+	assert_int_equal(limits_take(otp, "+1201", "a", fake_now + 60000,
 	    &slot, &retry), LIMIT_NUMBER);
 	assert_int_equal(retry, 3600 - 60);
 	assert_int_equal(limits_take(otp, "+1666", "a", fake_now + 60000,
@@ -516,7 +516,7 @@ test_limits_windows(void **state)
 	assert_int_equal(limits_take(otp, "+1777", "a", fake_now + 60000,
 	    &slot, &retry), LIMIT_IP);
 	/* A window later, everything is allowed again. */
-	assert_int_equal(limits_take(otp, "+1555", "a", fake_now + HOUR_MS,
+	assert_int_equal(limits_take(otp, "+1201", "a", fake_now + HOUR_MS,
 	    &slot, &retry), LIMIT_NONE);
 	otp_destroy(otp);
 }
@@ -535,7 +535,7 @@ test_limits_global(void **state)
 	otp->cfg.sms_per_day = 7;
 	fake_now = 100 * HOUR_MS;
 	for (int i = 0; i < 100; i++) {
-		snprintf(phone, sizeof(phone), "+1555%07d", i);
+		snprintf(phone, sizeof(phone), "+1201555%04d", i);
 		snprintf(addr, sizeof(addr), "10.0.%d.%d", i / 256, i % 256);
 		if (limits_take(otp, phone, addr, fake_now, &slot, &retry) ==
 		    LIMIT_NONE)
@@ -615,20 +615,20 @@ static void
 test_phone_normalise(void **state)
 {
 	(void)state;
-	expect_phone("(555) 123-4567", "+1", "+15551234567");
-	expect_phone("555.123.4567", "+1", "+15551234567");
+	expect_phone("(201) 555-0123", "+1", "+12015550123");
+	expect_phone("201.555.0123", "+1", "+12015550123");
 	expect_phone("+44 20 7946 0958", "+1", "+442079460958");
 	expect_phone("2079460958", "+44", "+442079460958");
 	expect_phone("+1234567", "+1", "+1234567");       /* 7 digits */
 	expect_phone("+123456", "+1", NULL);              /* 6 digits */
 	expect_phone("+1234567890123456", "+1", NULL);    /* 16 digits */
 	expect_phone("+0123456789", "+1", NULL);          /* leading 0 */
-	expect_phone("555-CALL-NOW", "+1", NULL);
+	expect_phone("201-CALL-NOW", "+1", NULL);
 	expect_phone("555\"1234567", "+1", NULL);
-	expect_phone("++15551234567", "+1", NULL);
+	expect_phone("++12015550123", "+1", NULL);
 	expect_phone("1555+1234567", "+1", NULL);
 	expect_phone("", "+1", NULL);
-	expect_phone("5551234567\n", "+1", NULL);
+	expect_phone("2015550123\n", "+1", NULL);
 }
 
 static void
@@ -637,8 +637,8 @@ test_phone_mask(void **state)
 	char out[32];
 
 	(void)state;
-	phone_mask("+15551234567", out, sizeof(out));
-	assert_string_equal(out, "+1555***4567");
+	phone_mask("+12015550123", out, sizeof(out));
+	assert_string_equal(out, "+1201***0123");
 	phone_mask("+442079460958", out, sizeof(out));
 	assert_string_equal(out, "+4420***0958");
 	phone_mask("+1234567", out, sizeof(out));
@@ -656,7 +656,7 @@ test_phone_allowed(void **state)
 	c.ncountries = 2;
 	str_copy(c.countries[0], sizeof(c.countries[0]), "+1");
 	str_copy(c.countries[1], sizeof(c.countries[1]), "+44");
-	assert_true(phone_allowed(&c, "+15551234567"));
+	assert_true(phone_allowed(&c, "+12015550123"));
 	assert_true(phone_allowed(&c, "+442079460958"));
 	assert_false(phone_allowed(&c, "+882123456789"));
 }
@@ -698,9 +698,9 @@ test_form_parse(void **state)
 	const char *b;
 
 	(void)state;
-	b = "phone=%28555%29+123-4567&csrf=ab";
+	b = "phone=%28201%29+555-0123&csrf=ab";
 	assert_int_equal(form_get(b, strlen(b), "phone", out, sizeof(out)), 14);
-	assert_string_equal(out, "(555) 123-4567");
+	assert_string_equal(out, "(201) 555-0123");
 	assert_int_equal(form_get(b, strlen(b), "csrf", out, sizeof(out)), 2);
 	assert_int_equal(form_get(b, strlen(b), "token", out, sizeof(out)),
 	    FORM_MISSING);
@@ -914,16 +914,16 @@ test_command_argv(void **state)
 	char buf[256], *argv[8];
 
 	(void)state;
-	assert_int_equal(command_argv("/bin/send", "+1555", "hi there", buf,
+	assert_int_equal(command_argv("/bin/send", "+1201", "hi there", buf,
 	    sizeof(buf), argv, 8), 3);
 	assert_string_equal(argv[0], "/bin/send");
-	assert_string_equal(argv[1], "+1555");
+	assert_string_equal(argv[1], "+1201");
 	assert_string_equal(argv[2], "hi there");
 	assert_null(argv[3]);
 	assert_int_equal(command_argv("/usr/bin/gammu-smsd-inject TEXT {to} "
-	    "-text '{text}'", "+1555", "a b;$(x)", buf, sizeof(buf), argv, 8),
+	    "-text '{text}'", "+1201", "a b;$(x)", buf, sizeof(buf), argv, 8),
 	    5);
-	assert_string_equal(argv[2], "+1555");
+	assert_string_equal(argv[2], "+1201");
 	assert_string_equal(argv[4], "a b;$(x)");
 	assert_int_equal(command_argv("/x \"two words\" 'it''s'", "1", "t", buf,
 	    sizeof(buf), argv, 8), 5);
@@ -943,20 +943,20 @@ test_http_body(void **state)
 
 	(void)state;
 	memset(&c, 0, sizeof(c));
-	str_copy(c.from_number, sizeof(c.from_number), "+15550001111");
+	str_copy(c.from_number, sizeof(c.from_number), "+12025550111");
 	str_copy(c.sms_http_content_type, sizeof(c.sms_http_content_type), "application/x-www-form-urlencoded");
 	str_copy(c.sms_http_body, sizeof(c.sms_http_body), "To={to}&From={from}&Body={text}");
-	assert_int_equal(http_body(&c, "+15551234567", "a b&c=d\xc3\xa9",
+	assert_int_equal(http_body(&c, "+12015550123", "a b&c=d\xc3\xa9",
 	    out, sizeof(out)), 0);
-	assert_string_equal(out, "To=%2B15551234567&From=%2B15550001111&Body="
+	assert_string_equal(out, "To=%2B12015550123&From=%2B12025550111&Body="
 	    "a%20b%26c%3Dd%C3%A9");
 	str_copy(c.sms_http_content_type, sizeof(c.sms_http_content_type), "application/json");
 	str_copy(c.sms_http_body, sizeof(c.sms_http_body), "{\"to\":\"{to}\",\"text\":\"{text}\"}");
-	assert_int_equal(http_body(&c, "+1555", "say \"hi\"\n", out,
+	assert_int_equal(http_body(&c, "+1201", "say \"hi\"\n", out,
 	    sizeof(out)), 0);
-	assert_string_equal(out, "{\"to\":\"+1555\",\"text\":\"say \\\"hi\\\""
+	assert_string_equal(out, "{\"to\":\"+1201\",\"text\":\"say \\\"hi\\\""
 	    "\\n\"}");
-	assert_int_equal(http_body(&c, "+1555", "x", out, 10), -1);
+	assert_int_equal(http_body(&c, "+1201", "x", out, 10), -1);
 }
 
 static void
@@ -1111,11 +1111,11 @@ test_auth_cookie(void **state)
 	char v[128], hdr[160], phone[OTP_MAX_PHONE_LEN + 1];
 
 	(void)state;
-	assert_int_equal(auth_cookie_make(otp, "+15551234567", 2000, v,
+	assert_int_equal(auth_cookie_make(otp, "+12015550123", 2000, v,
 	    sizeof(v)), 0);
 	snprintf(hdr, sizeof(hdr), "a=b; otp_auth=%s", v);
 	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), 0);
-	assert_string_equal(phone, "+15551234567");
+	assert_string_equal(phone, "+12015550123");
 	/* Expired. */
 	assert_int_equal(auth_cookie_check(otp, hdr, 2000, phone), -1);
 	/* Tampered: a later expiry, another number, a cut mac. */
@@ -1124,7 +1124,7 @@ test_auth_cookie(void **state)
 	v[6] = v[6] == '5' ? '6' : '5';
 	snprintf(hdr, sizeof(hdr), "otp_auth=%s", v);
 	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
-	assert_int_equal(auth_cookie_check(otp, "otp_auth=2000.15551234567",
+	assert_int_equal(auth_cookie_check(otp, "otp_auth=2000.12015550123",
 	    1999, phone), -1);
 	assert_int_equal(auth_cookie_check(otp, NULL, 1999, phone), -1);
 	otp_destroy(otp);
@@ -1137,15 +1137,15 @@ test_json_get_string(void **state)
 	const char *b;
 
 	(void)state;
-	b = "{\"phone\": \"+1 (555) 123\\u002D4567\"}";
+	b = "{\"phone\": \"+1 (201) 555\\u002D0123\"}";
 	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
 	    sizeof(out)), 17);
-	assert_string_equal(out, "+1 (555) 123-4567");
+	assert_string_equal(out, "+1 (201) 555-0123");
 	b = "{\"x\": [1, {\"phone\": 1}], \"phone\": \"a\\\"b\"}";
 	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
 	    sizeof(out)), 3);
 	assert_string_equal(out, "a\"b");
-	b = "{\"phone\": 5551234567}";
+	b = "{\"phone\": 2015550123}";
 	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
 	    sizeof(out)), -1);
 	b = "{\"phone\": \"\\u00e9\"}";
