@@ -166,7 +166,7 @@ $(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
 		$(STATIC_CW_HOOKS)
 	$(SCC) $(STATIC_OPT) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
 
-$(SB)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
+$(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
 		civetweb/include/civetweb.h $(SB)/curl.stamp
 	$(SCC) $(STATIC_OPT) $(OTP_CFLAGS) -c $< -o $@
 

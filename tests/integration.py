@@ -1430,6 +1430,32 @@ CASES = [
         {"request": PHONE, "status": 200, "api": 1, "sms": SMS_DEFAULT},
     ]},
 
+    {"name": "allowed_country_codes_iso",
+     "config": {"ALLOWED_COUNTRY_CODES": "US, JM"}, "steps": [
+         {"b": "A", "request": "1-876-555-0100", "status": 200, "api": 1,
+          "sms": {"to": "+18765550100"}, "what": "Jamaica, listed"},
+         {"b": "B", "request": "(416) 555-0123", "status": 400, "api": 0,
+          "has": ["Sorry, we can't send codes to that country."],
+          "what": "Canada, not listed"},
+         {"b": "C", "request": "+1 787 555 0100", "status": 400, "api": 0,
+          "what": "Puerto Rico, not listed"},
+         {"b": "D", "request": PHONE, "status": 200, "api": 1,
+          "sms": SMS_DEFAULT},
+     ]},
+
+    {"name": "country_code_44_national_numbers",
+     "config": {"COUNTRY_CODE": "+44"}, "steps": [
+         {"b": "A", "request": "07700 900123", "status": 200, "api": 1,
+          "sms": {"to": "+447700900123"}, "what": "trunk prefix dropped"},
+         {"b": "B", "request": "020 7946 0958", "status": 200, "api": 1,
+          "sms": {"to": "+442079460958"}},
+         {"b": "C", "request": "07700 9001234", "status": 400, "api": 0,
+          "has": ["That number has too many or too few digits for its "
+                  "country."]},
+         {"b": "E", "request": "+1 201 555 0123", "status": 400, "api": 0,
+          "has": ["Sorry, we can't send codes to that country."]},
+     ]},
+
     {"name": "allowed_country_codes_list",
      "config": {"ALLOWED_COUNTRY_CODES": "+1,+44"}, "steps": [
          {"b": "A", "request": UK, "status": 200, "api": 1,
@@ -1610,7 +1636,9 @@ CASES += [
         {"call": ("POST", API, {"phone": "abcdefghij"}), "status": 400,
          "error": "invalid_phone", "api": 0},
         {"call": ("POST", API, {"phone": "12345"}), "status": 400,
-         "error": "invalid_phone", "api": 0},
+         "error": "phone_length", "api": 0},
+        {"call": ("POST", API, {"phone": "+19005550100"}), "status": 400,
+         "error": "phone_range", "api": 0},
         {"call": ("POST", API, {"phone": UK}), "status": 400,
          "error": "country_not_allowed", "api": 0},
         {"call": ("GET", API), "status": 405, "hdr": {"Allow": r"^POST$"},
