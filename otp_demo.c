@@ -2099,18 +2099,31 @@ phone_read(const struct config *c, const char *in, size_t len, char *out,
 	return rc;
 }
 
-/* Writes a loggable form of an E.164 number: +1201***0123. */
+/*
+ * Writes a loggable form of an E.164 number: its calling code, a * per
+ * hidden digit and the last 2 digits (+1********67); a national part too
+ * short to hide most of it shows no digit, and what is not "+" and digits
+ * is "-".
+ */
 static void
 phone_mask(const char *phone, char *out, size_t outlen)
 {
-	size_t n = strlen(phone);
-	size_t head = n >= 12 ? 5 : 3, tail = n >= 10 ? 4 : 2;
+	size_t n = strlen(phone), cclen = 0, nn, tail;
 
-	if (n < head + tail + 2) {
-		snprintf(out, outlen, "+***");
+	if (outlen == 0)
+		return;
+	if (n < 2 || phone[0] != '+' || strspn(phone + 1, "0123456789") !=
+	    n - 1) {
+		str_copy(out, outlen, "-");
 		return;
 	}
-	snprintf(out, outlen, "%.*s***%s", (int)head, phone, phone + n - tail);
+	if (phone_cc_read(phone + 1, n - 1, &cclen) < 0)
+		cclen = 0;
+	nn = n - 1 - cclen;
+	tail = nn >= 4 ? 2 : 0;
+	if (snprintf(out, outlen, "+%.*s%.*s%s", (int)cclen, phone + 1,
+	    (int)(nn - tail), "****************", phone + n - tail) < 0)
+		str_copy(out, outlen, "-");
 }
 
 /* ---- SMS senders ------------------------------------------------------- */

@@ -8,8 +8,8 @@
  * Properties: a number read is "+" and at most 15 digits, fits its
  * buffer, has a possible length for its region, and reads back to itself
  * from any COUNTRY_CODE; phone_read() refuses only for the four reasons,
- * and allows only what phone_allowed() allows; the mask never shows the
- * whole number.
+ * and allows only what phone_allowed() allows; the mask never shows more
+ * than the calling code and the last 2 digits.
  */
 #include "../otp_demo.c"
 #include "fuzz.h"
@@ -71,6 +71,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		phone_mask(out, masked, sizeof(masked));
 		FUZZ_CHECK(strcmp(masked, out) != 0);
+		FUZZ_CHECK(strncmp(masked, out, 1 + cclen) == 0);
+		FUZZ_CHECK(strspn(masked + 1 + cclen, "*") + 1 + cclen + 2 >=
+		    strlen(masked));
 	}
 	if (outlen > OTP_MAX_PHONE_LEN) {
 		char got[OTP_MAX_PHONE_LEN + 1];

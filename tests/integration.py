@@ -647,6 +647,21 @@ class Ctx:
         leaked = [p for p in sorted(self.phones) if p in log]
         if leaked:
             out.append("log contains full phone number(s) %s" % leaked[:3])
+        # A masked number shows its calling code (1 to 3 digits) and at
+        # most its last 2 digits: +1********23. Every to= is one (or "-").
+        for m in re.finditer(r"\bto=(\S*)", log):
+            if not re.fullmatch(r"\+[0-9]{0,3}\*+[0-9]{0,2}|-", m.group(1)):
+                out.append("log%s shows to=%s: not a number masked to its "
+                           "calling code and last 2 digits"
+                           % (server.tag, m.group(1)))
+                break
+        for m in re.finditer(r"\+[0-9]*\*+[0-9]*", log):
+            head, tail = re.fullmatch(r"\+([0-9]*)\*+([0-9]*)",
+                                      m.group(0)).groups()
+            if len(head) > 3 or len(tail) > 2:
+                out.append("log%s shows %s: more than a calling code and "
+                           "the last 2 digits" % (server.tag, m.group(0)))
+                break
         return out
 
 

@@ -371,7 +371,7 @@ def case_spool_missing_dir(ctx):
     b = ctx.browser()
     r = request(ctx, b, want=502)
     expect_send_failed(ctx, b, r)
-    log_has(ctx, r"send_failed to=\+1201\*+0123 reason=\"spool ",
+    log_has(ctx, r"send_failed to=\+1\*+23 reason=\"spool ",
             "send_failed line")
     check(files_under(d) == [], "files left after a failed spool send: %s"
           % files_under(d))
@@ -725,7 +725,7 @@ def case_command_fail_exit(ctx):
     expect_send_failed(ctx, b, r)
     argv, _, _ = one_command_call(ctx)
     code = expect_text(ctx, "Your token is {code}", argv[1], "argument 2")
-    log_has(ctx, r"send_failed to=\+1201\*+0123 reason=\"command exit 1\"",
+    log_has(ctx, r"send_failed to=\+1\*+23 reason=\"command exit 1\"",
             "send_failed line")
     verify_refused(ctx, b, code)
     still_serving(ctx)
@@ -761,7 +761,7 @@ def _timeout_case(ctx, marker):
     check(box["t"] <= 10, "the send failed after %.1f s, want <= 10 "
           "(SMS_TIMEOUT 2)" % box["t"])
     expect_send_failed(ctx, b, box["r"])
-    log_has(ctx, r"send_failed to=\+1201\*+0123 reason=\"command timed "
+    log_has(ctx, r"send_failed to=\+1\*+23 reason=\"command timed "
             "out\"", "send_failed line")
     argv, _, _ = one_command_call(ctx)
     ctx.note_sms(argv[1], code_in("Your token is {code}", argv[1]))
