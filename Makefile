@@ -3,7 +3,7 @@
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
-#   make unit|docs|numbering|integration|senders|browser|packaging
+#   make unit|docs|numbering|integration|senders|attack|browser|packaging
 #                   one suite of make test
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
@@ -45,7 +45,7 @@ WWW       := www/index.html www/verify.html www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit docs numbering integration senders browser \
+.PHONY: all run test unit docs numbering integration senders attack browser \
 	packaging deps deps-build deps-test fetch clean distclean numbering-gen
 all: otp_demo
 
@@ -121,7 +121,7 @@ TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit examples | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
-unit docs numbering integration senders browser packaging: $(TEST_DEPS)
+unit docs numbering integration senders attack browser packaging: $(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

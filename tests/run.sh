@@ -40,12 +40,16 @@ run_suite() {
 	add_counts "$out/$name.log" "$rc" "$name"
 }
 
-for s in ${SUITES:-unit docs numbering integration senders browser \
+for s in ${SUITES:-unit docs numbering integration senders attack browser \
     packaging}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
 	docs) run_suite docs python3 tests/docs_test.py ;;
 	numbering) run_suite numbering python3 tests/numbering_test.py ;;
+	attack) # every tests/attack/*.py, each its own summary
+		for f in tests/attack/*.py; do
+			run_suite "attack_$(basename "$f" .py)" python3 "$f"
+		done ;;
 	integration) run_suite integration python3 tests/integration.py ;;
 	senders) run_suite senders python3 tests/senders.py ;;
 	packaging) run_suite packaging sh tests/packaging/run.sh ;;
