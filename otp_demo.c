@@ -496,15 +496,17 @@ check_country_list(const char *v)
 	int n = 0, rc;
 
 	while ((rc = list_item(&p, item, sizeof(item))) > 0) {
-		bool iso = strlen(item) == 2 && isalpha((unsigned char)item[0]) &&
+		bool iso = strlen(item) == 2 &&
+		    isalpha((unsigned char)item[0]) &&
 		    isalpha((unsigned char)item[1]);
 
-		if (++n > OTP_MAX_COUNTRIES || (!iso && !country_code_syntax(item)))
+		if (++n > OTP_MAX_COUNTRIES ||
+		    (!iso && !country_code_syntax(item)))
 			break;
 	}
 	if (rc != 0)
-		return "must be a comma-separated list of ISO country codes and "
-		    "calling codes, like 'US,CA' or '+44'";
+		return "must be a comma-separated list of ISO country codes "
+		    "and calling codes, like 'US,CA' or '+44'";
 	return NULL;
 }
 
@@ -1042,10 +1044,11 @@ config_countries(struct config *c, const struct origin *o, char *err,
 		if (r < 0) {
 			config_where(o, key, where, sizeof(where));
 			if (code)
-				return config_error(err, errlen, where, "%s: %s is "
-				    "no country's calling code", key, item);
-			return config_error(err, errlen, where, "%s: '%s' is not "
-			    "an ISO 3166 country code%s", key, item,
+				return config_error(err, errlen, where,
+				    "%s: %s is no country's calling code", key,
+				    item);
+			return config_error(err, errlen, where, "%s: '%s' is "
+			    "not an ISO 3166 country code%s", key, item,
 			    strcasecmp(item, "UK") == 0 ?
 			    " (did you mean 'GB'?)" : "");
 		}
@@ -1830,10 +1833,13 @@ phone_cc_region(unsigned long cc)
 static int
 phone_iso_region(const char *iso, size_t len)
 {
-	for (int i = 0; len == 2 && i < NUMBERING_NREGIONS; i++)
-		if (toupper((unsigned char)iso[0]) == numbering_regions[i].iso[0] &&
-		    toupper((unsigned char)iso[1]) == numbering_regions[i].iso[1])
+	for (int i = 0; len == 2 && i < NUMBERING_NREGIONS; i++) {
+		const char *r = numbering_regions[i].iso;
+
+		if (toupper((unsigned char)iso[0]) == r[0] &&
+		    toupper((unsigned char)iso[1]) == r[1])
 			return i;
+	}
 	return -1;
 }
 
@@ -1994,7 +2000,8 @@ phone_international(const char *d, size_t n, char *out, size_t outlen)
 		nat += tl, nn -= tl;
 		/* Dropping it again would fit too ("+46 0 0419..."): there is
 		 * no telling which was meant, and E.164 would not read back
-		 * to itself. Russia's "8 812 ..." is fine: 8 and 812... */
+		 * to itself. Russia's "8 812 ..." passes: 812... without its
+		 * 8 is too short. */
 		if (phone_trunk_fits(main_region, trunk, nat, nn))
 			return PHONE_INVALID;
 	}
@@ -2016,12 +2023,13 @@ phone_international(const char *d, size_t n, char *out, size_t outlen)
 
 /*
  * Turns what a person typed into E.164 in out (outlen bytes): drops
- * - . ( ) / and blanks as the tutorial does (and "030/123456"); reads a leading "+", the
- * international prefix "00", or COUNTRY_CODE's own ("011" in the NANP,
- * "810" in Russia) as "a calling code follows"; else puts COUNTRY_CODE
- * (country, "+44") in front, dropping the trunk prefix ("07700 900123":
- * +447700900123). Then checks the number (phone_international). Returns
- * PHONE_OK or why not; out is "" when nothing number-like was read.
+ * - . ( ) / and blanks as the tutorial does ("030/123456" too); reads a
+ * leading "+", the international prefix "00", or COUNTRY_CODE's own ("011"
+ * in the NANP, "810" in Russia) as "a calling code follows"; else puts
+ * COUNTRY_CODE (country, "+44") in front, dropping the trunk prefix
+ * ("07700 900123": +447700900123). Then checks the number
+ * (phone_international). Returns PHONE_OK or why not; out is "" when
+ * nothing number-like was read.
  */
 static int
 phone_normalise(const char *in, size_t len, const char *country, char *out,
@@ -2059,7 +2067,8 @@ phone_normalise(const char *in, size_t len, const char *country, char *out,
 	else if (n > 2 && memcmp(digits, "00", 2) == 0)
 		skip = 2;
 	if (skip > 0)
-		return phone_international(digits + skip, n - skip, out, outlen);
+		return phone_international(digits + skip, n - skip, out,
+		    outlen);
 	/* A national number: the calling code goes in front. */
 	cl = strlen(country + 1);
 	if (cl > 3 || strspn(country + 1, "0123456789") != cl)
@@ -2077,6 +2086,7 @@ phone_allowed(const struct config *c, const char *phone)
 	int r;
 
 	if (n < 2 || phone[0] != '+' ||
+	    strspn(phone + 1, "0123456789") != n - 1 ||
 	    (r = phone_cc_read(phone + 1, n - 1, &cclen)) < 0)
 		return false;
 	r = phone_region_of(r, phone + 1 + cclen, n - 1 - cclen);
