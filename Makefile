@@ -3,7 +3,8 @@
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
-#   make unit|model|docs|integration|attack|senders|browser|packaging
+#   make unit|model|docs|numbering|integration|attack|senders|browser|
+#        packaging   one suite of make test
 #                   one suite of make test
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
@@ -45,9 +46,9 @@ WWW       := www/index.html www/verify.html www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit model docs integration attack senders browser \
-	packaging deps \
-	deps-build deps-test fetch clean distclean
+.PHONY: all run test unit model docs numbering integration attack senders \
+	browser packaging deps deps-build deps-test fetch clean distclean \
+	numbering-gen
 all: otp_demo
 
 # deps-test includes deps-build's packages; ordering the two keeps a -j
@@ -76,8 +77,8 @@ $(BUILD)/civetweb.o: $(CW_SRC) $(CW_HDR) Makefile | deps-build
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(CW_CFLAGS) -c $< -o $@
 
-$(BUILD)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h $(CW_HDR) \
-		Makefile | deps-build
+$(BUILD)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
+		$(CW_HDR) Makefile | deps-build
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -c $< -o $@
 
 $(BUILD)/otp_demo: $(BUILD)/otp_demo.o $(BUILD)/civetweb.o
@@ -98,9 +99,16 @@ RUN_CONFIG := $(if $(wildcard config.cfg),config.cfg,config.cfg.example)
 run: otp_demo
 	./otp_demo -c $(RUN_CONFIG)
 
+# numbering.h (and tests/numbering_data.h) are generated from Debian's
+# python3-phonenumbers and committed; this rewrites them (make numbering
+# checks that they match).
+numbering-gen: | deps-test
+	tools/gen_numbering.py
+
 # ---- tests -----------------------------------------------------------------
 
-$(BUILD)/unit: tests/unit.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
+$(BUILD)/unit: tests/unit.c tests/numbering_data.h otp_demo.c otp_demo.h \
+		numbering.h $(BUILD)/www_data.h \
 		$(BUILD)/civetweb.o | deps-test
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -Wno-missing-prototypes \
 		-o $@ tests/unit.c $(BUILD)/civetweb.o $(LIBS) -lcmocka
@@ -122,7 +130,8 @@ TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit $(BUILD)/model examples | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
-unit model docs integration attack senders browser packaging: $(TEST_DEPS)
+unit model docs numbering integration attack senders browser packaging: \
+		$(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

@@ -108,7 +108,8 @@
 #define OTP_MAX_PAGE 8192     /* a rendered page */
 #define OTP_MAX_HEADERS 3072  /* our response headers: 4 cookies, a
 				 Location, the security headers */
-#define OTP_MAX_COUNTRIES 16  /* entries in ALLOWED_COUNTRY_CODES */
+#define OTP_MAX_COUNTRIES 64  /* entries in ALLOWED_COUNTRY_CODES */
+#define OTP_MAX_REGIONS 256   /* rows of numbering.h's region table */
 #define OTP_MAX_RETURN 256    /* a return_to path */
 #define OTP_MAX_LANGS 8       /* MESSAGE_<lang> keys */
 #define OTP_RATE_PROBES 32    /* slots a key may live in; a key finds
@@ -169,7 +170,7 @@ struct config {
 	long api_sms_per_hour;
 	long api_sms_per_number_per_hour;
 	long api_sends_per_verification;
-	char allowed_country_codes[128];
+	char allowed_country_codes[256];
 	char trusted_proxy[256];
 	char cert_file[OTP_MAX_STR];
 	bool redirect_http;
@@ -202,8 +203,7 @@ struct config {
 	uint8_t api_token_mac[OTP_MAC_LEN]; /* by otp_config_keys() */
 	enum provider provider;
 	enum alphabet alphabet;
-	char countries[OTP_MAX_COUNTRIES][8];
-	int ncountries;
+	uint8_t countries[OTP_MAX_REGIONS / 8]; /* a bit per region allowed */
 };
 
 /* Whose a verification is: a web session's or the JSON API's. Neither
@@ -527,46 +527,54 @@ struct origin {
 	int line[NKEYS]; /* > 0: file line; 0: default; -1: environment */
 };
 
-static const char *
-check_country_code(const char *v)
+/* Phone numbers' table lookups, defined in their section. */
+static int phone_cc_region(unsigned long cc);
+static int phone_iso_region(const char *iso, size_t len);
+static void phone_allow(uint8_t *bits, int region, bool whole_code);
+static int list_item(const char **p, char *item, size_t size);
+
+/* '+' and 1 to 3 digits, not 0 first: the syntax of a calling code. */
+static bool
+country_code_syntax(const char *v)
 {
 	size_t n = strlen(v);
 
-	if (n < 2 || n > 4 || v[0] != '+' || v[1] == '0' ||
-	    strspn(v + 1, "0123456789") != n - 1)
-		return "must be '+' and 1 to 3 digits, like '+1'";
+	return n >= 2 && n <= 4 && v[0] == '+' && v[1] != '0' &&
+	    strspn(v + 1, "0123456789") == n - 1;
+}
+
+static const char *
+check_country_code(const char *v)
+{
+	if (!country_code_syntax(v) || phone_cc_region(strtoul(v + 1, NULL,
+	    10)) < 0)
+		return "must be '+' and a country's calling code, like '+1' or "
+		    "'+44'";
 	return NULL;
 }
 
+/* The syntax only: config_finish() looks the codes up and names a bad one. */
 static const char *
 check_country_list(const char *v)
 {
 	char item[8];
 	const char *p = v;
+	int n = 0, rc;
 
-	if (*v == '\0')
-		return NULL; /* default: COUNTRY_CODE */
-	for (int n = 0; *p != '\0'; n++) {
-		size_t len = strcspn(p, ",");
+	while ((rc = list_item(&p, item, sizeof(item))) > 0) {
+		bool iso = strlen(item) == 2 &&
+		    isalpha((unsigned char)item[0]) &&
+		    isalpha((unsigned char)item[1]);
 
-		while (len > 0 && *p == ' ')
-			p++, len--;
-		if (n >= OTP_MAX_COUNTRIES || len == 0 || len >= sizeof(item))
-			return "must be a comma-separated list like '+1,+44'";
-		memcpy(item, p, len);
-		item[len] = '\0';
-		while (len > 0 && item[len - 1] == ' ')
-			item[--len] = '\0';
-		if (check_country_code(item) != NULL)
-			return "must be a comma-separated list like '+1,+44'";
-		p += strcspn(p, ",");
-		if (*p == ',')
-			p++;
+		if (++n > OTP_MAX_COUNTRIES ||
+		    (!iso && !country_code_syntax(item)))
+			break;
 	}
+	if (rc != 0)
+		return "must be a comma-separated list of ISO country codes "
+		    "and calling codes, like 'US,CA' or '+44'";
 	return NULL;
 }
-
-
 
 static const char *
 check_url(const char *v)
@@ -1101,12 +1109,50 @@ config_check_command(struct config *c, const struct origin *o, char *err,
 	return 0;
 }
 
+/*
+ * Derives the regions numbers may be in from ALLOWED_COUNTRY_CODES (or
+ * COUNTRY_CODE): an ISO code is that region; '+1' is the US and Canada
+ * (not the 23 other NANP regions: list them by ISO code); another calling
+ * code is every region that shares it ('+44': GB, GG, IM, JE).
+ */
+static int
+config_countries(struct config *c, const struct origin *o, char *err,
+                 size_t errlen)
+{
+	const char *key = c->allowed_country_codes[0] ?
+	    "ALLOWED_COUNTRY_CODES" : "COUNTRY_CODE";
+	const char *p = c->allowed_country_codes[0] ?
+	    c->allowed_country_codes : c->country_code;
+	char where[OTP_MAX_STR + 32], item[8];
+	int r;
+
+	memset(c->countries, 0, sizeof(c->countries));
+	while (list_item(&p, item, sizeof(item)) > 0) {
+		bool code = item[0] == '+';
+
+		r = code ? phone_cc_region(strtoul(item + 1, NULL, 10)) :
+		    phone_iso_region(item, strlen(item));
+		if (r < 0) {
+			config_where(o, key, where, sizeof(where));
+			if (code)
+				return config_error(err, errlen, where,
+				    "%s: %s is no country's calling code", key,
+				    item);
+			return config_error(err, errlen, where, "%s: '%s' is "
+			    "not an ISO 3166 country code%s", key, item,
+			    strcasecmp(item, "UK") == 0 ?
+			    " (did you mean 'GB'?)" : "");
+		}
+		phone_allow(c->countries, r, code);
+	}
+	return 0;
+}
+
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
 {
 	char where[OTP_MAX_STR + 32];
-	const char *list;
 
 	/* A key file (systemd credentials, a 0600 file) beats a key inline. */
 	if (c->api_key_file[0] != '\0' && config_read_key(c, o, err,
@@ -1131,21 +1177,8 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	c->alphabet = strcmp(c->token_alphabet, "digits") == 0 ?
 	    ALPHABET_DIGITS : ALPHABET_HEX;
 
-	list = c->allowed_country_codes[0] ? c->allowed_country_codes :
-	    c->country_code;
-	c->ncountries = 0;
-	for (const char *p = list; *p != '\0' &&
-	    c->ncountries < OTP_MAX_COUNTRIES;) {
-		size_t len;
-
-		p += strspn(p, " ,");
-		len = strcspn(p, " ,");
-		if (len == 0)
-			break;
-		str_ncopy(c->countries[c->ncountries++], sizeof(c->countries[0]),
-		    p, len);
-		p += len;
-	}
+	if (config_countries(c, o, err, errlen) != 0)
+		return -1;
 
 	if (c->provider == PROVIDER_COMMAND)
 		return config_check_command(c, o, err, errlen);
@@ -1161,7 +1194,7 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	if (!phone_is_e164(c->from_number)) {
 		config_where(o, "FROM_NUMBER", where, sizeof(where));
 		return config_error(err, errlen, where,
-		    "FROM_NUMBER must be an E.164 number like '+15551234567'");
+		    "FROM_NUMBER must be an E.164 number like '+12015550123'");
 	}
 	return config_check_ca(c, o, err, errlen);
 }
@@ -2403,6 +2436,54 @@ limits_load(struct otp *otp, char *err, size_t errlen)
 }
 
 /* ---- phone numbers ----------------------------------------------------- */
+/*
+ * A number is read with numbering.h, generated from libphonenumber's
+ * metadata by tools/gen_numbering.py: each region's calling code, trunk
+ * prefix, international prefix and possible lengths, and the prefixes that
+ * tell the regions sharing a calling code apart. On top of it, the NANP's
+ * own rules (phone_nanp). Every check runs before a send, so a refused
+ * number costs nothing but the request.
+ */
+
+#include "numbering.h"
+
+_Static_assert(NUMBERING_NREGIONS <= OTP_MAX_REGIONS,
+    "numbering.h has more regions than struct config's countries holds");
+
+#define NPREFIXES (sizeof(numbering_prefixes) / sizeof(numbering_prefixes[0]))
+
+/* Why a number is refused; PHONE_OK (0) when it is not. */
+enum phone_err {
+	PHONE_OK = 0,
+	PHONE_INVALID = -1, /* not a phone number */
+	PHONE_LENGTH = -2,  /* a length its country's numbers never have */
+	PHONE_RANGE = -3,   /* premium rate, toll-free, other non-mobile */
+	PHONE_COUNTRY = -4, /* a country ALLOWED_COUNTRY_CODES leaves out */
+};
+
+/* What the log, the form and the JSON API say about each refusal. */
+static const struct {
+	const char *reason; /* refused ... reason= in the log */
+	const char *code;   /* the JSON API's error code */
+	const char *api;    /* its message */
+	const char *page;   /* the form's message */
+} phone_refusals[] = {
+	[-PHONE_INVALID] = { "invalid", "invalid_phone",
+	    "not a phone number",
+	    "Please enter a valid phone number, like (201) 555-0123 or "
+	    "+44 20 7946 0958." },
+	[-PHONE_LENGTH] = { "length", "phone_length",
+	    "too many or too few digits for a number of its country",
+	    "That number has too many or too few digits for its country." },
+	[-PHONE_RANGE] = { "range", "phone_range",
+	    "premium-rate, toll-free and other numbers that cannot receive "
+	    "SMS are refused",
+	    "We can't send codes to premium-rate, toll-free or other numbers "
+	    "that can't receive SMS." },
+	[-PHONE_COUNTRY] = { "country", "country_not_allowed",
+	    "this server does not send to that country",
+	    "Sorry, we can't send codes to that country." },
+};
 
 /* True if s is "+" and 7 to 15 digits, the first not 0. */
 static bool
@@ -2414,60 +2495,329 @@ phone_is_e164(const char *s)
 	    s[1] != '0' && strspn(s + 1, "0123456789") == n - 1;
 }
 
+/* The main region of calling code cc (its first row), or -1. O(log n). */
+static int
+phone_cc_region(unsigned long cc)
+{
+	size_t lo = 0, hi = NUMBERING_NREGIONS;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (numbering_regions[mid].cc < cc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < NUMBERING_NREGIONS && numbering_regions[lo].cc == cc ?
+	    (int)lo : -1;
+}
+
+/* The region of an ISO 3166 code ("GB", any case), or -1. O(n): config. */
+static int
+phone_iso_region(const char *iso, size_t len)
+{
+	for (int i = 0; len == 2 && i < NUMBERING_NREGIONS; i++) {
+		const char *r = numbering_regions[i].iso;
+
+		if (toupper((unsigned char)iso[0]) == r[0] &&
+		    toupper((unsigned char)iso[1]) == r[1])
+			return i;
+	}
+	return -1;
+}
+
 /*
- * Turns what a person typed into E.164: drops - . ( ) and spaces as the
- * tutorial does, and puts the country code in front unless the number
- * starts with +. Returns 0, or -1 if the result is not E.164.
+ * Sets region's bit in bits; with whole_code, also those of every region
+ * sharing its calling code, except that +1 means the US and Canada only:
+ * the other 23 NANP regions (JM, PR, ...) are other countries, with other
+ * prices, and must be listed by ISO code.
+ */
+static void
+phone_allow(uint8_t *bits, int region, bool whole_code)
+{
+	unsigned cc = numbering_regions[region].cc;
+
+	for (int i = region; i < NUMBERING_NREGIONS &&
+	    numbering_regions[i].cc == cc; i++) {
+		if (i == region || (whole_code && (cc != 1 ||
+		    memcmp(numbering_regions[i].iso, "CA", 2) == 0)))
+			bits[i / 8] |= (uint8_t)(1u << i % 8);
+		if (!whole_code)
+			break;
+	}
+}
+
+/*
+ * Reads the calling code at the start of d (n digits): ITU codes are 1 to 3
+ * digits and none is the start of another. Returns its main region and
+ * sets *cclen, or -1 if no country has it.
+ */
+static int
+phone_cc_read(const char *d, size_t n, size_t *cclen)
+{
+	unsigned long cc = 0;
+
+	for (size_t i = 0; i < 3 && i < n; i++) {
+		int r;
+
+		cc = cc * 10 + (unsigned long)(d[i] - '0');
+		if ((r = phone_cc_region(cc)) >= 0) {
+			*cclen = i + 1;
+			return r;
+		}
+	}
+	return -1;
+}
+
+/*
+ * The region a national number d (n digits) belongs to, given its calling
+ * code's main region: that of the longest numbering_prefixes entry it
+ * starts with, else the main region. O(prefixes), about 150.
+ */
+static int
+phone_region_of(int main_region, const char *d, size_t n)
+{
+	unsigned cc = numbering_regions[main_region].cc;
+	size_t best_len = 0;
+	int best = main_region;
+
+	for (size_t i = 0; i < NPREFIXES; i++) {
+		const struct numbering_prefix *p = &numbering_prefixes[i];
+		size_t len = strlen(p->digits);
+
+		if (numbering_regions[p->region].cc == cc && len > best_len &&
+		    len <= n && memcmp(p->digits, d, len) == 0) {
+			best = p->region;
+			best_len = len;
+		}
+	}
+	return best;
+}
+
+static bool
+phone_length_ok(int region, size_t n)
+{
+	return n <= 15 && (numbering_regions[region].lengths >> n & 1) != 0;
+}
+
+/*
+ * The NANP's rules for a +1 national number d, NPA-NXX-XXXX (area code,
+ * exchange, line): 10 digits; area code and exchange start with 2-9 and
+ * are not N11 (service codes: 411, 911). Refused as ranges that cannot
+ * receive SMS: area codes whose last two digits are the same ("easily
+ * recognisable codes": toll-free 800, 833 ... 888, premium-rate 900,
+ * personal 500 ... 588, 600, 700 and the unassigned rest, 555 among them),
+ * 880-889 (kept for toll-free), 521-529 (personal), 456 (inbound
+ * international), 710 (US government), N9X (kept for expanding the plan),
+ * 37X and 96X (reserved), and the premium-rate exchange 976.
+ * tests/unit.c checks these against every area code libphonenumber knows.
+ */
+static int
+phone_nanp(const char *d, size_t n)
+{
+	int npa, nxx;
+
+	if (n != 10)
+		return PHONE_LENGTH;
+	if (d[0] < '2' || d[3] < '2' || (d[1] == '1' && d[2] == '1') ||
+	    (d[4] == '1' && d[5] == '1'))
+		return PHONE_INVALID;
+	npa = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
+	nxx = (d[3] - '0') * 100 + (d[4] - '0') * 10 + (d[5] - '0');
+	if (d[1] == d[2] || d[1] == '9' || npa / 10 == 37 || npa / 10 == 96 ||
+	    npa / 10 == 88 || (npa >= 521 && npa <= 529) || npa == 456 ||
+	    npa == 710 || nxx == 976)
+		return PHONE_RANGE;
+	return PHONE_OK;
+}
+
+/* True if national number d (n digits) starts with the trunk prefix and
+ * what follows it has a possible length. */
+static bool
+phone_trunk_fits(int main_region, const char *trunk, const char *d, size_t n)
+{
+	size_t tl = strlen(trunk);
+
+	return tl > 0 && n > tl && memcmp(d, trunk, tl) == 0 &&
+	    phone_length_ok(phone_region_of(main_region, d + tl, n - tl),
+	    n - tl);
+}
+
+/*
+ * Checks d (n digits: calling code and national number, as after "+") and
+ * writes it as E.164 into out. A trunk prefix written after the calling
+ * code ("+44 (0)20 ...", or a national "020 ..." put behind COUNTRY_CODE)
+ * is dropped when what follows has a possible length. Returns PHONE_OK,
+ * PHONE_INVALID, PHONE_LENGTH or PHONE_RANGE; out holds the number read
+ * (for a masked log line) unless it is PHONE_INVALID or does not fit.
+ */
+static int
+phone_international(const char *d, size_t n, char *out, size_t outlen)
+{
+	const char *trunk, *nat;
+	size_t cclen = 0, tl, nn;
+	int main_region, r, rc = PHONE_OK;
+
+	out[0] = '\0';
+	if (n == 0 || d[0] == '0')
+		return PHONE_INVALID;
+	if ((main_region = phone_cc_read(d, n, &cclen)) < 0) {
+		/* +800 freephone, +808 shared cost, +870 ... +883 satellite,
+		 * +979 premium rate: no country's, not for SMS codes */
+		unsigned long cc = 0;
+
+		for (size_t i = 0; i < 3 && i < n; i++) {
+			cc = cc * 10 + (unsigned long)(d[i] - '0');
+			for (size_t j = 0; j < sizeof(numbering_nongeo) /
+			    sizeof(numbering_nongeo[0]); j++)
+				if (numbering_nongeo[j] == cc)
+					return PHONE_RANGE;
+		}
+		return PHONE_INVALID;
+	}
+	nat = d + cclen;
+	nn = n - cclen;
+	trunk = numbering_trunks[numbering_regions[main_region].prefixes >> 4];
+	tl = strlen(trunk);
+	if (phone_trunk_fits(main_region, trunk, nat, nn)) {
+		nat += tl, nn -= tl;
+		/* Dropping it again would fit too ("+46 0 0419..."): there is
+		 * no telling which was meant, and E.164 would not read back
+		 * to itself. Russia's "8 812 ..." passes: 812... without its
+		 * 8 is too short. */
+		if (phone_trunk_fits(main_region, trunk, nat, nn))
+			return PHONE_INVALID;
+	}
+	r = phone_region_of(main_region, nat, nn);
+	if (cclen + nn > 15 || !phone_length_ok(r, nn))
+		rc = PHONE_LENGTH;
+	else if (numbering_regions[r].cc == 1)
+		rc = phone_nanp(nat, nn);
+	if (rc != PHONE_INVALID && 1 + cclen + nn < outlen) {
+		out[0] = '+';
+		memcpy(out + 1, d, cclen);
+		memcpy(out + 1 + cclen, nat, nn);
+		out[1 + cclen + nn] = '\0';
+	} else if (rc == PHONE_OK) {
+		rc = PHONE_INVALID; /* out is too small */
+	}
+	return rc;
+}
+
+/*
+ * Turns what a person typed into E.164 in out (outlen bytes): drops
+ * - . ( ) / and blanks as the tutorial does ("030/123456" too); reads a
+ * leading "+", the international prefix "00", or COUNTRY_CODE's own ("011"
+ * in the NANP, "810" in Russia) as "a calling code follows"; else puts
+ * COUNTRY_CODE (country, "+44") in front, dropping the trunk prefix
+ * ("07700 900123": +447700900123). Then checks the number
+ * (phone_international). Returns PHONE_OK or why not; out is "" when
+ * nothing number-like was read.
  */
 static int
 phone_normalise(const char *in, size_t len, const char *country, char *out,
                 size_t outlen)
 {
-	char digits[OTP_MAX_INPUT + 1];
-	size_t n = 0;
+	char digits[OTP_MAX_INPUT + 4];
+	const char *intl = "00";
+	size_t n = 0, cl, skip = 0;
 	bool plus = false;
+	int home;
 
+	if (outlen > 0)
+		out[0] = '\0';
+	if (outlen == 0 || country[0] != '+')
+		return PHONE_INVALID;
 	for (size_t i = 0; i < len; i++) {
 		char ch = in[i];
 
-		if (strchr("-.() ", ch) != NULL && ch != '\0')
+		if (ch != '\0' && strchr("-.()/ ", ch) != NULL)
 			continue;
 		if (ch == '+' && n == 0 && !plus) {
 			plus = true;
 			continue;
 		}
 		if (ch < '0' || ch > '9' || n >= OTP_MAX_INPUT)
-			return -1;
+			return PHONE_INVALID;
 		digits[n++] = ch;
 	}
-	digits[n] = '\0';
-	if (snprintf(out, outlen, "%s%s", plus ? "+" : country, digits) >=
-	    (int)outlen)
-		return -1;
-	return phone_is_e164(out) ? 0 : -1;
+	if (plus || n == 0)
+		return phone_international(digits, n, out, outlen);
+	if ((home = phone_cc_region(strtoul(country + 1, NULL, 10))) >= 0)
+		intl = numbering_intls[numbering_regions[home].prefixes & 15];
+	if (n > strlen(intl) && memcmp(digits, intl, strlen(intl)) == 0)
+		skip = strlen(intl);
+	else if (n > 2 && memcmp(digits, "00", 2) == 0)
+		skip = 2;
+	if (skip > 0)
+		return phone_international(digits + skip, n - skip, out,
+		    outlen);
+	/* A national number: the calling code goes in front. */
+	cl = strlen(country + 1);
+	if (cl > 3 || strspn(country + 1, "0123456789") != cl)
+		return PHONE_INVALID;
+	memmove(digits + cl, digits, n);
+	memcpy(digits, country + 1, cl);
+	return phone_international(digits, n + cl, out, outlen);
 }
 
-/* Writes a loggable form of an E.164 number: +1555***4567. */
-static void
-phone_mask(const char *phone, char *out, size_t outlen)
-{
-	size_t n = strlen(phone);
-	size_t head = n >= 12 ? 5 : 3, tail = n >= 10 ? 4 : 2;
-
-	if (n < head + tail + 2) {
-		snprintf(out, outlen, "+***");
-		return;
-	}
-	snprintf(out, outlen, "%.*s***%s", (int)head, phone, phone + n - tail);
-}
-
+/* True if phone (E.164) is in a region ALLOWED_COUNTRY_CODES allows. */
 static bool
 phone_allowed(const struct config *c, const char *phone)
 {
-	for (int i = 0; i < c->ncountries; i++)
-		if (strncmp(phone, c->countries[i], strlen(c->countries[i])) == 0)
-			return true;
-	return false;
+	size_t cclen = 0, n = strlen(phone);
+	int r;
+
+	if (n < 2 || phone[0] != '+' ||
+	    strspn(phone + 1, "0123456789") != n - 1 ||
+	    (r = phone_cc_read(phone + 1, n - 1, &cclen)) < 0)
+		return false;
+	r = phone_region_of(r, phone + 1 + cclen, n - 1 - cclen);
+	return (c->countries[r / 8] >> r % 8 & 1) != 0;
+}
+
+/*
+ * Reads a number typed into the form or given to the API, as
+ * phone_normalise() with COUNTRY_CODE, and checks its country against
+ * ALLOWED_COUNTRY_CODES. Returns PHONE_OK, or why it is refused.
+ */
+static int
+phone_read(const struct config *c, const char *in, size_t len, char *out,
+           size_t outlen)
+{
+	int rc = phone_normalise(in, len, c->country_code, out, outlen);
+
+	if (rc == PHONE_OK && !phone_allowed(c, out))
+		rc = PHONE_COUNTRY;
+	return rc;
+}
+
+/*
+ * Writes a loggable form of an E.164 number: its calling code, a * per
+ * hidden digit and the last 2 digits (+1********67); a national part too
+ * short to hide most of it shows no digit, and what is not "+" and digits
+ * is "-".
+ */
+static void
+phone_mask(const char *phone, char *out, size_t outlen)
+{
+	size_t n = strlen(phone), cclen = 0, nn, tail;
+
+	if (outlen == 0)
+		return;
+	if (n < 2 || phone[0] != '+' || strspn(phone + 1, "0123456789") !=
+	    n - 1) {
+		str_copy(out, outlen, "-");
+		return;
+	}
+	if (phone_cc_read(phone + 1, n - 1, &cclen) < 0)
+		cclen = 0;
+	nn = n - 1 - cclen;
+	tail = nn >= 4 ? 2 : 0;
+	if (snprintf(out, outlen, "+%.*s%.*s%s", (int)cclen, phone + 1,
+	    (int)(nn - tail), "****************", phone + n - tail) < 0)
+		str_copy(out, outlen, "-");
 }
 
 /* ---- SMS senders ------------------------------------------------------- */
@@ -4770,13 +5120,24 @@ reply_start_failed(struct req *r, const struct start *st, const char *input)
 	    input);
 }
 
+/* Logs a number phone_read() refused (masked), and why. */
+static void
+log_refused(struct req *r, int why, const char *phone)
+{
+	char masked[32];
+
+	phone_mask(phone, masked, sizeof(masked));
+	log_info(r->otp, "refused to=%s reason=%s ip=%s", masked,
+	    phone_refusals[-why].reason, r->addr);
+}
+
 /* POST /request: phone number in, SMS out, verify page back. */
 static int
 on_request(struct req *r)
 {
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1];
-	char phone[OTP_MAX_PHONE_LEN + 1], masked[32];
+	char phone[OTP_MAX_PHONE_LEN + 1] = "";
 	char vid[HANDLE_LEN + 1];
 	struct start st;
 	size_t len;
@@ -4787,17 +5148,11 @@ on_request(struct req *r)
 	if ((n = form_get(body, len, "phone", input, sizeof(input))) < 0 &&
 	    n != FORM_TOO_LONG)
 		return reply_form_error(r, n, "phone");
-	if (n < 0 || phone_normalise(input, (size_t)n, otp->cfg.country_code,
-	    phone, sizeof(phone)) != 0)
-		return reply_index(r, 400, "Please enter a valid phone number, "
-		    "like (555) 123-4567 or +44 20 7946 0958.",
+	if ((rc = n < 0 ? PHONE_INVALID : phone_read(&otp->cfg, input,
+	    (size_t)n, phone, sizeof(phone))) != PHONE_OK) {
+		log_refused(r, rc, phone);
+		return reply_index(r, 400, phone_refusals[-rc].page,
 		    n < 0 ? "" : input);
-	if (!phone_allowed(&otp->cfg, phone)) {
-		phone_mask(phone, masked, sizeof(masked));
-		log_info(otp, "refused to=%s reason=country ip=%s", masked,
-		    r->addr);
-		return reply_index(r, 400, "Sorry, we can't send codes to that "
-		    "country.", input);
 	}
 	if (verification_start(otp, phone, &r->cl, &r->ow, message_for(&otp->cfg,
 	    mg_get_header(r->conn, "Accept-Language")), &st) != 0)
@@ -5143,13 +5498,12 @@ api_create(struct req *r)
 	if ((rc = api_read(r, body, sizeof(body), "phone", input,
 	    sizeof(input))) != 0)
 		return rc;
-	if (phone_normalise(input, strlen(input), otp->cfg.country_code, phone,
-	    sizeof(phone)) != 0)
-		return reply_json_error(r, 400, "invalid_phone",
-		    "not a phone number (E.164: + and 7 to 15 digits)");
-	if (!phone_allowed(&otp->cfg, phone))
-		return reply_json_error(r, 400, "country_not_allowed",
-		    "this server does not send to that country");
+	if ((rc = phone_read(&otp->cfg, input, strlen(input), phone,
+	    sizeof(phone))) != PHONE_OK) {
+		log_refused(r, rc, phone);
+		return reply_json_error(r, 400, phone_refusals[-rc].code,
+		    phone_refusals[-rc].api);
+	}
 	if ((rc = api_client(r, body, ip, &cl)) != 0)
 		return rc;
 	if (verification_start(otp, phone, &cl, &otp->api,
@@ -6637,6 +6991,32 @@ str_ncopy(char *dst, size_t size, const char *src, size_t n)
 	memcpy(dst, src, n);
 	dst[n] = '\0';
 	return rc;
+}
+
+/*
+ * The next item of the comma-separated list at *p, without the blanks
+ * around it, into item (size bytes with its NUL); moves *p past the item
+ * and its comma. Returns 1, 0 at the end of the list, or -1 for an empty
+ * item or one that does not fit.
+ */
+static int
+list_item(const char **p, char *item, size_t size)
+{
+	const char *s = *p;
+	size_t len;
+
+	if (*s == '\0')
+		return 0;
+	s += strspn(s, " \t");
+	len = strcspn(s, ",");
+	*p = s + len + (s[len] == ',');
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	if (len == 0 || len >= size)
+		return -1;
+	memcpy(item, s, len);
+	item[len] = '\0';
+	return 1;
 }
 
 /* Parses a whole decimal number within [min, max]. 0 or -1. */

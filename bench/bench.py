@@ -32,12 +32,13 @@ import tempfile
 import threading
 import time
 import types
+import urllib.parse
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402
     HERE, LIMITS_OFF, ROOT, BenchError, Client, Server, Wrk, form_request,
-    free_port, http_get_once, loadavg, median, pipeline, raw_exchange)
+    free_port, http_get_once, loadavg, median, nanp, pipeline, raw_exchange)
 
 BIN = os.path.abspath(os.environ.get("BENCH_BIN") or
                       os.path.join(ROOT, "otp_demo"))
@@ -107,8 +108,8 @@ def make_vids(srv, n, first):
     cookie = "otp_sid=%s" % c.sid
 
     def make(i):
-        return form_request("/request", "phone=%%2B1%010d&csrf=%s" % (
-            first + i, c.csrf), cookie)
+        return form_request("/request", "phone=%s&csrf=%s" % (
+            urllib.parse.quote(nanp(first + i)), c.csrf), cookie)
 
     counts, vids = pipeline(srv.port, make, n,
                             collect=re.compile(rb"otp_vid=([0-9a-f]+)"))
@@ -130,7 +131,8 @@ def capture(rundir, srv, vid_client, vid):
             "/verify", "token=ZZZZZZ&csrf=%s" % vid_client.csrf,
             "otp_sid=%s; otp_vid=%s" % (vid_client.sid, vid)),
         ("POST", "/request"): form_request(
-            "/request", "phone=%%2B1%010d&csrf=%s" % (1999999999, c.csrf),
+            "/request", "phone=%s&csrf=%s" % (
+                urllib.parse.quote(nanp(1999999999)), c.csrf),
             "otp_sid=%s" % c.sid),
     }
     for (method, path), req in reqs.items():
@@ -405,8 +407,8 @@ def fill(srv, sess, count, first):
     cookie = "otp_sid=%s" % sess.sid
 
     def make(i):
-        return form_request("/request", "phone=%%2B1%010d&csrf=%s" % (
-            first + i, sess.csrf), cookie)
+        return form_request("/request", "phone=%s&csrf=%s" % (
+            urllib.parse.quote(nanp(first + i)), sess.csrf), cookie)
 
     counts = pipeline(srv.port, make, count)
     if counts.get(200) != count:
@@ -423,19 +425,19 @@ def latency(rundir, wrk):
         # spread over it, one after each tenth of the fill.
         sb = Client(big.port).session()
         ss = Client(small.port).session()
-        small_vids = [ss.request_code("+1%010d" % (4000000000 + i))
+        small_vids = [ss.request_code(nanp(4000000000 + i))
                       for i in range(10)]
         big_vids = []
         rss10k = None
         t0 = time.monotonic()
         for seg in range(10):
-            big_vids.append(sb.request_code("+1%010d" % (4100000000 + seg)))
+            big_vids.append(sb.request_code(nanp(4100000000 + seg)))
             fill(big, sb, 9999, 4200000000 + seg * 1000000)
             if seg == 0:
                 time.sleep(0.2)
                 rss10k = big.rss_kib()
         say("   filled 100,000 in %.1f s" % (time.monotonic() - t0))
-        st = sb.request_status("+1%010d" % 4099999999)
+        st = sb.request_status(nanp(4099999999))
         if st != 503:
             raise BenchError("a full table answered %d, not 503" % st)
         rss100k = big.rss_kib()
@@ -575,7 +577,7 @@ def sms(rundir):
                             api_key="KEYbench")
     fake.start()
     cfg = bench_config(MAX_PENDING=10000, API_KEY="KEYbench",
-                       FROM_NUMBER="+15550001111", SMS_PROVIDER="telnyx",
+                       FROM_NUMBER="+12025550111", SMS_PROVIDER="telnyx",
                        SMS_API_URL=fake.url,
                        SMS_CA_FILE=os.path.join(certs, "ca.pem"))
     srv = otp(rundir, "sms", cfg).start()
@@ -583,7 +585,7 @@ def sms(rundir):
         c = Client(srv.port).session()
         h0 = fake.handshakes
         for i in range(100):
-            c.request_code("+1%010d" % (5000000000 + i))
+            c.request_code(nanp(5000000000 + i))
         seq = fake.handshakes - h0
         c.close()
 
@@ -594,7 +596,7 @@ def sms(rundir):
             try:
                 cl = Client(srv.port).session()
                 for i in range(100 // THREADS):
-                    cl.request_code("+1%010d" % (5100000000 + k * 1000 + i))
+                    cl.request_code(nanp(5100000000 + k * 1000 + i))
                 cl.close()
             except Exception as e:  # noqa: BLE001
                 errors.append(e)

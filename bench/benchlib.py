@@ -52,6 +52,26 @@ LIMITS_OFF = {
 }
 
 
+# Phone numbers. otp_demo refuses numbers that cannot exist (its NANP
+# rules) and, by default, any outside the US and Canada, so the bench
+# counts with an integer v and sends nanp(v): an area code of AREA_CODES,
+# an exchange 200-999 but N11 and 976, and a line. Distinct for v within
+# any window of len(AREA_CODES) * 791 * 10000 (3.16e8); bench/common.lua
+# has the same function for wrk.
+AREA_CODES = ("201 202 203 205 206 207 208 209 210 212 213 214 215 216 217 "
+              "218 219 224 225 228 229 231 234 239 240 248 251 252 253 254 "
+              "256 260 262 267 269 270 272 276 281 301").split()
+EXCHANGES = ["%03d" % x for x in range(200, 1000)
+             if x % 100 != 11 and x != 976]
+
+
+def nanp(v):
+    """The v-th number otp_demo accepts, E.164: "+12012000000"..."""
+    line, v = v % 10000, v // 10000
+    ex, v = EXCHANGES[v % len(EXCHANGES)], v // len(EXCHANGES)
+    return "+1%s%s%04d" % (AREA_CODES[v % len(AREA_CODES)], ex, line)
+
+
 class Server:
     """One server process (otp_demo or the ceiling) on 127.0.0.1:0.
 

@@ -45,3 +45,25 @@ local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if pause ~= nil then
    delay = function() return pause end
 end
+
+-- The n-th phone number otp_demo accepts, URL-encoded (%2B1...): as
+-- bench/benchlib.py's nanp(), with the same area codes and exchanges.
+local areas = {}
+for a in string.gmatch("201 202 203 205 206 207 208 209 210 212 213 214 " ..
+      "215 216 217 218 219 224 225 228 229 231 234 239 240 248 251 252 " ..
+      "253 254 256 260 262 267 269 270 272 276 281 301", "%d+") do
+   areas[#areas + 1] = a
+end
+local exchanges = {}
+for x = 200, 999 do
+   if x % 100 ~= 11 and x ~= 976 then
+      exchanges[#exchanges + 1] = x
+   end
+end
+function nanp(n)
+   local line = n % 10000
+   n = math.floor(n / 10000)
+   local ex = exchanges[n % #exchanges + 1]
+   n = math.floor(n / #exchanges)
+   return string.format("%%2B1%s%03d%04d", areas[n % #areas + 1], ex, line)
+end

@@ -102,6 +102,7 @@ def build(tmp, name, defines, options, code):
     with open(c, "w") as f:
         f.write(src)
     shutil.copy(os.path.join(ROOT, "otp_demo.h"), d)
+    shutil.copy(os.path.join(ROOT, "numbering.h"), d)
     binary = os.path.join(d, "otp_demo")
     cc = shlex.split(os.environ.get("FAIR_CC") or "cc")
     cflags = shlex.split(os.environ.get("FAIR_CFLAGS") or

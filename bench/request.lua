@@ -1,7 +1,7 @@
 -- bench/request.lua: POST /request, a new phone number every time.
 --   BENCH_SID, BENCH_CSRF  a session (otp_sid cookie) and its CSRF token
---   BENCH_FIRST            first number after +1 (10 digits); each wrk
---                          thread counts up from FIRST + thread * 10^8
+--   BENCH_FIRST            where the count starts: each wrk thread sends
+--                          nanp(FIRST + thread * 10^8 + 1), nanp(... + 2)...
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 bench_stop_after()
 
@@ -20,5 +20,5 @@ end
 function request()
    n = n + 1
    return wrk.format("POST", "/request", headers,
-      string.format("phone=%%2B1%.0f&csrf=%s", n, csrf))
+      string.format("phone=%s&csrf=%s", nanp(n), csrf))
 end

@@ -78,18 +78,21 @@ embed_log(const char *level, const char *fmt, ...)
 	fprintf(stderr, "%s %s embed: %s\n", stamp, level, line);
 }
 
-/* +15551234567 -> +1555***4567, as otp_demo logs numbers. */
+/*
+ * +12015550123 -> +*********23: only the last 2 digits, as otp_demo logs
+ * numbers (otp_demo also keeps the calling code, which takes its
+ * numbering table to find).
+ */
 static void
 embed_mask(const char *phone, char *out, size_t outlen)
 {
 	size_t n = strlen(phone);
-	size_t head = n >= 12 ? 5 : 3, tail = n >= 10 ? 4 : 2;
 
-	if (n < head + tail + 2)
+	if (n < 6 || phone[0] != '+')
 		snprintf(out, outlen, "+***");
 	else
-		snprintf(out, outlen, "%.*s***%s", (int)head, phone,
-		    phone + n - tail);
+		snprintf(out, outlen, "+%.*s%s", (int)(n - 3),
+		    "****************", phone + n - 2);
 }
 
 /*

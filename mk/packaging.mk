@@ -57,7 +57,7 @@ EXAMPLES_DIR := $(BUILD)/examples
 # otp_demo.c without main(), as a program that embeds it links it.
 OTP_LIB_OBJ  := $(EXAMPLES_DIR)/otp_demo_lib.o
 
-$(OTP_LIB_OBJ): otp_demo.c otp_demo.h $(BUILD)/www_data.h \
+$(OTP_LIB_OBJ): otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
 		civetweb/include/civetweb.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -c $< -o $@

@@ -33,7 +33,7 @@ BENCH_JSON     ?= $(BUILD)/bench/results.json
 # The ceiling: otp_demo.c's own server_options() and civetweb object, a
 # handler without logic (bench/ceiling.c). -Wno-unused-function: it calls
 # none of otp_demo's handlers.
-$(BUILD)/bench/ceiling: bench/ceiling.c otp_demo.c otp_demo.h \
+$(BUILD)/bench/ceiling: bench/ceiling.c otp_demo.c otp_demo.h numbering.h \
 		$(BUILD)/www_data.h $(BUILD)/civetweb.o Makefile mk/proof.mk
 	@mkdir -p $(BUILD)/bench
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -Wno-unused-function \
@@ -73,7 +73,7 @@ $(FUZZ_DIR)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h Makefile
 	$(FUZZ_CC) -g -O1 $(CW_CFLAGS) -c $< -o $@
 
 $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h otp_demo.c otp_demo.h \
-		$(BUILD)/www_data.h $(FUZZ_DIR)/civetweb.o
+		numbering.h $(BUILD)/www_data.h $(FUZZ_DIR)/civetweb.o
 	$(FUZZ_CC) $(FUZZ_FLAGS) -std=c11 -D_GNU_SOURCE -DOTP_NO_MAIN \
 		-DOTP_VERSION='"$(VERSION)"' -Wall -Wextra -Wno-unused-function \
 		-Icivetweb/include -I$(BUILD) -o $@ $< $(FUZZ_DIR)/civetweb.o \

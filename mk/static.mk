@@ -182,7 +182,7 @@ $(SB)/notices.h $(SB)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE) \
 	tools/notices.sh $(if $(filter %.h,$@),c,text) $(STATIC_NOTICES) > $@.tmp
 	mv -f $@.tmp $@
 
-$(SB)/otp_demo.o: otp_demo.c otp_demo.h $(BUILD)/www_data.h \
+$(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
 		civetweb/include/civetweb.h $(SB)/curl.stamp $(SB)/notices.h
 	$(SCC) $(STATIC_OPT) -I$(SB) $(OTP_CFLAGS) -c $< -o $@
 

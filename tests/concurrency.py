@@ -208,7 +208,7 @@ def main():
     try:
         # 1. Requests: RECORDS numbers, each asked for three times at once
         # by three sessions; RESEND_INTERVAL lets exactly one through.
-        numbers = ["+1555%07d" % (1000000 + i) for i in range(RECORDS)]
+        numbers = ["+1201555%04d" % i for i in range(RECORDS)]
 
         def ask(number):
             sessions = [Session(srv.port) for _ in range(3)]

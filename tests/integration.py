@@ -61,11 +61,11 @@ OUT = os.path.join(ROOT, "tests", "out", "integration")
 CERTS = os.path.join(OUT, "certs")
 
 API_KEY = "KEYtest-7f3a9c2e51d84b06"
-FROM = "+15550001111"
-PHONE = "(555) 123-4567"
-PHONE_E164 = "+15551234567"
-PHONE2 = "555-987-6543"
-PHONE2_E164 = "+15559876543"
+FROM = "+12025550111"
+PHONE = "(201) 555-0123"
+PHONE_E164 = "+12015550123"
+PHONE2 = "201-555-0187"
+PHONE2_E164 = "+12015550187"
 UK = "+442071838750"
 API_TOKEN = "TOKtest-3b9e1c7a0d5f4e28"     # JSON API bearer token
 API = "/api/v1/verifications"
@@ -647,6 +647,21 @@ class Ctx:
         leaked = [p for p in sorted(self.phones) if p in log]
         if leaked:
             out.append("log contains full phone number(s) %s" % leaked[:3])
+        # A masked number shows its calling code (1 to 3 digits) and at
+        # most its last 2 digits: +1********23. Every to= is one (or "-").
+        for m in re.finditer(r"\bto=(\S*)", log):
+            if not re.fullmatch(r"\+[0-9]{0,3}\*+[0-9]{0,2}|-", m.group(1)):
+                out.append("log%s shows to=%s: not a number masked to its "
+                           "calling code and last 2 digits"
+                           % (server.tag, m.group(1)))
+                break
+        for m in re.finditer(r"\+[0-9]*\*+[0-9]*", log):
+            head, tail = re.fullmatch(r"\+([0-9]*)\*+([0-9]*)",
+                                      m.group(0)).groups()
+            if len(head) > 3 or len(tail) > 2:
+                out.append("log%s shows %s: more than a calling code and "
+                           "the last 2 digits" % (server.tag, m.group(0)))
+                break
         return out
 
 
@@ -1214,28 +1229,28 @@ CASES = [
         {"get": "/", "status": 200},
         {"request": "abcdefghij", "status": 400, "api": 0, "page": "index",
          "has": ['class="error"']},
-        {"request": "555-CALL-NOW", "status": 400, "api": 0},
+        {"request": "201-CALL-NOW", "status": 400, "api": 0},
         {"request": "12345", "status": 400, "api": 0, "what": "too short"},
         {"request": "5" * 30, "status": 400, "api": 0, "what": "too long"},
-        {"request": '5551234567","to":"+442071838750', "status": 400,
+        {"request": '2015550123","to":"+442071838750', "status": 400,
          "api": 0, "what": "quote injection"},
-        {"request": "555123456\"7", "status": 400, "api": 0},
+        {"request": "201555012\"3", "status": 400, "api": 0},
         {"request": "", "status": 400, "api": 0, "what": "empty phone"},
         {"post": "/request", "form": {"phone": "5" * 1100}, "status": 413,
          "api": 0, "what": "body > 1 KiB"},
-        {"post": "/request", "body": '{"phone":"5551234567"}',
+        {"post": "/request", "body": '{"phone":"2015550123"}',
          "ctype": "application/json", "status": 415, "api": 0},
-        {"post": "/request", "body": "phone=5551234567&csrf={csrf_q}",
+        {"post": "/request", "body": "phone=2015550123&csrf={csrf_q}",
          "ctype": "text/plain", "status": 415, "api": 0},
         {"post": "/request", "body": "--x\r\nContent-Disposition: form-data;"
-         " name=\"phone\"\r\n\r\n5551234567\r\n--x--\r\n",
+         " name=\"phone\"\r\n\r\n2015550123\r\n--x--\r\n",
          "ctype": "multipart/form-data; boundary=x", "status": 415,
          "api": 0},
-        {"post": "/request", "body": "phone=%ZZ55512345&csrf={csrf_q}",
+        {"post": "/request", "body": "phone=%ZZ20155501&csrf={csrf_q}",
          "status": 400, "api": 0, "what": "bad percent-encoding %ZZ"},
-        {"post": "/request", "body": "phone=5551234567%4&csrf={csrf_q}",
+        {"post": "/request", "body": "phone=2015550123%4&csrf={csrf_q}",
          "status": 400, "api": 0, "what": "truncated %4"},
-        {"post": "/request", "body": "phone=555123%004567&csrf={csrf_q}",
+        {"post": "/request", "body": "phone=201555%000123&csrf={csrf_q}",
          "status": 400, "api": 0, "what": "%00 in phone"},
         {"post": "/request", "body": "csrf={csrf_q}", "status": 400,
          "api": 0, "what": "missing phone field"},
@@ -1354,7 +1369,7 @@ CASES = [
          {"b": "C", "request": PHONE, "status": 429, "api": 0,
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"}, "page": "index",
           "secure": True},
-         {"b": "D", "request": "(555) 123 4567", "status": 429, "api": 0,
+         {"b": "D", "request": "(201) 555 0123", "status": 429, "api": 0,
           "what": "same number, other spelling"},
          {"b": "E", "request": PHONE2, "status": 200, "api": 1,
           "what": "another number is fine"},
@@ -1363,12 +1378,12 @@ CASES = [
     {"name": "sms_per_ip",
      "config": {"SMS_PER_IP_PER_HOUR": 3},
      "steps": [
-         {"b": "A", "request": "5552000001", "status": 200, "api": 1},
-         {"b": "B", "request": "5552000002", "status": 200, "api": 1},
-         {"b": "C", "request": "5552000003", "status": 200, "api": 1},
-         {"b": "D", "request": "5552000004", "status": 429, "api": 0,
+         {"b": "A", "request": "2025550101", "status": 200, "api": 1},
+         {"b": "B", "request": "2025550102", "status": 200, "api": 1},
+         {"b": "C", "request": "2025550103", "status": 200, "api": 1},
+         {"b": "D", "request": "2025550104", "status": 429, "api": 0,
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"}},
-         {"b": "E", "request": "5552000005", "status": 429, "api": 0,
+         {"b": "E", "request": "2025550105", "status": 429, "api": 0,
           "headers": {"X-Forwarded-For": "203.0.113.9",
                       "X-Real-IP": "203.0.113.9",
                       "Forwarded": "for=203.0.113.9"},
@@ -1378,17 +1393,17 @@ CASES = [
     {"name": "trusted_proxy_xff",
      "config": {"TRUSTED_PROXY": "127.0.0.1", "SMS_PER_IP_PER_HOUR": 1},
      "steps": [
-         {"b": "A", "request": "5552000001", "status": 200, "api": 1,
+         {"b": "A", "request": "2025550101", "status": 200, "api": 1,
           "headers": {"X-Forwarded-For": "203.0.113.1"}},
-         {"b": "B", "request": "5552000002", "status": 200, "api": 1,
+         {"b": "B", "request": "2025550102", "status": 200, "api": 1,
           "headers": {"X-Forwarded-For": "203.0.113.2"}},
-         {"b": "C", "request": "5552000003", "status": 429, "api": 0,
+         {"b": "C", "request": "2025550103", "status": 429, "api": 0,
           "headers": {"X-Forwarded-For": "203.0.113.1"},
           "what": "same client behind the proxy"},
-         {"b": "D", "request": "5552000004", "status": 429, "api": 0,
+         {"b": "D", "request": "2025550104", "status": 429, "api": 0,
           "headers": {"X-Forwarded-For": "198.51.100.9, 203.0.113.2"},
           "what": "spoofed first entry; the proxy's (last) entry counts"},
-         {"b": "E", "request": "5552000005", "status": 200, "api": 1,
+         {"b": "E", "request": "2025550105", "status": 200, "api": 1,
           "what": "no X-Forwarded-For: the proxy's own address"},
      ]},
 
@@ -1398,10 +1413,10 @@ CASES = [
     {"name": "sms_per_hour_global",
      "config": {"SMS_PER_HOUR": 3, "NETWORK_SHARE": 100},
      "steps": [
-         {"b": "A", "request": "5552000001", "status": 200, "api": 1},
-         {"b": "B", "request": "5552000002", "status": 200, "api": 1},
-         {"b": "C", "request": "5552000003", "status": 200, "api": 1},
-         {"b": "D", "request": "5552000004", "status": 503, "api": 0,
+         {"b": "A", "request": "2025550101", "status": 200, "api": 1},
+         {"b": "B", "request": "2025550102", "status": 200, "api": 1},
+         {"b": "C", "request": "2025550103", "status": 200, "api": 1},
+         {"b": "D", "request": "2025550104", "status": 503, "api": 0,
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"}, "secure": True},
          {"get": "/", "status": 200},
      ]},
@@ -1409,18 +1424,18 @@ CASES = [
     {"name": "sms_per_day_global",
      "config": {"SMS_PER_DAY": 2, "NETWORK_SHARE": 100},
      "steps": [
-         {"b": "A", "request": "5552000001", "status": 200, "api": 1},
-         {"b": "B", "request": "5552000002", "status": 200, "api": 1},
-         {"b": "C", "request": "5552000003", "status": 503, "api": 0,
+         {"b": "A", "request": "2025550101", "status": 200, "api": 1},
+         {"b": "B", "request": "2025550102", "status": 200, "api": 1},
+         {"b": "C", "request": "2025550103", "status": 503, "api": 0,
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"}},
      ]},
 
     {"name": "max_pending_table_full",
      "config": {"MAX_PENDING": 2},
      "steps": [
-         {"b": "A", "request": "5552000001", "status": 200, "api": 1},
-         {"b": "B", "request": "5552000002", "status": 200, "api": 1},
-         {"b": "C", "request": "5552000003", "status": 503, "api": 0,
+         {"b": "A", "request": "2025550101", "status": 200, "api": 1},
+         {"b": "B", "request": "2025550102", "status": 200, "api": 1},
+         {"b": "C", "request": "2025550103", "status": 503, "api": 0,
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"}},
          {"b": "A", "verify": "{code}", "status": 200,
           "what": "existing codes still verify"},
@@ -1432,6 +1447,32 @@ CASES = [
         {"request": "+44 20 7183 8750", "status": 400, "api": 0},
         {"request": PHONE, "status": 200, "api": 1, "sms": SMS_DEFAULT},
     ]},
+
+    {"name": "allowed_country_codes_iso",
+     "config": {"ALLOWED_COUNTRY_CODES": "US, JM"}, "steps": [
+         {"b": "A", "request": "1-876-555-0100", "status": 200, "api": 1,
+          "sms": {"to": "+18765550100"}, "what": "Jamaica, listed"},
+         {"b": "B", "request": "(416) 555-0123", "status": 400, "api": 0,
+          "has": ["Sorry, we can't send codes to that country."],
+          "what": "Canada, not listed"},
+         {"b": "C", "request": "+1 787 555 0100", "status": 400, "api": 0,
+          "what": "Puerto Rico, not listed"},
+         {"b": "D", "request": PHONE, "status": 200, "api": 1,
+          "sms": SMS_DEFAULT},
+     ]},
+
+    {"name": "country_code_44_national_numbers",
+     "config": {"COUNTRY_CODE": "+44"}, "steps": [
+         {"b": "A", "request": "07700 900123", "status": 200, "api": 1,
+          "sms": {"to": "+447700900123"}, "what": "trunk prefix dropped"},
+         {"b": "B", "request": "020 7946 0958", "status": 200, "api": 1,
+          "sms": {"to": "+442079460958"}},
+         {"b": "C", "request": "07700 9001234", "status": 400, "api": 0,
+          "has": ["That number has too many or too few digits for its "
+                  "country."]},
+         {"b": "E", "request": "+1 201 555 0123", "status": 400, "api": 0,
+          "has": ["Sorry, we can't send codes to that country."]},
+     ]},
 
     {"name": "allowed_country_codes_list",
      "config": {"ALLOWED_COUNTRY_CODES": "+1,+44"}, "steps": [
@@ -1585,14 +1626,14 @@ CASES += [
         {"call": ("GET", API + "/" + ZERO_ID + "/extra"), "status": 404},
         {"call": ("GET", "/api/v1/nope"), "status": 404},
         {"call": ("GET", "/api/v2/verifications"), "status": 404},
-        {"call": ("POST", API, "phone=5551234567"),
+        {"call": ("POST", API, "phone=2015550123"),
          "ctype": "application/x-www-form-urlencoded", "status": 415,
          "error": "unsupported_media_type", "api": 0},
-        {"call": ("POST", API, '{"phone": "5551234567"}'),
+        {"call": ("POST", API, '{"phone": "2015550123"}'),
          "ctype": "text/plain", "status": 415, "api": 0},
-        {"call": ("POST", API, '{"phone": "5551234567"}'), "ctype": None,
+        {"call": ("POST", API, '{"phone": "2015550123"}'), "ctype": None,
          "status": 415, "api": 0, "what": "no Content-Type"},
-        {"call": ("POST", API, '{"phone": "5551234567"}'),
+        {"call": ("POST", API, '{"phone": "2015550123"}'),
          "ctype": "application/jsonx", "status": 415, "api": 0},
         {"call": ("POST", API, {"phone": "5" * 2000}), "status": 413,
          "api": 0, "what": "body > 1 KiB"},
@@ -1604,7 +1645,7 @@ CASES += [
          "what": "empty body"},
         {"call": ("POST", API, {}), "status": 400, "api": 0,
          "what": "missing phone"},
-        {"call": ("POST", API, '{"phone": 5551234567}'), "status": 400,
+        {"call": ("POST", API, '{"phone": 2015550123}'), "status": 400,
          "api": 0, "what": "phone is a number"},
         {"call": ("POST", API, {"code": "123456"}), "status": 400, "api": 0,
          "what": "code instead of phone"},
@@ -1613,7 +1654,9 @@ CASES += [
         {"call": ("POST", API, {"phone": "abcdefghij"}), "status": 400,
          "error": "invalid_phone", "api": 0},
         {"call": ("POST", API, {"phone": "12345"}), "status": 400,
-         "error": "invalid_phone", "api": 0},
+         "error": "phone_length", "api": 0},
+        {"call": ("POST", API, {"phone": "+19005550100"}), "status": 400,
+         "error": "phone_range", "api": 0},
         {"call": ("POST", API, {"phone": UK}), "status": 400,
          "error": "country_not_allowed", "api": 0},
         {"call": ("GET", API), "status": 405, "hdr": {"Allow": r"^POST$"},
@@ -1645,9 +1688,9 @@ CASES += [
           "error": "rate_limited", "hdr": {"Retry-After": r"^[1-9][0-9]*$"},
           "what": "resend within RESEND_INTERVAL"},
          {"call": ("POST", API, {"phone": PHONE2}), "status": 201, "api": 1},
-         {"call": ("POST", API, {"phone": "5552000003"}), "status": 201,
+         {"call": ("POST", API, {"phone": "2025550103"}), "status": 201,
           "api": 1},
-         {"call": ("POST", API, {"phone": "5552000004"}), "status": 503,
+         {"call": ("POST", API, {"phone": "2025550104"}), "status": 503,
           "api": 0, "error": "rate_limited",
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"},
           "what": "SMS_PER_HOUR reached"},
@@ -1668,7 +1711,7 @@ CASES += [
         {"call": ("POST", API, {"phone": PHONE2}), "status": 503, "api": 1,
          "error": "send_failed", "hdr": {"Retry-After": r"^[1-9][0-9]*$"}},
         {"mode": "ok"},
-        {"call": ("POST", API, {"phone": "5552000003"}), "status": 201,
+        {"call": ("POST", API, {"phone": "2025550103"}), "status": 201,
          "api": 1},
     ]},
 
@@ -1726,9 +1769,9 @@ CASES += [
         {"verify": "{code}", "status": 200, "page": "success",
          "cookie": {"otp_auth": AUTH_COOKIE % 43200}},
         {"get": "/auth", "status": 204, "secure": True,
-         "hdr": {"X-Otp-Phone": r"^\+15551234567$"}},
+         "hdr": {"X-Otp-Phone": r"^\+12015550123$"}},
         {"method": ("HEAD", "/auth"), "status": 204,
-         "hdr": {"X-Otp-Phone": r"^\+15551234567$"}},
+         "hdr": {"X-Otp-Phone": r"^\+12015550123$"}},
         {"save_cookie": ("otp_auth", "auth")},
         {"set_cookie": {"otp_auth": tampered("auth", -1)}},
         {"get": "/auth", "status": 401, "no_hdr": ["X-Otp-Phone"],
@@ -1789,7 +1832,7 @@ def return_to_evil_steps():
             {"b": b, "get": "/?return_to=" + urllib.parse.quote(evil, safe=""),
              "status": 200, "inputs": {"return_to": ""},
              "what": "GET /?return_to=%r" % evil},
-            {"b": b, "request": "55520000%02d" % (10 + i),
+            {"b": b, "request": "20255501%02d" % (10 + i),
              "fields": {"return_to": evil}, "status": 200, "api": 1,
              "inputs": {"return_to": ""},
              "what": "POST /request return_to=%r" % evil},
@@ -1854,8 +1897,8 @@ CASES += [
          {"mode": "ok"},
          {"b": "C", "request": PHONE, "status": 429, "api": 0,
           "what": "per-number limit"},
-         {"b": "D", "request": "5552000003", "status": 200, "api": 1},
-         {"b": "E", "request": "5552000004", "status": 200, "api": 1},
+         {"b": "D", "request": "2025550103", "status": 200, "api": 1},
+         {"b": "E", "request": "2025550104", "status": 200, "api": 1},
          {"get": "/metrics", "status": 200, "metrics": {
              "otp_sms_sent_total": 3,
              'otp_sms_failed_total{reason="server_error"}': 1,
@@ -1925,7 +1968,7 @@ CASES += [
             want=r"error reload: config\.cfg:%d: unknown key TOKEN_LENGHT"
                  r".*keeping the old configuration" % (len(ctx.cfg) + 1),
             what="invalid config")(ctx, b)},
-        {"b": "C", "request": "5552000003", "status": 200, "api": 1,
+        {"b": "C", "request": "2025550103", "status": 200, "api": 1,
          "sms": {"text": NEW_TEXT},
          "what": "the config before the bad reload still applies"},
         {"b": "B", "verify": "{code}", "status": 200},
@@ -1933,7 +1976,7 @@ CASES += [
             r"reload: LISTEN changed; it takes effect after a restart",
             r"reload: configuration applied"]), "what": "LISTEN changed"},
         {"b": "D", "get": "/", "status": 200, "what": "same port still"},
-        {"b": "D", "request": "5552000004", "status": 200, "api": 1,
+        {"b": "D", "request": "2025550104", "status": 200, "api": 1,
          "sms": {"text": NEW_TEXT}},
     ]},
 ]
@@ -1968,9 +2011,9 @@ CONFIG_ROWS = [
     ("cfg_unknown_key_did_you_mean", GOOD + "TOKEN_LENGHT=4\n", {}, [], 78,
      r"^config\.cfg:3: unknown key TOKEN_LENGHT \(did you mean "
      r"TOKEN_LENGTH\?\)$", None),
-    ("cfg_unterminated_string", "API_KEY='abc\nFROM_NUMBER='+15550001111'\n",
+    ("cfg_unterminated_string", "API_KEY='abc\nFROM_NUMBER='+12025550111'\n",
      {}, [], 78, r"^config\.cfg:1: .+", None),
-    ("cfg_unterminated_string_line2", "API_KEY='abc'\nFROM_NUMBER=\"+1555\n",
+    ("cfg_unterminated_string_line2", "API_KEY='abc'\nFROM_NUMBER=\"+1201\n",
      {}, [], 78, r"^config\.cfg:2: .+", None),
     ("cfg_non_integer", GOOD + "TOKEN_LENGTH=four\n", {}, [], 78,
      r"^config\.cfg:3: TOKEN_LENGTH\b.+", None),
@@ -1991,7 +2034,7 @@ CONFIG_ROWS = [
     ("cfg_check_bad", "TOKEN_LENGTH=99\n", {}, ["-t"], 78,
      r"^config\.cfg:1: TOKEN_LENGTH must be 1\.\.16$", None),
     ("cfg_api_key_file_missing", "API_KEY_FILE='missing.key'\n"
-     "FROM_NUMBER='+15550001111'\n", {}, [], 78,
+     "FROM_NUMBER='+12025550111'\n", {}, [], 78,
      r"^config\.cfg:1: API_KEY_FILE\b.*missing\.key", None),
     ("cfg_trusted_proxy_typo", GOOD + "TRUSTED_PROXY='127.0.0.l'\n", {}, [],
      78, r"^config\.cfg:3: TRUSTED_PROXY must be IP addresses", None),
@@ -2050,7 +2093,7 @@ def case_console_no_api_key(ctx):
     r = b.request_code(PHONE)
     check(r.status == 200, "request -> %r" % r)
     check(ctx.fake.count() == 0, "an API call with no API_KEY")
-    got = ctx.server.wait_stdout(r"^SMS to \+15551234567: Your token is "
+    got = ctx.server.wait_stdout(r"^SMS to \+12015550123: Your token is "
                                  r"([0-9A-F]{8})$", 0, 5.0)
     check(got, "no console SMS line on stdout within 5 s (got %s)"
           % ctx.server.out_lines[-3:])
@@ -2090,11 +2133,11 @@ def case_security_headers_everywhere(ctx):
     add("POST /request, API 500", ctx.browser("B").request_code(PHONE2), 502)
     ctx.fake.mode = "503"
     add("POST /request, API 503", ctx.browser("C").request_code(
-        "5552000003"), 503)
+        "2025550103"), 503)
     ctx.fake.mode = "ok"
     a2 = ctx.browser("D")
     n0 = ctx.fake.count()
-    r = a2.request_code("5552000004")
+    r = a2.request_code("2025550104")
     add("POST /request D", r, 200)
     ctx.collect_sms(n0, a2)
     check(a2.code, "no code reached the fake API")
@@ -2178,8 +2221,7 @@ def case_sms_pump_1000(ctx):
     ctx.start_fake()
     ctx.start_server({})     # defaults: 10 per address per hour, 100 per hour
     cap = 10
-    numbers = ["555%03d%04d" % (200 + i // 10000, i % 10000)
-               for i in range(1000)]
+    numbers = ["201555%04d" % i for i in range(1000)]
     lock = threading.Lock()
     statuses = {}
 
@@ -2343,7 +2385,7 @@ def case_huge_content_length(ctx):
     s = _raw_connect(ctx)
     s.sendall(("POST /request HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
                "Content-Type: application/x-www-form-urlencoded\r\n"
-               "Content-Length: 10485760\r\nCookie: %s\r\n\r\nphone=555"
+               "Content-Length: 10485760\r\nCookie: %s\r\n\r\nphone=201"
                % (ctx.server.port, "; ".join("%s=%s" % kv for kv in
                                               a.cookies.items()))).encode())
     s.settimeout(15)

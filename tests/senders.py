@@ -77,9 +77,9 @@ Fail, check, short = it.Fail, it.check, it.short
 class Skip(Exception):
     """A case that cannot run here: "skip NAME: reason", not counted."""
 
-PHONE, E164, DIGITS = "(555) 123-4567", "+15551234567", "15551234567"
-PHONES = ["555-987-65%02d" % i for i in range(10, 40)]   # more numbers
-FROM = "+15550001111"
+PHONE, E164, DIGITS = "(201) 555-0123", "+12015550123", "12015550123"
+PHONES = ["203-555-01%02d" % i for i in range(10, 40)]   # more numbers
+FROM = "+12025550111"
 KEY = "KEYsenders-9c4e1a7b2d"
 SEND_FAILED = it.SEND_FAILED
 VERIFY_FAILED = it.VERIFY_FAILED
@@ -376,7 +376,7 @@ def case_spool_missing_dir(ctx):
     b = ctx.browser()
     r = request(ctx, b, want=502)
     expect_send_failed(ctx, b, r)
-    log_has(ctx, r"send_failed to=\+1555\*+4567 reason=\"spool ",
+    log_has(ctx, r"send_failed to=\+1\*+23 reason=\"spool ",
             "send_failed line")
     check(files_under(d) == [], "files left after a failed spool send: %s"
           % files_under(d))
@@ -730,7 +730,7 @@ def case_command_fail_exit(ctx):
     expect_send_failed(ctx, b, r)
     argv, _, _ = one_command_call(ctx)
     code = expect_text(ctx, "Your token is {code}", argv[1], "argument 2")
-    log_has(ctx, r"send_failed to=\+1555\*+4567 reason=\"command exit 1\"",
+    log_has(ctx, r"send_failed to=\+1\*+23 reason=\"command exit 1\"",
             "send_failed line")
     verify_refused(ctx, b, code)
     still_serving(ctx)
@@ -766,7 +766,7 @@ def _timeout_case(ctx, marker):
     check(box["t"] <= 10, "the send failed after %.1f s, want <= 10 "
           "(SMS_TIMEOUT 2)" % box["t"])
     expect_send_failed(ctx, b, box["r"])
-    log_has(ctx, r"send_failed to=\+1555\*+4567 reason=\"command timed "
+    log_has(ctx, r"send_failed to=\+1\*+23 reason=\"command timed "
             "out\"", "send_failed line")
     argv, _, _ = one_command_call(ctx)
     ctx.note_sms(argv[1], code_in("Your token is {code}", argv[1]))
@@ -822,7 +822,7 @@ def case_command_phone_injection(ctx):
     s = script(ctx, "exit 0")
     start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s})
     b = ctx.browser()
-    for phone in ("555-123-4567; touch pwned1", "$(touch pwned2)5551234567",
+    for phone in ("201-555-0123; touch pwned1", "$(touch pwned2)2015550123",
                   "`touch pwned3`"):
         r = request(ctx, b, phone=phone, want=400)
         check("valid phone number" in r.text, "no 'valid phone number' "
@@ -1305,7 +1305,7 @@ def case_webotp_script(ctx):
                                 r.header("content-security-policy")).group(1),
           "CSP script-src lacks 'self'")
     r = request(ctx, b)
-    got = ctx.server.wait_stdout(r"^SMS to \+15551234567: (.*)$", 0, 5)
+    got = ctx.server.wait_stdout(r"^SMS to \+12015550123: (.*)$", 0, 5)
     check(got, "no console SMS line")
     # the console prints one line per SMS, newlines as \n: the WebOTP
     # line follows the text
@@ -1376,7 +1376,7 @@ def case_www_dir(ctx):
     # the German form still works end to end
     b = ctx.browser("W0")
     request(ctx, b, lang="de")
-    got = ctx.server.wait_stdout(r"^SMS to \+15551234567: (.*)$", 0, 5)
+    got = ctx.server.wait_stdout(r"^SMS to \+12015550123: (.*)$", 0, 5)
     check(got, "no console SMS line")
     code = expect_text(ctx, "Your token is {code}", got[1].group(1), "text")
     verify_ok(ctx, b, code)

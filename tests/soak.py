@@ -40,6 +40,8 @@ CLIENTS = int(os.environ.get("SOAK_CLIENTS") or 6)
 SLACK_KIB = int(os.environ.get("SOAK_RSS_SLACK_KIB") or 2048)
 INTERVAL = min(60.0, SECONDS / 5)
 FORM = "application/x-www-form-urlencoded"
+AREA_CODES = (201, 202, 203, 205, 206, 207, 208, 209, 210, 212, 213, 214,
+              215, 216, 217, 218)
 
 CONFIG = """LISTEN='127.0.0.1:0'
 SMS_PROVIDER='console'
@@ -178,7 +180,10 @@ class Client:
         self.sid = self.vid = None
         self.do("GET", "/")
         self.n += 1
-        number = "+1555%02d%05d" % (self.k, self.n % 100000)
+        # NPA-555-XXXX, an area code per client (fictional-looking
+        # numbers that otp_demo's NANP rules accept)
+        number = "+1%d555%04d" % (AREA_CODES[self.k % len(AREA_CODES)],
+                                   self.n % 10000)
         if self.do("POST", "/request", self.form(phone=number,
                                                  csrf=self.csrf)) != 200:
             return

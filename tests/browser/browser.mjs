@@ -24,10 +24,10 @@ const outDir = path.join(root, 'tests', 'out', 'browser');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const API_KEY = 'test-key-browser';
-const FROM = '+15550000000';
-const TYPED = '(555) 123-4567';
-const E164 = '+15551234567';
-const MASKED = '+1555***4567';
+const FROM = '+12025550100';
+const TYPED = '(201) 555-0123';
+const E164 = '+12015550123';
+const MASKED = '+1********23';
 const TOKEN_LENGTH = 6;
 const VERIFY_FAILED = 'Verify failed, please try again.';
 const DEADLINE_MS = 45000;

@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "out", "packaging")
 
-PHONE = "+15551234567"
-PHONE_MASKED = "+1555***4567"
+PHONE = "+12015550123"
+PHONE_MASKED = "+*********23"    # examples/embed.c's mask
 SMS_RE = re.compile(r"^SMS to (\+[0-9]+): .*?([0-9A-Fa-f]{4,16})\s*$")
 
 

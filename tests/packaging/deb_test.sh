@@ -167,14 +167,14 @@ else
 	csrf() { sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' "$1" | head -n 1; }
 	curl -s -c "$jar" -o "$tmp/index.html" "$url/"
 	curl -s -b "$jar" -c "$jar" -o "$tmp/verify.html" \
-		--data-urlencode "phone=+15551234567" \
+		--data-urlencode "phone=+12015550123" \
 		--data-urlencode "csrf=$(csrf "$tmp/index.html")" "$url/request"
 	n=0
-	while [ $n -lt 50 ] && ! grep -q '^SMS to +15551234567: ' "$tmp/d.out"; do
+	while [ $n -lt 50 ] && ! grep -q '^SMS to +12015550123: ' "$tmp/d.out"; do
 		sleep 0.1
 		n=$((n + 1))
 	done
-	code=$(sed -n 's/^SMS to +15551234567: .*\b\([0-9]\{6\}\)$/\1/p' "$tmp/d.out" | tail -n 1)
+	code=$(sed -n 's/^SMS to +12015550123: .*\b\([0-9]\{6\}\)$/\1/p' "$tmp/d.out" | tail -n 1)
 	if [ -n "$code" ]; then
 		ok "the code arrives on the binary's stdout"
 	else

@@ -258,7 +258,7 @@ uci_reset
 uci enabled 1
 uci listen '127.0.0.1:0'
 uci api_key 'KEY'"'"'with"quotes\and$dollar'
-uci from_number '+15550001111'
+uci from_number '+12025550111'
 uci country_code '+1'
 uci allowed_country_codes '+1,+44'
 uci token_length 6
@@ -280,7 +280,7 @@ start_service
 # Edit the UCI config instead: this file is rewritten on start.
 LISTEN='127.0.0.1:0'
 API_KEY='KEY\'with"quotes\\and$dollar'
-FROM_NUMBER='+15550001111'
+FROM_NUMBER='+12025550111'
 COUNTRY_CODE='+1'
 ALLOWED_COUNTRY_CODES='+1,+44'
 TOKEN_LENGTH=6
@@ -404,10 +404,10 @@ else
 		bad "curl is installed"
 	else
 		ok "otp_demo starts on the generated file"
-		sms=$(send +15551234567)
+		sms=$(send +12015550123)
 		# shellcheck disable=SC2016 # $HOME is text in the message
 		case $sms in
-		'SMS to +15551234567: It'"'"'s "yours" \o/ $HOME: '[0-9][0-9][0-9][0-9][0-9][0-9])
+		'SMS to +12015550123: It'"'"'s "yours" \o/ $HOME: '[0-9][0-9][0-9][0-9][0-9][0-9])
 			ok "MESSAGE read back exactly (' \" \\ \$)" ;;
 		*) bad "MESSAGE read back exactly (' \" \\ \$)" "[$sms]" ;;
 		esac
@@ -424,9 +424,9 @@ else
 		sleep 0.5
 		if kill -0 "$daemon" 2>/dev/null; then
 			ok "otp_demo survives SIGHUP"
-			sms=$(send +15551234568)
+			sms=$(send +12015550124)
 			case $sms in
-			"SMS to +15551234568: Back\\slash 'n' "[0-9][0-9][0-9][0-9][0-9][0-9])
+			"SMS to +12015550124: Back\\slash 'n' "[0-9][0-9][0-9][0-9][0-9][0-9])
 				ok "after SIGHUP the new MESSAGE is used" ;;
 			*) bad "after SIGHUP the new MESSAGE is used" "[$sms]" ;;
 			esac

@@ -54,7 +54,7 @@ as() {
 }
 
 # run_once SPOOL_PARENT: starts otp_demo as the unit would, requests one
-# code for +15551234567 and stops it. Prints the message file's path.
+# code for +12015550123 and stops it. Prints the message file's path.
 run_once() {
 	out=$1/outgoing
 	: > "$tmp/d.err"
@@ -79,7 +79,7 @@ run_once() {
 		rm -f "$jar"
 		csrf=$(curl -s -c "$jar" "http://127.0.0.1:$port/" |
 			sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -n 1)
-		curl -s -b "$jar" -o /dev/null --data-urlencode "phone=+15551234567" \
+		curl -s -b "$jar" -o /dev/null --data-urlencode "phone=+12015550123" \
 			--data-urlencode "csrf=$csrf" "http://127.0.0.1:$port/request"
 	fi
 	kill "$daemon" 2>/dev/null
@@ -102,7 +102,7 @@ check_file() {
 		"$(stat -c %u:%g "$f")" "$OTPD:$SMSD_GROUP"
 	# smsd reads it through the group alone (not a member of otp_demo's).
 	got=$(as $SMSD $SMSD_GROUP "" head -n 1 "$f" 2>&1)
-	expect "$name: smsd (group $SMSD_GROUP only) reads it" "$got" "To: 15551234567"
+	expect "$name: smsd (group $SMSD_GROUP only) reads it" "$got" "To: 12015550123"
 	if as $OTHER $OTHER "" cat "$f" > /dev/null 2>&1; then
 		bad "$name: another user cannot read it"
 	else

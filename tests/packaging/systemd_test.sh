@@ -199,7 +199,7 @@ run_t() { # run_t VAR=VALUE...: otp_demo -t as the unit runs it
 	env -i PATH=/usr/bin:/bin OTP_STATE_DIR="$tmp/state" "$@" \
 		"$bin" -t -c "$cfg"
 }
-out=$(run_t OTP_API_KEY_FILE="$creds/api_key" OTP_FROM_NUMBER=+15550001111 \
+out=$(run_t OTP_API_KEY_FILE="$creds/api_key" OTP_FROM_NUMBER=+12025550111 \
 	2>"$tmp/t.err")
 rc=$?
 if [ "$rc" -eq 0 ] && [ "$out" = "configuration OK" ]; then

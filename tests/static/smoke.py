@@ -43,7 +43,7 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 API_KEY = "KEYstatic-5be1d2f08c"
-FROM = "+15550001111"
+FROM = "+12025550111"
 TIMEOUT = 60.0          # per HTTP request and per start-up, under qemu
 
 
@@ -245,7 +245,7 @@ class Run:
         check(not fake_records(self.record), "an SMS was sent for it")
 
     def request(self):
-        st, body = self.browser.post("/request", phone="(555) 123-4567")
+        st, body = self.browser.post("/request", phone="(201) 555-0123")
         check(st == 200, "POST /request is %d, want 200: %s"
               % (st, " ".join(self.server.err[-3:]).strip()))
         check('action="/verify"' in body, "the answer is not the verify page")
@@ -255,7 +255,7 @@ class Run:
         check(rec["headers"].get("authorization") == "Bearer " + API_KEY,
               "wrong Authorization header")
         doc = rec.get("json") or {}
-        check(doc.get("to") == "+15551234567" and doc.get("from") == FROM,
+        check(doc.get("to") == "+12015550123" and doc.get("from") == FROM,
               "wrong from/to: %r" % doc)
         m = re.search(r"\b([0-9]{6})\b", doc.get("text", ""))
         check(m, "no 6-digit code in %r" % doc.get("text"))
@@ -277,7 +277,7 @@ class Run:
     def api_down(self):
         self.fake.stop()
         self.browser.send("GET", "/")
-        st, body = self.browser.post("/request", phone="555-987-6543")
+        st, body = self.browser.post("/request", phone="201-555-0187")
         check(st == 502, "with the API down POST /request is %d, want 502"
               % st)
         check("couldn" in body, "no 'couldn't send' message")
