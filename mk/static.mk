@@ -156,8 +156,9 @@ $(SB)/curl.stamp: $(SB)/mbedtls.stamp
 
 # ---- the application -----------------------------------------------------
 
-# civetweb as in the Makefile, plus NO_FILESYSTEMS: otp_demo serves no files
-# and keeps no civetweb log files; 12-20 KB less. Its two hooks:
+# civetweb as in the Makefile (its CW_DEFS, USE_IPV6 included), plus
+# NO_FILESYSTEMS: otp_demo serves no files and keeps no civetweb log
+# files; 12-20 KB less. Its two hooks:
 STATIC_CW_DEFS := -DNO_FILESYSTEMS -DMG_EXTERNAL_FUNCTION_mg_cry_internal_impl \
                   -DMG_EXTERNAL_FUNCTION_log_access -Ideps/static/civetweb
 STATIC_CW_HOOKS := $(wildcard deps/static/civetweb/*.inl)
