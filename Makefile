@@ -3,7 +3,9 @@
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
-#   make unit|docs|integration|senders|browser|packaging   one suite of make test
+#   make unit|docs|integration|senders|browser|packaging|transport
+#                   one suite of make test
+#   make test-attack-transport, make test-desync   (mk/attack.mk)
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
 # Every target installs (as root) or names (otherwise) the Debian packages
@@ -45,7 +47,8 @@ WWW       := www/index.html www/verify.html www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit docs integration senders browser packaging deps \
+.PHONY: all run test unit docs integration senders browser packaging \
+	transport deps \
 	deps-build deps-test fetch clean distclean
 all: otp_demo
 
@@ -114,7 +117,7 @@ TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit examples | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
-unit docs integration senders browser packaging: $(TEST_DEPS)
+unit docs integration senders browser packaging transport: $(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

@@ -40,13 +40,14 @@ run_suite() {
 	add_counts "$out/$name.log" "$rc" "$name"
 }
 
-for s in ${SUITES:-unit docs integration senders browser packaging}; do
+for s in ${SUITES:-unit docs integration senders browser packaging transport}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
 	docs) run_suite docs python3 tests/docs_test.py ;;
 	integration) run_suite integration python3 tests/integration.py ;;
 	senders) run_suite senders python3 tests/senders.py ;;
 	packaging) run_suite packaging sh tests/packaging/run.sh ;;
+	transport) run_suite transport sh tests/attack/run.sh ;;
 	browser)
 		if [ ! -d tests/browser/node_modules/playwright-core ]; then
 			(cd tests/browser && npm ci --no-audit --no-fund) >&2
