@@ -174,8 +174,11 @@ def main():
             if not otp.srv.alive():
                 t.check("server alive after %s" % name, False)
                 break
-        t.check("GET / still served", al.it.Browser(
-            otp.ctx, "after").get("/").status == 200)
+        try:
+            st = al.it.Browser(otp.ctx, "after").get("/").status
+        except al.it.Fail as e:
+            st = str(e)
+        t.check("GET / still served", st == 200, "got %s" % st)
     finally:
         problems = otp.stop()
     t.check("server exits cleanly", not problems, "; ".join(problems))
