@@ -5,7 +5,7 @@
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
 #   make unit|model|docs|numbering|integration|attack|senders|browser|
 #        packaging   one suite of make test
-#                   one suite of make test
+#   make test-attack-transport, make test-desync   (mk/attack.mk)
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
 # Every target installs (as root) or names (otherwise) the Debian packages
@@ -33,9 +33,10 @@ SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer \
 # the stop flag read and written atomically (also a race otherwise).
 # SOCKET_TIMEOUT_QUANTUM: how long civetweb's threads wait before looking at
 # that flag again; its default 2000 ms made every shutdown take ~1.9 s.
+# USE_IPV6: LISTEN='[::]:8080' (the static builds get it from here too).
 CW_DEFS   := -DUSE_MBEDTLS -DNO_CGI -DNO_FILES -DNO_CACHING -DNO_SSL_DL \
              -DREENTRANT_TIME -DSTOP_FLAG_NEEDS_LOCK \
-             -DSOCKET_TIMEOUT_QUANTUM=200
+             -DSOCKET_TIMEOUT_QUANTUM=200 -DUSE_IPV6
 CW_CFLAGS := -std=gnu11 -w $(CW_DEFS) -Icivetweb/include
 OTP_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -Icivetweb/include -I$(BUILD) \
               -DOTP_VERSION='"$(VERSION)"'

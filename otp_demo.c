@@ -6617,6 +6617,12 @@ server_options(const struct config *c, const char **opts, size_t max,
 		"enable_directory_listing", "no",
 		"decode_url", "no", /* see path_canonical() */
 		"max_request_size", "8192",
+		/* civetweb patch 0006: a chunk larger than a body may be is
+		 * refused (400) when it is read. 0008: the proxy that carries
+		 * every client is never the one that makes way in a full
+		 * waiting room. */
+		"max_chunk_size", OTP_STR(OTP_MAX_BODY),
+		"waiting_room_exempt", c->trusted_proxy,
 		/* For civetweb's own answers (a malformed request line...);
 		 * ours come from reply(). HSTS is ignored over plain HTTP. */
 		"additional_header", listen_has_tls(c->listen) ?

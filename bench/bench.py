@@ -16,7 +16,7 @@ Environment (make bench passes these through):
   BENCH_REQUESTS   requests before "RSS after N requests" (1000000)
   BENCH_WRK        wrk threads,connections (2,8); THREADS stays 8
   BENCH_ONLY       comma list of sections: throughput,memory,start,
-                   latency,fairness,sms (default: all)
+                   latency,fairness,slow,sms (default: all)
   BENCH_JSON       also write every figure there as JSON
 Python standard library only.
 """
@@ -51,7 +51,8 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS") or 1000000)
 WRK_T, WRK_C = (int(x) for x in
                 (os.environ.get("BENCH_WRK") or "2,8").split(","))
 ONLY = set(filter(None, (os.environ.get("BENCH_ONLY") or
-                         "throughput,memory,start,latency,fairness,sms"
+                         "throughput,memory,start,latency,fairness,slow,"
+                         "sms"
                          ).split(",")))
 THREADS = 8  # otp_demo's default; the wrk connections match it
 VERIFY_RPS_MAX = 100000  # sizes the verifications made for /verify runs
@@ -563,6 +564,40 @@ def fairness(rundir):
     RESULTS["fairness"] = res
 
 
+# ---- slow connections -----------------------------------------------------------
+
+def slow(rundir):
+    """A normal client's GET / (20 tries) while slow connections (one byte
+    a second each, reconnecting when dropped: tests/attack/
+    slow_clients.py) are held, and otp_demo's RSS with them."""
+    say("== slow connections: a normal client beside slowloris clients")
+    sys.path.insert(0, os.path.join(ROOT, "tests", "attack"))
+    import slow_clients as sc
+    sc.al.raise_fd_limit()
+    one = ["127.0.0.1"]
+    many = ["127.0.0.%d" % (2 + i) for i in range(64)]
+    rows = [("none", 0, one), ("8 from one address", 8, one),
+            ("16 from one address", 16, one),
+            ("40 from one address", 40, one),
+            ("500 from one address", 500, one),
+            ("64 from 64 addresses", 64, many)]
+    res = {}
+    for label, n, sources in rows:
+        r = sc.measure("bench-%d-%d" % (n, len(sources)), n, sources, "head",
+                       binary=BIN, rss=True)
+        if r["problems"] or not r["alive"]:
+            raise BenchError("slow %s: %s" % (label, r["problems"]))
+        res[label] = r
+        out("%-40s p50 %s, p99 %s, max %s; RSS %s (idle %s)" % (
+            "normal client, %s slow" % label, fmt_ms(r["p50"] * 1000),
+            fmt_ms(r["p99"] * 1000), fmt_ms(r["max"] * 1000),
+            mib(r["rss_kib"]), mib(r["rss_idle_kib"])))
+    RESULTS["slow"] = {k: {x: v[x] for x in ("p50", "p99", "max", "rss_kib",
+                                             "rss_idle_kib", "held",
+                                             "opened")}
+                       for k, v in res.items()}
+
+
 # ---- SMS connection reuse ------------------------------------------------------
 
 def sms(rundir):
@@ -656,6 +691,8 @@ def main():
             latency(rundir, wrk)
         if "fairness" in ONLY:
             fairness(rundir)
+        if "slow" in ONLY:
+            slow(rundir)
         if "sms" in ONLY:
             sms(rundir)
     except BenchError as e:

@@ -158,8 +158,9 @@ $(SB)/curl.stamp: $(SB)/mbedtls.stamp
 
 # ---- the application -----------------------------------------------------
 
-# civetweb as in the Makefile, plus NO_FILESYSTEMS: otp_demo serves no files
-# and keeps no civetweb log files; 12-20 KB less. Its two hooks:
+# civetweb as in the Makefile (its CW_DEFS, USE_IPV6 included), plus
+# NO_FILESYSTEMS: otp_demo serves no files and keeps no civetweb log
+# files; 12-20 KB less. Its two hooks:
 STATIC_CW_DEFS := -DNO_FILESYSTEMS -DMG_EXTERNAL_FUNCTION_mg_cry_internal_impl \
                   -DMG_EXTERNAL_FUNCTION_log_access -Ideps/static/civetweb
 STATIC_CW_HOOKS := $(wildcard deps/static/civetweb/*.inl)
@@ -211,7 +212,8 @@ static: $(SB)/otp_demo $(SB)/notices.txt
 		python3 deps/static/sizes.py $<.map >&2; exit 1; fi
 
 # The flow under qemu (smoke.py), the TLS policy under qemu, and on x86_64,
-# where time and CPU are real, idle and stalled TLS clients.
+# where time and CPU are real, idle and stalled TLS clients, and the
+# transport attack tests (strict framing, slow and many connections).
 SQEMU := $(static_qemu_$(ARCH))
 test-static: static
 	@tools/deps.sh static
@@ -221,6 +223,8 @@ test-static: static
 	tests/static/tls_policy.sh --tls13 --bin $(SB)/otp_demo --qemu '$(SQEMU)'
 ifeq ($(ARCH),x86_64)
 	python3 tests/static/idle_tls.py --bin $(SB)/otp_demo
+	OTP_BIN=$(CURDIR)/$(SB)/otp_demo ATTACKS="framing slow" \
+		tests/attack/run.sh
 endif
 
 # The same TLS tests on the dynamic build (system mbedTLS 2.28: no TLS 1.3).

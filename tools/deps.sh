@@ -1,5 +1,5 @@
 #!/bin/sh
-# tools/deps.sh build|test|static|bench|proof|deb|list SET
+# tools/deps.sh build|test|attack|static|bench|proof|deb|list SET
 # Makes sure the Debian packages a make target needs are installed. As root
 # with apt-get it installs what is missing; otherwise it prints the exact
 # command to run and fails. "list SET" prints a set's packages.
@@ -17,6 +17,9 @@ test="$build libcmocka-dev openssl chromium nodejs npm python3 procps
 static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
         gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu
         gcc-mips-linux-gnu glibc-source openssl python3"
+# attack: make test-attack-transport and test-desync (mk/attack.mk); the
+# desync suite drives the real nginx and HAProxy.
+attack="$test haproxy"
 bench="$build wrk procps"
 deb="$build dpkg-dev lintian curl"
 proof="$test wrk clang libclang-rt-14-dev valgrind"
@@ -25,11 +28,12 @@ set_of() {
 	case $1 in
 	build) echo "$build" ;;
 	test) echo "$test" ;;
+	attack) echo "$attack" ;;
 	static) echo "$static" ;;
 	bench) echo "$bench" ;;
 	deb) echo "$deb" ;;
 	proof) echo "$proof" ;;
-	*) echo "usage: $0 build|test|static|bench|proof|deb|list SET" >&2
+	*) echo "usage: $0 build|test|attack|static|bench|proof|deb|list SET" >&2
 	   exit 64 ;;
 	esac
 }

@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""slow_clients.py: slow and many connections do not deny service.
+
+    OTP_BIN=build/otp_demo python3 tests/attack/slow_clients.py [-k NAME]
+
+The attack, as a slowloris tool runs it: many connections that each send
+one byte a second and never finish their request, and reconnect (at their
+next byte) whenever the server drops them. Meanwhile a normal client
+fetches GET / on a new connection 20 times, one every 0.1 s, starting
+2 s into the attack; the check is that its p99 (nearest rank: with 20
+tries, the slowest) stays under 1 s. That bound has a wide margin: a
+served page takes milliseconds, a stalled one seconds (before the
+waiting room, 8 slow connections stalled every worker for up to 5 s).
+
+Each scenario runs against a fresh otp_demo with the default config
+(THREADS 8) on 127.0.0.1:
+
+    one-address   500 slow request heads from 127.0.0.1, the address the
+                  normal client uses too (one NAT'd network)
+    64-addresses  64 slow request heads, one from each of 127.0.0.2 ..
+                  127.0.0.65 (the source address is bound)
+    slow-body     40 complete POST /request heads with Content-Length 1000
+                  whose body then comes a byte a second
+    keep-alive    40 connections that send one complete request, then the
+                  next one a byte a second on the same connection
+    tls-hello     40 ClientHellos a byte a second, on a TLS listener (the
+                  normal client uses HTTPS there)
+
+Also, with 500 slow connections held, the server's RSS is printed (the
+figure README quotes), and each attacking connection must be gone by the
+head deadline (request_timeout_ms, 5 s; 8 s allowed). And with the
+waiting room full (600 slow heads from 127.0.0.1, the room has 512
+places), a client on 127.0.0.66 whose request comes in two parts 0.5 s
+apart (it needs a place meanwhile) still gets its page: a full room makes
+way at the expense of the address holding the most places.
+
+The module also serves bench/bench.py's slow-connection table (measure()).
+Prints "ok"/"FAIL" lines and "N passed, M failed".
+"""
+
+import argparse
+import http.client
+import math
+import os
+import selectors
+import socket
+import ssl
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attacklib as al  # noqa: E402
+
+TRIES = 20
+GAP = 0.1               # seconds between the normal client's tries
+WARMUP = 2.0            # seconds of attack before the first try
+BOUND = 1.0             # p99 of the normal client, seconds
+TRY_TIMEOUT = 10.0      # one try that takes longer counts as this long
+
+# A TLS record header announcing a 512-byte handshake message, and then
+# its bytes: a ClientHello that never completes.
+HELLO = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03,
+               0x03]) + bytes(range(32)) * 16
+
+
+class Slow:
+    """n attacking connections from the given source addresses, each
+    sending its next byte once a second; mode says which bytes:
+
+      head       "GET / HTTP/1.1", "Host", then header bytes forever
+      body       a complete POST head with Content-Length 1000, then the
+                 body a byte at a time
+      keepalive  a complete GET /healthz, then the next request's head a
+                 byte at a time (answers are read and dropped)
+      tls        a ClientHello a byte at a time
+
+    A connection the server closes or resets is opened again at its next
+    second. One thread drives them all (selectors), so 500 are cheap."""
+
+    def __init__(self, port, n, sources=("127.0.0.1",), mode="head",
+                 host="127.0.0.1", family=socket.AF_INET):
+        self.port, self.n, self.sources, self.mode = port, n, sources, mode
+        self.host, self.family = host, family
+        self.stop_ev = threading.Event()
+        self.socks = [None] * n
+        self.sent = [0] * n
+        self.opened = 0         # connections made, reconnects included
+        self.refused = 0        # connects that failed
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def first(self):
+        if self.mode == "head":
+            return b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        if self.mode == "body":
+            return (b"POST /request HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    b"Content-Length: 1000\r\n\r\n")
+        if self.mode == "keepalive":
+            return b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        return HELLO[:1]
+
+    def next_byte(self, i):
+        k = self.sent[i]
+        if self.mode == "tls":
+            return HELLO[k % len(HELLO):k % len(HELLO) + 1]
+        if self.mode == "body":
+            return b"p"
+        line = b"X-Slow-%d: a\r\n" % (k // 16) if self.mode == "head" \
+            else b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        return line[k % len(line):k % len(line) + 1]
+
+    def open(self, i, sel):
+        s = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            s.bind((self.sources[i % len(self.sources)], 0))
+            s.settimeout(0.5)
+            s.connect((self.host, self.port))
+            s.setblocking(False)
+            s.send(self.first())
+        except OSError:
+            s.close()
+            self.refused += 1
+            return
+        self.socks[i] = s
+        self.sent[i] = 0
+        self.opened += 1
+        sel.register(s, selectors.EVENT_READ, i)
+
+    def drop(self, i, sel):
+        s = self.socks[i]
+        if s is not None:
+            sel.unregister(s)
+            s.close()
+            self.socks[i] = None
+
+    def run(self):
+        sel = selectors.DefaultSelector()
+        tick = time.monotonic()
+        while not self.stop_ev.is_set():
+            for i in range(self.n):
+                if self.stop_ev.is_set():
+                    break
+                if self.socks[i] is None:
+                    self.open(i, sel)
+                    continue
+                try:
+                    self.socks[i].send(self.next_byte(i))
+                    self.sent[i] += 1
+                except OSError:
+                    self.drop(i, sel)
+            tick += 1.0
+            while not self.stop_ev.is_set():
+                left = tick - time.monotonic()
+                if left <= 0:
+                    break
+                for key, _ in sel.select(min(left, 0.2)):
+                    i = key.data
+                    try:
+                        data = self.socks[i].recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self.drop(i, sel)
+        for i in range(self.n):
+            self.drop(i, sel)
+        sel.close()
+
+    def held(self):
+        return sum(1 for s in self.socks if s is not None)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        self.thread.join(10)
+
+
+def normal_get(port, tls=False, host="127.0.0.1"):
+    """GET / on a new connection; seconds until the whole page is in,
+    TRY_TIMEOUT if it fails or takes longer."""
+    t0 = time.monotonic()
+    try:
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            c = http.client.HTTPSConnection(host, port, context=ctx,
+                                            timeout=TRY_TIMEOUT)
+        else:
+            c = http.client.HTTPConnection(host, port, timeout=TRY_TIMEOUT)
+        try:
+            c.request("GET", "/")
+            r = c.getresponse()
+            body = r.read()
+            if r.status != 200 or b"<form" not in body:
+                return TRY_TIMEOUT
+        finally:
+            c.close()
+    except OSError:
+        return TRY_TIMEOUT
+    return min(time.monotonic() - t0, TRY_TIMEOUT)
+
+
+def tries(port, tls=False, n=TRIES, gap=GAP, host="127.0.0.1"):
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        out.append(normal_get(port, tls, host))
+        time.sleep(max(0.0, gap - (time.monotonic() - t0)))
+    return out
+
+
+def pct(xs, p):
+    """Nearest-rank percentile (p99 of 20 values is the largest)."""
+    s = sorted(xs)
+    return s[max(0, int(math.ceil(p / 100.0 * len(s))) - 1)]
+
+
+SCENARIOS = {
+    # name: (connections, sources, mode, TLS listener)
+    "one-address": (500, ["127.0.0.1"], "head", False),
+    "64-addresses": (64, ["127.0.0.%d" % (2 + i) for i in range(64)],
+                     "head", False),
+    "slow-body": (40, ["127.0.0.1"], "body", False),
+    "keep-alive": (40, ["127.0.0.1"], "keepalive", False),
+    "tls-hello": (40, ["127.0.0.1"], "tls", True),
+}
+
+
+def measure(name, n, sources, mode, tls=False, binary=None, overrides=None,
+            rss=False, ntries=TRIES):
+    """One run: a fresh server, n attacking connections (n may be 0), the
+    normal client's tries. Returns a dict of figures; raises on setup
+    problems."""
+    cfg = dict(overrides or {})
+    if tls:
+        cfg.setdefault("LISTEN", "127.0.0.1:0s")
+        cfg.setdefault("CERT_FILE", "otp_demo.pem")
+    otp = al.Otp("slow-" + name, cfg, binary=binary)
+    res = {"name": name, "n": n}
+    try:
+        res["rss_idle_kib"] = otp.rss_kib()
+        normal_get(otp.port, tls)           # warm: first page, TLS cert
+        with Slow(otp.port, n, sources, mode) as atk:
+            time.sleep(WARMUP if n else 0)
+            res["times"] = tries(otp.port, tls, ntries)
+            res["held"] = atk.held()
+            res["opened"] = atk.opened
+            if rss:
+                res["rss_kib"] = otp.rss_kib()
+        res["alive"] = otp.srv.alive()
+    finally:
+        res["problems"] = otp.stop()
+    res["p50"] = pct(res["times"], 50)
+    res["p99"] = pct(res["times"], 99)
+    res["max"] = max(res["times"])
+    return res
+
+
+def split_get(port, source, pause=0.5):
+    """GET / from source, its head in two parts pause seconds apart;
+    returns (status or error, seconds)."""
+    t0 = time.monotonic()
+    s = socket.socket()
+    try:
+        s.bind((source, 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(pause)
+        s.sendall(b"Connection: close\r\n\r\n")
+        answers, _, _ = al.read_answers(s, 10.0, want=1)
+        st = al.statuses(answers)
+        return (st[0] if st else "closed without an answer",
+                time.monotonic() - t0)
+    except OSError as e:
+        return str(e), time.monotonic() - t0
+    finally:
+        s.close()
+
+
+def full_room(t):
+    otp = al.Otp("slow-full-room")
+    try:
+        with Slow(otp.port, 600, ["127.0.0.1"], "head") as atk:
+            time.sleep(WARMUP + 1)
+            held = atk.held()
+            res = [split_get(otp.port, "127.0.0.66") for _ in range(3)]
+        t.check("full room (%d slow from 127.0.0.1): a two-part request "
+                "from 127.0.0.66 is served" % held,
+                all(st == 200 and dt < 2.0 for st, dt in res),
+                "got %s" % ["%s in %.2f s" % r for r in res])
+    finally:
+        problems = otp.stop()
+    t.check("full room: server exits cleanly", not problems,
+            "; ".join(problems))
+
+
+def head_deadline(t, otp):
+    """An attacking connection is dropped by the head deadline (5 s) even
+    while it keeps sending."""
+    s = socket.create_connection(("127.0.0.1", otp.port), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    t0 = time.monotonic()
+    how = "still open after 12 s"
+    while time.monotonic() - t0 < 12:
+        s.settimeout(1.0)
+        try:
+            d = s.recv(4096)
+            how = "closed" if not d else "answered %r" % d[:40]
+            break
+        except socket.timeout:
+            pass
+        except OSError as e:
+            how = "reset (%s)" % e
+            break
+        try:
+            s.send(b"X")
+        except OSError as e:
+            how = "send failed (%s)" % e
+            break
+    took = time.monotonic() - t0
+    s.close()
+    t.check("a slow head is dropped by its deadline (5 s; bound 8 s)",
+            took <= 8.0 and how != "still open after 12 s",
+            "%s after %.1f s" % (how, took))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-k", action="append", default=[])
+    a = ap.parse_args()
+    al.raise_fd_limit()
+    t = al.Checks("slow")
+    if not t.check("otp_demo binary exists", os.access(al.BIN, os.X_OK),
+                   al.BIN):
+        return t.done()
+    for name, (n, sources, mode, tls) in SCENARIOS.items():
+        if a.k and not any(k in name for k in a.k):
+            continue
+        try:
+            r = measure(name, n, sources, mode, tls,
+                        rss=(name == "one-address"))
+        except Exception as e:  # noqa: BLE001
+            t.check("%s: runs" % name, False, "%s: %s" % (type(e).__name__,
+                                                          e))
+            continue
+        times = " ".join("%.2f" % x for x in r["times"])
+        t.check("%s: %d slow connections (%s): normal client p99 %.3f s < "
+                "%.1f s" % (name, n, mode, r["p99"], BOUND),
+                r["p99"] < BOUND, "tries (s): %s" % times)
+        print("   %s: p50 %.3f s, p99 %.3f s, max %.3f s; %d of %d "
+              "attacking connections open at the end, %d opened in all%s"
+              % (name, r["p50"], r["p99"], r["max"], r["held"], n,
+                 r["opened"], (", RSS %d KiB (idle %d KiB)" % (
+                     r["rss_kib"], r["rss_idle_kib"]))
+                 if "rss_kib" in r else ""), flush=True)
+        t.check("%s: server alive and exits cleanly" % name,
+                r["alive"] and not r["problems"], "; ".join(r["problems"]))
+    if not a.k or any(k in "full-room" for k in a.k):
+        full_room(t)
+    if not a.k or any(k in "deadline" for k in a.k):
+        otp = al.Otp("slow-deadline")
+        try:
+            head_deadline(t, otp)
+        finally:
+            otp.stop()
+    return t.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
