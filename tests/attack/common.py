@@ -24,8 +24,13 @@ check = it.check
 
 def case(fn):
     """Registers fn(ctx) as a case named attack_<file>_<fn name>."""
-    CASES.append(fn)
+    CASES.append((fn.__name__, fn))
     return fn
+
+
+def add(name, fn):
+    """Registers fn(ctx) as the case attack_<file>_<name>."""
+    CASES.append((name, fn))
 
 
 def xff(addr):
@@ -47,9 +52,8 @@ def main():
     a = ap.parse_args()
     prefix = "attack_" + os.path.splitext(
         os.path.basename(sys.argv[0]))[0] + "_"
-    cases = [{"name": prefix + fn.__name__, "kind": "code", "fn": fn}
-             for fn in CASES
-             if not a.k or any(k in fn.__name__ for k in a.k)]
+    cases = [{"name": prefix + name, "kind": "code", "fn": fn}
+             for name, fn in CASES if not a.k or any(k in name for k in a.k)]
     it.ensure_certs()
     passed = failed = 0
 

@@ -112,6 +112,14 @@ def api(ctx, b, method, path, body=None, headers=None):
         raise it.Fail("%s %s: not JSON: %r" % (method, path, r))
 
 
+def approved(ctx, app, vid, what):
+    """The API checks app's code for verification vid: approved."""
+    r, k = api(ctx, app, "POST", "%s/%s/check" % (it.API, vid),
+               {"code": app.code})
+    check(r.status == 200 and k.get("status") == "approved",
+          "%s -> %r" % (what, r))
+
+
 @case
 def api_take_over(ctx):
     ctx.start_fake()
@@ -129,10 +137,8 @@ def api_take_over(ctx):
     check(web.code != app.code, "the web visitor was sent the API's code")
     r = web.verify(app.code)
     check(r.status == 403, "the API's code on the web -> %r" % r)
-    r, k = api(ctx, app, "POST", "%s/%s/check" % (it.API, j["id"]),
-               {"code": app.code})
-    check(r.status == 200 and k.get("status") == "approved",
-          "the application's own check after a web request -> %r" % r)
+    approved(ctx, app, j["id"], "the application's own check after a web "
+             "request")
 
 
 @case
@@ -206,10 +212,8 @@ def api_shared_budget(ctx):
     r, j = api(ctx, app, "POST", it.API, {"phone": VICTIM})
     check(r.status == 201, "another user's create -> %r" % r)
     ctx.collect_sms(n0, app)
-    r, k = api(ctx, app, "POST", "%s/%s/check" % (it.API, j["id"]),
-               {"code": app.code})
-    check(r.status == 200 and k.get("status") == "approved",
-          "another user's right code after 30 wrong ones -> %r" % r)
+    approved(ctx, app, j["id"], "another user's right code after 30 wrong "
+             "ones")
 
 
 @case

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """phone_numbers.py: toll fraud through the phone field, tried as an attacker.
 
-    python3 tests/attack/phone_numbers.py [-k SUBSTR]... [-j JOBS] [-l]
+    python3 tests/attack/phone_numbers.py [-k SUBSTR]... [-j JOBS]
 
 Env: OTP_BIN (default <repo>/otp_demo). Python standard library only.
 
@@ -23,31 +23,13 @@ The Browser, Server and Ctx helpers (and the log scan: no full number, no
 code, no key in the log) come from tests/integration.py.
 """
 
-import argparse
-import concurrent.futures
 import os
 import re
 import sys
-import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
-ROOT = os.path.dirname(TESTS)
-sys.path.insert(0, TESTS)
-sys.dont_write_bytecode = True      # no __pycache__ in the tree
-
-try:
-    import integration as it  # noqa: E402
-except Exception as e:  # noqa: BLE001
-    print("FAIL setup: cannot import tests/integration.py (%s: %s)"
-          % (type(e).__name__, e))
-    print("0 passed, 1 failed")
-    sys.exit(1)
-
-OUT = os.path.join(ROOT, "tests", "out", "attack", "phone_numbers")
-it.OUT = OUT                        # Ctx() makes its directory under OUT
-it.CERTS = os.path.join(OUT, "certs")
-Fail, check = it.Fail, it.check
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import check, it  # noqa: E402
 
 # What each refusal says: (log reason, API error code, form message).
 WHY = {
@@ -132,7 +114,7 @@ def attack_case(name, why, spellings):
                                          log_refusals(ctx, l0) or "none"))
         check(ctx.fake.count() == 0, "%d SMS sent in all"
               % ctx.fake.count())
-    return ("attack_" + name, fn)
+    return (name, fn)
 
 
 def case_control(ctx):
@@ -155,63 +137,9 @@ def case_control(ctx):
     ctx.collect_sms(1)
 
 
-CASES = [attack_case(*a) for a in ATTACKS] + [("control_us_and_canada",
-                                               case_control)]
-
-
-def run_case(name, fn):
-    ctx = it.Ctx(name)
-    failed = None
-    try:
-        fn(ctx)
-    except Fail as e:
-        failed = str(e)
-    except Exception as e:  # noqa: BLE001 - a test bug is a failure too
-        with open(os.path.join(ctx.dir, "traceback.txt"), "w") as f:
-            f.write(traceback.format_exc())
-        failed = "%s: %s (traceback in %s)" % (
-            type(e).__name__, e, os.path.relpath(ctx.dir, ROOT))
-    try:
-        ctx.finish(failed is not None)
-    except Fail as e:
-        failed = str(e)
-    return failed
-
-
-def main():
-    ap = argparse.ArgumentParser(description="phone number attack tests")
-    ap.add_argument("-k", action="append", default=[],
-                    help="run only cases whose name contains SUBSTR")
-    ap.add_argument("-j", type=int, default=4, help="parallel cases (4)")
-    ap.add_argument("-l", "--list", action="store_true", help="list cases")
-    a = ap.parse_args()
-    cases = [(n, f) for n, f in CASES if not a.k or any(k in n for k in a.k)]
-    if a.list:
-        for n, _ in cases:
-            print(n)
-        return 0
-    if not (os.path.isfile(it.BIN) and os.access(it.BIN, os.X_OK)):
-        print("FAIL setup: no executable %s (set OTP_BIN or run make)"
-              % it.BIN)
-        print("0 passed, 1 failed")
-        return 1
-    os.makedirs(OUT, exist_ok=True)
-    it.ensure_certs()
-    passed = failed = 0
-    with concurrent.futures.ThreadPoolExecutor(max(1, a.j)) as ex:
-        futs = {ex.submit(run_case, n, f): n for n, f in cases}
-        for fut in concurrent.futures.as_completed(futs):
-            name, err = futs[fut], fut.result()
-            if err is None:
-                passed += 1
-                print("ok %s" % name, flush=True)
-            else:
-                failed += 1
-                print("FAIL %s: %s" % (name, " ".join(err.split())),
-                      flush=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
+for a in ATTACKS:
+    common.add(*attack_case(*a))
+common.add("control_us_and_canada", case_control)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.main())

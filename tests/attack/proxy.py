@@ -145,16 +145,22 @@ def state_tmp_symlink(ctx):
           "no regular session.key made")
 
 
-@case
-def state_key_readable(ctx):
+def planted_key(ctx, mode, uid):
+    """A STATE_DIR whose session.key someone else made: mode, owner."""
     ctx.start_fake()
     state = os.path.join(ctx.dir, "state")
     os.mkdir(state, 0o700)
     key = os.path.join(state, "session.key")
     with open(key, "wb") as f:
         f.write(b"k" * 32)
-    os.chmod(key, 0o644)
-    start_bad(ctx, {"STATE_DIR": state},
+    os.chmod(key, mode)
+    os.chown(key, uid, uid)
+    return state
+
+
+@case
+def state_key_readable(ctx):
+    start_bad(ctx, {"STATE_DIR": planted_key(ctx, 0o644, 0)},
               r"session\.key.*(mode|readable).*chmod 600")
 
 
@@ -172,15 +178,8 @@ def state_dir_writable(ctx):
 
 @case
 def state_key_other_owner(ctx):
-    ctx.start_fake()
-    state = os.path.join(ctx.dir, "state")
-    os.mkdir(state, 0o700)
-    key = os.path.join(state, "session.key")
-    with open(key, "wb") as f:
-        f.write(b"k" * 32)
-    os.chmod(key, 0o600)
-    os.chown(key, 65534, 65534)
-    start_bad(ctx, {"STATE_DIR": state}, r"session\.key.*owned.*chown")
+    start_bad(ctx, {"STATE_DIR": planted_key(ctx, 0o600, 65534)},
+              r"session\.key.*owned.*chown")
 
 
 @case
