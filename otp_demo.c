@@ -406,6 +406,8 @@ static int file_write_atomic(const char *path, const char *data, size_t len,
                              mode_t mode);
 static void buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static long lz_unpack(const unsigned char *in, size_t n, char *out,
+                      size_t cap) __attribute__((unused));
 
 #define log_info(o, ...) log_line((o), "info", __VA_ARGS__)
 #define log_warn(o, ...) log_line((o), "warn", __VA_ARGS__)
@@ -2366,39 +2368,67 @@ from_wall(long long t, int64_t now, int64_t wall)
 	return t > wall ? now : now - (wall - (int64_t)t);
 }
 
+/* The next space-separated field of *p as a number in base (no sign),
+ * at most max; advances *p. 0, or -1. */
+static int
+state_field(const char **p, int base, unsigned long long max,
+            unsigned long long *out)
+{
+	char *end;
+
+	if (**p != ' ' || !isxdigit((unsigned char)(*p)[1]))
+		return -1;
+	errno = 0;
+	*out = strtoull(*p + 1, &end, base);
+	if (errno != 0 || *out > max || (*end != ' ' && *end != '\n' &&
+	    *end != '\0'))
+		return -1;
+	*p = end;
+	return 0;
+}
+
 /* Reads one "W" or "G" line into the tables. 0, or -1 if malformed. */
 static int
 limits_load_line(struct otp *otp, const char *line, int64_t now,
                  int64_t wall)
 {
 	struct limits *l = &otp->limits;
-	unsigned long long key;
-	long long start, last;
-	unsigned table, count;
-	char name[8];
+	unsigned long long table, key, start, last, count;
+	const char *p = line + 1;
 	struct window *w;
+	int g;
 
-	if (sscanf(line, "G %7s %lld %u", name, &start, &count) == 3) {
-		for (int i = 0; i < 3; i++)
-			if (strcmp(name, global_names[i]) == 0) {
-				w = limits_global(l, i);
-				w->start_ms = from_wall(start, now, wall);
-				w->count = start != 0 ? count : 0;
-				return 0;
-			}
-		return -1;
+	if (line[0] == 'G') {
+		for (g = 0; g < 3; g++)
+			if (strncmp(p + 1, global_names[g],
+			    strlen(global_names[g])) == 0 && p[1 +
+			    strlen(global_names[g])] == ' ')
+				break;
+		if (g == 3)
+			return -1;
+		p += 1 + strlen(global_names[g]);
+		if (state_field(&p, 10, INT64_MAX, &start) != 0 ||
+		    state_field(&p, 10, UINT32_MAX, &count) != 0)
+			return -1;
+		w = limits_global(l, g);
+		w->start_ms = from_wall((long long)start, now, wall);
+		w->count = start != 0 ? (uint32_t)count : 0;
+		return 0;
 	}
-	if (sscanf(line, "W %u %16llx %lld %lld %u", &table, &key, &start,
-	    &last, &count) != 5 || table >= T__N || key == 0)
+	if (line[0] != 'W' || state_field(&p, 10, T__N - 1, &table) != 0 ||
+	    state_field(&p, 16, UINT64_MAX, &key) != 0 || key == 0 ||
+	    state_field(&p, 10, INT64_MAX, &start) != 0 ||
+	    state_field(&p, 10, INT64_MAX, &last) != 0 ||
+	    state_field(&p, 10, UINT32_MAX, &count) != 0)
 		return -1;
 	w = ratetab_find(&l->tab[table], key, now, 0);
 	if (w == NULL)
 		return 0; /* no room: a smaller table than before; dropped */
 	memset(w, 0, sizeof(*w));
 	w->key = key;
-	w->start_ms = from_wall(start, now, wall);
-	w->last_ms = from_wall(last, now, wall);
-	w->count = count;
+	w->start_ms = from_wall((long long)start, now, wall);
+	w->last_ms = from_wall((long long)last, now, wall);
+	w->count = (uint32_t)count;
 	w->slot = -1;
 	return 0;
 }
@@ -6541,8 +6571,28 @@ out:
 #ifndef OTP_NO_MAIN
 
 /* otp_notices[]: the licences of this binary and of all it bundles, made
- * at build time by tools/notices.sh from the sources' own licence files. */
+ * at build time by tools/notices.sh from the sources' own licence files;
+ * packed by tools/lz.py (OTP_NOTICES_LEN, unpacked) in the static builds. */
 #include "notices.h"
+
+/* Prints the notices; 0, or 1 if they cannot be unpacked. */
+static int
+notices_print(void)
+{
+#ifdef OTP_NOTICES_LEN
+	char *text = malloc(OTP_NOTICES_LEN);
+	int rc = text != NULL && lz_unpack(otp_notices, sizeof(otp_notices),
+	    text, OTP_NOTICES_LEN) == OTP_NOTICES_LEN ? 0 : 1;
+
+	if (rc == 0)
+		fwrite(text, 1, OTP_NOTICES_LEN, stdout);
+	free(text);
+	return rc;
+#else
+	fwrite(otp_notices, 1, sizeof(otp_notices) - 1, stdout);
+	return 0;
+#endif
+}
 
 static void
 usage(FILE *f)
@@ -6707,8 +6757,7 @@ main_args(int argc, char **argv, const char **path, bool *test_only)
 			config_print_defaults(stdout);
 			return 0;
 		} else if (strcmp(argv[i], "--licenses") == 0) {
-			fwrite(otp_notices, 1, sizeof(otp_notices) - 1, stdout);
-			return 0;
+			return notices_print();
 		} else if (strcmp(argv[i], "-t") == 0) {
 			*test_only = true;
 		} else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
@@ -7084,6 +7133,41 @@ edit_distance(const char *a, const char *b)
  * Writes data to path atomically: a temporary file in the same directory
  * with mode, fsync, then rename. 0 or -1 (errno set).
  */
+/*
+ * Unpacks tools/lz.py's format into out (cap bytes): a byte c < 0x80 is
+ * c + 1 literal bytes that follow; c >= 0x80 copies (c & 0x7f) + 3 bytes
+ * from d back, d the next two bytes. Returns the length, or -1 for input
+ * that does not unpack within cap (nothing is read or written outside).
+ */
+static long
+lz_unpack(const unsigned char *in, size_t n, char *out, size_t cap)
+{
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		size_t c = in[i++], len, d;
+
+		if (c < 0x80) {
+			len = c + 1;
+			if (len > n - i || len > cap - o)
+				return -1;
+			memcpy(out + o, in + i, len);
+			i += len, o += len;
+			continue;
+		}
+		if (n - i < 2)
+			return -1;
+		d = (size_t)in[i] << 8 | in[i + 1];
+		i += 2;
+		len = (c & 0x7f) + 3;
+		if (d == 0 || d > o || len > cap - o)
+			return -1;
+		for (; len > 0; len--, o++) /* overlapping: byte by byte */
+			out[o] = out[o - d];
+	}
+	return (long)o;
+}
+
 /* Appends a formatted line to a bounded buffer; *n grows, capped (at
  * cap or more when it did not fit: the caller checks *n < cap). */
 static void

@@ -178,9 +178,13 @@ STATIC_NOTICES := $(NOTICES_SELF) $(NOTICES_CW) \
 	"curl|$(CURL_TAR:curl_%.orig.tar.gz=%)|curl (MIT-style)|$(SLICENSES)/curl/COPYING" \
 	"musl|$(MUSL_TAR:musl_%.orig.tar.gz=%)|MIT|$(SLICENSES)/musl/COPYRIGHT" \
 	$(if $(SSOFTFP),"glibc soft-fp|$(patsubst glibc-%.tar.xz,%,$(notdir $(GLIBC_TAR)))|LGPL-2.1-or-later with linking exception|$(SLICENSES)/softfp/LICENSE")
-$(SB)/notices.h $(SB)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE) \
-		$(SB)/curl.stamp
-	tools/notices.sh $(if $(filter %.h,$@),c,text) $(STATIC_NOTICES) > $@.tmp
+$(SB)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE) $(SB)/curl.stamp
+	tools/notices.sh text $(STATIC_NOTICES) > $@.tmp
+	mv -f $@.tmp $@
+# Packed (tools/lz.py): 22 KB of licence text is half that, which the
+# router budgets need; --licenses unpacks it (lz_unpack()).
+$(SB)/notices.h: $(SB)/notices.txt tools/lz.py
+	python3 tools/lz.py otp_notices < $< > $@.tmp
 	mv -f $@.tmp $@
 
 $(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \

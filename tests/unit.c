@@ -1558,6 +1558,28 @@ test_utilities(void **state)
 
 /* ---- server certificate ------------------------------------------------ */
 
+/* The static builds' packed notices (tools/lz.py's format). */
+static void
+test_lz_unpack(void **state)
+{
+	static const unsigned char ok[] = { 0x02, 'a', 'b', 'c', 0x80, 0x00,
+	    0x03, 0x81, 0x00, 0x01, 0x00, '!' };
+	static const unsigned char far[] = { 0x00, 'a', 0x80, 0x00, 0x02 };
+	static const unsigned char cut[] = { 0x05, 'a', 'b' };
+	static const unsigned char half[] = { 0x00, 'a', 0x80, 0x00 };
+	char out[32];
+
+	(void)state;
+	assert_int_equal(lz_unpack(ok, sizeof(ok), out, sizeof(out)), 11);
+	assert_memory_equal(out, "abcabccccc!", 11);
+	/* Never outside: a distance past the start, a literal run past the
+	 * input, a match cut short, an output larger than cap. */
+	assert_int_equal(lz_unpack(far, sizeof(far), out, sizeof(out)), -1);
+	assert_int_equal(lz_unpack(cut, sizeof(cut), out, sizeof(out)), -1);
+	assert_int_equal(lz_unpack(half, sizeof(half), out, sizeof(out)), -1);
+	assert_int_equal(lz_unpack(ok, sizeof(ok), out, 10), -1);
+}
+
 static void
 test_cert_generate_once(void **state)
 {
@@ -1720,6 +1742,7 @@ main(void)
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
+		cmocka_unit_test(test_lz_unpack),
 		cmocka_unit_test(test_cert_generate_once),
 		cmocka_unit_test(test_return_to),
 		cmocka_unit_test(test_auth_cookie),
