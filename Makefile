@@ -127,7 +127,10 @@ TEST_ENV = OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit 
 		EMBED_BIN=$(CURDIR)/$(BUILD)/examples/embed \
 		OTP_LIB_OBJ=$(CURDIR)/$(BUILD)/examples/otp_demo_lib.o \
 		SANITIZE=$(SANITIZE)
-TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit $(BUILD)/model examples | deps-test
+# Under SANITIZE the plain build too: callgrind (tests/attack/limits.py)
+# cannot run a sanitizer build.
+TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit $(BUILD)/model examples \
+	$(if $(SANITIZE),build/otp_demo) | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh

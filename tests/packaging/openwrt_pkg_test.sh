@@ -110,8 +110,10 @@ install-pkg:
 	$(call Package/$(PKG_ID)/install,$(DEST))
 EOF
 
+# OpenWrt's build has no SANITIZE (make test-asan exports it to the suites;
+# the project Makefile would then build its sanitizer copy, and fetch).
 owrt() { # owrt TARGET...: make in the package directory, OpenWrt-style
-	make -s --no-print-directory -C "$pkg" TOPDIR="$tmp/top" \
+	env -u SANITIZE make -s --no-print-directory -C "$pkg" TOPDIR="$tmp/top" \
 		INCLUDE_DIR="$tmp/top/include" BUILD_DIR="$tmp/build" \
 		DL_DIR="$tmp/dl" TARGET_CC="${CC:-cc}" TARGET_CFLAGS="-O0" \
 		TARGET_CPPFLAGS="" TARGET_LDFLAGS="" DEST="$tmp/root" "$@"
