@@ -88,11 +88,14 @@ $(BUILD)/otp_demo: $(BUILD)/otp_demo.o $(BUILD)/civetweb.o
 # ./otp_demo is always the plain build: a sanitizer build (make test
 # SANITIZE=...) stays in its own directory, so a later make run never
 # starts it by surprise.
+ifeq ($(BUILD),build)
 otp_demo: build/otp_demo
 	cp $< $@.tmp && mv -f $@.tmp $@
-ifneq ($(BUILD),build)
-build/otp_demo:
-	$(MAKE) --no-print-directory SANITIZE= build/otp_demo
+else
+.PHONY: plain-otp_demo
+plain-otp_demo:
+	$(MAKE) --no-print-directory SANITIZE= otp_demo
+otp_demo: plain-otp_demo ;
 endif
 
 # make run: the console sender prints each SMS, so no account is needed.
@@ -130,7 +133,7 @@ TEST_ENV = OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit 
 # Under SANITIZE the plain build too: callgrind (tests/attack/limits.py)
 # cannot run a sanitizer build.
 TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit $(BUILD)/model examples \
-	$(if $(SANITIZE),build/otp_demo) | deps-test
+	$(if $(SANITIZE),plain-otp_demo) | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
