@@ -20,6 +20,9 @@
 # fetch.sh checks its files against the same SHA256SUMS the upstream
 # tarball's must match. Needs git (make dist archives HEAD).
 # Prints "ok"/"FAIL" and "N passed, M failed".
+# OpenWrt's build knows nothing of ours: not SANITIZE, which make test-asan
+# passes down (in MAKEFLAGS too), nor the outer make's other variables.
+unset SANITIZE MAKEFLAGS MFLAGS MAKELEVEL
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 top=$PWD
@@ -110,10 +113,8 @@ install-pkg:
 	$(call Package/$(PKG_ID)/install,$(DEST))
 EOF
 
-# OpenWrt's build has no SANITIZE (make test-asan exports it to the suites;
-# the project Makefile would then build its sanitizer copy, and fetch).
 owrt() { # owrt TARGET...: make in the package directory, OpenWrt-style
-	env -u SANITIZE make -s --no-print-directory -C "$pkg" TOPDIR="$tmp/top" \
+	make -s --no-print-directory -C "$pkg" TOPDIR="$tmp/top" \
 		INCLUDE_DIR="$tmp/top/include" BUILD_DIR="$tmp/build" \
 		DL_DIR="$tmp/dl" TARGET_CC="${CC:-cc}" TARGET_CFLAGS="-O0" \
 		TARGET_CPPFLAGS="" TARGET_LDFLAGS="" DEST="$tmp/root" "$@"
