@@ -290,7 +290,7 @@ def main():
               "statuses %s" % sorted(set(replays)))
 
         # 4. MAX_ATTEMPTS wrong codes at once lock a fresh verification.
-        locked_numbers = ["+1556%07d" % (1000000 + i)
+        locked_numbers = ["+1203555%04d" % i
                           for i in range(min(40, RECORDS))]
 
         def lock(number):
