@@ -2399,6 +2399,8 @@ limits_load_line(struct otp *otp, const char *line, int64_t now,
 	int g;
 
 	if (line[0] == 'G') {
+		if (*p != ' ')
+			return -1;
 		for (g = 0; g < 3; g++)
 			if (strncmp(p + 1, global_names[g],
 			    strlen(global_names[g])) == 0 && p[1 +
