@@ -391,12 +391,11 @@ static int64_t clock_wall_ms(void);
 static void hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
 static int hex_decode(const char *in, size_t len, uint8_t *out);
 static bool ct_equal(const void *a, const void *b, size_t len);
-static bool secret_equal(const struct otp *otp, const void *a, size_t alen,
-                         const void *b, size_t blen);
 static void secret_mac(const struct otp *otp, const void *in, size_t len,
                        uint8_t out[OTP_MAC_LEN]);
 static void wipe(void *p, size_t len);
 static int str_copy(char *dst, size_t size, const char *src);
+static bool addr_parse(const char *s, size_t len, uint8_t out[17]);
 static int str_ncopy(char *dst, size_t size, const char *src, size_t n);
 static int parse_long(const char *s, long min, long max, long *out);
 static int hmac256(const uint8_t *key, const void *in, size_t len,
@@ -644,22 +643,15 @@ check_lang(const char *v)
 static const char *
 check_addresses(const char *v)
 {
-	for (const char *p = v; *p != '\0';) {
-		char one[64];
-		uint8_t bin[16];
-		size_t n;
+	uint8_t bin[17];
+	char one[64];
+	int rc;
 
-		p += strspn(p, " ,");
-		if ((n = strcspn(p, " ,")) == 0)
+	while ((rc = list_item(&v, one, sizeof(one))) > 0)
+		if (!addr_parse(one, strlen(one), bin))
 			break;
-		if (str_ncopy(one, sizeof(one), p, n) != 0 ||
-		    (inet_pton(AF_INET, one, bin) != 1 &&
-		    inet_pton(AF_INET6, one, bin) != 1))
-			return "must be IP addresses, comma-separated, like "
-			    "'127.0.0.1,::1'";
-		p += n;
-	}
-	return NULL;
+	return rc == 0 ? NULL : "must be IP addresses, comma-separated, "
+	    "like '127.0.0.1,::1'";
 }
 
 static const char *
@@ -1301,14 +1293,12 @@ state_dir_check(const struct config *c, char *err, size_t errlen)
  * reason and the fix in err.
  */
 static FILE *
-state_open(const struct otp *otp, const char *path, const char *name,
-           char *err, size_t errlen)
+state_open(const char *path, const char *name, char *err, size_t errlen)
 {
 	struct stat sb;
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	FILE *f;
 
-	(void)otp;
 	if (fd < 0) {
 		if (errno != ENOENT)
 			snprintf(err, errlen, "%s: %s%s", path, strerror(errno),
@@ -1967,32 +1957,28 @@ limits_client_keys(const struct limits *l, const char *addr, long prefix,
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 	                                    0xff, 0xff };
-	uint8_t a[18], ip[16];
-	size_t len = 0, netbits = 0, bits = 0;
+	uint8_t ip[17], a[18];
+	size_t len, netbits, bits;
 
-	if (inet_pton(AF_INET6, addr, ip) == 1 &&
-	    memcmp(ip, mapped, sizeof(mapped)) != 0) {
-		a[0] = '6', bits = (size_t)prefix, len = 17;
-		netbits = prefix < OTP_NET6_PREFIX ? (size_t)prefix :
-		    OTP_NET6_PREFIX;
-		memcpy(a + 1, ip, 16);
-	} else if (inet_pton(AF_INET6, addr, ip) == 1 ||
-	    inet_pton(AF_INET, addr, ip + 12) == 1) {
-		a[0] = '4', bits = 32, netbits = OTP_NET4_PREFIX, len = 5;
-		memcpy(a + 1, ip + 12, 4);
-	}
-	if (len == 0) {
+	if (!addr_parse(addr, strlen(addr), ip)) {
 		*akey = *nkey = limits_hash(l, addr, strlen(addr));
 		return;
 	}
-	for (size_t i = 0; i < (len - 1) * 8; i++)
-		if (i >= bits)
-			a[1 + i / 8] &= (uint8_t)~(0x80u >> (i % 8));
+	if (ip[0] == 16 && memcmp(ip + 1, mapped, sizeof(mapped)) != 0) {
+		a[0] = '6', bits = (size_t)prefix, len = 17;
+		netbits = prefix < OTP_NET6_PREFIX ? (size_t)prefix :
+		    OTP_NET6_PREFIX;
+	} else {
+		a[0] = '4', bits = 32, netbits = OTP_NET4_PREFIX, len = 5;
+	}
+	memcpy(a + 1, ip + 1 + (ip[0] - (len - 1)), len - 1);
+	for (size_t i = bits; i < (len - 1) * 8; i++)
+		a[1 + i / 8] &= (uint8_t)~(0x80u >> (i % 8));
 	a[len] = (uint8_t)bits;
 	*akey = limits_hash(l, a, len + 1);
 	for (size_t i = netbits; i < bits; i++)
 		a[1 + i / 8] &= (uint8_t)~(0x80u >> (i % 8));
-	a[0] = (char)(a[0] == '6' ? 'N' : 'n');
+	a[0] = (uint8_t)(a[0] == '6' ? 'N' : 'n');
 	a[len] = (uint8_t)netbits;
 	*nkey = limits_hash(l, a, len + 1);
 }
@@ -2451,7 +2437,7 @@ limits_load(struct otp *otp, char *err, size_t errlen)
 	if (otp->cfg.state_dir[0] == '\0')
 		return 0;
 	snprintf(path, sizeof(path), "%s/limits.state", otp->cfg.state_dir);
-	if ((f = state_open(otp, path, "limits.state", err, errlen)) == NULL)
+	if ((f = state_open(path, "limits.state", err, errlen)) == NULL)
 		return errno == ENOENT ? 0 : -1;
 	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
 		lineno++;
@@ -4258,7 +4244,6 @@ struct req {
 	bool secure;            /* the browser's is: TLS here, or a trusted
 				   proxy says X-Forwarded-Proto: https */
 	char addr[64];          /* client address (see client_address) */
-	struct client cl;       /* the same, as the limits count it */
 	char sid[2 * OTP_SID_LEN + 1];  /* session id, "" if none */
 	struct owner ow;        /* the session, as records are owned */
 	char csrf[2 * OTP_MAC_LEN + 1]; /* CSRF token for the session */
@@ -4615,51 +4600,22 @@ header_last(const struct req *r, const char *name)
 	return NULL;
 }
 
-/* Whether a and b are the same address (any spelling of it). */
-static bool
-addr_equal(const char *a, size_t alen, const char *b, size_t blen)
-{
-	char sa[64], sb[64];
-	uint8_t na[16], nb[16];
-	int fa = AF_INET6, fb = AF_INET6;
-
-	if (str_ncopy(sa, sizeof(sa), a, alen) != 0 ||
-	    str_ncopy(sb, sizeof(sb), b, blen) != 0)
-		return false;
-	if (inet_pton(AF_INET6, sa, na) != 1 && (fa = AF_INET,
-	    inet_pton(AF_INET, sa, na) != 1))
-		return strcmp(sa, sb) == 0;
-	if (inet_pton(AF_INET6, sb, nb) != 1 && (fb = AF_INET,
-	    inet_pton(AF_INET, sb, nb) != 1))
-		return false;
-	return fa == fb && memcmp(na, nb, fa == AF_INET ? 4 : 16) == 0;
-}
-
-/* Whether addr (len bytes) is one of the comma-separated list's. */
+/* Whether addr (len bytes) is one of the comma-separated list's, in any
+ * spelling of it. */
 static bool
 addr_in_list(const char *addr, size_t len, const char *list)
 {
-	for (const char *p = list; *p != '\0';) {
-		size_t n;
+	uint8_t want[17], one[17];
+	char item[64];
+	const char *p = list;
 
-		p += strspn(p, " ,");
-		n = strcspn(p, " ,");
-		if (n > 0 && addr_equal(p, n, addr, len))
+	if (!addr_parse(addr, len, want))
+		return false;
+	while (list_item(&p, item, sizeof(item)) > 0)
+		if (addr_parse(item, strlen(item), one) && one[0] == want[0] &&
+		    memcmp(one + 1, want + 1, want[0]) == 0)
 			return true;
-		p += n;
-	}
 	return false;
-}
-
-/* Whether s (len bytes) is an IPv4 or IPv6 address. */
-static bool
-addr_valid(const char *s, size_t len)
-{
-	char buf[64];
-	uint8_t n[16];
-
-	return str_ncopy(buf, sizeof(buf), s, len) == 0 &&
-	    (inet_pton(AF_INET, buf, n) == 1 || inet_pton(AF_INET6, buf, n) == 1);
 }
 
 /*
@@ -4674,6 +4630,7 @@ static bool
 forwarded_for(const struct req *r, char *out, size_t outlen)
 {
 	const char *proxies = r->otp->cfg.trusted_proxy;
+	uint8_t ip[17];
 
 	for (int i = r->ri->num_headers - 1; i >= 0; i--) {
 		const char *v = r->ri->http_headers[i].value, *end;
@@ -4695,7 +4652,7 @@ forwarded_for(const struct req *r, char *out, size_t outlen)
 				len--;
 			if (len > 0 && addr_in_list(start, len, proxies))
 				continue;
-			return addr_valid(start, len) &&
+			return addr_parse(start, len, ip) &&
 			    str_ncopy(out, outlen, start, len) == 0;
 		}
 	}
@@ -4706,7 +4663,8 @@ forwarded_for(const struct req *r, char *out, size_t outlen)
  * The client's address: the socket peer, or behind a TRUSTED_PROXY what
  * forwarded_for() finds; X-Forwarded-Proto (its last value) from a
  * trusted proxy tells the scheme the browser sees (its Origin, and Secure
- * cookies). Every check (limits, METRICS_ALLOW, logs) uses this address.
+ * cookies). Every check (limits, METRICS_ALLOW, logs) uses this address;
+ * the handlers that count it make its limit keys (client_init()).
  */
 static void
 client_address(struct req *r)
@@ -4727,7 +4685,6 @@ client_address(struct req *r)
 		}
 		forwarded_for(r, r->addr, sizeof(r->addr));
 	}
-	client_init(r->otp, &r->cl, r->addr);
 }
 
 /*
@@ -5088,7 +5045,9 @@ auth_cookie_check(const struct otp *otp, const char *v, long long now,
 	if (str_ncopy(phone + 1, OTP_MAX_PHONE_LEN, dot + 1,
 	    strcspn(dot + 1, ".")) != 0 || !phone_is_e164(phone) ||
 	    auth_cookie_make(otp, phone, expiry, want, sizeof(want)) != 0 ||
-	    !secret_equal(otp, want, strlen(want), v, n))
+	    /* Both lengths follow from the cookie itself: telling them
+	     * apart tells nothing of the key. */
+	    strlen(want) != n || !ct_equal(want, v, n))
 		return -1;
 	return 0;
 }
@@ -5171,6 +5130,7 @@ on_request(struct req *r)
 	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1];
 	char phone[OTP_MAX_PHONE_LEN + 1] = "";
 	char vid[HANDLE_LEN + 1];
+	struct client cl;
 	struct start st;
 	size_t len;
 	int rc, n;
@@ -5186,7 +5146,8 @@ on_request(struct req *r)
 		return reply_index(r, 400, phone_refusals[-rc].page,
 		    n < 0 ? "" : input);
 	}
-	if (verification_start(otp, phone, &r->cl, &r->ow, message_for(&otp->cfg,
+	client_init(otp, &cl, r->addr);
+	if (verification_start(otp, phone, &cl, &r->ow, message_for(&otp->cfg,
 	    mg_get_header(r->conn, "Accept-Language")), &st) != 0)
 		return reply_start_failed(r, &st, input);
 	handle_format(st.slot, st.id, vid);
@@ -5202,6 +5163,7 @@ on_verify(struct req *r)
 	char body[OTP_MAX_BODY + 1], token[OTP_MAX_INPUT + 1];
 	char phone[OTP_MAX_PHONE_LEN + 1] = "";
 	uint8_t id[OTP_ID_LEN];
+	struct client cl;
 	enum check result = CHECK_UNKNOWN;
 	enum limit limit = LIMIT_NONE;
 	uint32_t slot = 0;
@@ -5216,8 +5178,9 @@ on_verify(struct req *r)
 		return reply_form_error(r, n, "token");
 	if (handle_parse(r, &slot, id) != 0)
 		slot = UINT32_MAX; /* no such record: fails like a wrong code */
+	client_init(otp, &cl, r->addr);
 	result = verification_check(otp, slot, id, &r->ow, token,
-	    n < 0 ? sizeof(token) : (size_t)n, &r->cl, phone, &limit, &retry);
+	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry);
 	wipe(token, sizeof(token));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
@@ -5502,13 +5465,14 @@ static int
 api_client(struct req *r, const char *body, char ip[64], struct client *cl)
 {
 	struct json j = { body, body + strlen(body), 0 };
+	uint8_t bin[17];
 	int n;
 
 	client_init(r->otp, cl, NULL);
 	if (json_member(&j, "client_ip") != 0)
 		return 0; /* absent (api_read has checked the body) */
 	n = json_get_string(body, strlen(body), "client_ip", ip, 64);
-	if (n <= 0 || !addr_valid(ip, (size_t)n))
+	if (n <= 0 || !addr_parse(ip, (size_t)n, bin))
 		return reply_json_error(r, 400, "invalid_client_ip",
 		    "client_ip must be an IPv4 or IPv6 address");
 	client_init(r->otp, cl, ip);
@@ -6005,7 +5969,7 @@ state_key(struct otp *otp, uint8_t state[OTP_KEY_LEN], char *err,
 	if (state_dir_check(&otp->cfg, err, errlen) != 0)
 		return -1;
 	snprintf(path, sizeof(path), "%s/session.key", dir);
-	if ((f = state_open(otp, path, "session.key", err, errlen)) != NULL) {
+	if ((f = state_open(path, "session.key", err, errlen)) != NULL) {
 		n = fread(state, 1, OTP_KEY_LEN, f);
 		n += (size_t)(fgetc(f) != EOF); /* longer than a key? */
 		fclose(f);
@@ -6940,6 +6904,24 @@ clock_monotonic_ms(void)
 }
 
 /* Writes 2 * len hex digits and a NUL. */
+/* Reads an IPv4 or IPv6 address (len bytes, any spelling) into out:
+ * out[0] its size (4 or 16), then its bytes. false if it is not one. */
+static bool
+addr_parse(const char *s, size_t len, uint8_t out[17])
+{
+	char buf[64];
+
+	if (str_ncopy(buf, sizeof(buf), s, len) != 0)
+		return false;
+	if (inet_pton(AF_INET, buf, out + 1) == 1)
+		out[0] = 4;
+	else if (inet_pton(AF_INET6, buf, out + 1) == 1)
+		out[0] = 16;
+	else
+		return false;
+	return true;
+}
+
 /* Unix time in milliseconds. */
 static int64_t
 clock_wall_ms(void)
@@ -6998,23 +6980,6 @@ secret_mac(const struct otp *otp, const void *in, size_t len,
            uint8_t out[OTP_MAC_LEN])
 {
 	hmac256(otp->cmp_key, in, len, out);
-}
-
-/* Whether a and b are equal, in time that depends on neither's bytes nor
- * on which lengths differ: both are compared as keyed hashes. */
-static bool
-secret_equal(const struct otp *otp, const void *a, size_t alen,
-             const void *b, size_t blen)
-{
-	uint8_t ma[OTP_MAC_LEN], mb[OTP_MAC_LEN];
-	bool eq;
-
-	secret_mac(otp, a, alen, ma);
-	secret_mac(otp, b, blen, mb);
-	eq = ct_equal(ma, mb, sizeof(ma));
-	wipe(ma, sizeof(ma));
-	wipe(mb, sizeof(mb));
-	return eq;
 }
 
 static void

@@ -734,6 +734,38 @@ test_limits_fail_closed(void **state)
 	free(t.w);
 }
 
+/* Through limits_take(): a number whose probes all hold other keys' live
+ * windows is refused as LIMIT_FULL (503 to the client), and nothing is
+ * counted, evicted or made. */
+static void
+test_limits_take_full(void **state)
+{
+	struct otp *otp = make_otp();
+	struct ratetab *t = &otp->limits.tab[T_NUMBER];
+	uint64_t changes;
+	long retry = 0;
+
+	(void)state;
+	fake_now = 400 * HOUR_MS;
+	for (uint32_t i = 0; i <= t->mask; i++) {
+		t->w[i].key = 2 * (uint64_t)i + 1000001; /* odd: a key */
+		t->w[i].start_ms = fake_now;
+		t->w[i].count = 1;
+	}
+	changes = otp->limits.changes;
+	assert_int_equal(take(otp, NS_WEB, "+12015550123", "10.1.1.1",
+	    fake_now + 1000, &retry), LIMIT_FULL);
+	assert_true(limit_is_global(LIMIT_FULL));
+	assert_true(retry > 0);
+	assert_int_equal(otp->limits.changes, changes);
+	for (uint32_t i = 0; i <= t->mask; i++)
+		assert_int_equal(t->w[i].key, 2 * (uint64_t)i + 1000001);
+	/* An hour on, the windows have ended and make room. */
+	assert_int_equal(take(otp, NS_WEB, "+12015550123", "10.1.1.1",
+	    fake_now + HOUR_MS, &retry), LIMIT_NONE);
+	otp_destroy(otp);
+}
+
 static void
 test_limits_verify_budget(void **state)
 {
@@ -1719,6 +1751,7 @@ main(void)
 		cmocka_unit_test(test_limits_network_share),
 		cmocka_unit_test(test_limits_chain_search),
 		cmocka_unit_test(test_limits_fail_closed),
+		cmocka_unit_test(test_limits_take_full),
 		cmocka_unit_test(test_limits_verify_budget),
 		cmocka_unit_test(test_phone_normalise),
 		cmocka_unit_test(test_phone_countries),

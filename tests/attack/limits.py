@@ -325,6 +325,34 @@ def caps_survive_restart(ctx):
 
 
 @case
+def caps_survive_crash(ctx):
+    """A crash loop (SIGKILL: no shutdown save) loses at most
+    STATE_SAVE_INTERVAL: what was counted before the last periodic
+    write survives."""
+    state = os.path.join(ctx.dir, "state")
+    os.mkdir(state, 0o700)
+    ctx.start_fake()
+    ctx.start_server({"STATE_DIR": state, "RESEND_INTERVAL": 0,
+                      "SMS_PER_NUMBER_PER_HOUR": 1,
+                      "STATE_SAVE_INTERVAL": 10})
+    b = ctx.browser()
+    check(b.request_code(VICTIM).status == 200, "the first send")
+    path = os.path.join(state, "limits.state")
+    end = time.monotonic() + 15
+    while time.monotonic() < end and not os.path.exists(path):
+        time.sleep(0.2)
+    check(os.path.exists(path), "no limits.state within 15 s of a send "
+          "(STATE_SAVE_INTERVAL 10)")
+    ctx.server.proc.kill()
+    ctx.server.proc.wait()
+    srv = it.Server(ctx, ctx.server.text, tag=".2")
+    ctx.old_servers.append(ctx.server)
+    ctx.server = srv.start()
+    r = ctx.browser("B").request_code(VICTIM)
+    check(r.status == 429, "the number's cap after a crash -> %r" % r)
+
+
+@case
 def caps_reset_warning(ctx):
     ctx.start_fake()
     srv = ctx.start_server()
