@@ -138,8 +138,24 @@
 
 /* ---- types ------------------------------------------------------------- */
 
-enum provider { PROVIDER_CONSOLE, PROVIDER_TELNYX, PROVIDER_SPOOL,
-	        PROVIDER_COMMAND, PROVIDER_HTTP };
+/*
+ * The SMS senders, one row each: SMS_PROVIDER's name, the check of its
+ * keys when the config is loaded (NULL: none), its send, its start-up log
+ * line, and whether it needs a CA bundle (/readyz checks it). A new sender
+ * is a row here, its functions in "SMS senders", its keys in
+ * config_keys[], and its docs (README, config.cfg.example).
+ */
+#define SENDERS(X)                                                        \
+	X(telnyx, config_check_telnyx, send_telnyx, describe_http, true)      \
+	X(http, config_check_ca, send_http, describe_http, true)              \
+	X(spool, NULL, send_spool, describe_spool, false)                     \
+	X(command, config_check_command, send_command, describe_command,      \
+	  false)                                                              \
+	X(console, NULL, send_console, describe_console, false)
+
+#define SENDER_ENUM(name, ...) SENDER_##name,
+enum sender_id { SENDERS(SENDER_ENUM) SENDER__N };
+#undef SENDER_ENUM
 enum alphabet { ALPHABET_HEX, ALPHABET_DIGITS };
 
 struct config {
@@ -200,8 +216,9 @@ struct config {
 	int nmessages;
 
 	/* Derived by config_finish(). */
+	atomic_uint refs;           /* holders of this snapshot: cfg_hold() */
 	uint8_t api_token_mac[OTP_MAC_LEN]; /* by otp_config_keys() */
-	enum provider provider;
+	const struct sender *sender; /* by SMS_PROVIDER, or API_KEY's presence */
 	enum alphabet alphabet;
 	uint8_t countries[OTP_MAX_REGIONS / 8]; /* a bit per region allowed */
 };
@@ -284,6 +301,7 @@ struct limits {
  */
 struct pooled {
 	CURL *h;
+	CURLM *m;  /* h's own multi handle: curl_perform() */
 	char *buf; /* OTP_MAX_SMS_RESPONSE bytes */
 };
 
@@ -347,8 +365,11 @@ typedef int64_t (*clock_fn)(void);
 typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
 
 struct otp {
-	struct config cfg;         /* read under cfg_lock (SIGHUP swaps it) */
-	pthread_rwlock_t cfg_lock;
+	struct config *cfg;        /* the current snapshot: see cfg_hold() */
+	pthread_mutex_t cfg_swap;  /* guards the pointer, never held for I/O */
+	atomic_bool debug;         /* DEBUG, for log_debug() anywhere */
+	bool use_syslog;           /* LOG is syslog (a restart-only key) */
+	int halt[2];               /* a pipe, readable once otp_stop() ran */
 	clock_fn now_ms;           /* monotonic; tests may replace it */
 	clock_fn wall_ms;          /* Unix time, for the state file; too */
 	uint64_t saved_changes;    /* limits.changes at the last save */
@@ -413,7 +434,7 @@ static long lz_unpack(const unsigned char *in, size_t n, char *out,
 #define log_err(o, ...) log_line((o), "error", __VA_ARGS__)
 #define log_debug(o, ...)                                                     \
 	do {                                                                  \
-		if ((o) != NULL && (o)->cfg.debug)                            \
+		if ((o) != NULL && atomic_load(&(o)->debug))                  \
 			log_line((o), "debug", __VA_ARGS__);                  \
 	} while (0)
 
@@ -452,6 +473,9 @@ static const char *check_domain(const char *v);
 static const char *check_lang(const char *v);
 static const char *check_addresses(const char *v);
 
+#define SENDER_CHOICE(name, ...) "|" #name
+#define SENDER_CHOICES (SENDERS(SENDER_CHOICE) + 1) /* "telnyx|...|console" */
+
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
 #define STR(name, field, def, check) \
 	{ name, K_STR, 0, 0, def, F(field), check, NULL }
@@ -469,7 +493,7 @@ static const struct key config_keys[] = {
 	INT("TOKEN_LENGTH", token_length, 1, OTP_MAX_CODE_LEN, "6"),
 	ONE_OF("TOKEN_ALPHABET", token_alphabet, "hex", "hex|digits"),
 	STR("LISTEN", listen, "127.0.0.1:5000", check_not_empty),
-	ONE_OF("SMS_PROVIDER", sms_provider, "", "telnyx|http|spool|command|console"),
+	ONE_OF("SMS_PROVIDER", sms_provider, "", SENDER_CHOICES),
 	STR("SMS_API_URL", sms_api_url, "https://api.telnyx.com/v2/messages",
 	    check_url),
 	STR("SMS_CA_FILE", sms_ca_file, "", NULL),
@@ -527,6 +551,19 @@ struct origin {
 	const char *file;
 	int line[NKEYS]; /* > 0: file line; 0: default; -1: environment */
 };
+
+/* A row of SENDERS (see there), made into senders[] in "SMS senders". */
+struct sender {
+	const char *name;
+	int (*check)(struct config *c, const struct origin *o, char *err,
+	             size_t errlen);
+	enum send_result (*send)(struct otp *otp, const struct config *c,
+	                         const char *phone, const char *text);
+	void (*describe)(struct otp *otp, const struct config *c);
+	bool needs_ca;
+};
+
+static const struct sender senders[SENDER__N];
 
 /* Phone numbers' table lookups, defined in their section. */
 static int phone_cc_region(unsigned long cc);
@@ -1146,26 +1183,18 @@ static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
 {
-	char where[OTP_MAX_STR + 32];
-
 	/* A key file (systemd credentials, a 0600 file) beats a key inline. */
 	if (c->api_key_file[0] != '\0' && config_read_key(c, o, err,
 	    errlen) != 0)
 		return -1;
-	if (strcmp(c->sms_provider, "telnyx") == 0)
-		c->provider = PROVIDER_TELNYX;
-	else if (strcmp(c->sms_provider, "console") == 0)
-		c->provider = PROVIDER_CONSOLE;
-	else if (strcmp(c->sms_provider, "spool") == 0)
-		c->provider = PROVIDER_SPOOL;
-	else if (strcmp(c->sms_provider, "command") == 0)
-		c->provider = PROVIDER_COMMAND;
-	else if (strcmp(c->sms_provider, "http") == 0)
-		c->provider = PROVIDER_HTTP;
-	else /* the tutorial's placeholder key means "no account yet" */
-		c->provider = (c->api_key[0] != '\0' &&
-		    strcmp(c->api_key, "YOUR_API_KEY") != 0) ?
-		    PROVIDER_TELNYX : PROVIDER_CONSOLE;
+	/* No SMS_PROVIDER: the tutorial's placeholder key means "no account
+	 * yet". */
+	c->sender = &senders[c->api_key[0] != '\0' &&
+	    strcmp(c->api_key, "YOUR_API_KEY") != 0 ? SENDER_telnyx :
+	    SENDER_console];
+	for (int i = 0; i < SENDER__N; i++)
+		if (strcmp(c->sms_provider, senders[i].name) == 0)
+			c->sender = &senders[i];
 
 	/* The tutorial's config sets TOKEN_LENGTH and no alphabet: hex. */
 	c->alphabet = strcmp(c->token_alphabet, "digits") == 0 ?
@@ -1173,24 +1202,8 @@ config_finish(struct config *c, const struct origin *o, char *err,
 
 	if (config_countries(c, o, err, errlen) != 0)
 		return -1;
-
-	if (c->provider == PROVIDER_COMMAND)
-		return config_check_command(c, o, err, errlen);
-	if (c->provider != PROVIDER_TELNYX && c->provider != PROVIDER_HTTP)
-		return 0;
-	if (c->provider == PROVIDER_HTTP)
-		return config_check_ca(c, o, err, errlen);
-	if (c->api_key[0] == '\0') {
-		config_where(o, "API_KEY", where, sizeof(where));
-		return config_error(err, errlen, where,
-		    "API_KEY must be set for SMS_PROVIDER telnyx");
-	}
-	if (!phone_is_e164(c->from_number)) {
-		config_where(o, "FROM_NUMBER", where, sizeof(where));
-		return config_error(err, errlen, where,
-		    "FROM_NUMBER must be an E.164 number like '+12015550123'");
-	}
-	return config_check_ca(c, o, err, errlen);
+	return c->sender->check != NULL ?
+	    c->sender->check(c, o, err, errlen) : 0;
 }
 
 /* SMS_CA_FILE, or the first system bundle found; fails without one. */
@@ -1224,6 +1237,26 @@ config_check_ca(struct config *c, const struct origin *o, char *err,
 	return 0;
 }
 
+/* Telnyx: its key, a number to send from, and a CA bundle. */
+static int
+config_check_telnyx(struct config *c, const struct origin *o, char *err,
+                    size_t errlen)
+{
+	char where[OTP_MAX_STR + 32];
+
+	if (c->api_key[0] == '\0') {
+		config_where(o, "API_KEY", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "API_KEY must be set for SMS_PROVIDER telnyx");
+	}
+	if (!phone_is_e164(c->from_number)) {
+		config_where(o, "FROM_NUMBER", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "FROM_NUMBER must be an E.164 number like '+12015550123'");
+	}
+	return config_check_ca(c, o, err, errlen);
+}
+
 /*
  * Loads defaults, then the file (if path is not NULL), then OTP_* from the
  * environment. Returns 0, or -1 with one line in err.
@@ -1242,6 +1275,52 @@ config_load(struct config *c, const char *path, char *err, size_t errlen)
 	if (config_read_env(c, &o, err, errlen) != 0)
 		return -1;
 	return config_finish(c, &o, err, errlen);
+}
+
+/*
+ * The config a request reads, held until cfg_drop(). A reload builds a
+ * new snapshot and swaps the pointer; it never waits for requests, and
+ * requests never wait for it (an SMS send can take SMS_TIMEOUT). The last
+ * holder of an old snapshot frees it. The mutex covers the pointer and
+ * its count only.
+ */
+static const struct config *
+cfg_hold(struct otp *otp)
+{
+	struct config *c;
+
+	pthread_mutex_lock(&otp->cfg_swap);
+	c = otp->cfg;
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	pthread_mutex_unlock(&otp->cfg_swap);
+	return c;
+}
+
+static void
+cfg_drop(const struct config *held)
+{
+	struct config *c = (struct config *)held; /* the holder's, now ours */
+
+	if (c != NULL &&
+	    atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+		wipe(c, sizeof(*c));
+		free(c);
+	}
+}
+
+/* Makes c the current snapshot (holding one reference) and drops the old. */
+static void
+cfg_swap(struct otp *otp, struct config *c)
+{
+	struct config *old;
+
+	atomic_store(&c->refs, 1);
+	atomic_store(&otp->debug, c->debug);
+	pthread_mutex_lock(&otp->cfg_swap);
+	old = otp->cfg;
+	otp->cfg = c;
+	pthread_mutex_unlock(&otp->cfg_swap);
+	cfg_drop(old);
 }
 
 /* ---- state files ------------------------------------------------------- */
@@ -1346,7 +1425,7 @@ rng_drbg(void *ctx, unsigned char *out, size_t len)
  * equally likely.
  */
 static int
-code_generate(struct otp *otp, char *out, size_t len)
+code_generate(struct otp *otp, enum alphabet alphabet, char *out, size_t len)
 {
 	uint8_t buf[OTP_MAX_CODE_LEN];
 	char hex[2 * OTP_MAX_CODE_LEN + 1];
@@ -1354,7 +1433,7 @@ code_generate(struct otp *otp, char *out, size_t len)
 
 	if (len == 0 || len > OTP_MAX_CODE_LEN)
 		return -1;
-	if (otp->cfg.alphabet == ALPHABET_HEX) {
+	if (alphabet == ALPHABET_HEX) {
 		if (otp->rng(otp->rng_ctx, buf, (len + 1) / 2) != 0)
 			goto out;
 		hex_encode(buf, (len + 1) / 2, hex, true);
@@ -1991,11 +2070,12 @@ struct client {
 };
 
 static void
-client_init(const struct otp *otp, struct client *cl, const char *addr)
+client_init(const struct otp *otp, const struct config *c, struct client *cl,
+            const char *addr)
 {
 	cl->addr = addr;
 	if (addr != NULL)
-		limits_client_keys(&otp->limits, addr, otp->cfg.ipv6_prefix,
+		limits_client_keys(&otp->limits, addr, c->ipv6_prefix,
 		    &cl->akey, &cl->nkey);
 }
 
@@ -2022,10 +2102,9 @@ share_of(long cap, long percent)
  * any, refuses it, with *retry. w[] gets the windows to count in.
  */
 static enum limit
-limits_check_send(struct otp *otp, struct take *tk, uint64_t knum,
-                  int64_t now, struct window *w[T__N])
+limits_check_send(struct otp *otp, const struct config *c, struct take *tk,
+                  uint64_t knum, int64_t now, struct window *w[T__N])
 {
-	const struct config *c = &otp->cfg;
 	struct limits *l = &otp->limits;
 	struct ratetab *t = l->tab;
 	bool api = tk->ns == NS_API, per_client = tk->cl->addr != NULL;
@@ -2116,7 +2195,8 @@ limits_count_send(struct limits *l, const struct take *tk, uint64_t knum,
  * the newest record for the number in this namespace, or -1.
  */
 static enum limit
-limits_take(struct otp *otp, struct take *tk, int64_t now,
+limits_take(struct otp *otp, const struct config *c, struct take *tk,
+            int64_t now,
             enum limit (*reserve)(void *arg, int32_t slot), void *arg)
 {
 	struct limits *l = &otp->limits;
@@ -2126,7 +2206,7 @@ limits_take(struct otp *otp, struct take *tk, int64_t now,
 
 	tk->slot = -1;
 	pthread_mutex_lock(&l->lock);
-	rc = limits_check_send(otp, tk, knum, now, w);
+	rc = limits_check_send(otp, c, tk, knum, now, w);
 	if (rc == LIMIT_NONE && w[T_NUMBER]->key == knum)
 		tk->slot = w[T_NUMBER]->slot;
 	if (rc == LIMIT_NONE && reserve != NULL)
@@ -2184,8 +2264,8 @@ limits_set_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
  * check was a guess that failed. A window exists only while it counts.
  */
 static enum limit
-limits_verify_take(struct otp *otp, const struct client *cl, int64_t now,
-                   long *retry)
+limits_verify_take(struct otp *otp, const struct config *c,
+                   const struct client *cl, int64_t now, long *retry)
 {
 	struct limits *l = &otp->limits;
 	struct ratetab *t = &l->tab[T_VERIFY];
@@ -2198,7 +2278,7 @@ limits_verify_take(struct otp *otp, const struct client *cl, int64_t now,
 		*retry = 60;
 		rc = LIMIT_FULL;
 	} else if (window_count(t, w, cl->akey, now) >=
-	    (uint32_t)otp->cfg.verify_per_ip_per_hour) {
+	    (uint32_t)c->verify_per_ip_per_hour) {
 		*retry = window_retry(w->start_ms, now, HOUR_MS);
 		rc = LIMIT_VERIFY_IP;
 	} else {
@@ -2434,9 +2514,9 @@ limits_load(struct otp *otp, char *err, size_t errlen)
 	int lineno = 0, rc = 0;
 	FILE *f;
 
-	if (otp->cfg.state_dir[0] == '\0')
+	if (otp->cfg->state_dir[0] == '\0')
 		return 0;
-	snprintf(path, sizeof(path), "%s/limits.state", otp->cfg.state_dir);
+	snprintf(path, sizeof(path), "%s/limits.state", otp->cfg->state_dir);
 	if ((f = state_open(path, "limits.state", err, errlen)) == NULL)
 		return errno == ENOENT ? 0 : -1;
 	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
@@ -3124,9 +3204,10 @@ sms_units(const char *text, bool *gsm)
 }
 
 static enum send_result
-send_console(struct otp *otp, const char *phone, const char *text)
+send_console(struct otp *otp, const struct config *c, const char *phone,
+             const char *text)
 {
-	(void)otp;
+	(void)otp, (void)c;
 	/* The console sender is the stand-in for a phone: stdout is where
 	 * its "SMS" arrive, so printing the text (and code) is its job. */
 	flockfile(stdout);
@@ -3153,9 +3234,10 @@ send_console(struct otp *otp, const char *phone, const char *text)
  * may read it: it holds a code.
  */
 static enum send_result
-send_spool(struct otp *otp, const char *phone, const char *text)
+send_spool(struct otp *otp, const struct config *c, const char *phone,
+           const char *text)
 {
-	const char *dir = otp->cfg.spool_dir;
+	const char *dir = c->spool_dir;
 	char body[OTP_MAX_TEXT + 96], tmp[OTP_MAX_STR + 64];
 	char path[OTP_MAX_STR + 64], name[48], masked[32];
 	uint8_t rnd[8];
@@ -3325,8 +3407,9 @@ command_spawn(char **argv, char **envp)
 }
 
 /*
- * Waits up to timeout_ms for pid. A pidfd (Linux 5.3 and later) wakes
- * poll() when it exits; older kernels are asked in 20 ms steps. Then the
+ * Waits up to timeout_ms for pid, or until halt (otp_stop's pipe) is
+ * readable. A pidfd (Linux 5.3 and later) wakes poll() when it exits;
+ * older kernels are asked in 20 ms steps. Then the
  * whole process group is killed, whether the command finished or timed
  * out: what it left running in the background would hold the modem or
  * outlive us. The group is killed before pid is reaped, so its id cannot
@@ -3334,7 +3417,7 @@ command_spawn(char **argv, char **envp)
  * -1 on timeout.
  */
 static int
-command_wait(pid_t pid, long timeout_ms)
+command_wait(pid_t pid, long timeout_ms, int halt)
 {
 	int64_t deadline = clock_monotonic_ms() + timeout_ms;
 	int status = 0, pidfd = -1;
@@ -3346,6 +3429,7 @@ command_wait(pid_t pid, long timeout_ms)
 #endif
 	for (;;) {
 		int64_t left = deadline - clock_monotonic_ms();
+		struct pollfd pf[2] = { { halt, POLLIN, 0 }, { pidfd, POLLIN, 0 } };
 
 		memset(&si, 0, sizeof(si));
 		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0
@@ -3355,12 +3439,11 @@ command_wait(pid_t pid, long timeout_ms)
 			timed_out = true;
 			break;
 		}
-		if (pidfd >= 0) {
-			struct pollfd pf = { pidfd, POLLIN, 0 };
-
-			poll(&pf, 1, (int)left);
-		} else {
-			poll(NULL, 0, left < 20 ? (int)left : 20);
+		poll(pf, pidfd >= 0 ? 2 : 1, pidfd >= 0 || left < 20 ?
+		    (int)left : 20);
+		if (pf[0].revents != 0) { /* otp_stop(): the server stops */
+			timed_out = true;
+			break;
 		}
 	}
 	kill(-pid, SIGKILL);
@@ -3378,9 +3461,9 @@ command_wait(pid_t pid, long timeout_ms)
  * SMS_TIMEOUT seconds to finish. Exit status 0 is success.
  */
 static enum send_result
-send_command(struct otp *otp, const char *phone, const char *text)
+send_command(struct otp *otp, const struct config *c, const char *phone,
+             const char *text)
 {
-	const struct config *c = &otp->cfg;
 	char words[OTP_MAX_STR + OTP_MAX_TEXT + 64], envbuf[1024], masked[32];
 	char *argv[32], *envp[17];
 	int status;
@@ -3392,7 +3475,8 @@ send_command(struct otp *otp, const char *phone, const char *text)
 	if (command_argv(c->sms_command, phone, text, words, sizeof(words),
 	    argv, 32) < 0 || (pid = command_spawn(argv, envp)) < 0)
 		goto out;
-	if ((status = command_wait(pid, c->sms_timeout * 1000)) < 0) {
+	if ((status = command_wait(pid, c->sms_timeout * 1000,
+	    otp->halt[0])) < 0) {
 		log_warn(otp, "send_failed to=%s reason=\"command timed out\"",
 		    masked);
 		rc = SEND_NETWORK;
@@ -3427,6 +3511,14 @@ curl_collect(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
+static void
+pooled_free(struct pooled *p)
+{
+	curl_multi_cleanup(p->m);
+	curl_easy_cleanup(p->h);
+	free(p->buf);
+}
+
 /* Takes a pooled handle, or makes one while the pool is below its cap
  * (THREADS: one per worker at most). 0 or -1. */
 static int
@@ -3441,10 +3533,10 @@ curl_take(struct otp *otp, struct pooled *p)
 	if (p->h != NULL)
 		return 0;
 	p->h = curl_easy_init();
+	p->m = curl_multi_init();
 	p->buf = malloc(OTP_MAX_SMS_RESPONSE);
-	if (p->h == NULL || p->buf == NULL) {
-		curl_easy_cleanup(p->h);
-		free(p->buf);
+	if (p->h == NULL || p->m == NULL || p->buf == NULL) {
+		pooled_free(p);
 		return -1;
 	}
 	return 0;
@@ -3461,19 +3553,44 @@ curl_give(struct otp *otp, struct pooled *p)
 		kept = true;
 	}
 	pthread_mutex_unlock(&otp->curls.lock);
-	if (!kept) {
-		curl_easy_cleanup(p->h);
-		free(p->buf);
-	}
+	if (!kept)
+		pooled_free(p);
+}
+
+/*
+ * curl_easy_perform(), cut short by otp_stop(): through the handle's own
+ * multi handle, whose wait can include otp_stop's pipe, a gateway that
+ * never answers holds neither a worker nor mg_stop() for SMS_TIMEOUT. The
+ * connection stays in the multi handle's cache between sends.
+ */
+static CURLcode
+curl_perform(struct otp *otp, struct pooled *p)
+{
+	struct curl_waitfd halt = { otp->halt[0], CURL_WAIT_POLLIN, 0 };
+	CURLcode cc = CURLE_ABORTED_BY_CALLBACK;
+	int running = 1, left;
+	CURLMsg *msg;
+
+	if (curl_multi_add_handle(p->m, p->h) != CURLM_OK)
+		return CURLE_FAILED_INIT;
+	while (curl_multi_perform(p->m, &running) == CURLM_OK && running > 0 &&
+	    curl_multi_poll(p->m, &halt, 1, 1000, NULL) == CURLM_OK &&
+	    halt.revents == 0)
+		;
+	while ((msg = curl_multi_info_read(p->m, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE)
+			cc = msg->data.result;
+	curl_multi_remove_handle(p->m, p->h);
+	return cc;
 }
 
 /* Sets every option of an API call; a pooled handle is reset first (its
  * connection stays). */
 static int
-curl_setup(struct otp *otp, CURL *h, struct curl_slist *hdrs,
-           const char *body, struct response *resp, char *errbuf)
+curl_setup(const struct config *c, CURL *h, struct curl_slist *hdrs,
+           const char *body, bool basic, struct response *resp,
+           char *errbuf)
 {
-	const struct config *c = &otp->cfg;
 	int rc = 0;
 
 	curl_easy_reset(h);
@@ -3494,8 +3611,7 @@ curl_setup(struct otp *otp, CURL *h, struct curl_slist *hdrs,
 	SET(CURLOPT_POSTFIELDSIZE, (long)strlen(body));
 	if (strcmp(c->sms_http_method, "POST") != 0)
 		SET(CURLOPT_CUSTOMREQUEST, c->sms_http_method);
-	if (c->provider == PROVIDER_HTTP &&
-	    strcmp(c->sms_http_auth, "basic") == 0) {
+	if (basic) {
 		SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
 		SET(CURLOPT_USERPWD, c->api_key); /* "user:password" */
 	}
@@ -3598,15 +3714,14 @@ http_body(const struct config *c, const char *phone, const char *text,
  * is only ever in a header or the configured body.
  */
 static enum send_result
-send_http(struct otp *otp, const char *phone, const char *text)
+http_send(struct otp *otp, const struct config *c, const char *phone,
+          const char *text, bool telnyx)
 {
-	const struct config *c = &otp->cfg;
 	char body[OTP_MAX_JSON + 3 * OTP_MAX_TEXT], auth[320], ctype[160];
 	char errbuf[CURL_ERROR_SIZE] = "", masked[32];
-	struct pooled p = { NULL, NULL };
+	struct pooled p = { NULL, NULL, NULL };
 	struct response resp = { NULL, 0, 0 };
 	struct curl_slist *hdrs = NULL, *next;
-	bool telnyx = c->provider == PROVIDER_TELNYX;
 	enum send_result rc = SEND_LOCAL;
 	long status = 0;
 	CURLcode cc;
@@ -3636,11 +3751,12 @@ send_http(struct otp *otp, const char *phone, const char *text)
 		goto out;
 	resp.buf = p.buf;
 	resp.cap = OTP_MAX_SMS_RESPONSE;
-	if (curl_setup(otp, p.h, hdrs, body, &resp, errbuf) != 0) {
+	if (curl_setup(c, p.h, hdrs, body, !telnyx &&
+	    strcmp(c->sms_http_auth, "basic") == 0, &resp, errbuf) != 0) {
 		log_err(otp, "%s: cannot set up libcurl", __func__);
 		goto out;
 	}
-	cc = curl_easy_perform(p.h);
+	cc = curl_perform(otp, &p);
 	curl_easy_getinfo(p.h, CURLINFO_RESPONSE_CODE, &status);
 	if (cc != CURLE_OK) {
 		http_log_failure(otp, masked, 0, &resp,
@@ -3675,29 +3791,79 @@ out:
 	return rc;
 }
 
+static enum send_result
+send_telnyx(struct otp *otp, const struct config *c, const char *phone,
+            const char *text)
+{
+	return http_send(otp, c, phone, text, true);
+}
+
+static enum send_result
+send_http(struct otp *otp, const struct config *c, const char *phone,
+          const char *text)
+{
+	return http_send(otp, c, phone, text, false);
+}
+
+/* The start-up log lines: what each sender will do. */
+static void
+describe_console(struct otp *otp, const struct config *c)
+{
+	(void)c;
+	log_warn(otp, "console sender: SMS are printed on stdout, nothing is "
+	    "sent (set API_KEY to send for real)");
+}
+
+static void
+describe_spool(struct otp *otp, const struct config *c)
+{
+	char parent[OTP_MAX_STR + 4];
+
+	log_info(otp, "spool sender: %s", c->spool_dir);
+	snprintf(parent, sizeof(parent), "%s/..", c->spool_dir);
+	if (access(c->spool_dir, W_OK) != 0 || access(parent, W_OK) != 0)
+		log_warn(otp, "spool sender: %s or its parent (where messages "
+		    "are written before they move in): %s; sends will fail",
+		    c->spool_dir, strerror(errno));
+}
+
+static void
+describe_command(struct otp *otp, const struct config *c)
+{
+	(void)c;
+	log_info(otp, "command sender");
+}
+
+static void
+describe_http(struct otp *otp, const struct config *c)
+{
+	/* Scheme and host only: a URL may carry a key. */
+	log_info(otp, "%s sender: %.*s", c->sender->name,
+	    (int)(8 + strcspn(c->sms_api_url + 8, "/?#")), c->sms_api_url);
+}
+
+#define SENDER_ROW(id, check_fn, send_fn, describe_fn, ca) \
+	[SENDER_##id] = { #id, check_fn, send_fn, describe_fn, ca },
+static const struct sender senders[SENDER__N] = { SENDERS(SENDER_ROW) };
+#undef SENDER_ROW
+
 /*
  * Sends code to phone with the configured sender, in the language lang
  * picked (a MESSAGE_<lang> template, or NULL for MESSAGE).
  */
 static enum send_result
-sms_send(struct otp *otp, const char *phone, const char *code,
-         const char *tmpl)
+sms_send(struct otp *otp, const struct config *c, const char *phone,
+         const char *code, const char *tmpl)
 {
 	char text[OTP_MAX_TEXT];
-	enum send_result rc = SEND_LOCAL;
+	enum send_result rc;
 
-	if (message_fill(&otp->cfg, tmpl != NULL ? tmpl : otp->cfg.message,
-	    code, text, sizeof(text)) != 0) {
+	if (message_fill(c, tmpl != NULL ? tmpl : c->message, code, text,
+	    sizeof(text)) != 0) {
 		log_err(otp, "%s: MESSAGE too long", __func__);
 		return SEND_LOCAL;
 	}
-	switch (otp->cfg.provider) {
-	case PROVIDER_CONSOLE: rc = send_console(otp, phone, text); break;
-	case PROVIDER_SPOOL: rc = send_spool(otp, phone, text); break;
-	case PROVIDER_COMMAND: rc = send_command(otp, phone, text); break;
-	case PROVIDER_TELNYX:
-	case PROVIDER_HTTP: rc = send_http(otp, phone, text); break;
-	}
+	rc = c->sender->send(otp, c, phone, text);
 	wipe(text, sizeof(text));
 	return rc;
 }
@@ -3810,6 +3976,7 @@ struct start {
  * allow. */
 struct resend {
 	struct otp *otp;
+	const struct config *c;
 	const char *phone;
 	const struct owner *ow;
 	int64_t now;
@@ -3821,7 +3988,7 @@ static enum limit
 verification_reserve(void *arg, int32_t slot)
 {
 	struct resend *rs = arg;
-	const struct config *c = &rs->otp->cfg;
+	const struct config *c = rs->c;
 	uint32_t max = rs->ow->ns == NS_API ?
 	    (uint32_t)c->api_sends_per_verification : UINT32_MAX;
 	int rc;
@@ -3841,16 +4008,15 @@ verification_reserve(void *arg, int32_t slot)
 
 /* Makes a new record for phone: code, id, hash. 0, or -1 with st set. */
 static int
-verification_new(struct otp *otp, const char *phone, const struct owner *ow,
-                 int64_t now, char code[OTP_MAX_CODE_LEN + 1],
-                 struct start *st)
+verification_new(struct otp *otp, const struct config *c, const char *phone,
+                 const struct owner *ow, int64_t now,
+                 char code[OTP_MAX_CODE_LEN + 1], struct start *st)
 {
-	const struct config *c = &otp->cfg;
 	uint8_t mac[OTP_MAC_LEN];
 	char masked[32];
 	int rc = -1;
 
-	if (code_generate(otp, code, (size_t)c->token_length) != 0 ||
+	if (code_generate(otp, c->alphabet, code, (size_t)c->token_length) != 0 ||
 	    otp->rng(otp->rng_ctx, st->id, sizeof(st->id)) != 0 ||
 	    code_mac(otp, code, strlen(code), mac) != 0) {
 		log_err(otp, "%s: random source failed", __func__);
@@ -3880,20 +4046,20 @@ verification_new(struct otp *otp, const char *phone, const struct owner *ow,
  * removes a new record, and gives a resend's record its send back.
  */
 static int
-verification_start(struct otp *otp, const char *phone,
+verification_start(struct otp *otp, const struct config *c, const char *phone,
                    const struct client *cl, const struct owner *ow,
                    const char *tmpl, struct start *st)
 {
 	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
 	int64_t now = otp->now_ms();
 	struct take tk = { ow->ns, phone, cl, 0, -1 };
-	struct resend rs = { otp, phone, ow, now, code, st };
+	struct resend rs = { otp, c, phone, ow, now, code, st };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
 	int rc = -1;
 
 	memset(st, 0, sizeof(*st));
 	phone_mask(phone, masked, sizeof(masked));
-	st->limit = limits_take(otp, &tk, now, verification_reserve, &rs);
+	st->limit = limits_take(otp, c, &tk, now, verification_reserve, &rs);
 	if (st->limit != LIMIT_NONE) {
 		st->retry = st->retry > tk.retry ? st->retry : tk.retry;
 		atomic_fetch_add(&otp->stats.limited[st->limit], 1);
@@ -3903,18 +4069,18 @@ verification_start(struct otp *otp, const char *phone,
 	}
 	if (st->resent)
 		log_info(otp, "resend to=%s ip=%s", masked, ip);
-	else if (verification_new(otp, phone, ow, now, code, st) != 0)
+	else if (verification_new(otp, c, phone, ow, now, code, st) != 0)
 		goto out;
 	else
 		log_info(otp, "request to=%s ip=%s", masked, ip);
-	st->sent = sms_send(otp, phone, code, tmpl);
+	st->sent = sms_send(otp, c, phone, code, tmpl);
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
 		if (st->resent)
 			store_unsend(&otp->store, st->slot, st->id);
 		else
 			store_cancel(&otp->store, st->slot, st->id, ow, now,
-			    otp->cfg.code_ttl * 1000);
+			    c->code_ttl * 1000);
 		limits_refund(otp, ow->ns, phone, now);
 		st->retry = st->sent == SEND_BUSY ? 60 : 0;
 		goto out;
@@ -3934,14 +4100,14 @@ out:
  * failed.
  */
 static int
-code_read(const struct otp *otp, const char *in, size_t len,
-          uint8_t mac[OTP_MAC_LEN], bool *mac_ok)
+code_read(const struct otp *otp, const struct config *c, const char *in,
+          size_t len, uint8_t mac[OTP_MAC_LEN], bool *mac_ok)
 {
 	while (len > 0 && in[0] == ' ')
 		in++, len--;
 	while (len > 0 && in[len - 1] == ' ')
 		len--;
-	*mac_ok = len == (size_t)otp->cfg.token_length;
+	*mac_ok = len == (size_t)c->token_length;
 	return *mac_ok ? code_mac(otp, in, len, mac) : 0;
 }
 
@@ -3952,12 +4118,12 @@ code_read(const struct otp *otp, const char *in, size_t len,
  * is in phone.
  */
 static enum check
-verification_check(struct otp *otp, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-                   const struct owner *ow, const char *code, size_t len,
-                   const struct client *cl, char phone[OTP_MAX_PHONE_LEN + 1],
-                   enum limit *limit, long *retry)
+verification_check(struct otp *otp, const struct config *c, uint32_t slot,
+                   const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+                   const char *code, size_t len, const struct client *cl,
+                   char phone[OTP_MAX_PHONE_LEN + 1], enum limit *limit,
+                   long *retry)
 {
-	const struct config *c = &otp->cfg;
 	uint8_t mac[OTP_MAC_LEN];
 	int64_t now = otp->now_ms();
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
@@ -3965,7 +4131,7 @@ verification_check(struct otp *otp, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
-	*limit = cl->addr != NULL ? limits_verify_take(otp, cl, now, retry) :
+	*limit = cl->addr != NULL ? limits_verify_take(otp, c, cl, now, retry) :
 	    LIMIT_NONE;
 	if (*limit != LIMIT_NONE) {
 		atomic_fetch_add(&otp->stats.limited[*limit], 1);
@@ -3973,7 +4139,7 @@ verification_check(struct otp *otp, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		    ip);
 		return CHECK_UNKNOWN;
 	}
-	if (code_read(otp, code, len, mac, &mac_ok) == 0)
+	if (code_read(otp, c, code, len, mac, &mac_ok) == 0)
 		rc = store_check(&otp->store, slot, id, ow, mac_ok ? mac : NULL,
 		    now, c->code_ttl * 1000, (uint32_t)c->max_attempts, phone,
 		    &guessed);
@@ -4163,7 +4329,7 @@ static int
 www_load(struct otp *otp, char *err, size_t errlen)
 {
 	const size_t nfiles = sizeof(www_files) / sizeof(www_files[0]);
-	const char *dir = otp->cfg.www_dir;
+	const char *dir = otp->cfg->www_dir;
 	struct dirent *e;
 	DIR *d;
 	int nlangs = 0, rc = 0;
@@ -4204,10 +4370,11 @@ www_load(struct otp *otp, char *err, size_t errlen)
 
 /* The copy of file name to serve for an Accept-Language header. */
 static const struct www_file *
-www_pick(const struct otp *otp, const char *name, const char *accept)
+www_pick(const struct otp *otp, const struct config *c, const char *name,
+         const char *accept)
 {
 	const struct www_file *root = NULL;
-	const char *langs[OTP_MAX_LANGS + 1] = { otp->cfg.lang };
+	const char *langs[OTP_MAX_LANGS + 1] = { c->lang };
 	int idx[OTP_MAX_LANGS + 1], n = 1, k;
 
 	/* Candidate 0 is LANG: the pages in WWW_DIR itself, or built in. */
@@ -4237,6 +4404,7 @@ www_pick(const struct otp *otp, const char *name, const char *accept)
 /* What a request carries through the handlers. Lives on the stack. */
 struct req {
 	struct otp *otp;
+	const struct config *cfg; /* held for the request (cfg_hold) */
 	struct mg_connection *conn;
 	const struct mg_request_info *ri;
 	const char *path;       /* URI with the mount prefix removed */
@@ -4368,7 +4536,7 @@ reply_page(struct req *r, int status, const char *file, const struct var *vars,
 {
 	struct var all[8];
 	char page[OTP_MAX_PAGE];
-	const struct www_file *f = www_pick(r->otp, file,
+	const struct www_file *f = www_pick(r->otp, r->cfg, file,
 	    mg_get_header(r->conn, "Accept-Language"));
 	long n = -1;
 
@@ -4426,7 +4594,7 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 	const struct var vars[] = {
 		{ "error", error }, { "csrf", r->csrf }, { "phone", masked },
 		{ "token_length", len },
-		{ "inputmode", r->otp->cfg.alphabet == ALPHABET_DIGITS ?
+		{ "inputmode", r->cfg->alphabet == ALPHABET_DIGITS ?
 		    "numeric" : "text" },
 	};
 
@@ -4438,7 +4606,7 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 		phone_mask(phone, masked, sizeof(masked));
 	else
 		str_copy(masked, sizeof(masked), "your phone");
-	snprintf(len, sizeof(len), "%ld", r->otp->cfg.token_length);
+	snprintf(len, sizeof(len), "%ld", r->cfg->token_length);
 	return reply_page(r, status, "verify.html", vars, 5);
 }
 
@@ -4629,7 +4797,7 @@ addr_in_list(const char *addr, size_t len, const char *list)
 static bool
 forwarded_for(const struct req *r, char *out, size_t outlen)
 {
-	const char *proxies = r->otp->cfg.trusted_proxy;
+	const char *proxies = r->cfg->trusted_proxy;
 	uint8_t ip[17];
 
 	for (int i = r->ri->num_headers - 1; i >= 0; i--) {
@@ -4673,8 +4841,8 @@ client_address(struct req *r)
 
 	str_copy(r->addr, sizeof(r->addr), peer);
 	r->secure = r->tls;
-	if (r->otp->cfg.trusted_proxy[0] != '\0' &&
-	    addr_in_list(peer, strlen(peer), r->otp->cfg.trusted_proxy)) {
+	if (r->cfg->trusted_proxy[0] != '\0' &&
+	    addr_in_list(peer, strlen(peer), r->cfg->trusted_proxy)) {
 		if ((proto = header_last(r, "X-Forwarded-Proto")) != NULL) {
 			const char *last = strrchr(proto, ',');
 
@@ -5067,12 +5235,12 @@ reply_verified(struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 	phone_mask(phone, masked, sizeof(masked));
 	set_cookie(r, "otp_vid", "", 0);
 	if (session_new(r) != 0 || auth_cookie_make(otp, phone,
-	    (long long)time(NULL) + otp->cfg.session_ttl, auth,
+	    (long long)time(NULL) + r->cfg->session_ttl, auth,
 	    sizeof(auth)) != 0) {
 		wipe(phone, OTP_MAX_PHONE_LEN + 1);
 		return reply_error(r, 500, "Internal error", "");
 	}
-	set_cookie(r, "otp_auth", auth, otp->cfg.session_ttl);
+	set_cookie(r, "otp_auth", auth, r->cfg->session_ttl);
 	if (otp->on_verified != NULL)
 		otp->on_verified(otp->on_verified_arg, phone, r->sid);
 	wipe(phone, OTP_MAX_PHONE_LEN + 1);
@@ -5140,18 +5308,18 @@ on_request(struct req *r)
 	if ((n = form_get(body, len, "phone", input, sizeof(input))) < 0 &&
 	    n != FORM_TOO_LONG)
 		return reply_form_error(r, n, "phone");
-	if ((rc = n < 0 ? PHONE_INVALID : phone_read(&otp->cfg, input,
+	if ((rc = n < 0 ? PHONE_INVALID : phone_read(r->cfg, input,
 	    (size_t)n, phone, sizeof(phone))) != PHONE_OK) {
 		log_refused(r, rc, phone);
 		return reply_index(r, 400, phone_refusals[-rc].page,
 		    n < 0 ? "" : input);
 	}
-	client_init(otp, &cl, r->addr);
-	if (verification_start(otp, phone, &cl, &r->ow, message_for(&otp->cfg,
+	client_init(otp, r->cfg, &cl, r->addr);
+	if (verification_start(otp, r->cfg, phone, &cl, &r->ow, message_for(r->cfg,
 	    mg_get_header(r->conn, "Accept-Language")), &st) != 0)
 		return reply_start_failed(r, &st, input);
 	handle_format(st.slot, st.id, vid);
-	set_cookie(r, "otp_vid", vid, otp->cfg.code_ttl);
+	set_cookie(r, "otp_vid", vid, r->cfg->code_ttl);
 	return reply_verify(r, 200, "", phone);
 }
 
@@ -5178,8 +5346,8 @@ on_verify(struct req *r)
 		return reply_form_error(r, n, "token");
 	if (handle_parse(r, &slot, id) != 0)
 		slot = UINT32_MAX; /* no such record: fails like a wrong code */
-	client_init(otp, &cl, r->addr);
-	result = verification_check(otp, slot, id, &r->ow, token,
+	client_init(otp, r->cfg, &cl, r->addr);
+	result = verification_check(otp, r->cfg, slot, id, &r->ow, token,
 	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry);
 	wipe(token, sizeof(token));
 	if (limit != LIMIT_NONE) {
@@ -5212,7 +5380,7 @@ on_index(struct req *r)
 static int
 on_style(struct req *r)
 {
-	const struct www_file *f = www_pick(r->otp, "style.css",
+	const struct www_file *f = www_pick(r->otp, r->cfg, "style.css",
 	    mg_get_header(r->conn, "Accept-Language"));
 
 	return reply(r, 200, "text/css; charset=utf-8", (const char *)f->data,
@@ -5223,7 +5391,7 @@ on_style(struct req *r)
 static int
 on_script(struct req *r)
 {
-	const struct www_file *f = www_pick(r->otp, "otp.js", NULL);
+	const struct www_file *f = www_pick(r->otp, r->cfg, "otp.js", NULL);
 
 	return reply(r, 200, "text/javascript; charset=utf-8",
 	    (const char *)f->data, f->len);
@@ -5285,10 +5453,9 @@ on_healthz(struct req *r)
 static int
 on_readyz(struct req *r)
 {
-	const struct config *c = &r->otp->cfg;
+	const struct config *c = r->cfg;
 
-	if ((c->provider == PROVIDER_TELNYX || c->provider == PROVIDER_HTTP) &&
-	    access(c->sms_ca_file, R_OK) != 0)
+	if (c->sender->needs_ca && access(c->sms_ca_file, R_OK) != 0)
 		return reply(r, 503, "text/plain; charset=utf-8",
 		    "not ready: CA bundle unreadable\n", 32);
 	return reply(r, 200, "text/plain; charset=utf-8", "ready\n", 6);
@@ -5308,8 +5475,8 @@ on_metrics(struct req *r)
 
 	/* The client, not the socket peer: behind a proxy the peer is the
 	 * proxy, which would let the whole world in. */
-	if (!otp->cfg.metrics || !addr_in_list(r->addr, strlen(r->addr),
-	    otp->cfg.metrics_allow))
+	if (!r->cfg->metrics || !addr_in_list(r->addr, strlen(r->addr),
+	    r->cfg->metrics_allow))
 		return reply_error(r, 404, "Not found", "There is no such page.");
 	buf_printf(out, sizeof(out), &n, "# TYPE otp_sms_sent_total counter\n"
 	    "otp_sms_sent_total %lu\n# TYPE otp_sms_failed_total counter\n",
@@ -5334,7 +5501,7 @@ on_metrics(struct req *r)
 	    "otp_pending_codes %u\n# TYPE otp_table_used gauge\n"
 	    "otp_table_used %u\n# TYPE otp_table_capacity gauge\n"
 	    "otp_table_capacity %ld\n", store_live(&otp->store),
-	    store_pending(&otp->store), otp->cfg.max_pending);
+	    store_pending(&otp->store), r->cfg->max_pending);
 	if (n >= sizeof(out))
 		return reply_error(r, 500, "Internal error", "");
 	return reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out, n);
@@ -5468,14 +5635,14 @@ api_client(struct req *r, const char *body, char ip[64], struct client *cl)
 	uint8_t bin[17];
 	int n;
 
-	client_init(r->otp, cl, NULL);
+	client_init(r->otp, r->cfg, cl, NULL);
 	if (json_member(&j, "client_ip") != 0)
 		return 0; /* absent (api_read has checked the body) */
 	n = json_get_string(body, strlen(body), "client_ip", ip, 64);
 	if (n <= 0 || !addr_parse(ip, (size_t)n, bin))
 		return reply_json_error(r, 400, "invalid_client_ip",
 		    "client_ip must be an IPv4 or IPv6 address");
-	client_init(r->otp, cl, ip);
+	client_init(r->otp, r->cfg, cl, ip);
 	return 0;
 }
 
@@ -5494,7 +5661,7 @@ api_create(struct req *r)
 	if ((rc = api_read(r, body, sizeof(body), "phone", input,
 	    sizeof(input))) != 0)
 		return rc;
-	if ((rc = phone_read(&otp->cfg, input, strlen(input), phone,
+	if ((rc = phone_read(r->cfg, input, strlen(input), phone,
 	    sizeof(phone))) != PHONE_OK) {
 		log_refused(r, rc, phone);
 		return reply_json_error(r, 400, phone_refusals[-rc].code,
@@ -5502,8 +5669,8 @@ api_create(struct req *r)
 	}
 	if ((rc = api_client(r, body, ip, &cl)) != 0)
 		return rc;
-	if (verification_start(otp, phone, &cl, &otp->api,
-	    message_for(&otp->cfg, mg_get_header(r->conn, "Accept-Language")),
+	if (verification_start(otp, r->cfg, phone, &cl, &otp->api,
+	    message_for(r->cfg, mg_get_header(r->conn, "Accept-Language")),
 	    &st) != 0) {
 		r->retry_after = st.retry;
 		if (st.internal)
@@ -5521,11 +5688,11 @@ api_create(struct req *r)
 		    "send_failed", "the SMS could not be sent");
 	}
 	store_state(&otp->store, st.slot, st.id, &otp->api, otp->now_ms(),
-	    otp->cfg.code_ttl * 1000, &left);
+	    r->cfg->code_ttl * 1000, &left);
 	handle_format(st.slot, st.id, vid);
 	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"expires_in\":%lld,"
 	    "\"resend_after\":%ld}", vid, (long long)((left + 999) / 1000),
-	    otp->cfg.resend_interval);
+	    r->cfg->resend_interval);
 	return reply_json(r, 201, out);
 }
 
@@ -5552,7 +5719,7 @@ api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		return n;
 	if ((n = api_client(r, body, ip, &cl)) != 0)
 		return n;
-	rc = verification_check(otp, slot, id, &otp->api, code, strlen(code),
+	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code, strlen(code),
 	    &cl, phone, &limit, &retry);
 	wipe(code, sizeof(code));
 	if (limit != LIMIT_NONE) {
@@ -5585,7 +5752,7 @@ api_status(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 	char out[96];
 	int64_t left;
 	enum rec_state st = store_state(&otp->store, slot, id, &otp->api,
-	    otp->now_ms(), otp->cfg.code_ttl * 1000, &left);
+	    otp->now_ms(), r->cfg->code_ttl * 1000, &left);
 
 	if (st == REC_FREE)
 		return reply_json_error(r, 404, "not_found",
@@ -5601,7 +5768,7 @@ api_cancel(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 {
 	struct otp *otp = r->otp;
 	int rc = store_cancel(&otp->store, slot, id, &otp->api,
-	    otp->now_ms(), otp->cfg.code_ttl * 1000);
+	    otp->now_ms(), r->cfg->code_ttl * 1000);
 
 	if (rc == -1)
 		return reply_json_error(r, 404, "not_found",
@@ -5619,7 +5786,7 @@ api_cancel(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
  * counts this function's instructions under callgrind.
  */
 static __attribute__((noinline)) bool
-api_token_ok(const struct otp *otp, const char *auth)
+api_token_ok(const struct otp *otp, const struct config *c, const char *auth)
 {
 	uint8_t mac[OTP_MAC_LEN];
 	bool ok;
@@ -5627,7 +5794,7 @@ api_token_ok(const struct otp *otp, const char *auth)
 	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
 		return false;
 	secret_mac(otp, auth + 7, strlen(auth + 7), mac);
-	ok = ct_equal(mac, otp->cfg.api_token_mac, sizeof(mac));
+	ok = ct_equal(mac, c->api_token_mac, sizeof(mac));
 	wipe(mac, sizeof(mac));
 	return ok;
 }
@@ -5637,7 +5804,7 @@ static int
 api_dispatch(struct req *r)
 {
 	static const char base[] = "/api/v1/verifications";
-	const char *token = r->otp->cfg.api_token;
+	const char *token = r->cfg->api_token;
 	const char *auth = mg_get_header(r->conn, "Authorization");
 	const char *m = r->ri->request_method, *rest, *id_end;
 	uint8_t id[OTP_ID_LEN];
@@ -5647,7 +5814,7 @@ api_dispatch(struct req *r)
 	if (token[0] == '\0')
 		return reply_json_error(r, 404, "not_found",
 		    "the API is off (set API_TOKEN)");
-	if (!api_token_ok(r->otp, auth)) {
+	if (!api_token_ok(r->otp, r->cfg, auth)) {
 		r->hdr_name = "WWW-Authenticate";
 		r->hdr_value = "Bearer";
 		return reply_json_error(r, 401, "unauthorized",
@@ -5855,8 +6022,7 @@ on_http(struct mg_connection *conn, void *arg)
 	if (strncmp(r.path, otp->prefix, plen) == 0)
 		r.path += plen;
 	fair_slice(otp, &r);
-	/* A reload waits until no request is reading the config. */
-	pthread_rwlock_rdlock(&otp->cfg_lock);
+	r.cfg = cfg_hold(otp); /* this request's config, whatever SIGHUP does */
 	if (!r.tls && otp->https_port > 0) {
 		rc = redirect_https(&r);
 	} else if (!path_canonical(r.ri->local_uri_raw)) {
@@ -5869,7 +6035,7 @@ on_http(struct mg_connection *conn, void *arg)
 		session_read(&r);
 		rc = dispatch(&r);
 	}
-	pthread_rwlock_unlock(&otp->cfg_lock);
+	cfg_drop(r.cfg);
 	return rc;
 }
 
@@ -5880,19 +6046,16 @@ on_http(struct mg_connection *conn, void *arg)
 static void
 sweeper_run(struct otp *otp)
 {
-	char dir[OTP_MAX_STR];
-	int64_t now = otp->now_ms(), hold, every;
+	const struct config *c = cfg_hold(otp);
+	int64_t now = otp->now_ms();
 
-	pthread_rwlock_rdlock(&otp->cfg_lock);
-	store_sweep(&otp->store, now, otp->cfg.code_ttl * 1000);
-	str_copy(dir, sizeof(dir), otp->cfg.state_dir);
-	hold = number_hold(&otp->cfg);
-	every = otp->cfg.state_save_interval * 1000;
-	pthread_rwlock_unlock(&otp->cfg_lock);
-	if (dir[0] != '\0' && now - otp->saved_ms >= every) {
-		limits_save(otp, dir, hold);
+	store_sweep(&otp->store, now, c->code_ttl * 1000);
+	if (c->state_dir[0] != '\0' &&
+	    now - otp->saved_ms >= c->state_save_interval * 1000) {
+		limits_save(otp, c->state_dir, number_hold(c));
 		otp->saved_ms = now;
 	}
+	cfg_drop(c);
 }
 
 static void *
@@ -5959,14 +6122,14 @@ static int
 state_key(struct otp *otp, uint8_t state[OTP_KEY_LEN], char *err,
           size_t errlen)
 {
-	const char *dir = otp->cfg.state_dir;
+	const char *dir = otp->cfg->state_dir;
 	char path[OTP_MAX_STR + 16];
 	size_t n;
 	FILE *f;
 
 	if (dir[0] == '\0')
 		return otp->rng(otp->rng_ctx, state, OTP_KEY_LEN);
-	if (state_dir_check(&otp->cfg, err, errlen) != 0)
+	if (state_dir_check(otp->cfg, err, errlen) != 0)
 		return -1;
 	snprintf(path, sizeof(path), "%s/session.key", dir);
 	if ((f = state_open(path, "session.key", err, errlen)) != NULL) {
@@ -6052,13 +6215,13 @@ otp_tables_init(struct otp *otp)
 
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_mutex_init(&otp->curls.lock, NULL);
-	otp->curls.cap = otp->cfg.threads < OTP_MAX_POOL ?
-	    (int)otp->cfg.threads : OTP_MAX_POOL;
-	if (store_init(&otp->store, (uint32_t)otp->cfg.max_pending) != 0)
+	otp->curls.cap = otp->cfg->threads < OTP_MAX_POOL ?
+	    (int)otp->cfg->threads : OTP_MAX_POOL;
+	if (store_init(&otp->store, (uint32_t)otp->cfg->max_pending) != 0)
 		return -1;
 	for (int t = 0; t < T__N; t++)
 		if (ratetab_init(&l->tab[t], ratetab_slots(limits_windows(
-		    &otp->cfg, (enum table)t)), t == T_NET_DAY ? DAY_MS :
+		    otp->cfg, (enum table)t)), t == T_NET_DAY ? DAY_MS :
 		    HOUR_MS) != 0)
 			return -1;
 	return 0;
@@ -6068,31 +6231,10 @@ otp_tables_init(struct otp *otp)
 static void
 log_start(struct otp *otp)
 {
-	const struct config *c = &otp->cfg;
-	char sample[OTP_MAX_CODE_LEN + 1], parent[OTP_MAX_STR + 4];
+	const struct config *c = otp->cfg;
+	char sample[OTP_MAX_CODE_LEN + 1];
 
-	switch (c->provider) {
-	case PROVIDER_CONSOLE:
-		log_warn(otp, "console sender: SMS are printed on stdout, "
-		    "nothing is sent (set API_KEY to send for real)");
-		break;
-	case PROVIDER_SPOOL:
-		log_info(otp, "spool sender: %s", c->spool_dir);
-		snprintf(parent, sizeof(parent), "%s/..", c->spool_dir);
-		if (access(c->spool_dir, W_OK) != 0 || access(parent, W_OK) != 0)
-			log_warn(otp, "spool sender: %s or its parent (where "
-			    "messages are written before they move in): %s; sends "
-			    "will fail", c->spool_dir, strerror(errno));
-		break;
-	case PROVIDER_COMMAND:
-		log_info(otp, "command sender");
-		break;
-	default: /* scheme and host only: a URL may carry a key */
-		log_info(otp, "%s sender: %.*s", c->provider == PROVIDER_TELNYX ?
-		    "telnyx" : "http", (int)(8 + strcspn(c->sms_api_url + 8,
-		    "/?#")), c->sms_api_url);
-		break;
-	}
+	c->sender->describe(otp, c);
 	/* Would the longest message fit in one SMS? */
 	memset(sample, c->alphabet == ALPHABET_HEX ? 'A' : '0',
 	    (size_t)c->token_length);
@@ -6174,7 +6316,7 @@ config_file_sets(const char *path, const char *key)
 static void
 config_warn_secrets(struct otp *otp, const char *path)
 {
-	const struct config *c = &otp->cfg;
+	const struct config *c = otp->cfg;
 
 	bool key = c->api_key[0] != '\0' && strcmp(c->api_key,
 	    "YOUR_API_KEY") != 0 && c->api_key_file[0] == '\0';
@@ -6196,6 +6338,7 @@ static struct otp *
 otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 {
 	struct otp *otp = calloc(1, sizeof(*otp));
+	struct config *cfg;
 
 	if (otp == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -6204,7 +6347,8 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 	otp->check_only = check_only;
 	otp->now_ms = clock_monotonic_ms;
 	otp->wall_ms = clock_wall_ms;
-	pthread_rwlock_init(&otp->cfg_lock, NULL);
+	otp->halt[0] = otp->halt[1] = -1;
+	pthread_mutex_init(&otp->cfg_swap, NULL);
 	pthread_mutex_init(&otp->stop_lock, NULL);
 	{
 		pthread_condattr_t ca;
@@ -6214,21 +6358,31 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		pthread_cond_init(&otp->stop_cond, &ca);
 		pthread_condattr_destroy(&ca);
 	}
-	if (config_load(&otp->cfg, config_path, err, errlen) != 0)
+	if ((cfg = calloc(1, sizeof(*cfg))) == NULL ||
+	    pipe2(otp->halt, O_CLOEXEC | O_NONBLOCK) != 0) {
+		free(cfg);
+		snprintf(err, errlen, "out of memory");
 		goto fail;
-	if (strcmp(otp->cfg.log, "syslog") == 0)
+	}
+	if (config_load(cfg, config_path, err, errlen) != 0) {
+		cfg_swap(otp, cfg);
+		goto fail;
+	}
+	cfg_swap(otp, cfg);
+	otp->use_syslog = strcmp(cfg->log, "syslog") == 0;
+	if (otp->use_syslog)
 		openlog("otp_demo", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 	if (otp_random_init(otp) != 0) {
 		snprintf(err, errlen, "cannot seed the random generator");
 		goto fail;
 	}
-	otp_config_keys(otp, &otp->cfg);
+	otp_config_keys(otp, cfg);
 	if (otp_state_keys(otp, err, errlen) != 0 ||
 	    www_load(otp, err, errlen) != 0)
 		goto fail;
 	if (otp_tables_init(otp) != 0) {
 		snprintf(err, errlen, "cannot allocate tables for MAX_PENDING=%ld",
-		    otp->cfg.max_pending);
+		    cfg->max_pending);
 		goto fail;
 	}
 	if (limits_load(otp, err, errlen) != 0)
@@ -6309,20 +6463,23 @@ int
 otp_reload(struct otp *otp, const char *config_path, char *err, size_t errlen)
 {
 	struct config *next = malloc(sizeof(*next));
+	const struct config *cur;
 
 	if (next == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	if (config_load(next, config_path, err, errlen) != 0) {
+		wipe(next, sizeof(*next));
 		free(next);
 		return -1;
 	}
 	otp_config_keys(otp, next);
+	cur = cfg_hold(otp);
 	for (size_t i = 0; i < sizeof(restart_keys) / sizeof(*restart_keys);
 	    i++) {
 		const struct key *k = config_find(restart_keys[i], NULL);
-		char *now = (char *)&otp->cfg + k->off;
+		const char *now = (const char *)cur + k->off;
 		char *want = (char *)next + k->off;
 
 		if (memcmp(now, want, k->size) != 0) {
@@ -6331,11 +6488,8 @@ otp_reload(struct otp *otp, const char *config_path, char *err, size_t errlen)
 			memcpy(want, now, k->size);
 		}
 	}
-	pthread_rwlock_wrlock(&otp->cfg_lock);
-	otp->cfg = *next;
-	pthread_rwlock_unlock(&otp->cfg_lock);
-	wipe(next, sizeof(*next));
-	free(next);
+	cfg_drop(cur);
+	cfg_swap(otp, next);
 	log_info(otp, "reload: configuration applied");
 	return 0;
 }
@@ -6345,6 +6499,15 @@ otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg)
 {
 	otp->on_verified = fn;
 	otp->on_verified_arg = arg;
+}
+
+/* Makes the halt pipe readable for good: every wait on it ends. */
+void
+otp_stop(struct otp *otp)
+{
+	if (otp != NULL && otp->halt[1] >= 0 &&
+	    write(otp->halt[1], "", 1) < 0 && errno != EAGAIN)
+		log_err(otp, "%s: %s", __func__, strerror(errno));
 }
 
 void
@@ -6361,19 +6524,23 @@ otp_destroy(struct otp *otp)
 	}
 	/* Nothing serves any more (mg_stop came first): the caps go to
 	 * STATE_DIR as they are. */
-	limits_save(otp, otp->cfg.state_dir, number_hold(&otp->cfg));
+	if (otp->cfg != NULL)
+		limits_save(otp, otp->cfg->state_dir, number_hold(otp->cfg));
 	while (otp->curls.nidle > 0) {
 		struct pooled *p = &otp->curls.idle[--otp->curls.nidle];
 
-		curl_easy_cleanup(p->h);
-		free(p->buf);
+		pooled_free(p);
 	}
 	store_free(&otp->store);
 	for (int t = 0; t < T__N; t++)
 		free(otp->limits.tab[t].w);
 	mbedtls_ctr_drbg_free(&otp->drbg);
 	mbedtls_entropy_free(&otp->entropy);
-	pthread_rwlock_destroy(&otp->cfg_lock);
+	cfg_drop(otp->cfg);
+	pthread_mutex_destroy(&otp->cfg_swap);
+	for (int fd = 0; fd < 2; fd++)
+		if (otp->halt[fd] >= 0)
+			close(otp->halt[fd]);
 	for (int i = 0; i < otp->npages; i++)
 		free((void *)otp->pages[i].file.data);
 	free(otp->pages);
@@ -6503,11 +6670,11 @@ cert_log_fingerprint(struct otp *otp, const char *path)
 int
 otp_cert_ensure(struct otp *otp)
 {
-	const char *path = otp->cfg.cert_file;
+	const char *path = otp->cfg->cert_file;
 	char pem[4096];
 	int rc = -1;
 
-	if (!listen_has_tls(otp->cfg.listen))
+	if (!listen_has_tls(otp->cfg->listen))
 		return 0;
 	if (access(path, F_OK) != 0) {
 		if (cert_generate(otp, pem, sizeof(pem)) != 0) {
@@ -6685,7 +6852,7 @@ static void
 log_ports(struct otp *otp, struct mg_context *ctx)
 {
 	struct mg_server_port ports[16];
-	const char *p = otp->cfg.listen;
+	const char *p = otp->cfg->listen;
 	int n = mg_get_server_ports(ctx, 16, ports);
 
 	for (int i = 0; i < n; i++) {
@@ -6766,16 +6933,16 @@ main_serve(struct otp *otp, const char *path)
 	mg_init_library(MG_FEATURES_TLS);
 	memset(&cb, 0, sizeof(cb));
 	cb.log_message = otp_log_message;
-	server_options(&otp->cfg, opts, sizeof(opts) / sizeof(opts[0]), threads);
+	server_options(otp->cfg, opts, sizeof(opts) / sizeof(opts[0]), threads);
 	if ((ctx = mg_start(&cb, otp, opts)) == NULL) {
 		log_err(otp, "%s: cannot start the server on %s (see above)",
-		    __func__, otp->cfg.listen);
+		    __func__, otp->cfg->listen);
 		mg_exit_library();
 		return 1;
 	}
 	otp_mount(otp, ctx, "");
 	log_ports(otp, ctx);
-	if (otp->cfg.redirect_http)
+	if (otp->cfg->redirect_http)
 		otp->https_port = first_tls_port(ctx);
 
 	while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
@@ -6783,7 +6950,8 @@ main_serve(struct otp *otp, const char *path)
 			log_err(otp, "reload: %s; keeping the old configuration",
 			    err);
 	log_info(otp, "signal %d: stopping", sig);
-	mg_stop(ctx); /* in-flight requests finish first */
+	otp_stop(otp); /* sends in flight end now, */
+	mg_stop(ctx);  /* so in-flight requests finish at once */
 	mg_exit_library();
 	return 0;
 }
@@ -6844,7 +7012,7 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (otp != NULL && strcmp(otp->cfg.log, "syslog") == 0) {
+	if (otp != NULL && otp->use_syslog) {
 		int prio = level[0] == 'e' ? LOG_ERR : level[0] == 'w' ?
 		    LOG_WARNING : level[0] == 'd' ? LOG_DEBUG : LOG_INFO;
 

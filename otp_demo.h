@@ -10,7 +10,8 @@
  *	otp_on_verified(o, my_callback, my_arg);
  *	otp_mount(o, ctx, "/2fa");	// after mg_start()
  *	...
- *	mg_stop(ctx);			// first stop serving,
+ *	otp_stop(o);			// end SMS sends in flight,
+ *	mg_stop(ctx);			// stop serving,
  *	otp_destroy(o);			// then free the instance
  *
  * Every exported symbol starts with otp_.
@@ -52,10 +53,12 @@ int otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix);
 
 /*
  * Re-reads the config (as SIGHUP does in otp_demo): on success the new
- * values apply to the next request; pending codes stay. Keys that need a
- * restart (LISTEN, THREADS, MAX_PENDING, CERT_FILE, STATE_DIR, LOG) keep
- * their old values. On failure, returns -1 with the reason in err and the
- * old config stays. Not to be called from the verified callback.
+ * values apply to the next request, while requests in flight finish with
+ * the config they started with (a reload never waits for them); pending
+ * codes stay. Keys that need a restart (LISTEN, THREADS, MAX_PENDING,
+ * CERT_FILE, STATE_DIR, LOG, WWW_DIR) keep their old values. On failure,
+ * returns -1 with the reason in err and the old config stays. Call it
+ * from one thread at a time.
  */
 int otp_reload(struct otp *otp, const char *config_path, char *err,
                size_t errlen);
@@ -69,6 +72,13 @@ int otp_cert_ensure(struct otp *otp);
 
 /* Sets the success callback (NULL to clear). */
 void otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg);
+
+/*
+ * Ends the SMS sends in flight (a gateway that does not answer, a command
+ * that hangs: they fail at once) and every later one, so that mg_stop()
+ * need not wait up to SMS_TIMEOUT for them. Call it just before mg_stop().
+ */
+void otp_stop(struct otp *otp);
 
 /* Frees everything; call after mg_stop() of every context it was mounted on. */
 void otp_destroy(struct otp *otp);

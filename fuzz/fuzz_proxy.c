@@ -33,10 +33,11 @@ fuzz_otp(void)
 
 	if (otp == NULL) {
 		otp = calloc(1, sizeof(*otp));
-		if (otp == NULL || config_defaults(&otp->cfg, err,
-		    sizeof(err)) != 0)
+		if (otp == NULL ||
+		    (otp->cfg = calloc(1, sizeof(*otp->cfg))) == NULL ||
+		    config_defaults(otp->cfg, err, sizeof(err)) != 0)
 			abort();
-		str_copy(otp->cfg.trusted_proxy, sizeof(otp->cfg.trusted_proxy),
+		str_copy(otp->cfg->trusted_proxy, sizeof(otp->cfg->trusted_proxy),
 		    "127.0.0.1, ::1,10.0.0.2");
 		otp->now_ms = clock_monotonic_ms;
 		otp->wall_ms = clock_wall_ms;
@@ -68,6 +69,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&ri, 0, sizeof(ri));
 	memset(&r, 0, sizeof(r));
 	r.otp = otp;
+	r.cfg = otp->cfg;
 	r.ri = &ri;
 	for (int i = 1; i <= 8 && (p = piece(s, size, i, &off)) != NULL; i++) {
 		ri.http_headers[n].name = i % 3 ? "X-Forwarded-For" :
@@ -80,7 +82,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		FUZZ_CHECK(addr_parse(out, strlen(out), bin));
 		FUZZ_CHECK(!addr_in_list(out, strlen(out),
-		    otp->cfg.trusted_proxy));
+		    otp->cfg->trusted_proxy));
 	}
 	if ((p = piece(s, size, 9, &off)) != NULL) {
 		limits_load_line(otp, p, otp->now_ms(), otp->wall_ms());

@@ -2423,6 +2423,47 @@ def case_sigterm_clean_exit(ctx):
     ctx.server.stop = lambda: 0     # already stopped; finish() scans the log
 
 
+def case_hung_sends_reload_and_stop(ctx):
+    """Eight sends hang on a gateway that never answers (SMS_TIMEOUT 60):
+    SIGHUP still takes effect and SIGTERM still stops the server, each
+    within 1 s. No lock is held across a send, and otp_stop() ends them."""
+    ctx.start_fake(mode="silent")
+    ctx.start_server({"SMS_TIMEOUT": 60, "THREADS": 16})
+    a = ctx.browser("A")
+    check(a.get("/metrics").status == 404, "/metrics before METRICS=True")
+    answers = []
+    hung = threading.Thread(target=lambda: answers.extend(_parallel(
+        8, lambda i: ctx.browser("H%d" % i).request_code(
+            "20155501%02d" % (10 + i)))))
+    hung.start()
+    check(ctx.fake.wait_requests(8, 20) == 8,
+          "the 8 sends did not reach the gateway")
+    write_config(ctx, config_text(dict(ctx.cfg, METRICS=True)))
+    n0 = len(ctx.server.err_lines)
+    t0 = time.monotonic()
+    ctx.server.proc.send_signal(signal.SIGHUP)
+    got = ctx.server.wait_log(r"reload: configuration applied", n0, 1.0)
+    check(got, "SIGHUP with 8 sends hanging: not applied within 1 s")
+    check(a.get("/metrics").status == 200,
+          "METRICS=True not in effect after the reload")
+    dt_hup = time.monotonic() - t0
+    t0 = time.monotonic()
+    rc = ctx.server.stop()
+    dt = time.monotonic() - t0
+    ctx.server.stop = lambda: 0     # already stopped; finish() scans the log
+    hung.join(10)
+    check(rc == 0, "exit on SIGTERM with 8 sends hanging: %s" % (rc,))
+    check(dt <= 1.0, "SIGTERM with 8 sends hanging took %.2f s (bound 1 s)"
+          % dt)
+    check(not hung.is_alive() and len(answers) == 8,
+          "the hanging requests did not end with the server")
+    for r in answers:
+        check(isinstance(r, Exception) or r.status == 502,
+              "a cut-short send answered %s, not 502" % (
+                  getattr(r, "status", r),))
+    print("  reload %.3f s, stop %.3f s" % (dt_hup, dt))
+
+
 def _raw_exchange(port, data, timeout=20):
     """Sends data, returns (head bytes, seconds) of the answer."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -2894,6 +2935,8 @@ CODE_CASES = [
     {"name": "trickle_starvation", "fn": case_trickle_starvation},
     {"name": "huge_content_length", "fn": case_huge_content_length},
     {"name": "sigterm_clean_exit", "fn": case_sigterm_clean_exit},
+    {"name": "hung_sends_reload_and_stop", "fn":
+     case_hung_sends_reload_and_stop},
     {"name": "auth_state_dir_restart", "fn": case_auth_state_dir_restart},
     {"name": "auth_no_state_dir_restart", "fn":
      case_auth_no_state_dir_restart},

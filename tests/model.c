@@ -258,7 +258,7 @@ start(void)
 	otp->now_ms = fake_now;
 	otp->wall_ms = fake_wall;
 	otp->rng = fake_rng;
-	C = &otp->cfg;
+	C = otp->cfg;
 	if (limits_load(otp, err, sizeof(err)) != 0)
 		fail("limits_load: %s", err);
 	owners[NSESS] = otp->api;
@@ -285,7 +285,7 @@ client_of(int addr)
 {
 	struct client cl;
 
-	client_init(otp, &cl, addr >= 0 ? addrs[addr] : NULL);
+	client_init(otp, otp->cfg, &cl, addr >= 0 ? addrs[addr] : NULL);
 	return cl;
 }
 
@@ -300,7 +300,7 @@ op_request(int owner, int num, int addr)
 
 	n_req++;
 	want = model_send(owner, num, addr, &resend);
-	rc = verification_start(otp, numbers[num], &cl, &owners[owner], NULL,
+	rc = verification_start(otp, otp->cfg, numbers[num], &cl, &owners[owner], NULL,
 	    &st);
 	got = rc == 0 ? LIMIT_NONE : st.limit;
 	if (rc != 0 && st.limit == LIMIT_NONE)
@@ -416,7 +416,7 @@ op_check(int owner, int ri, int kind, int addr)
 	else if (kind == 2)
 		code[strlen(code) - 1] = '\0';
 	want = model_check(ri, owner, kind, addr, &want_limit);
-	got = verification_check(otp, r->slot, r->id, &owners[owner], code,
+	got = verification_check(otp, otp->cfg, r->slot, r->id, &owners[owner], code,
 	    strlen(code), &cl, phone, &got_limit, &retry);
 	if (got != want || got_limit != want_limit)
 		fail("check of record %d (owner %d) by %d, kind %d: program "

@@ -92,7 +92,7 @@ test_config_tutorial(void **state)
 	assert_int_equal(c.token_length, 4);
 	assert_string_equal(c.country_code, "+1");
 	/* The placeholder key means no account: the console sender. */
-	assert_int_equal(c.provider, PROVIDER_CONSOLE);
+	assert_ptr_equal(c.sender, &senders[SENDER_console]);
 	assert_int_equal(c.alphabet, ALPHABET_HEX);
 	assert_string_equal(c.listen, "127.0.0.1:5000");
 	assert_true(phone_allowed(&c, "+12015550123"));
@@ -120,7 +120,7 @@ test_config_literals(void **state)
 	assert_false(c.debug);
 	assert_string_equal(c.message, "It's {code}");
 	assert_int_equal(c.token_length, 7);
-	assert_int_equal(c.provider, PROVIDER_TELNYX);
+	assert_ptr_equal(c.sender, &senders[SENDER_telnyx]);
 	assert_true(phone_allowed(&c, "+442079460958"));
 	assert_true(phone_allowed(&c, "+14165550123"));
 	assert_false(phone_allowed(&c, "+33612345678"));
@@ -220,7 +220,7 @@ test_config_env(void **state)
 	assert_int_equal(c.token_length, 8);
 	assert_true(c.debug);
 	assert_string_equal(c.api_key, "from-env");
-	assert_int_equal(c.provider, PROVIDER_TELNYX);
+	assert_ptr_equal(c.sender, &senders[SENDER_telnyx]);
 
 	setenv("OTP_TOKEN_LENGTH", "40", 1);
 	assert_int_equal(load(&c, "", err, sizeof(err)), -1);
@@ -300,19 +300,19 @@ test_code_hex_lengths(void **state)
 	char code[OTP_MAX_CODE_LEN + 1];
 
 	(void)state;
-	otp->cfg.alphabet = ALPHABET_HEX;
+	otp->cfg->alphabet = ALPHABET_HEX;
 	for (size_t len = 1; len <= OTP_MAX_CODE_LEN; len++) {
-		assert_int_equal(code_generate(otp, code, len), 0);
+		assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, len), 0);
 		assert_int_equal(strlen(code), len);
 		assert_int_equal(strspn(code, "0123456789ABCDEF"), len);
 	}
-	assert_int_equal(code_generate(otp, code, 0), -1);
-	assert_int_equal(code_generate(otp, code, OTP_MAX_CODE_LEN + 1), -1);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 0), -1);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, OTP_MAX_CODE_LEN + 1), -1);
 
 	/* With a known source: bytes 0xab 0xcd give "ABC" for length 3. */
 	otp->rng = fake_rng;
 	fake_byte = 0xab;
-	assert_int_equal(code_generate(otp, code, 3), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 3), 0);
 	assert_string_equal(code, "ABA"); /* 0xab, 0xac -> "ABAC" cut to 3 */
 	otp_destroy(otp);
 }
@@ -324,14 +324,14 @@ test_code_digits_unbiased(void **state)
 	char code[OTP_MAX_CODE_LEN + 1];
 
 	(void)state;
-	otp->cfg.alphabet = ALPHABET_DIGITS;
+	otp->cfg->alphabet = ALPHABET_DIGITS;
 	otp->rng = fake_rng;
 	/* Bytes 250..255 are rejected; 0 then gives '0'. */
 	fake_byte = 250;
-	assert_int_equal(code_generate(otp, code, 2), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 2), 0);
 	assert_string_equal(code, "01");
 	otp->rng = rng_drbg;
-	assert_int_equal(code_generate(otp, code, 6), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6), 0);
 	assert_int_equal(strspn(code, "0123456789"), 6);
 	otp_destroy(otp);
 }
@@ -350,9 +350,9 @@ test_code_no_repeats(void **state)
 	struct otp *otp = make_otp();
 
 	(void)state;
-	otp->cfg.alphabet = ALPHABET_HEX;
+	otp->cfg->alphabet = ALPHABET_HEX;
 	for (int i = 0; i < N; i++)
-		assert_int_equal(code_generate(otp, codes[i], 16), 0);
+		assert_int_equal(code_generate(otp, otp->cfg->alphabet, codes[i], 16), 0);
 	qsort(codes, N, sizeof(codes[0]), cmp_codes);
 	for (int i = 1; i < N; i++)
 		assert_string_not_equal(codes[i - 1], codes[i]);
@@ -557,8 +557,8 @@ take(struct otp *otp, enum ns ns, const char *phone, const char *addr,
 	struct take tk = { ns, phone, &cl, 0, -1 };
 	enum limit rc;
 
-	client_init(otp, &cl, addr);
-	rc = limits_take(otp, &tk, now, NULL, NULL);
+	client_init(otp, otp->cfg, &cl, addr);
+	rc = limits_take(otp, otp->cfg, &tk, now, NULL, NULL);
 	*retry = tk.retry;
 	return rc;
 }
@@ -570,9 +570,9 @@ test_limits_windows(void **state)
 	long retry = 0;
 
 	(void)state;
-	otp->cfg.resend_interval = 30;
-	otp->cfg.sms_per_number_per_hour = 2;
-	otp->cfg.sms_per_ip_per_hour = 3;
+	otp->cfg->resend_interval = 30;
+	otp->cfg->sms_per_number_per_hour = 2;
+	otp->cfg->sms_per_ip_per_hour = 3;
 	fake_now = 10 * HOUR_MS;
 	assert_int_equal(take(otp, NS_WEB, "+1201", "10.1.1.1", fake_now,
 	    &retry), LIMIT_NONE);
@@ -620,9 +620,9 @@ test_limits_global(void **state)
 	int sent = 0;
 
 	(void)state;
-	otp->cfg.sms_per_hour = 5;
-	otp->cfg.sms_per_day = 7;
-	otp->cfg.network_share = 100;
+	otp->cfg->sms_per_hour = 5;
+	otp->cfg->sms_per_day = 7;
+	otp->cfg->network_share = 100;
 	fake_now = 100 * HOUR_MS;
 	for (int i = 0; i < 100; i++) {
 		snprintf(phone, sizeof(phone), "+1201555%04d", i);
@@ -655,7 +655,7 @@ test_limits_network_share(void **state)
 	int sent = 0;
 
 	(void)state;
-	otp->cfg.sms_per_hour = 40; /* a network: 25% of it, 10 */
+	otp->cfg->sms_per_hour = 40; /* a network: 25% of it, 10 */
 	fake_now = 300 * HOUR_MS;
 	for (int i = 0; i < 30; i++) {
 		snprintf(phone, sizeof(phone), "+1555%07d", i);
@@ -667,7 +667,7 @@ test_limits_network_share(void **state)
 	assert_int_equal(take(otp, NS_WEB, "+1999", "2001:db8:7:ff::1",
 	    fake_now, &retry), LIMIT_NETWORK);
 	/* The API's own calls count toward its cap, not a network's. */
-	otp->cfg.api_sms_per_hour = 3;
+	otp->cfg->api_sms_per_hour = 3;
 	for (int i = 0; i < 3; i++) {
 		snprintf(phone, sizeof(phone), "+1666%07d", i);
 		assert_int_equal(take(otp, NS_API, phone, NULL, fake_now,
@@ -774,28 +774,28 @@ test_limits_verify_budget(void **state)
 	long retry = 0;
 
 	(void)state;
-	otp->cfg.verify_per_ip_per_hour = 3;
+	otp->cfg->verify_per_ip_per_hour = 3;
 	fake_now = 200 * HOUR_MS;
-	client_init(otp, &a, "1.2.3.4");
-	client_init(otp, &b, "5.6.7.8");
+	client_init(otp, otp->cfg, &a, "1.2.3.4");
+	client_init(otp, otp->cfg, &b, "5.6.7.8");
 	/* Checks that were not guesses give their reservation back and
 	 * leave no window behind. */
 	for (int i = 0; i < 10; i++) {
-		assert_int_equal(limits_verify_take(otp, &a, fake_now, &retry),
+		assert_int_equal(limits_verify_take(otp, otp->cfg, &a, fake_now, &retry),
 		    LIMIT_NONE);
 		limits_verify_done(otp, &a, fake_now, false);
 	}
 	for (uint32_t i = 0; i <= otp->limits.tab[T_VERIFY].mask; i++)
 		assert_int_not_equal(otp->limits.tab[T_VERIFY].w[i].key, a.akey);
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(limits_verify_take(otp, &a, fake_now, &retry),
+		assert_int_equal(limits_verify_take(otp, otp->cfg, &a, fake_now, &retry),
 		    LIMIT_NONE);
 		limits_verify_done(otp, &a, fake_now, true);
 	}
-	assert_int_equal(limits_verify_take(otp, &a, fake_now + 1000, &retry),
+	assert_int_equal(limits_verify_take(otp, otp->cfg, &a, fake_now + 1000, &retry),
 	    LIMIT_VERIFY_IP);
 	assert_int_equal(retry, 3599);
-	assert_int_equal(limits_verify_take(otp, &b, fake_now, &retry),
+	assert_int_equal(limits_verify_take(otp, otp->cfg, &b, fake_now, &retry),
 	    LIMIT_NONE);
 	otp_destroy(otp);
 }
@@ -1623,35 +1623,35 @@ test_cert_generate_once(void **state)
 
 	(void)state;
 	assert_non_null(mkdtemp(path));
-	snprintf(otp->cfg.cert_file, sizeof(otp->cfg.cert_file), "%s/c.pem",
+	snprintf(otp->cfg->cert_file, sizeof(otp->cfg->cert_file), "%s/c.pem",
 	    path);
 	/* No TLS listener: nothing is made. */
 	assert_int_equal(otp_cert_ensure(otp), 0);
-	assert_int_not_equal(access(otp->cfg.cert_file, F_OK), 0);
-	str_copy(otp->cfg.listen, sizeof(otp->cfg.listen), "80,443s");
-	assert_true(listen_has_tls(otp->cfg.listen));
+	assert_int_not_equal(access(otp->cfg->cert_file, F_OK), 0);
+	str_copy(otp->cfg->listen, sizeof(otp->cfg->listen), "80,443s");
+	assert_true(listen_has_tls(otp->cfg->listen));
 	assert_false(listen_has_tls("80,8080"));
 	assert_int_equal(otp_cert_ensure(otp), 0);
-	assert_int_equal(stat(otp->cfg.cert_file, &st), 0);
+	assert_int_equal(stat(otp->cfg->cert_file, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	f = fopen(otp->cfg.cert_file, "r");
+	f = fopen(otp->cfg->cert_file, "r");
 	n1 = fread(before, 1, sizeof(before), f);
 	fclose(f);
 	assert_non_null(strstr(before, "BEGIN EC PRIVATE KEY"));
 	assert_non_null(strstr(before, "BEGIN CERTIFICATE"));
 	/* A second start reuses the file. */
 	assert_int_equal(otp_cert_ensure(otp), 0);
-	f = fopen(otp->cfg.cert_file, "r");
+	f = fopen(otp->cfg->cert_file, "r");
 	n2 = fread(after, 1, sizeof(after), f);
 	fclose(f);
 	assert_int_equal(n1, n2);
 	assert_memory_equal(before, after, n1);
 	/* A file that holds no certificate is an error. */
-	f = fopen(otp->cfg.cert_file, "w");
+	f = fopen(otp->cfg->cert_file, "w");
 	fputs("garbage\n", f);
 	fclose(f);
 	assert_int_equal(otp_cert_ensure(otp), -1);
-	unlink(otp->cfg.cert_file);
+	unlink(otp->cfg->cert_file);
 	rmdir(path);
 	otp_destroy(otp);
 }
