@@ -91,6 +91,9 @@
 #ifndef OTP_KEEP_ALIVE_MS
 #define OTP_KEEP_ALIVE_MS 50 /* idle keep-alive before a worker is freed */
 #endif
+#ifndef OTP_MAX_REQUEST_HEAD
+#define OTP_MAX_REQUEST_HEAD 8192 /* civetweb: request line and headers */
+#endif
 #define OTP_MAX_PHONE_LEN 16  /* "+" and at most 15 digits (E.164) */
 #define OTP_MAX_INPUT 64      /* a phone field as typed, before cleaning */
 #define OTP_MAX_CODE_LEN 16   /* TOKEN_LENGTH's upper bound */
@@ -128,6 +131,8 @@
 #define OTP_TOMBSTONE_MS 60000 /* an ended record's state stays known */
 #define OTP_SWEEP_CHUNK 1024  /* records aged per hold of the store lock */
 #define OTP_MAX_POOL 64       /* pooled libcurl handles at most */
+
+#define countof(a) (sizeof(a) / sizeof((a)[0]))
 
 #define HOUR_MS (3600 * 1000LL)
 #define DAY_MS (24 * HOUR_MS)
@@ -428,6 +433,16 @@ static void buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static long lz_unpack(const unsigned char *in, size_t n, char *out,
                       size_t cap) __attribute__((unused));
+static const char *prefix_skip(const char *s, const char *lit, size_t n,
+                               bool any_case);
+static bool list_next(const char **p, char sep, const char **item,
+                      size_t *len);
+static int list_item(const char **p, char *item, size_t size);
+
+/* The rest of s after the literal prefix lit (its length counted by the
+ * compiler), or NULL if s does not start with it. */
+#define PREFIX(s, lit) prefix_skip((s), "" lit, sizeof(lit) - 1, false)
+#define PREFIX_CI(s, lit) prefix_skip((s), "" lit, sizeof(lit) - 1, true)
 
 #define log_info(o, ...) log_line((o), "info", __VA_ARGS__)
 #define log_warn(o, ...) log_line((o), "warn", __VA_ARGS__)
@@ -437,6 +452,160 @@ static long lz_unpack(const unsigned char *in, size_t n, char *out,
 		if ((o) != NULL && atomic_load(&(o)->debug))                  \
 			log_line((o), "debug", __VA_ARGS__);                  \
 	} while (0)
+
+/* ---- text: escapes and placeholders ----------------------------------- */
+
+/* Appends s to out (outlen bytes, *n used so far), escaped for where it
+ * goes. 0, or -1 if it does not fit. */
+typedef int (*escape_fn)(const char *s, char *out, size_t outlen, size_t *n);
+
+static int
+out_put(char *out, size_t outlen, size_t *n, const char *s, size_t len)
+{
+	if (*n + len >= outlen)
+		return -1;
+	memcpy(out + *n, s, len);
+	*n += len;
+	out[*n] = '\0';
+	return 0;
+}
+
+static int
+esc_none(const char *s, char *out, size_t outlen, size_t *n)
+{
+	return out_put(out, outlen, n, s, strlen(s));
+}
+
+static int
+html_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	for (; *s != '\0'; s++) {
+		const char *rep = *s == '&' ? "&amp;" : *s == '<' ? "&lt;" :
+		    *s == '>' ? "&gt;" : *s == '"' ? "&quot;" : *s == '\'' ?
+		    "&#39;" : NULL;
+
+		if (out_put(out, outlen, n, rep != NULL ? rep : s,
+		    rep != NULL ? strlen(rep) : 1) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The body of a JSON string (no quotes around it). */
+static int
+json_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+		char esc[8] = { '\\', (char)ch, '\0' };
+
+		if (ch == '\n')
+			esc[1] = 'n';
+		else if (ch < 0x20 || ch == 0x7f)
+			snprintf(esc, sizeof(esc), "\\u%04x", ch);
+		else if (ch != '"' && ch != '\\')
+			memmove(esc, esc + 1, 2);
+		if (out_put(out, outlen, n, esc, strlen(esc)) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The one percent-encoder: every byte but unreserved ones and those in
+ * keep becomes %XX. */
+static int
+pct_escape_keep(const char *s, const char *keep, char *out, size_t outlen,
+                size_t *n)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+		char esc[4] = { (char)ch, '\0' };
+
+		if (!isalnum(ch) && strchr("-._~", ch) == NULL &&
+		    strchr(keep, ch) == NULL)
+			snprintf(esc, sizeof(esc), "%%%02X", ch);
+		if (out_put(out, outlen, n, esc, strlen(esc)) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* A value in a form body (application/x-www-form-urlencoded). */
+static int
+form_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	return pct_escape_keep(s, "", out, outlen, n);
+}
+
+/* A placeholder's name and its value. */
+struct var {
+	const char *name;
+	const char *value;
+};
+
+/* The one of vars the placeholder at t (len bytes) names, or NULL. */
+static const struct var *
+fill_var(const char *t, size_t len, size_t width, const struct var *vars,
+         size_t nvars)
+{
+	size_t name = 0;
+
+	for (size_t k = 0; k < width; k++)
+		if (k >= len || t[k] != '{')
+			return NULL;
+	while (width + name < len && (islower((unsigned char)t[width + name]) ||
+	    t[width + name] == '_'))
+		name++;
+	if (name == 0 || width + name + width > len)
+		return NULL;
+	for (size_t k = 0; k < width; k++)
+		if (t[width + name + k] != '}')
+			return NULL;
+	for (size_t v = 0; v < nvars; v++)
+		if (strlen(vars[v].name) == name &&
+		    memcmp(vars[v].name, t + width, name) == 0)
+			return &vars[v];
+	return NULL;
+}
+
+/*
+ * The one placeholder filler. Appends tmpl (len bytes) to out (outlen
+ * bytes, *n used), each placeholder that names one of vars replaced by
+ * its value through esc. A placeholder is a name of a-z and '_' between
+ * width '{' and width '}': pages use {{name}}, MESSAGE and the gateway
+ * bodies {name}. Strict, every width '{' must begin one (a typo in a page
+ * or a MESSAGE is an error, not text); otherwise what is not one is text
+ * (a JSON body's own braces). Returns how many it replaced, or -1.
+ */
+static int
+fill(const char *tmpl, size_t len, size_t width, bool strict,
+     const struct var *vars, size_t nvars, escape_fn esc, char *out,
+     size_t outlen, size_t *n)
+{
+	int count = 0;
+
+	if (*n >= outlen)
+		return -1;
+	out[*n] = '\0';
+	for (size_t i = 0; i < len;) {
+		const struct var *v = fill_var(tmpl + i, len - i, width, vars,
+		    nvars);
+
+		if (v != NULL) {
+			if (esc(v->value, out, outlen, n) != 0)
+				return -1;
+			i += strlen(v->name) + 2 * width;
+			count++;
+		} else if ((strict && tmpl[i] == '{' && (width == 1 ||
+		    (i + 1 < len && tmpl[i + 1] == '{'))) ||
+		    out_put(out, outlen, n, tmpl + i, 1) != 0) {
+			return -1;
+		} else {
+			i++;
+		}
+	}
+	return count;
+}
 
 /* ---- config ------------------------------------------------------------ */
 /*
@@ -472,6 +641,7 @@ static const char *check_http_auth(const char *v);
 static const char *check_domain(const char *v);
 static const char *check_lang(const char *v);
 static const char *check_addresses(const char *v);
+static const char *check_env_names(const char *v);
 
 #define SENDER_CHOICE(name, ...) "|" #name
 #define SENDER_CHOICES (SENDERS(SENDER_CHOICE) + 1) /* "telnyx|...|console" */
@@ -531,7 +701,7 @@ static const struct key config_keys[] = {
 	ONE_OF("LOG", log, "stderr", "stderr|syslog"),
 	STR("SPOOL_DIR", spool_dir, "/var/spool/sms/outgoing", check_not_empty),
 	STR("SMS_COMMAND", sms_command, "", NULL),
-	STR("SMS_COMMAND_ENV", sms_command_env, "", NULL),
+	STR("SMS_COMMAND_ENV", sms_command_env, "", check_env_names),
 	ONE_OF("SMS_HTTP_METHOD", sms_http_method, "POST", "POST|PUT"),
 	STR("SMS_HTTP_AUTH", sms_http_auth, "bearer", check_http_auth),
 	ONE_OF("SMS_HTTP_CONTENT_TYPE", sms_http_content_type, "application/json",
@@ -544,7 +714,7 @@ static const struct key config_keys[] = {
 	STR("WEBOTP_DOMAIN", webotp_domain, "", check_domain),
 	STR("LANG", lang, "en", check_lang),
 };
-#define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+#define NKEYS (countof(config_keys))
 
 /* Where each key's value came from, for error messages. */
 struct origin {
@@ -569,7 +739,6 @@ static const struct sender senders[SENDER__N];
 static int phone_cc_region(unsigned long cc);
 static int phone_iso_region(const char *iso, size_t len);
 static void phone_allow(uint8_t *bits, int region, bool whole_code);
-static int list_item(const char **p, char *item, size_t size);
 
 /* '+' and 1 to 3 digits, not 0 first: the syntax of a calling code. */
 static bool
@@ -618,7 +787,9 @@ static const char *
 check_url(const char *v)
 {
 	/* The API key travels in a header: never over plain HTTP. */
-	if (strncasecmp(v, "https://", 8) != 0 || v[8] == '\0')
+	const char *host = PREFIX_CI(v, "https://");
+
+	if (host == NULL || *host == '\0')
 		return "must be an https:// URL";
 	return NULL;
 }
@@ -626,25 +797,44 @@ check_url(const char *v)
 static const char *
 check_message(const char *v)
 {
-	const char *p = strstr(v, "{code}");
+	static const struct var vars[] = { { "code", "" }, { "app", "" },
+	    { "minutes", "" } };
+	char out[OTP_MAX_STR];
+	size_t n = 0;
 
-	if (p == NULL)
+	if (strstr(v, "{code}") == NULL)
 		return "must contain {code}";
-	for (p = strchr(v, '{'); p != NULL; p = strchr(p + 1, '{'))
-		if (strncmp(p, "{code}", 6) != 0 && strncmp(p, "{app}", 5) != 0 &&
-		    strncmp(p, "{minutes}", 9) != 0)
-			return "may contain only {code}, {app} and {minutes}";
+	if (fill(v, strlen(v), 1, true, vars, countof(vars),
+	    esc_none, out, sizeof(out), &n) < 0)
+		return "may contain only {code}, {app} and {minutes}";
 	return NULL;
 }
 
 
 static const char *
+check_env_names(const char *v)
+{
+	char name[64];
+	int rc;
+
+	while ((rc = list_item(&v, name, sizeof(name))) > 0)
+		if (isdigit((unsigned char)name[0]) || strspn(name,
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		    "0123456789_") != strlen(name))
+			break;
+	return rc != 0 ? "must be environment variable names separated by "
+	    "commas, like 'PATH,LANG'" : NULL;
+}
+
+static const char *
 check_http_auth(const char *v)
 {
+	const char *name = PREFIX(v, "header:");
+
 	if (strcmp(v, "bearer") != 0 && strcmp(v, "basic") != 0 &&
-	    strcmp(v, "none") != 0 && (strncmp(v, "header:", 7) != 0 ||
-	    v[7] == '\0' || strspn(v + 7, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(v + 7)))
+	    strcmp(v, "none") != 0 && (name == NULL || *name == '\0' ||
+	    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(name)))
 		return "must be 'bearer', 'basic', 'none' or 'header:Name'";
 	return NULL;
 }
@@ -733,16 +923,12 @@ config_error(char *err, size_t errlen, const char *where, const char *fmt, ...)
 static bool
 choice_ok(const char *choices, const char *v)
 {
-	size_t len = strlen(v);
+	size_t len = strlen(v), n;
+	const char *one;
 
-	for (const char *p = choices; *p != '\0';) {
-		size_t n = strcspn(p, "|");
-
-		if (n == len && strncmp(p, v, n) == 0)
+	while (list_next(&choices, '|', &one, &n))
+		if (n == len && strncmp(one, v, n) == 0)
 			return true;
-		p += n;
-		p += *p == '|';
-	}
 	return false;
 }
 
@@ -750,20 +936,17 @@ choice_ok(const char *choices, const char *v)
 static void
 choice_list(const char *choices, char *out, size_t outlen)
 {
-	size_t n = 0;
+	const char *p = choices, *one;
+	size_t n = 0, len;
 
 	out[0] = '\0';
-	for (const char *p = choices; *p != '\0' && n < outlen;) {
-		size_t len = strcspn(p, "|");
-		const char *sep = p == choices ? "" : p[len] == '\0' ? " or " :
-		    ", ";
-		int k = snprintf(out + n, outlen - n, "%s'%.*s'", sep, (int)len, p);
+	while (n < outlen && list_next(&p, '|', &one, &len)) {
+		int k = snprintf(out + n, outlen - n, "%s'%.*s'", one == choices ?
+		    "" : *p == '\0' ? " or " : ", ", (int)len, one);
 
 		if (k < 0)
 			break;
 		n += (size_t)k;
-		p += len;
-		p += *p == '|';
 	}
 }
 
@@ -948,7 +1131,7 @@ config_line(struct config *c, struct origin *o, int lineno, const char *line,
             char *err, size_t errlen)
 {
 	char where[OTP_MAX_STR + 16], name[64], value[OTP_MAX_STR];
-	const char *p = line + strspn(line, " \t"), *why = NULL;
+	const char *p = line + strspn(line, " \t"), *why = NULL, *lang;
 	const struct key *k;
 	size_t len, index;
 	bool quoted;
@@ -968,13 +1151,13 @@ config_line(struct config *c, struct origin *o, int lineno, const char *line,
 		return config_error(err, errlen, where,
 		    "expected KEY=value after %s", name);
 	p += strspn(p, " \t");
-	if (strncmp(name, "MESSAGE_", 8) == 0) {
+	if ((lang = PREFIX(name, "MESSAGE_")) != NULL) {
 		if (config_value(p, value, sizeof(value), &quoted, &why) != 0)
 			return config_error(err, errlen, where, "%s: %s", name, why);
 		if (!quoted)
 			return config_error(err, errlen, where,
 			    "%s must be a quoted string", name);
-		return config_message(c, name + 8, value, where, err, errlen);
+		return config_message(c, lang, value, where, err, errlen);
 	}
 	if ((k = config_find(name, &index)) == NULL) {
 		const char *s = config_suggest(name);
@@ -1044,11 +1227,11 @@ config_read_env(struct config *c, struct origin *o, char *err, size_t errlen)
 
 	for (char **e = environ; *e != NULL; e++) {
 		char lang[16], where[64];
-		const char *eq = strchr(*e, '=');
+		const char *eq = strchr(*e, '='), *tag = PREFIX(*e, "OTP_MESSAGE_");
 
-		if (strncmp(*e, "OTP_MESSAGE_", 12) != 0 || eq == NULL)
+		if (tag == NULL || eq == NULL)
 			continue;
-		str_ncopy(lang, sizeof(lang), *e + 12, (size_t)(eq - *e - 12));
+		str_ncopy(lang, sizeof(lang), tag, (size_t)(eq - tag));
 		snprintf(where, sizeof(where), "environment OTP_MESSAGE_%s", lang);
 		if (config_message(c, lang, eq + 1, where, err, errlen) != 0)
 			return -1;
@@ -1132,7 +1315,7 @@ config_check_command(struct config *c, const struct origin *o, char *err,
 
 	config_where(o, "SMS_COMMAND", where, sizeof(where));
 	prog = command_argv(c->sms_command, "+1", "x", words, sizeof(words),
-	    argv, 32) > 0 ? argv[0] : "";
+	    argv, countof(argv)) > 0 ? argv[0] : "";
 	if (prog[0] != '/' || access(prog, X_OK) != 0)
 		return config_error(err, errlen, where, "SMS_COMMAND must start "
 		    "with the absolute path of an executable (%s)",
@@ -1218,7 +1401,7 @@ config_check_ca(struct config *c, const struct origin *o, char *err,
 	char where[OTP_MAX_STR + 32];
 
 	if (c->sms_ca_file[0] == '\0') {
-		for (size_t i = 0; i < sizeof(bundles) / sizeof(bundles[0]); i++)
+		for (size_t i = 0; i < countof(bundles); i++)
 			if (access(bundles[i], R_OK) == 0) {
 				str_copy(c->sms_ca_file, sizeof(c->sms_ca_file),
 				    bundles[i]);
@@ -1750,20 +1933,26 @@ out:
 	return rc;
 }
 
+/* What store_resend() found. */
+enum resend_found {
+	RESEND_OK,       /* the code and id are copied, the send counted */
+	RESEND_NONE,     /* no such record: the caller starts a new one */
+	RESEND_SPENT,    /* it was sent max_sends times */
+};
+
 /*
  * For a resend: copies the code and id of the record at slot if it is
  * live, for phone and owned by ow (a code never moves to another session
- * or namespace), and counts the send. Returns 0; -1 if there is no such
- * record (the caller starts a new one); -2 if it was sent max_sends times.
+ * or namespace), and counts the send.
  */
-static int
+static enum resend_found
 store_resend(struct store *st, uint32_t slot, const char *phone,
              const struct owner *ow, int64_t now, int64_t ttl_ms,
              uint32_t max_sends, char code[OTP_MAX_CODE_LEN + 1],
              uint8_t id[OTP_ID_LEN])
 {
 	struct record *r;
-	int rc = -1;
+	enum resend_found rc = RESEND_NONE;
 
 	pthread_mutex_lock(&st->lock);
 	if (slot < st->cap) {
@@ -1771,8 +1960,8 @@ store_resend(struct store *st, uint32_t slot, const char *phone,
 		r = &st->rec[slot];
 		if (r->state == REC_LIVE && strcmp(r->phone, phone) == 0 &&
 		    rec_owned(r, ow)) {
-			rc = r->sends >= max_sends ? -2 : 0;
-			if (rc == 0) {
+			rc = r->sends >= max_sends ? RESEND_SPENT : RESEND_OK;
+			if (rc == RESEND_OK) {
 				str_copy(code, OTP_MAX_CODE_LEN + 1, r->code);
 				memcpy(id, r->id, OTP_ID_LEN);
 				r->sends += r->sends < UINT8_MAX;
@@ -2521,8 +2710,8 @@ limits_load(struct otp *otp, char *err, size_t errlen)
 		return errno == ENOENT ? 0 : -1;
 	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
 		lineno++;
-		if (lineno == 1 ? strncmp(line, STATE_MAGIC " ",
-		    sizeof(STATE_MAGIC)) != 0 : limits_load_line(otp, line, now,
+		if (lineno == 1 ? PREFIX(line, STATE_MAGIC " ") == NULL :
+		    limits_load_line(otp, line, now,
 		    wall) != 0)
 			rc = -1;
 	}
@@ -2548,15 +2737,15 @@ limits_load(struct otp *otp, char *err, size_t errlen)
 _Static_assert(NUMBERING_NREGIONS <= OTP_MAX_REGIONS,
     "numbering.h has more regions than struct config's countries holds");
 
-#define NPREFIXES (sizeof(numbering_prefixes) / sizeof(numbering_prefixes[0]))
+#define NPREFIXES (countof(numbering_prefixes))
 
 /* Why a number is refused; PHONE_OK (0) when it is not. */
 enum phone_err {
 	PHONE_OK = 0,
-	PHONE_INVALID = -1, /* not a phone number */
-	PHONE_LENGTH = -2,  /* a length its country's numbers never have */
-	PHONE_RANGE = -3,   /* premium rate, toll-free, other non-mobile */
-	PHONE_COUNTRY = -4, /* a country ALLOWED_COUNTRY_CODES leaves out */
+	PHONE_INVALID,  /* not a phone number */
+	PHONE_LENGTH,   /* a length its country's numbers never have */
+	PHONE_RANGE,    /* premium rate, toll-free, other non-mobile */
+	PHONE_COUNTRY,  /* a country ALLOWED_COUNTRY_CODES leaves out */
 };
 
 /* What the log, the form and the JSON API say about each refusal. */
@@ -2566,19 +2755,19 @@ static const struct {
 	const char *api;    /* its message */
 	const char *page;   /* the form's message */
 } phone_refusals[] = {
-	[-PHONE_INVALID] = { "invalid", "invalid_phone",
+	[PHONE_INVALID] = { "invalid", "invalid_phone",
 	    "not a phone number",
 	    "Please enter a valid phone number, like (201) 555-0123 or "
 	    "+44 20 7946 0958." },
-	[-PHONE_LENGTH] = { "length", "phone_length",
+	[PHONE_LENGTH] = { "length", "phone_length",
 	    "too many or too few digits for a number of its country",
 	    "That number has too many or too few digits for its country." },
-	[-PHONE_RANGE] = { "range", "phone_range",
+	[PHONE_RANGE] = { "range", "phone_range",
 	    "premium-rate, toll-free and other numbers that cannot receive "
 	    "SMS are refused",
 	    "We can't send codes to premium-rate, toll-free or other numbers "
 	    "that can't receive SMS." },
-	[-PHONE_COUNTRY] = { "country", "country_not_allowed",
+	[PHONE_COUNTRY] = { "country", "country_not_allowed",
 	    "this server does not send to that country",
 	    "Sorry, we can't send codes to that country." },
 };
@@ -2767,8 +2956,7 @@ phone_international(const char *d, size_t n, char *out, size_t outlen)
 
 		for (size_t i = 0; i < 3 && i < n; i++) {
 			cc = cc * 10 + (unsigned long)(d[i] - '0');
-			for (size_t j = 0; j < sizeof(numbering_nongeo) /
-			    sizeof(numbering_nongeo[0]); j++)
+			for (size_t j = 0; j < countof(numbering_nongeo); j++)
 				if (numbering_nongeo[j] == cc)
 					return PHONE_RANGE;
 		}
@@ -2925,35 +3113,6 @@ static const char *const send_names[SEND__N] = {
 	"local",
 };
 
-/* Escapes s into a JSON string body (without quotes). 0 or -1 if full. */
-static int
-json_escape(const char *s, char *out, size_t outlen)
-{
-	size_t n = 0;
-
-	for (; *s != '\0'; s++) {
-		unsigned char ch = (unsigned char)*s;
-		char esc[8];
-		size_t len;
-
-		if (ch == '"' || ch == '\\') {
-			esc[0] = '\\', esc[1] = (char)ch, len = 2;
-		} else if (ch == '\n') {
-			memcpy(esc, "\\n", 2), len = 2;
-		} else if (ch < 0x20 || ch == 0x7f) {
-			snprintf(esc, sizeof(esc), "\\u%04x", ch), len = 6;
-		} else {
-			esc[0] = (char)ch, len = 1;
-		}
-		if (n + len >= outlen)
-			return -1;
-		memcpy(out + n, esc, len);
-		n += len;
-	}
-	out[n] = '\0';
-	return 0;
-}
-
 /*
  * A tiny JSON reader, enough to pull errors[0].code and .title out of an
  * API error. It never allocates and stops at depth 16; anything it does not
@@ -2971,29 +3130,65 @@ json_ws(struct json *j)
 		j->p++;
 }
 
-/* Reads a string at j->p; copies it (raw, escapes kept) if out != NULL. */
+/*
+ * The character the escape at j->p ('\\') stands for; j->p is left on its
+ * last byte. \u is decoded for printable ASCII only (no phone number, code
+ * or error code needs more): anything else is -1 when copying, and '?'
+ * when only skipping. -1 for a broken escape.
+ */
+static int
+json_unescape(struct json *j, bool copying)
+{
+	uint8_t b[2];
+
+	if (++j->p >= j->end)
+		return -1;
+	switch (*j->p) {
+	case '"': case '\\': case '/': return (unsigned char)*j->p;
+	case 'b': return '\b';
+	case 'f': return '\f';
+	case 'n': return '\n';
+	case 'r': return '\r';
+	case 't': return '\t';
+	case 'u':
+		if (j->end - j->p < 5 || hex_decode(j->p + 1, 4, b) != 0)
+			return -1;
+		j->p += 4;
+		if (b[0] == 0 && b[1] >= 0x20 && b[1] <= 0x7e)
+			return b[1];
+		return copying ? -1 : '?';
+	default: return -1;
+	}
+}
+
+/*
+ * The one JSON string reader: the string at j->p, decoded into out
+ * (outlen bytes) unless out is NULL. Returns its length, or -1 if it is
+ * not a well-formed string, or does not fit.
+ */
 static int
 json_string(struct json *j, char *out, size_t outlen)
 {
 	size_t n = 0;
+	int ch;
 
 	if (j->p >= j->end || *j->p != '"')
 		return -1;
-	for (j->p++; j->p < j->end; j->p++) {
-		if (*j->p == '"') {
-			j->p++;
-			if (out != NULL)
-				out[n] = '\0';
-			return 0;
-		}
-		if (*j->p == '\\' && ++j->p >= j->end)
-			break; /* a '\\' at the very end: unterminated too */
-		if (out != NULL && n + 1 < outlen)
-			out[n++] = *j->p;
+	for (j->p++; j->p < j->end && *j->p != '"'; j->p++) {
+		if ((ch = (unsigned char)*j->p) < 0x20 ||
+		    (ch == '\\' && (ch = json_unescape(j, out != NULL)) < 0))
+			return -1;
+		if (out != NULL && n + 1 >= outlen)
+			return -1;
+		if (out != NULL)
+			out[n++] = (char)ch;
 	}
+	if (j->p >= j->end)
+		return -1;
+	j->p++;
 	if (out != NULL)
-		out[0] = '\0'; /* unterminated: nothing half-read */
-	return -1;
+		out[n] = '\0';
+	return (int)n;
 }
 
 static int
@@ -3005,7 +3200,7 @@ json_skip(struct json *j)
 	if (j->p >= j->end || ++j->depth > 16)
 		return -1;
 	if (*j->p == '"') {
-		rc = json_string(j, NULL, 0);
+		rc = json_string(j, NULL, 0) < 0 ? -1 : 0;
 	} else if (*j->p == '{' || *j->p == '[') {
 		char close = *j->p == '{' ? '}' : ']';
 
@@ -3019,7 +3214,7 @@ json_skip(struct json *j)
 		for (;;) {
 			if (close == '}') {
 				json_ws(j);
-				if (json_string(j, NULL, 0) != 0)
+				if (json_string(j, NULL, 0) < 0)
 					goto out;
 				json_ws(j);
 				if (j->p >= j->end || *j->p++ != ':')
@@ -3055,7 +3250,8 @@ out:
 static int
 json_member(struct json *j, const char *name)
 {
-	char key[32];
+	size_t nlen = strlen(name);
+	const char *key;
 
 	json_ws(j);
 	if (j->p >= j->end || *j->p != '{')
@@ -3063,13 +3259,14 @@ json_member(struct json *j, const char *name)
 	j->p++;
 	for (;;) {
 		json_ws(j);
-		if (json_string(j, key, sizeof(key)) != 0)
+		key = j->p + 1; /* names we look for have no escapes */
+		if (json_string(j, NULL, 0) < 0)
 			return -1;
 		json_ws(j);
 		if (j->p >= j->end || *j->p++ != ':')
 			return -1;
 		json_ws(j);
-		if (strcmp(key, name) == 0)
+		if (strncmp(key, name, nlen) == 0 && key[nlen] == '"')
 			return 0;
 		if (json_skip(j) != 0)
 			return -1;
@@ -3084,9 +3281,14 @@ static int
 json_scalar(struct json *j, char *out, size_t outlen)
 {
 	const char *start = j->p;
+	char whole[OTP_MAX_STR];
 
-	if (j->p < j->end && *j->p == '"')
-		return json_string(j, out, outlen);
+	if (j->p < j->end && *j->p == '"') { /* for a log: cut if long */
+		if (json_string(j, whole, sizeof(whole)) < 0)
+			return -1;
+		str_copy(out, outlen, whole);
+		return 0;
+	}
 	if (json_skip(j) != 0 || j->p == start)
 		return -1;
 	return str_ncopy(out, outlen, start, (size_t)(j->p - start)) < 0 ? -1 : 0;
@@ -3124,28 +3326,14 @@ message_fill(const struct config *c, const char *tmpl, const char *code,
              char *out, size_t outlen)
 {
 	char minutes[24];
+	const struct var vars[] = { { "code", code }, { "app", c->app_name },
+	    { "minutes", minutes } };
 	size_t n = 0;
 	int k;
 
 	snprintf(minutes, sizeof(minutes), "%ld", (c->code_ttl + 59) / 60);
-	for (const char *p = tmpl; *p != '\0';) {
-		const char *piece = p;
-		size_t len = 1;
-
-		if (strncmp(p, "{code}", 6) == 0)
-			piece = code, len = strlen(code), p += 6;
-		else if (strncmp(p, "{app}", 5) == 0)
-			piece = c->app_name, len = strlen(c->app_name), p += 5;
-		else if (strncmp(p, "{minutes}", 9) == 0)
-			piece = minutes, len = strlen(minutes), p += 9;
-		else
-			p++;
-		if (n + len >= outlen)
-			return -1;
-		memcpy(out + n, piece, len);
-		n += len;
-	}
-	out[n] = '\0';
+	if (fill(tmpl, strlen(tmpl), 1, false, vars, countof(vars), esc_none, out, outlen, &n) < 0)
+		return -1;
 	if (c->webotp_domain[0] != '\0') {
 		k = snprintf(out + n, outlen - n, "\n\n@%s #%s", c->webotp_domain,
 		    code);
@@ -3194,7 +3382,7 @@ sms_units(const char *text, bool *gsm)
 		} else if (cp == 0x20ac) { /* the euro sign: extension */
 			septets += 2;
 		} else {
-			for (size_t i = 0; i < sizeof(basic) / sizeof(*basic); i++)
+			for (size_t i = 0; i < countof(basic); i++)
 				found |= basic[i] == cp;
 			septets++;
 			*gsm = *gsm && found;
@@ -3256,8 +3444,8 @@ send_spool(struct otp *otp, const struct config *c, const char *phone,
 	if (n < 0 || (size_t)n >= sizeof(body) ||
 	    otp->rng(otp->rng_ctx, rnd, sizeof(rnd)) != 0)
 		goto out;
-	memcpy(name, "otp_demo.", 9);
-	hex_encode(rnd, sizeof(rnd), name + 9, false);
+	n = snprintf(name, sizeof(name), "otp_demo.");
+	hex_encode(rnd, sizeof(rnd), name + n, false);
 	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >=
 	    (int)sizeof(path) || snprintf(tmp, sizeof(tmp), "%s/../.%s.tmp",
 	    dir, name) >= (int)sizeof(tmp))
@@ -3287,55 +3475,61 @@ out:
 }
 
 /*
- * Splits SMS_COMMAND into argv words (blanks separate; '...' and "..."
- * group), replacing {to} and {text} inside words; without either, the
- * number and the text are appended as two more arguments. Never a shell.
- * Returns argc, or -1 if it does not fit.
+ * The next word of a command line at *p into word (size bytes): blanks
+ * separate words, '...' and "..." group (the quotes are dropped). 1, 0 at
+ * the end, or -1 if it does not fit.
+ */
+static int
+command_word(const char **p, char *word, size_t size)
+{
+	const char *s = *p + strspn(*p, " \t");
+	size_t n = 0;
+	char q = 0;
+
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0' && (q != 0 || (*s != ' ' && *s != '\t')); s++) {
+		if (q == 0 && (*s == '\'' || *s == '"'))
+			q = *s;
+		else if (q != 0 && *s == q)
+			q = 0;
+		else if (n + 1 < size)
+			word[n++] = *s;
+		else
+			return -1;
+	}
+	word[n] = '\0';
+	*p = s;
+	return 1;
+}
+
+/*
+ * Splits SMS_COMMAND into argv words (see command_word), replacing {to}
+ * and {text} inside words; without either, the number and the text are
+ * appended as two more arguments. Never a shell. Returns argc, or -1 if
+ * it does not fit.
  */
 static int
 command_argv(const char *cmd, const char *to, const char *text, char *buf,
              size_t buflen, char **argv, int maxargs)
 {
+	const struct var vars[] = { { "to", to }, { "text", text } };
+	char word[OTP_MAX_STR];
 	size_t n = 0;
-	int argc = 0;
-	bool placed = false;
+	int argc = 0, placed = 0, k;
 
-	for (const char *p = cmd; *p != '\0';) {
-		char q = 0;
-
-		p += strspn(p, " \t");
-		if (*p == '\0')
-			break;
+	while ((k = command_word(&cmd, word, sizeof(word))) > 0) {
 		if (argc + 3 >= maxargs)
 			return -1;
 		argv[argc++] = buf + n;
-		for (; *p != '\0' && (q != 0 || (*p != ' ' && *p != '\t')); p++) {
-			const char *piece = p;
-			size_t len = 1;
-
-			if (q == 0 && (*p == '\'' || *p == '"')) {
-				q = *p;
-				continue;
-			}
-			if (q != 0 && *p == q) {
-				q = 0;
-				continue;
-			}
-			if (strncmp(p, "{to}", 4) == 0)
-				piece = to, len = strlen(to), p += 3, placed = true;
-			else if (strncmp(p, "{text}", 6) == 0)
-				piece = text, len = strlen(text), p += 5,
-				placed = true;
-			if (n + len + 1 >= buflen)
-				return -1;
-			memcpy(buf + n, piece, len);
-			n += len;
-		}
-		buf[n++] = '\0';
+		if ((k = fill(word, strlen(word), 1, false, vars, countof(vars), esc_none, buf, buflen, &n)) < 0)
+			return -1;
+		placed += k;
+		n++; /* past the word's NUL */
 	}
-	if (argc == 0)
+	if (k < 0 || argc == 0)
 		return -1;
-	if (!placed) {
+	if (placed == 0) {
 		argv[argc++] = (char *)to;
 		argv[argc++] = (char *)text;
 	}
@@ -3353,19 +3547,14 @@ command_env(const char *names, char *buf, size_t buflen, char **envp, int max)
 	size_t n = 0;
 	int envc = 0;
 
-	for (const char *p = names; *p != '\0' && envc + 1 < max;) {
-		char name[64];
-		const char *v;
-		size_t len;
+	char name[64];
+
+	for (const char *p = names; envc + 1 < max &&
+	    list_item(&p, name, sizeof(name)) > 0;) {
+		const char *v = getenv(name);
 		int k;
 
-		p += strspn(p, " ,");
-		len = strcspn(p, " ,");
-		if (len == 0 || len >= sizeof(name))
-			break;
-		str_ncopy(name, sizeof(name), p, len);
-		p += len;
-		if ((v = getenv(name)) == NULL)
+		if (v == NULL)
 			continue;
 		k = snprintf(buf + n, buflen - n, "%s=%s", name, v);
 		if (k < 0 || (size_t)k >= buflen - n)
@@ -3471,9 +3660,10 @@ send_command(struct otp *otp, const struct config *c, const char *phone,
 	enum send_result rc = SEND_LOCAL;
 
 	phone_mask(phone, masked, sizeof(masked));
-	command_env(c->sms_command_env, envbuf, sizeof(envbuf), envp, 17);
+	command_env(c->sms_command_env, envbuf, sizeof(envbuf), envp,
+	    countof(envp));
 	if (command_argv(c->sms_command, phone, text, words, sizeof(words),
-	    argv, 32) < 0 || (pid = command_spawn(argv, envp)) < 0)
+	    argv, countof(argv)) < 0 || (pid = command_spawn(argv, envp)) < 0)
 		goto out;
 	if ((status = command_wait(pid, c->sms_timeout * 1000,
 	    otp->halt[0])) < 0) {
@@ -3643,26 +3833,6 @@ http_log_failure(struct otp *otp, const char *masked, long status,
 	}
 }
 
-/* Percent-encodes s for a form body. 0, or -1 if it does not fit. */
-static int
-form_escape(const char *s, char *out, size_t outlen)
-{
-	size_t n = 0;
-
-	for (; *s != '\0'; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (n + 4 > outlen)
-			return -1;
-		if (isalnum(ch) || strchr("-._~", ch) != NULL)
-			out[n++] = (char)ch;
-		else
-			n += (size_t)snprintf(out + n, 4, "%%%02X", ch);
-	}
-	out[n] = '\0';
-	return 0;
-}
-
 /*
  * Fills the request body template (SMS_HTTP_BODY): {to}, {from} and
  * {text} become the values escaped for the content type, JSON or form.
@@ -3672,39 +3842,15 @@ static int
 http_body(const struct config *c, const char *phone, const char *text,
           char *out, size_t outlen)
 {
-	bool form = strncmp(c->sms_http_content_type,
-	    "application/x-www-form-urlencoded", 33) == 0;
-	char esc[3 * OTP_MAX_TEXT + 1];
+	const struct var vars[] = { { "to", phone }, { "from", c->from_number },
+	    { "text", text } };
+	bool form = strcmp(c->sms_http_content_type,
+	    "application/x-www-form-urlencoded") == 0;
 	size_t n = 0;
 
-	for (const char *p = c->sms_http_body; *p != '\0';) {
-		const char *v = NULL;
-		size_t len;
-
-		if (strncmp(p, "{to}", 4) == 0)
-			v = phone, p += 4;
-		else if (strncmp(p, "{from}", 6) == 0)
-			v = c->from_number, p += 6;
-		else if (strncmp(p, "{text}", 6) == 0)
-			v = text, p += 6;
-		if (v != NULL) {
-			if ((form ? form_escape(v, esc, sizeof(esc)) :
-			    json_escape(v, esc, sizeof(esc))) != 0)
-				return -1;
-			len = strlen(esc);
-			if (n + len >= outlen)
-				return -1;
-			memcpy(out + n, esc, len);
-			n += len;
-		} else {
-			if (n + 1 >= outlen)
-				return -1;
-			out[n++] = *p++;
-		}
-	}
-	out[n] = '\0';
-	wipe(esc, sizeof(esc));
-	return 0;
+	return fill(c->sms_http_body, strlen(c->sms_http_body), 1, false, vars,
+	    countof(vars), form ? form_escape : json_escape, out,
+	    outlen, &n) < 0 ? -1 : 0;
 }
 
 /*
@@ -3723,6 +3869,7 @@ http_send(struct otp *otp, const struct config *c, const char *phone,
 	struct response resp = { NULL, 0, 0 };
 	struct curl_slist *hdrs = NULL, *next;
 	enum send_result rc = SEND_LOCAL;
+	const char *name;
 	long status = 0;
 	CURLcode cc;
 
@@ -3731,9 +3878,8 @@ http_send(struct otp *otp, const struct config *c, const char *phone,
 	if (telnyx || strcmp(c->sms_http_auth, "bearer") == 0)
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
 		    c->api_key);
-	else if (strncmp(c->sms_http_auth, "header:", 7) == 0)
-		snprintf(auth, sizeof(auth), "%s: %s", c->sms_http_auth + 7,
-		    c->api_key);
+	else if ((name = PREFIX(c->sms_http_auth, "header:")) != NULL)
+		snprintf(auth, sizeof(auth), "%s: %s", name, c->api_key);
 	snprintf(ctype, sizeof(ctype), "Content-Type: %s",
 	    c->sms_http_content_type);
 	if (http_body(c, phone, text, body, sizeof(body)) != 0) {
@@ -3894,6 +4040,27 @@ lang_match(const char *tag, size_t len, const char *lang, int pass)
 }
 
 /*
+ * The q of one Accept-Language entry (len bytes), in thousandths. "q=" is
+ * looked for in this entry only, and no digit is read past it: "en;q="
+ * ends the header right after the '='.
+ */
+static int
+lang_q(const char *e, size_t len)
+{
+	const char *qs = memchr(e, ';', len), *end = e + len;
+	int q;
+
+	if (qs == NULL || (qs = memmem(qs, (size_t)(end - qs), "q=", 2)) == NULL)
+		return 1000;
+	q = qs[2] == '1' ? 1000 : 0;
+	if (qs + 3 < end && qs[3] == '.')
+		for (int i = 0, f = 100; i < 3 && qs + 4 + i < end &&
+		    isdigit((unsigned char)qs[4 + i]); i++, f /= 10)
+			q += (qs[4 + i] - '0') * f;
+	return q;
+}
+
+/*
  * Picks, for an Accept-Language header, the one of n languages (tags with
  * "_", like "pt_BR") the client wants most: highest q, closest match (see
  * lang_match), the earlier on a tie. Returns its index, or -1.
@@ -3902,35 +4069,20 @@ static int
 lang_best(const char *accept, const char *const *langs, int n)
 {
 	int best = -1, best_q = 0;
+	const char *p = accept, *e;
+	size_t len;
 
-	for (const char *p = accept; p != NULL && *p != '\0' && n > 0;) {
-		size_t len, tlen;
-		int q = 1000;
-		const char *qs;
+	while (p != NULL && n > 0 && list_next(&p, ',', &e, &len)) {
+		size_t tlen = strcspn(e, " ;,");
+		int q = lang_q(e, len);
 
-		p += strspn(p, " ,");
-		len = strcspn(p, ",");
-		tlen = strcspn(p, " ;,");
-		/* "q=" is looked for in this entry only, and no digit is read
-		 * past it: "en;q=" ends the header right after the '='. */
-		if ((qs = memchr(p, ';', len)) != NULL && (qs = memmem(qs,
-		    (size_t)(p + len - qs), "q=", 2)) != NULL) {
-			q = qs[2] == '1' ? 1000 : 0;
-			if (qs + 3 < p + len && qs[3] == '.')
-				for (int i = 0, f = 100; i < 3 &&
-				    qs + 4 + i < p + len &&
-				    isdigit((unsigned char)qs[4 + i]);
-				    i++, f /= 10)
-					q += (qs[4 + i] - '0') * f;
-		}
 		for (int pass = 0; pass < 3 && q > best_q; pass++)
 			for (int i = 0; i < n; i++)
-				if (lang_match(p, tlen, langs[i], pass) &&
+				if (lang_match(e, tlen, langs[i], pass) &&
 				    q > best_q) {
 					best = i;
 					best_q = q;
 				}
-		p += len;
 	}
 	return best;
 }
@@ -3991,17 +4143,17 @@ verification_reserve(void *arg, int32_t slot)
 	const struct config *c = rs->c;
 	uint32_t max = rs->ow->ns == NS_API ?
 	    (uint32_t)c->api_sends_per_verification : UINT32_MAX;
-	int rc;
+	enum resend_found rc;
 
 	if (slot < 0)
 		return LIMIT_NONE;
 	rc = store_resend(&rs->otp->store, (uint32_t)slot, rs->phone, rs->ow,
 	    rs->now, c->code_ttl * 1000, max, rs->code, rs->st->id);
-	if (rc == -2) {
+	if (rc == RESEND_SPENT) {
 		rs->st->retry = c->code_ttl;
 		return LIMIT_VERIFICATION;
 	}
-	rs->st->resent = rc == 0;
+	rs->st->resent = rc == RESEND_OK;
 	rs->st->slot = (uint32_t)slot;
 	return LIMIT_NONE;
 }
@@ -4167,44 +4319,13 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 
 #include "www_data.h"
 
-struct var {
-	const char *name;
-	const char *value;
-};
-
 static const struct www_file *
 www_find(const char *name)
 {
-	for (size_t i = 0; i < sizeof(www_files) / sizeof(www_files[0]); i++)
+	for (size_t i = 0; i < countof(www_files); i++)
 		if (strcmp(www_files[i].name, name) == 0)
 			return &www_files[i];
 	return NULL;
-}
-
-/* Appends s HTML-escaped at out[*n]. 0, or -1 if it does not fit. */
-static int
-html_escape(const char *s, char *out, size_t outlen, size_t *n)
-{
-	for (; *s != '\0'; s++) {
-		const char *rep;
-		char one[2] = { *s, '\0' };
-		size_t len;
-
-		switch (*s) {
-		case '&': rep = "&amp;"; break;
-		case '<': rep = "&lt;"; break;
-		case '>': rep = "&gt;"; break;
-		case '"': rep = "&quot;"; break;
-		case '\'': rep = "&#39;"; break;
-		default: rep = one; break;
-		}
-		len = strlen(rep);
-		if (*n + len >= outlen)
-			return -1;
-		memcpy(out + *n, rep, len);
-		*n += len;
-	}
-	return 0;
 }
 
 /*
@@ -4215,34 +4336,10 @@ static long
 page_render(const char *tmpl, size_t len, const struct var *vars,
             size_t nvars, char *out, size_t outlen)
 {
-	size_t n = 0, i = 0;
+	size_t n = 0;
 
-	while (i < len) {
-		const char *end;
-		size_t name_len, v;
-
-		if (i + 1 < len && tmpl[i] == '{' && tmpl[i + 1] == '{') {
-			end = memchr(tmpl + i + 2, '}', len - i - 2);
-			if (end == NULL || end + 1 >= tmpl + len || end[1] != '}')
-				return -1;
-			name_len = (size_t)(end - (tmpl + i + 2));
-			for (v = 0; v < nvars; v++)
-				if (strlen(vars[v].name) == name_len &&
-				    memcmp(vars[v].name, tmpl + i + 2,
-				    name_len) == 0)
-					break;
-			if (v == nvars ||
-			    html_escape(vars[v].value, out, outlen, &n) != 0)
-				return -1;
-			i = (size_t)(end + 2 - tmpl);
-			continue;
-		}
-		if (n + 1 >= outlen)
-			return -1;
-		out[n++] = tmpl[i++];
-	}
-	out[n] = '\0';
-	return (long)n;
+	return fill(tmpl, len, 2, true, vars, nvars, html_escape, out, outlen,
+	    &n) < 0 ? -1 : (long)n;
 }
 
 /* The placeholders each page is given (every page also has {{base}} and
@@ -4264,7 +4361,7 @@ page_vars_of(const char *file, struct var *vars)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < sizeof(page_vars) / sizeof(*page_vars); i++)
+	for (size_t i = 0; i < countof(page_vars); i++)
 		if (strcmp(page_vars[i].file, file) == 0)
 			for (size_t j = 0; j < 6 && page_vars[i].vars[j]; j++)
 				vars[n].name = page_vars[i].vars[j],
@@ -4328,7 +4425,7 @@ www_load_file(struct otp *otp, const char *dir, const char *lang,
 static int
 www_load(struct otp *otp, char *err, size_t errlen)
 {
-	const size_t nfiles = sizeof(www_files) / sizeof(www_files[0]);
+	const size_t nfiles = countof(www_files);
 	const char *dir = otp->cfg->www_dir;
 	struct dirent *e;
 	DIR *d;
@@ -4530,6 +4627,81 @@ reply(struct req *r, int status, const char *type, const char *body,
  * Renders a page from www/ and replies with it. Every page may also use
  * {{base}} (the mount prefix) and {{return_to}}.
  */
+/*
+ * How a request ends when it cannot go on, with its status and its words
+ * for the pages (title, text) and for the JSON API (code, text): one
+ * table, so that the forms and the API answer each case alike.
+ */
+enum outcome {
+	OUT_NONE,          /* it goes on */
+	OUT_INTERNAL,      /* the random source or a session failed */
+	OUT_FULL,          /* every record is live */
+	OUT_LIMITED,       /* a per-number or per-client limit */
+	OUT_CAPPED,        /* a cap of the whole server or the API */
+	OUT_SEND_BUSY,     /* the gateway said later (429, 503) */
+	OUT_SEND_FAILED,   /* the gateway failed or refused */
+	OUT_MEDIA_TYPE,    /* a body of another type */
+	OUT_TOO_LARGE,     /* a body larger than OTP_MAX_BODY */
+	OUT_TIMEOUT,       /* a body slower than OTP_BODY_TIMEOUT_MS */
+	OUT_BAD_BODY,      /* a body cut short or framed two ways */
+	OUT__N
+};
+
+static const struct {
+	int status;
+	const char *title, *page; /* the page's (index.html's if no title) */
+	const char *code, *api;   /* the JSON API's */
+} outcomes[OUT__N] = {
+	[OUT_INTERNAL] = { 500, "Internal error", "", "internal",
+	    "internal error" },
+	[OUT_FULL] = { 503, NULL, "We're busy right now. Please try again in "
+	    "a few minutes.", "busy", "too many pending verifications" },
+	[OUT_LIMITED] = { 429, NULL, "Too many requests.", "rate_limited",
+	    "a limit was reached" },
+	[OUT_CAPPED] = { 503, NULL, "Too many requests.", "rate_limited",
+	    "a limit was reached" },
+	[OUT_SEND_BUSY] = { 503, NULL, "We couldn't send the code. Please try "
+	    "again.", "send_failed", "the SMS could not be sent" },
+	[OUT_SEND_FAILED] = { 502, NULL, "We couldn't send the code. Please "
+	    "try again.", "send_failed", "the SMS could not be sent" },
+	[OUT_MEDIA_TYPE] = { 415, "Unsupported media type", "Send the form as "
+	    "application/x-www-form-urlencoded.", "unsupported_media_type",
+	    "send application/json" },
+	[OUT_TOO_LARGE] = { 413, "Request too large", "The form is larger "
+	    "than this server accepts.", "too_large",
+	    "the body is larger than this server accepts" },
+	[OUT_TIMEOUT] = { 408, "Request timeout", "The form took too long to "
+	    "arrive.", "bad_body", "the body could not be read" },
+	[OUT_BAD_BODY] = { 400, "Bad request", "The request body could not be "
+	    "read.", "bad_body", "the body could not be read" },
+};
+
+/* Why verification_start() failed. */
+static enum outcome
+start_outcome(const struct start *st)
+{
+	if (st->internal)
+		return OUT_INTERNAL;
+	if (st->full)
+		return OUT_FULL;
+	if (st->limit != LIMIT_NONE)
+		return limit_is_global(st->limit) ? OUT_CAPPED : OUT_LIMITED;
+	return st->sent == SEND_BUSY ? OUT_SEND_BUSY : OUT_SEND_FAILED;
+}
+
+static int
+reply_text(struct req *r, int status, const char *text)
+{
+	return reply(r, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+/* When not even a page can be made: a session or a page failed. */
+static int
+reply_internal(struct req *r)
+{
+	return reply_text(r, 500, "Internal error\n");
+}
+
 static int
 reply_page(struct req *r, int status, const char *file, const struct var *vars,
            size_t nvars)
@@ -4540,7 +4712,7 @@ reply_page(struct req *r, int status, const char *file, const struct var *vars,
 	    mg_get_header(r->conn, "Accept-Language"));
 	long n = -1;
 
-	if (f != NULL && nvars + 2 <= sizeof(all) / sizeof(all[0])) {
+	if (f != NULL && nvars + 2 <= countof(all)) {
 		memcpy(all, vars, nvars * sizeof(*vars));
 		all[nvars].name = "base";
 		all[nvars].value = r->otp->prefix;
@@ -4552,8 +4724,7 @@ reply_page(struct req *r, int status, const char *file, const struct var *vars,
 
 	if (n < 0) {
 		log_err(r->otp, "%s: cannot render %s", __func__, file);
-		return reply(r, 500, "text/plain; charset=utf-8",
-		    "Internal error\n", 15);
+		return reply_internal(r);
 	}
 	return reply(r, status, "text/html; charset=utf-8", page, (size_t)n);
 }
@@ -4567,7 +4738,7 @@ reply_error(struct req *r, int status, const char *title, const char *message)
 	};
 
 	snprintf(num, sizeof(num), "%d", status);
-	return reply_page(r, status, "error.html", vars, 3);
+	return reply_page(r, status, "error.html", vars, countof(vars));
 }
 
 static int session_new(struct req *r);
@@ -4582,9 +4753,19 @@ reply_index(struct req *r, int status, const char *error, const char *phone)
 	};
 
 	if (r->sid[0] == '\0' && session_new(r) != 0)
-		return reply(r, 500, "text/plain; charset=utf-8",
-		    "Internal error\n", 15);
-	return reply_page(r, status, "index.html", vars, 3);
+		return reply_internal(r);
+	return reply_page(r, status, "index.html", vars, countof(vars));
+}
+
+/* Outcome o as a page: its error page, or the form again with its words
+ * and the number typed. */
+static int
+reply_outcome(struct req *r, enum outcome o, const char *input)
+{
+	if (outcomes[o].title != NULL)
+		return reply_error(r, outcomes[o].status, outcomes[o].title,
+		    outcomes[o].page);
+	return reply_index(r, outcomes[o].status, outcomes[o].page, input);
 }
 
 static int
@@ -4599,15 +4780,14 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 	};
 
 	if (r->sid[0] == '\0' && session_new(r) != 0)
-		return reply(r, 500, "text/plain; charset=utf-8",
-		    "Internal error\n", 15);
+		return reply_internal(r);
 	/* A failed check does not know (or tell) the number. */
 	if (phone[0] != '\0')
 		phone_mask(phone, masked, sizeof(masked));
 	else
 		str_copy(masked, sizeof(masked), "your phone");
 	snprintf(len, sizeof(len), "%ld", r->cfg->token_length);
-	return reply_page(r, status, "verify.html", vars, 5);
+	return reply_page(r, status, "verify.html", vars, countof(vars));
 }
 
 /*
@@ -4647,27 +4827,16 @@ set_cookie(struct req *r, const char *name, const char *value, long max_age)
 static int
 cookie_get(const char *header, const char *name, char *out, size_t outlen)
 {
-	size_t nlen = strlen(name);
+	size_t nlen = strlen(name), len;
+	const char *p = header, *item;
 
-	if (header == NULL)
-		return -1;
-	for (const char *p = header; *p != '\0';) {
-		size_t len;
-
-		p += strspn(p, " ;");
-		len = strcspn(p, ";");
-		if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
-			size_t vlen = len - nlen - 1;
-
-			while (vlen > 0 && p[nlen + 1 + vlen - 1] == ' ')
-				vlen--;
-			if (vlen >= outlen)
-				return -1;
-			memcpy(out, p + nlen + 1, vlen);
-			out[vlen] = '\0';
-			return (int)vlen;
-		}
-		p += len;
+	while (p != NULL && list_next(&p, ';', &item, &len)) {
+		if (len <= nlen || strncmp(item, name, nlen) != 0 ||
+		    item[nlen] != '=')
+			continue;
+		len -= nlen + 1;
+		return str_ncopy(out, outlen, item + nlen + 1, len) == 0 ?
+		    (int)len : -1;
 	}
 	return -1;
 }
@@ -4844,24 +5013,33 @@ client_address(struct req *r)
 	if (r->cfg->trusted_proxy[0] != '\0' &&
 	    addr_in_list(peer, strlen(peer), r->cfg->trusted_proxy)) {
 		if ((proto = header_last(r, "X-Forwarded-Proto")) != NULL) {
-			const char *last = strrchr(proto, ',');
+			const char *last = strrchr(proto, ','), *end;
 
 			last = last != NULL ? last + 1 : proto;
 			last += strspn(last, " ");
-			r->secure = strncasecmp(last, "https", 5) == 0 &&
-			    (last[5] == '\0' || last[5] == ' ');
+			end = PREFIX_CI(last, "https");
+			r->secure = end != NULL && (*end == '\0' || *end == ' ');
 		}
 		forwarded_for(r, r->addr, sizeof(r->addr));
 	}
 }
 
+/* Whether a Content-Type header is want, parameters aside, in any case. */
+static bool
+media_type_is(const char *type, const char *want)
+{
+	size_t n = strlen(want);
+
+	return type != NULL && strncasecmp(type, want, n) == 0 &&
+	    (type[n] == '\0' || type[n] == ';' || type[n] == ' ');
+}
+
 /*
  * Reads a POST body of at most cap - 1 bytes into buf, NUL-terminated.
  * civetweb's request timeout bounds each read; our own deadline bounds the
- * whole body, so a client that trickles bytes is cut off. Returns 0, or
- * the HTTP status to answer with.
+ * whole body, so a client that trickles bytes is cut off.
  */
-static int
+static enum outcome
 body_read(struct req *r, char *buf, size_t cap, size_t *len)
 {
 	const char *te = mg_get_header(r->conn, "Transfer-Encoding");
@@ -4872,9 +5050,9 @@ body_read(struct req *r, char *buf, size_t cap, size_t *len)
 
 	*len = 0;
 	if (te != NULL && cl != NULL)
-		return 400; /* request smuggling shape: refuse */
+		return OUT_BAD_BODY; /* request smuggling shape: refuse */
 	if (want >= (long long)cap)
-		return 413;
+		return OUT_TOO_LARGE;
 	if (want < 0 && te == NULL)
 		want = 0;
 	/* Chunked: read up to cap; one byte more than fits is 413. */
@@ -4883,27 +5061,27 @@ body_read(struct req *r, char *buf, size_t cap, size_t *len)
 		int got;
 
 		if (room == 0)
-			return 413;
+			return OUT_TOO_LARGE;
 		/* mg_read() returns only when it has all it was asked for, so
 		 * a byte at a time keeps the deadline checked between bytes.
 		 * Bytes that came with the headers are copied from civetweb's
 		 * buffer, not read from the socket, so this costs little. */
 		got = mg_read(r->conn, buf + n, 1);
 		if (got < 0)
-			return 400;
+			return OUT_BAD_BODY;
 		if (got == 0) {
 			if (want < 0)
 				break;
-			return 400; /* closed early */
+			return OUT_BAD_BODY; /* closed early */
 		}
 		n += (size_t)got;
 		if (clock_monotonic_ms() > deadline && (want < 0 ||
 		    n < (size_t)want))
-			return 408;
+			return OUT_TIMEOUT;
 	}
 	buf[n] = '\0';
 	*len = n;
-	return 0;
+	return OUT_NONE;
 }
 
 enum form_err {
@@ -5091,25 +5269,13 @@ form_read(struct req *r, char *buf, size_t cap, size_t *len)
 	const char *type = mg_get_header(r->conn, "Content-Type");
 	char token[2 * OTP_MAC_LEN + 2];
 	const char *why = NULL;
+	enum outcome o;
 	int rc;
 
-	if (type == NULL || strncasecmp(type,
-	    "application/x-www-form-urlencoded", 33) != 0 ||
-	    (type[33] != '\0' && type[33] != ';' && type[33] != ' ')) {
+	if ((o = media_type_is(type, "application/x-www-form-urlencoded") ?
+	    body_read(r, buf, cap, len) : OUT_MEDIA_TYPE) != OUT_NONE) {
 		r->close = true;
-		return reply_error(r, 415, "Unsupported media type",
-		    "Send the form as application/x-www-form-urlencoded.");
-	}
-	if ((rc = body_read(r, buf, cap, len)) != 0) {
-		r->close = true;
-		if (rc == 413)
-			return reply_error(r, 413, "Request too large",
-			    "The form is larger than this server accepts.");
-		if (rc == 408)
-			return reply_error(r, 408, "Request timeout",
-			    "The form took too long to arrive.");
-		return reply_error(r, 400, "Bad request",
-		    "The request body could not be read.");
+		return reply_outcome(r, o, "");
 	}
 	/* A malformed body is a 400 whatever else is wrong with it. */
 	rc = form_get(buf, *len, "csrf", token, sizeof(token));
@@ -5125,7 +5291,7 @@ form_read(struct req *r, char *buf, size_t cap, size_t *len)
 	if (why != NULL) {
 		log_info(r->otp, "csrf_refused reason=%s ip=%s", why, r->addr);
 		if (r->sid[0] == '\0' && session_new(r) != 0)
-			return reply_error(r, 500, "Internal error", "");
+			return reply_outcome(r, OUT_INTERNAL, "");
 		return reply_index(r, 403,
 		    "Your session expired. Please try again.", "");
 	}
@@ -5162,7 +5328,7 @@ handle_parse(const struct req *r, uint32_t *slot, uint8_t id[OTP_ID_LEN])
 
 static void
 handle_format(uint32_t slot, const uint8_t id[OTP_ID_LEN],
-              char out[8 + 2 * OTP_ID_LEN + 1])
+              char out[HANDLE_LEN + 1])
 {
 	snprintf(out, 9, "%08x", (unsigned)slot);
 	hex_encode(id, OTP_ID_LEN, out + 8, false);
@@ -5238,7 +5404,7 @@ reply_verified(struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 	    (long long)time(NULL) + r->cfg->session_ttl, auth,
 	    sizeof(auth)) != 0) {
 		wipe(phone, OTP_MAX_PHONE_LEN + 1);
-		return reply_error(r, 500, "Internal error", "");
+		return reply_outcome(r, OUT_INTERNAL, "");
 	}
 	set_cookie(r, "otp_auth", auth, r->cfg->session_ttl);
 	if (otp->on_verified != NULL)
@@ -5246,9 +5412,9 @@ reply_verified(struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 	wipe(phone, OTP_MAX_PHONE_LEN + 1);
 	if (r->return_to[0] != '\0') {
 		r->location = r->return_to;
-		rc = reply(r, 303, "text/plain; charset=utf-8", "", 0);
+		rc = reply_text(r, 303, "");
 	} else {
-		rc = reply_page(r, 200, "verify_success.html", vars, 1);
+		rc = reply_page(r, 200, "verify_success.html", vars, countof(vars));
 	}
 	return rc;
 }
@@ -5257,37 +5423,31 @@ reply_verified(struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 static int
 reply_start_failed(struct req *r, const struct start *st, const char *input)
 {
-	char msg[160];
+	enum outcome o = start_outcome(st);
 	long retry = st->retry;
+	char msg[160];
 
 	r->retry_after = retry;
-	if (st->internal)
-		return reply_error(r, 500, "Internal error", "");
-	if (st->full)
-		return reply_index(r, 503, "We're busy right now. Please try "
-		    "again in a few minutes.", input);
-	if (st->limit == LIMIT_NONE)
-		return reply_index(r, st->sent == SEND_BUSY ? 503 : 502,
-		    "We couldn't send the code. Please try again.", input);
+	if (o != OUT_LIMITED && o != OUT_CAPPED)
+		return reply_outcome(r, o, input);
 	if (retry < 120)
 		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
 		    "in %ld seconds.", retry);
 	else
 		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
 		    "in %ld minutes.", (retry + 59) / 60);
-	return reply_index(r, limit_is_global(st->limit) ? 503 : 429, msg,
-	    input);
+	return reply_index(r, outcomes[o].status, msg, input);
 }
 
 /* Logs a number phone_read() refused (masked), and why. */
 static void
-log_refused(struct req *r, int why, const char *phone)
+log_refused(struct req *r, enum phone_err why, const char *phone)
 {
 	char masked[32];
 
 	phone_mask(phone, masked, sizeof(masked));
 	log_info(r->otp, "refused to=%s reason=%s ip=%s", masked,
-	    phone_refusals[-why].reason, r->addr);
+	    phone_refusals[why].reason, r->addr);
 }
 
 /* POST /request: phone number in, SMS out, verify page back. */
@@ -5311,7 +5471,7 @@ on_request(struct req *r)
 	if ((rc = n < 0 ? PHONE_INVALID : phone_read(r->cfg, input,
 	    (size_t)n, phone, sizeof(phone))) != PHONE_OK) {
 		log_refused(r, rc, phone);
-		return reply_index(r, 400, phone_refusals[-rc].page,
+		return reply_index(r, 400, phone_refusals[rc].page,
 		    n < 0 ? "" : input);
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
@@ -5404,9 +5564,6 @@ on_favicon(struct req *r)
 	return reply(r, 204, "image/x-icon", "", 0);
 }
 
-static int url_append(char *url, size_t size, int *n, const char *s,
-                      const char *keep);
-
 /*
  * GET /auth, for nginx auth_request, Caddy forward_auth or Traefik
  * ForwardAuth: 204 with X-Otp-Phone when the request carries an otp_auth
@@ -5419,33 +5576,36 @@ on_auth(struct req *r)
 	char phone[OTP_MAX_PHONE_LEN + 1], v[128];
 	const char *q = r->ri->query_string, *uri;
 	char where[OTP_MAX_RETURN + 80];
-	int n;
+	size_t n;
 
 	if (req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ||
 	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone) != 0) {
 		if (q == NULL || strcmp(q, "redirect=1") != 0)
-			return reply(r, 401, "text/plain; charset=utf-8", "", 0);
+			return reply_text(r, 401, "");
 		/* Traefik and Caddy pass our answer to the browser: send it
 		 * to the form, and back to where it was going afterwards. */
-		n = snprintf(where, sizeof(where), "%s/", r->otp->prefix);
+		n = 0;
 		uri = mg_get_header(r->conn, "X-Forwarded-Uri");
+		if (esc_none(r->otp->prefix, where, sizeof(where), &n) != 0 ||
+		    esc_none("/", where, sizeof(where), &n) != 0)
+			return reply_outcome(r, OUT_INTERNAL, "");
 		if (uri != NULL && strlen(uri) <= OTP_MAX_RETURN &&
-		    return_to_ok(uri) && (url_append(where, sizeof(where), &n,
-		    "?return_to=", "?=") != 0 || url_append(where,
-		    sizeof(where), &n, uri, "/") != 0))
+		    return_to_ok(uri) && (esc_none("?return_to=", where,
+		    sizeof(where), &n) != 0 || pct_escape_keep(uri, "/", where,
+		    sizeof(where), &n) != 0))
 			where[strcspn(where, "?")] = '\0';
 		r->location = where;
-		return reply(r, 302, "text/plain; charset=utf-8", "", 0);
+		return reply_text(r, 302, "");
 	}
 	r->hdr_name = "X-Otp-Phone";
 	r->hdr_value = phone;
-	return reply(r, 204, "text/plain; charset=utf-8", "", 0);
+	return reply_text(r, 204, "");
 }
 
 static int
 on_healthz(struct req *r)
 {
-	return reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3);
+	return reply_text(r, 200, "ok\n");
 }
 
 /* Ready when the sender can send: Telnyx and HTTP gateways need their CA
@@ -5456,9 +5616,8 @@ on_readyz(struct req *r)
 	const struct config *c = r->cfg;
 
 	if (c->sender->needs_ca && access(c->sms_ca_file, R_OK) != 0)
-		return reply(r, 503, "text/plain; charset=utf-8",
-		    "not ready: CA bundle unreadable\n", 32);
-	return reply(r, 200, "text/plain; charset=utf-8", "ready\n", 6);
+		return reply_text(r, 503, "not ready: CA bundle unreadable\n");
+	return reply_text(r, 200, "ready\n");
 }
 
 /* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
@@ -5503,7 +5662,7 @@ on_metrics(struct req *r)
 	    "otp_table_capacity %ld\n", store_live(&otp->store),
 	    store_pending(&otp->store), r->cfg->max_pending);
 	if (n >= sizeof(out))
-		return reply_error(r, 500, "Internal error", "");
+		return reply_outcome(r, OUT_INTERNAL, "");
 	return reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out, n);
 }
 
@@ -5533,11 +5692,19 @@ reply_json_error(struct req *r, int status, const char *code,
                  const char *message)
 {
 	char body[512], esc[256];
+	size_t n = 0;
 
-	json_escape(message, esc, sizeof(esc));
+	json_escape(message, esc, sizeof(esc), &n);
 	snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":"
 	    "\"%s\"}}", code, esc);
 	return reply_json(r, status, body);
+}
+
+static int
+reply_outcome_json(struct req *r, enum outcome o)
+{
+	return reply_json_error(r, outcomes[o].status, outcomes[o].code,
+	    outcomes[o].api);
 }
 
 /*
@@ -5550,43 +5717,10 @@ json_get_string(const char *body, size_t len, const char *name, char *out,
                 size_t outlen)
 {
 	struct json j = { body, body + len, 0 };
-	size_t n = 0;
 
-	if (json_member(&j, name) != 0 || j.p >= j.end || *j.p != '"')
+	if (json_member(&j, name) != 0)
 		return -1;
-	for (j.p++; j.p < j.end && *j.p != '"'; j.p++) {
-		unsigned ch = (unsigned char)*j.p;
-
-		if (ch < 0x20)
-			return -1;
-		if (ch == '\\') {
-			if (++j.p >= j.end)
-				return -1;
-			switch (*j.p) {
-			case '"': case '\\': case '/': ch = (unsigned char)*j.p; break;
-			case 'n': ch = '\n'; break;
-			case 't': ch = '\t'; break;
-			case 'u': {
-				uint8_t b[2];
-
-				if (j.end - j.p < 5 || hex_decode(j.p + 1, 4, b) != 0 ||
-				    b[0] != 0 || b[1] < 0x20 || b[1] > 0x7e)
-					return -1;
-				ch = b[1];
-				j.p += 4;
-				break;
-			}
-			default: return -1;
-			}
-		}
-		if (n + 1 >= outlen)
-			return -1;
-		out[n++] = (char)ch;
-	}
-	if (j.p >= j.end)
-		return -1;
-	out[n] = '\0';
-	return (int)n;
+	return json_string(&j, out, outlen);
 }
 
 /*
@@ -5598,26 +5732,20 @@ api_read(struct req *r, char *body, size_t cap, const char *name, char *out,
          size_t outlen)
 {
 	const char *type = mg_get_header(r->conn, "Content-Type");
+	char expected[64];
+	enum outcome o;
 	size_t len;
-	int rc;
 
-	if (type == NULL || strncasecmp(type, "application/json", 16) != 0 ||
-	    (type[16] != '\0' && type[16] != ';' && type[16] != ' ')) {
+	if ((o = media_type_is(type, "application/json") ?
+	    body_read(r, body, cap, &len) : OUT_MEDIA_TYPE) != OUT_NONE) {
 		r->close = true;
-		return reply_json_error(r, 415, "unsupported_media_type",
-		    "send application/json");
+		return reply_outcome_json(r, o);
 	}
-	if ((rc = body_read(r, body, cap, &len)) != 0) {
-		r->close = true;
-		if (rc == 413)
-			return reply_json_error(r, 413, "too_large",
-			    "the body is larger than this server accepts");
-		return reply_json_error(r, rc == 408 ? 408 : 400, "bad_body",
-		    "the body could not be read");
+	if (json_get_string(body, len, name, out, outlen) < 0) {
+		snprintf(expected, sizeof(expected), "expected {\"%s\": \"...\"}",
+		    name);
+		return reply_json_error(r, 400, "bad_request", expected);
 	}
-	if (json_get_string(body, len, name, out, outlen) < 0)
-		return reply_json_error(r, 400, "bad_request", name[0] == 'p' ?
-		    "expected {\"phone\": \"...\"}" : "expected {\"code\": \"...\"}");
 	return 0;
 }
 
@@ -5664,28 +5792,23 @@ api_create(struct req *r)
 	if ((rc = phone_read(r->cfg, input, strlen(input), phone,
 	    sizeof(phone))) != PHONE_OK) {
 		log_refused(r, rc, phone);
-		return reply_json_error(r, 400, phone_refusals[-rc].code,
-		    phone_refusals[-rc].api);
+		return reply_json_error(r, 400, phone_refusals[rc].code,
+		    phone_refusals[rc].api);
 	}
 	if ((rc = api_client(r, body, ip, &cl)) != 0)
 		return rc;
 	if (verification_start(otp, r->cfg, phone, &cl, &otp->api,
 	    message_for(r->cfg, mg_get_header(r->conn, "Accept-Language")),
 	    &st) != 0) {
+		enum outcome o = start_outcome(&st);
+
 		r->retry_after = st.retry;
-		if (st.internal)
-			return reply_json_error(r, 500, "internal", "internal error");
-		if (st.full)
-			return reply_json_error(r, 503, "busy",
-			    "too many pending verifications");
-		if (st.limit != LIMIT_NONE) {
-			snprintf(out, sizeof(out), "limit %s reached",
-			    limit_names[st.limit]);
-			return reply_json_error(r, limit_is_global(st.limit) ? 503 :
-			    429, "rate_limited", out);
-		}
-		return reply_json_error(r, st.sent == SEND_BUSY ? 503 : 502,
-		    "send_failed", "the SMS could not be sent");
+		if (o != OUT_LIMITED && o != OUT_CAPPED)
+			return reply_outcome_json(r, o);
+		snprintf(out, sizeof(out), "limit %s reached",
+		    limit_names[st.limit]);
+		return reply_json_error(r, outcomes[o].status, outcomes[o].code,
+		    out);
 	}
 	store_state(&otp->store, st.slot, st.id, &otp->api, otp->now_ms(),
 	    r->cfg->code_ttl * 1000, &left);
@@ -5791,9 +5914,9 @@ api_token_ok(const struct otp *otp, const struct config *c, const char *auth)
 	uint8_t mac[OTP_MAC_LEN];
 	bool ok;
 
-	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
+	if (auth == NULL || (auth = PREFIX(auth, "Bearer ")) == NULL)
 		return false;
-	secret_mac(otp, auth + 7, strlen(auth + 7), mac);
+	secret_mac(otp, auth, strlen(auth), mac);
 	ok = ct_equal(mac, c->api_token_mac, sizeof(mac));
 	wipe(mac, sizeof(mac));
 	return ok;
@@ -5879,9 +6002,9 @@ dispatch(struct req *r)
 	const char *m = r->ri->request_method;
 	const char *path = r->path[0] != '\0' ? r->path : "/";
 
-	if (strncmp(path, "/api/", 5) == 0)
+	if (PREFIX(path, "/api/") != NULL)
 		return api_dispatch(r);
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+	for (size_t i = 0; i < countof(routes); i++) {
 		const struct route *rt = &routes[i];
 
 		if (strcmp(path, rt->path) != 0)
@@ -5900,29 +6023,6 @@ dispatch(struct req *r)
 }
 
 /*
- * Appends s to url (at *n), percent-encoding every byte that is not an
- * unreserved character or in keep. 0, or -1 if it does not fit.
- */
-static int
-url_append(char *url, size_t size, int *n, const char *s, const char *keep)
-{
-	for (; s != NULL && *s != '\0'; s++) {
-		unsigned char ch = (unsigned char)*s;
-		int k;
-
-		if (isalnum(ch) || strchr("-._~", ch) != NULL ||
-		    strchr(keep, ch) != NULL)
-			k = snprintf(url + *n, size - (size_t)*n, "%c", ch);
-		else
-			k = snprintf(url + *n, size - (size_t)*n, "%%%02X", ch);
-		if (k < 0 || (size_t)(*n + k) >= size)
-			return -1;
-		*n += k;
-	}
-	return 0;
-}
-
-/*
  * REDIRECT_HTTP: answers a plain-HTTP request with a 301 to the same path
  * on the TLS port. The host comes from the Host header, checked to be a
  * name or an address so it cannot inject anything into the header.
@@ -5932,8 +6032,7 @@ redirect_https(struct req *r)
 {
 	const char *host = mg_get_header(r->conn, "Host");
 	char name[256], url[OTP_MAX_STR];
-	size_t len;
-	int n;
+	size_t len, n = 0;
 
 	if (host == NULL || *host == '\0')
 		host = "localhost";
@@ -5942,18 +6041,18 @@ redirect_https(struct req *r)
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") < len)
 		return reply_error(r, 400, "Bad request", "Bad Host header.");
 	str_ncopy(name, sizeof(name), host, len);
-	n = snprintf(url, sizeof(url), "https://%s:%d", name,
-	    r->otp->https_port);
+	snprintf(url, sizeof(url), "https://%s:%d", name, r->otp->https_port);
+	n = strlen(url);
 	/* The path as it came (not decoded), its escapes kept, anything else
 	 * encoded: nothing but URL characters can reach the Location. The
 	 * HTTPS side checks its spelling (path_canonical()). */
-	if (url_append(url, sizeof(url), &n, r->ri->local_uri_raw, "/%") != 0 ||
-	    (r->ri->query_string != NULL && (url_append(url, sizeof(url), &n,
-	    "?", "?") != 0 || url_append(url, sizeof(url), &n,
-	    r->ri->query_string, "/?&=%+") != 0)))
+	if (pct_escape_keep(r->ri->local_uri_raw, "/%", url, sizeof(url),
+	    &n) != 0 || (r->ri->query_string != NULL && (esc_none("?", url,
+	    sizeof(url), &n) != 0 || pct_escape_keep(r->ri->query_string,
+	    "/?&=%+", url, sizeof(url), &n) != 0)))
 		return reply_error(r, 414, "URI too long", "");
 	r->location = url;
-	return reply(r, 301, "text/plain; charset=utf-8", "", 0);
+	return reply_text(r, 301, "");
 }
 
 /*
@@ -6181,7 +6280,7 @@ otp_state_keys(struct otp *otp, char *err, size_t errlen)
 		wipe(state, sizeof(state));
 		return -1;
 	}
-	for (size_t i = 0; i < sizeof(derived) / sizeof(derived[0]); i++) {
+	for (size_t i = 0; i < countof(derived); i++) {
 		hmac256(state, derived[i].label, strlen(derived[i].label), mac);
 		memcpy((char *)otp + derived[i].off, mac, derived[i].size);
 	}
@@ -6476,7 +6575,7 @@ otp_reload(struct otp *otp, const char *config_path, char *err, size_t errlen)
 	}
 	otp_config_keys(otp, next);
 	cur = cfg_hold(otp);
-	for (size_t i = 0; i < sizeof(restart_keys) / sizeof(*restart_keys);
+	for (size_t i = 0; i < countof(restart_keys);
 	    i++) {
 		const struct key *k = config_find(restart_keys[i], NULL);
 		const char *now = (const char *)cur + k->off;
@@ -6566,14 +6665,12 @@ otp_version(void)
 static bool
 listen_has_tls(const char *listen)
 {
-	for (const char *p = listen; *p != '\0';) {
-		size_t len = strcspn(p, ",");
+	const char *item;
+	size_t len;
 
-		if (len > 0 && p[len - 1] == 's')
+	while (list_next(&listen, ',', &item, &len))
+		if (len > 0 && item[len - 1] == 's')
 			return true;
-		p += len;
-		p += *p == ',';
-	}
 	return false;
 }
 
@@ -6796,10 +6893,10 @@ server_options(const struct config *c, const char **opts, size_t max,
 		"tcp_nodelay", "1",
 		"enable_keep_alive", "yes",
 		"keep_alive_timeout_ms", OTP_STR(OTP_KEEP_ALIVE_MS),
-		"request_timeout_ms", "5000",
+		"request_timeout_ms", OTP_STR(OTP_REQUEST_TIMEOUT_MS),
 		"enable_directory_listing", "no",
 		"decode_url", "no", /* see path_canonical() */
-		"max_request_size", "8192",
+		"max_request_size", OTP_STR(OTP_MAX_REQUEST_HEAD),
 		/* civetweb patch 0006: a chunk larger than a body may be is
 		 * refused (400) when it is read. 0008: the proxy that carries
 		 * every client is never the one that makes way in a full
@@ -6817,7 +6914,7 @@ server_options(const struct config *c, const char **opts, size_t max,
 	size_t n = 0;
 
 	snprintf(threads, 16, "%ld", c->threads);
-	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i += 2) {
+	for (size_t i = 0; i < countof(want); i += 2) {
 		bool known = false;
 
 		if (want[i + 1][0] == '\0')
@@ -6857,15 +6954,15 @@ log_ports(struct otp *otp, struct mg_context *ctx)
 
 	for (int i = 0; i < n; i++) {
 		char host[64] = "0.0.0.0";
-		size_t len = strcspn(p, ",");
-		const char *colon = memrchr(p, ':', len);
+		const char *item = p, *colon;
+		size_t len = 0;
 
-		if (colon != NULL && colon > p)
-			str_ncopy(host, sizeof(host), p, (size_t)(colon - p));
+		list_next(&p, ',', &item, &len);
+		colon = memrchr(item, ':', len);
+		if (colon != NULL && colon > item)
+			str_ncopy(host, sizeof(host), item, (size_t)(colon - item));
 		log_info(otp, "listening on %s://%s:%d",
 		    ports[i].is_ssl ? "https" : "http", host, ports[i].port);
-		p += len;
-		p += *p == ',';
 	}
 }
 
@@ -6933,7 +7030,7 @@ main_serve(struct otp *otp, const char *path)
 	mg_init_library(MG_FEATURES_TLS);
 	memset(&cb, 0, sizeof(cb));
 	cb.log_message = otp_log_message;
-	server_options(otp->cfg, opts, sizeof(opts) / sizeof(opts[0]), threads);
+	server_options(otp->cfg, opts, countof(opts), threads);
 	if ((ctx = mg_start(&cb, otp, opts)) == NULL) {
 		log_err(otp, "%s: cannot start the server on %s (see above)",
 		    __func__, otp->cfg->listen);
@@ -7192,21 +7289,45 @@ str_ncopy(char *dst, size_t size, const char *src, size_t n)
 static int
 list_item(const char **p, char *item, size_t size)
 {
-	const char *s = *p;
+	const char *s;
 	size_t len;
 
-	if (*s == '\0')
+	if (!list_next(p, ',', &s, &len))
 		return 0;
-	s += strspn(s, " \t");
-	len = strcspn(s, ",");
-	*p = s + len + (s[len] == ',');
-	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-		len--;
 	if (len == 0 || len >= size)
 		return -1;
 	memcpy(item, s, len);
 	item[len] = '\0';
 	return 1;
+}
+
+/*
+ * The one list iterator: the next item of the list at *p whose items sep
+ * separates, blanks around it dropped, as *item and *len (in place, not
+ * NUL-terminated); *p moves past it and its separator. False at the end.
+ */
+static bool
+list_next(const char **p, char sep, const char **item, size_t *len)
+{
+	const char *s = *p, *e;
+
+	if (*s == '\0')
+		return false;
+	s += strspn(s, " \t");
+	e = strchrnul(s, sep);
+	*p = *e == sep ? e + 1 : e;
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	*item = s;
+	*len = (size_t)(e - s);
+	return true;
+}
+
+static const char *
+prefix_skip(const char *s, const char *lit, size_t n, bool any_case)
+{
+	return (any_case ? strncasecmp(s, lit, n) : strncmp(s, lit, n)) == 0 ?
+	    s + n : NULL;
 }
 
 /* Parses a whole decimal number within [min, max]. 0 or -1. */

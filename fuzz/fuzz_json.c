@@ -1,9 +1,10 @@
 /*
  * fuzz/fuzz_json.c: the SMS API's answer. json_api_error() pulls
- * errors[0].code and .title out of an error body, and json_member() finds
- * "data" in a 2xx body. The body is not NUL-terminated in otp_demo (it is
- * the bytes libcurl collected), so neither is it here. Byte 0 picks the
- * output sizes.
+ * errors[0].code and .title out of an error body, json_member() finds
+ * "data" in a 2xx body, and json_get_string() reads the JSON API's own
+ * bodies. The body is not NUL-terminated in otp_demo (it is the bytes
+ * libcurl collected), so neither is it here. Byte 0 picks the output
+ * sizes.
  */
 #include "../otp_demo.c"
 #include "fuzz.h"
@@ -32,6 +33,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (json_member(&j, "data") == 0)
 			FUZZ_CHECK(j.p >= body && j.p <= body + size);
+	}
+	{
+		char out[24];
+		int n = json_get_string(body, size, "phone", out, sizeof(out));
+
+		if (n >= 0) /* decoded whole, no NUL inside */
+			FUZZ_CHECK((size_t)n < sizeof(out) && strlen(out) ==
+			    (size_t)n);
 	}
 	free(title);
 	free(code);

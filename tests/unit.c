@@ -515,17 +515,17 @@ test_store_attempts_lock(void **state)
 		    3, phone), CHECK_WRONG);
 	/* A resend is for its own session only, and keeps the count. */
 	assert_int_equal(store_resend(&st, slot, "+12015550123", &OW2, 2, 10000,
-	    100, code, got), -1);
+	    100, code, got), RESEND_NONE);
 	assert_int_equal(store_resend(&st, slot, "+12015550100", &OW1, 2, 10000,
-	    100, code, got), -1);
+	    100, code, got), RESEND_NONE);
 	assert_int_equal(store_resend(&st, slot, "+12015550123", &OW1, 2, 10000,
-	    100, code, got), 0);
+	    100, code, got), RESEND_OK);
 	assert_string_equal(code, "ABCD");
 	assert_memory_equal(got, id, OTP_ID_LEN);
 	assert_int_equal(st.rec[slot].sends, 2);
 	/* A send budget per verification. */
 	assert_int_equal(store_resend(&st, slot, "+12015550123", &OW1, 2, 10000,
-	    2, code, got), -2);
+	    2, code, got), RESEND_SPENT);
 	store_unsend(&st, slot, id);
 	assert_int_equal(st.rec[slot].sends, 1);
 	assert_int_equal(check_code(&st, slot, id, &OW2, bad, 3, 10000, 3,
@@ -537,7 +537,7 @@ test_store_attempts_lock(void **state)
 	    phone), CHECK_LOCKED);
 	assert_int_equal(st.rec[slot].code[0], 0);
 	assert_int_equal(store_resend(&st, slot, "+12015550123", &OW1, 5, 10000,
-	    100, code, got), -1);
+	    100, code, got), RESEND_NONE);
 	/* Cancelled by its owner only. */
 	assert_int_equal(store_cancel(&st, slot, id, &OW2, 6, 10000), -1);
 	assert_int_equal(store_cancel(&st, slot, id, &OW1, 6, 10000), 0);
@@ -1214,12 +1214,19 @@ static void
 test_json_escape(void **state)
 {
 	char out[64];
+	size_t n = 0;
 
 	(void)state;
-	assert_int_equal(json_escape("a\"b\\c\nd\x01", out, sizeof(out)), 0);
+	assert_int_equal(json_escape("a\"b\\c\nd\x01", out, sizeof(out), &n),
+	    0);
 	assert_string_equal(out, "a\\\"b\\\\c\\nd\\u0001");
-	assert_int_equal(json_escape("0123456789", out, 10), -1);
-	assert_int_equal(json_escape("012345678", out, 10), 0);
+	n = 0;
+	assert_int_equal(json_escape("0123456789", out, 10, &n), -1);
+	n = 0;
+	assert_int_equal(json_escape("012345678", out, 10, &n), 0);
+	/* Appends. */
+	assert_int_equal(json_escape("\"", out, sizeof(out), &n), 0);
+	assert_string_equal(out, "012345678\\\"");
 }
 
 static void
@@ -1480,6 +1487,143 @@ test_command_argv(void **state)
 	    -1);
 	assert_int_equal(command_argv("/x a b c d e f", "1", "t", buf,
 	    sizeof(buf), argv, 8), -1);
+}
+
+/* The one placeholder filler: widths, strictness, counts, escapes. */
+static void
+test_fill(void **state)
+{
+	const struct var vars[] = { { "to", "+1 201" }, { "text", "a\"b" } };
+	char out[64];
+	size_t n = 0;
+
+	(void)state;
+	/* A JSON body's own braces are text; placeholders are escaped. */
+	assert_int_equal(fill("{\"to\":\"{to}\",\"t\":\"{text}\"}", 26, 1, false,
+	    vars, 2, json_escape, out, sizeof(out), &n), 2);
+	assert_string_equal(out, "{\"to\":\"+1 201\",\"t\":\"a\\\"b\"}");
+	n = 0;
+	assert_int_equal(fill("{to}&{x}&{}", 11, 1, false, vars, 2, form_escape,
+	    out, sizeof(out), &n), 1);
+	assert_string_equal(out, "%2B1%20201&{x}&{}");
+	/* Strict: every opening brace must start a known placeholder. */
+	n = 0;
+	assert_int_equal(fill("{to} {x}", 8, 1, true, vars, 2, esc_none, out,
+	    sizeof(out), &n), -1);
+	n = 0;
+	assert_int_equal(fill("a { b", 5, 1, true, vars, 2, esc_none, out,
+	    sizeof(out), &n), -1);
+	/* Width 2: single braces are text even when strict. */
+	n = 0;
+	assert_int_equal(fill("{to} {{to}} a{b}", 16, 2, true, vars, 2,
+	    esc_none, out, sizeof(out), &n), 1);
+	assert_string_equal(out, "{to} +1 201 a{b}");
+	n = 0;
+	assert_int_equal(fill("{{to}", 5, 2, true, vars, 2, esc_none, out,
+	    sizeof(out), &n), -1);
+	/* Appends at *n; -1 when it does not fit, never past outlen. */
+	n = 0;
+	assert_int_equal(fill("{text}", 6, 1, true, vars, 2, esc_none, out, 4,
+	    &n), 1);
+	assert_string_equal(out, "a\"b");
+	assert_int_equal(fill("!", 1, 1, true, vars, 2, esc_none, out, 4, &n),
+	    -1);
+	assert_string_equal(out, "a\"b");
+	n = 0;
+	assert_int_equal(fill("{text}", 6, 1, true, vars, 2, esc_none, out, 3,
+	    &n), -1);
+	n = 4;
+	assert_int_equal(fill("", 0, 1, true, vars, 2, esc_none, out, 4, &n),
+	    -1);
+}
+
+/* The list iterator, prefixes, the percent-encoder, SMS_COMMAND_ENV. */
+static void
+test_text_helpers(void **state)
+{
+	const char *p = " a , b c,,d ", *item;
+	char out[32];
+	size_t len, n = 0;
+
+	(void)state;
+	assert_true(list_next(&p, ',', &item, &len));
+	assert_int_equal(len, 1);
+	assert_memory_equal(item, "a", 1);
+	assert_true(list_next(&p, ',', &item, &len));
+	assert_int_equal(len, 3);
+	assert_memory_equal(item, "b c", 3);
+	assert_true(list_next(&p, ',', &item, &len));
+	assert_int_equal(len, 0);
+	assert_true(list_next(&p, ',', &item, &len));
+	assert_memory_equal(item, "d", 1);
+	assert_false(list_next(&p, ',', &item, &len));
+	assert_string_equal(PREFIX("Bearer x", "Bearer "), "x");
+	assert_null(PREFIX("bearer x", "Bearer "));
+	assert_string_equal(PREFIX_CI("HTTPS://h", "https://"), "h");
+	assert_int_equal(pct_escape_keep("/a b?c=%", "/%", out, sizeof(out),
+	    &n), 0);
+	assert_string_equal(out, "/a%20b%3Fc%3D%");
+	assert_null(check_env_names(""));
+	assert_null(check_env_names("PATH, LANG,_X1"));
+	assert_non_null(check_env_names("PATH HOME"));
+	assert_non_null(check_env_names("PATH,,HOME"));
+	assert_non_null(check_env_names("1X"));
+	assert_non_null(check_env_names("A=B"));
+}
+
+/* JSON strings: escapes decoded, non-ASCII \u refused when copied but
+ * skipped over elsewhere in the object. */
+static void
+test_json_string(void **state)
+{
+	const char *b = "{\"name\":\"J\\u00e9r\\u00f4me\",\"phone\":"
+	    "\"+1\\u0032\\/01\"}";
+	char out[16];
+
+	(void)state;
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), 6);
+	assert_string_equal(out, "+12/01");
+	assert_int_equal(json_get_string(b, strlen(b), "name", out,
+	    sizeof(out)), -1);
+	assert_int_equal(json_get_string(b, strlen(b), "phon", out,
+	    sizeof(out)), -1);
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out, 6), -1);
+	b = "{\"phone\":\"a\x01\"}";
+	assert_int_equal(json_get_string(b, strlen(b), "phone", out,
+	    sizeof(out)), -1);
+}
+
+/* A held config outlives a swap; the swap never waits for holders. */
+static void
+test_config_snapshot(void **state)
+{
+	struct otp *otp = calloc(1, sizeof(*otp));
+	struct config *next = calloc(1, sizeof(*next));
+	const struct config *held;
+	char err[256];
+
+	(void)state;
+	assert_non_null(otp);
+	assert_non_null(next);
+	pthread_mutex_init(&otp->cfg_swap, NULL);
+	assert_int_equal(config_defaults(next, err, sizeof(err)), 0);
+	cfg_swap(otp, next);
+	held = cfg_hold(otp);
+	assert_ptr_equal(held, next);
+	assert_int_equal(atomic_load(&next->refs), 2);
+	next = calloc(1, sizeof(*next));
+	assert_int_equal(config_defaults(next, err, sizeof(err)), 0);
+	next->debug = true;
+	cfg_swap(otp, next);
+	assert_true(atomic_load(&otp->debug));
+	assert_ptr_equal(otp->cfg, next);
+	assert_int_equal(atomic_load(&held->refs), 1); /* ours alone now */
+	assert_string_equal(held->listen, "127.0.0.1:5000");
+	cfg_drop(held); /* the last holder frees it (ASan/valgrind watch) */
+	cfg_drop(otp->cfg);
+	pthread_mutex_destroy(&otp->cfg_swap);
+	free(otp);
 }
 
 static void
@@ -1770,6 +1914,10 @@ main(void)
 		cmocka_unit_test(test_message_languages),
 		cmocka_unit_test(test_sms_units),
 		cmocka_unit_test(test_command_argv),
+		cmocka_unit_test(test_fill),
+		cmocka_unit_test(test_text_helpers),
+		cmocka_unit_test(test_json_string),
+		cmocka_unit_test(test_config_snapshot),
 		cmocka_unit_test(test_http_body),
 		cmocka_unit_test(test_page_render),
 		cmocka_unit_test(test_pages_render),
