@@ -5,26 +5,52 @@
  * it back, and is verified. The file reads top to bottom in the order data
  * flows through it:
  *
- *	limits, types
- *	config		the tutorial's config.cfg (Python literals), OTP_* env
+ *	limits, types	named numbers; every struct the sections share
+ *	text		escapes (HTML, JSON, percent) and fill(), the one
+ *			placeholder filler for pages, messages and bodies
+ *	JSON		the reader for API bodies and gateway answers
+ *	config		the tutorial's config.cfg (Python literals), OTP_* env;
+ *			immutable snapshots, swapped by SIGHUP (cfg_hold)
  *	state files	STATE_DIR: checked owner and modes, atomic writes
  *	codes		random codes and their keyed hash
  *	code store	fixed-size table of pending verifications
  *	rate limits	fixed-size tables of counting windows, limits.state
  *	phone numbers	normalisation, validation, masking
- *	SMS senders	console, Telnyx, HTTP gateways, spool, command
+ *	languages and messages	Accept-Language, MESSAGE_<lang>, SMS units
+ *	processes	SMS_COMMAND: words, environment, spawn, wait
+ *	the libcurl pool	handles kept with their connections
+ *	SMS senders	the SENDERS table: console, telnyx, http, spool,
+ *			command, each with its key check and start-up line
  *	verifications	the rules the forms and the API share
  *	pages		templates from www/, embedded at build time
- *	HTTP		bodies, forms, cookies, sessions, client address
+ *	HTTP replies	reply(): headers, cookies; one outcome table
+ *	cookies and sessions	session ids, CSRF, handles, otp_auth
+ *	client address	the peer, or X-Forwarded-For from TRUSTED_PROXY
+ *	forms		bodies, url-encoded fields, CSRF and origin checks
+ *	the web flow	the page handlers: /, /request, /verify, /auth...
  *	JSON API	/api/v1/verifications
  *	routing		one spelling per path, the route table (civetweb)
- *	embedding API	otp_create / otp_mount / otp_reload / otp_destroy
+ *	embedding API	otp_create / otp_mount / otp_reload / otp_stop /
+ *			otp_destroy, the sweeper thread
  *	server certificate
  *	main
  *	utilities
  *
  * Nothing is allocated per request: the tables are sized once at start-up,
  * bodies and pages live in bounded stack buffers.
+ *
+ * Locking. Each lock guards one thing, is held for memory work only
+ * (never across I/O: a send, a file, a socket), and none is taken while
+ * another is held, except limits.lock then store.lock (a resend is
+ * reserved under the limits: limits_take -> verification_reserve).
+ *	cfg_swap	the current config pointer and snapshot counts;
+ *			a request holds its snapshot, not the lock
+ *	store.lock	the code store's records, free list and count
+ *	limits.lock	every rate table, the global windows, changes
+ *	curls.lock	the idle libcurl handles
+ *	rng_lock	the CTR_DRBG
+ *	stop_lock	the sweeper's stop flag (with stop_cond)
+ * Counters for /metrics are atomics; the DEBUG flag too.
  */
 
 #include "otp_demo.h"
@@ -454,7 +480,7 @@ static int list_item(const char **p, char *item, size_t size);
 			log_line((o), "debug", __VA_ARGS__);                  \
 	} while (0)
 
-/* ---- text: escapes and placeholders ----------------------------------- */
+/* ---- text: escapes and placeholders ------------------------------------ */
 
 /* Appends s to out (outlen bytes, *n used so far), escaped for where it
  * goes. 0, or -1 if it does not fit. */
@@ -606,6 +632,228 @@ fill(const char *tmpl, size_t len, size_t width, bool strict,
 		}
 	}
 	return count;
+}
+
+/* ---- JSON -------------------------------------------------------------- */
+
+/*
+ * A tiny JSON reader: enough for the string members of the JSON API's
+ * bodies, "data" in a Telnyx answer and errors[0].code and .title in a
+ * gateway's error. It never allocates and stops at depth 16; what it does
+ * not understand makes it give up: a 400 for the API, a shorter log line
+ * for a gateway.
+ */
+struct json {
+	const char *p, *end;
+	int depth;
+};
+
+static void
+json_ws(struct json *j)
+{
+	while (j->p < j->end && strchr(" \t\r\n", *j->p) != NULL && *j->p)
+		j->p++;
+}
+
+/*
+ * The character the escape at j->p ('\\') stands for; j->p is left on its
+ * last byte. \u is decoded for printable ASCII only (no phone number, code
+ * or error code needs more): anything else is -1 when copying, and '?'
+ * when only skipping. -1 for a broken escape.
+ */
+static int
+json_unescape(struct json *j, bool copying)
+{
+	uint8_t b[2];
+
+	if (++j->p >= j->end)
+		return -1;
+	switch (*j->p) {
+	case '"': case '\\': case '/': return (unsigned char)*j->p;
+	case 'b': return '\b';
+	case 'f': return '\f';
+	case 'n': return '\n';
+	case 'r': return '\r';
+	case 't': return '\t';
+	case 'u':
+		if (j->end - j->p < 5 || hex_decode(j->p + 1, 4, b) != 0)
+			return -1;
+		j->p += 4;
+		if (b[0] == 0 && b[1] >= 0x20 && b[1] <= 0x7e)
+			return b[1];
+		return copying ? -1 : '?';
+	default: return -1;
+	}
+}
+
+/*
+ * The one JSON string reader: the string at j->p, decoded into out
+ * (outlen bytes) unless out is NULL. Returns its length, or -1 if it is
+ * not a well-formed string, or does not fit.
+ */
+static int
+json_string(struct json *j, char *out, size_t outlen)
+{
+	size_t n = 0;
+	int ch;
+
+	if (j->p >= j->end || *j->p != '"')
+		return -1;
+	for (j->p++; j->p < j->end && *j->p != '"'; j->p++) {
+		if ((ch = (unsigned char)*j->p) < 0x20 ||
+		    (ch == '\\' && (ch = json_unescape(j, out != NULL)) < 0))
+			return -1;
+		if (out != NULL && n + 1 >= outlen)
+			return -1;
+		if (out != NULL)
+			out[n++] = (char)ch;
+	}
+	if (j->p >= j->end)
+		return -1;
+	j->p++;
+	if (out != NULL)
+		out[n] = '\0';
+	return (int)n;
+}
+
+static int
+json_skip(struct json *j)
+{
+	int rc = -1;
+
+	json_ws(j);
+	if (j->p >= j->end || ++j->depth > 16)
+		return -1;
+	if (*j->p == '"') {
+		rc = json_string(j, NULL, 0) < 0 ? -1 : 0;
+	} else if (*j->p == '{' || *j->p == '[') {
+		char close = *j->p == '{' ? '}' : ']';
+
+		j->p++;
+		json_ws(j);
+		if (j->p < j->end && *j->p == close) {
+			j->p++;
+			rc = 0;
+			goto out;
+		}
+		for (;;) {
+			if (close == '}') {
+				json_ws(j);
+				if (json_string(j, NULL, 0) < 0)
+					goto out;
+				json_ws(j);
+				if (j->p >= j->end || *j->p++ != ':')
+					goto out;
+			}
+			if (json_skip(j) != 0)
+				goto out;
+			json_ws(j);
+			if (j->p < j->end && *j->p == ',') {
+				j->p++;
+				continue;
+			}
+			if (j->p < j->end && *j->p == close) {
+				j->p++;
+				rc = 0;
+			}
+			goto out;
+		}
+	} else {
+		while (j->p < j->end && strchr(",]} \t\r\n", *j->p) == NULL)
+			j->p++;
+		rc = 0;
+	}
+out:
+	j->depth--;
+	return rc;
+}
+
+/*
+ * Positions j just after the ':' of member name in the object at j->p.
+ * Returns 0, or -1 if there is no such member.
+ */
+static int
+json_member(struct json *j, const char *name)
+{
+	size_t nlen = strlen(name);
+	const char *key;
+
+	json_ws(j);
+	if (j->p >= j->end || *j->p != '{')
+		return -1;
+	j->p++;
+	for (;;) {
+		json_ws(j);
+		key = j->p + 1; /* names we look for have no escapes */
+		if (json_string(j, NULL, 0) < 0)
+			return -1;
+		json_ws(j);
+		if (j->p >= j->end || *j->p++ != ':')
+			return -1;
+		json_ws(j);
+		if (strncmp(key, name, nlen) == 0 && key[nlen] == '"')
+			return 0;
+		if (json_skip(j) != 0)
+			return -1;
+		json_ws(j);
+		if (j->p >= j->end || *j->p++ != ',')
+			return -1;
+	}
+}
+
+/* Copies a string or a bare number value at j->p into out. */
+static int
+json_scalar(struct json *j, char *out, size_t outlen)
+{
+	const char *start = j->p;
+	char whole[OTP_MAX_STR];
+
+	if (j->p < j->end && *j->p == '"') { /* for a log: cut if long */
+		if (json_string(j, whole, sizeof(whole)) < 0)
+			return -1;
+		str_copy(out, outlen, whole);
+		return 0;
+	}
+	if (json_skip(j) != 0 || j->p == start)
+		return -1;
+	return str_ncopy(out, outlen, start, (size_t)(j->p - start)) < 0 ? -1 : 0;
+}
+
+/* Extracts errors[0].code and errors[0].title of a Telnyx error body. */
+static int
+json_api_error(const char *body, size_t len, char *code, size_t codelen,
+               char *title, size_t titlelen)
+{
+	struct json j = { body, body + len, 0 }, e;
+
+	code[0] = title[0] = '\0';
+	if (json_member(&j, "errors") != 0 || j.p >= j.end || *j.p != '[')
+		return -1;
+	j.p++;
+	json_ws(&j);
+	e = j;
+	if (json_member(&e, "code") == 0)
+		json_scalar(&e, code, codelen);
+	e = j;
+	if (json_member(&e, "title") == 0)
+		json_scalar(&e, title, titlelen);
+	return code[0] || title[0] ? 0 : -1;
+}
+
+/*
+ * Decodes the JSON string value of member name of the object in body into
+ * out (ASCII only: \u escapes above 0x7e are refused, which no phone
+ * number or code needs). Returns the length, or -1.
+ */
+static int
+json_get_string(const char *body, size_t len, const char *name, char *out,
+                size_t outlen)
+{
+	struct json j = { body, body + len, 0 };
+
+	if (json_member(&j, name) != 0)
+		return -1;
+	return json_string(&j, out, outlen);
 }
 
 /* ---- config ------------------------------------------------------------ */
@@ -811,7 +1059,6 @@ check_message(const char *v)
 	return NULL;
 }
 
-
 static const char *
 check_env_names(const char *v)
 {
@@ -840,7 +1087,6 @@ check_http_auth(const char *v)
 	return NULL;
 }
 
-
 static const char *
 check_domain(const char *v)
 {
@@ -864,7 +1110,6 @@ check_lang(const char *v)
 		return "must be a language tag like 'de' or 'pt_BR'";
 	return NULL;
 }
-
 
 /* A comma-separated list of IPv4 and IPv6 addresses (a typo would never
  * match, and quietly let nobody, or everybody, through). */
@@ -1303,26 +1548,6 @@ config_read_key(struct config *c, const struct origin *o, char *err,
 /* Derives what depends on several keys, and checks them together. */
 static int config_check_ca(struct config *c, const struct origin *o,
                            char *err, size_t errlen);
-static int command_argv(const char *cmd, const char *to, const char *text,
-                        char *buf, size_t buflen, char **argv, int maxargs);
-
-/* SMS_COMMAND must name an executable by absolute path. */
-static int
-config_check_command(struct config *c, const struct origin *o, char *err,
-                     size_t errlen)
-{
-	char where[OTP_MAX_STR + 32], words[2 * OTP_MAX_STR], *argv[32];
-	const char *prog;
-
-	config_where(o, "SMS_COMMAND", where, sizeof(where));
-	prog = command_argv(c->sms_command, "+1", "x", words, sizeof(words),
-	    argv, countof(argv)) > 0 ? argv[0] : "";
-	if (prog[0] != '/' || access(prog, X_OK) != 0)
-		return config_error(err, errlen, where, "SMS_COMMAND must start "
-		    "with the absolute path of an executable (%s)",
-		    prog[0] ? prog : "empty");
-	return 0;
-}
 
 /*
  * Derives the regions numbers may be in from ALLOWED_COUNTRY_CODES (or
@@ -1388,57 +1613,6 @@ config_finish(struct config *c, const struct origin *o, char *err,
 		return -1;
 	return c->sender->check != NULL ?
 	    c->sender->check(c, o, err, errlen) : 0;
-}
-
-/* SMS_CA_FILE, or the first system bundle found; fails without one. */
-static int
-config_check_ca(struct config *c, const struct origin *o, char *err,
-                size_t errlen)
-{
-	static const char *const bundles[] = {
-		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Pi OS */
-		"/etc/ssl/cert.pem",                  /* OpenWrt ca-bundle */
-	};
-	char where[OTP_MAX_STR + 32];
-
-	if (c->sms_ca_file[0] == '\0') {
-		for (size_t i = 0; i < countof(bundles); i++)
-			if (access(bundles[i], R_OK) == 0) {
-				str_copy(c->sms_ca_file, sizeof(c->sms_ca_file),
-				    bundles[i]);
-				break;
-			}
-		if (c->sms_ca_file[0] == '\0')
-			return config_error(err, errlen, o->file,
-			    "SMS_CA_FILE not set and no CA bundle found in "
-			    "/etc/ssl/certs/ca-certificates.crt or "
-			    "/etc/ssl/cert.pem");
-	} else if (access(c->sms_ca_file, R_OK) != 0) {
-		config_where(o, "SMS_CA_FILE", where, sizeof(where));
-		return config_error(err, errlen, where,
-		    "SMS_CA_FILE %s: %s", c->sms_ca_file, strerror(errno));
-	}
-	return 0;
-}
-
-/* Telnyx: its key, a number to send from, and a CA bundle. */
-static int
-config_check_telnyx(struct config *c, const struct origin *o, char *err,
-                    size_t errlen)
-{
-	char where[OTP_MAX_STR + 32];
-
-	if (c->api_key[0] == '\0') {
-		config_where(o, "API_KEY", where, sizeof(where));
-		return config_error(err, errlen, where,
-		    "API_KEY must be set for SMS_PROVIDER telnyx");
-	}
-	if (!phone_is_e164(c->from_number)) {
-		config_where(o, "FROM_NUMBER", where, sizeof(where));
-		return config_error(err, errlen, where,
-		    "FROM_NUMBER must be an E.164 number like '+12015550123'");
-	}
-	return config_check_ca(c, o, err, errlen);
 }
 
 /*
@@ -2519,27 +2693,37 @@ struct saved {
 	struct window w;
 };
 
+/* The windows of the whole server, as limits.state names them. */
+enum global { G_HOUR, G_DAY, G_API, G__N };
+
+static const char *const global_names[G__N] = {
+	[G_HOUR] = "hour", [G_DAY] = "day", [G_API] = "api",
+};
+
 static struct window *
-limits_global(struct limits *l, int i)
+limits_global(struct limits *l, enum global g)
 {
-	return i == 0 ? &l->hour : i == 1 ? &l->day : &l->api_hour;
+	return g == G_HOUR ? &l->hour : g == G_DAY ? &l->day : &l->api_hour;
 }
 
-static const char *const global_names[3] = { "hour", "day", "api" };
+/* The longest lines of limits.state: the first, a G line, a W line. */
+#define STATE_HEAD_MAX 64
+#define STATE_G_MAX 48
+#define STATE_W_MAX 96
 
 /* Copies the windows that still count into out (cap of them), under the
  * lock; the globals too. Returns how many. O(slots of every table). */
 static size_t
 limits_snapshot(struct otp *otp, struct saved *out, size_t cap,
-                struct window g[3], int64_t now, int64_t hold,
+                struct window g[G__N], int64_t now, int64_t hold,
                 uint64_t *changes)
 {
 	struct limits *l = &otp->limits;
 	size_t n = 0;
 
 	pthread_mutex_lock(&l->lock);
-	for (int i = 0; i < 3; i++)
-		g[i] = *limits_global(l, i);
+	for (int i = 0; i < G__N; i++)
+		g[i] = *limits_global(l, (enum global)i);
 	for (int t = 0; t < T__N; t++)
 		for (uint32_t i = 0; i <= l->tab[t].mask && n < cap; i++) {
 			const struct window *w = &l->tab[t].w[i];
@@ -2574,7 +2758,7 @@ limits_save(struct otp *otp, const char *dir, int64_t hold_ms)
 	size_t slots = 0, n, len = 0, cap;
 	int64_t now = otp->now_ms(), wall = otp->wall_ms();
 	struct saved *s = NULL;
-	struct window g[3];
+	struct window g[G__N];
 	char path[OTP_MAX_STR + 16], *text = NULL;
 	uint64_t changes;
 	int rc = -1;
@@ -2591,11 +2775,11 @@ limits_save(struct otp *otp, const char *dir, int64_t hold_ms)
 		rc = 0;
 		goto out;
 	}
-	cap = 64 + 3 * 48 + n * 96;
+	cap = STATE_HEAD_MAX + G__N * STATE_G_MAX + n * STATE_W_MAX;
 	if (cap > OTP_MAX_STATE || (text = malloc(cap)) == NULL)
 		goto out;
 	buf_printf(text, cap, &len, STATE_MAGIC " %lld\n", (long long)wall);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < G__N; i++)
 		buf_printf(text, cap, &len, "G %s %lld %u\n", global_names[i],
 		    to_wall(g[i].start_ms, now, wall), g[i].count);
 	for (size_t i = 0; i < n; i++)
@@ -2659,18 +2843,18 @@ limits_load_line(struct otp *otp, const char *line, int64_t now,
 	if (line[0] == 'G') {
 		if (*p != ' ')
 			return -1;
-		for (g = 0; g < 3; g++)
+		for (g = 0; g < G__N; g++)
 			if (strncmp(p + 1, global_names[g],
 			    strlen(global_names[g])) == 0 && p[1 +
 			    strlen(global_names[g])] == ' ')
 				break;
-		if (g == 3)
+		if (g == G__N)
 			return -1;
 		p += 1 + strlen(global_names[g]);
 		if (state_field(&p, 10, INT64_MAX, &start) != 0 ||
 		    state_field(&p, 10, UINT32_MAX, &count) != 0)
 			return -1;
-		w = limits_global(l, g);
+		w = limits_global(l, (enum global)g);
 		w->start_ms = from_wall((long long)start, now, wall);
 		w->count = start != 0 ? (uint32_t)count : 0;
 		return 0;
@@ -3109,213 +3293,96 @@ phone_mask(const char *phone, char *out, size_t outlen)
 		str_copy(out, outlen, "-");
 }
 
-/* ---- SMS senders ------------------------------------------------------- */
-
-static const char *const send_names[SEND__N] = {
-	"ok", "api_error", "busy", "server_error", "network", "bad_answer",
-	"local",
-};
+/* ---- languages and messages -------------------------------------------- */
 
 /*
- * A tiny JSON reader, enough to pull errors[0].code and .title out of an
- * API error. It never allocates and stops at depth 16; anything it does not
- * understand makes it give up, which only costs detail in a log line.
+ * True if tag (from Accept-Language, len bytes) names lang ("pt_BR") at
+ * the given closeness: 0, the whole tag; 1, the tag's primary subtag is
+ * lang ("pt-PT" for "pt"); 2, the primary subtags alone ("pt_BR").
  */
-struct json {
-	const char *p, *end;
-	int depth;
-};
-
-static void
-json_ws(struct json *j)
+static bool
+lang_match(const char *tag, size_t len, const char *lang, int pass)
 {
-	while (j->p < j->end && strchr(" \t\r\n", *j->p) != NULL && *j->p)
-		j->p++;
-}
+	size_t llen = strlen(lang), i;
 
-/*
- * The character the escape at j->p ('\\') stands for; j->p is left on its
- * last byte. \u is decoded for printable ASCII only (no phone number, code
- * or error code needs more): anything else is -1 when copying, and '?'
- * when only skipping. -1 for a broken escape.
- */
-static int
-json_unescape(struct json *j, bool copying)
-{
-	uint8_t b[2];
+	if (pass >= 1)
+		len = strcspn(tag, "-_") < len ? strcspn(tag, "-_") : len;
+	if (pass == 2)
+		llen = strcspn(lang, "_");
+	if (len != llen)
+		return false;
+	for (i = 0; i < len; i++) {
+		char a = tag[i] == '-' ? '_' : tag[i];
 
-	if (++j->p >= j->end)
-		return -1;
-	switch (*j->p) {
-	case '"': case '\\': case '/': return (unsigned char)*j->p;
-	case 'b': return '\b';
-	case 'f': return '\f';
-	case 'n': return '\n';
-	case 'r': return '\r';
-	case 't': return '\t';
-	case 'u':
-		if (j->end - j->p < 5 || hex_decode(j->p + 1, 4, b) != 0)
-			return -1;
-		j->p += 4;
-		if (b[0] == 0 && b[1] >= 0x20 && b[1] <= 0x7e)
-			return b[1];
-		return copying ? -1 : '?';
-	default: return -1;
+		if (tolower((unsigned char)a) != tolower((unsigned char)lang[i]))
+			return false;
 	}
+	return true;
 }
 
 /*
- * The one JSON string reader: the string at j->p, decoded into out
- * (outlen bytes) unless out is NULL. Returns its length, or -1 if it is
- * not a well-formed string, or does not fit.
+ * The q of one Accept-Language entry (len bytes), in thousandths. "q=" is
+ * looked for in this entry only, and no digit is read past it: "en;q="
+ * ends the header right after the '='.
  */
 static int
-json_string(struct json *j, char *out, size_t outlen)
+lang_q(const char *e, size_t len)
 {
-	size_t n = 0;
-	int ch;
+	const char *qs = memchr(e, ';', len), *end = e + len;
+	int q;
 
-	if (j->p >= j->end || *j->p != '"')
-		return -1;
-	for (j->p++; j->p < j->end && *j->p != '"'; j->p++) {
-		if ((ch = (unsigned char)*j->p) < 0x20 ||
-		    (ch == '\\' && (ch = json_unescape(j, out != NULL)) < 0))
-			return -1;
-		if (out != NULL && n + 1 >= outlen)
-			return -1;
-		if (out != NULL)
-			out[n++] = (char)ch;
-	}
-	if (j->p >= j->end)
-		return -1;
-	j->p++;
-	if (out != NULL)
-		out[n] = '\0';
-	return (int)n;
-}
-
-static int
-json_skip(struct json *j)
-{
-	int rc = -1;
-
-	json_ws(j);
-	if (j->p >= j->end || ++j->depth > 16)
-		return -1;
-	if (*j->p == '"') {
-		rc = json_string(j, NULL, 0) < 0 ? -1 : 0;
-	} else if (*j->p == '{' || *j->p == '[') {
-		char close = *j->p == '{' ? '}' : ']';
-
-		j->p++;
-		json_ws(j);
-		if (j->p < j->end && *j->p == close) {
-			j->p++;
-			rc = 0;
-			goto out;
-		}
-		for (;;) {
-			if (close == '}') {
-				json_ws(j);
-				if (json_string(j, NULL, 0) < 0)
-					goto out;
-				json_ws(j);
-				if (j->p >= j->end || *j->p++ != ':')
-					goto out;
-			}
-			if (json_skip(j) != 0)
-				goto out;
-			json_ws(j);
-			if (j->p < j->end && *j->p == ',') {
-				j->p++;
-				continue;
-			}
-			if (j->p < j->end && *j->p == close) {
-				j->p++;
-				rc = 0;
-			}
-			goto out;
-		}
-	} else {
-		while (j->p < j->end && strchr(",]} \t\r\n", *j->p) == NULL)
-			j->p++;
-		rc = 0;
-	}
-out:
-	j->depth--;
-	return rc;
+	if (qs == NULL || (qs = memmem(qs, (size_t)(end - qs), "q=", 2)) == NULL)
+		return 1000;
+	q = qs[2] == '1' ? 1000 : 0;
+	if (qs + 3 < end && qs[3] == '.')
+		for (int i = 0, f = 100; i < 3 && qs + 4 + i < end &&
+		    isdigit((unsigned char)qs[4 + i]); i++, f /= 10)
+			q += (qs[4 + i] - '0') * f;
+	return q;
 }
 
 /*
- * Positions j just after the ':' of member name in the object at j->p.
- * Returns 0, or -1 if there is no such member.
+ * Picks, for an Accept-Language header, the one of n languages (tags with
+ * "_", like "pt_BR") the client wants most: highest q, closest match (see
+ * lang_match), the earlier on a tie. Returns its index, or -1.
  */
 static int
-json_member(struct json *j, const char *name)
+lang_best(const char *accept, const char *const *langs, int n)
 {
-	size_t nlen = strlen(name);
-	const char *key;
+	int best = -1, best_q = 0;
+	const char *p = accept, *e;
+	size_t len;
 
-	json_ws(j);
-	if (j->p >= j->end || *j->p != '{')
-		return -1;
-	j->p++;
-	for (;;) {
-		json_ws(j);
-		key = j->p + 1; /* names we look for have no escapes */
-		if (json_string(j, NULL, 0) < 0)
-			return -1;
-		json_ws(j);
-		if (j->p >= j->end || *j->p++ != ':')
-			return -1;
-		json_ws(j);
-		if (strncmp(key, name, nlen) == 0 && key[nlen] == '"')
-			return 0;
-		if (json_skip(j) != 0)
-			return -1;
-		json_ws(j);
-		if (j->p >= j->end || *j->p++ != ',')
-			return -1;
+	while (p != NULL && n > 0 && list_next(&p, ',', &e, &len)) {
+		size_t tlen = strcspn(e, " ;,");
+		int q = lang_q(e, len);
+
+		for (int pass = 0; pass < 3 && q > best_q; pass++)
+			for (int i = 0; i < n; i++)
+				if (lang_match(e, tlen, langs[i], pass) &&
+				    q > best_q) {
+					best = i;
+					best_q = q;
+				}
 	}
+	return best;
 }
 
-/* Copies a string or a bare number value at j->p into out. */
-static int
-json_scalar(struct json *j, char *out, size_t outlen)
+/*
+ * The MESSAGE_<lang> text the client prefers, or NULL for MESSAGE, which
+ * is in language LANG and competes like the others: a browser that
+ * prefers English to German gets MESSAGE, not MESSAGE_de.
+ */
+static const char *
+message_for(const struct config *c, const char *accept)
 {
-	const char *start = j->p;
-	char whole[OTP_MAX_STR];
+	const char *langs[OTP_MAX_LANGS + 1] = { c->lang };
+	int i;
 
-	if (j->p < j->end && *j->p == '"') { /* for a log: cut if long */
-		if (json_string(j, whole, sizeof(whole)) < 0)
-			return -1;
-		str_copy(out, outlen, whole);
-		return 0;
-	}
-	if (json_skip(j) != 0 || j->p == start)
-		return -1;
-	return str_ncopy(out, outlen, start, (size_t)(j->p - start)) < 0 ? -1 : 0;
-}
-
-/* Extracts errors[0].code and errors[0].title of a Telnyx error body. */
-static int
-json_api_error(const char *body, size_t len, char *code, size_t codelen,
-               char *title, size_t titlelen)
-{
-	struct json j = { body, body + len, 0 }, e;
-
-	code[0] = title[0] = '\0';
-	if (json_member(&j, "errors") != 0 || j.p >= j.end || *j.p != '[')
-		return -1;
-	j.p++;
-	json_ws(&j);
-	e = j;
-	if (json_member(&e, "code") == 0)
-		json_scalar(&e, code, codelen);
-	e = j;
-	if (json_member(&e, "title") == 0)
-		json_scalar(&e, title, titlelen);
-	return code[0] || title[0] ? 0 : -1;
+	for (i = 0; i < c->nmessages; i++)
+		langs[i + 1] = c->messages[i].lang;
+	i = lang_best(accept, langs, c->nmessages + 1);
+	return i <= 0 ? NULL : c->messages[i - 1].text;
 }
 
 /*
@@ -3394,88 +3461,7 @@ sms_units(const char *text, bool *gsm)
 	return *gsm ? septets : units;
 }
 
-static enum send_result
-send_console(struct otp *otp, const struct config *c, const char *phone,
-             const char *text)
-{
-	(void)otp, (void)c;
-	/* The console sender is the stand-in for a phone: stdout is where
-	 * its "SMS" arrive, so printing the text (and code) is its job. */
-	flockfile(stdout);
-	printf("SMS to %s: ", phone);
-	for (const char *t = text; *t != '\0'; t++) /* one line per SMS */
-		fputs(*t == '\n' ? "\\n" : (char[2]){ *t, '\0' }, stdout);
-	putchar('\n');
-	fflush(stdout);
-	funlockfile(stdout);
-	return SEND_OK;
-}
-
-/*
- * smstools3's spool: one file per message ("To: <digits>", an Alphabet
- * header when the text is not ASCII, a blank line, the text), written in
- * the spool's parent directory (which smsd does not read) and renamed in,
- * so smsd never sees half a file.
- *
- * smsd usually runs as a user of its own (Debian: smsd), so the file is
- * mode 0640 in SPOOL_DIR's group: setgid spool directories give it that
- * group, and otherwise it is handed over when otp_demo is a member of it
- * (a systemd unit's SupplementaryGroups=). fchmod, not open's mode, so
- * that a UMask=0077 does not take the group's read bit away. Nobody else
- * may read it: it holds a code.
- */
-static enum send_result
-send_spool(struct otp *otp, const struct config *c, const char *phone,
-           const char *text)
-{
-	const char *dir = c->spool_dir;
-	char body[OTP_MAX_TEXT + 96], tmp[OTP_MAX_STR + 64];
-	char path[OTP_MAX_STR + 64], name[48], masked[32];
-	uint8_t rnd[8];
-	struct stat dst, fst;
-	bool utf8 = false;
-	int n, fd = -1;
-	enum send_result rc = SEND_LOCAL;
-
-	phone_mask(phone, masked, sizeof(masked));
-	/* smsd reads a file as ISO-8859-15 unless told: say UTF-8 whenever
-	 * the text is not plain ASCII. */
-	for (const char *t = text; *t != '\0'; t++)
-		utf8 |= (unsigned char)*t >= 0x80;
-	n = snprintf(body, sizeof(body), "To: %s\n%s\n%s\n", phone + 1,
-	    utf8 ? "Alphabet: UTF-8\n" : "", text);
-	if (n < 0 || (size_t)n >= sizeof(body) ||
-	    otp->rng(otp->rng_ctx, rnd, sizeof(rnd)) != 0)
-		goto out;
-	str_copy(name, sizeof(name), "otp_demo.");
-	hex_encode(rnd, sizeof(rnd), name + strlen(name), false);
-	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >=
-	    (int)sizeof(path) || snprintf(tmp, sizeof(tmp), "%s/../.%s.tmp",
-	    dir, name) >= (int)sizeof(tmp))
-		goto out;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0 &&
-	    stat(dir, &dst) == 0 && fstat(fd, &fst) == 0 &&
-	    fst.st_gid != dst.st_gid && fchown(fd, (uid_t)-1, dst.st_gid) != 0)
-		log_warn(otp, "%s: %s stays in group %u, not %s's group %u (%s):"
-		    " smsd can read it only as root", __func__, name,
-		    (unsigned)fst.st_gid, dir, (unsigned)dst.st_gid,
-		    strerror(errno));
-	if (fd < 0 || fchmod(fd, 0640) != 0 ||
-	    write(fd, body, (size_t)n) != n || fsync(fd) != 0 ||
-	    close(fd) != 0 || (fd = -1, rename(tmp, path) != 0)) {
-		log_warn(otp, "send_failed to=%s reason=\"spool %s: %s\"", masked,
-		    dir, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		unlink(tmp);
-		goto out;
-	}
-	log_debug(otp, "spooled %s", name);
-	rc = SEND_OK;
-out:
-	wipe(body, sizeof(body));
-	return rc;
-}
+/* ---- processes --------------------------------------------------------- */
 
 /*
  * The next word of a command line at *p into word (size bytes): blanks
@@ -3647,43 +3633,7 @@ command_wait(pid_t pid, long timeout_ms, int halt)
 	return timed_out ? -1 : status;
 }
 
-/*
- * SMS_COMMAND: runs the program with the number and text as arguments
- * (never through a shell), the environment SMS_COMMAND_ENV allows, and
- * SMS_TIMEOUT seconds to finish. Exit status 0 is success.
- */
-static enum send_result
-send_command(struct otp *otp, const struct config *c, const char *phone,
-             const char *text)
-{
-	char words[OTP_MAX_STR + OTP_MAX_TEXT + 64], envbuf[1024], masked[32];
-	char *argv[32], *envp[17];
-	int status;
-	pid_t pid;
-	enum send_result rc = SEND_LOCAL;
-
-	phone_mask(phone, masked, sizeof(masked));
-	command_env(c->sms_command_env, envbuf, sizeof(envbuf), envp,
-	    countof(envp));
-	if (command_argv(c->sms_command, phone, text, words, sizeof(words),
-	    argv, countof(argv)) < 0 || (pid = command_spawn(argv, envp)) < 0)
-		goto out;
-	if ((status = command_wait(pid, c->sms_timeout * 1000,
-	    otp->halt[0])) < 0) {
-		log_warn(otp, "send_failed to=%s reason=\"command timed out\"",
-		    masked);
-		rc = SEND_NETWORK;
-	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		log_warn(otp, "send_failed to=%s reason=\"command exit %d\"",
-		    masked, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-		rc = SEND_API_ERROR;
-	} else {
-		rc = SEND_OK;
-	}
-out:
-	wipe(words, sizeof(words));
-	return rc;
-}
+/* ---- the libcurl pool -------------------------------------------------- */
 
 /* The response body of an API call, capped at OTP_MAX_SMS_RESPONSE. */
 struct response {
@@ -3814,6 +3764,204 @@ curl_setup(const struct config *c, CURL *h, struct curl_slist *hdrs,
 	SET(CURLOPT_USERAGENT, "otp_demo/" OTP_VERSION);
 #undef SET
 	return rc == 0 ? 0 : -1;
+}
+
+/* ---- SMS senders ------------------------------------------------------- */
+
+static const char *const send_names[SEND__N] = {
+	[SEND_OK] = "ok", [SEND_API_ERROR] = "api_error", [SEND_BUSY] = "busy",
+	[SEND_SERVER] = "server_error", [SEND_NETWORK] = "network",
+	[SEND_BAD_ANSWER] = "bad_answer", [SEND_LOCAL] = "local",
+};
+
+static enum send_result
+send_console(struct otp *otp, const struct config *c, const char *phone,
+             const char *text)
+{
+	(void)otp, (void)c;
+	/* The console sender is the stand-in for a phone: stdout is where
+	 * its "SMS" arrive, so printing the text (and code) is its job. */
+	flockfile(stdout);
+	printf("SMS to %s: ", phone);
+	for (const char *t = text; *t != '\0'; t++) /* one line per SMS */
+		fputs(*t == '\n' ? "\\n" : (char[2]){ *t, '\0' }, stdout);
+	putchar('\n');
+	fflush(stdout);
+	funlockfile(stdout);
+	return SEND_OK;
+}
+
+/*
+ * smstools3's spool: one file per message ("To: <digits>", an Alphabet
+ * header when the text is not ASCII, a blank line, the text), written in
+ * the spool's parent directory (which smsd does not read) and renamed in,
+ * so smsd never sees half a file.
+ *
+ * smsd usually runs as a user of its own (Debian: smsd), so the file is
+ * mode 0640 in SPOOL_DIR's group: setgid spool directories give it that
+ * group, and otherwise it is handed over when otp_demo is a member of it
+ * (a systemd unit's SupplementaryGroups=). fchmod, not open's mode, so
+ * that a UMask=0077 does not take the group's read bit away. Nobody else
+ * may read it: it holds a code.
+ */
+static enum send_result
+send_spool(struct otp *otp, const struct config *c, const char *phone,
+           const char *text)
+{
+	const char *dir = c->spool_dir;
+	char body[OTP_MAX_TEXT + 96], tmp[OTP_MAX_STR + 64];
+	char path[OTP_MAX_STR + 64], name[48], masked[32];
+	uint8_t rnd[8];
+	struct stat dst, fst;
+	bool utf8 = false;
+	int n, fd = -1;
+	enum send_result rc = SEND_LOCAL;
+
+	phone_mask(phone, masked, sizeof(masked));
+	/* smsd reads a file as ISO-8859-15 unless told: say UTF-8 whenever
+	 * the text is not plain ASCII. */
+	for (const char *t = text; *t != '\0'; t++)
+		utf8 |= (unsigned char)*t >= 0x80;
+	n = snprintf(body, sizeof(body), "To: %s\n%s\n%s\n", phone + 1,
+	    utf8 ? "Alphabet: UTF-8\n" : "", text);
+	if (n < 0 || (size_t)n >= sizeof(body) ||
+	    otp->rng(otp->rng_ctx, rnd, sizeof(rnd)) != 0)
+		goto out;
+	str_copy(name, sizeof(name), "otp_demo.");
+	hex_encode(rnd, sizeof(rnd), name + strlen(name), false);
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >=
+	    (int)sizeof(path) || snprintf(tmp, sizeof(tmp), "%s/../.%s.tmp",
+	    dir, name) >= (int)sizeof(tmp))
+		goto out;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0 &&
+	    stat(dir, &dst) == 0 && fstat(fd, &fst) == 0 &&
+	    fst.st_gid != dst.st_gid && fchown(fd, (uid_t)-1, dst.st_gid) != 0)
+		log_warn(otp, "%s: %s stays in group %u, not %s's group %u (%s):"
+		    " smsd can read it only as root", __func__, name,
+		    (unsigned)fst.st_gid, dir, (unsigned)dst.st_gid,
+		    strerror(errno));
+	if (fd < 0 || fchmod(fd, 0640) != 0 ||
+	    write(fd, body, (size_t)n) != n || fsync(fd) != 0 ||
+	    close(fd) != 0 || (fd = -1, rename(tmp, path) != 0)) {
+		log_warn(otp, "send_failed to=%s reason=\"spool %s: %s\"", masked,
+		    dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(tmp);
+		goto out;
+	}
+	log_debug(otp, "spooled %s", name);
+	rc = SEND_OK;
+out:
+	wipe(body, sizeof(body));
+	return rc;
+}
+
+/* SMS_COMMAND must name an executable by absolute path. */
+static int
+config_check_command(struct config *c, const struct origin *o, char *err,
+                     size_t errlen)
+{
+	char where[OTP_MAX_STR + 32], words[2 * OTP_MAX_STR], *argv[32];
+	const char *prog;
+
+	config_where(o, "SMS_COMMAND", where, sizeof(where));
+	prog = command_argv(c->sms_command, "+1", "x", words, sizeof(words),
+	    argv, countof(argv)) > 0 ? argv[0] : "";
+	if (prog[0] != '/' || access(prog, X_OK) != 0)
+		return config_error(err, errlen, where, "SMS_COMMAND must start "
+		    "with the absolute path of an executable (%s)",
+		    prog[0] ? prog : "empty");
+	return 0;
+}
+
+/*
+ * SMS_COMMAND: runs the program with the number and text as arguments
+ * (never through a shell), the environment SMS_COMMAND_ENV allows, and
+ * SMS_TIMEOUT seconds to finish. Exit status 0 is success.
+ */
+static enum send_result
+send_command(struct otp *otp, const struct config *c, const char *phone,
+             const char *text)
+{
+	char words[OTP_MAX_STR + OTP_MAX_TEXT + 64], envbuf[1024], masked[32];
+	char *argv[32], *envp[17];
+	int status;
+	pid_t pid;
+	enum send_result rc = SEND_LOCAL;
+
+	phone_mask(phone, masked, sizeof(masked));
+	command_env(c->sms_command_env, envbuf, sizeof(envbuf), envp,
+	    countof(envp));
+	if (command_argv(c->sms_command, phone, text, words, sizeof(words),
+	    argv, countof(argv)) < 0 || (pid = command_spawn(argv, envp)) < 0)
+		goto out;
+	if ((status = command_wait(pid, c->sms_timeout * 1000,
+	    otp->halt[0])) < 0) {
+		log_warn(otp, "send_failed to=%s reason=\"command timed out\"",
+		    masked);
+		rc = SEND_NETWORK;
+	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		log_warn(otp, "send_failed to=%s reason=\"command exit %d\"",
+		    masked, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		rc = SEND_API_ERROR;
+	} else {
+		rc = SEND_OK;
+	}
+out:
+	wipe(words, sizeof(words));
+	return rc;
+}
+
+/* SMS_CA_FILE, or the first system bundle found; fails without one. */
+static int
+config_check_ca(struct config *c, const struct origin *o, char *err,
+                size_t errlen)
+{
+	static const char *const bundles[] = {
+		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Pi OS */
+		"/etc/ssl/cert.pem",                  /* OpenWrt ca-bundle */
+	};
+	char where[OTP_MAX_STR + 32];
+
+	if (c->sms_ca_file[0] == '\0') {
+		for (size_t i = 0; i < countof(bundles); i++)
+			if (access(bundles[i], R_OK) == 0) {
+				str_copy(c->sms_ca_file, sizeof(c->sms_ca_file),
+				    bundles[i]);
+				break;
+			}
+		if (c->sms_ca_file[0] == '\0')
+			return config_error(err, errlen, o->file,
+			    "SMS_CA_FILE not set and no CA bundle found in "
+			    "/etc/ssl/certs/ca-certificates.crt or "
+			    "/etc/ssl/cert.pem");
+	} else if (access(c->sms_ca_file, R_OK) != 0) {
+		config_where(o, "SMS_CA_FILE", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "SMS_CA_FILE %s: %s", c->sms_ca_file, strerror(errno));
+	}
+	return 0;
+}
+
+/* Telnyx: its key, a number to send from, and a CA bundle. */
+static int
+config_check_telnyx(struct config *c, const struct origin *o, char *err,
+                    size_t errlen)
+{
+	char where[OTP_MAX_STR + 32];
+
+	if (c->api_key[0] == '\0') {
+		config_where(o, "API_KEY", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "API_KEY must be set for SMS_PROVIDER telnyx");
+	}
+	if (!phone_is_e164(c->from_number)) {
+		config_where(o, "FROM_NUMBER", where, sizeof(where));
+		return config_error(err, errlen, where,
+		    "FROM_NUMBER must be an E.164 number like '+12015550123'");
+	}
+	return config_check_ca(c, o, err, errlen);
 }
 
 /* Logs a failed API answer: status and errors[0].code/title, no secrets. */
@@ -4015,96 +4163,6 @@ sms_send(struct otp *otp, const struct config *c, const char *phone,
 	rc = c->sender->send(otp, c, phone, text);
 	wipe(text, sizeof(text));
 	return rc;
-}
-
-/*
- * True if tag (from Accept-Language, len bytes) names lang ("pt_BR") at
- * the given closeness: 0, the whole tag; 1, the tag's primary subtag is
- * lang ("pt-PT" for "pt"); 2, the primary subtags alone ("pt_BR").
- */
-static bool
-lang_match(const char *tag, size_t len, const char *lang, int pass)
-{
-	size_t llen = strlen(lang), i;
-
-	if (pass >= 1)
-		len = strcspn(tag, "-_") < len ? strcspn(tag, "-_") : len;
-	if (pass == 2)
-		llen = strcspn(lang, "_");
-	if (len != llen)
-		return false;
-	for (i = 0; i < len; i++) {
-		char a = tag[i] == '-' ? '_' : tag[i];
-
-		if (tolower((unsigned char)a) != tolower((unsigned char)lang[i]))
-			return false;
-	}
-	return true;
-}
-
-/*
- * The q of one Accept-Language entry (len bytes), in thousandths. "q=" is
- * looked for in this entry only, and no digit is read past it: "en;q="
- * ends the header right after the '='.
- */
-static int
-lang_q(const char *e, size_t len)
-{
-	const char *qs = memchr(e, ';', len), *end = e + len;
-	int q;
-
-	if (qs == NULL || (qs = memmem(qs, (size_t)(end - qs), "q=", 2)) == NULL)
-		return 1000;
-	q = qs[2] == '1' ? 1000 : 0;
-	if (qs + 3 < end && qs[3] == '.')
-		for (int i = 0, f = 100; i < 3 && qs + 4 + i < end &&
-		    isdigit((unsigned char)qs[4 + i]); i++, f /= 10)
-			q += (qs[4 + i] - '0') * f;
-	return q;
-}
-
-/*
- * Picks, for an Accept-Language header, the one of n languages (tags with
- * "_", like "pt_BR") the client wants most: highest q, closest match (see
- * lang_match), the earlier on a tie. Returns its index, or -1.
- */
-static int
-lang_best(const char *accept, const char *const *langs, int n)
-{
-	int best = -1, best_q = 0;
-	const char *p = accept, *e;
-	size_t len;
-
-	while (p != NULL && n > 0 && list_next(&p, ',', &e, &len)) {
-		size_t tlen = strcspn(e, " ;,");
-		int q = lang_q(e, len);
-
-		for (int pass = 0; pass < 3 && q > best_q; pass++)
-			for (int i = 0; i < n; i++)
-				if (lang_match(e, tlen, langs[i], pass) &&
-				    q > best_q) {
-					best = i;
-					best_q = q;
-				}
-	}
-	return best;
-}
-
-/*
- * The MESSAGE_<lang> text the client prefers, or NULL for MESSAGE, which
- * is in language LANG and competes like the others: a browser that
- * prefers English to German gets MESSAGE, not MESSAGE_de.
- */
-static const char *
-message_for(const struct config *c, const char *accept)
-{
-	const char *langs[OTP_MAX_LANGS + 1] = { c->lang };
-	int i;
-
-	for (i = 0; i < c->nmessages; i++)
-		langs[i + 1] = c->messages[i].lang;
-	i = lang_best(accept, langs, c->nmessages + 1);
-	return i <= 0 ? NULL : c->messages[i - 1].text;
 }
 
 /* ---- verifications ----------------------------------------------------- */
@@ -4491,7 +4549,7 @@ www_pick(const struct otp *otp, const struct config *c, const char *name,
 	return root != NULL ? root : www_find(name);
 }
 
-/* ---- HTTP -------------------------------------------------------------- */
+/* ---- HTTP replies ------------------------------------------------------ */
 /*
  * Every response goes through reply(), which adds the security headers,
  * no-store and the cookies; handlers never write headers themselves.
@@ -4793,6 +4851,8 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
 	return reply_page(r, status, "verify.html", vars, countof(vars));
 }
 
+/* ---- cookies and sessions ---------------------------------------------- */
+
 /*
  * On a secure page (TLS here, or https at a trusted proxy) every cookie
  * is a "__Host-" cookie: Secure, Path=/ and no Domain, so that neither a
@@ -4930,6 +4990,96 @@ session_read(struct req *r)
 		session_use(r, id);
 }
 
+/* A verification's handle (otp_vid, API ids): slot and id in hex. */
+#define HANDLE_LEN (8 + 2 * OTP_ID_LEN)
+
+/* Decodes a handle: 8 hex digits of slot, then the id in hex. 0 or -1. */
+static int
+handle_decode(const char *v, size_t len, uint32_t *slot,
+              uint8_t id[OTP_ID_LEN])
+{
+	uint8_t s[4];
+
+	if (len != HANDLE_LEN || hex_decode(v, 8, s) != 0 ||
+	    hex_decode(v + 8, 2 * OTP_ID_LEN, id) != 0)
+		return -1;
+	*slot = (uint32_t)s[0] << 24 | (uint32_t)s[1] << 16 |
+	    (uint32_t)s[2] << 8 | s[3];
+	return 0;
+}
+
+/* Decodes the request's otp_vid cookie. 0 or -1. */
+static int
+handle_parse(const struct req *r, uint32_t *slot, uint8_t id[OTP_ID_LEN])
+{
+	char v[HANDLE_LEN + 1];
+	int n = req_cookie(r, "otp_vid", v, sizeof(v));
+
+	return n < 0 ? -1 : handle_decode(v, (size_t)n, slot, id);
+}
+
+static void
+handle_format(uint32_t slot, const uint8_t id[OTP_ID_LEN],
+              char out[HANDLE_LEN + 1])
+{
+	snprintf(out, 9, "%08x", (unsigned)slot);
+	hex_encode(id, OTP_ID_LEN, out + 8, false);
+}
+
+/*
+ * The forward-auth cookie: "<expiry>.<number digits>.<mac>", the mac an
+ * HMAC of the rest under the auth key (kept in STATE_DIR, so it survives a
+ * restart). Expiry is wall-clock Unix time, for the same reason.
+ */
+static int
+auth_cookie_make(const struct otp *otp, const char *phone, long long expiry,
+                 char *out, size_t outlen)
+{
+	uint8_t mac[OTP_MAC_LEN];
+	char hex[2 * OTP_MAC_LEN + 1];
+	int n = snprintf(out, outlen, "%lld.%s", expiry, phone + 1);
+
+	if (n < 0 || (size_t)n + 34 >= outlen)
+		return -1;
+	hmac256(otp->auth_key, out, (size_t)n, mac);
+	hex_encode(mac, 16, hex, false);
+	snprintf(out + n, outlen - (size_t)n, ".%s", hex);
+	return 0;
+}
+
+/* Checks an otp_auth cookie's value v; on success writes the number.
+ * 0 or -1. */
+static int
+auth_cookie_check(const struct otp *otp, const char *v, long long now,
+                  char phone[OTP_MAX_PHONE_LEN + 1])
+{
+	char want[128];
+	const char *dot;
+	long expiry;
+	size_t n = strlen(v);
+
+	if (n == 0 || (dot = strchr(v, '.')) == NULL)
+		return -1;
+	{
+		char num[24];
+
+		if (str_ncopy(num, sizeof(num), v, (size_t)(dot - v)) != 0 ||
+		    parse_long(num, 0, LONG_MAX, &expiry) != 0 || expiry <= now)
+			return -1;
+	}
+	phone[0] = '+';
+	if (str_ncopy(phone + 1, OTP_MAX_PHONE_LEN, dot + 1,
+	    strcspn(dot + 1, ".")) != 0 || !phone_is_e164(phone) ||
+	    auth_cookie_make(otp, phone, expiry, want, sizeof(want)) != 0 ||
+	    /* Both lengths follow from the cookie itself: telling them
+	     * apart tells nothing of the key. */
+	    strlen(want) != n || !ct_equal(want, v, n))
+		return -1;
+	return 0;
+}
+
+/* ---- client address ---------------------------------------------------- */
+
 /* The value of the last header line called name, or NULL. */
 static const char *
 header_last(const struct req *r, const char *name)
@@ -5026,6 +5176,8 @@ client_address(struct req *r)
 		forwarded_for(r, r->addr, sizeof(r->addr));
 	}
 }
+
+/* ---- forms ------------------------------------------------------------- */
 
 /* Whether a Content-Type header is want, parameters aside, in any case. */
 static bool
@@ -5302,92 +5454,7 @@ form_read(struct req *r, char *buf, size_t cap, size_t *len)
 	return 0;
 }
 
-#define HANDLE_LEN (8 + 2 * OTP_ID_LEN)
-
-/* Decodes a handle: 8 hex digits of slot, then the id in hex. 0 or -1. */
-static int
-handle_decode(const char *v, size_t len, uint32_t *slot,
-              uint8_t id[OTP_ID_LEN])
-{
-	uint8_t s[4];
-
-	if (len != HANDLE_LEN || hex_decode(v, 8, s) != 0 ||
-	    hex_decode(v + 8, 2 * OTP_ID_LEN, id) != 0)
-		return -1;
-	*slot = (uint32_t)s[0] << 24 | (uint32_t)s[1] << 16 |
-	    (uint32_t)s[2] << 8 | s[3];
-	return 0;
-}
-
-/* Decodes the request's otp_vid cookie. 0 or -1. */
-static int
-handle_parse(const struct req *r, uint32_t *slot, uint8_t id[OTP_ID_LEN])
-{
-	char v[HANDLE_LEN + 1];
-	int n = req_cookie(r, "otp_vid", v, sizeof(v));
-
-	return n < 0 ? -1 : handle_decode(v, (size_t)n, slot, id);
-}
-
-static void
-handle_format(uint32_t slot, const uint8_t id[OTP_ID_LEN],
-              char out[HANDLE_LEN + 1])
-{
-	snprintf(out, 9, "%08x", (unsigned)slot);
-	hex_encode(id, OTP_ID_LEN, out + 8, false);
-}
-
-/*
- * The forward-auth cookie: "<expiry>.<number digits>.<mac>", the mac an
- * HMAC of the rest under the auth key (kept in STATE_DIR, so it survives a
- * restart). Expiry is wall-clock Unix time, for the same reason.
- */
-static int
-auth_cookie_make(const struct otp *otp, const char *phone, long long expiry,
-                 char *out, size_t outlen)
-{
-	uint8_t mac[OTP_MAC_LEN];
-	char hex[2 * OTP_MAC_LEN + 1];
-	int n = snprintf(out, outlen, "%lld.%s", expiry, phone + 1);
-
-	if (n < 0 || (size_t)n + 34 >= outlen)
-		return -1;
-	hmac256(otp->auth_key, out, (size_t)n, mac);
-	hex_encode(mac, 16, hex, false);
-	snprintf(out + n, outlen - (size_t)n, ".%s", hex);
-	return 0;
-}
-
-/* Checks an otp_auth cookie's value v; on success writes the number.
- * 0 or -1. */
-static int
-auth_cookie_check(const struct otp *otp, const char *v, long long now,
-                  char phone[OTP_MAX_PHONE_LEN + 1])
-{
-	char want[128];
-	const char *dot;
-	long expiry;
-	size_t n = strlen(v);
-
-	if (n == 0 || (dot = strchr(v, '.')) == NULL)
-		return -1;
-	{
-		char num[24];
-
-		if (str_ncopy(num, sizeof(num), v, (size_t)(dot - v)) != 0 ||
-		    parse_long(num, 0, LONG_MAX, &expiry) != 0 || expiry <= now)
-			return -1;
-	}
-	phone[0] = '+';
-	if (str_ncopy(phone + 1, OTP_MAX_PHONE_LEN, dot + 1,
-	    strcspn(dot + 1, ".")) != 0 || !phone_is_e164(phone) ||
-	    auth_cookie_make(otp, phone, expiry, want, sizeof(want)) != 0 ||
-	    /* Both lengths follow from the cookie itself: telling them
-	     * apart tells nothing of the key. */
-	    strlen(want) != n || !ct_equal(want, v, n))
-		return -1;
-	return 0;
-}
+/* ---- the web flow ------------------------------------------------------ */
 
 /*
  * After a right code: a fresh session, the forward-auth cookie, the
@@ -5628,7 +5695,9 @@ static int
 on_metrics(struct req *r)
 {
 	static const char *const results[CHECK__N] = {
-		"approved", "wrong", "locked", "unknown", "expired", "used",
+		[CHECK_OK] = "approved", [CHECK_WRONG] = "wrong",
+		[CHECK_LOCKED] = "locked", [CHECK_UNKNOWN] = "unknown",
+		[CHECK_EXPIRED] = "expired", [CHECK_DONE] = "used",
 	};
 	struct otp *otp = r->otp;
 	struct stats *st = &otp->stats;
@@ -5708,22 +5777,6 @@ reply_outcome_json(struct req *r, enum outcome o)
 {
 	return reply_json_error(r, outcomes[o].status, outcomes[o].code,
 	    outcomes[o].api);
-}
-
-/*
- * Decodes the JSON string value of member name of the object in body into
- * out (ASCII only: \u escapes above 0x7e are refused, which no phone
- * number or code needs). Returns the length, or -1.
- */
-static int
-json_get_string(const char *body, size_t len, const char *name, char *out,
-                size_t outlen)
-{
-	struct json j = { body, body + len, 0 };
-
-	if (json_member(&j, name) != 0)
-		return -1;
-	return json_string(&j, out, outlen);
 }
 
 /*
@@ -5828,8 +5881,8 @@ api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
           const char *vid)
 {
 	static const char *const status[CHECK__N] = {
-		"approved", "pending", "max_attempts_reached", NULL, "expired",
-		NULL,
+		[CHECK_OK] = "approved", [CHECK_WRONG] = "pending",
+		[CHECK_LOCKED] = "max_attempts_reached", [CHECK_EXPIRED] = "expired",
 	};
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], code[OTP_MAX_INPUT + 1], out[64];
