@@ -903,6 +903,7 @@ static const char *check_env_names(const char *v);
 #define INT(name, field, min, max, def) \
 	{ name, K_INT, min, max, def, F(field), NULL, NULL }
 #define BOOL(name, field, def) { name, K_BOOL, 0, 1, def, F(field), NULL, NULL }
+#define CAP(name, field, max, def) INT(name, field, 1, max, def) /* a limit */
 
 static const struct key config_keys[] = {
 	STR("API_KEY", api_key, "", NULL),
@@ -923,18 +924,17 @@ static const struct key config_keys[] = {
 	INT("CODE_TTL", code_ttl, 1, 600, "300"),
 	INT("MAX_ATTEMPTS", max_attempts, 1, 100, "5"),
 	INT("RESEND_INTERVAL", resend_interval, 0, 3600, "30"),
-	INT("VERIFY_PER_IP_PER_HOUR", verify_per_ip_per_hour, 1, 1000000, "30"),
-	INT("SMS_PER_NUMBER_PER_HOUR", sms_per_number_per_hour, 1, 1000000, "5"),
-	INT("SMS_PER_IP_PER_HOUR", sms_per_ip_per_hour, 1, 1000000, "10"),
-	INT("SMS_PER_HOUR", sms_per_hour, 1, 10000000, "100"),
-	INT("SMS_PER_DAY", sms_per_day, 1, 100000000, "1000"),
+	CAP("VERIFY_PER_IP_PER_HOUR", verify_per_ip_per_hour, 1000000, "30"),
+	CAP("SMS_PER_NUMBER_PER_HOUR", sms_per_number_per_hour, 1000000, "5"),
+	CAP("SMS_PER_IP_PER_HOUR", sms_per_ip_per_hour, 1000000, "10"),
+	CAP("SMS_PER_HOUR", sms_per_hour, 10000000, "100"),
+	CAP("SMS_PER_DAY", sms_per_day, 100000000, "1000"),
 	INT("NETWORK_SHARE", network_share, 1, 100, "25"),
 	INT("IPV6_PREFIX", ipv6_prefix, 32, 128, "64"),
-	INT("API_SMS_PER_HOUR", api_sms_per_hour, 1, 10000000, "100"),
-	INT("API_SMS_PER_NUMBER_PER_HOUR", api_sms_per_number_per_hour, 1,
-	    1000000, "5"),
-	INT("API_SENDS_PER_VERIFICATION", api_sends_per_verification, 1, 100,
+	CAP("API_SMS_PER_HOUR", api_sms_per_hour, 10000000, "100"),
+	CAP("API_SMS_PER_NUMBER_PER_HOUR", api_sms_per_number_per_hour, 1000000,
 	    "5"),
+	CAP("API_SENDS_PER_VERIFICATION", api_sends_per_verification, 100, "5"),
 	STR("ALLOWED_COUNTRY_CODES", allowed_country_codes, "",
 	    check_country_list),
 	STR("TRUSTED_PROXY", trusted_proxy, "", check_addresses),
@@ -2186,28 +2186,15 @@ store_sweep(struct store *st, int64_t now, int64_t ttl_ms)
 	return live;
 }
 
-/* Records with a code (live or locked), counted as they change. */
-static uint32_t
-store_live(struct store *st)
+/* Records with a code (live or locked), counted as they change, and
+ * records in use (tombstones too). O(1), for /metrics. */
+static void
+store_counts(struct store *st, uint32_t *live, uint32_t *used)
 {
-	uint32_t n;
-
 	pthread_mutex_lock(&st->lock);
-	n = st->live;
+	*live = st->live;
+	*used = st->cap - st->nfree;
 	pthread_mutex_unlock(&st->lock);
-	return n;
-}
-
-/* Records in use, tombstones included. */
-static uint32_t
-store_pending(struct store *st)
-{
-	uint32_t n;
-
-	pthread_mutex_lock(&st->lock);
-	n = st->cap - st->nfree;
-	pthread_mutex_unlock(&st->lock);
-	return n;
 }
 
 /* ---- rate limits ------------------------------------------------------- */
@@ -3888,29 +3875,25 @@ send_command(struct otp *otp, const struct config *c, const char *phone,
 	char *argv[32], *envp[17];
 	int status;
 	pid_t pid;
-	enum send_result rc = SEND_LOCAL;
 
 	phone_mask(phone, masked, sizeof(masked));
 	command_env(c->sms_command_env, envbuf, sizeof(envbuf), envp,
 	    countof(envp));
-	if (command_argv(c->sms_command, phone, text, words, sizeof(words),
-	    argv, countof(argv)) < 0 || (pid = command_spawn(argv, envp)) < 0)
-		goto out;
-	if ((status = command_wait(pid, c->sms_timeout * 1000,
-	    otp->halt[0])) < 0) {
+	pid = command_argv(c->sms_command, phone, text, words, sizeof(words),
+	    argv, countof(argv)) < 0 ? -1 : command_spawn(argv, envp);
+	wipe(words, sizeof(words)); /* the child has its own copy */
+	if (pid < 0)
+		return SEND_LOCAL;
+	status = command_wait(pid, c->sms_timeout * 1000, otp->halt[0]);
+	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return SEND_OK;
+	if (status < 0)
 		log_warn(otp, "send_failed to=%s reason=\"command timed out\"",
 		    masked);
-		rc = SEND_NETWORK;
-	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	else
 		log_warn(otp, "send_failed to=%s reason=\"command exit %d\"",
 		    masked, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-		rc = SEND_API_ERROR;
-	} else {
-		rc = SEND_OK;
-	}
-out:
-	wipe(words, sizeof(words));
-	return rc;
+	return status < 0 ? SEND_NETWORK : SEND_API_ERROR;
 }
 
 /* SMS_CA_FILE, or the first system bundle found; fails without one. */
@@ -5690,6 +5673,21 @@ on_readyz(struct req *r)
 	return reply_text(r, 200, "ready\n");
 }
 
+/* A labelled counter family of /metrics ("name{label"): its TYPE line,
+ * then one line per label value, values[first] to values[end - 1]. */
+static void
+metrics_family(char *out, size_t cap, size_t *n, const char *name_label,
+               const char *const *values, const atomic_ulong *counts,
+               int first, int end)
+{
+	int name = (int)strcspn(name_label, "{");
+
+	buf_printf(out, cap, n, "# TYPE %.*s counter\n", name, name_label);
+	for (int i = first; i < end; i++)
+		buf_printf(out, cap, n, "%s=\"%s\"} %lu\n", name_label,
+		    values[i], atomic_load(&counts[i]));
+}
+
 /* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
 static int
 on_metrics(struct req *r)
@@ -5701,6 +5699,7 @@ on_metrics(struct req *r)
 	};
 	struct otp *otp = r->otp;
 	struct stats *st = &otp->stats;
+	uint32_t live, used;
 	char out[4096];
 	size_t n = 0;
 
@@ -5710,29 +5709,18 @@ on_metrics(struct req *r)
 	    r->cfg->metrics_allow))
 		return reply_error(r, 404, "Not found", "There is no such page.");
 	buf_printf(out, sizeof(out), &n, "# TYPE otp_sms_sent_total counter\n"
-	    "otp_sms_sent_total %lu\n# TYPE otp_sms_failed_total counter\n",
-	    atomic_load(&st->sent));
-	for (int i = 1; i < SEND__N; i++)
-		buf_printf(out, sizeof(out), &n,
-		    "otp_sms_failed_total{reason=\"%s\"} %lu\n", send_names[i],
-		    atomic_load(&st->failed[i]));
-	buf_printf(out, sizeof(out), &n,
-	    "# TYPE otp_verifications_total counter\n");
-	for (int i = 0; i < CHECK__N; i++)
-		buf_printf(out, sizeof(out), &n,
-		    "otp_verifications_total{result=\"%s\"} %lu\n", results[i],
-		    atomic_load(&st->checks[i]));
-	buf_printf(out, sizeof(out), &n,
-	    "# TYPE otp_rate_limited_total counter\n");
-	for (int i = 1; i < LIMIT__N; i++)
-		buf_printf(out, sizeof(out), &n,
-		    "otp_rate_limited_total{limit=\"%s\"} %lu\n", limit_names[i],
-		    atomic_load(&st->limited[i]));
+	    "otp_sms_sent_total %lu\n", atomic_load(&st->sent));
+	metrics_family(out, sizeof(out), &n, "otp_sms_failed_total{reason",
+	    send_names, st->failed, 1, SEND__N);
+	metrics_family(out, sizeof(out), &n, "otp_verifications_total{result",
+	    results, st->checks, 0, CHECK__N);
+	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
+	    limit_names, st->limited, 1, LIMIT__N);
+	store_counts(&otp->store, &live, &used);
 	buf_printf(out, sizeof(out), &n, "# TYPE otp_pending_codes gauge\n"
 	    "otp_pending_codes %u\n# TYPE otp_table_used gauge\n"
 	    "otp_table_used %u\n# TYPE otp_table_capacity gauge\n"
-	    "otp_table_capacity %ld\n", store_live(&otp->store),
-	    store_pending(&otp->store), r->cfg->max_pending);
+	    "otp_table_capacity %ld\n", live, used, r->cfg->max_pending);
 	if (n >= sizeof(out))
 		return reply_outcome(r, OUT_INTERNAL, "");
 	return reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out, n);
@@ -7216,15 +7204,27 @@ log_escape(const char *in, size_t len, char *out, size_t outlen)
 }
 
 static int64_t
-clock_monotonic_ms(void)
+clock_ms(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Writes 2 * len hex digits and a NUL. */
+static int64_t
+clock_monotonic_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+/* Unix time in milliseconds. */
+static int64_t
+clock_wall_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}
+
 /* Reads an IPv4 or IPv6 address (len bytes, any spelling) into out:
  * out[0] its size (4 or 16), then its bytes. false if it is not one. */
 static bool
@@ -7243,16 +7243,7 @@ addr_parse(const char *s, size_t len, uint8_t out[17])
 	return true;
 }
 
-/* Unix time in milliseconds. */
-static int64_t
-clock_wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
+/* Writes 2 * len hex digits and a NUL. */
 static void
 hex_encode(const uint8_t *in, size_t len, char *out, bool upper)
 {

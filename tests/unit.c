@@ -13,6 +13,24 @@
 
 #include <cmocka.h>
 
+static uint32_t
+store_live(struct store *st)
+{
+	uint32_t live, used;
+
+	store_counts(st, &live, &used);
+	return live;
+}
+
+static uint32_t
+store_pending(struct store *st)
+{
+	uint32_t live, used;
+
+	store_counts(st, &live, &used);
+	return used;
+}
+
 /* ---- fakes: clock and random source ------------------------------------ */
 
 static int64_t fake_now = 1000000;
