@@ -573,7 +573,7 @@ def slow(rundir):
     say("== slow connections: a normal client beside slowloris clients")
     sys.path.insert(0, os.path.join(ROOT, "tests", "attack"))
     import slow_clients as sc
-    sc.al.raise_fd_limit()
+    sc.raise_fd_limit()
     one = ["127.0.0.1"]
     many = ["127.0.0.%d" % (2 + i) for i in range(64)]
     rows = [("none", 0, one), ("8 from one address", 8, one),

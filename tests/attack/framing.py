@@ -25,8 +25,10 @@ import socket
 import sys
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import attacklib as al  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
+
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 N = b"%d" % len(SMUGGLED)
@@ -140,7 +142,7 @@ def send(port, data, timeout=5.0):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         s.sendall(data)
-        return al.read_answers(s, timeout)
+        return h.read_answers(s, timeout)
     except OSError as e:
         return [], True, ("%s" % e).encode()
     finally:
@@ -151,36 +153,37 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-k", action="append", default=[])
     a = ap.parse_args()
-    t = al.Checks("framing")
-    if not t.check("otp_demo binary exists", os.access(al.BIN, os.X_OK),
-                   al.BIN):
+    t = h.Checks("framing")
+    if not t.check("otp_demo binary exists", os.access(h.BIN, os.X_OK),
+                   h.BIN):
         return t.done()
-    otp = al.Otp("framing")
+    ctx = h.Ctx("framing", OUT)
     try:
-        answers, closed, _ = send(otp.port, CONTROL, timeout=2.0)
+        srv = ctx.start_server(base=h.CONSOLE)
+        answers, closed, _ = send(srv.port, CONTROL, timeout=2.0)
         t.check("control: two pipelined requests get two answers (200, 404)",
-                al.statuses(answers) == [200, 404],
-                "got %s" % al.statuses(answers))
+                h.statuses(answers) == [200, 404],
+                "got %s" % h.statuses(answers))
         for name, data in VARIANTS:
             if a.k and not any(k in name for k in a.k):
                 continue
-            answers, closed, rest = send(otp.port, data)
-            st = al.statuses(answers)
+            answers, closed, rest = send(srv.port, data)
+            st = h.statuses(answers)
             why = "answers %s, %s%s" % (
                 st, "closed" if closed else "left open",
                 ", %d bytes unparsed" % len(rest) if rest else "")
             t.check("%s: 400 and close" % name,
                     st == [400] and closed and not rest, why)
-            if not otp.srv.alive():
+            if not srv.alive():
                 t.check("server alive after %s" % name, False)
                 break
         try:
-            st = al.it.Browser(otp.ctx, "after").get("/").status
-        except al.it.Fail as e:
+            st = ctx.browser("after").get("/").status
+        except h.Fail as e:
             st = str(e)
         t.check("GET / still served", st == 200, "got %s" % st)
     finally:
-        problems = otp.stop()
+        problems = ctx.close()
     t.check("server exits cleanly", not problems, "; ".join(problems))
     return t.done()
 
