@@ -441,6 +441,15 @@ class Server:
         return self.rc
 
 
+def console_code(server, phone, start=0, timeout=5.0):
+    """The code in the console sender's stdout line for phone ("SMS to
+    PHONE: TEXT"; the code ends the text, 4 to 16 hex digits), from line
+    start on; None if none comes within timeout."""
+    got = server.wait_stdout(r"^SMS to %s: .*?([0-9A-Fa-f]{4,16})\s*$"
+                             % re.escape(phone), start, timeout)
+    return got[1].group(1) if got else None
+
+
 def run_once(dir, config=None, args=(), env=None, timeout=RUN_TIMEOUT,
              command=None):
     """Runs the binary (command) in dir with config (as Server has it) and
@@ -914,6 +923,50 @@ def read_answers(sock, timeout=5.0, want=None):
 
 def statuses(answers):
     return [s for s, _ in answers]
+
+
+# ---- nginx in front -----------------------------------------------------------
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+{http}
+}}
+"""
+
+
+def nginx_path():
+    """Debian's nginx (or $NGINX), or None."""
+    for c in (os.environ.get("NGINX"), shutil.which("nginx"),
+              "/usr/sbin/nginx"):
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def start_nginx(dir, tmp, http, connections=64):
+    """nginx in the foreground, unprivileged, with everything it writes in
+    tmp and http as its http { } block; its output in dir. Returns the
+    Server, which logs no port: wait_port() for the ports http listens
+    on. Its logs are tmp/error.log and tmp/access.log."""
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(tmp=tmp, http=http.rstrip("\n"),
+                                  connections=connections))
+    return Server(dir, command=[nginx_path() or "nginx", "-p", tmp, "-c",
+                                conf, "-e", tmp + "/error.log"],
+                  listen_re=None, stdout="file", stderr="file").start()
 
 
 # ---- what every answer must be ---------------------------------------------------

@@ -172,25 +172,6 @@ def framed_requests(data):
 
 # ---- the proxies -------------------------------------------------------------
 
-NGINX_WRAP = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-{snippet}
-}}
-"""
-
-
 def proxy(label, argv, port):
     """A proxy in the foreground, its output in OUT/desync-LABEL/."""
     srv = h.Server(os.path.join(OUT, "desync-" + label), command=argv,
@@ -203,17 +184,14 @@ def start_proxies(snips, relay_port, tmp):
     """[(label, proxy server)]: nginx and HAProxy as README says, HAProxy
     with http-reuse always."""
     out = []
-    ng = shutil.which("nginx") or "/usr/sbin/nginx"
     ha = shutil.which("haproxy") or "/usr/sbin/haproxy"
     port = h.free_port()
     snippet = snips["nginx"].replace("listen 80;", "listen 127.0.0.1:%d;"
                                      % port)
     snippet = snippet.replace("127.0.0.1:5000", "127.0.0.1:%d" % relay_port)
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX_WRAP.format(tmp=tmp, snippet=snippet))
-    out.append(("nginx", proxy("nginx", [ng, "-p", tmp, "-c", conf, "-e",
-                                         tmp + "/error.log"], port)))
+    ng = h.start_nginx(os.path.join(OUT, "desync-nginx"), tmp, snippet, 256)
+    ng.port = port
+    out.append(("nginx", ng))
     for label, extra in (("haproxy", ""),
                          ("haproxy-reuse-always",
                           "    http-reuse always\n")):
