@@ -75,6 +75,19 @@ TOO_MANY = "Too many wrong codes. Please request a new code."
 # otp_demo with the console sender on a free loopback port.
 CONSOLE = {"LISTEN": "127.0.0.1:0", "SMS_PROVIDER": "console"}
 
+# The rate limits raised to their maxima (see config_keys in otp_demo.c),
+# for load: the bench measures the path it means to, not a 429.
+LIMITS_OFF = {
+    "RESEND_INTERVAL": 0,
+    "VERIFY_PER_IP_PER_HOUR": 1000000,
+    "SMS_PER_NUMBER_PER_HOUR": 1000000,
+    "SMS_PER_IP_PER_HOUR": 1000000,
+    "SMS_PER_HOUR": 10000000,
+    "SMS_PER_DAY": 100000000,
+    "MAX_ATTEMPTS": 100,
+    "CODE_TTL": 600,
+}
+
 CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; "
        "img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
        "base-uri 'none'")
@@ -137,6 +150,20 @@ class Checks:
     def done(self):
         print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
         return 1 if self.failed else 0
+
+
+def script_checks(suite):
+    """The start of a script that counts its own checks: its command line
+    (-k SUBSTR, repeatable: only the rows whose name has one) and its
+    Checks, whose first check is that BIN is executable. Returns (args,
+    checks); with no binary, checks.failed is 1: the script ends there
+    with checks.done()."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-k", action="append", default=[])
+    a = ap.parse_args()
+    t = Checks(suite)
+    t.check("otp_demo binary exists", os.access(BIN, os.X_OK), BIN)
+    return a, t
 
 
 # ---- config.cfg ----------------------------------------------------------------
@@ -301,7 +328,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise Fail("server exited %s at start: %s" % (
                     self.proc.returncode,
-                    short(" | ".join(self._lines("err")[-3:]), 300)))
+                    short(" | ".join(self.log_lines("err")[-3:]), 300)))
             raise Fail("no %r line on stderr within %ds"
                        % (self.listen_re, self.start_timeout))
         m = got[1]
@@ -319,7 +346,7 @@ class Server:
         with self.cond:
             self.cond.notify_all()
 
-    def _lines(self, which):
+    def log_lines(self, which="err"):
         """The complete lines so far of stdout ("out") or stderr ("err")."""
         if self.modes[which] == "pipe":
             with self.cond:
@@ -346,7 +373,7 @@ class Server:
                 for t in self.readers:      # let the readers drain
                     t.join(1)
             with self.cond:
-                lines = self.lines[which] if piped else self._lines(which)
+                lines = self.lines[which] if piped else self.log_lines(which)
                 for i in range(i, len(lines)):
                     m = pat.search(lines[i])
                     if m:
@@ -372,7 +399,7 @@ class Server:
 
     def log(self):
         """stderr so far."""
-        return "\n".join(self._lines("err"))
+        return "\n".join(self.log_lines("err"))
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -389,7 +416,7 @@ class Server:
         end = time.monotonic() + timeout
         while True:
             found = [m.groups() for m in map(re.compile(LISTEN_RE).search,
-                                             self._lines("err")) if m]
+                                             self.log_lines("err")) if m]
             if len(found) >= want or time.monotonic() > end:
                 break
             time.sleep(0.05)
