@@ -1475,7 +1475,7 @@ def _parallel(n, fn):
     return results
 
 
-def case_max_attempts_parallel(ctx):
+def case_max_attempts_parallel_100(ctx):
     ctx.start_fake()
     max_attempts = 5
     ctx.start_server({"MAX_ATTEMPTS": max_attempts,
@@ -1522,7 +1522,7 @@ def case_max_attempts_parallel(ctx):
     check(ctx.server.alive(), "server died")
 
 
-def case_sms_pump_1000(ctx):
+def case_sms_pump_1000_numbers(ctx):
     ctx.start_fake()
     ctx.start_server({})     # defaults: 10 per address per hour, 100 per hour
     cap = 10
@@ -2175,32 +2175,6 @@ def case_log_syslog(ctx):
         os.unlink(path)
 
 
-CODE_CASES = [
-    {"name": "raw_protocol_errors", "fn": case_raw_protocol_errors},
-    {"name": "listen_two_ports", "fn": case_listen_two_ports},
-    {"name": "sigint_clean_exit", "fn": case_sigint_clean_exit},
-    {"name": "console_no_api_key", "fn":
-     case_console_no_api_key},
-    {"name": "security_headers_everywhere", "fn":
-     case_security_headers_everywhere},
-    {"name": "max_attempts_parallel_100", "fn": case_max_attempts_parallel},
-    {"name": "sms_pump_1000_numbers", "fn": case_sms_pump_1000},
-    {"name": "trickle_body", "fn": case_trickle_body},
-    {"name": "trickle_headers", "fn": case_trickle_headers},
-    {"name": "trickle_starvation", "fn": case_trickle_starvation},
-    {"name": "huge_content_length", "fn": case_huge_content_length},
-    {"name": "sigterm_clean_exit", "fn": case_sigterm_clean_exit},
-    {"name": "auth_state_dir_restart", "fn": case_auth_state_dir_restart},
-    {"name": "auth_no_state_dir_restart", "fn":
-     case_auth_no_state_dir_restart},
-    {"name": "api_key_file", "fn": case_api_key_file},
-    {"name": "tls_listener", "fn": case_tls_listener},
-    {"name": "tls_redirect_http", "fn": case_tls_redirect_http},
-    {"name": "tls_refuses_tls11", "fn": case_tls_refuses_tls11},
-    {"name": "log_syslog", "fn": case_log_syslog},
-]
-
-
 # ---- runner ------------------------------------------------------------------
 
 def all_cases():
@@ -2209,7 +2183,7 @@ def all_cases():
            for row in CONFIG_ROWS]
     out += [(c["name"], lambda ctx, c=c: run_table_case(ctx, c))
             for c in CASES]
-    return out + [(c["name"], c["fn"]) for c in CODE_CASES]
+    return out + harness.cases_in(globals())     # the case_NAME functions
 
 
 # Slow cases first so the pool stays busy.

@@ -33,6 +33,7 @@ Exit status 1 if anything failed.
 """
 
 import base64
+import contextlib
 import json
 import locale
 import os
@@ -269,13 +270,20 @@ def spool_read_one(d):
     return path, data
 
 
-def case_spool_gsm(ctx):
+def spool_send(ctx, message=None):
+    """The spool sender (with MESSAGE message) on a new spool directory,
+    one code asked for: (the browser, the message file's bytes)."""
     d, out = spool_setup(ctx)
-    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out})
+    start(ctx, dict({"SMS_PROVIDER": "spool", "SPOOL_DIR": out},
+                    **({"MESSAGE": message} if message else {})))
     log_has(ctx, r"spool sender: " + re.escape(out), "start-up line")
     b = ctx.browser()
     request(ctx, b)
-    _, data = spool_read_one(d)
+    return b, spool_read_one(d)[1]
+
+
+def case_spool_gsm(ctx):
+    b, data = spool_send(ctx)
     m = re.fullmatch(r"To: %s\n\n(.*)\n" % DIGITS, data.decode("utf-8"),
                      re.S)
     check(m, "spool file is %r, want 'To: %s\\n\\n<text>\\n'"
@@ -285,12 +293,8 @@ def case_spool_gsm(ctx):
 
 
 def case_spool_utf8(ctx):
-    d, out = spool_setup(ctx)
     tmpl = "Ваш код {code}"
-    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out, "MESSAGE": tmpl})
-    b = ctx.browser()
-    request(ctx, b)
-    _, data = spool_read_one(d)
+    b, data = spool_send(ctx, tmpl)
     m = re.fullmatch(r"To: %s\nAlphabet: UTF-8\n\n(.*)\n" % DIGITS,
                      data.decode("utf-8"), re.S)
     check(m, "spool file is %r, want 'To: %s\\nAlphabet: UTF-8\\n\\n"
@@ -303,12 +307,8 @@ def case_spool_latin_gsm(ctx):
     """GSM-7 text with non-ASCII letters (ü, é, £): the file is UTF-8, and
     smstools3 reads a file without an Alphabet header as ISO-8859-15, so
     it must say Alphabet: UTF-8 as well."""
-    d, out = spool_setup(ctx)
     tmpl = "Ihr Code für Café £5: {code}"
-    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out, "MESSAGE": tmpl})
-    b = ctx.browser()
-    request(ctx, b)
-    _, data = spool_read_one(d)
+    _, data = spool_send(ctx, tmpl)
     text = data.decode("utf-8")
     m = SPOOL_FILE.fullmatch(text)
     check(m, "spool file %r is not in smstools3's format" % text)
@@ -493,12 +493,15 @@ def no_shell_ran(ctx):
           "a shell ran the text: 'victim' was removed")
 
 
-def case_command_placeholders(ctx):
+def hostile_text_sent(ctx, placeholders):
+    """SMS_COMMAND (the recording script, then placeholders) with the
+    hostile MESSAGE: the script gets the number and the text as two
+    arguments, no shell runs the text, and the code works."""
     s = script(ctx, "exit 0")
     with open(os.path.join(ctx.dir, "victim"), "w") as f:
         f.write("x")
     tmpl = hostile_message()
-    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s + " {to} {text}",
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s + placeholders,
                 "MESSAGE": tmpl})
     log_has(ctx, r"command sender", "start-up line")
     b = ctx.browser()
@@ -511,22 +514,13 @@ def case_command_placeholders(ctx):
     verify_ok(ctx, b, code)
 
 
+def case_command_placeholders(ctx):
+    hostile_text_sent(ctx, " {to} {text}")
+
+
 def case_command_appended(ctx):
     """Without {to}/{text}: number and text appended as two arguments."""
-    s = script(ctx, "exit 0")
-    with open(os.path.join(ctx.dir, "victim"), "w") as f:
-        f.write("x")
-    tmpl = hostile_message()
-    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
-                "MESSAGE": tmpl})
-    b = ctx.browser()
-    request(ctx, b)
-    argv, _, _ = one_command_call(ctx)
-    check(len(argv) == 2 and argv[0] == E164,
-          "arguments %r, want [%r, <text>]" % (argv, E164))
-    code = expect_text(ctx, tmpl, argv[1], "command argument 2")
-    no_shell_ran(ctx)
-    verify_ok(ctx, b, code)
+    hostile_text_sent(ctx, "")
 
 
 def case_command_words(ctx):
@@ -619,9 +613,8 @@ def case_command_background_child(ctx):
     """A script that leaves something running in the background (holding
     the descriptors it inherited) and exits 0 at once: the send succeeds
     when the script exits, not SMS_TIMEOUT later."""
-    marker = "6.%d3" % os.getpid()
-    s = script(ctx, "/bin/sleep %s &\nexit 0" % marker)
-    try:
+    with reaped("6.%d3" % os.getpid()) as marker:
+        s = script(ctx, "/bin/sleep %s &\nexit 0" % marker)
         start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
                     "SMS_TIMEOUT": 4})
         b = ctx.browser()
@@ -635,12 +628,6 @@ def case_command_background_child(ctx):
               "script that exits at once, leaving a background process "
               "that holds its descriptors" % took)
         verify_ok(ctx, b, code)
-    finally:
-        for pid in _procs_with(marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def case_command_fail_exit(ctx):
@@ -709,34 +696,34 @@ def _procs_with(arg):
     return out
 
 
-def case_command_timeout(ctx):
-    marker = "30.%d1" % os.getpid()
+@contextlib.contextmanager
+def reaped(marker):
+    """At the end of the block, SIGKILL for every process with marker
+    among its arguments (what a test script left running)."""
     try:
-        _timeout_case(ctx, marker)
-    finally:
-        for pid in _procs_with(marker):     # the script's own sleep
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def case_command_timeout_kills_children(ctx):
-    """After SMS_TIMEOUT the script is killed; so must be what it started
-    (here its sleep), or every hung send leaves a process behind."""
-    marker = "30.%d2" % os.getpid()
-    try:
-        _timeout_case(ctx, marker)
-        time.sleep(0.5)
-        left = _procs_with(marker)
-        check(not left, "the script's child (/bin/sleep %s, pid %s) still "
-              "runs after the timeout killed the script" % (marker, left))
+        yield marker
     finally:
         for pid in _procs_with(marker):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def case_command_timeout(ctx):
+    with reaped("30.%d1" % os.getpid()) as marker:  # the script's sleep
+        _timeout_case(ctx, marker)
+
+
+def case_command_timeout_kills_children(ctx):
+    """After SMS_TIMEOUT the script is killed; so must be what it started
+    (here its sleep), or every hung send leaves a process behind."""
+    with reaped("30.%d2" % os.getpid()) as marker:
+        _timeout_case(ctx, marker)
+        time.sleep(0.5)
+        left = _procs_with(marker)
+        check(not left, "the script's child (/bin/sleep %s, pid %s) still "
+              "runs after the timeout killed the script" % (marker, left))
 
 
 def case_command_phone_injection(ctx):

@@ -27,7 +27,6 @@ The variant itself sent straight to the server gets 400 and a close
 (framing.py). Prints "ok"/"FAIL" lines and "N passed, M failed".
 """
 
-import argparse
 import os
 import re
 import shutil
@@ -278,12 +277,8 @@ def through(proxy_port, relay, data):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-k", action="append", default=[])
-    a = ap.parse_args()
-    t = h.Checks("desync")
-    if not t.check("otp_demo binary exists", os.access(h.BIN, os.X_OK),
-                   h.BIN):
+    a, t = h.script_checks("desync")
+    if t.failed:
         return t.done()
     for tool in ("nginx", "haproxy"):
         if not t.check("%s is installed" % tool,

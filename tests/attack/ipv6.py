@@ -78,9 +78,8 @@ def serve_check(t, label, listen, hosts):
 
 
 def main():
-    t = h.Checks("ipv6")
-    if not t.check("otp_demo binary exists", os.access(h.BIN, os.X_OK),
-                   h.BIN):
+    _, t = h.script_checks("ipv6")
+    if t.failed:
         return t.done()
     if not has_ipv6_loopback():
         t.skip("serves over ::1", "no IPv6 loopback on this machine")

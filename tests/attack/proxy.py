@@ -156,10 +156,22 @@ def planted_key(ctx, mode, uid):
     return state
 
 
-@case
-def state_key_readable(ctx):
-    start_bad(ctx, {"STATE_DIR": planted_key(ctx, 0o644, 0)},
-              r"session\.key.*(mode|readable).*chmod 600")
+# A session.key someone else made: (case, its mode, its owner, the
+# refusal wanted).
+PLANTED_KEYS = [
+    ("state_key_readable", 0o644, 0,
+     r"session\.key.*(mode|readable).*chmod 600"),
+    ("state_key_other_owner", 0o600, 65534, r"session\.key.*owned.*chown"),
+]
+
+
+def planted_key_case(mode, uid, refusal):
+    def fn(ctx):
+        start_bad(ctx, {"STATE_DIR": planted_key(ctx, mode, uid)}, refusal)
+    return fn
+
+
+CASES += [(name, planted_key_case(*row)) for name, *row in PLANTED_KEYS]
 
 
 @case
@@ -172,12 +184,6 @@ def state_dir_writable(ctx):
     os.chmod(state, 0o700)
     os.chown(state, 65534, 65534)
     start_bad(ctx, {"STATE_DIR": state}, r"STATE_DIR .*owned.*chown")
-
-
-@case
-def state_key_other_owner(ctx):
-    start_bad(ctx, {"STATE_DIR": planted_key(ctx, 0o600, 65534)},
-              r"session\.key.*owned.*chown")
 
 
 @case

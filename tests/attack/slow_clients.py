@@ -38,7 +38,6 @@ The module also serves bench/bench.py's slow-connection table (measure()).
 Prints "ok"/"FAIL" lines and "N passed, M failed".
 """
 
-import argparse
 import http.client
 import math
 import os
@@ -359,14 +358,10 @@ def head_deadline(t, port):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-k", action="append", default=[])
-    a = ap.parse_args()
-    raise_fd_limit()
-    t = h.Checks("slow")
-    if not t.check("otp_demo binary exists", os.access(h.BIN, os.X_OK),
-                   h.BIN):
+    a, t = h.script_checks("slow")
+    if t.failed:
         return t.done()
+    raise_fd_limit()
     for name, (n, sources, mode, tls) in SCENARIOS.items():
         if a.k and not any(k in name for k in a.k):
             continue
