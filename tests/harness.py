@@ -20,8 +20,10 @@ Python standard library only.
                 "N passed, M failed[, K skipped]"
 
 Nothing here is changed by a suite: what a helper needs (a directory, a
-binary, a config) is passed to it. Suites import it after putting tests/
-on sys.path; it writes no bytecode (no __pycache__ in the tree).
+binary, a config) is passed to it. A suite puts tests/ on sys.path and
+sets sys.dont_write_bytecode before importing it (no __pycache__ in the
+tree), as tests/*.py, tests/attack/*.py, tests/packaging/*.py and
+bench/benchlib.py do.
 """
 
 import argparse
@@ -267,7 +269,8 @@ class Server:
         self.readers = []
         self.files = {}         # which -> its log file
         self.rc = None
-        self.stop_seconds = None
+        self.t_spawn = None     # when the process was started (monotonic)
+        self.stop_seconds = None    # from SIGTERM to its end
 
     def again(self, tag):
         """A new Server with this one's settings (not yet started)."""
