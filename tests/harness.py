@@ -50,7 +50,6 @@ ROOT = os.path.dirname(HERE)
 import fake_api  # noqa: E402
 
 BIN = os.environ.get("OTP_BIN") or os.path.join(ROOT, "otp_demo")
-CERTS = os.path.join(HERE, "out", "certs")
 
 START_TIMEOUT = 10.0    # until the "listening on" line
 STOP_TIMEOUT = 10.0     # from SIGTERM to the exit
@@ -505,15 +504,15 @@ def run_once(dir, config=None, args=(), env=None, timeout=RUN_TIMEOUT,
 
 # ---- test certificates ---------------------------------------------------------
 
-def ensure_certs(d=CERTS):
-    """tests/gen_certs.sh's CA and certificates in d (made once)."""
+def ensure_certs(d):
+    """tests/gen_certs.sh's CA and certificates in d (made once); d."""
     subprocess.run(["sh", os.path.join(HERE, "gen_certs.sh"), d], check=True,
                    stdout=subprocess.DEVNULL)
     return d
 
 
-def cert(name, d=CERTS):
-    """(certificate, key) paths of one of ensure_certs()'s pairs."""
+def cert(name, d):
+    """(certificate, key) paths of one of ensure_certs(d)'s pairs."""
     return os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
 
 
@@ -1103,10 +1102,12 @@ class Ctx:
     """One case in out/NAME/: its fake SMS API, its server (and the ones
     a restart stopped), its browsers, and what must never reach the
     server's log: the keys, the codes and texts sent, full numbers.
-    finish() stops everything and scans every log."""
+    finish() stops everything and scans every log. The fake uses the
+    suite's test certificates, in out/certs/ (main() makes them)."""
 
     def __init__(self, name, out):
         self.name = name
+        self.certs = os.path.join(out, "certs")
         self.dir = fresh_dir(os.path.join(out, name))
         self.fake = None
         self.server = None
@@ -1125,12 +1126,15 @@ class Ctx:
     # -- setup --
     def start_fake(self, cert_name="server", mode="ok", api_key=API_KEY,
                    **kw):
-        c, k = cert(cert_name)
+        c, k = self.cert(cert_name)
         self.fake = fake_api.FakeApi(
             c, k, api_key=api_key, mode=mode,
             record=os.path.join(self.dir, "api.jsonl"), **kw)
         self.fake.start()
         return self.fake
+
+    def cert(self, name):
+        return cert(name, self.certs)
 
     def base_config(self):
         """The Telnyx sender against the fake, on a free port."""
@@ -1139,7 +1143,7 @@ class Ctx:
             "FROM_NUMBER": FROM,
             "LISTEN": "127.0.0.1:0",
             "SMS_API_URL": self.fake.url,
-            "SMS_CA_FILE": cert("ca")[0],
+            "SMS_CA_FILE": self.cert("ca")[0],
             "TOKEN_LENGTH": 6,
             "SMS_TIMEOUT": 5,
         }
@@ -1356,7 +1360,7 @@ def main(cases, out, description, jobs=4, slow=(), prefix=""):
         print("0 passed, 1 failed")
         return 1
     os.makedirs(out, exist_ok=True)
-    ensure_certs()
+    ensure_certs(os.path.join(out, "certs"))
     t0 = time.monotonic()
     passed = failed = skipped = 0
     lock = threading.Lock()

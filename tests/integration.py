@@ -57,6 +57,7 @@ from harness import (  # noqa: E402
 import harness  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "out", "integration")
+CERTS = os.path.join(OUT, "certs")     # main() makes them
 ID_RE = re.compile(r"[0-9a-f]{40}")         # an API verification id
 
 
@@ -378,7 +379,7 @@ def tutorial_text(ctx):
 
 def tutorial_env(ctx):
     return {"OTP_LISTEN": "127.0.0.1:0", "OTP_SMS_API_URL": ctx.fake.url,
-            "OTP_SMS_CA_FILE": cert("ca")[0]}
+            "OTP_SMS_CA_FILE": ctx.cert("ca")[0]}
 
 
 def check_verify_form(ctx, b, r):
@@ -1168,7 +1169,7 @@ CASES += [
 # ---- health, readiness, metrics ----------------------------------------------
 
 def copy_ca(ctx):
-    shutil.copy(cert("ca")[0], os.path.join(ctx.dir, "ca.pem"))
+    shutil.copy(ctx.cert("ca")[0], os.path.join(ctx.dir, "ca.pem"))
 
 
 def remove_ca(ctx, b):
@@ -2065,7 +2066,7 @@ def _tls_legacy_client():
 def _local_tls11_works():
     """True if this Python/OpenSSL can speak TLS 1.1 to itself."""
     srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    srv.load_cert_chain(*cert("server"))
+    srv.load_cert_chain(*cert("server", CERTS))
     srv.set_ciphers("DEFAULT:@SECLEVEL=0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

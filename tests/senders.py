@@ -221,7 +221,7 @@ def fake(ctx, mode="generic", **kw):
 
 def http_cfg(ctx, path, **over):
     cfg = {"SMS_PROVIDER": "http", "SMS_API_URL": ctx.fake.base_url + path,
-           "SMS_CA_FILE": h.cert("ca")[0], "API_KEY": KEY,
+           "SMS_CA_FILE": ctx.cert("ca")[0], "API_KEY": KEY,
            "FROM_NUMBER": FROM}
     cfg.update(over)
     return cfg
@@ -996,7 +996,7 @@ def note_any(ctx, text, tmpls):
 def telnyx(ctx):
     fake(ctx, mode="ok", api_key=h.API_KEY)
     return {"API_KEY": h.API_KEY, "FROM_NUMBER": FROM,
-            "SMS_API_URL": ctx.fake.url, "SMS_CA_FILE": h.cert("ca")[0]}
+            "SMS_API_URL": ctx.fake.url, "SMS_CA_FILE": ctx.cert("ca")[0]}
 
 
 def telnyx_text(ctx, n0=0):
@@ -1359,7 +1359,7 @@ def case_console_explicit(ctx):
     fake(ctx, mode="ok", api_key=KEY)
     start(ctx, {"SMS_PROVIDER": "console", "API_KEY": KEY,
                 "FROM_NUMBER": FROM, "SMS_API_URL": ctx.fake.url,
-                "SMS_CA_FILE": h.cert("ca")[0]})
+                "SMS_CA_FILE": ctx.cert("ca")[0]})
     log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
     console_flow(ctx)
 

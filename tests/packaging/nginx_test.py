@@ -102,7 +102,7 @@ def main():
                    h.BIN):
         return t.done()
     try:
-        certs, why = h.ensure_certs(), ""
+        certs, why = h.ensure_certs(os.path.join(OUT, "certs")), ""
     except (OSError, subprocess.CalledProcessError) as e:
         certs, why = None, str(e)
     if not t.check("test certificates", certs is not None, why):
