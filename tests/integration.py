@@ -27,6 +27,9 @@ Exit status 1 if anything failed.
 
 No timing assertions except generous upper bounds: expiry is tested by
 waiting past a short CODE_TTL, never by measuring speed.
+
+The case context (Ctx: fake API, server, browsers, log scan), the config
+writer and the runner are tests/harness.py's; the table is this file's.
 """
 
 import concurrent.futures
