@@ -35,10 +35,9 @@ import types
 import urllib.parse
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402
-    HERE, LIMITS_OFF, ROOT, BenchError, Client, Server, Wrk, form_request,
-    free_port, http_get_once, loadavg, median, nanp, pipeline, raw_exchange)
+    ROOT, BenchError, Client, Server, Wrk, form_request, h, http_get_once,
+    loadavg, median, nanp, pipeline)
 
 BIN = os.path.abspath(os.environ.get("BENCH_BIN") or
                       os.path.join(ROOT, "otp_demo"))
@@ -81,21 +80,18 @@ def mib(kib):
 
 
 def base_config(**kw):
-    cfg = {"LISTEN": "127.0.0.1:0", "SMS_PROVIDER": "console",
-           "THREADS": THREADS}
-    cfg.update(kw)
-    return cfg
+    return dict(h.CONSOLE, THREADS=THREADS, **kw)
 
 
 def bench_config(**kw):
     """Limits raised so each endpoint stays on the path it measures."""
-    cfg = base_config(**LIMITS_OFF)
+    cfg = base_config(**h.LIMITS_OFF)
     cfg.update(kw)
     return cfg
 
 
-def otp(rundir, name, cfg, binary=None, **kw):
-    return Server(rundir, name, [binary or BIN], cfg, **kw)
+def otp(rundir, name, cfg, binary=None):
+    return Server(rundir, name, [binary or BIN], cfg)
 
 
 # ---- throughput ------------------------------------------------------------
@@ -116,7 +112,7 @@ def make_vids(srv, n, first):
                             collect=re.compile(rb"otp_vid=([0-9a-f]+)"))
     if counts.get(200) != n or len(vids) != n:
         raise BenchError("%s: verifications: %s" % (srv.name, counts))
-    path = os.path.join(srv.rundir, "%s.vids.%d" % (srv.name, first))
+    path = os.path.join(srv.dir, "vids.%d" % first)
     with open(path, "w") as f:
         f.write("\n".join(vids[i] for i in range(n)) + "\n")
     return c, path
@@ -137,7 +133,9 @@ def capture(rundir, srv, vid_client, vid):
             "otp_sid=%s" % c.sid),
     }
     for (method, path), req in reqs.items():
-        resp = raw_exchange(srv.port, req)
+        resp = h.raw_exchange(srv.port, req)
+        if b"\r\n\r\n" not in resp:
+            raise BenchError("%s %s: no answer to capture" % (method, path))
         f = os.path.join(rundir, "canned%s.http" % path.replace("/", "_"))
         with open(f, "wb") as fh:
             fh.write(resp)
@@ -195,10 +193,10 @@ def throughput(rundir, wrk):
         a.rss_setup = a.rss_kib()
         routes = [x for (m, p), f in sorted(files.items()) for x in (m, p, f)]
         ceil = Server(rundir, "ceiling", [CEILING], cfg_a,
-                      extra_args=routes).start()
+                      args=routes).start()
         servers.append(ceil)
         ceilh = Server(rundir, "ceiling_h", [CEILING, "-h"], cfg_a,
-                       extra_args=routes).start()
+                       args=routes).start()
         servers.append(ceilh)
 
         def progs(o, *more):
@@ -345,18 +343,12 @@ def start_stop(rundir):
     say("== start-up and shutdown")
     starts, stop_idle, stop_ka = [], [], []
     for i in range(5):
-        port = free_port()
+        port = h.free_port()
         srv = otp(rundir, "start%d" % i, base_config(
             LISTEN="127.0.0.1:%d" % port))
         # Not Server.start(): time from exec to the first 200 by polling.
-        cfgpath = os.path.join(rundir, srv.name + ".cfg")
-        with open(cfgpath, "w") as f:
-            from benchlib import config_text
-            f.write(config_text(srv.cfg))
-        errf = open(srv.log, "w")
-        t0 = time.monotonic()
-        proc = subprocess.Popen([BIN, "-c", cfgpath], cwd=rundir,
-                                stdout=subprocess.DEVNULL, stderr=errf)
+        srv.spawn()
+        t0 = srv.t_spawn
         t1 = None
         while time.monotonic() - t0 < 10:
             try:
@@ -366,8 +358,7 @@ def start_stop(rundir):
             except OSError:
                 time.sleep(0.001)
         if t1 is None:
-            proc.kill()
-            proc.wait()
+            srv.stop()
             raise BenchError("no 200 within 10 s of start")
         starts.append((t1 - t0) * 1000)
         ka = None
@@ -376,15 +367,8 @@ def start_stop(rundir):
             ka.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             ka.recv(65536)
         time.sleep(0.1)
-        t0 = time.monotonic()
-        proc.send_signal(15)
-        try:
-            rc = proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
-        took = (time.monotonic() - t0) * 1000
-        errf.close()
+        rc = srv.stop()
+        took = srv.stop_seconds * 1000
         if ka is not None:
             ka.close()
         if rc != 0:
@@ -573,7 +557,7 @@ def slow(rundir):
     say("== slow connections: a normal client beside slowloris clients")
     sys.path.insert(0, os.path.join(ROOT, "tests", "attack"))
     import slow_clients as sc
-    sc.al.raise_fd_limit()
+    sc.raise_fd_limit()
     one = ["127.0.0.1"]
     many = ["127.0.0.%d" % (2 + i) for i in range(64)]
     rows = [("none", 0, one), ("8 from one address", 8, one),
@@ -602,14 +586,9 @@ def slow(rundir):
 
 def sms(rundir):
     say("== SMS connection reuse (local HTTPS fake of the API)")
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     import fake_api  # tests/fake_api.py: counts TLS handshakes
-    certs = os.path.join(ROOT, "build", "bench", "certs")
-    subprocess.run([os.path.join(ROOT, "tests", "gen_certs.sh"), certs],
-                   check=True, stdout=subprocess.DEVNULL)
-    fake = fake_api.FakeApi(os.path.join(certs, "server.pem"),
-                            os.path.join(certs, "server.key"),
-                            api_key="KEYbench")
+    certs = h.ensure_certs(os.path.join(ROOT, "build", "bench", "certs"))
+    fake = fake_api.FakeApi(*h.cert("server", certs), api_key="KEYbench")
     fake.start()
     cfg = bench_config(MAX_PENDING=10000, API_KEY="KEYbench",
                        FROM_NUMBER="+12025550111", SMS_PROVIDER="telnyx",

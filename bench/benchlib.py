@@ -1,55 +1,72 @@
-"""bench/benchlib.py: servers, wrk runs and small HTTP helpers for the
-bench scripts (bench.py, fairness.py). Python standard library only.
+"""bench/benchlib.py: wrk runs, phone numbers and fast table filling for
+the bench scripts (bench.py, fairness.py), on top of tests/harness.py
+(servers, config files, HTTP clients). Python standard library only.
 
 Everything here talks to 127.0.0.1 only and starts processes in a run
 directory it is given; every process it starts it also stops.
 """
 
-import http.client
 import os
 import re
 import signal
 import socket
 import statistics
 import subprocess
-import time
-import urllib.parse
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-FORM = "application/x-www-form-urlencoded"
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import harness as h  # noqa: E402
+
+FORM = h.FORM
+BenchError = h.Fail     # a step of the bench failed
 
 
-class BenchError(Exception):
-    pass
+class Server(h.Server):
+    """One server process (otp_demo or the ceiling: command, args after the
+    config) on cfg's LISTEN, in rundir/NAME/, with only its stderr kept, in
+    a file (nothing reads it while it runs)."""
+
+    def __init__(self, rundir, name, command, cfg, args=()):
+        super().__init__(os.path.join(rundir, name), cfg, args=args,
+                         command=command, stdout=None, stderr="file",
+                         stop_timeout=15)
+        self.name = name
+        self.requests = 0  # counted by callers (wrk runs)
+
+    def log_count(self, word):
+        return sum(1 for line in self.log_lines() if word in line)
 
 
-def config_text(cfg):
-    """The tutorial's Python-literal syntax: strings quoted, rest bare."""
-    out = []
-    for k, v in cfg.items():
-        if isinstance(v, bool):
-            v = "True" if v else "False"
-        elif isinstance(v, str):
-            v = "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        out.append("%s=%s\n" % (k, v))
-    return "".join(out)
+class Client(h.Client):
+    """A keep-alive browser for setting up (never timed): session() gets
+    it a session; request_code() returns the otp_vid handle it was given
+    and keeps it out of the jar, so each request stands alone."""
 
+    def __init__(self, port):
+        super().__init__(port, keep_alive=True, timeout=10.0)
 
-# Limits raised to their maxima (see config_keys in otp_demo.c), so a
-# bench measures the path it means to, not a 429.
-LIMITS_OFF = {
-    "RESEND_INTERVAL": 0,
-    "VERIFY_PER_IP_PER_HOUR": 1000000,
-    "SMS_PER_NUMBER_PER_HOUR": 1000000,
-    "SMS_PER_IP_PER_HOUR": 1000000,
-    "SMS_PER_HOUR": 10000000,
-    "SMS_PER_DAY": 100000000,
-    "MAX_ATTEMPTS": 100,
-    "CODE_TTL": 600,
-}
+    @property
+    def sid(self):
+        return self.cookies.get("otp_sid")
+
+    def _request(self, phone):
+        r = super().request_code(phone)
+        return r, self.cookies.pop("otp_vid", None)
+
+    def request_status(self, phone):
+        """POST /request; returns the status only."""
+        return self._request(phone)[0].status
+
+    def request_code(self, phone):
+        """POST /request, which must succeed; returns the otp_vid."""
+        r, vid = self._request(phone)
+        if r.status != 200 or not vid:
+            raise BenchError("POST /request %s gave %d: %s" % (
+                phone, r.status, h.short(r.html)))
+        return vid
 
 
 # Phone numbers. otp_demo refuses numbers that cannot exist (its NANP
@@ -70,203 +87,6 @@ def nanp(v):
     line, v = v % 10000, v // 10000
     ex, v = EXCHANGES[v % len(EXCHANGES)], v // len(EXCHANGES)
     return "+1%s%s%04d" % (AREA_CODES[v % len(AREA_CODES)], ex, line)
-
-
-class Server:
-    """One server process (otp_demo or the ceiling) on 127.0.0.1:0.
-
-    argv is the command without the config; the config file is written
-    to rundir/NAME.cfg, stderr goes to rundir/NAME.log, stdout to
-    rundir/NAME.out (or /dev/null with stdout=None)."""
-
-    def __init__(self, rundir, name, argv, cfg, stdout=None, env=None,
-                 extra_args=()):
-        self.rundir, self.name = rundir, name
-        self.argv, self.cfg = list(argv), dict(cfg)
-        self.stdout, self.env, self.extra = stdout, env, list(extra_args)
-        self.proc = None
-        self.port = None
-        self.log = os.path.join(rundir, name + ".log")
-        self.requests = 0  # counted by callers (wrk runs)
-
-    def start(self, timeout=10.0):
-        cfgpath = os.path.join(self.rundir, self.name + ".cfg")
-        with open(cfgpath, "w") as f:
-            f.write(config_text(self.cfg))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OTP_")}
-        env.update(self.env or {})
-        out = (open(os.path.join(self.rundir, self.name + ".out"), "w")
-               if self.stdout else subprocess.DEVNULL)
-        self.errf = open(self.log, "w")
-        self.t_spawn = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv + ["-c", cfgpath] + self.extra, cwd=self.rundir,
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=self.errf)
-        if out is not subprocess.DEVNULL:
-            out.close()
-        pat = re.compile(r"listening on http://[0-9.]+:([0-9]+)")
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with open(self.log) as f:
-                m = pat.search(f.read())
-            if m:
-                self.port = int(m.group(1))
-                return self
-            if self.proc.poll() is not None:
-                raise BenchError("%s exited %s at start: %s" % (
-                    self.name, self.proc.returncode, self.tail()))
-            time.sleep(0.01)
-        self.stop()
-        raise BenchError("%s: no 'listening on' line within %.0f s" % (
-            self.name, timeout))
-
-    def tail(self, n=3):
-        try:
-            with open(self.log) as f:
-                return " | ".join(f.read().splitlines()[-n:])
-        except OSError:
-            return ""
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def cpu(self):
-        """utime + stime of the whole process so far, in seconds."""
-        with open("/proc/%d/stat" % self.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def rss_kib(self):
-        with open("/proc/%d/status" % self.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def fds(self):
-        return len(os.listdir("/proc/%d/fd" % self.pid))
-
-    def stop(self, timeout=15.0):
-        """SIGTERM; returns (exit status, seconds to exit)."""
-        if self.proc is None:
-            return None, 0.0
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        took = time.monotonic() - t0
-        self.errf.close()
-        rc = self.proc.returncode
-        self.proc = None
-        return rc, took
-
-    def log_count(self, word):
-        with open(self.log) as f:
-            return sum(1 for line in f if word in line)
-
-
-# ---- HTTP helpers (setup only: never timed) --------------------------------
-
-class Client:
-    """A keep-alive client with one session (otp_sid cookie + CSRF)."""
-
-    def __init__(self, port, timeout=10.0):
-        self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port,
-                                               timeout=timeout)
-        self.sid = self.csrf = None
-
-    def close(self):
-        self.conn.close()
-
-    def _do(self, method, path, body=None, cookies=None):
-        headers = {}
-        if body is not None:
-            headers["Content-Type"] = FORM
-        jar = dict(cookies or {})
-        if self.sid:
-            jar.setdefault("otp_sid", self.sid)
-        if jar:
-            headers["Cookie"] = "; ".join("%s=%s" % kv for kv in jar.items())
-        for attempt in (0, 1):
-            try:
-                self.conn.request(method, path, body=body, headers=headers)
-                r = self.conn.getresponse()
-                break
-            except (BrokenPipeError, ConnectionResetError,
-                    http.client.RemoteDisconnected):
-                # the server closed an idle keep-alive connection
-                # (keep_alive_timeout_ms): reconnect once
-                self.conn.close()
-                if attempt:
-                    raise
-        data = r.read().decode("utf-8", "replace")
-        set_cookies = {}
-        for h in r.headers.get_all("Set-Cookie") or []:
-            name, _, rest = h.partition("=")
-            set_cookies[name.strip()] = rest.split(";", 1)[0]
-        return r.status, data, set_cookies
-
-    def session(self):
-        status, body, cookies = self._do("GET", "/")
-        m = re.search(r'name="csrf" value="([0-9a-f]+)"', body)
-        if status != 200 or "otp_sid" not in cookies or not m:
-            raise BenchError("GET / gave %d without a session" % status)
-        self.sid, self.csrf = cookies["otp_sid"], m.group(1)
-        return self
-
-    def request_code(self, phone):
-        """POST /request; returns the otp_vid cookie value."""
-        status, body, cookies = self._do(
-            "POST", "/request", "phone=%s&csrf=%s" % (
-                urllib.parse.quote(phone), self.csrf))
-        if status != 200 or not cookies.get("otp_vid"):
-            raise BenchError("POST /request %s gave %d: %s" % (
-                phone, status, short(body)))
-        return cookies["otp_vid"]
-
-    def request_status(self, phone):
-        """POST /request; returns the status only."""
-        return self._do("POST", "/request", "phone=%s&csrf=%s" % (
-            urllib.parse.quote(phone), self.csrf))[0]
-
-    def verify(self, vid, token):
-        status, body, _ = self._do("POST", "/verify", "token=%s&csrf=%s" % (
-            token, self.csrf), {"otp_vid": vid})
-        return status, body
-
-
-def short(s, n=160):
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[:n] + "..."
-
-
-def raw_exchange(port, request, timeout=10.0):
-    """Sends request bytes, returns the whole response (one, by
-    Content-Length) as bytes, exactly as it came."""
-    with socket.create_connection(("127.0.0.1", port), timeout) as s:
-        s.sendall(request)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise BenchError("connection closed before headers")
-            buf += chunk
-        head, _, body = buf.partition(b"\r\n\r\n")
-        m = re.search(rb"\r\nContent-Length: *([0-9]+)", head, re.I)
-        want = int(m.group(1)) if m else 0
-        while len(body) < want:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        return head + b"\r\n\r\n" + body
 
 
 def form_request(path, body, cookie):
@@ -392,7 +212,7 @@ class Wrk:
         m = re.search(r"^BENCH (.*)$", stdout, re.M)
         if p.returncode != 0 or not m:
             raise BenchError("wrk failed (%d): %s" % (p.returncode,
-                                                      short(stdout, 400)))
+                                                      h.short(stdout, 400)))
         d = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
         dur = d["duration_us"] / 1e6
         return {
@@ -412,9 +232,9 @@ class Wrk:
     def measured(self, server, script, env=None, **kw):
         """One wrk run against server, with the server's CPU time per
         request (utime + stime from /proc over the run)."""
-        c0 = server.cpu()
+        c0 = server.cpu_seconds()
         r = self.run(server.port, script, env, **kw)
-        c1 = server.cpu()
+        c1 = server.cpu_seconds()
         server.requests += r["requests"]
         r["cpu_us"] = ((c1 - c0) * 1e6 / r["requests"]) if r["requests"] \
             else float("nan")
@@ -431,12 +251,6 @@ def loadavg():
 def median(xs):
     xs = [x for x in xs if x == x]  # drop NaN
     return statistics.median(xs) if xs else float("nan")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get_once(port, timeout):

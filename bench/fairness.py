@@ -33,9 +33,8 @@ import subprocess
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402
-    LIMITS_OFF, ROOT, BenchError, Server, Wrk, loadavg, median)
+    ROOT, BenchError, Server, Wrk, h, loadavg, median)
 from bench import busy_and_idle_waits, fmt_waits  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS") or 4)
@@ -136,9 +135,8 @@ def main():
     try:
         for name, desc, defines, opts, code, threads in variants:
             b = build(tmp, name, defines, opts, code)
-            cfg = {"LISTEN": "127.0.0.1:0", "SMS_PROVIDER": "console",
-                   "THREADS": threads, "MAX_PENDING": 1024}
-            cfg.update(LIMITS_OFF)
+            cfg = dict(h.CONSOLE, THREADS=threads, MAX_PENDING=1024,
+                       **h.LIMITS_OFF)
             servers[name] = Server(rundir, name, [b], cfg).start()
         waits = {}
         for name, *_ in variants:

@@ -19,8 +19,9 @@
  *	2. otp_create from a config, otp_on_verified for the callback;
  *	3. mg_start its own server, add its own handlers, otp_mount under a
  *	   prefix;
- *	4. on SIGTERM/SIGINT: mg_stop first (no request is running after it),
- *	   then otp_destroy, then the library cleanups.
+ *	4. on SIGTERM/SIGINT: otp_stop (SMS sends in flight end now), mg_stop
+ *	   (no request is running after it), then otp_destroy, then the
+ *	   library cleanups.
  */
 
 #include <pthread.h>
@@ -255,6 +256,7 @@ main(int argc, char **argv)
 	embed_log("info", "signal %d: stopping", sig);
 	rc = 0;
 out:
+	otp_stop(otp);    /* sends in flight end: mg_stop need not wait */
 	if (ctx != NULL)
 		mg_stop(ctx); /* no handler runs after this returns */
 	otp_destroy(otp); /* NULL is fine */

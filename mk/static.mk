@@ -26,8 +26,9 @@ static_budget_mipsel  := 800
 static_budget_mips    := 800
 
 # The targets. cross: Debian cross tool prefix (x86_64 builds natively:
-# never an empty CROSS_COMPILE, see build.sh). triplet: musl's name for it.
-# cpu: flags for every compile. qemu: how test-static runs the binary.
+# never an empty CROSS_COMPILE, see deps/static/build.sh). triplet: musl's
+# name for it. cpu: flags for every compile. qemu: how test-static runs
+# the binary.
 static_cross_x86_64    :=
 static_triplet_x86_64  := x86_64-linux-musl
 static_cpu_x86_64      :=
@@ -57,9 +58,10 @@ static_qemu_armv6      := qemu-arm-static -cpu arm1176
 # mipsel: MT7621-class routers; mips: ath79-class. MIPS32r2, soft-float:
 # router SoCs have no FPU and OpenWrt kernels no FPU emulator, so a single
 # FPU instruction is SIGILL there. Debian's MIPS libgcc is hard-float, so
-# glibc's soft-fp routines are built -msoft-float as libsoftfp (build.sh
-# softfp), and the link is checked for FPU instructions. qemu runs them as
-# a 24Kc, which has no FPU either. -mplt: non-PIC calls, 5% smaller.
+# glibc's soft-fp routines are built -msoft-float as libsoftfp
+# (deps/static/build.sh softfp), and the link is checked for FPU
+# instructions. qemu runs them as a 24Kc, which has no FPU either. -mplt:
+# non-PIC calls, 5% smaller.
 static_cross_mipsel    := mipsel-linux-gnu-
 static_triplet_mipsel  := mipsel-linux-musl
 static_cpu_mipsel      := -march=mips32r2 -mplt -msoft-float
@@ -133,8 +135,8 @@ define static_dep
 endef
 STATIC_DL := $(CURDIR)/deps/dl
 
-# build.sh also keeps each library's licence file, so a change to it
-# rebuilds the libraries.
+# deps/static/build.sh also keeps each library's licence file, so a change
+# to it rebuilds the libraries.
 $(SB)/musl.stamp: deps/static/build.sh
 	@tools/deps.sh static
 	@deps/fetch.sh musl $(MUSL_TAR) $(MUSL_SHA)
@@ -170,8 +172,9 @@ $(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
 	$(SCC) $(STATIC_OPT) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
 
 # The notices of exactly what this binary bundles, from the licence files
-# build.sh kept (tools/notices.sh): otp_demo --licenses prints them, and
-# -I$(SB) makes otp_demo.c include these instead of the dynamic build's.
+# deps/static/build.sh kept (tools/notices.sh): otp_demo --licenses prints
+# them, and -I$(SB) makes otp_demo.c include these instead of the dynamic
+# build's.
 SLICENSES := $(SPREFIX)/share/licenses
 STATIC_NOTICES := $(NOTICES_SELF) $(NOTICES_CW) \
 	"mbed TLS|$(MBEDTLS_TAR:mbedtls_%.orig.tar.bz2=%)|Apache-2.0 (of Apache-2.0 OR GPL-2.0-or-later)|$(SLICENSES)/mbedtls/LICENSE" \
@@ -215,8 +218,9 @@ static: $(SB)/otp_demo $(SB)/notices.txt
 		     "by library (from $<.map):" >&2; \
 		python3 deps/static/sizes.py $<.map >&2; exit 1; fi
 
-# The flow under qemu (smoke.py), the TLS policy under qemu, and on x86_64,
-# where time and CPU are real, idle and stalled TLS clients, and the
+# The flow under qemu (tests/static/smoke.py), the TLS policy under qemu
+# (tests/static/tls_policy.sh), and on x86_64, where time and CPU are real,
+# idle and stalled TLS clients (tests/static/idle_tls.py), and the
 # transport attack tests (strict framing, slow and many connections).
 SQEMU := $(static_qemu_$(ARCH))
 test-static: static

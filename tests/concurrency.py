@@ -24,165 +24,58 @@ import concurrent.futures
 import http.client
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-BIN = os.environ.get("OTP_BIN") or os.path.join(ROOT, "otp_demo")
-OUT = os.path.join(ROOT, "tests", "out", "concurrency")
+sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
+import harness as h  # noqa: E402
+
+OUT = os.path.join(h.ROOT, "tests", "out", "concurrency")
 CLIENTS = int(os.environ.get("CONC_CLIENTS") or 16)
 RECORDS = int(os.environ.get("CONC_RECORDS") or 160)
 MAX_ATTEMPTS = 5
-FORM = "application/x-www-form-urlencoded"
 
-CONFIG = """LISTEN='127.0.0.1:0'
-SMS_PROVIDER='console'
-THREADS=8
-MAX_PENDING=4096
-MAX_ATTEMPTS=%d
-RESEND_INTERVAL=30
-VERIFY_PER_IP_PER_HOUR=1000000
-SMS_PER_NUMBER_PER_HOUR=1000
-SMS_PER_IP_PER_HOUR=1000000
-SMS_PER_HOUR=10000000
-SMS_PER_DAY=100000000
-MESSAGE='Your token is {code}'
-""" % MAX_ATTEMPTS
+CONFIG = dict(h.CONSOLE, THREADS=8, MAX_PENDING=4096,
+              MAX_ATTEMPTS=MAX_ATTEMPTS, RESEND_INTERVAL=30,
+              VERIFY_PER_IP_PER_HOUR=1000000, SMS_PER_NUMBER_PER_HOUR=1000,
+              SMS_PER_IP_PER_HOUR=1000000, SMS_PER_HOUR=10000000,
+              SMS_PER_DAY=100000000, MESSAGE="Your token is {code}")
+SMS = r"SMS to (%s): Your token is ([0-9A-Za-z]+)"
 
 
-class Server:
-    def __init__(self):
-        shutil.rmtree(OUT, ignore_errors=True)
-        os.makedirs(OUT)
-        with open(os.path.join(OUT, "config.cfg"), "w") as f:
-            f.write(CONFIG)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
-        self.errf = open(os.path.join(OUT, "stderr.log"), "w")
-        self.proc = subprocess.Popen(
-            [BIN, "-c", "config.cfg"], cwd=OUT, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=self.errf)
-        self.sms = {}           # number -> [codes, in order]
-        self.cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.port = self._port()
-
-    def _read(self):
-        pat = re.compile(r"SMS to (\+[0-9]+): Your token is ([0-9A-Za-z]+)")
-        with open(os.path.join(OUT, "stdout.log"), "w") as log:
-            for raw in iter(self.proc.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace")
-                log.write(line)
-                m = pat.search(line)
-                if m:
-                    with self.cond:
-                        self.sms.setdefault(m.group(1), []).append(m.group(2))
-                        self.cond.notify_all()
-
-    def _port(self):
-        end = time.monotonic() + 60  # sanitizer builds start slowly
-        pat = re.compile(r"listening on http://127\.0\.0\.1:([0-9]+)")
-        while time.monotonic() < end:
-            with open(os.path.join(OUT, "stderr.log")) as f:
-                m = pat.search(f.read())
-            if m:
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise SystemExit("FAIL start: exit %s" % self.proc.returncode)
-            time.sleep(0.05)
-        raise SystemExit("FAIL start: no 'listening on' line")
-
-    def code_for(self, number, timeout=30.0):
-        with self.cond:
-            self.cond.wait_for(lambda: number in self.sms, timeout)
-            codes = self.sms.get(number)
-            return codes[-1] if codes else None
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = "hung"
-        self.errf.close()
-        return rc
-
-    def log(self):
-        with open(os.path.join(OUT, "stderr.log")) as f:
-            return f.read()
+def sms_codes(srv):
+    """{number: [codes sent to it, in order]} from the console's lines."""
+    out = {}
+    for line in srv.log_lines("out"):
+        m = re.search(SMS % r"\+[0-9]+", line)
+        if m:
+            out.setdefault(m.group(1), []).append(m.group(2))
+    return out
 
 
-class Session:
-    """One browser: a cookie jar on its own keep-alive connection."""
+def code_for(srv, number, timeout=30.0):
+    """The last code sent to number, once one is; None if none comes."""
+    if srv.wait_stdout(SMS % re.escape(number), 0, timeout) is None:
+        return None
+    return sms_codes(srv)[number][-1]
 
-    def __init__(self, port):
-        self.port = port
-        self.conn = None
-        self.sid = self.csrf = None
-        self.vid = None
-        status, body, cookies = self.do("GET", "/")
-        m = re.search(r'name="csrf" value="([0-9a-f]+)"', body)
-        if status != 200 or "otp_sid" not in cookies or not m:
-            raise AssertionError("GET / gave %d without a session" % status)
-        self.sid, self.csrf = cookies["otp_sid"], m.group(1)
 
-    def do(self, method, path, fields=None, vid=None, sid=None):
-        # A connection per request: idle keep-alive connections would each
-        # hold one of the THREADS workers for keep_alive_timeout_ms.
-        headers = {"Connection": "close"}
-        body = None
-        if fields is not None:
-            body = urllib.parse.urlencode(fields)
-            headers["Content-Type"] = FORM
-        jar = []
-        if sid or self.sid:
-            jar.append("otp_sid=" + (sid or self.sid))
-        if vid:
-            jar.append("otp_vid=" + vid)
-        if jar:
-            headers["Cookie"] = "; ".join(jar)
-        for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                       timeout=60)
-            try:
-                self.conn.request(method, path, body=body, headers=headers)
-                r = self.conn.getresponse()
-                data = r.read().decode("utf-8", "replace")
-                break
-            except (ConnectionError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = None
-                if attempt:
-                    raise
-        if r.getheader("Connection", "").lower() == "close":
-            self.conn.close()
-            self.conn = None
-        cookies = {}
-        for h in r.headers.get_all("Set-Cookie") or []:
-            name, _, rest = h.partition("=")
-            cookies[name.strip()] = rest.split(";", 1)[0]
-        return r.status, data, cookies
+def session(port):
+    """One browser, on a connection of its own per request: idle
+    keep-alive connections would each hold one of the THREADS workers for
+    keep_alive_timeout_ms."""
+    return h.Client(port, headers={"Connection": "close"},
+                    timeout=60).session()
 
-    def request(self, number):
-        status, body, cookies = self.do("POST", "/request",
-                                        {"phone": number, "csrf": self.csrf})
-        if status == 200:
-            self.vid = cookies.get("otp_vid")
-        return status, cookies.get("otp_vid")
 
-    def verify(self, token, vid=None, sid=None, csrf=None):
-        status, body, cookies = self.do(
-            "POST", "/verify", {"token": token, "csrf": csrf or self.csrf},
-            vid=vid or self.vid, sid=sid)
-        return status
+def verify(s, token, vid=None):
+    """s's session (another connection) sends token for its verification,
+    or vid's; returns the status."""
+    c = s.clone()
+    if vid:
+        c.cookies["otp_vid"] = vid
+    return c.verify(token).status
 
 
 def wrong(code):
@@ -191,18 +84,23 @@ def wrong(code):
 
 
 def main():
-    if not os.access(BIN, os.X_OK):
-        print("FAIL setup: no executable %s" % BIN)
+    if not os.access(h.BIN, os.X_OK):
+        print("FAIL setup: no executable %s" % h.BIN)
         print("0 passed, 1 failed")
         return 1
     t0 = time.monotonic()
-    srv = Server()
-    results = []
-
-    def check(name, ok, why=""):
-        results.append((name, ok))
-        print(("ok %s" % name) if ok else ("FAIL %s: %s" % (name, why)),
-              flush=True)
+    srv = h.Server(h.fresh_dir(OUT), CONFIG, stderr="file",
+                   start_timeout=60,    # sanitizer builds start slowly
+                   stop_timeout=60)
+    try:
+        srv.start()
+    except h.Fail as e:
+        srv.stop()
+        print("FAIL start: %s" % e)
+        print("0 passed, 1 failed")
+        return 1
+    t = h.Checks()
+    check = t.check
 
     pool = concurrent.futures.ThreadPoolExecutor(CLIENTS)
     try:
@@ -211,17 +109,17 @@ def main():
         numbers = ["+1201555%04d" % i for i in range(RECORDS)]
 
         def ask(number):
-            sessions = [Session(srv.port) for _ in range(3)]
+            sessions = [session(srv.port) for _ in range(3)]
             barrier = threading.Barrier(3)
 
             def one(s):
                 barrier.wait()
-                return s.request(number)
+                return s.request_code(number).status
 
             with concurrent.futures.ThreadPoolExecutor(3) as ex:
                 got = list(ex.map(one, sessions))
-            winners = [s for s, (st, _) in zip(sessions, got) if st == 200]
-            others = sorted(st for st, _ in got if st != 200)
+            winners = [s for s, st in zip(sessions, got) if st == 200]
+            others = sorted(st for st in got if st != 200)
             return number, winners, others
 
         asked = list(pool.map(ask, numbers))
@@ -230,7 +128,8 @@ def main():
         check("parallel requests for one number: one 200, two 429", not bad,
               "%d numbers, e.g. %s" % (len(bad), bad[:3]))
         time.sleep(0.5)
-        counts = {n: len(srv.sms.get(n, [])) for n in numbers}
+        sent = sms_codes(srv)
+        counts = {n: len(sent.get(n, [])) for n in numbers}
         extra = {n: c for n, c in counts.items() if c != 1}
         check("one SMS per number", not extra,
               "%d numbers, e.g. %s" % (len(extra), list(extra.items())[:3]))
@@ -242,23 +141,18 @@ def main():
         items = list(owners.items())
         jobs = []
         for i, (number, s) in enumerate(items):
-            code = srv.code_for(number)
+            code = code_for(srv, number)
             other = items[(i + 1) % len(items)][1]
             jobs += [("right", number, s, code, None)] * 3
             jobs += [("wrong", number, s, wrong(code), None)] * 2
-            jobs.append(("stolen", number, other, code, s.vid))
-        # Each job on its own session object sharing the cookies, so that
-        # the three right submissions really are on three connections.
+            jobs.append(("stolen", number, other, code,
+                         s.cookies.get("otp_vid")))
+        # Each job on its own connection with the session's cookies, so
+        # that the three right submissions really are on three.
 
         def run(job):
             kind, number, s, code, vid = job
-            clone = Session.__new__(Session)
-            clone.port, clone.conn = s.port, None
-            clone.sid, clone.csrf, clone.vid = s.sid, s.csrf, s.vid
-            st = clone.verify(code, vid=vid)
-            if clone.conn is not None:
-                clone.conn.close()
-            return kind, number, st
+            return kind, number, verify(s, code, vid)
 
         import random
         random.seed(5)
@@ -283,7 +177,7 @@ def main():
         # 3. Replays after success: all fail.
         def replay(item):
             number, s = item
-            return s.verify(srv.code_for(number))
+            return verify(s, code_for(srv, number))
 
         replays = list(pool.map(replay, items))
         check("replayed codes fail", all(st == 403 for st in replays),
@@ -294,50 +188,43 @@ def main():
                           for i in range(min(40, RECORDS))]
 
         def lock(number):
-            s = Session(srv.port)
-            st, _ = s.request(number)
+            s = session(srv.port)
+            st = s.request_code(number).status
             if st != 200:
                 return number, "request %d" % st
-            code = srv.code_for(number)
+            code = code_for(srv, number)
             barrier = threading.Barrier(2 * MAX_ATTEMPTS)
 
             def guess(_):
-                c = Session.__new__(Session)
-                c.port, c.conn = s.port, None
-                c.sid, c.csrf, c.vid = s.sid, s.csrf, s.vid
                 barrier.wait()
-                return c.verify(wrong(code))
+                return verify(s, wrong(code))
 
             with concurrent.futures.ThreadPoolExecutor(2 * MAX_ATTEMPTS) as ex:
                 guesses = list(ex.map(guess, range(2 * MAX_ATTEMPTS)))
             if any(g == 200 for g in guesses):
                 return number, "a wrong code succeeded"
-            st = s.verify(code)
+            st = verify(s, code)
             return number, None if st == 403 else "right code after "\
                 "%d wrong: %d" % (2 * MAX_ATTEMPTS, st)
 
         bad = [(n, why) for n, why in pool.map(lock, locked_numbers) if why]
         check("parallel wrong codes lock the verification", not bad,
               "%d, e.g. %s" % (len(bad), bad[:3]))
-    except (AssertionError, OSError, http.client.HTTPException) as e:
+    except (h.Fail, OSError, http.client.HTTPException) as e:
         check("no errors", False, "%s: %s" % (type(e).__name__, e))
     finally:
         pool.shutdown(wait=True)
         rc = srv.stop()
-    log = srv.log()
     reports = re.findall(r"WARNING: ThreadSanitizer: [^\n]*|"
                          r"ERROR: AddressSanitizer: [^\n]*|"
-                         r"runtime error: [^\n]*", log)
+                         r"runtime error: [^\n]*", srv.log())
     check("no sanitizer reports", not reports,
           "%d, first: %s (see %s)" % (len(reports), reports[:1],
-                                      os.path.join(OUT, "stderr.log")))
+                                      srv.log_path("err")))
     check("exit 0 on SIGTERM", rc == 0, "exit %s" % rc)
-    passed = sum(1 for _, ok in results if ok)
-    failed = len(results) - passed
     print("%d records, %d clients, %.1f s" % (RECORDS, CLIENTS,
                                               time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return t.done()
 
 
 if __name__ == "__main__":

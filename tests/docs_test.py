@@ -12,20 +12,14 @@ import re
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("OTP_BIN", os.path.join(ROOT, "otp_demo"))
+sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
+import harness as h  # noqa: E402
 
-passed = failed = 0
+T = h.Checks("docs")
 
 
 def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok docs: " + what)
-    else:
-        failed += 1
-        print("FAIL docs: " + what)
+    T.check(what, ok)
 
 
 def literal(text):
@@ -46,7 +40,7 @@ def literal(text):
 
 
 def program_defaults():
-    out = subprocess.run([BIN, "--defaults"], check=True, capture_output=True,
+    out = subprocess.run([h.BIN, "--defaults"], check=True, capture_output=True,
                          text=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines())
 
@@ -71,7 +65,7 @@ def documented():
             else:
                 docs[key] = d.group(1)
 
-    with open(os.path.join(ROOT, "config.cfg.example")) as f:
+    with open(os.path.join(h.ROOT, "config.cfg.example")) as f:
         for line in f:
             m = re.match(r"#?([A-Z][A-Z0-9_]*)=", line)
             if m and not line.startswith("# "):
@@ -129,8 +123,7 @@ def main():
             continue
         check(key in prog, "%s in config.cfg.example is a key the program has"
               % key)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return T.done()
 
 
 if __name__ == "__main__":

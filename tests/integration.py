@@ -27,14 +27,14 @@ Exit status 1 if anything failed.
 
 No timing assertions except generous upper bounds: expiry is tested by
 waiting past a short CODE_TTL, never by measuring speed.
+
+The case context (Ctx: fake API, server, browsers, log scan), the config
+writer and the runner are tests/harness.py's; the table is this file's.
 """
 
-import argparse
 import concurrent.futures
 import hashlib
-import html
 import http.client
-import json
 import os
 import re
 import select
@@ -46,633 +46,25 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import urllib.parse
 import warnings
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
-import fake_api  # noqa: E402
+from harness import (  # noqa: E402
+    API, API_KEY, API_TOKEN, BIN, FROM, PHONE, PHONE2, PHONE2_E164,
+    PHONE_E164, ROOT, RUN_TIMEOUT, SECURITY_HEADERS, SEND_FAILED, TOO_MANY,
+    UK, VERIFY_FAILED, Browser, Fail, Resp, Skip, cert, check,
+    check_api_answer, check_index_form, check_security_headers, clean_env,
+    config_text, insecure_tls, page_kind, parse_inputs, raw_exchange,
+    run_once, short, write_config, wrong_code)
+import harness  # noqa: E402
 
-BIN = os.environ.get("OTP_BIN") or os.path.join(ROOT, "otp_demo")
 OUT = os.path.join(ROOT, "tests", "out", "integration")
-CERTS = os.path.join(OUT, "certs")
-
-API_KEY = "KEYtest-7f3a9c2e51d84b06"
-FROM = "+12025550111"
-PHONE = "(201) 555-0123"
-PHONE_E164 = "+12015550123"
-PHONE2 = "201-555-0187"
-PHONE2_E164 = "+12015550187"
-UK = "+442071838750"
-API_TOKEN = "TOKtest-3b9e1c7a0d5f4e28"     # JSON API bearer token
-API = "/api/v1/verifications"
+CERTS = os.path.join(OUT, "certs")     # main() makes them
 ID_RE = re.compile(r"[0-9a-f]{40}")         # an API verification id
-
-VERIFY_FAILED = "Verify failed, please try again."
-SEND_FAILED = "We couldn't send the code. Please try again."
-TOO_MANY = "Too many wrong codes. Please request a new code."
-
-CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; "
-       "img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-       "base-uri 'none'")
-SECURITY_HEADERS = {
-    "cache-control": r"(^|[ ,])no-store($|[ ,])",
-    "content-security-policy": "^" + re.escape(CSP) + "$",
-    "x-content-type-options": r"^nosniff$",
-    "referrer-policy": r"^no-referrer$",
-    "content-type": r".",
-}
-
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
-HTTP_TIMEOUT = 30.0
-CONFIG_RUN_TIMEOUT = 10.0
-
-
-class Fail(Exception):
-    pass
-
-
-class Skip(Exception):
-    """A case that cannot run here (e.g. the local OpenSSL lacks TLS 1.1):
-    printed as "skip NAME: reason", counted neither passed nor failed."""
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def short(b, n=160):
-    s = b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[:n] + "..."
-
-
-def page_text(body):
-    """The visible text of a page, entities decoded, whitespace collapsed."""
-    s = body.decode("utf-8", "replace")
-    s = re.sub(r"<[^>]*>", " ", s)
-    return " ".join(html.unescape(s).split())
-
-
-# ---- certificates ------------------------------------------------------------
-
-def ensure_certs():
-    os.makedirs(OUT, exist_ok=True)
-    subprocess.run(["sh", os.path.join(HERE, "gen_certs.sh"), CERTS],
-                   check=True)
-
-
-def cert(name):
-    return (os.path.join(CERTS, name + ".pem"),
-            os.path.join(CERTS, name + ".key"))
-
-
-# ---- HTTP responses and a cookie-keeping browser -----------------------------
-
-class Resp:
-    def __init__(self, status, reason, headers, body, elapsed):
-        self.status, self.reason = status, reason
-        self.headers = headers          # list of (name, value)
-        self.body = body
-        self.elapsed = elapsed
-
-    def header(self, name):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
-
-    def all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
-
-    @property
-    def text(self):
-        return page_text(self.body)
-
-    def __repr__(self):
-        return "%d %s" % (self.status, short(self.text, 120))
-
-
-def parse_inputs(body):
-    """{name: {attr: value}} for each <input> in an HTML page."""
-    out = {}
-    for tag in re.findall(r"<input\b[^>]*>", body.decode("utf-8", "replace"),
-                          re.I):
-        attrs = {k.lower(): html.unescape(v1 if v1 is not None else v2)
-                 for k, v1, v2 in re.findall(
-                     r'([a-zA-Z-]+)\s*=\s*(?:"([^"]*)"|\'([^\']*)\')', tag)}
-        if "name" in attrs:
-            out[attrs["name"]] = attrs
-    return out
-
-
-def page_kind(body):
-    s = body.decode("utf-8", "replace")
-    if re.search(r'<form[^>]*action="/request"', s):
-        return "index"
-    if re.search(r'<form[^>]*action="/verify"', s):
-        return "verify"
-    if 'class="ok"' in s:
-        return "success"
-    return "other"
-
-
-def insecure_tls():
-    """A TLS client context that trusts nothing and checks nothing (the
-    server's certificate is self-signed)."""
-    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    c.check_hostname = False
-    c.verify_mode = ssl.CERT_NONE
-    return c
-
-
-class Browser:
-    """One browser: its own cookie jar and the last CSRF token it saw.
-
-    The jar drops a cookie only when the server deletes it (Max-Age <= 0 or
-    an Expires in the past); it does not age cookies out, so that server-side
-    expiry is what a test exercises."""
-
-    def __init__(self, ctx, name):
-        self.ctx, self.name = ctx, name
-        self.cookies = {}
-        self.csrf = None
-        self.code = None
-        self.phone = None
-        self.last = None
-
-    @property
-    def port(self):
-        return self.ctx.server.port
-
-    def send(self, method, path, body=None, headers=None, use_cookies=True,
-             timeout=HTTP_TIMEOUT):
-        hdrs = dict(headers or {})
-        if use_cookies and self.cookies and "Cookie" not in hdrs:
-            hdrs["Cookie"] = "; ".join("%s=%s" % kv
-                                       for kv in self.cookies.items())
-        if isinstance(body, str):
-            body = body.encode()
-        if self.ctx.server.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=timeout,
-                context=insecure_tls())
-        else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                              timeout=timeout)
-        t0 = time.monotonic()
-        try:
-            conn.request(method, path, body=body, headers=hdrs)
-            r = conn.getresponse()
-            data = r.read()
-        except (OSError, http.client.HTTPException) as e:
-            raise Fail("%s %s: no HTTP response (%s: %s)"
-                       % (method, path, type(e).__name__, e))
-        finally:
-            conn.close()
-        resp = Resp(r.status, r.reason, r.getheaders(), data,
-                    time.monotonic() - t0)
-        self._take_cookies(resp)
-        csrf = parse_inputs(data).get("csrf", {}).get("value")
-        if csrf:
-            self.csrf = csrf
-        self.last = resp
-        self.ctx.log_http(self.name, method, path, body, resp)
-        return resp
-
-    def _take_cookies(self, resp):
-        for sc in resp.all("Set-Cookie"):
-            parts = [p.strip() for p in sc.split(";")]
-            if "=" not in parts[0]:
-                continue
-            name, value = parts[0].split("=", 1)
-            delete = False
-            for p in parts[1:]:
-                k, _, v = p.partition("=")
-                if k.lower() == "max-age":
-                    try:
-                        delete = int(v) <= 0
-                    except ValueError:
-                        pass
-                elif k.lower() == "expires" and re.search(r"19[0-9]{2}|2000",
-                                                          v):
-                    delete = True
-            if delete:
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
-
-    def get(self, path="/", **kw):
-        return self.send("GET", path, **kw)
-
-    def post_form(self, path, fields, csrf="auto", headers=None,
-                  ctype="application/x-www-form-urlencoded", **kw):
-        fields = list(fields.items()) if isinstance(fields, dict) else \
-            list(fields)
-        if csrf == "auto":
-            if self.csrf is not None:
-                fields.append(("csrf", self.csrf))
-        elif csrf is not None:
-            fields.append(("csrf", csrf))
-        hdrs = {"Content-Type": ctype} if ctype else {}
-        hdrs.update(headers or {})
-        return self.send("POST", path, urllib.parse.urlencode(fields),
-                         headers=hdrs, **kw)
-
-    def ensure_session(self):
-        if self.csrf is None or "otp_sid" not in self.cookies:
-            r = self.get("/")
-            check(r.status == 200, "GET / -> %d" % r.status)
-
-    def hidden(self, name):
-        """The value of input name on the last page this browser got."""
-        if self.last is None:
-            return None
-        return parse_inputs(self.last.body).get(name, {}).get("value")
-
-    def request_code(self, phone, fields=None, **kw):
-        self.ensure_session()
-        self.phone = phone
-        self.ctx.note_phone(phone)
-        return self.post_form("/request", [("phone", phone)] + list(
-            (fields or {}).items()), **kw)
-
-    def verify(self, token, fields=None, **kw):
-        return self.post_form("/verify", [("token", token)] + list(
-            (fields or {}).items()), **kw)
-
-
-# ---- the server under test ---------------------------------------------------
-
-def config_literal(v):
-    if isinstance(v, bool):
-        return "True" if v else "False"
-    if isinstance(v, int):
-        return str(v)
-    s = str(v)
-    if "'" not in s:
-        return "'" + s.replace("\\", "\\\\") + "'"
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def config_text(cfg):
-    return "".join("%s=%s\n" % (k, config_literal(v)) for k, v in cfg.items())
-
-
-def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
-    env.update(extra or {})
-    return env
-
-
-LIVE = set()        # servers still running, killed if the suite is stopped
-LIVE_LOCK = threading.Lock()
-
-
-def kill_live():
-    with LIVE_LOCK:
-        for p in list(LIVE):
-            try:
-                p.kill()
-            except OSError:
-                pass
-
-
-class Server:
-    def __init__(self, ctx, text, env=None, args=None, tag=""):
-        self.ctx = ctx
-        self.dir = ctx.dir
-        self.text, self.env, self.args = text, env or {}, args or []
-        self.tag = tag          # log file suffix for a restarted server
-        self.proc = None
-        self.port = None
-        self.scheme = "http"
-        self.err_lines, self.out_lines = [], []
-        self.cond = threading.Condition()
-        self.rc = None
-
-    def start(self):
-        with open(os.path.join(self.dir, "config.cfg"), "w") as f:
-            f.write(self.text)
-        self.errf = open(os.path.join(self.dir, "stderr%s.log" % self.tag),
-                         "w")
-        self.outf = open(os.path.join(self.dir, "stdout%s.log" % self.tag),
-                         "w")
-        self.proc = subprocess.Popen(
-            [BIN, "-c", "config.cfg"] + self.args, cwd=self.dir,
-            env=clean_env(self.env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        with LIVE_LOCK:
-            LIVE.add(self.proc)
-        self.readers = [
-            threading.Thread(target=self._read, daemon=True,
-                             args=(self.proc.stderr, self.err_lines,
-                                   self.errf)),
-            threading.Thread(target=self._read, daemon=True,
-                             args=(self.proc.stdout, self.out_lines,
-                                   self.outf))]
-        for t in self.readers:
-            t.start()
-        end = time.monotonic() + START_TIMEOUT
-        pat = re.compile(r"listening on (https?)://127\.0\.0\.1:([0-9]+)")
-        with self.cond:
-            while True:
-                for line in self.err_lines:
-                    m = pat.search(line)
-                    if m:
-                        self.scheme, self.port = m.group(1), int(m.group(2))
-                        return self
-                if self.proc.poll() is not None:
-                    self.cond.wait(0.2)  # let the readers drain
-                    raise Fail("server exited %s at start: %s" % (
-                        self.proc.returncode,
-                        short(" | ".join(self.err_lines[-3:]), 300)))
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise Fail("no 'listening on http://127.0.0.1:PORT' line "
-                               "on stderr within %ds" % START_TIMEOUT)
-                self.cond.wait(min(left, 0.2))
-
-    def _read(self, stream, lines, f):
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self.cond:
-                lines.append(line)
-                self.cond.notify_all()
-            f.write(line + "\n")
-            f.flush()
-        with self.cond:
-            self.cond.notify_all()
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_stdout(self, pattern, start=0, timeout=5.0):
-        """First stdout line from index start matching pattern, or None."""
-        return self._wait(self.out_lines, pattern, start, timeout)
-
-    def wait_log(self, pattern, start=0, timeout=5.0):
-        """First stderr line from index start matching pattern, or None."""
-        return self._wait(self.err_lines, pattern, start, timeout)
-
-    def _wait(self, lines, pattern, start, timeout):
-        pat = re.compile(pattern)
-        end = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for i in range(start, len(lines)):
-                    m = pat.search(lines[i])
-                    if m:
-                        return i, m
-                left = end - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def stop(self):
-        """SIGTERM; returns the exit status (or a string if it hung)."""
-        if self.proc is None:
-            return None
-        hung = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                hung = "did not exit within %ds of SIGTERM" % STOP_TIMEOUT
-        with LIVE_LOCK:
-            LIVE.discard(self.proc)
-        for t in self.readers:
-            t.join(5)
-        self.errf.close()
-        self.outf.close()
-        self.rc = hung or self.proc.returncode
-        return self.rc
-
-    def log(self):
-        with self.cond:
-            return "\n".join(self.err_lines)
-
-    def ports(self, timeout=5.0):
-        """{scheme: [ports]} from the 'listening on' lines, once there are
-        as many as LISTEN has entries."""
-        want = len([p for p in self.ctx.cfg.get("LISTEN", "").split(",")
-                    if p.strip()]) or 1
-        pat = re.compile(r"listening on (https?)://127\.0\.0\.1:([0-9]+)")
-        end = time.monotonic() + timeout
-        while True:
-            with self.cond:
-                found = [m.groups() for m in map(pat.search, self.err_lines)
-                         if m]
-            if len(found) >= want or time.monotonic() > end:
-                break
-            time.sleep(0.05)
-        out = {}
-        for scheme, port in found:
-            out.setdefault(scheme, []).append(int(port))
-        return out
-
-
-# ---- one case's context ------------------------------------------------------
-
-class Ctx:
-    def __init__(self, name):
-        self.name = name
-        self.dir = os.path.join(OUT, name)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.makedirs(self.dir)
-        self.fake = None
-        self.server = None
-        self.old_servers = []   # stopped by restart_server(), logs scanned
-        self.browsers = {}
-        # strings that must never reach the log: label -> value
-        self.secrets = {"the API key": API_KEY, "the API token": API_TOKEN}
-        self.phones = set()     # full numbers submitted: must not be logged
-        self.codes = set()      # codes sent: must not be logged
-        self.texts = set()      # SMS texts sent
-        self.saved = {}
-        self.stdout_seen = 0
-        self.cfg = {}
-        self.http_log = open(os.path.join(self.dir, "http.log"), "w")
-        self.http_lock = threading.Lock()
-
-    # -- setup --
-    def start_fake(self, cert_name="server", mode="ok", api_key=API_KEY,
-                   **kw):
-        c, k = cert(cert_name)
-        self.fake = fake_api.FakeApi(
-            c, k, api_key=api_key, mode=mode,
-            record=os.path.join(self.dir, "api.jsonl"), **kw)
-        self.fake.start()
-        return self.fake
-
-    def base_config(self):
-        return {
-            "API_KEY": API_KEY,
-            "FROM_NUMBER": FROM,
-            "LISTEN": "127.0.0.1:0",
-            "SMS_API_URL": self.fake.url,
-            "SMS_CA_FILE": cert("ca")[0],
-            "TOKEN_LENGTH": 6,
-            "SMS_TIMEOUT": 5,
-        }
-
-    def start_server(self, overrides=None, text=None, env=None):
-        cfg = self.base_config()
-        for k, v in (overrides or {}).items():
-            if v is None:
-                cfg.pop(k, None)
-            else:
-                cfg[k] = v
-        self.cfg = cfg
-        self.server = Server(self, text if text is not None else
-                             config_text(cfg), env=env)
-        self.server.start()
-        return self.server
-
-    def restart_server(self):
-        """SIGTERM (must exit 0), then the same config and environment
-        again; the new server's logs are stderr.N.log / stdout.N.log."""
-        old = self.server
-        rc = old.stop()
-        check(rc == 0, "server exit on SIGTERM before the restart: %s "
-              "(want 0)" % (rc,))
-        self.old_servers.append(old)
-        self.server = Server(self, old.text, env=old.env, args=old.args,
-                             tag=".%d" % (len(self.old_servers) + 1))
-        self.server.start()
-        return self.server
-
-    def browser(self, name="A"):
-        if name not in self.browsers:
-            self.browsers[name] = Browser(self, name)
-        return self.browsers[name]
-
-    @property
-    def origin(self):
-        return "http://127.0.0.1:%d" % self.server.port
-
-    # -- secrets that must stay out of the log --
-    def note_phone(self, phone):
-        digits = re.sub(r"[^0-9]", "", phone)
-        if len(digits) >= 7:
-            self.phones.add(phone)
-            self.phones.add(digits)
-            self.phones.add("+" + digits)
-            if not phone.strip().startswith("+"):
-                self.phones.add("+1" + digits)
-        for run in re.findall(r"[0-9]{7,}", phone):
-            self.phones.add(run)
-
-    def note_sms(self, text, code):
-        self.texts.add(text)
-        if code:
-            self.codes.add(code)
-
-    def collect_sms(self, n0, b=None):
-        """The SMS API calls since call number n0; notes their texts and
-        codes (and gives the last code to browser b)."""
-        if self.fake is None:
-            return []
-        new = self.fake.requests[n0:]
-        rx = self.message_regex()
-        for rec in new:
-            j = rec.get("json")
-            text = j.get("text") if isinstance(j, dict) else None
-            if isinstance(text, str):
-                m = re.match(rx, text)
-                self.note_sms(text, m.group("code") if m else None)
-                if m and b is not None:
-                    b.code = m.group("code")
-        return new
-
-    def message_regex(self):
-        msg = self.cfg.get("MESSAGE", "Your token is {code}")
-        return "^" + re.escape(msg).replace(re.escape("{code}"),
-                                            "(?P<code>[0-9A-Za-z]+)") + "$"
-
-    def log_http(self, who, method, path, body, resp):
-        with self.http_lock:
-            self.http_log.write("[%s] %s %s %s\n  -> %d %s %s\n    %s\n" % (
-                who, method, path, short(body or b"", 200), resp.status,
-                resp.reason, resp.headers, short(resp.body, 300)))
-            self.http_log.flush()
-
-    # -- teardown --
-    def finish(self, failed):
-        """Stops everything; raises Fail for an unclean exit or a leak."""
-        problems = []
-        for old in self.old_servers:
-            problems += self.scan_log(old)
-        if self.server is not None:
-            rc = self.server.stop()
-            if rc != 0:
-                problems.append("server exit on SIGTERM: %s (want 0)" % (rc,))
-            problems += self.scan_log(self.server)
-        if self.fake is not None:
-            self.fake.stop()
-        self.http_log.close()
-        if problems and not failed:
-            raise Fail("; ".join(problems))
-
-    def scan_log(self, server):
-        log = server.log()
-        out = []
-        for label, secret in sorted(self.secrets.items()):
-            if secret in log:
-                out.append("log%s contains %s" % (server.tag, label))
-        for t in sorted(self.texts):
-            if t in log:
-                out.append("log contains an SMS text %r" % t)
-        # Noise that may legitimately look like a short code: dates, times,
-        # masked numbers, the listening line.
-        clean = re.sub(r"listening on \S+", " ", log)
-        clean = re.sub(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.,]+Z?", " ",
-                       clean)
-        clean = re.sub(r"\+?[0-9]*\*+[0-9]*", " ", clean)
-        for c in sorted(self.codes):
-            if re.search(r"(?<![0-9A-Za-z])%s(?![0-9A-Za-z])" % re.escape(c),
-                         clean, re.I):
-                out.append("log contains a sent code %r" % c)
-                break
-        leaked = [p for p in sorted(self.phones) if p in log]
-        if leaked:
-            out.append("log contains full phone number(s) %s" % leaked[:3])
-        # A masked number shows its calling code (1 to 3 digits) and at
-        # most its last 2 digits: +1********23. Every to= is one (or "-").
-        for m in re.finditer(r"\bto=(\S*)", log):
-            if not re.fullmatch(r"\+[0-9]{0,3}\*+[0-9]{0,2}|-", m.group(1)):
-                out.append("log%s shows to=%s: not a number masked to its "
-                           "calling code and last 2 digits"
-                           % (server.tag, m.group(1)))
-                break
-        for m in re.finditer(r"\+[0-9]*\*+[0-9]*", log):
-            head, tail = re.fullmatch(r"\+([0-9]*)\*+([0-9]*)",
-                                      m.group(0)).groups()
-            if len(head) > 3 or len(tail) > 2:
-                out.append("log%s shows %s: more than a calling code and "
-                           "the last 2 digits" % (server.tag, m.group(0)))
-                break
-        return out
 
 
 # ---- table-driven steps ------------------------------------------------------
-
-def wrong_code(code, length=6, alphabet="0123456789ABCDEF"):
-    if not code:
-        return alphabet[1] * length
-    c0 = alphabet[0] if code[0].upper() != alphabet[0] else alphabet[1]
-    return c0 + code[1:]
-
 
 def expand(ctx, b, s):
     """Placeholders in step strings: {code} {code_lower} {wrong}
@@ -800,58 +192,12 @@ def api_call(ctx, b, st, hdrs):
     "ctype" the Content-Type (default application/json; None: none)."""
     method, path = st["call"][0], expand(ctx, b, st["call"][1])
     body = st["call"][2] if len(st["call"]) > 2 else None
-    h = {}
-    auth = st.get("auth", "Bearer " + API_TOKEN)
-    if auth is not None:
-        h["Authorization"] = auth
     if isinstance(body, dict):
         body = {k: expand(ctx, b, v) for k, v in body.items()}
-        if isinstance(body.get("phone"), str):
-            ctx.note_phone(body["phone"])
-        body = json.dumps(body)
     elif body is not None:
         body = expand(ctx, b, body)
-    if body is not None and st.get("ctype", "application/json") is not None:
-        h["Content-Type"] = st.get("ctype", "application/json")
-    h.update(hdrs)
-    return b.send(method, path, body=body, headers=h)
-
-
-def json_body(got, r):
-    try:
-        j = json.loads(r.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise Fail("%s: body is not JSON: %r" % (got, short(r.body)))
-    check(isinstance(j, dict), "%s: JSON body is not an object: %s"
-          % (got, short(r.body)))
-    return j
-
-
-def check_api_answer(got, r, st):
-    """What every JSON API answer must be: the security headers, JSON
-    (except a 204), and errors as {"error": {"code", "message"}}."""
-    check_security_headers(got, r)
-    if r.status == 204:
-        check(r.body == b"", "%s: 204 with a body %r" % (got, short(r.body)))
-        return None
-    check(re.match(r"application/json($|;)", r.header("content-type") or ""),
-          "%s: Content-Type %r, want application/json"
-          % (got, r.header("content-type")))
-    j = json_body(got, r)
-    if r.status >= 400:
-        e = j.get("error")
-        check(sorted(j) == ["error"] and isinstance(e, dict) and
-              sorted(e) == ["code", "message"] and
-              isinstance(e["code"], str) and isinstance(e["message"], str)
-              and e["code"] and e["message"],
-              '%s: error body is not {"error": {"code", "message"}}: %s'
-              % (got, short(r.body)))
-        if "error" in st:
-            check(e["code"] == st["error"], "%s: error code %r, want %r"
-                  % (got, e["code"], st["error"]))
-    else:
-        check("error" not in st, "%s: no error body" % got)
-    return j
+    return b.api(method, path, body, st.get("auth", "Bearer " + API_TOKEN),
+                 st.get("ctype", "application/json"), hdrs)
 
 
 def metrics_values(text):
@@ -989,13 +335,6 @@ def first_diff(a, b):
     return min(len(a), len(b))
 
 
-def check_security_headers(got, r):
-    for name, rx in SECURITY_HEADERS.items():
-        v = r.header(name)
-        check(v is not None, "%s: missing %s header" % (got, name))
-        check(re.search(rx, v), "%s: %s is %r" % (got, name, v))
-
-
 def check_sms(where, rec, want):
     """want: dict with optional to, from, text (regex), code_re."""
     h = rec["headers"]
@@ -1043,25 +382,7 @@ def tutorial_text(ctx):
 
 def tutorial_env(ctx):
     return {"OTP_LISTEN": "127.0.0.1:0", "OTP_SMS_API_URL": ctx.fake.url,
-            "OTP_SMS_CA_FILE": cert("ca")[0]}
-
-
-def check_index_form(ctx, b, r):
-    inputs = parse_inputs(r.body)
-    s = r.body.decode("utf-8", "replace")
-    check(re.search(r'<form\b[^>]*\bmethod="post"', s, re.I) and
-          re.search(r'<form\b[^>]*\baction="/request"', s),
-          "index: no <form method=post action=/request>")
-    p = inputs.get("phone")
-    check(p, "index: no input name=phone")
-    check(p.get("type") == "tel", "index: phone type=%r" % p.get("type"))
-    check(p.get("autocomplete") == "tel",
-          "index: phone autocomplete=%r" % p.get("autocomplete"))
-    c = inputs.get("csrf")
-    check(c and c.get("type") == "hidden" and c.get("value"),
-          "index: no hidden csrf input with a value")
-    check(r.header("content-type").lower().startswith("text/html"),
-          "index: Content-Type %r" % r.header("content-type"))
+            "OTP_SMS_CA_FILE": ctx.cert("ca")[0]}
 
 
 def check_verify_form(ctx, b, r):
@@ -1851,7 +1172,7 @@ CASES += [
 # ---- health, readiness, metrics ----------------------------------------------
 
 def copy_ca(ctx):
-    shutil.copy(cert("ca")[0], os.path.join(ctx.dir, "ca.pem"))
+    shutil.copy(ctx.cert("ca")[0], os.path.join(ctx.dir, "ca.pem"))
 
 
 def remove_ca(ctx, b):
@@ -1921,13 +1242,6 @@ CASES += [
 
 # ---- SIGHUP reload -----------------------------------------------------------
 
-def write_config(ctx, text):
-    path = os.path.join(ctx.dir, "config.cfg")
-    with open(path + ".new", "w") as f:
-        f.write(text)
-    os.replace(path + ".new", path)
-
-
 def sighup(changes=None, extra="", want=r"reload: configuration applied",
            what=None):
     """A step function: writes the config with changes (and extra lines),
@@ -1936,7 +1250,8 @@ def sighup(changes=None, extra="", want=r"reload: configuration applied",
     def fn(ctx, b):
         cfg = dict(ctx.cfg)
         cfg.update(changes or {})
-        write_config(ctx, config_text(cfg) + extra)
+        write_config(os.path.join(ctx.dir, "config.cfg"),
+                     config_text(cfg) + extra)
         n0 = len(ctx.server.err_lines)
         ctx.server.proc.send_signal(signal.SIGHUP)
         for rx in [want] if isinstance(want, str) else want:
@@ -2052,24 +1367,18 @@ CONFIG_ROWS = [
 
 def run_config_row(ctx, row):
     name, text, env, args, want_rc, err_rx, out_rx = row
-    with open(os.path.join(ctx.dir, "config.cfg"), "w") as f:
-        f.write(text)
-    cmd = [BIN] + (["-c", "config.cfg"] if args != ["-c"] else []) + args
-    try:
-        p = subprocess.run(cmd, cwd=ctx.dir, env=clean_env(env),
-                           stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=CONFIG_RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
+    write_config(os.path.join(ctx.dir, "config.cfg"), text)
+    cmd = (["-c", "config.cfg"] if args != ["-c"] else []) + args
+    rc, out, err = run_once(ctx.dir, None, cmd, env)
+    if rc is None:
         raise Fail("%s did not exit within %ds" % (" ".join(args) or "-c",
-                                                   CONFIG_RUN_TIMEOUT))
-    out = p.stdout.decode("utf-8", "replace")
-    err = p.stderr.decode("utf-8", "replace")
+                                                   RUN_TIMEOUT))
     with open(os.path.join(ctx.dir, "result.txt"), "w") as f:
         f.write("cmd: %s\nexit: %d\n--- stdout\n%s--- stderr\n%s"
-                % (cmd, p.returncode, out, err))
-    what = "exit %d, stderr %r, stdout %r" % (p.returncode, short(err, 200),
+                % ([BIN] + cmd, rc, out, err))
+    what = "exit %d, stderr %r, stdout %r" % (rc, short(err, 200),
                                                short(out, 80))
-    check(p.returncode == want_rc, "want exit %d; got %s" % (want_rc, what))
+    check(rc == want_rc, "want exit %d; got %s" % (want_rc, what))
     if err_rx:
         lines = [ln for ln in err.splitlines() if ln.strip()]
         check(len(lines) == 1, "want exactly one stderr line; got %s" % what)
@@ -2170,7 +1479,7 @@ def _parallel(n, fn):
     return results
 
 
-def case_max_attempts_parallel(ctx):
+def case_max_attempts_parallel_100(ctx):
     ctx.start_fake()
     max_attempts = 5
     ctx.start_server({"MAX_ATTEMPTS": max_attempts,
@@ -2217,7 +1526,7 @@ def case_max_attempts_parallel(ctx):
     check(ctx.server.alive(), "server died")
 
 
-def case_sms_pump_1000(ctx):
+def case_sms_pump_1000_numbers(ctx):
     ctx.start_fake()
     ctx.start_server({})     # defaults: 10 per address per hour, 100 per hour
     cap = 10
@@ -2438,7 +1747,8 @@ def case_hung_sends_reload_and_stop(ctx):
     hung.start()
     check(ctx.fake.wait_requests(8, 20) == 8,
           "the 8 sends did not reach the gateway")
-    write_config(ctx, config_text(dict(ctx.cfg, METRICS=True)))
+    write_config(os.path.join(ctx.dir, "config.cfg"),
+                 config_text(dict(ctx.cfg, METRICS=True)))
     n0 = len(ctx.server.err_lines)
     t0 = time.monotonic()
     ctx.server.proc.send_signal(signal.SIGHUP)
@@ -2466,21 +1776,12 @@ def case_hung_sends_reload_and_stop(ctx):
 
 def _raw_exchange(port, data, timeout=20):
     """Sends data, returns (head bytes, seconds) of the answer."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     t0 = time.monotonic()
-    got = b""
     try:
-        s.sendall(data)
-        while b"\r\n\r\n" not in got:
-            c = s.recv(65536)
-            if not c:
-                break
-            got += c
+        got = raw_exchange(port, data, timeout, body=False)
     except OSError as e:
         return ("%s: %s" % (type(e).__name__, e)).encode(), \
             time.monotonic() - t0
-    finally:
-        s.close()
     return got.split(b"\r\n\r\n")[0], time.monotonic() - t0
 
 
@@ -2810,7 +2111,7 @@ def _tls_legacy_client():
 def _local_tls11_works():
     """True if this Python/OpenSSL can speak TLS 1.1 to itself."""
     srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    srv.load_cert_chain(*cert("server"))
+    srv.load_cert_chain(*cert("server", CERTS))
     srv.set_ciphers("DEFAULT:@SECLEVEL=0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -2920,134 +2221,21 @@ def case_log_syslog(ctx):
         os.unlink(path)
 
 
-CODE_CASES = [
-    {"name": "raw_protocol_errors", "fn": case_raw_protocol_errors},
-    {"name": "listen_two_ports", "fn": case_listen_two_ports},
-    {"name": "sigint_clean_exit", "fn": case_sigint_clean_exit},
-    {"name": "console_no_api_key", "fn":
-     case_console_no_api_key},
-    {"name": "security_headers_everywhere", "fn":
-     case_security_headers_everywhere},
-    {"name": "max_attempts_parallel_100", "fn": case_max_attempts_parallel},
-    {"name": "sms_pump_1000_numbers", "fn": case_sms_pump_1000},
-    {"name": "trickle_body", "fn": case_trickle_body},
-    {"name": "trickle_headers", "fn": case_trickle_headers},
-    {"name": "trickle_starvation", "fn": case_trickle_starvation},
-    {"name": "huge_content_length", "fn": case_huge_content_length},
-    {"name": "sigterm_clean_exit", "fn": case_sigterm_clean_exit},
-    {"name": "hung_sends_reload_and_stop", "fn":
-     case_hung_sends_reload_and_stop},
-    {"name": "auth_state_dir_restart", "fn": case_auth_state_dir_restart},
-    {"name": "auth_no_state_dir_restart", "fn":
-     case_auth_no_state_dir_restart},
-    {"name": "api_key_file", "fn": case_api_key_file},
-    {"name": "tls_listener", "fn": case_tls_listener},
-    {"name": "tls_redirect_http", "fn": case_tls_redirect_http},
-    {"name": "tls_refuses_tls11", "fn": case_tls_refuses_tls11},
-    {"name": "log_syslog", "fn": case_log_syslog},
-]
-
-
 # ---- runner ------------------------------------------------------------------
 
 def all_cases():
-    out = []
-    for row in CONFIG_ROWS:
-        out.append({"name": row[0], "kind": "config", "row": row})
-    for c in CASES:
-        out.append(dict(c, kind="table"))
-    for c in CODE_CASES:
-        out.append(dict(c, kind="code"))
-    return out
+    """(name, fn(ctx)): the config rows, the table and the code cases."""
+    out = [(row[0], lambda ctx, row=row: run_config_row(ctx, row))
+           for row in CONFIG_ROWS]
+    out += [(c["name"], lambda ctx, c=c: run_table_case(ctx, c))
+            for c in CASES]
+    return out + harness.cases_in(globals())     # the case_NAME functions
 
 
-def run_case(case):
-    """None if the case passed, else the reason; a Skip is returned as
-    the exception itself."""
-    ctx = Ctx(case["name"])
-    failed = skipped = None
-    try:
-        if case["kind"] == "config":
-            run_config_row(ctx, case["row"])
-        elif case["kind"] == "table":
-            run_table_case(ctx, case)
-        else:
-            case["fn"](ctx)
-    except Fail as e:
-        failed = str(e)
-    except Skip as e:
-        skipped = e
-    except Exception as e:  # noqa: BLE001 - a test bug is a failure too
-        tb = traceback.format_exc()
-        with open(os.path.join(ctx.dir, "traceback.txt"), "w") as f:
-            f.write(tb)
-        failed = "%s: %s (traceback in %s)" % (type(e).__name__, e,
-                                               os.path.relpath(ctx.dir, ROOT))
-    try:
-        ctx.finish(failed is not None)
-    except Fail as e:
-        failed = str(e)
-    except Exception as e:  # noqa: BLE001
-        failed = failed or "teardown: %s: %s" % (type(e).__name__, e)
-    return failed if failed is not None else skipped
-
-
-def main():
-    ap = argparse.ArgumentParser(description="otp_demo integration tests")
-    ap.add_argument("-k", action="append", default=[],
-                    help="run only cases whose name contains SUBSTR")
-    ap.add_argument("-j", type=int, default=4, help="parallel cases (4)")
-    ap.add_argument("-l", "--list", action="store_true", help="list cases")
-    a = ap.parse_args()
-    cases = [c for c in all_cases()
-             if not a.k or any(k in c["name"] for k in a.k)]
-    if a.list:
-        for c in cases:
-            print(c["name"])
-        return 0
-    if not (os.path.isfile(BIN) and os.access(BIN, os.X_OK)):
-        print("FAIL setup: no executable %s (set OTP_BIN or run make)" % BIN)
-        print("0 passed, 1 failed")
-        return 1
-    ensure_certs()
-    t0 = time.monotonic()
-    passed = failed = skipped = 0
-    lock = threading.Lock()
-
-    # Slow cases first so the pool stays busy.
-    slow = ("trickle", "pump", "silent", "expired", "identical", "resend",
-            "sms_per_number", "max_attempts_parallel", "restart", "tls_",
-            "sighup")
-    cases.sort(key=lambda c: not any(s in c["name"] for s in slow))
-    def stopped(signum, frame):
-        kill_live()
-        print("interrupted by signal %d" % signum, flush=True)
-        print("%d passed, %d failed" % (passed, failed + 1), flush=True)
-        os._exit(1)
-    signal.signal(signal.SIGINT, stopped)
-    signal.signal(signal.SIGTERM, stopped)
-    with concurrent.futures.ThreadPoolExecutor(max(1, a.j)) as ex:
-        futs = {ex.submit(run_case, c): c for c in cases}
-        for f in concurrent.futures.as_completed(futs):
-            name = futs[f]["name"]
-            err = f.result()
-            with lock:
-                if err is None:
-                    passed += 1
-                    print("ok %s" % name, flush=True)
-                elif isinstance(err, Skip):
-                    skipped += 1
-                    print("skip %s: %s" % (name, err), flush=True)
-                else:
-                    failed += 1
-                    print("FAIL %s: %s" % (name, " ".join(err.split())),
-                          flush=True)
-    with open(os.path.join(OUT, "time.txt"), "w") as f:
-        f.write("%.1f s\n" % (time.monotonic() - t0))
-    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped"
-                                      % skipped if skipped else ""))
-    return 1 if failed else 0
-
+# Slow cases first so the pool stays busy.
+SLOW = ("trickle", "pump", "silent", "expired", "identical", "resend",
+        "sms_per_number", "max_attempts_parallel", "restart", "tls_", "sighup")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(all_cases(), OUT, "otp_demo integration tests",
+                          jobs=4, slow=SLOW))

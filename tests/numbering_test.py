@@ -18,29 +18,27 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-GEN = os.path.join(ROOT, "tools", "gen_numbering.py")
+sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
+import harness as h  # noqa: E402
+
+GEN = os.path.join(h.ROOT, "tools", "gen_numbering.py")
 
 
 def main():
     # Debian's module is seen by Debian's python3; the generator re-runs
     # itself under /usr/bin/python3 when another python3 comes first.
-    p = subprocess.run([sys.executable, GEN, "--check"], cwd=ROOT,
+    p = subprocess.run([sys.executable, GEN, "--check"], cwd=h.ROOT,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        universal_newlines=True, timeout=300)
     out = " ".join(p.stdout.split())
+    t = h.Checks()
     if p.returncode == 2 and "no phonenumbers module" in out:
-        print("skip numbering_generated: %s" % out)
-        print("0 passed, 0 failed")
-        return 0
-    if p.returncode != 0:
-        print("FAIL numbering_generated: %s" % out)
-        print("0 passed, 1 failed")
-        return 1
-    print("ok numbering_generated: %s" % out)
-    print("1 passed, 0 failed")
-    return 0
+        t.skip("numbering_generated", out)
+    elif p.returncode != 0:
+        t.check("numbering_generated", False, out)
+    else:
+        t.check("numbering_generated: %s" % out, True)
+    return t.done()
 
 
 if __name__ == "__main__":

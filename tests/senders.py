@@ -24,7 +24,7 @@ and message templates ({app}, {minutes}, MESSAGE_<lang> by
 Accept-Language, OTP_MESSAGE_<lang>, the one-segment warning), WebOTP (the
 SMS line, /otp.js, the verify page's script tag) and WWW_DIR.
 
-Helpers (Browser, Server, Ctx, the log scan) come from tests/integration.py.
+Helpers (Browser, Server, Ctx, the log scan) come from tests/harness.py.
 After every case the server must exit 0 on SIGTERM and its stderr must not
 contain a code, an API key or secret, an SMS text, or a full phone number.
 
@@ -32,9 +32,8 @@ Prints "ok NAME" or "FAIL NAME: reason" per case, then "N passed, M failed".
 Exit status 1 if anything failed.
 """
 
-import argparse
 import base64
-import concurrent.futures
+import contextlib
 import json
 import locale
 import os
@@ -42,71 +41,44 @@ import re
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import threading
 import time
-import traceback
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
 
 if (sys.flags.utf8_mode == 0 and
         locale.getpreferredencoding(False).lower().replace("-", "") != "utf8"):
     # Config files and pages here hold UTF-8 text.
     os.execv(sys.executable, [sys.executable, "-X", "utf8"] + sys.argv)
 
-try:
-    import integration as it  # noqa: E402
-except Exception as e:  # noqa: BLE001
-    print("FAIL setup: cannot import tests/integration.py (%s: %s)"
-          % (type(e).__name__, e))
-    print("0 passed, 1 failed")
-    sys.exit(1)
+sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
+import harness as h  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "out", "senders")
-it.OUT = OUT                        # Ctx() makes its directory under OUT
-it.CERTS = os.path.join(OUT, "certs")
-BIN = it.BIN
-Fail, check, short = it.Fail, it.check, it.short
-
-
-class Skip(Exception):
-    """A case that cannot run here: "skip NAME: reason", not counted."""
+BIN = h.BIN
+Fail, Skip, check, short = h.Fail, h.Skip, h.check, h.short
 
 PHONE, E164, DIGITS = "(201) 555-0123", "+12015550123", "12015550123"
 PHONES = ["203-555-01%02d" % i for i in range(10, 40)]   # more numbers
 FROM = "+12025550111"
 KEY = "KEYsenders-9c4e1a7b2d"
-SEND_FAILED = it.SEND_FAILED
-VERIFY_FAILED = it.VERIFY_FAILED
+SEND_FAILED = h.SEND_FAILED
+VERIFY_FAILED = h.VERIFY_FAILED
 CODE_RX = "[0-9A-F]{6}"             # TOKEN_LENGTH 6, hex (the default)
 START_LINE = re.compile(r"listening on")
 
 
 # ---- helpers -----------------------------------------------------------------
 
-def lit(v):
-    """A config-file literal; strings escaped for the parser (\\ \' \\n \\t)."""
-    if isinstance(v, bool):
-        return "True" if v else "False"
-    if isinstance(v, int):
-        return str(v)
-    s = (str(v).replace("\\", "\\\\").replace("'", "\\'")
-         .replace("\n", "\\n").replace("\t", "\\t"))
-    return "'" + s + "'"
-
-
-def cfg_text(cfg):
-    return "".join("%s=%s\n" % (k, lit(v)) for k, v in cfg.items())
+BASE = {"LISTEN": "127.0.0.1:0", "TOKEN_LENGTH": 6, "SMS_TIMEOUT": 5,
+        "SMS_PER_IP_PER_HOUR": 100}
 
 
 def base_cfg(overrides):
-    cfg = {"LISTEN": "127.0.0.1:0", "TOKEN_LENGTH": 6, "SMS_TIMEOUT": 5,
-           "SMS_PER_IP_PER_HOUR": 100}
+    cfg = dict(BASE)
     for k, v in overrides.items():
         if v is None:
             cfg.pop(k, None)
@@ -115,40 +87,23 @@ def base_cfg(overrides):
     return cfg
 
 
-def start(ctx, overrides, env=None, tag=""):
-    """Starts otp_demo with base_cfg(overrides); returns the Server."""
+def start(ctx, overrides, env=None, tag="", **kw):
+    """Starts otp_demo with BASE and the overrides; returns the Server."""
     ctx.secrets.setdefault("the senders API key", KEY)
-    ctx.cfg = base_cfg(overrides)
-    ctx.server = it.Server(ctx, cfg_text(ctx.cfg), env=env, tag=tag)
-    ctx.server.start()
-    return ctx.server
+    return ctx.start_server(overrides, env=env, base=BASE, tag=tag, **kw)
 
 
 def run_once(ctx, overrides, args=(), env=None, timeout=10):
     """Runs otp_demo with a config until it exits (killed after timeout);
     returns (status or None if it had to be killed, stdout, stderr)."""
-    cfg = base_cfg(overrides)
-    with open(os.path.join(ctx.dir, "config.cfg"), "w",
-              encoding="utf-8") as f:
-        f.write(cfg_text(cfg))
-    p = subprocess.Popen([BIN] + list(args) + ["-c", "config.cfg"],
-                         cwd=ctx.dir, env=it.clean_env(env),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
-    try:
-        out, err = p.communicate(timeout=timeout)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        rc = None
-    err = err.decode("utf-8", "replace")
+    rc, out, err = h.run_once(ctx.dir, base_cfg(overrides), args, env,
+                              timeout)
     with open(os.path.join(ctx.dir, "stderr.log"), "w") as f:
         f.write(err)
     ctx.secrets.setdefault("the senders API key", KEY)
     for label, secret in sorted(ctx.secrets.items()):
         check(secret not in err, "stderr contains %s" % label)
-    return rc, out.decode("utf-8", "replace"), err
+    return rc, out, err
 
 
 def expect_config_error(ctx, overrides, want, env=None):
@@ -199,7 +154,7 @@ def request(ctx, b, phone=PHONE, lang=None, want=200):
     hdrs = {"Accept-Language": lang} if lang else {}
     r = b.request_code(phone, headers=hdrs)
     if want == 200:
-        check(r.status == 200 and it.page_kind(r.body) == "verify",
+        check(r.status == 200 and h.page_kind(r.body) == "verify",
               "POST /request %s -> %d %s, want 200 and the verify page"
               % (phone, r.status, short(r.text, 120)))
     else:
@@ -211,7 +166,7 @@ def request(ctx, b, phone=PHONE, lang=None, want=200):
 def expect_send_failed(ctx, b, r, status=502):
     check(r.status == status, "POST /request -> %d %s, want %d"
           % (r.status, short(r.text, 100), status))
-    check(it.page_kind(r.body) == "index" and SEND_FAILED in r.text,
+    check(h.page_kind(r.body) == "index" and SEND_FAILED in r.text,
           "POST /request -> %d: not the index page with %r: %s"
           % (r.status, SEND_FAILED, short(r.text, 160)))
     for c in r.all("Set-Cookie"):
@@ -223,14 +178,14 @@ def expect_send_failed(ctx, b, r, status=502):
 
 def verify_ok(ctx, b, code):
     r = b.verify(code)
-    check(r.status == 200 and it.page_kind(r.body) == "success",
+    check(r.status == 200 and h.page_kind(r.body) == "success",
           "POST /verify with the code sent -> %d %s, want 200 success"
           % (r.status, short(r.text, 120)))
 
 
 def verify_refused(ctx, b, code):
     r = b.verify(code)
-    check(r.status == 403 and it.page_kind(r.body) != "success",
+    check(r.status == 403 and h.page_kind(r.body) != "success",
           "POST /verify with the code of a failed send -> %d %s, want 403"
           % (r.status, short(r.text, 120)))
 
@@ -266,7 +221,7 @@ def fake(ctx, mode="generic", **kw):
 
 def http_cfg(ctx, path, **over):
     cfg = {"SMS_PROVIDER": "http", "SMS_API_URL": ctx.fake.base_url + path,
-           "SMS_CA_FILE": it.cert("ca")[0], "API_KEY": KEY,
+           "SMS_CA_FILE": ctx.cert("ca")[0], "API_KEY": KEY,
            "FROM_NUMBER": FROM}
     cfg.update(over)
     return cfg
@@ -315,13 +270,20 @@ def spool_read_one(d):
     return path, data
 
 
-def case_spool_gsm(ctx):
+def spool_send(ctx, message=None):
+    """The spool sender (with MESSAGE message) on a new spool directory,
+    one code asked for: (the browser, the message file's bytes)."""
     d, out = spool_setup(ctx)
-    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out})
+    start(ctx, dict({"SMS_PROVIDER": "spool", "SPOOL_DIR": out},
+                    **({"MESSAGE": message} if message else {})))
     log_has(ctx, r"spool sender: " + re.escape(out), "start-up line")
     b = ctx.browser()
     request(ctx, b)
-    _, data = spool_read_one(d)
+    return b, spool_read_one(d)[1]
+
+
+def case_spool_gsm(ctx):
+    b, data = spool_send(ctx)
     m = re.fullmatch(r"To: %s\n\n(.*)\n" % DIGITS, data.decode("utf-8"),
                      re.S)
     check(m, "spool file is %r, want 'To: %s\\n\\n<text>\\n'"
@@ -331,12 +293,8 @@ def case_spool_gsm(ctx):
 
 
 def case_spool_utf8(ctx):
-    d, out = spool_setup(ctx)
     tmpl = "Ваш код {code}"
-    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out, "MESSAGE": tmpl})
-    b = ctx.browser()
-    request(ctx, b)
-    _, data = spool_read_one(d)
+    b, data = spool_send(ctx, tmpl)
     m = re.fullmatch(r"To: %s\nAlphabet: UTF-8\n\n(.*)\n" % DIGITS,
                      data.decode("utf-8"), re.S)
     check(m, "spool file is %r, want 'To: %s\\nAlphabet: UTF-8\\n\\n"
@@ -349,12 +307,8 @@ def case_spool_latin_gsm(ctx):
     """GSM-7 text with non-ASCII letters (ü, é, £): the file is UTF-8, and
     smstools3 reads a file without an Alphabet header as ISO-8859-15, so
     it must say Alphabet: UTF-8 as well."""
-    d, out = spool_setup(ctx)
     tmpl = "Ihr Code für Café £5: {code}"
-    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out, "MESSAGE": tmpl})
-    b = ctx.browser()
-    request(ctx, b)
-    _, data = spool_read_one(d)
+    _, data = spool_send(ctx, tmpl)
     text = data.decode("utf-8")
     m = SPOOL_FILE.fullmatch(text)
     check(m, "spool file %r is not in smstools3's format" % text)
@@ -394,39 +348,9 @@ def case_spool_missing_dir(ctx):
                                    "spool"))
 
 
-class AsUser(it.Server):
-    """An it.Server started through setpriv as another user (nobody)."""
-
-    def start(self):
-        with open(os.path.join(self.dir, "config.cfg"), "w",
-                  encoding="utf-8") as f:
-            f.write(self.text)
-        self.errf = open(os.path.join(self.dir, "stderr%s.log" % self.tag),
-                         "w")
-        self.outf = open(os.path.join(self.dir, "stdout%s.log" % self.tag),
-                         "w")
-        self.proc = subprocess.Popen(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             BIN, "-c", "config.cfg"], cwd=self.dir,
-            env=it.clean_env(self.env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        with it.LIVE_LOCK:
-            it.LIVE.add(self.proc)
-        self.readers = [threading.Thread(target=self._read, daemon=True,
-                                         args=(self.proc.stderr,
-                                               self.err_lines, self.errf)),
-                        threading.Thread(target=self._read, daemon=True,
-                                         args=(self.proc.stdout,
-                                               self.out_lines, self.outf))]
-        for t in self.readers:
-            t.start()
-        got = self.wait_log(r"listening on (https?)://127\.0\.0\.1:([0-9]+)",
-                            0, it.START_TIMEOUT)
-        if not got:
-            raise Fail("no 'listening on' line as nobody: %s"
-                       % short(self.log()[-300:], 300))
-        self.scheme, self.port = got[1].group(1), int(got[1].group(2))
-        return self
+# otp_demo run as another user (nobody) through setpriv.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             BIN]
 
 
 def case_spool_parent_not_writable(ctx):
@@ -439,11 +363,8 @@ def case_spool_parent_not_writable(ctx):
     d, out = spool_setup(ctx)
     os.chmod(d, 0o755)
     os.chmod(out, 0o1777)
-    ctx.secrets.setdefault("the senders API key", KEY)
-    ctx.cfg = base_cfg({"SMS_PROVIDER": "spool", "SPOOL_DIR": out,
-                        "API_KEY": KEY})
-    ctx.server = AsUser(ctx, cfg_text(ctx.cfg))
-    ctx.server.start()
+    start(ctx, {"SMS_PROVIDER": "spool", "SPOOL_DIR": out, "API_KEY": KEY},
+          command=AS_NOBODY)
     b = ctx.browser()
     b.ensure_session()
     r = b.request_code(PHONE)
@@ -572,12 +493,15 @@ def no_shell_ran(ctx):
           "a shell ran the text: 'victim' was removed")
 
 
-def case_command_placeholders(ctx):
+def hostile_text_sent(ctx, placeholders):
+    """SMS_COMMAND (the recording script, then placeholders) with the
+    hostile MESSAGE: the script gets the number and the text as two
+    arguments, no shell runs the text, and the code works."""
     s = script(ctx, "exit 0")
     with open(os.path.join(ctx.dir, "victim"), "w") as f:
         f.write("x")
     tmpl = hostile_message()
-    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s + " {to} {text}",
+    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s + placeholders,
                 "MESSAGE": tmpl})
     log_has(ctx, r"command sender", "start-up line")
     b = ctx.browser()
@@ -590,22 +514,13 @@ def case_command_placeholders(ctx):
     verify_ok(ctx, b, code)
 
 
+def case_command_placeholders(ctx):
+    hostile_text_sent(ctx, " {to} {text}")
+
+
 def case_command_appended(ctx):
     """Without {to}/{text}: number and text appended as two arguments."""
-    s = script(ctx, "exit 0")
-    with open(os.path.join(ctx.dir, "victim"), "w") as f:
-        f.write("x")
-    tmpl = hostile_message()
-    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
-                "MESSAGE": tmpl})
-    b = ctx.browser()
-    request(ctx, b)
-    argv, _, _ = one_command_call(ctx)
-    check(len(argv) == 2 and argv[0] == E164,
-          "arguments %r, want [%r, <text>]" % (argv, E164))
-    code = expect_text(ctx, tmpl, argv[1], "command argument 2")
-    no_shell_ran(ctx)
-    verify_ok(ctx, b, code)
+    hostile_text_sent(ctx, "")
 
 
 def case_command_words(ctx):
@@ -698,9 +613,8 @@ def case_command_background_child(ctx):
     """A script that leaves something running in the background (holding
     the descriptors it inherited) and exits 0 at once: the send succeeds
     when the script exits, not SMS_TIMEOUT later."""
-    marker = "6.%d3" % os.getpid()
-    s = script(ctx, "/bin/sleep %s &\nexit 0" % marker)
-    try:
+    with reaped("6.%d3" % os.getpid()) as marker:
+        s = script(ctx, "/bin/sleep %s &\nexit 0" % marker)
         start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
                     "SMS_TIMEOUT": 4})
         b = ctx.browser()
@@ -714,12 +628,6 @@ def case_command_background_child(ctx):
               "script that exits at once, leaving a background process "
               "that holds its descriptors" % took)
         verify_ok(ctx, b, code)
-    finally:
-        for pid in _procs_with(marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def case_command_fail_exit(ctx):
@@ -788,34 +696,34 @@ def _procs_with(arg):
     return out
 
 
-def case_command_timeout(ctx):
-    marker = "30.%d1" % os.getpid()
+@contextlib.contextmanager
+def reaped(marker):
+    """At the end of the block, SIGKILL for every process with marker
+    among its arguments (what a test script left running)."""
     try:
-        _timeout_case(ctx, marker)
-    finally:
-        for pid in _procs_with(marker):     # the script's own sleep
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def case_command_timeout_kills_children(ctx):
-    """After SMS_TIMEOUT the script is killed; so must be what it started
-    (here its sleep), or every hung send leaves a process behind."""
-    marker = "30.%d2" % os.getpid()
-    try:
-        _timeout_case(ctx, marker)
-        time.sleep(0.5)
-        left = _procs_with(marker)
-        check(not left, "the script's child (/bin/sleep %s, pid %s) still "
-              "runs after the timeout killed the script" % (marker, left))
+        yield marker
     finally:
         for pid in _procs_with(marker):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def case_command_timeout(ctx):
+    with reaped("30.%d1" % os.getpid()) as marker:  # the script's sleep
+        _timeout_case(ctx, marker)
+
+
+def case_command_timeout_kills_children(ctx):
+    """After SMS_TIMEOUT the script is killed; so must be what it started
+    (here its sleep), or every hung send leaves a process behind."""
+    with reaped("30.%d2" % os.getpid()) as marker:
+        _timeout_case(ctx, marker)
+        time.sleep(0.5)
+        left = _procs_with(marker)
+        check(not left, "the script's child (/bin/sleep %s, pid %s) still "
+              "runs after the timeout killed the script" % (marker, left))
 
 
 def case_command_phone_injection(ctx):
@@ -1086,9 +994,9 @@ def note_any(ctx, text, tmpls):
 
 
 def telnyx(ctx):
-    fake(ctx, mode="ok", api_key=it.API_KEY)
-    return {"API_KEY": it.API_KEY, "FROM_NUMBER": FROM,
-            "SMS_API_URL": ctx.fake.url, "SMS_CA_FILE": it.cert("ca")[0]}
+    fake(ctx, mode="ok", api_key=h.API_KEY)
+    return {"API_KEY": h.API_KEY, "FROM_NUMBER": FROM,
+            "SMS_API_URL": ctx.fake.url, "SMS_CA_FILE": ctx.cert("ca")[0]}
 
 
 def telnyx_text(ctx, n0=0):
@@ -1295,7 +1203,7 @@ def case_webotp_script(ctx):
     r = b.get("/otp.js")
     got = "GET /otp.js -> %d" % r.status
     check(r.status == 200, got)
-    it.check_security_headers(got, r)
+    h.check_security_headers(got, r)
     check(re.match(r"text/javascript(;|$)", r.header("content-type") or ""),
           "%s: Content-Type %r" % (got, r.header("content-type")))
     js = r.body.decode("utf-8")
@@ -1320,7 +1228,7 @@ def case_webotp_script(ctx):
     scripts = re.findall(r"<script\b[^>]*>", s)
     check(all("src=" in t for t in scripts), "inline script on the verify "
           "page (the CSP forbids it): %s" % scripts)
-    it.check_security_headers("verify page", r)
+    h.check_security_headers("verify page", r)
     check("script-src 'self'" in r.header("content-security-policy"),
           "verify page CSP %r" % r.header("content-security-policy"))
 
@@ -1366,7 +1274,7 @@ def case_www_dir(ctx):
         t = re.search(r"<title>(.*?)</title>", r.body.decode("utf-8"))
         check(t and t.group(1) == title, "GET / with Accept-Language %r: "
               "title %r, want %r" % (accept, t and t.group(1), title))
-        it.check_index_form(ctx, b, r)
+        h.check_index_form(ctx, b, r)
         r = b.get("/style.css", headers=hdrs)
         check(r.status == 200 and r.body.decode("utf-8") == CSS,
               "GET /style.css (%s) -> %d, not the WWW_DIR override: %s"
@@ -1451,92 +1359,14 @@ def case_console_explicit(ctx):
     fake(ctx, mode="ok", api_key=KEY)
     start(ctx, {"SMS_PROVIDER": "console", "API_KEY": KEY,
                 "FROM_NUMBER": FROM, "SMS_API_URL": ctx.fake.url,
-                "SMS_CA_FILE": it.cert("ca")[0]})
+                "SMS_CA_FILE": ctx.cert("ca")[0]})
     log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
     console_flow(ctx)
 
 
 # ---- runner ----------------------------------------------------------------------
 
-CASES = [(name[5:], fn) for name, fn in sorted(globals().items())
-         if name.startswith("case_") and callable(fn)]
-
-
-def run_case(name, fn):
-    ctx = it.Ctx(name)
-    failed = skipped = None
-    try:
-        fn(ctx)
-    except Skip as e:
-        skipped = e
-    except Fail as e:
-        failed = str(e)
-    except Exception as e:  # noqa: BLE001 - a test bug is a failure too
-        with open(os.path.join(ctx.dir, "traceback.txt"), "w") as f:
-            f.write(traceback.format_exc())
-        failed = "%s: %s (traceback in %s)" % (
-            type(e).__name__, e, os.path.relpath(ctx.dir, ROOT))
-    try:
-        ctx.finish(failed is not None)
-    except Fail as e:
-        failed = str(e)
-    except Exception as e:  # noqa: BLE001
-        failed = failed or "teardown: %s: %s" % (type(e).__name__, e)
-    return failed if failed is not None else skipped
-
-
-def main():
-    ap = argparse.ArgumentParser(description="otp_demo sender tests")
-    ap.add_argument("-k", action="append", default=[],
-                    help="run only cases whose name contains SUBSTR")
-    ap.add_argument("-j", type=int, default=8, help="parallel cases (8)")
-    ap.add_argument("-l", "--list", action="store_true", help="list cases")
-    a = ap.parse_args()
-    cases = [(n, f) for n, f in CASES if not a.k or any(k in n for k in a.k)]
-    if a.list:
-        for n, _ in cases:
-            print(n)
-        return 0
-    if not (os.path.isfile(BIN) and os.access(BIN, os.X_OK)):
-        print("FAIL setup: no executable %s (set OTP_BIN or run make)" % BIN)
-        print("0 passed, 1 failed")
-        return 1
-    os.makedirs(OUT, exist_ok=True)
-    it.ensure_certs()
-    t0 = time.monotonic()
-    passed = failed = skipped = 0
-    lock = threading.Lock()
-
-    def stopped(signum, frame):
-        it.kill_live()
-        print("interrupted by signal %d" % signum, flush=True)
-        print("%d passed, %d failed" % (passed, failed + 1), flush=True)
-        os._exit(1)
-    signal.signal(signal.SIGINT, stopped)
-    signal.signal(signal.SIGTERM, stopped)
-    slow = ("timeout", "segment", "config_errors", "parent_is_file")
-    cases.sort(key=lambda c: not any(s in c[0] for s in slow))
-    with concurrent.futures.ThreadPoolExecutor(max(1, a.j)) as ex:
-        futs = {ex.submit(run_case, n, f): n for n, f in cases}
-        for fut in concurrent.futures.as_completed(futs):
-            name, err = futs[fut], fut.result()
-            with lock:
-                if err is None:
-                    passed += 1
-                    print("ok %s" % name, flush=True)
-                elif isinstance(err, Skip):
-                    skipped += 1
-                    print("skip %s: %s" % (name, err), flush=True)
-                else:
-                    failed += 1
-                    print("FAIL %s: %s" % (name, " ".join(err.split())),
-                          flush=True)
-    with open(os.path.join(OUT, "time.txt"), "w") as f:
-        f.write("%.1f s\n" % (time.monotonic() - t0))
-    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % skipped
-                                      if skipped else ""))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.main(h.cases_in(globals()), OUT, "otp_demo sender tests",
+                    jobs=8, slow=("timeout", "segment", "config_errors",
+                                  "parent_is_file")))

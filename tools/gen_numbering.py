@@ -444,20 +444,20 @@ def test_header(rows):
                 c_string(pn.format_number(n, F.INTERNATIONAL)),
                 c_string(pn.region_code_for_number(n) or "")))
     w("};")
+    def area_codes(name, codes):
+        w("static const char *const %s[] = {" % name)
+        for i in range(0, len(codes), 10):
+            w("\t" + " ".join('"%s",' % p for p in codes[i:i + 10]))
+        w("};")
+
     geo, special = nanp_area_codes()
     w("")
     w("/* NANP area codes the library knows for fixed lines or mobiles. */")
-    w("static const char *const numbering_nanp_geo[] = {")
-    for i in range(0, len(geo), 10):
-        w("\t" + " ".join('"%s",' % p for p in geo[i:i + 10]))
-    w("};")
+    area_codes("numbering_nanp_geo", geo)
     w("")
     w("/* NANP area codes it knows only for toll-free, premium-rate,")
     w(" * personal, VoIP and other services. */")
-    w("static const char *const numbering_nanp_special[] = {")
-    for i in range(0, len(special), 10):
-        w("\t" + " ".join('"%s",' % p for p in special[i:i + 10]))
-    w("};")
+    area_codes("numbering_nanp_special", special)
     return "\n".join(o) + "\n"
 
 

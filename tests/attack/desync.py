@@ -27,42 +27,24 @@ The variant itself sent straight to the server gets 400 and a close
 (framing.py). Prints "ok"/"FAIL" lines and "N passed, M failed".
 """
 
-import argparse
 import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import attacklib as al  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
 import framing  # noqa: E402
 
-README = os.path.join(al.ROOT, "README.md")
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
+README = os.path.join(h.ROOT, "README.md")
 FOLLOW = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 MARK = "tests/attack/desync.py"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def readme_snippets():
@@ -189,63 +171,30 @@ def framed_requests(data):
 
 # ---- the proxies -------------------------------------------------------------
 
-NGINX_WRAP = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-{snippet}
-}}
-"""
-
-
-class Proxy:
-    def __init__(self, name, argv, port, tmp):
-        self.name, self.port, self.tmp = name, port, tmp
-        self.log = open(os.path.join(tmp, name + ".out"), "w")
-        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                  stdout=self.log, stderr=subprocess.STDOUT,
-                                  env=al.it.clean_env())
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
+def proxy(label, argv, port):
+    """A proxy in the foreground, its output in OUT/desync-LABEL/."""
+    srv = h.Server(os.path.join(OUT, "desync-" + label), command=argv,
+                   listen_re=None, stdout="file", stderr="file")
+    srv.port = port
+    return srv.start()
 
 
 def start_proxies(snips, relay_port, tmp):
-    """[(label, Proxy)]: nginx and HAProxy as README says, HAProxy with
-    http-reuse always."""
+    """[(label, proxy server)]: nginx and HAProxy as README says, HAProxy
+    with http-reuse always."""
     out = []
-    ng = shutil.which("nginx") or "/usr/sbin/nginx"
     ha = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    port = free_port()
+    port = h.free_port()
     snippet = snips["nginx"].replace("listen 80;", "listen 127.0.0.1:%d;"
                                      % port)
     snippet = snippet.replace("127.0.0.1:5000", "127.0.0.1:%d" % relay_port)
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX_WRAP.format(tmp=tmp, snippet=snippet))
-    out.append(("nginx", Proxy("nginx", [ng, "-p", tmp, "-c", conf, "-e",
-                                         tmp + "/error.log"], port, tmp)))
+    ng = h.start_nginx(os.path.join(OUT, "desync-nginx"), tmp, snippet, 256)
+    ng.port = port
+    out.append(("nginx", ng))
     for label, extra in (("haproxy", ""),
                          ("haproxy-reuse-always",
                           "    http-reuse always\n")):
-        port = free_port()
+        port = h.free_port()
         cfg = snips["haproxy"].replace("bind :80", "bind 127.0.0.1:%d"
                                        % port)
         cfg = cfg.replace("127.0.0.1:5000", "127.0.0.1:%d" % relay_port)
@@ -253,8 +202,7 @@ def start_proxies(snips, relay_port, tmp):
         conf = os.path.join(tmp, label + ".cfg")
         with open(conf, "w") as f:
             f.write(cfg)
-        out.append((label, Proxy(label, [ha, "-db", "-f", conf], port,
-                                 tmp)))
+        out.append((label, proxy(label, [ha, "-db", "-f", conf], port)))
     return out
 
 
@@ -264,9 +212,9 @@ def victim(port, results, i):
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(FOLLOW)
-        answers, _, _ = al.read_answers(s, 3.0, want=1)
+        answers, _, _ = h.read_answers(s, 3.0, want=1)
         s.close()
-        results[i] = al.statuses(answers)
+        results[i] = h.statuses(answers)
     except OSError as e:
         results[i] = "error %s" % e
 
@@ -289,12 +237,12 @@ def through(proxy_port, relay, data):
             s.sendall(FOLLOW)
         except OSError:
             pass            # the proxy closed after its answer: fine
-        answers, _, _ = al.read_answers(s, 1.5, want=2)
+        answers, _, _ = h.read_answers(s, 1.5, want=2)
         for t in threads:
             t.join(10)
     finally:
         s.close()
-    st = al.statuses(answers)
+    st = h.statuses(answers)
     for i, v in enumerate(victims):
         if v != [200]:
             problems.append("victim %d got %s, want [200]" % (i + 1, v))
@@ -309,8 +257,8 @@ def through(proxy_port, relay, data):
         sent, _ = framed_requests(up)
         own = sum(1 for r in sent if b" /smuggled " in r)
         proxied += own
-        answers, _ = al.parse_answers(down)
-        final = [x for x in al.statuses(answers) if x >= 200]
+        answers, _ = h.parse_answers(down)
+        final = [x for x in h.statuses(answers) if x >= 200]
         if final.count(404) > own:
             problems.append("upstream connection %d: the server answered "
                             "a smuggled request (404) that the proxy did "
@@ -329,12 +277,8 @@ def through(proxy_port, relay, data):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-k", action="append", default=[])
-    a = ap.parse_args()
-    t = al.Checks("desync")
-    if not t.check("otp_demo binary exists", os.access(al.BIN, os.X_OK),
-                   al.BIN):
+    a, t = h.script_checks("desync")
+    if t.failed:
         return t.done()
     for tool in ("nginx", "haproxy"):
         if not t.check("%s is installed" % tool,
@@ -349,14 +293,15 @@ def main():
         return t.done()
 
     tmp = tempfile.mkdtemp(prefix="otp-desync.")
-    otp = al.Otp("desync", {"TRUSTED_PROXY": "127.0.0.1"})
-    relay = Relay(otp.port)
+    ctx = h.Ctx("desync", OUT)
+    srv = ctx.start_server({"TRUSTED_PROXY": "127.0.0.1"}, base=h.CONSOLE)
+    relay = Relay(srv.port)
     proxies = start_proxies(snips, relay.port, tmp)
-    report = open(os.path.join(al.OUT, "desync.txt"), "w")
+    report = open(os.path.join(OUT, "desync.txt"), "w")
     try:
         for label, px in proxies:
-            if not t.check("%s starts" % label, wait_port(px.port),
-                           open(px.log.name).read()[-400:]):
+            if not t.check("%s starts" % label, h.wait_port(px.port),
+                           px.log()[-400:]):
                 continue
             for name, data in framing.VARIANTS:
                 if a.k and not any(k in name for k in a.k):
@@ -371,17 +316,13 @@ def main():
                 report.flush()
                 t.check("%s: %s" % (label, name), not problems,
                         "; ".join(problems))
-            t.check("%s: otp_demo still serves" % label,
-                    otp.srv.alive())
+            t.check("%s: otp_demo still serves" % label, srv.alive())
     finally:
         report.close()
         for _, px in proxies:
             px.stop()
-            shutil.copy(px.log.name, os.path.join(al.OUT, "desync-" +
-                                                  os.path.basename(
-                                                      px.log.name)))
         relay.stop()
-        problems = otp.stop()
+        problems = ctx.close()
         t.check("otp_demo exits cleanly", not problems, "; ".join(problems))
         shutil.rmtree(tmp, ignore_errors=True)
     return t.done()

@@ -19,14 +19,15 @@ VARIANTS is shared with desync.py, which sends the same rows through
 nginx and HAProxy. Prints "ok"/"FAIL" lines and "N passed, M failed".
 """
 
-import argparse
 import os
 import socket
 import sys
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import attacklib as al  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
+
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 N = b"%d" % len(SMUGGLED)
@@ -50,46 +51,45 @@ def chunked(size_line, data=SMUGGLED, tail=b"\r\n0\r\n\r\n"):
                 size_line + b"\r\n" + data + tail)
 
 
+def smuggle(head):
+    """GET /healthz whose last header line is head and the length of
+    SMUGGLED, which follows as its body."""
+    return req(head + N + b"\r\n", SMUGGLED)
+
+
 FILL = b"".join(b"X-Fill-%02d: a\r\n" % i for i in range(63))
 
 # (name, bytes). Host plus 63 fillers are 64 header lines, civetweb's
 # limit (MG_MAX_HEADERS): the 65th was dropped without a word.
 VARIANTS = [
-    ("65th header is Content-Length",
-     req(FILL + b"Content-Length: " + N + b"\r\n", SMUGGLED)),
+    ("65th header is Content-Length", smuggle(FILL + b"Content-Length: ")),
     ("65 headers", req(FILL + b"X-Fill-99: a\r\n", b"", b"GET", b"/")),
     ("obs-fold before Content-Length",
-     req(b"X-Folded: a\r\n b\r\nContent-Length: " + N + b"\r\n", SMUGGLED)),
-    ("obs-fold with HTAB",
-     req(b"X-Folded: a\r\n\tb\r\nContent-Length: " + N + b"\r\n", SMUGGLED)),
-    ("first header line starts with SP",
-     req(b" Content-Length: " + N + b"\r\n", SMUGGLED)),
+     smuggle(b"X-Folded: a\r\n b\r\nContent-Length: ")),
+    ("obs-fold with HTAB", smuggle(b"X-Folded: a\r\n\tb\r\nContent-Length: ")),
+    ("first header line starts with SP", smuggle(b" Content-Length: ")),
     ("two Content-Length, 0 first",
-     req(b"Content-Length: 0\r\nContent-Length: " + N + b"\r\n", SMUGGLED)),
+     smuggle(b"Content-Length: 0\r\nContent-Length: ")),
     ("two Content-Length, same value",
-     req(b"Content-Length: " + N + b"\r\nContent-Length: " + N + b"\r\n",
-         SMUGGLED)),
+     smuggle(b"Content-Length: " + N + b"\r\nContent-Length: ")),
     ("Content-Length list", req(b"Content-Length: " + N + b", " + N +
                                 b"\r\n", SMUGGLED)),
     ("Content-Length 0x hex",
      req(b"Content-Length: 0x" + HEX + b"\r\n", SMUGGLED)),
-    ("Content-Length +N", req(b"Content-Length: +" + N + b"\r\n", SMUGGLED)),
+    ("Content-Length +N", smuggle(b"Content-Length: +")),
     ("Content-Length -1", req(b"Content-Length: -1\r\n", SMUGGLED)),
     ("Content-Length empty", req(b"Content-Length: \r\n", SMUGGLED)),
     ("Content-Length with trailing junk",
      req(b"Content-Length: " + N + b"x\r\n", SMUGGLED)),
     ("Content-Length overflowing int64",
      req(b"Content-Length: 99999999999999999999\r\n", SMUGGLED)),
-    ("space before the colon",
-     req(b"Content-Length : " + N + b"\r\n", SMUGGLED)),
-    ("tab before the colon",
-     req(b"Content-Length\t: " + N + b"\r\n", SMUGGLED)),
+    ("space before the colon", smuggle(b"Content-Length : ")),
+    ("tab before the colon", smuggle(b"Content-Length\t: ")),
     ("Transfer-Encoding and Content-Length",
      req(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
          b"0\r\n\r\n" + SMUGGLED)),
     ("Transfer-Encoding identity",
-     req(b"Transfer-Encoding: identity\r\nContent-Length: " + N + b"\r\n",
-         SMUGGLED)),
+     smuggle(b"Transfer-Encoding: identity\r\nContent-Length: ")),
     ("Transfer-Encoding gzip, chunked",
      req(b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n" + SMUGGLED)),
     ("Transfer-Encoding chunked, identity",
@@ -105,8 +105,7 @@ VARIANTS = [
          version=b"HTTP/1.0")),
     ("chunk size 7fffffffffffffff", chunked(b"7fffffffffffffff")),
     ("chunk size ffffffffffffffffff", chunked(b"ffffffffffffffffff")),
-    ("chunk size over the body cap (0x401)",
-     chunked(b"401", b"p" * 1025)),
+    ("chunk size over the body cap (0x401)", chunked(b"401", b"p" * 1025)),
     ("chunk size 0x5", chunked(b"0x" + HEX)),
     ("chunk size with a space", chunked(HEX + b" ")),
     ("chunk size empty", chunked(b"")),
@@ -121,15 +120,10 @@ VARIANTS = [
     ("trailer line ends in bare LF",
      post(b"Transfer-Encoding: chunked\r\n",
           b"0\r\nX-T: a\n\r\n" + SMUGGLED)),
-    ("two Host headers",
-     req(b"Host: evil.example\r\nContent-Length: " + N + b"\r\n",
-         SMUGGLED)),
-    ("header name with a bad character",
-     req(b"Content-Length(: " + N + b"\r\n", SMUGGLED)),
-    ("header line without a colon",
-     req(b"Content-Length " + N + b"\r\n", SMUGGLED)),
-    ("bare CR inside a header",
-     req(b"X-A: a\rContent-Length: " + N + b"\r\n", SMUGGLED)),
+    ("two Host headers", smuggle(b"Host: evil.example\r\nContent-Length: ")),
+    ("header name with a bad character", smuggle(b"Content-Length(: ")),
+    ("header line without a colon", smuggle(b"Content-Length ")),
+    ("bare CR inside a header", smuggle(b"X-A: a\rContent-Length: ")),
 ]
 
 # Two valid pipelined requests: the harness must see both answers.
@@ -140,7 +134,7 @@ def send(port, data, timeout=5.0):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         s.sendall(data)
-        return al.read_answers(s, timeout)
+        return h.read_answers(s, timeout)
     except OSError as e:
         return [], True, ("%s" % e).encode()
     finally:
@@ -148,39 +142,36 @@ def send(port, data, timeout=5.0):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-k", action="append", default=[])
-    a = ap.parse_args()
-    t = al.Checks("framing")
-    if not t.check("otp_demo binary exists", os.access(al.BIN, os.X_OK),
-                   al.BIN):
+    a, t = h.script_checks("framing")
+    if t.failed:
         return t.done()
-    otp = al.Otp("framing")
+    ctx = h.Ctx("framing", OUT)
     try:
-        answers, closed, _ = send(otp.port, CONTROL, timeout=2.0)
+        srv = ctx.start_server(base=h.CONSOLE)
+        answers, closed, _ = send(srv.port, CONTROL, timeout=2.0)
         t.check("control: two pipelined requests get two answers (200, 404)",
-                al.statuses(answers) == [200, 404],
-                "got %s" % al.statuses(answers))
+                h.statuses(answers) == [200, 404],
+                "got %s" % h.statuses(answers))
         for name, data in VARIANTS:
             if a.k and not any(k in name for k in a.k):
                 continue
-            answers, closed, rest = send(otp.port, data)
-            st = al.statuses(answers)
+            answers, closed, rest = send(srv.port, data)
+            st = h.statuses(answers)
             why = "answers %s, %s%s" % (
                 st, "closed" if closed else "left open",
                 ", %d bytes unparsed" % len(rest) if rest else "")
             t.check("%s: 400 and close" % name,
                     st == [400] and closed and not rest, why)
-            if not otp.srv.alive():
+            if not srv.alive():
                 t.check("server alive after %s" % name, False)
                 break
         try:
-            st = al.it.Browser(otp.ctx, "after").get("/").status
-        except al.it.Fail as e:
+            st = ctx.browser("after").get("/").status
+        except h.Fail as e:
             st = str(e)
         t.check("GET / still served", st == 200, "got %s" % st)
     finally:
-        problems = otp.stop()
+        problems = ctx.close()
     t.check("server exits cleanly", not problems, "; ".join(problems))
     return t.done()
 

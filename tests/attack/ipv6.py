@@ -19,8 +19,10 @@ import socket
 import sys
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import attacklib as al  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
+
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
 
 
 def get(host, port, path):
@@ -43,43 +45,44 @@ def has_ipv6_loopback():
 
 
 def serve_check(t, label, listen, hosts):
+    ctx = h.Ctx("ipv6-" + label, OUT)
     try:
-        otp = al.Otp("ipv6-" + label, {"LISTEN": listen},
-                     listen_re=r"listening on (https?)://(?:\[::\]|0\.0\.0"
-                     r"\.0):([0-9]+)")
-    except al.it.Fail as e:
+        srv = ctx.start_server({"LISTEN": listen}, base=h.CONSOLE,
+                               listen_re=r"listening on (https?)://(?:\[::\]"
+                               r"|0\.0\.0\.0):([0-9]+)")
+    except h.Fail as e:
         t.check("LISTEN=%r starts" % listen, False, str(e))
+        ctx.close()
         return
     try:
         t.check("LISTEN=%r starts" % listen, True)
         for host in hosts:
             try:
-                st, body = get(host, otp.port, "/")
+                st, body = get(host, srv.port, "/")
                 ok = st == 200 and b"<form" in body
                 why = "status %d" % st
             except OSError as e:
                 ok, why = False, str(e)
             t.check("LISTEN=%r: GET / over %s" % (listen, host), ok, why)
             try:
-                st, body = get(host, otp.port, "/healthz")
+                st, body = get(host, srv.port, "/healthz")
                 ok, why = st == 200, "status %d" % st
             except OSError as e:
                 ok, why = False, str(e)
             t.check("LISTEN=%r: GET /healthz over %s" % (listen, host), ok,
                     why)
     finally:
-        problems = otp.stop()
+        problems = ctx.close()
         t.check("LISTEN=%r: exits cleanly" % listen, not problems,
                 "; ".join(problems))
 
 
 def main():
-    t = al.Checks("ipv6")
-    if not t.check("otp_demo binary exists", os.access(al.BIN, os.X_OK),
-                   al.BIN):
+    _, t = h.script_checks("ipv6")
+    if t.failed:
         return t.done()
     if not has_ipv6_loopback():
-        print("skip ipv6: no IPv6 loopback (::1) on this machine")
+        t.skip("serves over ::1", "no IPv6 loopback on this machine")
         return t.done()
     serve_check(t, "any", "[::]:0", ["::1"])
     serve_check(t, "dual", "+0", ["::1", "127.0.0.1"])

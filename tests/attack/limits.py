@@ -25,17 +25,19 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import case, check, it, sms_to, xff  # noqa: E402,F401
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
+from harness import check, xff  # noqa: E402
 
-VICTIM = it.PHONE_E164
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
+CASES = []
+case = h.register(CASES)
+VICTIM = h.PHONE_E164
 
 
 def number(i):
@@ -93,28 +95,30 @@ def resend_hand_over(ctx):
     r = b.verify(a.code)
     check(r.status == 403, "A's code typed in B's browser -> %r" % r)
     r = a.verify(a.code)
-    check(r.status == 200 and it.page_kind(r.body) == "success",
+    check(r.status == 200 and h.page_kind(r.body) == "success",
           "A's own code after B asked for the same number -> %r" % r)
     r = b.verify(b.code)
     check(r.status == 200, "B's own code -> %r" % r)
 
 
+def sms_to(ctx, phone):
+    """How many SMS the fake API was asked to send to phone."""
+    return sum(1 for rec in ctx.fake.requests
+               if isinstance(rec.get("json"), dict) and
+               rec["json"].get("to") == phone)
+
+
 def api(ctx, b, method, path, body=None, headers=None):
-    h = {"Authorization": "Bearer " + it.API_TOKEN}
-    if body is not None:
-        h["Content-Type"] = "application/json"
-        body = json.dumps(body)
-    h.update(headers or {})
-    r = b.send(method, path, body=body, headers=h)
+    r = b.api(method, path, body, headers=headers)
     try:
         return r, json.loads(r.body or b"{}")
     except ValueError:
-        raise it.Fail("%s %s: not JSON: %r" % (method, path, r))
+        raise h.Fail("%s %s: not JSON: %r" % (method, path, r))
 
 
 def approved(ctx, app, vid, what):
     """The API checks app's code for verification vid: approved."""
-    r, k = api(ctx, app, "POST", "%s/%s/check" % (it.API, vid),
+    r, k = api(ctx, app, "POST", "%s/%s/check" % (h.API, vid),
                {"code": app.code})
     check(r.status == 200 and k.get("status") == "approved",
           "%s -> %r" % (what, r))
@@ -123,11 +127,11 @@ def approved(ctx, app, vid, what):
 @case
 def api_take_over(ctx):
     ctx.start_fake()
-    ctx.start_server({"RESEND_INTERVAL": 1, "API_TOKEN": it.API_TOKEN})
+    ctx.start_server({"RESEND_INTERVAL": 1, "API_TOKEN": h.API_TOKEN})
     app, web = ctx.browser("app"), ctx.browser("web")
     ctx.note_phone(VICTIM)
     n0 = ctx.fake.count()
-    r, j = api(ctx, app, "POST", it.API, {"phone": VICTIM})
+    r, j = api(ctx, app, "POST", h.API, {"phone": VICTIM})
     check(r.status == 201, "create -> %r" % r)
     ctx.collect_sms(n0, app)
     time.sleep(1.2)
@@ -166,7 +170,7 @@ def verify_ipv6_rotation(ctx):
     ctx.collect_sms(n0, b)
     got = []
     for i in range(8):
-        r = b.verify(it.wrong_code(b.code), headers=xff("2001:db8:1:2::%x"
+        r = b.verify(h.wrong_code(b.code), headers=xff("2001:db8:1:2::%x"
                                                         % (i + 100)))
         got.append(r.status)
     check(got[:5] == [403] * 5 and got[5:] == [429] * 3,
@@ -198,18 +202,18 @@ def network_share(ctx):
 @case
 def api_shared_budget(ctx):
     ctx.start_fake()
-    ctx.start_server({"API_TOKEN": it.API_TOKEN})
+    ctx.start_server({"API_TOKEN": h.API_TOKEN})
     app = ctx.browser("app")
     for i in range(6):
         ctx.note_phone(number(i))
-        r, j = api(ctx, app, "POST", it.API, {"phone": number(i)})
+        r, j = api(ctx, app, "POST", h.API, {"phone": number(i)})
         check(r.status == 201, "create %d -> %r" % (i, r))
         for _ in range(5):
-            api(ctx, app, "POST", "%s/%s/check" % (it.API, j["id"]),
+            api(ctx, app, "POST", "%s/%s/check" % (h.API, j["id"]),
                 {"code": "000000"})
     ctx.note_phone(VICTIM)
     n0 = ctx.fake.count()
-    r, j = api(ctx, app, "POST", it.API, {"phone": VICTIM})
+    r, j = api(ctx, app, "POST", h.API, {"phone": VICTIM})
     check(r.status == 201, "another user's create -> %r" % r)
     ctx.collect_sms(n0, app)
     approved(ctx, app, j["id"], "another user's right code after 30 wrong "
@@ -219,16 +223,16 @@ def api_shared_budget(ctx):
 @case
 def api_client_ip_counted(ctx):
     ctx.start_fake()
-    ctx.start_server({"API_TOKEN": it.API_TOKEN, "SMS_PER_IP_PER_HOUR": 2})
+    ctx.start_server({"API_TOKEN": h.API_TOKEN, "SMS_PER_IP_PER_HOUR": 2})
     app = ctx.browser("app")
     got = []
     for i in range(4):
         ctx.note_phone(number(i))
-        r, _ = api(ctx, app, "POST", it.API, {"phone": number(i),
+        r, _ = api(ctx, app, "POST", h.API, {"phone": number(i),
                                               "client_ip": "198.51.100.9"})
         got.append(r.status)
     check(got == [201, 201, 429, 429], "one end user's creates: %s" % got)
-    r, _ = api(ctx, app, "POST", it.API, {"phone": number(9),
+    r, _ = api(ctx, app, "POST", h.API, {"phone": number(9),
                                           "client_ip": "198.51.100.10"})
     check(r.status == 201, "another end user -> %r" % r)
 
@@ -345,7 +349,7 @@ def caps_survive_crash(ctx):
           "(STATE_SAVE_INTERVAL 10)")
     ctx.server.proc.kill()
     ctx.server.proc.wait()
-    srv = it.Server(ctx, ctx.server.text, tag=".2")
+    srv = ctx.server.again(".2")
     ctx.old_servers.append(ctx.server)
     ctx.server = srv.start()
     r = ctx.browser("B").request_code(VICTIM)
@@ -365,8 +369,8 @@ def plain_binary():
     SANITIZE=... (valgrind cannot run a sanitizer build) the plain build
     of the same tree, which CI's make -j4 test has made first."""
     if not os.environ.get("SANITIZE"):
-        return it.BIN
-    plain = os.path.join(it.ROOT, "build", "otp_demo")
+        return h.BIN
+    plain = os.path.join(h.ROOT, "build", "otp_demo")
     check(os.access(plain, os.X_OK), "SANITIZE=%s: no plain build %s for "
           "callgrind (make build/otp_demo)" % (os.environ["SANITIZE"], plain))
     return plain
@@ -376,37 +380,29 @@ def token_check_cost(ctx, tag, token, tries):
     """Instructions otp_demo spends in api_token_ok() over the bearer
     tokens tries, with API_TOKEN token, counted by callgrind."""
     d = os.path.join(ctx.dir, tag)
-    os.makedirs(d)
-    cfg = dict(ctx.base_config(), API_TOKEN=token, LISTEN="127.0.0.1:0")
-    with open(os.path.join(d, "config.cfg"), "w") as f:
-        f.write(it.config_text(cfg))
     out = os.path.join(d, "callgrind.out")
-    p = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--toggle-collect=api_token_ok",
-         "--callgrind-out-file=" + out, plain_binary(), "-c", "config.cfg"],
-        cwd=d, env=it.clean_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
+    srv = h.Server(d, dict(ctx.base_config(), API_TOKEN=token,
+                           LISTEN="127.0.0.1:0"),
+                   command=["valgrind", "--tool=callgrind",
+                            "--toggle-collect=api_token_ok",
+                            "--callgrind-out-file=" + out, plain_binary()],
+                   stdout=None, start_timeout=60, stop_timeout=60)
     try:
-        port, end = None, time.monotonic() + 60
-        while port is None and time.monotonic() < end:
-            line = p.stderr.readline().decode("utf-8", "replace")
-            if not line:
-                break
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
-        check(port, "otp_demo under valgrind did not start")
+        try:
+            srv.start()
+        except h.Fail as e:
+            raise h.Fail("otp_demo under valgrind did not start: %s" % e)
         import http.client
         for t in tries:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            c.request("GET", it.API + "/0", headers={
+            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+            c.request("GET", h.API + "/0", headers={
                 "Authorization": "Bearer " + t})
             r = c.getresponse()
             r.read()
             c.close()
             check(r.status == 401, "a wrong token -> %d" % r.status)
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=60)
+        srv.stop()
     with open(out) as f:
         m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
     check(m, "no totals in %s" % out)
@@ -429,4 +425,5 @@ def token_time(ctx):
 
 
 if __name__ == "__main__":
-    sys.exit(common.main())
+    sys.exit(h.main(CASES, OUT, "limits attacked", jobs=2,
+                    prefix="attack_limits_"))

@@ -20,16 +20,19 @@ a legitimate number still gets its SMS, so a server that refused
 everything would fail.
 
 The Browser, Server and Ctx helpers (and the log scan: no full number, no
-code, no key in the log) come from tests/integration.py.
+code, no key in the log) come from tests/harness.py.
 """
 
 import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import check, it  # noqa: E402
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
+from harness import check  # noqa: E402
+
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
 
 # What each refusal says: (log reason, API error code, form message).
 WHY = {
@@ -82,7 +85,7 @@ def attack_case(name, why, spellings):
 
     def fn(ctx):
         ctx.start_fake()
-        ctx.start_server({"API_TOKEN": it.API_TOKEN})
+        ctx.start_server({"API_TOKEN": h.API_TOKEN})
         b = ctx.browser("A")
         for s in spellings:
             for door in ("form", "api"):
@@ -92,18 +95,16 @@ def attack_case(name, why, spellings):
                     r = b.request_code(s)
                     got = "%s -> %d" % (where, r.status)
                     check(r.status == 400, "%s, want 400" % got)
-                    check(message in it.page_text(r.body),
+                    check(message in h.page_text(r.body),
                           "%s: the page lacks %r: %s" % (got, message,
-                                                         it.short(
-                                                             it.page_text(
+                                                         h.short(
+                                                             h.page_text(
                                                                  r.body))))
                 else:
-                    ctx.note_phone(s)
-                    r = it.api_call(ctx, b, {"call": ("POST", it.API,
-                                                      {"phone": s})}, {})
-                    got = "%s -> %d %s" % (where, r.status, it.short(r.body))
+                    r = b.api("POST", h.API, {"phone": s})
+                    got = "%s -> %d %s" % (where, r.status, h.short(r.body))
                     check(r.status == 400, "%s, want 400" % got)
-                    j = it.check_api_answer(got, r, {"error": code})
+                    j = h.check_api_answer(got, r, {"error": code})
                     check(j is not None, "%s: no JSON" % got)
                 check(ctx.fake.count() == n0, "%s: %d call(s) reached the "
                       "SMS API" % (got, ctx.fake.count() - n0))
@@ -120,7 +121,7 @@ def attack_case(name, why, spellings):
 def case_control(ctx):
     """A real-format US number still gets its code, through both doors."""
     ctx.start_fake()
-    ctx.start_server({"API_TOKEN": it.API_TOKEN})
+    ctx.start_server({"API_TOKEN": h.API_TOKEN})
     b = ctx.browser("A")
     r = b.request_code("(201) 555-0123")
     check(r.status == 200, "form (201) 555-0123 -> %d, want 200" % r.status)
@@ -128,18 +129,17 @@ def case_control(ctx):
     new = ctx.collect_sms(0, b)
     check(new[-1]["json"]["to"] == "+12015550123", "SMS to %r"
           % new[-1]["json"]["to"])
-    r = it.api_call(ctx, b, {"call": ("POST", it.API,
-                                      {"phone": "+1 416 555 0123"})}, {})
+    r = b.api("POST", h.API, {"phone": "+1 416 555 0123"})
     check(r.status == 201, "API +1 416 555 0123 (Canada) -> %d %s, want 201"
-          % (r.status, it.short(r.body)))
+          % (r.status, h.short(r.body)))
     check(ctx.fake.count() == 2, "API: %d SMS in all, want 2"
           % ctx.fake.count())
     ctx.collect_sms(1)
 
 
-for a in ATTACKS:
-    common.add(*attack_case(*a))
-common.add("control_us_and_canada", case_control)
+CASES = [attack_case(*a) for a in ATTACKS]
+CASES.append(("control_us_and_canada", case_control))
 
 if __name__ == "__main__":
-    sys.exit(common.main())
+    sys.exit(h.main(CASES, OUT, "toll fraud through the phone field",
+                    jobs=2, prefix="attack_phone_numbers_"))

@@ -20,13 +20,17 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import case, check, it, xff  # noqa: E402
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
+from harness import check, xff  # noqa: E402
+
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
+CASES = []
+case = h.register(CASES)
 
 
 def number(i):
@@ -112,16 +116,10 @@ def start_bad(ctx, overrides, pattern):
     """The server must refuse to start: exit 78, one line matching."""
     cfg = ctx.base_config()
     cfg.update(overrides)
-    with open(os.path.join(ctx.dir, "config.cfg"), "w") as f:
-        f.write(it.config_text(cfg))
-    p = subprocess.run([it.BIN, "-c", "config.cfg"], cwd=ctx.dir,
-                       env=it.clean_env(), capture_output=True, timeout=10,
-                       stdin=subprocess.DEVNULL)
-    err = p.stderr.decode("utf-8", "replace")
-    check(p.returncode == 78, "exit %d (want 78): %s" % (p.returncode,
-                                                         it.short(err, 300)))
+    rc, _, err = h.run_once(ctx.dir, cfg)
+    check(rc == 78, "exit %s (want 78): %s" % (rc, h.short(err, 300)))
     check(re.search(pattern, err), "stderr %r does not match %r"
-          % (it.short(err, 300), pattern))
+          % (h.short(err, 300), pattern))
 
 
 @case
@@ -158,10 +156,22 @@ def planted_key(ctx, mode, uid):
     return state
 
 
-@case
-def state_key_readable(ctx):
-    start_bad(ctx, {"STATE_DIR": planted_key(ctx, 0o644, 0)},
-              r"session\.key.*(mode|readable).*chmod 600")
+# A session.key someone else made: (case, its mode, its owner, the
+# refusal wanted).
+PLANTED_KEYS = [
+    ("state_key_readable", 0o644, 0,
+     r"session\.key.*(mode|readable).*chmod 600"),
+    ("state_key_other_owner", 0o600, 65534, r"session\.key.*owned.*chown"),
+]
+
+
+def planted_key_case(mode, uid, refusal):
+    def fn(ctx):
+        start_bad(ctx, {"STATE_DIR": planted_key(ctx, mode, uid)}, refusal)
+    return fn
+
+
+CASES += [(name, planted_key_case(*row)) for name, *row in PLANTED_KEYS]
 
 
 @case
@@ -177,12 +187,6 @@ def state_dir_writable(ctx):
 
 
 @case
-def state_key_other_owner(ctx):
-    start_bad(ctx, {"STATE_DIR": planted_key(ctx, 0o600, 65534)},
-              r"session\.key.*owned.*chown")
-
-
-@case
 def command_children(ctx):
     ctx.start_fake()
     pidfile = os.path.join(ctx.dir, "child.pid")
@@ -192,7 +196,7 @@ def command_children(ctx):
     os.chmod(script, 0o755)
     ctx.start_server({"SMS_PROVIDER": "command", "SMS_COMMAND": script})
     b = ctx.browser()
-    r = b.request_code(it.PHONE)
+    r = b.request_code(h.PHONE)
     check(r.status == 200, "request -> %r" % r)
     check(os.path.exists(pidfile), "the command did not run")
     pid = int(open(pidfile).read())
@@ -211,22 +215,18 @@ def command_children(ctx):
 @case
 def secret_file_modes(ctx):
     ctx.start_fake()
-    cfg = ctx.base_config()
     path = os.path.join(ctx.dir, "config.cfg")
-    with open(path, "w") as f:
-        f.write(it.config_text(cfg))
+    h.write_config(path, ctx.base_config())
     os.chmod(path, 0o644)
-    p = subprocess.run([it.BIN, "-t", "-c", "config.cfg"], cwd=ctx.dir,
-                       env=it.clean_env(), capture_output=True, timeout=10)
-    out = (p.stdout + p.stderr).decode("utf-8", "replace")
-    check(p.returncode == 0, "-t exit %d: %s" % (p.returncode, out))
+    rc, out, err = h.run_once(ctx.dir, args=["-t", "-c", "config.cfg"])
+    out += err
+    check(rc == 0, "-t exit %s: %s" % (rc, out))
     check(re.search(r"config\.cfg.*(readable by|mode 644).*chmod", out),
           "no warning for a 0644 config holding API_KEY: %r" % out)
-    check(it.API_KEY not in out, "-t printed the key")
+    check(h.API_KEY not in out, "-t printed the key")
     os.chmod(path, 0o600)
-    p = subprocess.run([it.BIN, "-t", "-c", "config.cfg"], cwd=ctx.dir,
-                       env=it.clean_env(), capture_output=True, timeout=10)
-    out = (p.stdout + p.stderr).decode("utf-8", "replace")
+    rc, out, err = h.run_once(ctx.dir, args=["-t", "-c", "config.cfg"])
+    out += err
     check("readable by" not in out and "chmod" not in out,
           "a warning for a 0600 config: %r" % out)
 
@@ -234,32 +234,28 @@ def secret_file_modes(ctx):
 @case
 def embed_no_core_dumps(ctx):
     bin_ = os.environ.get("EMBED_BIN") or os.path.join(
-        it.ROOT, "build", "examples", "embed")
+        h.ROOT, "build", "examples", "embed")
     check(os.access(bin_, os.X_OK), "no %s (make examples)" % bin_)
     setpriv = shutil.which("setpriv")
     check(setpriv, "no setpriv (util-linux)")
-    env = it.clean_env({"OTP_SMS_PROVIDER": "console"})
-    p = subprocess.Popen([setpriv, "--reuid=65534", "--regid=65534",
-                          "--clear-groups", bin_, "-l", "127.0.0.1:0"],
-                         env=env, cwd="/", stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
+    srv = h.Server(os.path.join(ctx.dir, "embed"),
+                   env={"OTP_SMS_PROVIDER": "console"}, stdout=None,
+                   command=[setpriv, "--reuid=65534", "--regid=65534",
+                            "--clear-groups", bin_, "-l", "127.0.0.1:0"])
     try:
-        end = time.monotonic() + 10
-        line = b""
-        while time.monotonic() < end and b"listening" not in line:
-            line = p.stderr.readline()
-            if not line:
-                break
-        check(b"listening" in line, "embed did not start: %r" % line)
+        try:
+            srv.start()
+        except h.Fail as e:
+            raise h.Fail("embed did not start: %s" % e)
         # A process that may dump core has its /proc files owned by its
         # own user; PR_SET_DUMPABLE 0 makes them root's.
-        owner = os.stat("/proc/%d/environ" % p.pid).st_uid
+        owner = os.stat("/proc/%d/environ" % srv.pid).st_uid
         check(owner == 0, "/proc/%d/environ is owned by uid %d: core dumps "
-              "are enabled" % (p.pid, owner))
+              "are enabled" % (srv.pid, owner))
     finally:
-        p.terminate()
-        p.wait(10)
+        srv.stop()
 
 
 if __name__ == "__main__":
-    sys.exit(common.main())
+    sys.exit(h.main(CASES, OUT, "proxies, state files, children and "
+                    "secrets attacked", jobs=2, prefix="attack_proxy_"))

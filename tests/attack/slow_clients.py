@@ -38,26 +38,51 @@ The module also serves bench/bench.py's slow-connection table (measure()).
 Prints "ok"/"FAIL" lines and "N passed, M failed".
 """
 
-import argparse
 import http.client
 import math
 import os
 import selectors
 import socket
-import ssl
 import sys
 import threading
 import time
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import attacklib as al  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
+
+OUT = os.path.join(h.ROOT, "tests", "out", "attack")
 
 TRIES = 20
 GAP = 0.1               # seconds between the normal client's tries
 WARMUP = 2.0            # seconds of attack before the first try
 BOUND = 1.0             # p99 of the normal client, seconds
 TRY_TIMEOUT = 10.0      # one try that takes longer counts as this long
+
+
+def raise_fd_limit(want=8192):
+    """Hundreds of attacking sockets need more than a 1024 soft limit."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def start(name, overrides=None, binary=None):
+    """otp_demo (binary) with the console sender and overrides, in a Ctx
+    of its own; ctx.close() stops it and gives the problems."""
+    ctx = h.Ctx("slow-" + name, OUT)
+    try:
+        ctx.start_server(overrides, base=h.CONSOLE,
+                         command=[binary] if binary else None)
+    except BaseException:
+        ctx.close()
+        raise
+    return ctx
 
 # A TLS record header announcing a 512-byte handshake message, and then
 # its bytes: a ClientHello that never completes.
@@ -187,10 +212,8 @@ def normal_get(port, tls=False, host="127.0.0.1"):
     t0 = time.monotonic()
     try:
         if tls:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            c = http.client.HTTPSConnection(host, port, context=ctx,
+            c = http.client.HTTPSConnection(host, port,
+                                            context=h.insecure_tls(),
                                             timeout=TRY_TIMEOUT)
         else:
             c = http.client.HTTPConnection(host, port, timeout=TRY_TIMEOUT)
@@ -242,21 +265,22 @@ def measure(name, n, sources, mode, tls=False, binary=None, overrides=None,
     if tls:
         cfg.setdefault("LISTEN", "127.0.0.1:0s")
         cfg.setdefault("CERT_FILE", "otp_demo.pem")
-    otp = al.Otp("slow-" + name, cfg, binary=binary)
+    ctx = start(name, cfg, binary)
+    srv = ctx.server
     res = {"name": name, "n": n}
     try:
-        res["rss_idle_kib"] = otp.rss_kib()
-        normal_get(otp.port, tls)           # warm: first page, TLS cert
-        with Slow(otp.port, n, sources, mode) as atk:
+        res["rss_idle_kib"] = srv.rss_kib()
+        normal_get(srv.port, tls)           # warm: first page, TLS cert
+        with Slow(srv.port, n, sources, mode) as atk:
             time.sleep(WARMUP if n else 0)
-            res["times"] = tries(otp.port, tls, ntries)
+            res["times"] = tries(srv.port, tls, ntries)
             res["held"] = atk.held()
             res["opened"] = atk.opened
             if rss:
-                res["rss_kib"] = otp.rss_kib()
-        res["alive"] = otp.srv.alive()
+                res["rss_kib"] = srv.rss_kib()
+        res["alive"] = srv.alive()
     finally:
-        res["problems"] = otp.stop()
+        res["problems"] = ctx.close()
     res["p50"] = pct(res["times"], 50)
     res["p99"] = pct(res["times"], 99)
     res["max"] = max(res["times"])
@@ -275,8 +299,8 @@ def split_get(port, source, pause=0.5):
         s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         time.sleep(pause)
         s.sendall(b"Connection: close\r\n\r\n")
-        answers, _, _ = al.read_answers(s, 10.0, want=1)
-        st = al.statuses(answers)
+        answers, _, _ = h.read_answers(s, 10.0, want=1)
+        st = h.statuses(answers)
         return (st[0] if st else "closed without an answer",
                 time.monotonic() - t0)
     except OSError as e:
@@ -286,26 +310,27 @@ def split_get(port, source, pause=0.5):
 
 
 def full_room(t):
-    otp = al.Otp("slow-full-room")
+    ctx = start("full-room")
     try:
-        with Slow(otp.port, 600, ["127.0.0.1"], "head") as atk:
+        port = ctx.server.port
+        with Slow(port, 600, ["127.0.0.1"], "head") as atk:
             time.sleep(WARMUP + 1)
             held = atk.held()
-            res = [split_get(otp.port, "127.0.0.66") for _ in range(3)]
+            res = [split_get(port, "127.0.0.66") for _ in range(3)]
         t.check("full room (%d slow from 127.0.0.1): a two-part request "
                 "from 127.0.0.66 is served" % held,
                 all(st == 200 and dt < 2.0 for st, dt in res),
                 "got %s" % ["%s in %.2f s" % r for r in res])
     finally:
-        problems = otp.stop()
+        problems = ctx.close()
     t.check("full room: server exits cleanly", not problems,
             "; ".join(problems))
 
 
-def head_deadline(t, otp):
+def head_deadline(t, port):
     """An attacking connection is dropped by the head deadline (5 s) even
     while it keeps sending."""
-    s = socket.create_connection(("127.0.0.1", otp.port), timeout=10)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     t0 = time.monotonic()
     how = "still open after 12 s"
@@ -333,14 +358,10 @@ def head_deadline(t, otp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-k", action="append", default=[])
-    a = ap.parse_args()
-    al.raise_fd_limit()
-    t = al.Checks("slow")
-    if not t.check("otp_demo binary exists", os.access(al.BIN, os.X_OK),
-                   al.BIN):
+    a, t = h.script_checks("slow")
+    if t.failed:
         return t.done()
+    raise_fd_limit()
     for name, (n, sources, mode, tls) in SCENARIOS.items():
         if a.k and not any(k in name for k in a.k):
             continue
@@ -366,11 +387,11 @@ def main():
     if not a.k or any(k in "full-room" for k in a.k):
         full_room(t)
     if not a.k or any(k in "deadline" for k in a.k):
-        otp = al.Otp("slow-deadline")
+        ctx = start("deadline")
         try:
-            head_deadline(t, otp)
+            head_deadline(t, ctx.server.port)
         finally:
-            otp.stop()
+            ctx.close()
     return t.done()
 
 

@@ -25,38 +25,22 @@ two differ. Prints "ok"/"FAIL" lines and "N passed, M failed".
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (OUT, PHONE, ROOT, Checks, Client, Proc,  # noqa: E402
-                    brief, clean_env, form, free_port)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness as h  # noqa: E402
 
-BIN = os.environ.get("OTP_BIN") or os.path.join(ROOT, "otp_demo")
+OUT = os.path.join(h.ROOT, "tests", "out", "packaging")
+PHONE = h.PHONE_E164
 CLIENT_ADDR = "127.0.0.7"
 ADMIN_PAGE = "<!doctype html><title>Router admin</title><h1>Router admin</h1>\n"
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 64; }}
-
-http {{
-    access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+NGINX_HTTP = """\
     default_type text/html;
 
     upstream otp {{ server 127.0.0.1:{otp_port}; }}
@@ -95,16 +79,7 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}
-}}
 """
-
-
-def find_nginx():
-    for c in (os.environ.get("NGINX"), shutil.which("nginx"),
-              "/usr/sbin/nginx"):
-        if c and os.access(c, os.X_OK):
-            return c
-    return None
 
 
 def location_path(r):
@@ -113,37 +88,31 @@ def location_path(r):
     return u.path + ("?" + u.query if u.query else "")
 
 
-def wait_port(port, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+def post(b, path, fields):
+    """A browser's form POST: the fields as they are, and an Origin."""
+    return b.post_form(path, fields, csrf=None, headers={"Origin": b.origin})
 
 
 def main():
-    t = Checks("nginx")
-    nginx = find_nginx()
-    if not t.check("nginx is installed", nginx is not None,
+    t = h.Checks("nginx")
+    if not t.check("nginx is installed", h.nginx_path() is not None,
                    "apt-get install nginx (tools/deps.sh test)"):
         return t.done()
-    if not t.check("otp_demo binary exists", os.access(BIN, os.X_OK), BIN):
+    if not t.check("otp_demo binary exists", os.access(h.BIN, os.X_OK),
+                   h.BIN):
         return t.done()
-
-    certs = os.path.join(OUT, "certs")
-    r = subprocess.run(["sh", os.path.join(ROOT, "tests", "gen_certs.sh"),
-                        certs], capture_output=True, text=True)
-    if not t.check("test certificates", r.returncode == 0, r.stderr[-300:]):
+    try:
+        certs, why = h.ensure_certs(os.path.join(OUT, "certs")), ""
+    except (OSError, subprocess.CalledProcessError) as e:
+        certs, why = None, str(e)
+    if not t.check("test certificates", certs is not None, why):
         return t.done()
 
     tmp = tempfile.mkdtemp(prefix="otp-nginx.")
     otp = None
     ng = None
     try:
-        env = clean_env({
+        otp = h.Server(h.fresh_dir(os.path.join(OUT, "nginx-otp_demo")), env={
             "OTP_LISTEN": "127.0.0.1:0",
             "OTP_SMS_PROVIDER": "console",
             "OTP_TRUSTED_PROXY": "127.0.0.1",
@@ -152,37 +121,37 @@ def main():
             # the HTTP and the HTTPS part verify the same number in turn
             "OTP_RESEND_INTERVAL": "0",
         })
-        otp = Proc([BIN], env, "nginx-otp_demo", cwd=tmp)
-        otp_port = otp.port()
-        if not t.check("otp_demo starts", otp_port is not None,
-                       otp.stderr_text()[-400:]):
+        try:
+            otp.start()
+        except h.Fail:
+            pass
+        if not t.check("otp_demo starts", otp.port is not None,
+                       otp.log()[-400:]):
             return t.done()
 
-        port, tls_port = free_port(), free_port()
+        port, tls_port = h.free_port(), h.free_port()
         os.makedirs(os.path.join(tmp, "www", "admin"))
         with open(os.path.join(tmp, "www", "admin", "index.html"), "w") as f:
             f.write(ADMIN_PAGE)
-        conf = os.path.join(tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(tmp=tmp, port=port, tls_port=tls_port,
-                                      otp_port=otp_port, certs=certs))
-        ng = Proc([nginx, "-p", tmp, "-c", conf, "-e", tmp + "/error.log"],
-                  clean_env({}), "nginx")
-        if not t.check("nginx starts", wait_port(port) and wait_port(tls_port),
+        ng = h.start_nginx(os.path.join(OUT, "nginx"), tmp, NGINX_HTTP.format(
+            tmp=tmp, port=port, tls_port=tls_port, otp_port=otp.port,
+            certs=certs))
+        if not t.check("nginx starts",
+                       h.wait_port(port) and h.wait_port(tls_port),
                        open(tmp + "/error.log").read()[-600:]
                        if os.path.exists(tmp + "/error.log") else ""):
             return t.done()
 
-        plain = Client(port, source=CLIENT_ADDR)
+        plain = h.Client(port, source=CLIENT_ADDR)
         flow(t, otp, plain, "http")
 
         ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
-        tls = Client(tls_port, tls=ctx, source=CLIENT_ADDR)
+        tls = h.Client(tls_port, tls=ctx, source=CLIENT_ADDR)
         flow(t, otp, tls, "https")
     finally:
         if ng is not None:
             rc = ng.stop()
-            t.check("nginx stops", rc is not None, "killed")
+            t.check("nginx stops", not isinstance(rc, str), "killed")
             for name in ("error.log", "access.log"):
                 if os.path.exists(os.path.join(tmp, name)):
                     shutil.copy(os.path.join(tmp, name),
@@ -191,7 +160,7 @@ def main():
             rc = otp.stop()
             t.check("otp_demo exits 0 on SIGTERM", rc == 0, "status %r" % rc)
             t.check("otp_demo log never holds the full number",
-                    PHONE not in otp.stderr_text())
+                    PHONE not in otp.log())
         shutil.rmtree(tmp, ignore_errors=True)
     return t.done()
 
@@ -201,56 +170,56 @@ def flow(t, otp, b, scheme):
 
     r = b.get("/admin/")
     t.check(s + "GET /admin/ without a session: 302",
-            r.status == 302, brief(r))
+            r.status == 302, h.brief(r))
     t.check(s + "... to /?return_to=/admin/",
             location_path(r) == "/?return_to=/admin/",
             repr(r.header("Location")))
-    t.check(s + "... and not the admin page", "Router admin" not in r.text)
+    t.check(s + "... and not the admin page", "Router admin" not in r.html)
 
     r = b.get("/auth")
     t.check(s + "GET /auth from outside: 404 (internal)", r.status == 404,
             str(r.status))
 
     r = b.get("/?return_to=/admin/")
-    action, fields = form(r.text)
+    action, fields = h.form(r.body)
     t.check(s + "GET /?return_to=/admin/: 200 form", r.status == 200,
-            brief(r))
+            h.brief(r))
     t.check(s + "the form carries return_to=/admin/",
             fields.get("return_to") == "/admin/", str(fields))
     # Behind https (X-Forwarded-Proto) cookies are __Host- ones.
     auth_name = "__Host-otp_auth" if scheme == "https" else "otp_auth"
     if scheme == "https":
-        sid = b.raw_cookies.get("__Host-otp_sid", "")
+        sid = b.set_cookies.get("__Host-otp_sid", "")
         t.check(s + "__Host-otp_sid cookie is Secure (X-Forwarded-Proto: "
                 "https)", "secure" in sid.lower(), sid)
 
     r = b.get("/?return_to=https://evil.example/")
-    _, evil = form(r.text)
+    _, evil = h.form(r.body)
     t.check(s + "an off-site return_to is dropped",
             evil.get("return_to", "") == "", str(evil))
 
-    n0, e0 = len(otp.out), len(otp.err)
+    n0, e0 = len(otp.out_lines), len(otp.err_lines)
     fields["phone"] = PHONE
-    r = b.post_form(action or "/request", fields)
+    r = post(b, action or "/request", fields)
     if not t.check(s + "POST /request through nginx: 200 verify page",
-                   r.status == 200, brief(r)):
+                   r.status == 200, h.brief(r)):
         return
-    vaction, vfields = form(r.text)
+    vaction, vfields = h.form(r.body)
     t.check(s + "the verify form carries return_to=/admin/",
             vfields.get("return_to") == "/admin/", str(vfields))
-    m = otp.wait_line("err", r"request to=\S+ ip=(\S+)", timeout=3,
-                      start=e0)
+    got = otp.wait_log(r"request to=\S+ ip=(\S+)", e0, 3)
+    m = got[1] if got else None
     t.check(s + "otp_demo saw the client (X-Forwarded-For), not nginx",
             m is not None and m.group(1) == CLIENT_ADDR,
             m.group(0) if m else "no request line")
 
-    code = otp.sms_code(PHONE, start=n0)
+    code = h.console_code(otp, PHONE, n0)
     if not t.check(s + "console sender printed the code", code is not None):
         return
     vfields["token"] = code
-    r = b.post_form(vaction or "/verify", vfields)
+    r = post(b, vaction or "/verify", vfields)
     t.check(s + "POST /verify: 303 See Other", r.status == 303,
-            brief(r))
+            h.brief(r))
     t.check(s + "... to /admin/", location_path(r) == "/admin/",
             repr(r.header("Location")))
     t.check(s + "... with the otp_auth cookie", auth_name in b.cookies,
@@ -258,20 +227,22 @@ def flow(t, otp, b, scheme):
 
     r = b.get("/admin/")
     t.check(s + "GET /admin/ with the session: 200 admin page",
-            r.status == 200 and "Router admin" in r.text,
-            brief(r))
+            r.status == 200 and "Router admin" in r.html,
+            h.brief(r))
     t.check(s + "nginx passed on X-Otp-Phone from /auth",
             r.header("X-Otp-Phone") == PHONE, repr(r.header("X-Otp-Phone")))
 
-    other = Client(b.port, tls=b.tls, source=CLIENT_ADDR)
+    other = h.Client(b.port, tls=b.tls, source=CLIENT_ADDR)
     other.cookies = {k: v for k, v in b.cookies.items() if k != auth_name}
+    other.cookie_paths = dict(b.cookie_paths)
     r = other.get("/admin/")
     t.check(s + "without otp_auth: 302 again", r.status == 302,
             str(r.status))
-    forged = Client(b.port, tls=b.tls, source=CLIENT_ADDR)
-    value, path = b.cookies.get(auth_name, ("x", "/"))
-    forged.cookies = {auth_name: (value[:-2] + ("00" if value[-2:] != "00"
-                                                else "11"), path)}
+    forged = h.Client(b.port, tls=b.tls, source=CLIENT_ADDR)
+    value = b.cookies.get(auth_name, "x")
+    forged.cookies = {auth_name: value[:-2] + ("00" if value[-2:] != "00"
+                                               else "11")}
+    forged.cookie_paths = {auth_name: b.cookie_paths.get(auth_name, "/")}
     r = forged.get("/admin/")
     t.check(s + "a tampered otp_auth: 302", r.status == 302, str(r.status))
 

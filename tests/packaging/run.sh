@@ -20,7 +20,7 @@ run() {
 	"$@" > "$out/$name.out" 2>&1
 	rc=$?
 	cat "$out/$name.out"
-	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out/$name.out" | tail -n 1)
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$out/$name.out" | tail -n 1)
 	p=0 f=0
 	if [ -n "$line" ]; then
 		p=${line%% passed*} f=${line#*, } f=${f%% failed*}

@@ -42,6 +42,9 @@ import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import harness  # noqa: E402  (its config writer)
 API_KEY = "KEYstatic-5be1d2f08c"
 FROM = "+12025550111"
 TIMEOUT = 60.0          # per HTTP request and per start-up, under qemu
@@ -210,9 +213,7 @@ class Run:
             "THREADS": 4,
         }
         path = os.path.join(self.dir, "config.cfg")
-        with open(path, "w") as f:
-            for k, v in cfg.items():
-                f.write("%s=%s\n" % (k, repr(v)))
+        harness.write_config(path, cfg)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("OTP_")}
         self.server = Proc(self.qemu + [self.args.bin, "-c", path],
