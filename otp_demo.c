@@ -503,17 +503,19 @@ esc_none(const char *s, char *out, size_t outlen, size_t *n)
 	return out_put(out, outlen, n, s, strlen(s));
 }
 
+/* A run of characters that need no escape is copied at once. */
 static int
 html_escape(const char *s, char *out, size_t outlen, size_t *n)
 {
-	for (; *s != '\0'; s++) {
+	while (*s != '\0') {
+		size_t run = strcspn(s, "&<>\"'");
 		const char *rep = *s == '&' ? "&amp;" : *s == '<' ? "&lt;" :
-		    *s == '>' ? "&gt;" : *s == '"' ? "&quot;" : *s == '\'' ?
-		    "&#39;" : NULL;
+		    *s == '>' ? "&gt;" : *s == '"' ? "&quot;" : "&#39;";
 
-		if (out_put(out, outlen, n, rep != NULL ? rep : s,
-		    rep != NULL ? strlen(rep) : 1) != 0)
+		if (run > 0 ? out_put(out, outlen, n, s, run) != 0 :
+		    out_put(out, outlen, n, rep, strlen(rep)) != 0)
 			return -1;
+		s += run > 0 ? run : 1;
 	}
 	return 0;
 }
@@ -617,19 +619,25 @@ fill(const char *tmpl, size_t len, size_t width, bool strict,
 	for (size_t i = 0; i < len;) {
 		const struct var *v = fill_var(tmpl + i, len - i, width, vars,
 		    nvars);
+		const char *brace;
+		size_t run;
 
 		if (v != NULL) {
 			if (esc(v->value, out, outlen, n) != 0)
 				return -1;
 			i += strlen(v->name) + 2 * width;
 			count++;
-		} else if ((strict && tmpl[i] == '{' && (width == 1 ||
-		    (i + 1 < len && tmpl[i + 1] == '{'))) ||
-		    out_put(out, outlen, n, tmpl + i, 1) != 0) {
-			return -1;
-		} else {
-			i++;
+			continue;
 		}
+		if (strict && tmpl[i] == '{' && (width == 1 ||
+		    (i + 1 < len && tmpl[i + 1] == '{')))
+			return -1;
+		/* Text up to the next '{' in one copy. */
+		brace = memchr(tmpl + i + 1, '{', len - i - 1);
+		run = brace != NULL ? (size_t)(brace - (tmpl + i)) : len - i;
+		if (out_put(out, outlen, n, tmpl + i, run) != 0)
+			return -1;
+		i += run;
 	}
 	return count;
 }
