@@ -62,10 +62,15 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/md.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 #if MBEDTLS_VERSION_MAJOR >= 3
 #include <psa/crypto.h>
+#else /* 2.28: the int-returning SHA-256 calls have a _ret suffix */
+#define mbedtls_sha256_starts mbedtls_sha256_starts_ret
+#define mbedtls_sha256_update mbedtls_sha256_update_ret
+#define mbedtls_sha256_finish mbedtls_sha256_finish_ret
 #endif
 
 #include "civetweb.h"
@@ -262,6 +267,16 @@ enum table {
 	T__N
 };
 
+/*
+ * An HMAC-SHA256 key with its padded blocks already hashed (RFC 2104):
+ * an HMAC of a short input then costs two SHA-256 blocks instead of
+ * four, and nothing is allocated (mbedtls_md_hmac() allocates and frees
+ * a context on every call). As secret as the key; wiped with it.
+ */
+struct hmac_key {
+	mbedtls_sha256_context inner, outer;
+};
+
 struct ratetab {
 	struct window *w;
 	uint32_t mask;      /* slots - 1; slots is a power of two */
@@ -275,6 +290,7 @@ struct limits {
 	struct window api_hour;     /* the JSON API as a whole */
 	uint64_t changes;           /* counts taken, for the state file */
 	uint8_t key[OTP_KEY_LEN];   /* keys the tables' hashes */
+	struct hmac_key hkey;       /* key, prepared (otp_hmac_keys()) */
 };
 
 /*
@@ -363,6 +379,8 @@ struct otp {
 	uint8_t auth_key[OTP_KEY_LEN]; /* HMAC key for otp_auth cookies */
 	uint8_t sid_key[OTP_KEY_LEN];  /* HMAC key inside session ids */
 	uint8_t cmp_key[OTP_KEY_LEN];  /* secrets are compared as HMACs */
+	struct hmac_key code_hk, csrf_hk, auth_hk, sid_hk, cmp_hk; /* the
+				   keys above, prepared (otp_hmac_keys()) */
 	struct owner api;              /* whose the API's records are */
 	struct store store;
 	struct limits limits;
@@ -400,6 +418,9 @@ static int str_ncopy(char *dst, size_t size, const char *src, size_t n);
 static int parse_long(const char *s, long min, long max, long *out);
 static int hmac256(const uint8_t *key, const void *in, size_t len,
                    uint8_t out[OTP_MAC_LEN]);
+static void hmac_key_init(struct hmac_key *hk, const uint8_t *key);
+static int hmac_keyed(const struct hmac_key *hk, const void *in, size_t len,
+                      uint8_t out[OTP_MAC_LEN]);
 static unsigned edit_distance(const char *a, const char *b);
 static int file_write_atomic(const char *path, const char *data, size_t len,
                              mode_t mode);
@@ -1388,7 +1409,7 @@ code_mac(const struct otp *otp, const char *code, size_t len,
 		len = sizeof(up); /* cannot match: codes are shorter */
 	for (size_t i = 0; i < len; i++)
 		up[i] = (char)toupper((unsigned char)code[i]);
-	rc = hmac256(otp->code_key, up, len, mac);
+	rc = hmac_keyed(&otp->code_hk, up, len, mac);
 	wipe(up, sizeof(up));
 	return rc;
 }
@@ -1929,7 +1950,7 @@ limits_hash(const struct limits *l, const void *in, size_t len)
 	uint8_t mac[OTP_MAC_LEN];
 	uint64_t k;
 
-	hmac256(l->key, in, len, mac);
+	hmac_keyed(&l->hkey, in, len, mac);
 	memcpy(&k, mac, sizeof(k));
 	return k | 1; /* 0 marks a free slot */
 }
@@ -4527,7 +4548,7 @@ csrf_for(const struct otp *otp, const char *sid, char out[2 * OTP_MAC_LEN + 1])
 	char buf[8 + 2 * OTP_SID_LEN + 1];
 	int n = snprintf(buf, sizeof(buf), "csrf:%s", sid);
 
-	hmac256(otp->csrf_key, buf, (size_t)n, mac);
+	hmac_keyed(&otp->csrf_hk, buf, (size_t)n, mac);
 	hex_encode(mac, sizeof(mac), out, false);
 }
 
@@ -4544,7 +4565,7 @@ session_cookie(const struct otp *otp, const uint8_t id[OTP_SID_LEN],
 {
 	uint8_t mac[OTP_MAC_LEN];
 
-	hmac256(otp->sid_key, id, OTP_SID_LEN, mac);
+	hmac_keyed(&otp->sid_hk, id, OTP_SID_LEN, mac);
 	hex_encode(id, OTP_SID_LEN, out, false);
 	hex_encode(mac, OTP_SID_LEN, out + 2 * OTP_SID_LEN, false);
 }
@@ -5015,7 +5036,7 @@ auth_cookie_make(const struct otp *otp, const char *phone, long long expiry,
 
 	if (n < 0 || (size_t)n + 34 >= outlen)
 		return -1;
-	hmac256(otp->auth_key, out, (size_t)n, mac);
+	hmac_keyed(&otp->auth_hk, out, (size_t)n, mac);
 	hex_encode(mac, 16, hex, false);
 	snprintf(out + n, outlen - (size_t)n, ".%s", hex);
 	return 0;
@@ -5939,10 +5960,13 @@ otp_random_init(struct otp *otp)
 		return -1;
 	otp->rng = rng_drbg;
 	otp->rng_ctx = otp;
-	return otp->rng(otp, otp->code_key, sizeof(otp->code_key)) == 0 &&
-	    otp->rng(otp, otp->cmp_key, sizeof(otp->cmp_key)) == 0 &&
-	    otp->rng(otp, otp->limits.key, sizeof(otp->limits.key)) == 0 ?
-	    0 : -1;
+	if (otp->rng(otp, otp->code_key, sizeof(otp->code_key)) != 0 ||
+	    otp->rng(otp, otp->cmp_key, sizeof(otp->cmp_key)) != 0 ||
+	    otp->rng(otp, otp->limits.key, sizeof(otp->limits.key)) != 0)
+		return -1;
+	hmac_key_init(&otp->code_hk, otp->code_key);
+	hmac_key_init(&otp->cmp_hk, otp->cmp_key);
+	return 0;
 }
 
 /*
@@ -6022,6 +6046,10 @@ otp_state_keys(struct otp *otp, char *err, size_t errlen)
 		hmac256(state, derived[i].label, strlen(derived[i].label), mac);
 		memcpy((char *)otp + derived[i].off, mac, derived[i].size);
 	}
+	hmac_key_init(&otp->csrf_hk, otp->csrf_key);
+	hmac_key_init(&otp->auth_hk, otp->auth_key);
+	hmac_key_init(&otp->sid_hk, otp->sid_key);
+	hmac_key_init(&otp->limits.hkey, otp->limits.key);
 	otp->api.ns = NS_API;
 	wipe(state, sizeof(state));
 	wipe(mac, sizeof(mac));
@@ -6979,7 +7007,7 @@ static void
 secret_mac(const struct otp *otp, const void *in, size_t len,
            uint8_t out[OTP_MAC_LEN])
 {
-	hmac256(otp->cmp_key, in, len, out);
+	hmac_keyed(&otp->cmp_hk, in, len, out);
 }
 
 static void
@@ -7064,6 +7092,49 @@ hmac256(const uint8_t *key, const void *in, size_t len,
 {
 	return mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
 	    key, OTP_KEY_LEN, in, len, out) == 0 ? 0 : -1;
+}
+
+/* Prepares hk from key (OTP_KEY_LEN bytes, shorter than a block, so
+ * used as it is): the inner and outer padded keys hashed once. */
+static void
+hmac_key_init(struct hmac_key *hk, const uint8_t *key)
+{
+	uint8_t pad[64];
+
+	for (int k = 0; k < 2; k++) {
+		mbedtls_sha256_context *c = k == 0 ? &hk->inner : &hk->outer;
+
+		memset(pad, k == 0 ? 0x36 : 0x5c, sizeof(pad));
+		for (size_t i = 0; i < OTP_KEY_LEN; i++)
+			pad[i] ^= key[i];
+		mbedtls_sha256_init(c);
+		mbedtls_sha256_starts(c, 0);
+		mbedtls_sha256_update(c, pad, sizeof(pad));
+	}
+	wipe(pad, sizeof(pad));
+}
+
+/* hmac256() under the key hk was prepared from: the same bytes, for two
+ * SHA-256 blocks of a short input. hk is only read: workers share it.
+ * 0 or -1. */
+static int
+hmac_keyed(const struct hmac_key *hk, const void *in, size_t len,
+           uint8_t out[OTP_MAC_LEN])
+{
+	mbedtls_sha256_context c;
+	uint8_t inner[OTP_MAC_LEN];
+	int rc;
+
+	mbedtls_sha256_init(&c);
+	mbedtls_sha256_clone(&c, &hk->inner);
+	rc = mbedtls_sha256_update(&c, in, len) |
+	    mbedtls_sha256_finish(&c, inner);
+	mbedtls_sha256_clone(&c, &hk->outer);
+	rc |= mbedtls_sha256_update(&c, inner, sizeof(inner)) |
+	    mbedtls_sha256_finish(&c, out);
+	mbedtls_sha256_free(&c);
+	wipe(inner, sizeof(inner));
+	return rc == 0 ? 0 : -1;
 }
 
 /* Levenshtein distance, case-insensitive, for did-you-mean (short keys). */

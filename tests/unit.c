@@ -374,6 +374,50 @@ test_code_mac_case_insensitive(void **state)
 	otp_destroy(otp);
 }
 
+/* A prepared key gives the plain HMAC's bytes: every input length around
+ * the block boundaries, and each key otp_create() prepares. */
+static void
+test_hmac_keyed(void **state)
+{
+	struct otp *otp = make_otp();
+	const struct {
+		const uint8_t *key;
+		const struct hmac_key *hk;
+	} keys[] = {
+		{ otp->code_key, &otp->code_hk }, { otp->csrf_key, &otp->csrf_hk },
+		{ otp->auth_key, &otp->auth_hk }, { otp->sid_key, &otp->sid_hk },
+		{ otp->cmp_key, &otp->cmp_hk },
+		{ otp->limits.key, &otp->limits.hkey },
+	};
+	uint8_t key[OTP_KEY_LEN], in[200], a[OTP_MAC_LEN], b[OTP_MAC_LEN];
+	struct hmac_key hk;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(i * 7 + 1);
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 13 + 5);
+	hmac_key_init(&hk, key);
+	for (size_t len = 0; len <= sizeof(in); len++) {
+		assert_int_equal(hmac256(key, in, len, a), 0);
+		assert_int_equal(hmac_keyed(&hk, in, len, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		assert_int_equal(hmac256(keys[k].key, "csrf:00", 7, a), 0);
+		assert_int_equal(hmac_keyed(keys[k].hk, "csrf:00", 7, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	/* A known answer (Python's hmac, RFC 4231 case 2's input, the key
+	 * above), so both could not be wrong alike. */
+	assert_int_equal(hmac_keyed(&hk, "what do ya want for nothing?", 28, a),
+	    0);
+	assert_int_equal(hex_decode("281064dd7ac7dffb0ffba50dffddc39a"
+	    "ef0f708e562a10197c4a5e8910a4e28f", 64, b), 0);
+	assert_memory_equal(a, b, OTP_MAC_LEN);
+	otp_destroy(otp);
+}
+
 /* ---- code store -------------------------------------------------------- */
 
 static const struct owner OW1 = { NS_WEB, { 5 } }, OW2 = { NS_WEB, { 6 } };
@@ -1742,6 +1786,7 @@ main(void)
 		cmocka_unit_test(test_code_digits_unbiased),
 		cmocka_unit_test(test_code_no_repeats),
 		cmocka_unit_test(test_code_mac_case_insensitive),
+		cmocka_unit_test(test_hmac_keyed),
 		cmocka_unit_test(test_store_add_check_once),
 		cmocka_unit_test(test_store_expiry),
 		cmocka_unit_test(test_store_full),
