@@ -4036,28 +4036,31 @@ www_find(const char *name)
 	return NULL;
 }
 
-/* Appends s HTML-escaped at out[*n]. 0, or -1 if it does not fit. */
+/* Appends s HTML-escaped at out[*n]. 0, or -1 if it does not fit.
+ * A run of characters that need no escape is copied at once. */
 static int
 html_escape(const char *s, char *out, size_t outlen, size_t *n)
 {
-	for (; *s != '\0'; s++) {
-		const char *rep;
-		char one[2] = { *s, '\0' };
-		size_t len;
+	while (*s != '\0') {
+		size_t run = strcspn(s, "&<>\"'"), len = run;
+		const char *rep = s;
 
-		switch (*s) {
-		case '&': rep = "&amp;"; break;
-		case '<': rep = "&lt;"; break;
-		case '>': rep = "&gt;"; break;
-		case '"': rep = "&quot;"; break;
-		case '\'': rep = "&#39;"; break;
-		default: rep = one; break;
+		if (run == 0) {
+			switch (*s) {
+			case '&': rep = "&amp;"; break;
+			case '<': rep = "&lt;"; break;
+			case '>': rep = "&gt;"; break;
+			case '"': rep = "&quot;"; break;
+			default: rep = "&#39;"; break;
+			}
+			len = strlen(rep);
+			run = 1;
 		}
-		len = strlen(rep);
 		if (*n + len >= outlen)
 			return -1;
 		memcpy(out + *n, rep, len);
 		*n += len;
+		s += run;
 	}
 	return 0;
 }
@@ -4074,7 +4077,7 @@ page_render(const char *tmpl, size_t len, const struct var *vars,
 
 	while (i < len) {
 		const char *end;
-		size_t name_len, v;
+		size_t name_len, v, run;
 
 		if (i + 1 < len && tmpl[i] == '{' && tmpl[i + 1] == '{') {
 			end = memchr(tmpl + i + 2, '}', len - i - 2);
@@ -4092,9 +4095,14 @@ page_render(const char *tmpl, size_t len, const struct var *vars,
 			i = (size_t)(end + 2 - tmpl);
 			continue;
 		}
-		if (n + 1 >= outlen)
+		/* Text up to the next '{' in one copy. */
+		end = memchr(tmpl + i + 1, '{', len - i - 1);
+		run = end != NULL ? (size_t)(end - (tmpl + i)) : len - i;
+		if (n + run >= outlen)
 			return -1;
-		out[n++] = tmpl[i++];
+		memcpy(out + n, tmpl + i, run);
+		n += run;
+		i += run;
 	}
 	out[n] = '\0';
 	return (long)n;

@@ -1571,6 +1571,119 @@ test_page_render(void **state)
 	assert_int_equal(page_render(t, strlen(t), vars, 2, out, 5), -1);
 }
 
+/* The character-at-a-time renderer page_render() and html_escape() were
+ * before they copied runs: the reference the fast ones must equal. */
+static int
+ref_html_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	for (; *s != '\0'; s++) {
+		const char *rep;
+		char one[2] = { *s, '\0' };
+		size_t len;
+
+		switch (*s) {
+		case '&': rep = "&amp;"; break;
+		case '<': rep = "&lt;"; break;
+		case '>': rep = "&gt;"; break;
+		case '"': rep = "&quot;"; break;
+		case '\'': rep = "&#39;"; break;
+		default: rep = one; break;
+		}
+		len = strlen(rep);
+		if (*n + len >= outlen)
+			return -1;
+		memcpy(out + *n, rep, len);
+		*n += len;
+	}
+	return 0;
+}
+
+static long
+ref_page_render(const char *tmpl, size_t len, const struct var *vars,
+                size_t nvars, char *out, size_t outlen)
+{
+	size_t n = 0, i = 0;
+
+	while (i < len) {
+		const char *end;
+		size_t name_len, v;
+
+		if (i + 1 < len && tmpl[i] == '{' && tmpl[i + 1] == '{') {
+			end = memchr(tmpl + i + 2, '}', len - i - 2);
+			if (end == NULL || end + 1 >= tmpl + len || end[1] != '}')
+				return -1;
+			name_len = (size_t)(end - (tmpl + i + 2));
+			for (v = 0; v < nvars; v++)
+				if (strlen(vars[v].name) == name_len &&
+				    memcmp(vars[v].name, tmpl + i + 2,
+				    name_len) == 0)
+					break;
+			if (v == nvars ||
+			    ref_html_escape(vars[v].value, out, outlen, &n) != 0)
+				return -1;
+			i = (size_t)(end + 2 - tmpl);
+			continue;
+		}
+		if (n + 1 >= outlen)
+			return -1;
+		out[n++] = tmpl[i++];
+	}
+	out[n] = '\0';
+	return (long)n;
+}
+
+/* Random templates of braces, text, escapes and placeholders, rendered
+ * into every output size: the same result and bytes as the reference. */
+static void
+test_page_render_runs(void **state)
+{
+	static const char *const bits[] = {
+		"{", "}", "{{", "}}", "{{a}}", "{{bb}}", "{{c}}", "{{a}", "x",
+		"text ", "<", "&", "'", "\"", "{ {", "{{}}",
+	};
+	const struct var vars[] = { { "a", "<x>&'\"y" }, { "bb", "" },
+	    { "", "empty" } };
+	char tmpl[64], out[256], want[256];
+	unsigned seed = 12345;
+
+	(void)state;
+	for (int round = 0; round < 3000; round++) {
+		size_t len = 0, n1, n2;
+
+		tmpl[0] = '\0';
+		for (int k = (int)((seed = seed * 1103515245u + 12345u) >> 16) % 8;
+		    k >= 0; k--) {
+			const char *b = bits[((seed = seed * 1103515245u +
+			    12345u) >> 16) % (sizeof(bits) / sizeof(bits[0]))];
+
+			if (len + strlen(b) < sizeof(tmpl)) {
+				memcpy(tmpl + len, b, strlen(b) + 1);
+				len += strlen(b);
+			}
+		}
+		for (size_t cap = 0; cap < 80; cap++) {
+			long a = page_render(tmpl, len, vars, 3, out, cap + 1);
+			long b = ref_page_render(tmpl, len, vars, 3, want, cap + 1);
+
+			assert_int_equal(a, b);
+			if (a >= 0)
+				assert_memory_equal(out, want, (size_t)a + 1);
+		}
+		for (size_t cap = 1; cap < 40; cap++) {
+			int a, b;
+
+			n1 = n2 = 3; /* appending after 3 bytes */
+			a = html_escape(tmpl, out, cap, &n1);
+			b = ref_html_escape(tmpl, want, cap, &n2);
+			assert_int_equal(a, b);
+			if (a == 0) {
+				assert_int_equal(n1, n2);
+				assert_memory_equal(out + 3, want + 3, n1 - 3);
+			}
+		}
+	}
+}
+
 /* Every built-in page renders with exactly the values its handler gives. */
 static void
 test_pages_render(void **state)
@@ -1817,6 +1930,7 @@ main(void)
 		cmocka_unit_test(test_command_argv),
 		cmocka_unit_test(test_http_body),
 		cmocka_unit_test(test_page_render),
+		cmocka_unit_test(test_page_render_runs),
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
