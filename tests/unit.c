@@ -1684,6 +1684,30 @@ test_page_render_runs(void **state)
 	}
 }
 
+/* head_add() against the snprintf() it replaces, at every room left. */
+static void
+test_head_add(void **state)
+{
+	char got[64], want[64];
+
+	(void)state;
+	for (size_t size = 3; size <= sizeof(got); size++) {
+		size_t n = 3;
+		int len = snprintf(want + 3, size - 3, "%s: %s\r\n",
+		    "Content-Type", "text/html");
+		int rc = head_add(got, size, &n, "Content-Type", "text/html");
+
+		if (len < 0 || (size_t)len >= size - 3) {
+			assert_int_equal(rc, -1);
+			assert_int_equal(n, 3);
+		} else {
+			assert_int_equal(rc, 0);
+			assert_int_equal(n, 3 + (size_t)len);
+			assert_memory_equal(got + 3, want + 3, (size_t)len);
+		}
+	}
+}
+
 /* Every built-in page renders with exactly the values its handler gives. */
 static void
 test_pages_render(void **state)
@@ -1931,6 +1955,7 @@ main(void)
 		cmocka_unit_test(test_http_body),
 		cmocka_unit_test(test_page_render),
 		cmocka_unit_test(test_page_render_runs),
+		cmocka_unit_test(test_head_add),
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
