@@ -4332,7 +4332,10 @@ static int
 reply(struct req *r, int status, const char *type, const char *body,
       size_t len)
 {
-	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32], date[40];
+	/* The Date of this second, formatted once a second per thread. */
+	static _Thread_local char date[40];
+	static _Thread_local time_t date_of = -1;
+	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32];
 	const size_t cap = sizeof(buf);
 	bool head_only = strcmp(r->ri->request_method, "HEAD") == 0;
 	bool keep = reply_keep_alive(r);
@@ -4341,8 +4344,11 @@ reply(struct req *r, int status, const char *type, const char *body,
 	size_t n;
 	int rc = 0;
 
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	if (now != date_of) {
+		gmtime_r(&now, &tm);
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		date_of = now;
+	}
 	snprintf(num, sizeof(num), "%zu", len);
 	n = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\n", status,
 	    mg_get_response_code_text(r->conn, status));
