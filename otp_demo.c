@@ -6898,7 +6898,10 @@ main(int argc, char **argv)
 static void
 log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 {
-	char line[1024], stamp[32];
+	/* The stamp of this second, formatted once a second per thread. */
+	static _Thread_local char stamp[32];
+	static _Thread_local time_t stamp_of = -1;
+	char line[1024];
 	struct tm tm;
 	time_t t = time(NULL);
 	va_list ap;
@@ -6914,8 +6917,11 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 		syslog(prio, "%s", line);
 		return;
 	}
-	gmtime_r(&t, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (t != stamp_of) {
+		gmtime_r(&t, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		stamp_of = t;
+	}
 	n = snprintf(line, sizeof(line), "%s %s ", stamp, level);
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof(line))
