@@ -3147,16 +3147,26 @@ sms_units(const char *text, bool *gsm)
 static enum send_result
 send_console(struct otp *otp, const char *phone, const char *text)
 {
+	/* A newline is written as two characters: one line per SMS. */
+	char line[2 * OTP_MAX_TEXT + OTP_MAX_PHONE_LEN + 16];
+	int n = snprintf(line, sizeof(line), "SMS to %s: ", phone);
+	size_t len = n > 0 ? (size_t)n : 0;
+
 	(void)otp;
+	for (const char *t = text; *t != '\0' && len + 3 < sizeof(line); t++)
+		if (*t == '\n')
+			line[len++] = '\\', line[len++] = 'n';
+		else
+			line[len++] = *t;
+	line[len++] = '\n';
 	/* The console sender is the stand-in for a phone: stdout is where
-	 * its "SMS" arrive, so printing the text (and code) is its job. */
+	 * its "SMS" arrive, so printing the text (and code) is its job. One
+	 * fwrite, not a call per character. */
 	flockfile(stdout);
-	printf("SMS to %s: ", phone);
-	for (const char *t = text; *t != '\0'; t++) /* one line per SMS */
-		fputs(*t == '\n' ? "\\n" : (char[2]){ *t, '\0' }, stdout);
-	putchar('\n');
+	fwrite(line, 1, len, stdout);
 	fflush(stdout);
 	funlockfile(stdout);
+	wipe(line, len);
 	return SEND_OK;
 }
 

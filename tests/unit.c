@@ -1708,6 +1708,32 @@ test_head_add(void **state)
 	}
 }
 
+/* The console sender's line: the text on one line, a newline as "\\n". */
+static void
+test_send_console(void **state)
+{
+	FILE *f = tmpfile();
+	char got[128] = "";
+	int saved;
+
+	(void)state;
+	assert_non_null(f);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	dup2(fileno(f), STDOUT_FILENO);
+	assert_int_equal(send_console(NULL, "+12015550123",
+	    "Your code is 12AB\n\n@example.com #12AB"), SEND_OK);
+	assert_int_equal(send_console(NULL, "+1", ""), SEND_OK);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	rewind(f);
+	assert_true(fread(got, 1, sizeof(got) - 1, f) > 0);
+	fclose(f);
+	assert_string_equal(got, "SMS to +12015550123: Your code is 12AB"
+	    "\\n\\n@example.com #12AB\nSMS to +1: \n");
+}
+
 /* Every built-in page renders with exactly the values its handler gives. */
 static void
 test_pages_render(void **state)
@@ -1956,6 +1982,7 @@ main(void)
 		cmocka_unit_test(test_page_render),
 		cmocka_unit_test(test_page_render_runs),
 		cmocka_unit_test(test_head_add),
+		cmocka_unit_test(test_send_console),
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
