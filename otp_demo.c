@@ -275,6 +275,7 @@ enum table {
  */
 struct hmac_key {
 	mbedtls_sha256_context inner, outer;
+	uint64_t gen; /* never the same for two prepared keys; 0: none */
 };
 
 struct ratetab {
@@ -1944,15 +1945,44 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
 	w->count++;
 }
 
+/*
+ * The table key of in: its keyed hash, cut to 64 bits. A request hashes
+ * the same inputs more than once (its number in limits_take() and again
+ * in limits_set_slot()), and the requests of a keep-alive connection,
+ * which stays on one worker, come from one address: so each thread
+ * remembers the last few it hashed, by key (gen) and bytes. Nothing
+ * secret is kept: addresses, numbers and their table keys.
+ */
+#define LIMITS_MEMO 4
+
 static uint64_t
 limits_hash(const struct limits *l, const void *in, size_t len)
 {
+	static _Thread_local struct {
+		uint64_t gen, k;
+		size_t len;
+		uint8_t in[32];
+	} memo[LIMITS_MEMO];
+	static _Thread_local unsigned next;
 	uint8_t mac[OTP_MAC_LEN];
 	uint64_t k;
+	unsigned i;
 
+	for (i = 0; i < LIMITS_MEMO; i++)
+		if (memo[i].gen == l->hkey.gen && memo[i].gen != 0 &&
+		    memo[i].len == len && memcmp(memo[i].in, in, len) == 0)
+			return memo[i].k;
 	hmac_keyed(&l->hkey, in, len, mac);
 	memcpy(&k, mac, sizeof(k));
-	return k | 1; /* 0 marks a free slot */
+	k |= 1; /* 0 marks a free slot */
+	if (len <= sizeof(memo[0].in)) {
+		i = next++ % LIMITS_MEMO;
+		memo[i].gen = l->hkey.gen;
+		memo[i].k = k;
+		memo[i].len = len;
+		memcpy(memo[i].in, in, len);
+	}
+	return k;
 }
 
 /* The key of a number in a namespace. */
@@ -7147,6 +7177,7 @@ hmac256(const uint8_t *key, const void *in, size_t len,
 static void
 hmac_key_init(struct hmac_key *hk, const uint8_t *key)
 {
+	static atomic_uint_fast64_t gens;
 	uint8_t pad[64];
 
 	for (int k = 0; k < 2; k++) {
@@ -7159,6 +7190,7 @@ hmac_key_init(struct hmac_key *hk, const uint8_t *key)
 		mbedtls_sha256_starts(c, 0);
 		mbedtls_sha256_update(c, pad, sizeof(pad));
 	}
+	hk->gen = atomic_fetch_add(&gens, 1) + 1;
 	wipe(pad, sizeof(pad));
 }
 

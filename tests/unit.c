@@ -418,6 +418,47 @@ test_hmac_keyed(void **state)
 	otp_destroy(otp);
 }
 
+/* limits_hash() remembers recent hashes per thread: what it returns is
+ * still the keyed hash of the input under this instance's key, also
+ * after evictions, and not another instance's (a new key at perhaps the
+ * same address). */
+static void
+test_limits_hash_memo(void **state)
+{
+	struct otp *a = make_otp(), *b;
+	const char *in[] = { "n1:+12015550123", "n1:+12015550124", "4abcd",
+	    "N0123456789abcdef", "n2:+12015550123", "", "x" };
+	const size_t nin = sizeof(in) / sizeof(in[0]);
+	uint8_t mac[OTP_MAC_LEN], big[40] = { 1 };
+	uint64_t want[8], k;
+
+	(void)state;
+	for (size_t i = 0; i < nin; i++) {
+		hmac_keyed(&a->limits.hkey, in[i], strlen(in[i]), mac);
+		memcpy(&want[i], mac, sizeof(want[i]));
+		want[i] |= 1;
+	}
+	for (size_t round = 0; round < 5 * nin; round++) {
+		size_t i = (round * 3) % nin;
+
+		assert_true(limits_hash(&a->limits, in[i], strlen(in[i])) ==
+		    want[i]);
+	}
+	/* Longer than the memo holds: hashed each time, the same. */
+	hmac_keyed(&a->limits.hkey, big, sizeof(big), mac);
+	memcpy(&k, mac, sizeof(k));
+	assert_true(limits_hash(&a->limits, big, sizeof(big)) == (k | 1));
+	assert_true(limits_hash(&a->limits, big, sizeof(big)) == (k | 1));
+	assert_true(limits_hash(&a->limits, in[0], strlen(in[0])) == want[0]);
+	otp_destroy(a); /* in[0] is in the memo, under a's key */
+	b = make_otp();
+	hmac_keyed(&b->limits.hkey, in[0], strlen(in[0]), mac);
+	memcpy(&k, mac, sizeof(k));
+	assert_true(limits_hash(&b->limits, in[0], strlen(in[0])) == (k | 1));
+	assert_true((k | 1) != want[0]); /* another key */
+	otp_destroy(b);
+}
+
 /* ---- code store -------------------------------------------------------- */
 
 static const struct owner OW1 = { NS_WEB, { 5 } }, OW2 = { NS_WEB, { 6 } };
@@ -1950,6 +1991,7 @@ main(void)
 		cmocka_unit_test(test_code_no_repeats),
 		cmocka_unit_test(test_code_mac_case_insensitive),
 		cmocka_unit_test(test_hmac_keyed),
+		cmocka_unit_test(test_limits_hash_memo),
 		cmocka_unit_test(test_store_add_check_once),
 		cmocka_unit_test(test_store_expiry),
 		cmocka_unit_test(test_store_full),
