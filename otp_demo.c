@@ -1950,8 +1950,9 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
  * the same inputs more than once (its number in limits_take() and again
  * in limits_set_slot()), and the requests of a keep-alive connection,
  * which stays on one worker, come from one address: so each thread
- * remembers the last few it hashed, by key (gen) and bytes. Nothing
- * secret is kept: addresses, numbers and their table keys.
+ * remembers the few it used last (a new number each request must not
+ * push out the address), by key (gen) and bytes. Nothing secret is
+ * kept: addresses, numbers and their table keys.
  */
 #define LIMITS_MEMO 4
 
@@ -1959,24 +1960,30 @@ static uint64_t
 limits_hash(const struct limits *l, const void *in, size_t len)
 {
 	static _Thread_local struct {
-		uint64_t gen, k;
+		uint64_t gen, k, used;
 		size_t len;
 		uint8_t in[32];
 	} memo[LIMITS_MEMO];
-	static _Thread_local unsigned next;
+	static _Thread_local uint64_t uses;
 	uint8_t mac[OTP_MAC_LEN];
 	uint64_t k;
-	unsigned i;
+	unsigned i, old = 0;
 
-	for (i = 0; i < LIMITS_MEMO; i++)
+	for (i = 0; i < LIMITS_MEMO; i++) {
 		if (memo[i].gen == l->hkey.gen && memo[i].gen != 0 &&
-		    memo[i].len == len && memcmp(memo[i].in, in, len) == 0)
+		    memo[i].len == len && memcmp(memo[i].in, in, len) == 0) {
+			memo[i].used = ++uses;
 			return memo[i].k;
+		}
+		if (memo[i].used < memo[old].used)
+			old = i;
+	}
 	hmac_keyed(&l->hkey, in, len, mac);
 	memcpy(&k, mac, sizeof(k));
 	k |= 1; /* 0 marks a free slot */
 	if (len <= sizeof(memo[0].in)) {
-		i = next++ % LIMITS_MEMO;
+		i = old;
+		memo[i].used = ++uses;
 		memo[i].gen = l->hkey.gen;
 		memo[i].k = k;
 		memo[i].len = len;

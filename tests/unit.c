@@ -449,6 +449,22 @@ test_limits_hash_memo(void **state)
 	memcpy(&k, mac, sizeof(k));
 	assert_true(limits_hash(&a->limits, big, sizeof(big)) == (k | 1));
 	assert_true(limits_hash(&a->limits, big, sizeof(big)) == (k | 1));
+	/* The least recently used goes first: an address used by every
+	 * request stays while each brings a new number. (Kept means not
+	 * hashed again: with the prepared key spoilt, it still comes out.) */
+	assert_true(limits_hash(&a->limits, in[2], strlen(in[2])) == want[2]);
+	for (int i = 0; i < 20; i++) {
+		struct hmac_key saved = a->limits.hkey;
+		char num[32];
+
+		memset(&a->limits.hkey.inner, 0x5a,
+		    sizeof(a->limits.hkey.inner));
+		assert_true(limits_hash(&a->limits, in[2], strlen(in[2])) ==
+		    want[2]);
+		a->limits.hkey = saved;
+		snprintf(num, sizeof(num), "n1:+1201555%04d", i);
+		limits_hash(&a->limits, num, strlen(num));
+	}
 	assert_true(limits_hash(&a->limits, in[0], strlen(in[0])) == want[0]);
 	otp_destroy(a); /* in[0] is in the memo, under a's key */
 	b = make_otp();
