@@ -2660,10 +2660,14 @@ phone_region_of(int main_region, const char *d, size_t n)
 
 	for (size_t i = 0; i < NPREFIXES; i++) {
 		const struct numbering_prefix *p = &numbering_prefixes[i];
-		size_t len = strlen(p->digits);
+		size_t len;
 
-		if (numbering_regions[p->region].cc == cc && len > best_len &&
-		    len <= n && memcmp(p->digits, d, len) == 0) {
+		/* Other calling codes' entries (half of them) cost one test. */
+		if (numbering_regions[p->region].cc != cc)
+			continue;
+		len = strlen(p->digits);
+		if (len > best_len && len <= n && p->digits[0] == d[0] &&
+		    memcmp(p->digits, d, len) == 0) {
 			best = p->region;
 			best_len = len;
 		}
