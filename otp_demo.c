@@ -1952,7 +1952,9 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
  * which stays on one worker, come from one address: so each thread
  * remembers the few it used last (a new number each request must not
  * push out the address), by key (gen) and bytes. Nothing secret is
- * kept: addresses, numbers and their table keys.
+ * kept: addresses, numbers and their table keys. Inputs are compared in
+ * constant time with every entry, so that how long a lookup takes says
+ * nothing of the addresses and numbers other clients sent.
  */
 #define LIMITS_MEMO 4
 
@@ -1962,21 +1964,27 @@ limits_hash(const struct limits *l, const void *in, size_t len)
 	static _Thread_local struct {
 		uint64_t gen, k, used;
 		size_t len;
-		uint8_t in[32];
+		uint64_t in[4];
 	} memo[LIMITS_MEMO];
 	static _Thread_local uint64_t uses;
 	uint8_t mac[OTP_MAC_LEN];
-	uint64_t k;
-	unsigned i, old = 0;
+	uint64_t k, pad[4] = { 0 }, d;
+	unsigned i, old = 0, hit = LIMITS_MEMO;
 
+	if (len <= sizeof(pad))
+		memcpy(pad, in, len);
 	for (i = 0; i < LIMITS_MEMO; i++) {
-		if (memo[i].gen == l->hkey.gen && memo[i].gen != 0 &&
-		    memo[i].len == len && memcmp(memo[i].in, in, len) == 0) {
-			memo[i].used = ++uses;
-			return memo[i].k;
-		}
+		d = (memo[i].in[0] ^ pad[0]) | (memo[i].in[1] ^ pad[1]) |
+		    (memo[i].in[2] ^ pad[2]) | (memo[i].in[3] ^ pad[3]) |
+		    (memo[i].len ^ len) | (memo[i].gen ^ l->hkey.gen);
+		if (d == 0 && memo[i].gen != 0)
+			hit = i;
 		if (memo[i].used < memo[old].used)
 			old = i;
+	}
+	if (hit < LIMITS_MEMO) {
+		memo[hit].used = ++uses;
+		return memo[hit].k;
 	}
 	hmac_keyed(&l->hkey, in, len, mac);
 	memcpy(&k, mac, sizeof(k));
@@ -1987,7 +1995,7 @@ limits_hash(const struct limits *l, const void *in, size_t len)
 		memo[i].gen = l->hkey.gen;
 		memo[i].k = k;
 		memo[i].len = len;
-		memcpy(memo[i].in, in, len);
+		memcpy(memo[i].in, pad, sizeof(pad));
 	}
 	return k;
 }
