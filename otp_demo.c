@@ -422,6 +422,8 @@ static int hmac256(const uint8_t *key, const void *in, size_t len,
 static void hmac_key_init(struct hmac_key *hk, const uint8_t *key);
 static int hmac_keyed(const struct hmac_key *hk, const void *in, size_t len,
                       uint8_t out[OTP_MAC_LEN]);
+static int hmac_memo(const struct hmac_key *hk, const void *in, size_t len,
+                     uint8_t out[OTP_MAC_LEN]);
 static unsigned edit_distance(const char *a, const char *b);
 static int file_write_atomic(const char *path, const char *data, size_t len,
                              mode_t mode);
@@ -1945,59 +1947,18 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
 	w->count++;
 }
 
-/*
- * The table key of in: its keyed hash, cut to 64 bits. A request hashes
- * the same inputs more than once (its number in limits_take() and again
- * in limits_set_slot()), and the requests of a keep-alive connection,
- * which stays on one worker, come from one address: so each thread
- * remembers the few it used last (a new number each request must not
- * push out the address), by key (gen) and bytes. Nothing secret is
- * kept: addresses, numbers and their table keys. Inputs are compared in
- * constant time with every entry, so that how long a lookup takes says
- * nothing of the addresses and numbers other clients sent.
- */
-#define LIMITS_MEMO 4
-
+/* The table key of in: its keyed hash, cut to 64 bits. A request hashes
+ * its number twice (limits_take(), limits_set_slot()) and, on a
+ * keep-alive connection, the address of the last one: hmac_memo(). */
 static uint64_t
 limits_hash(const struct limits *l, const void *in, size_t len)
 {
-	static _Thread_local struct {
-		uint64_t gen, k, used;
-		size_t len;
-		uint64_t in[4];
-	} memo[LIMITS_MEMO];
-	static _Thread_local uint64_t uses;
 	uint8_t mac[OTP_MAC_LEN];
-	uint64_t k, pad[4] = { 0 }, d;
-	unsigned i, old = 0, hit = LIMITS_MEMO;
+	uint64_t k;
 
-	if (len <= sizeof(pad))
-		memcpy(pad, in, len);
-	for (i = 0; i < LIMITS_MEMO; i++) {
-		d = (memo[i].in[0] ^ pad[0]) | (memo[i].in[1] ^ pad[1]) |
-		    (memo[i].in[2] ^ pad[2]) | (memo[i].in[3] ^ pad[3]) |
-		    (memo[i].len ^ len) | (memo[i].gen ^ l->hkey.gen);
-		if (d == 0 && memo[i].gen != 0)
-			hit = i;
-		if (memo[i].used < memo[old].used)
-			old = i;
-	}
-	if (hit < LIMITS_MEMO) {
-		memo[hit].used = ++uses;
-		return memo[hit].k;
-	}
-	hmac_keyed(&l->hkey, in, len, mac);
+	hmac_memo(&l->hkey, in, len, mac);
 	memcpy(&k, mac, sizeof(k));
-	k |= 1; /* 0 marks a free slot */
-	if (len <= sizeof(memo[0].in)) {
-		i = old;
-		memo[i].used = ++uses;
-		memo[i].gen = l->hkey.gen;
-		memo[i].k = k;
-		memo[i].len = len;
-		memcpy(memo[i].in, pad, sizeof(pad));
-	}
-	return k;
+	return k | 1; /* 0 marks a free slot */
 }
 
 /* The key of a number in a namespace. */
@@ -4627,7 +4588,7 @@ csrf_for(const struct otp *otp, const char *sid, char out[2 * OTP_MAC_LEN + 1])
 	char buf[8 + 2 * OTP_SID_LEN + 1];
 	int n = snprintf(buf, sizeof(buf), "csrf:%s", sid);
 
-	hmac_keyed(&otp->csrf_hk, buf, (size_t)n, mac);
+	hmac_memo(&otp->csrf_hk, buf, (size_t)n, mac);
 	hex_encode(mac, sizeof(mac), out, false);
 }
 
@@ -4644,7 +4605,7 @@ session_cookie(const struct otp *otp, const uint8_t id[OTP_SID_LEN],
 {
 	uint8_t mac[OTP_MAC_LEN];
 
-	hmac_keyed(&otp->sid_hk, id, OTP_SID_LEN, mac);
+	hmac_memo(&otp->sid_hk, id, OTP_SID_LEN, mac);
 	hex_encode(id, OTP_SID_LEN, out, false);
 	hex_encode(mac, OTP_SID_LEN, out + 2 * OTP_SID_LEN, false);
 }
@@ -7240,6 +7201,61 @@ hmac_keyed(const struct hmac_key *hk, const void *in, size_t len,
 	mbedtls_sha256_free(&c);
 	wipe(inner, sizeof(inner));
 	return rc == 0 ? 0 : -1;
+}
+
+/*
+ * hmac_keyed() for the hashes a worker makes again and again: a
+ * keep-alive connection stays on one worker, so its requests bring the
+ * same session (its cookie's MAC, its CSRF token) and come from the
+ * same address, and a POST /request hashes its number twice. Each
+ * thread keeps the HMAC_MEMO inputs of at most 48 bytes it used last,
+ * with their MACs and the gen of their key (a new instance's key is
+ * never taken for an old one). Same bytes as hmac_keyed(). An input is
+ * compared with every entry, whole and without an early exit, so a
+ * lookup's time says nothing of other clients' inputs. What is kept is
+ * no more than a worker's request buffer holds after its request:
+ * session ids and their MACs, CSRF tokens, addresses, numbers. Never
+ * codes or keys: code_mac() and the rest call hmac_keyed().
+ */
+#define HMAC_MEMO 8
+
+static int
+hmac_memo(const struct hmac_key *hk, const void *in, size_t len,
+          uint8_t out[OTP_MAC_LEN])
+{
+	static _Thread_local struct {
+		uint64_t gen, used, len, in[6];
+		uint8_t mac[OTP_MAC_LEN];
+	} memo[HMAC_MEMO];
+	static _Thread_local uint64_t uses;
+	uint64_t pad[6] = { 0 }, d;
+	unsigned i, old = 0, hit = HMAC_MEMO;
+
+	if (len > sizeof(pad) || hk->gen == 0)
+		return hmac_keyed(hk, in, len, out);
+	memcpy(pad, in, len);
+	for (i = 0; i < HMAC_MEMO; i++) {
+		d = (memo[i].gen ^ hk->gen) | (memo[i].len ^ len);
+		for (size_t w = 0; w < 6; w++)
+			d |= memo[i].in[w] ^ pad[w];
+		if (d == 0)
+			hit = i;
+		if (memo[i].used < memo[old].used)
+			old = i;
+	}
+	if (hit < HMAC_MEMO) {
+		memo[hit].used = ++uses;
+		memcpy(out, memo[hit].mac, OTP_MAC_LEN);
+		return 0;
+	}
+	if (hmac_keyed(hk, in, len, out) != 0)
+		return -1;
+	memo[old].gen = hk->gen;
+	memo[old].used = ++uses;
+	memo[old].len = len;
+	memcpy(memo[old].in, pad, sizeof(pad));
+	memcpy(memo[old].mac, out, OTP_MAC_LEN);
+	return 0;
 }
 
 /* Levenshtein distance, case-insensitive, for did-you-mean (short keys). */

@@ -418,6 +418,56 @@ test_hmac_keyed(void **state)
 	otp_destroy(otp);
 }
 
+/* hmac_memo() gives hmac_keyed()'s bytes: inputs of every length around
+ * the memo's 48, under two keys, repeated in an order that keeps the
+ * memo evicting; and the session helpers built on it. */
+static void
+test_hmac_memo(void **state)
+{
+	struct otp *otp = make_otp();
+	const struct hmac_key *keys[] = { &otp->sid_hk, &otp->csrf_hk };
+	uint8_t in[64], a[OTP_MAC_LEN], b[OTP_MAC_LEN], id[OTP_SID_LEN];
+	char cookie[SID_COOKIE_LEN + 1], want[SID_COOKIE_LEN + 1];
+	char csrf[2 * OTP_MAC_LEN + 1], sid[2 * OTP_SID_LEN + 1];
+	char buf[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 29 + 3);
+	for (unsigned round = 0; round < 2000; round++) {
+		size_t len = (round * 7) % 61;
+		const struct hmac_key *hk = keys[(round / 3) % 2];
+
+		in[0] = (uint8_t)(round % 11); /* 11 inputs of each length */
+		assert_int_equal(hmac_memo(hk, in, len, a), 0);
+		assert_int_equal(hmac_keyed(hk, in, len, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	/* Zero padding must not make "a" and "a\0" one input. */
+	for (size_t len = 0; len < 4; len++) {
+		static const uint8_t z[4] = { 'a', 0, 0, 0 };
+
+		assert_int_equal(hmac_memo(&otp->sid_hk, z, len, a), 0);
+		assert_int_equal(hmac_keyed(&otp->sid_hk, z, len, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	for (unsigned round = 0; round < 200; round++) {
+		memset(id, (int)(round % 13), sizeof(id));
+		session_cookie(otp, id, cookie);
+		hmac_keyed(&otp->sid_hk, id, sizeof(id), a);
+		hex_encode(id, sizeof(id), want, false);
+		hex_encode(a, OTP_SID_LEN, want + 2 * OTP_SID_LEN, false);
+		assert_string_equal(cookie, want);
+		hex_encode(id, sizeof(id), sid, false);
+		csrf_for(otp, sid, csrf);
+		snprintf(buf, sizeof(buf), "csrf:%s", sid);
+		hmac_keyed(&otp->csrf_hk, buf, strlen(buf), a);
+		hex_encode(a, sizeof(a), want, false);
+		assert_string_equal(csrf, want);
+	}
+	otp_destroy(otp);
+}
+
 /* limits_hash() remembers recent hashes per thread: what it returns is
  * still the keyed hash of the input under this instance's key, also
  * after evictions, and not another instance's (a new key at perhaps the
@@ -2007,6 +2057,7 @@ main(void)
 		cmocka_unit_test(test_code_no_repeats),
 		cmocka_unit_test(test_code_mac_case_insensitive),
 		cmocka_unit_test(test_hmac_keyed),
+		cmocka_unit_test(test_hmac_memo),
 		cmocka_unit_test(test_limits_hash_memo),
 		cmocka_unit_test(test_store_add_check_once),
 		cmocka_unit_test(test_store_expiry),
