@@ -4355,13 +4355,14 @@ reply(struct req *r, int status, const char *type, const char *body,
 	/* The Date of this second, formatted once a second per thread. */
 	static _Thread_local char date[40];
 	static _Thread_local time_t date_of = -1;
-	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32];
+	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32], *digits;
+	const char *text = mg_get_response_code_text(r->conn, status);
 	const size_t cap = sizeof(buf);
 	bool head_only = strcmp(r->ri->request_method, "HEAD") == 0;
 	bool keep = reply_keep_alive(r);
 	time_t now = time(NULL);
 	struct tm tm;
-	size_t n;
+	size_t n, v = len;
 	int rc = 0;
 
 	if (now != date_of) {
@@ -4369,12 +4370,27 @@ reply(struct req *r, int status, const char *type, const char *body,
 		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 		date_of = now;
 	}
-	snprintf(num, sizeof(num), "%zu", len);
-	n = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\n", status,
-	    mg_get_response_code_text(r->conn, status));
+	/* The length and the status line written out, not through
+	 * snprintf's formats: every answer has them. */
+	digits = num + sizeof(num) - 1;
+	*digits = '\0';
+	do
+		*--digits = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	if (status < 100 || status > 999 || strlen(text) > 64)
+		status = 500, text = "Internal Server Error";
+	memcpy(buf, "HTTP/1.1 ", 9);
+	buf[9] = (char)('0' + status / 100);
+	buf[10] = (char)('0' + status / 10 % 10);
+	buf[11] = (char)('0' + status % 10);
+	buf[12] = ' ';
+	n = 13 + strlen(text);
+	memcpy(buf + 13, text, n - 13);
+	memcpy(buf + n, "\r\n", 2);
+	n += 2;
 	rc |= head_add(buf, cap, &n, "Content-Type", type);
 	if (status != 204) /* a 204 has no body, nor a length (RFC 9110) */
-		rc |= head_add(buf, cap, &n, "Content-Length", num);
+		rc |= head_add(buf, cap, &n, "Content-Length", digits);
 	rc |= head_add(buf, cap, &n, "Cache-Control", "no-store");
 	rc |= head_add(buf, cap, &n, "Content-Security-Policy", CSP);
 	rc |= head_add(buf, cap, &n, "X-Content-Type-Options", "nosniff");
