@@ -4587,10 +4587,10 @@ static int
 req_cookie(const struct req *r, const char *name, char *out, size_t outlen)
 {
 	const char *h = mg_get_header(r->conn, "Cookie");
-	char host[32];
+	char host[32] = HOST_PREFIX;
 	int n;
 
-	snprintf(host, sizeof(host), HOST_PREFIX "%s", name);
+	str_copy(host + strlen(host), sizeof(host) - strlen(host), name);
 	if ((n = cookie_get(h, host, out, outlen)) >= 0 || r->secure)
 		return n;
 	return cookie_get(h, name, out, outlen);
