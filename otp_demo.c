@@ -6964,7 +6964,13 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		stamp_of = t;
 	}
-	n = snprintf(line, sizeof(line), "%s %s ", stamp, level);
+	/* "stamp level ": both short and ours, copied, not formatted. */
+	n = (int)strlen(stamp);
+	memcpy(line, stamp, (size_t)n);
+	line[n++] = ' ';
+	memcpy(line + n, level, strlen(level));
+	n += (int)strlen(level);
+	line[n++] = ' ';
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof(line))
 		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);

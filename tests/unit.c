@@ -1815,6 +1815,36 @@ test_head_add(void **state)
 	}
 }
 
+/* A log line: "YYYY-MM-DDTHH:MM:SSZ level message\n", in one write. */
+static void
+test_log_line(void **state)
+{
+	FILE *f = tmpfile();
+	char got[256] = "";
+	int saved;
+
+	(void)state;
+	assert_non_null(f);
+	saved = dup(STDERR_FILENO);
+	dup2(fileno(f), STDERR_FILENO);
+	log_line(NULL, "info", "request to=%s ip=%s", "+1********23", "::1");
+	log_line(NULL, "error", "%s: x", "f");
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	rewind(f);
+	assert_true(fread(got, 1, sizeof(got) - 1, f) > 0);
+	fclose(f);
+	assert_int_equal(strlen(got), 2 * 21 + strlen("info request to="
+	    "+1********23 ip=::1\n") + strlen("error f: x\n"));
+	assert_int_equal(got[4], '-');
+	assert_int_equal(got[10], 'T');
+	assert_int_equal(got[19], 'Z');
+	assert_string_equal(got + 21 + strlen("info request to=+1********23 "
+	    "ip=::1\n") + 20, " error f: x\n");
+	got[21 + strlen("info request to=+1********23 ip=::1\n")] = '\0';
+	assert_string_equal(got + 20, " info request to=+1********23 ip=::1\n");
+}
+
 /* The console sender's line: the text on one line, a newline as "\\n". */
 static void
 test_send_console(void **state)
@@ -2092,6 +2122,7 @@ main(void)
 		cmocka_unit_test(test_page_render_runs),
 		cmocka_unit_test(test_head_add),
 		cmocka_unit_test(test_send_console),
+		cmocka_unit_test(test_log_line),
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
