@@ -4601,10 +4601,10 @@ static void
 csrf_for(const struct otp *otp, const char *sid, char out[2 * OTP_MAC_LEN + 1])
 {
 	uint8_t mac[OTP_MAC_LEN];
-	char buf[8 + 2 * OTP_SID_LEN + 1];
-	int n = snprintf(buf, sizeof(buf), "csrf:%s", sid);
+	char buf[8 + 2 * OTP_SID_LEN + 1] = "csrf:";
 
-	hmac_memo(&otp->csrf_hk, buf, (size_t)n, mac);
+	str_copy(buf + 5, sizeof(buf) - 5, sid);
+	hmac_memo(&otp->csrf_hk, buf, strlen(buf), mac);
 	hex_encode(mac, sizeof(mac), out, false);
 }
 
