@@ -88,10 +88,15 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/md.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 #if MBEDTLS_VERSION_MAJOR >= 3
 #include <psa/crypto.h>
+#else /* 2.28: the int-returning SHA-256 calls have a _ret suffix */
+#define mbedtls_sha256_starts mbedtls_sha256_starts_ret
+#define mbedtls_sha256_update mbedtls_sha256_update_ret
+#define mbedtls_sha256_finish mbedtls_sha256_finish_ret
 #endif
 
 #include "civetweb.h"
@@ -311,6 +316,17 @@ enum table {
 	T__N
 };
 
+/*
+ * An HMAC-SHA256 key with its padded blocks already hashed (RFC 2104):
+ * an HMAC of a short input then costs two SHA-256 blocks instead of
+ * four, and nothing is allocated (mbedtls_md_hmac() allocates and frees
+ * a context on every call). As secret as the key; wiped with it.
+ */
+struct hmac_key {
+	mbedtls_sha256_context inner, outer;
+	uint64_t gen; /* never the same for two prepared keys; 0: none */
+};
+
 struct ratetab {
 	struct window *w;
 	uint32_t mask;      /* slots - 1; slots is a power of two */
@@ -324,6 +340,7 @@ struct limits {
 	struct window api_hour;     /* the JSON API as a whole */
 	uint64_t changes;           /* counts taken, for the state file */
 	uint8_t key[OTP_KEY_LEN];   /* keys the tables' hashes */
+	struct hmac_key hkey;       /* key, prepared (otp_hmac_keys()) */
 };
 
 /*
@@ -416,6 +433,8 @@ struct otp {
 	uint8_t auth_key[OTP_KEY_LEN]; /* HMAC key for otp_auth cookies */
 	uint8_t sid_key[OTP_KEY_LEN];  /* HMAC key inside session ids */
 	uint8_t cmp_key[OTP_KEY_LEN];  /* secrets are compared as HMACs */
+	struct hmac_key code_hk, csrf_hk, auth_hk, sid_hk, cmp_hk; /* the
+				   keys above, prepared (otp_hmac_keys()) */
 	struct owner api;              /* whose the API's records are */
 	struct store store;
 	struct limits limits;
@@ -439,6 +458,7 @@ static void log_line(const struct otp *otp, const char *level,
                      const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void log_escape(const char *in, size_t len, char *out, size_t outlen);
+static int64_t clock_ms(clockid_t id);
 static int64_t clock_monotonic_ms(void);
 static int64_t clock_wall_ms(void);
 static void hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
@@ -453,6 +473,11 @@ static int str_ncopy(char *dst, size_t size, const char *src, size_t n);
 static int parse_long(const char *s, long min, long max, long *out);
 static int hmac256(const uint8_t *key, const void *in, size_t len,
                    uint8_t out[OTP_MAC_LEN]);
+static void hmac_key_init(struct hmac_key *hk, const uint8_t *key);
+static int hmac_keyed(const struct hmac_key *hk, const void *in, size_t len,
+                      uint8_t out[OTP_MAC_LEN]);
+static int hmac_memo(const struct hmac_key *hk, const void *in, size_t len,
+                     uint8_t out[OTP_MAC_LEN]);
 static unsigned edit_distance(const char *a, const char *b);
 static int file_write_atomic(const char *path, const char *data, size_t len,
                              mode_t mode);
@@ -1833,7 +1858,7 @@ code_mac(const struct otp *otp, const char *code, size_t len,
 		len = sizeof(up); /* cannot match: codes are shorter */
 	for (size_t i = 0; i < len; i++)
 		up[i] = (char)toupper((unsigned char)code[i]);
-	rc = hmac256(otp->code_key, up, len, mac);
+	rc = hmac_keyed(&otp->code_hk, up, len, mac);
 	wipe(up, sizeof(up));
 	return rc;
 }
@@ -2363,13 +2388,16 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
 	w->count++;
 }
 
+/* The table key of in: its keyed hash, cut to 64 bits. A request hashes
+ * its number twice (limits_take(), limits_set_slot()) and, on a
+ * keep-alive connection, the address of the last one: hmac_memo(). */
 static uint64_t
 limits_hash(const struct limits *l, const void *in, size_t len)
 {
 	uint8_t mac[OTP_MAC_LEN];
 	uint64_t k;
 
-	hmac256(l->key, in, len, mac);
+	hmac_memo(&l->hkey, in, len, mac);
 	memcpy(&k, mac, sizeof(k));
 	return k | 1; /* 0 marks a free slot */
 }
@@ -3053,10 +3081,14 @@ phone_region_of(int main_region, const char *d, size_t n)
 
 	for (size_t i = 0; i < NPREFIXES; i++) {
 		const struct numbering_prefix *p = &numbering_prefixes[i];
-		size_t len = strlen(p->digits);
+		size_t len;
 
-		if (numbering_regions[p->region].cc == cc && len > best_len &&
-		    len <= n && memcmp(p->digits, d, len) == 0) {
+		/* Other calling codes' entries (half of them) cost one test. */
+		if (numbering_regions[p->region].cc != cc)
+			continue;
+		len = strlen(p->digits);
+		if (len > best_len && len <= n && p->digits[0] == d[0] &&
+		    memcmp(p->digits, d, len) == 0) {
 			best = p->region;
 			best_len = len;
 		}
@@ -3773,16 +3805,26 @@ static enum send_result
 send_console(struct otp *otp, const struct config *c, const char *phone,
              const char *text)
 {
+	/* A newline is written as two characters: one line per SMS. */
+	char line[2 * OTP_MAX_TEXT + OTP_MAX_PHONE_LEN + 16];
+	int n = snprintf(line, sizeof(line), "SMS to %s: ", phone);
+	size_t len = n > 0 ? (size_t)n : 0;
+
 	(void)otp, (void)c;
+	for (const char *t = text; *t != '\0' && len + 3 < sizeof(line); t++)
+		if (*t == '\n')
+			line[len++] = '\\', line[len++] = 'n';
+		else
+			line[len++] = *t;
+	line[len++] = '\n';
 	/* The console sender is the stand-in for a phone: stdout is where
-	 * its "SMS" arrive, so printing the text (and code) is its job. */
+	 * its "SMS" arrive, so printing the text (and code) is its job. One
+	 * fwrite, not a call per character. */
 	flockfile(stdout);
-	printf("SMS to %s: ", phone);
-	for (const char *t = text; *t != '\0'; t++) /* one line per SMS */
-		fputs(*t == '\n' ? "\\n" : (char[2]){ *t, '\0' }, stdout);
-	putchar('\n');
+	fwrite(line, 1, len, stdout);
 	fflush(stdout);
 	funlockfile(stdout);
+	wipe(line, len);
 	return SEND_OK;
 }
 
@@ -4575,16 +4617,22 @@ struct req {
 	bool close;             /* close the connection after replying */
 };
 
-/* Appends "name: value\r\n" to head (size bytes) at *n. 0, or -1 if full. */
+/* Appends "name: value\r\n" to head (size bytes) at *n, in copies, not
+ * through snprintf (a dozen headers an answer). 0, or -1 if full. */
 static int
 head_add(char *head, size_t size, size_t *n, const char *name,
          const char *value)
 {
-	int len = snprintf(head + *n, size - *n, "%s: %s\r\n", name, value);
+	size_t nlen = strlen(name), vlen = strlen(value);
+	char *p = head + *n;
 
-	if (len < 0 || (size_t)len >= size - *n)
+	if (nlen + vlen + 4 >= size - *n)
 		return -1;
-	*n += (size_t)len;
+	memcpy(p, name, nlen);
+	memcpy(p + nlen, ": ", 2);
+	memcpy(p + nlen + 2, value, vlen);
+	memcpy(p + nlen + 2 + vlen, "\r\n", 2);
+	*n += nlen + vlen + 4;
 	return 0;
 }
 
@@ -4614,23 +4662,45 @@ static int
 reply(struct req *r, int status, const char *type, const char *body,
       size_t len)
 {
-	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32], date[40];
+	/* The Date of this second, formatted once a second per thread. */
+	static _Thread_local char date[40];
+	static _Thread_local time_t date_of = -1;
+	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32], *digits;
+	const char *text = mg_get_response_code_text(r->conn, status);
 	const size_t cap = sizeof(buf);
 	bool head_only = strcmp(r->ri->request_method, "HEAD") == 0;
 	bool keep = reply_keep_alive(r);
 	time_t now = time(NULL);
 	struct tm tm;
-	size_t n;
+	size_t n, v = len;
 	int rc = 0;
 
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	snprintf(num, sizeof(num), "%zu", len);
-	n = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\n", status,
-	    mg_get_response_code_text(r->conn, status));
+	if (now != date_of) {
+		gmtime_r(&now, &tm);
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		date_of = now;
+	}
+	/* The length and the status line written out, not through
+	 * snprintf's formats: every answer has them. */
+	digits = num + sizeof(num) - 1;
+	*digits = '\0';
+	do
+		*--digits = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	if (status < 100 || status > 999 || strlen(text) > 64)
+		status = 500, text = "Internal Server Error";
+	memcpy(buf, "HTTP/1.1 ", 9);
+	buf[9] = (char)('0' + status / 100);
+	buf[10] = (char)('0' + status / 10 % 10);
+	buf[11] = (char)('0' + status % 10);
+	buf[12] = ' ';
+	n = 13 + strlen(text);
+	memcpy(buf + 13, text, n - 13);
+	memcpy(buf + n, "\r\n", 2);
+	n += 2;
 	rc |= head_add(buf, cap, &n, "Content-Type", type);
 	if (status != 204) /* a 204 has no body, nor a length (RFC 9110) */
-		rc |= head_add(buf, cap, &n, "Content-Length", num);
+		rc |= head_add(buf, cap, &n, "Content-Length", digits);
 	rc |= head_add(buf, cap, &n, "Cache-Control", "no-store");
 	rc |= head_add(buf, cap, &n, "Content-Security-Policy", CSP);
 	rc |= head_add(buf, cap, &n, "X-Content-Type-Options", "nosniff");
@@ -4901,10 +4971,10 @@ static int
 req_cookie(const struct req *r, const char *name, char *out, size_t outlen)
 {
 	const char *h = mg_get_header(r->conn, "Cookie");
-	char host[32];
+	char host[32] = HOST_PREFIX;
 	int n;
 
-	snprintf(host, sizeof(host), HOST_PREFIX "%s", name);
+	str_copy(host + strlen(host), sizeof(host) - strlen(host), name);
 	if ((n = cookie_get(h, host, out, outlen)) >= 0 || r->secure)
 		return n;
 	return cookie_get(h, name, out, outlen);
@@ -4915,10 +4985,10 @@ static void
 csrf_for(const struct otp *otp, const char *sid, char out[2 * OTP_MAC_LEN + 1])
 {
 	uint8_t mac[OTP_MAC_LEN];
-	char buf[8 + 2 * OTP_SID_LEN + 1];
-	int n = snprintf(buf, sizeof(buf), "csrf:%s", sid);
+	char buf[8 + 2 * OTP_SID_LEN + 1] = "csrf:";
 
-	hmac256(otp->csrf_key, buf, (size_t)n, mac);
+	str_copy(buf + 5, sizeof(buf) - 5, sid);
+	hmac_memo(&otp->csrf_hk, buf, strlen(buf), mac);
 	hex_encode(mac, sizeof(mac), out, false);
 }
 
@@ -4935,7 +5005,7 @@ session_cookie(const struct otp *otp, const uint8_t id[OTP_SID_LEN],
 {
 	uint8_t mac[OTP_MAC_LEN];
 
-	hmac256(otp->sid_key, id, OTP_SID_LEN, mac);
+	hmac_memo(&otp->sid_hk, id, OTP_SID_LEN, mac);
 	hex_encode(id, OTP_SID_LEN, out, false);
 	hex_encode(mac, OTP_SID_LEN, out + 2 * OTP_SID_LEN, false);
 }
@@ -5032,7 +5102,7 @@ auth_cookie_make(const struct otp *otp, const char *phone, long long expiry,
 
 	if (n < 0 || (size_t)n + 34 >= outlen)
 		return -1;
-	hmac256(otp->auth_key, out, (size_t)n, mac);
+	hmac_keyed(&otp->auth_hk, out, (size_t)n, mac);
 	hex_encode(mac, 16, hex, false);
 	snprintf(out + n, outlen - (size_t)n, ".%s", hex);
 	return 0;
@@ -5180,6 +5250,15 @@ media_type_is(const char *type, const char *want)
 	    (type[n] == '\0' || type[n] == ';' || type[n] == ' ');
 }
 
+/* The monotonic clock at tick resolution (a few ms), in ms: body_read()
+ * reads it after every byte, and CLOCK_MONOTONIC_COARSE skips the
+ * hardware counter; a deadline of seconds does not need better. */
+static int64_t
+body_clock_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC_COARSE);
+}
+
 /*
  * Reads a POST body of at most cap - 1 bytes into buf, NUL-terminated.
  * civetweb's request timeout bounds each read; our own deadline bounds the
@@ -5190,7 +5269,7 @@ body_read(struct req *r, char *buf, size_t cap, size_t *len)
 {
 	const char *te = mg_get_header(r->conn, "Transfer-Encoding");
 	const char *cl = mg_get_header(r->conn, "Content-Length");
-	int64_t deadline = clock_monotonic_ms() + OTP_BODY_TIMEOUT_MS;
+	int64_t deadline = body_clock_ms() + OTP_BODY_TIMEOUT_MS;
 	long long want = r->ri->content_length;
 	size_t n = 0;
 
@@ -5201,6 +5280,12 @@ body_read(struct req *r, char *buf, size_t cap, size_t *len)
 		return OUT_TOO_LARGE;
 	if (want < 0 && te == NULL)
 		want = 0;
+#ifdef MG_HAVE_READ_BUFFERED
+	/* What civetweb already has (nearly always the whole body: civetweb
+	 * patch 0007) in one copy that never waits; the rest below. */
+	if (want > 0)
+		n = (size_t)mg_read_buffered(r->conn, buf, (size_t)want);
+#endif
 	/* Chunked: read up to cap; one byte more than fits is 413. */
 	while (want < 0 || n < (size_t)want) {
 		size_t room = want < 0 ? cap - n : (size_t)want - n;
@@ -5221,7 +5306,7 @@ body_read(struct req *r, char *buf, size_t cap, size_t *len)
 			return OUT_BAD_BODY; /* closed early */
 		}
 		n += (size_t)got;
-		if (clock_monotonic_ms() > deadline && (want < 0 ||
+		if (body_clock_ms() > deadline && (want < 0 ||
 		    n < (size_t)want))
 			return OUT_TIMEOUT;
 	}
@@ -6253,10 +6338,13 @@ otp_random_init(struct otp *otp)
 		return -1;
 	otp->rng = rng_drbg;
 	otp->rng_ctx = otp;
-	return otp->rng(otp, otp->code_key, sizeof(otp->code_key)) == 0 &&
-	    otp->rng(otp, otp->cmp_key, sizeof(otp->cmp_key)) == 0 &&
-	    otp->rng(otp, otp->limits.key, sizeof(otp->limits.key)) == 0 ?
-	    0 : -1;
+	if (otp->rng(otp, otp->code_key, sizeof(otp->code_key)) != 0 ||
+	    otp->rng(otp, otp->cmp_key, sizeof(otp->cmp_key)) != 0 ||
+	    otp->rng(otp, otp->limits.key, sizeof(otp->limits.key)) != 0)
+		return -1;
+	hmac_key_init(&otp->code_hk, otp->code_key);
+	hmac_key_init(&otp->cmp_hk, otp->cmp_key);
+	return 0;
 }
 
 /*
@@ -6336,6 +6424,10 @@ otp_state_keys(struct otp *otp, char *err, size_t errlen)
 		hmac256(state, derived[i].label, strlen(derived[i].label), mac);
 		memcpy((char *)otp + derived[i].off, mac, derived[i].size);
 	}
+	hmac_key_init(&otp->csrf_hk, otp->csrf_key);
+	hmac_key_init(&otp->auth_hk, otp->auth_key);
+	hmac_key_init(&otp->sid_hk, otp->sid_key);
+	hmac_key_init(&otp->limits.hkey, otp->limits.key);
 	otp->api.ns = NS_API;
 	wipe(state, sizeof(state));
 	wipe(mac, sizeof(mac));
@@ -7155,7 +7247,10 @@ main(int argc, char **argv)
 static void
 log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 {
-	char line[1024], stamp[32];
+	/* The stamp of this second, formatted once a second per thread. */
+	static _Thread_local char stamp[32];
+	static _Thread_local time_t stamp_of = -1;
+	char line[1024];
 	struct tm tm;
 	time_t t = time(NULL);
 	va_list ap;
@@ -7171,9 +7266,18 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 		syslog(prio, "%s", line);
 		return;
 	}
-	gmtime_r(&t, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	n = snprintf(line, sizeof(line), "%s %s ", stamp, level);
+	if (t != stamp_of) {
+		gmtime_r(&t, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		stamp_of = t;
+	}
+	/* "stamp level ": both short and ours, copied, not formatted. */
+	n = (int)strlen(stamp);
+	memcpy(line, stamp, (size_t)n);
+	line[n++] = ' ';
+	memcpy(line + n, level, strlen(level));
+	n += (int)strlen(level);
+	line[n++] = ' ';
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof(line))
 		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
@@ -7299,7 +7403,7 @@ static void
 secret_mac(const struct otp *otp, const void *in, size_t len,
            uint8_t out[OTP_MAC_LEN])
 {
-	hmac256(otp->cmp_key, in, len, out);
+	hmac_keyed(&otp->cmp_hk, in, len, out);
 }
 
 static void
@@ -7408,6 +7512,106 @@ hmac256(const uint8_t *key, const void *in, size_t len,
 {
 	return mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
 	    key, OTP_KEY_LEN, in, len, out) == 0 ? 0 : -1;
+}
+
+/* Prepares hk from key (OTP_KEY_LEN bytes, shorter than a block, so
+ * used as it is): the inner and outer padded keys hashed once. */
+static void
+hmac_key_init(struct hmac_key *hk, const uint8_t *key)
+{
+	static atomic_uint_fast64_t gens;
+	uint8_t pad[64];
+
+	for (int k = 0; k < 2; k++) {
+		mbedtls_sha256_context *c = k == 0 ? &hk->inner : &hk->outer;
+
+		memset(pad, k == 0 ? 0x36 : 0x5c, sizeof(pad));
+		for (size_t i = 0; i < OTP_KEY_LEN; i++)
+			pad[i] ^= key[i];
+		mbedtls_sha256_init(c);
+		mbedtls_sha256_starts(c, 0);
+		mbedtls_sha256_update(c, pad, sizeof(pad));
+	}
+	hk->gen = atomic_fetch_add(&gens, 1) + 1;
+	wipe(pad, sizeof(pad));
+}
+
+/* hmac256() under the key hk was prepared from: the same bytes, for two
+ * SHA-256 blocks of a short input. hk is only read: workers share it.
+ * 0 or -1. */
+static int
+hmac_keyed(const struct hmac_key *hk, const void *in, size_t len,
+           uint8_t out[OTP_MAC_LEN])
+{
+	mbedtls_sha256_context c;
+	uint8_t inner[OTP_MAC_LEN];
+	int rc;
+
+	mbedtls_sha256_init(&c);
+	mbedtls_sha256_clone(&c, &hk->inner);
+	rc = mbedtls_sha256_update(&c, in, len) |
+	    mbedtls_sha256_finish(&c, inner);
+	mbedtls_sha256_clone(&c, &hk->outer);
+	rc |= mbedtls_sha256_update(&c, inner, sizeof(inner)) |
+	    mbedtls_sha256_finish(&c, out);
+	mbedtls_sha256_free(&c);
+	wipe(inner, sizeof(inner));
+	return rc == 0 ? 0 : -1;
+}
+
+/*
+ * hmac_keyed() for the hashes a worker makes again and again: a
+ * keep-alive connection stays on one worker, so its requests bring the
+ * same session (its cookie's MAC, its CSRF token) and come from the
+ * same address, and a POST /request hashes its number twice. Each
+ * thread keeps the HMAC_MEMO inputs of at most 48 bytes it used last,
+ * with their MACs and the gen of their key (a new instance's key is
+ * never taken for an old one). Same bytes as hmac_keyed(). An input is
+ * compared with every entry, whole and without an early exit, so a
+ * lookup's time says nothing of other clients' inputs. What is kept is
+ * no more than a worker's request buffer holds after its request:
+ * session ids and their MACs, CSRF tokens, addresses, numbers. Never
+ * codes or keys: code_mac() and the rest call hmac_keyed().
+ */
+#define HMAC_MEMO 8
+
+static int
+hmac_memo(const struct hmac_key *hk, const void *in, size_t len,
+          uint8_t out[OTP_MAC_LEN])
+{
+	static _Thread_local struct {
+		uint64_t gen, used, len, in[6];
+		uint8_t mac[OTP_MAC_LEN];
+	} memo[HMAC_MEMO];
+	static _Thread_local uint64_t uses;
+	uint64_t pad[6] = { 0 }, d;
+	unsigned i, old = 0, hit = HMAC_MEMO;
+
+	if (len > sizeof(pad) || hk->gen == 0)
+		return hmac_keyed(hk, in, len, out);
+	memcpy(pad, in, len);
+	for (i = 0; i < HMAC_MEMO; i++) {
+		d = (memo[i].gen ^ hk->gen) | (memo[i].len ^ len);
+		for (size_t w = 0; w < 6; w++)
+			d |= memo[i].in[w] ^ pad[w];
+		if (d == 0)
+			hit = i;
+		if (memo[i].used < memo[old].used)
+			old = i;
+	}
+	if (hit < HMAC_MEMO) {
+		memo[hit].used = ++uses;
+		memcpy(out, memo[hit].mac, OTP_MAC_LEN);
+		return 0;
+	}
+	if (hmac_keyed(hk, in, len, out) != 0)
+		return -1;
+	memo[old].gen = hk->gen;
+	memo[old].used = ++uses;
+	memo[old].len = len;
+	memcpy(memo[old].in, pad, sizeof(pad));
+	memcpy(memo[old].mac, out, OTP_MAC_LEN);
+	return 0;
 }
 
 /* Levenshtein distance, case-insensitive, for did-you-mean (short keys). */

@@ -1628,6 +1628,22 @@ def case_trickle_body(ctx):
     _trickle_case(ctx, head, lambda i: b"p")
 
 
+def case_trickle_body_big_head(ctx):
+    """Headers so long that head and body do not fit civetweb's request
+    buffer: civetweb then hands the request over without waiting for the
+    body, and otp_demo's own deadline (body_read) must cut the trickle.
+    The body's first bytes come with the head (read from the buffer at
+    once), the rest a byte a second."""
+    def head(a):
+        pad = "".join("X-Pad-%d: %s\r\n" % (i, "a" * 900) for i in range(8))
+        return ("POST /request HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n%s"
+                "Content-Length: 1000\r\nCookie: %s\r\n\r\nphone=" % (
+                    ctx.server.port, pad, "; ".join(
+                        "%s=%s" % kv for kv in a.cookies.items()))).encode()
+    _trickle_case(ctx, head, lambda i: b"1")
+
+
 def case_trickle_headers(ctx):
     hdr = b"X-Slow: " + b"a" * 200
 

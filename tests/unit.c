@@ -392,6 +392,157 @@ test_code_mac_case_insensitive(void **state)
 	otp_destroy(otp);
 }
 
+/* A prepared key gives the plain HMAC's bytes: every input length around
+ * the block boundaries, and each key otp_create() prepares. */
+static void
+test_hmac_keyed(void **state)
+{
+	struct otp *otp = make_otp();
+	const struct {
+		const uint8_t *key;
+		const struct hmac_key *hk;
+	} keys[] = {
+		{ otp->code_key, &otp->code_hk }, { otp->csrf_key, &otp->csrf_hk },
+		{ otp->auth_key, &otp->auth_hk }, { otp->sid_key, &otp->sid_hk },
+		{ otp->cmp_key, &otp->cmp_hk },
+		{ otp->limits.key, &otp->limits.hkey },
+	};
+	uint8_t key[OTP_KEY_LEN], in[200], a[OTP_MAC_LEN], b[OTP_MAC_LEN];
+	struct hmac_key hk;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(i * 7 + 1);
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 13 + 5);
+	hmac_key_init(&hk, key);
+	for (size_t len = 0; len <= sizeof(in); len++) {
+		assert_int_equal(hmac256(key, in, len, a), 0);
+		assert_int_equal(hmac_keyed(&hk, in, len, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		assert_int_equal(hmac256(keys[k].key, "csrf:00", 7, a), 0);
+		assert_int_equal(hmac_keyed(keys[k].hk, "csrf:00", 7, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	/* A known answer (Python's hmac, RFC 4231 case 2's input, the key
+	 * above), so both could not be wrong alike. */
+	assert_int_equal(hmac_keyed(&hk, "what do ya want for nothing?", 28, a),
+	    0);
+	assert_int_equal(hex_decode("281064dd7ac7dffb0ffba50dffddc39a"
+	    "ef0f708e562a10197c4a5e8910a4e28f", 64, b), 0);
+	assert_memory_equal(a, b, OTP_MAC_LEN);
+	otp_destroy(otp);
+}
+
+/* hmac_memo() gives hmac_keyed()'s bytes: inputs of every length around
+ * the memo's 48, under two keys, repeated in an order that keeps the
+ * memo evicting; and the session helpers built on it. */
+static void
+test_hmac_memo(void **state)
+{
+	struct otp *otp = make_otp();
+	const struct hmac_key *keys[] = { &otp->sid_hk, &otp->csrf_hk };
+	uint8_t in[64], a[OTP_MAC_LEN], b[OTP_MAC_LEN], id[OTP_SID_LEN];
+	char cookie[SID_COOKIE_LEN + 1], want[SID_COOKIE_LEN + 1];
+	char csrf[2 * OTP_MAC_LEN + 1], sid[2 * OTP_SID_LEN + 1];
+	char buf[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 29 + 3);
+	for (unsigned round = 0; round < 2000; round++) {
+		size_t len = (round * 7) % 61;
+		const struct hmac_key *hk = keys[(round / 3) % 2];
+
+		in[0] = (uint8_t)(round % 11); /* 11 inputs of each length */
+		assert_int_equal(hmac_memo(hk, in, len, a), 0);
+		assert_int_equal(hmac_keyed(hk, in, len, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	/* Zero padding must not make "a" and "a\0" one input. */
+	for (size_t len = 0; len < 4; len++) {
+		static const uint8_t z[4] = { 'a', 0, 0, 0 };
+
+		assert_int_equal(hmac_memo(&otp->sid_hk, z, len, a), 0);
+		assert_int_equal(hmac_keyed(&otp->sid_hk, z, len, b), 0);
+		assert_memory_equal(a, b, OTP_MAC_LEN);
+	}
+	for (unsigned round = 0; round < 200; round++) {
+		memset(id, (int)(round % 13), sizeof(id));
+		session_cookie(otp, id, cookie);
+		hmac_keyed(&otp->sid_hk, id, sizeof(id), a);
+		hex_encode(id, sizeof(id), want, false);
+		hex_encode(a, OTP_SID_LEN, want + 2 * OTP_SID_LEN, false);
+		assert_string_equal(cookie, want);
+		hex_encode(id, sizeof(id), sid, false);
+		csrf_for(otp, sid, csrf);
+		snprintf(buf, sizeof(buf), "csrf:%s", sid);
+		hmac_keyed(&otp->csrf_hk, buf, strlen(buf), a);
+		hex_encode(a, sizeof(a), want, false);
+		assert_string_equal(csrf, want);
+	}
+	otp_destroy(otp);
+}
+
+/* limits_hash() remembers recent hashes per thread: what it returns is
+ * still the keyed hash of the input under this instance's key, also
+ * after evictions, and not another instance's (a new key at perhaps the
+ * same address). */
+static void
+test_limits_hash_memo(void **state)
+{
+	struct otp *a = make_otp(), *b;
+	const char *in[] = { "n1:+12015550123", "n1:+12015550124", "4abcd",
+	    "N0123456789abcdef", "n2:+12015550123", "", "x" };
+	const size_t nin = sizeof(in) / sizeof(in[0]);
+	uint8_t mac[OTP_MAC_LEN], big[40] = { 1 };
+	uint64_t want[8], k;
+
+	(void)state;
+	for (size_t i = 0; i < nin; i++) {
+		hmac_keyed(&a->limits.hkey, in[i], strlen(in[i]), mac);
+		memcpy(&want[i], mac, sizeof(want[i]));
+		want[i] |= 1;
+	}
+	for (size_t round = 0; round < 5 * nin; round++) {
+		size_t i = (round * 3) % nin;
+
+		assert_true(limits_hash(&a->limits, in[i], strlen(in[i])) ==
+		    want[i]);
+	}
+	/* Longer than the memo holds: hashed each time, the same. */
+	hmac_keyed(&a->limits.hkey, big, sizeof(big), mac);
+	memcpy(&k, mac, sizeof(k));
+	assert_true(limits_hash(&a->limits, big, sizeof(big)) == (k | 1));
+	assert_true(limits_hash(&a->limits, big, sizeof(big)) == (k | 1));
+	/* The least recently used goes first: an address used by every
+	 * request stays while each brings a new number. (Kept means not
+	 * hashed again: with the prepared key spoilt, it still comes out.) */
+	assert_true(limits_hash(&a->limits, in[2], strlen(in[2])) == want[2]);
+	for (int i = 0; i < 20; i++) {
+		struct hmac_key saved = a->limits.hkey;
+		char num[32];
+
+		memset(&a->limits.hkey.inner, 0x5a,
+		    sizeof(a->limits.hkey.inner));
+		assert_true(limits_hash(&a->limits, in[2], strlen(in[2])) ==
+		    want[2]);
+		a->limits.hkey = saved;
+		snprintf(num, sizeof(num), "n1:+1201555%04d", i);
+		limits_hash(&a->limits, num, strlen(num));
+	}
+	assert_true(limits_hash(&a->limits, in[0], strlen(in[0])) == want[0]);
+	otp_destroy(a); /* in[0] is in the memo, under a's key */
+	b = make_otp();
+	hmac_keyed(&b->limits.hkey, in[0], strlen(in[0]), mac);
+	memcpy(&k, mac, sizeof(k));
+	assert_true(limits_hash(&b->limits, in[0], strlen(in[0])) == (k | 1));
+	assert_true((k | 1) != want[0]); /* another key */
+	otp_destroy(b);
+}
+
 /* ---- code store -------------------------------------------------------- */
 
 static const struct owner OW1 = { NS_WEB, { 5 } }, OW2 = { NS_WEB, { 6 } };
@@ -1689,6 +1840,199 @@ test_page_render(void **state)
 	assert_int_equal(page_render(t, strlen(t), vars, 2, out, 5), -1);
 }
 
+/* The character-at-a-time renderer page_render() and html_escape() were
+ * before they copied runs: the reference the fast ones must equal. */
+static int
+ref_html_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	for (; *s != '\0'; s++) {
+		const char *rep;
+		char one[2] = { *s, '\0' };
+		size_t len;
+
+		switch (*s) {
+		case '&': rep = "&amp;"; break;
+		case '<': rep = "&lt;"; break;
+		case '>': rep = "&gt;"; break;
+		case '"': rep = "&quot;"; break;
+		case '\'': rep = "&#39;"; break;
+		default: rep = one; break;
+		}
+		len = strlen(rep);
+		if (*n + len >= outlen)
+			return -1;
+		memcpy(out + *n, rep, len);
+		*n += len;
+	}
+	return 0;
+}
+
+static long
+ref_page_render(const char *tmpl, size_t len, const struct var *vars,
+                size_t nvars, char *out, size_t outlen)
+{
+	size_t n = 0, i = 0;
+
+	while (i < len) {
+		const char *end;
+		size_t name_len, v;
+
+		if (i + 1 < len && tmpl[i] == '{' && tmpl[i + 1] == '{') {
+			end = memchr(tmpl + i + 2, '}', len - i - 2);
+			if (end == NULL || end + 1 >= tmpl + len || end[1] != '}')
+				return -1;
+			name_len = (size_t)(end - (tmpl + i + 2));
+			for (v = 0; v < nvars; v++)
+				if (strlen(vars[v].name) == name_len &&
+				    memcmp(vars[v].name, tmpl + i + 2,
+				    name_len) == 0)
+					break;
+			if (v == nvars ||
+			    ref_html_escape(vars[v].value, out, outlen, &n) != 0)
+				return -1;
+			i = (size_t)(end + 2 - tmpl);
+			continue;
+		}
+		if (n + 1 >= outlen)
+			return -1;
+		out[n++] = tmpl[i++];
+	}
+	out[n] = '\0';
+	return (long)n;
+}
+
+/* Random templates of braces, text, escapes and placeholders, rendered
+ * into every output size: the same result and bytes as the reference. */
+static void
+test_page_render_runs(void **state)
+{
+	static const char *const bits[] = {
+		"{", "}", "{{", "}}", "{{a}}", "{{bb}}", "{{c}}", "{{a}", "x",
+		"text ", "<", "&", "'", "\"", "{ {", "{{}}",
+	};
+	const struct var vars[] = { { "a", "<x>&'\"y" }, { "bb", "" },
+	    { "", "empty" } };
+	char tmpl[64], out[256], want[256];
+	unsigned seed = 12345;
+
+	(void)state;
+	for (int round = 0; round < 3000; round++) {
+		size_t len = 0, n1, n2;
+
+		tmpl[0] = '\0';
+		for (int k = (int)((seed = seed * 1103515245u + 12345u) >> 16) % 8;
+		    k >= 0; k--) {
+			const char *b = bits[((seed = seed * 1103515245u +
+			    12345u) >> 16) % (sizeof(bits) / sizeof(bits[0]))];
+
+			if (len + strlen(b) < sizeof(tmpl)) {
+				memcpy(tmpl + len, b, strlen(b) + 1);
+				len += strlen(b);
+			}
+		}
+		for (size_t cap = 0; cap < 80; cap++) {
+			long a = page_render(tmpl, len, vars, 3, out, cap + 1);
+			long b = ref_page_render(tmpl, len, vars, 3, want, cap + 1);
+
+			assert_int_equal(a, b);
+			if (a >= 0)
+				assert_memory_equal(out, want, (size_t)a + 1);
+		}
+		for (size_t cap = 1; cap < 40; cap++) {
+			int a, b;
+
+			n1 = n2 = 3; /* appending after 3 bytes */
+			a = html_escape(tmpl, out, cap, &n1);
+			b = ref_html_escape(tmpl, want, cap, &n2);
+			assert_int_equal(a, b);
+			if (a == 0) {
+				assert_int_equal(n1, n2);
+				assert_memory_equal(out + 3, want + 3, n1 - 3);
+			}
+		}
+	}
+}
+
+/* head_add() against the snprintf() it replaces, at every room left. */
+static void
+test_head_add(void **state)
+{
+	char got[64], want[64];
+
+	(void)state;
+	for (size_t size = 3; size <= sizeof(got); size++) {
+		size_t n = 3;
+		int len = snprintf(want + 3, size - 3, "%s: %s\r\n",
+		    "Content-Type", "text/html");
+		int rc = head_add(got, size, &n, "Content-Type", "text/html");
+
+		if (len < 0 || (size_t)len >= size - 3) {
+			assert_int_equal(rc, -1);
+			assert_int_equal(n, 3);
+		} else {
+			assert_int_equal(rc, 0);
+			assert_int_equal(n, 3 + (size_t)len);
+			assert_memory_equal(got + 3, want + 3, (size_t)len);
+		}
+	}
+}
+
+/* A log line: "YYYY-MM-DDTHH:MM:SSZ level message\n", in one write. */
+static void
+test_log_line(void **state)
+{
+	FILE *f = tmpfile();
+	char got[256] = "";
+	int saved;
+
+	(void)state;
+	assert_non_null(f);
+	saved = dup(STDERR_FILENO);
+	dup2(fileno(f), STDERR_FILENO);
+	log_line(NULL, "info", "request to=%s ip=%s", "+1********23", "::1");
+	log_line(NULL, "error", "%s: x", "f");
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	rewind(f);
+	assert_true(fread(got, 1, sizeof(got) - 1, f) > 0);
+	fclose(f);
+	assert_int_equal(strlen(got), 2 * 21 + strlen("info request to="
+	    "+1********23 ip=::1\n") + strlen("error f: x\n"));
+	assert_int_equal(got[4], '-');
+	assert_int_equal(got[10], 'T');
+	assert_int_equal(got[19], 'Z');
+	assert_string_equal(got + 21 + strlen("info request to=+1********23 "
+	    "ip=::1\n") + 20, " error f: x\n");
+	got[21 + strlen("info request to=+1********23 ip=::1\n")] = '\0';
+	assert_string_equal(got + 20, " info request to=+1********23 ip=::1\n");
+}
+
+/* The console sender's line: the text on one line, a newline as "\\n". */
+static void
+test_send_console(void **state)
+{
+	FILE *f = tmpfile();
+	char got[128] = "";
+	int saved;
+
+	(void)state;
+	assert_non_null(f);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	dup2(fileno(f), STDOUT_FILENO);
+	assert_int_equal(send_console(NULL, "+12015550123",
+	    "Your code is 12AB\n\n@example.com #12AB"), SEND_OK);
+	assert_int_equal(send_console(NULL, "+1", ""), SEND_OK);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	rewind(f);
+	assert_true(fread(got, 1, sizeof(got) - 1, f) > 0);
+	fclose(f);
+	assert_string_equal(got, "SMS to +12015550123: Your code is 12AB"
+	    "\\n\\n@example.com #12AB\nSMS to +1: \n");
+}
+
 /* Every built-in page renders with exactly the values its handler gives. */
 static void
 test_pages_render(void **state)
@@ -1904,6 +2248,9 @@ main(void)
 		cmocka_unit_test(test_code_digits_unbiased),
 		cmocka_unit_test(test_code_no_repeats),
 		cmocka_unit_test(test_code_mac_case_insensitive),
+		cmocka_unit_test(test_hmac_keyed),
+		cmocka_unit_test(test_hmac_memo),
+		cmocka_unit_test(test_limits_hash_memo),
 		cmocka_unit_test(test_store_add_check_once),
 		cmocka_unit_test(test_store_expiry),
 		cmocka_unit_test(test_store_full),
@@ -1938,6 +2285,10 @@ main(void)
 		cmocka_unit_test(test_config_snapshot),
 		cmocka_unit_test(test_http_body),
 		cmocka_unit_test(test_page_render),
+		cmocka_unit_test(test_page_render_runs),
+		cmocka_unit_test(test_head_add),
+		cmocka_unit_test(test_send_console),
+		cmocka_unit_test(test_log_line),
 		cmocka_unit_test(test_pages_render),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
