@@ -2020,9 +2020,9 @@ test_send_console(void **state)
 	fflush(stdout);
 	saved = dup(STDOUT_FILENO);
 	dup2(fileno(f), STDOUT_FILENO);
-	assert_int_equal(send_console(NULL, "+12015550123",
+	assert_int_equal(send_console(NULL, NULL, "+12015550123",
 	    "Your code is 12AB\n\n@example.com #12AB"), SEND_OK);
-	assert_int_equal(send_console(NULL, "+1", ""), SEND_OK);
+	assert_int_equal(send_console(NULL, NULL, "+1", ""), SEND_OK);
 	fflush(stdout);
 	dup2(saved, STDOUT_FILENO);
 	close(saved);
