@@ -1873,24 +1873,27 @@ ref_page_render(const char *tmpl, size_t len, const struct var *vars,
 {
 	size_t n = 0, i = 0;
 
+	/* fill()'s rules for pages, a character at a time: {{name}}, name
+	 * of a-z and '_', must be one of vars; any other "{{" fails. */
 	while (i < len) {
-		const char *end;
-		size_t name_len, v;
-
 		if (i + 1 < len && tmpl[i] == '{' && tmpl[i + 1] == '{') {
-			end = memchr(tmpl + i + 2, '}', len - i - 2);
-			if (end == NULL || end + 1 >= tmpl + len || end[1] != '}')
+			size_t j = i + 2, v;
+
+			while (j < len && (islower((unsigned char)tmpl[j]) ||
+			    tmpl[j] == '_'))
+				j++;
+			if (j == i + 2 || j + 1 >= len || tmpl[j] != '}' ||
+			    tmpl[j + 1] != '}')
 				return -1;
-			name_len = (size_t)(end - (tmpl + i + 2));
 			for (v = 0; v < nvars; v++)
-				if (strlen(vars[v].name) == name_len &&
+				if (strlen(vars[v].name) == j - i - 2 &&
 				    memcmp(vars[v].name, tmpl + i + 2,
-				    name_len) == 0)
+				    j - i - 2) == 0)
 					break;
 			if (v == nvars ||
 			    ref_html_escape(vars[v].value, out, outlen, &n) != 0)
 				return -1;
-			i = (size_t)(end + 2 - tmpl);
+			i = j + 2;
 			continue;
 		}
 		if (n + 1 >= outlen)
