@@ -3083,11 +3083,13 @@ phone_region_of(int main_region, const char *d, size_t n)
 		const struct numbering_prefix *p = &numbering_prefixes[i];
 		size_t len;
 
-		/* Other calling codes' entries (half of them) cost one test. */
-		if (numbering_regions[p->region].cc != cc)
+		/* Other calling codes' entries (half of them), and those not
+		 * starting with d's first digit, cost a test or two. */
+		if (numbering_regions[p->region].cc != cc || n == 0 ||
+		    p->digits[0] != d[0])
 			continue;
 		len = strlen(p->digits);
-		if (len > best_len && len <= n && p->digits[0] == d[0] &&
+		if (len > best_len && len <= n &&
 		    memcmp(p->digits, d, len) == 0) {
 			best = p->region;
 			best_len = len;
