@@ -2406,11 +2406,12 @@ limits_hash(const struct limits *l, const void *in, size_t len)
 static uint64_t
 limits_number_key(const struct limits *l, enum ns ns, const char *phone)
 {
-	char buf[4 + OTP_MAX_PHONE_LEN + 1];
-	int n = snprintf(buf, sizeof(buf), "n%d:%s", (int)ns, phone);
+	/* "n<ns>:<phone>", cut to the buffer; ns is one digit (enum ns) */
+	char buf[4 + OTP_MAX_PHONE_LEN + 1] = { 'n', (char)('0' + ns % 10),
+	    ':' };
 
-	return limits_hash(l, buf, n > 0 && (size_t)n < sizeof(buf) ?
-	    (size_t)n : sizeof(buf) - 1);
+	str_copy(buf + 3, sizeof(buf) - 3, phone);
+	return limits_hash(l, buf, strlen(buf));
 }
 
 /*

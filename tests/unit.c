@@ -543,6 +543,31 @@ test_limits_hash_memo(void **state)
 	otp_destroy(b);
 }
 
+/* A number's table key is the hash of "n<ns>:<number>" (cut to 20
+ * bytes), as snprintf made it. */
+static void
+test_limits_number_key(void **state)
+{
+	struct otp *otp = make_otp();
+	const char *phones[] = { "+12015550123", "+123456789012345",
+	    "+1234567890123456789", "" };
+	char buf[4 + OTP_MAX_PHONE_LEN + 1];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(phones) / sizeof(phones[0]); i++)
+		for (int ns = NS_WEB; ns <= NS_API; ns++) {
+			int n = snprintf(buf, sizeof(buf), "n%d:%s", ns,
+			    phones[i]);
+			size_t len = (size_t)n < sizeof(buf) ? (size_t)n :
+			    sizeof(buf) - 1;
+
+			assert_true(limits_number_key(&otp->limits,
+			    (enum ns)ns, phones[i]) ==
+			    limits_hash(&otp->limits, buf, len));
+		}
+	otp_destroy(otp);
+}
+
 /* ---- code store -------------------------------------------------------- */
 
 static const struct owner OW1 = { NS_WEB, { 5 } }, OW2 = { NS_WEB, { 6 } };
@@ -2254,6 +2279,7 @@ main(void)
 		cmocka_unit_test(test_hmac_keyed),
 		cmocka_unit_test(test_hmac_memo),
 		cmocka_unit_test(test_limits_hash_memo),
+		cmocka_unit_test(test_limits_number_key),
 		cmocka_unit_test(test_store_add_check_once),
 		cmocka_unit_test(test_store_expiry),
 		cmocka_unit_test(test_store_full),
