@@ -3318,9 +3318,22 @@ phone_mask(const char *phone, char *out, size_t outlen)
 		cclen = 0;
 	nn = n - 1 - cclen;
 	tail = nn >= 4 ? 2 : 0;
-	if (snprintf(out, outlen, "+%.*s%.*s%s", (int)cclen, phone + 1,
-	    (int)(nn - tail), "****************", phone + n - tail) < 0)
-		str_copy(out, outlen, "-");
+	{
+		/* "+", the calling code, a star a digit (16 at most), the
+		 * last two: put together, then cut to outlen as snprintf
+		 * did. */
+		char buf[1 + 3 + 16 + 2 + 1];
+		size_t stars = nn - tail < 16 ? nn - tail : 16, k = 0;
+
+		buf[k++] = '+';
+		memcpy(buf + k, phone + 1, cclen);
+		k += cclen;
+		memset(buf + k, '*', stars);
+		k += stars;
+		memcpy(buf + k, phone + n - tail, tail);
+		buf[k + tail] = '\0';
+		str_copy(out, outlen, buf);
+	}
 }
 
 /* ---- languages and messages -------------------------------------------- */

@@ -1283,6 +1283,54 @@ test_phone_nanp(void **state)
 	assert_true(NELEMS(numbering_nanp_geo) > 300);
 }
 
+/* phone_mask() as it was, with snprintf: the reference for the one
+ * that copies. */
+static void
+ref_phone_mask(const char *phone, char *out, size_t outlen)
+{
+	size_t n = strlen(phone), cclen = 0, nn, tail;
+
+	if (outlen == 0)
+		return;
+	if (n < 2 || phone[0] != '+' || strspn(phone + 1, "0123456789") !=
+	    n - 1) {
+		str_copy(out, outlen, "-");
+		return;
+	}
+	if (phone_cc_read(phone + 1, n - 1, &cclen) < 0)
+		cclen = 0;
+	nn = n - 1 - cclen;
+	tail = nn >= 4 ? 2 : 0;
+	if (snprintf(out, outlen, "+%.*s%.*s%s", (int)cclen, phone + 1,
+	    (int)(nn - tail), "****************", phone + n - tail) < 0)
+		str_copy(out, outlen, "-");
+}
+
+/* Numbers of 1 to 24 digits under every calling code's first digits,
+ * into every buffer size: the same as the snprintf version. */
+static void
+test_phone_mask_copy(void **state)
+{
+	char phone[32], got[40], want[40];
+	unsigned seed = 7;
+
+	(void)state;
+	for (int round = 0; round < 3000; round++) {
+		size_t len = 1 + (size_t)round % 24;
+
+		phone[0] = '+';
+		for (size_t i = 1; i <= len; i++)
+			phone[i] = (char)('0' + ((seed = seed * 1103515245u +
+			    12345u) >> 16) % 10);
+		phone[len + 1] = '\0';
+		for (size_t cap = 1; cap <= sizeof(got); cap++) {
+			phone_mask(phone, got, cap);
+			ref_phone_mask(phone, want, cap);
+			assert_string_equal(got, want);
+		}
+	}
+}
+
 static void
 test_phone_mask(void **state)
 {
@@ -2296,6 +2344,7 @@ main(void)
 		cmocka_unit_test(test_phone_library_examples),
 		cmocka_unit_test(test_phone_nanp),
 		cmocka_unit_test(test_phone_mask),
+		cmocka_unit_test(test_phone_mask_copy),
 		cmocka_unit_test(test_phone_allowed),
 		cmocka_unit_test(test_phone_table),
 		cmocka_unit_test(test_json_escape),
