@@ -7535,7 +7535,9 @@ hmac256(const uint8_t *key, const void *in, size_t len,
 static void
 hmac_key_init(struct hmac_key *hk, const uint8_t *key)
 {
-	static atomic_uint_fast64_t gens;
+	/* 32 bits: armv6 has no 64-bit atomics (libatomic would be one more
+	 * library), and keys are prepared at start and on reload only. */
+	static atomic_uint gens;
 	uint8_t pad[64];
 
 	for (int k = 0; k < 2; k++) {
@@ -7548,7 +7550,7 @@ hmac_key_init(struct hmac_key *hk, const uint8_t *key)
 		mbedtls_sha256_starts(c, 0);
 		mbedtls_sha256_update(c, pad, sizeof(pad));
 	}
-	hk->gen = atomic_fetch_add(&gens, 1) + 1;
+	hk->gen = (uint64_t)atomic_fetch_add(&gens, 1) + 1;
 	wipe(pad, sizeof(pad));
 }
 
