@@ -2258,7 +2258,8 @@ static const char *const limit_names[LIMIT__N] = {
 	[LIMIT_FULL] = "table_full",
 };
 
-/* Limits that hold for everyone at once answer 503; a client's own, 429. */
+/* Limits that hold for everyone at once (the outcome table answers them
+ * 503; a client's own, 429). */
 static bool
 limit_is_global(enum limit l)
 {
@@ -3305,7 +3306,10 @@ phone_read(const struct config *c, const char *in, size_t len, char *out,
 static void
 phone_mask(const char *phone, char *out, size_t outlen)
 {
-	size_t n = strlen(phone), cclen = 0, nn, tail;
+	/* "+", the calling code, a star a digit (16 at most), the last
+	 * two: put together, then cut to outlen. */
+	char buf[1 + 3 + 16 + 2 + 1];
+	size_t n = strlen(phone), cclen = 0, nn, tail, stars, k = 0;
 
 	if (outlen == 0)
 		return;
@@ -3318,22 +3322,15 @@ phone_mask(const char *phone, char *out, size_t outlen)
 		cclen = 0;
 	nn = n - 1 - cclen;
 	tail = nn >= 4 ? 2 : 0;
-	{
-		/* "+", the calling code, a star a digit (16 at most), the
-		 * last two: put together, then cut to outlen as snprintf
-		 * did. */
-		char buf[1 + 3 + 16 + 2 + 1];
-		size_t stars = nn - tail < 16 ? nn - tail : 16, k = 0;
-
-		buf[k++] = '+';
-		memcpy(buf + k, phone + 1, cclen);
-		k += cclen;
-		memset(buf + k, '*', stars);
-		k += stars;
-		memcpy(buf + k, phone + n - tail, tail);
-		buf[k + tail] = '\0';
-		str_copy(out, outlen, buf);
-	}
+	stars = nn - tail < 16 ? nn - tail : 16;
+	buf[k++] = '+';
+	memcpy(buf + k, phone + 1, cclen);
+	k += cclen;
+	memset(buf + k, '*', stars);
+	k += stars;
+	memcpy(buf + k, phone + n - tail, tail);
+	buf[k + tail] = '\0';
+	str_copy(out, outlen, buf);
 }
 
 /* ---- languages and messages -------------------------------------------- */
@@ -4814,6 +4811,14 @@ static const struct {
 	    "read.", "bad_body", "the body could not be read" },
 };
 
+/* A refusal by limit l: a cap that holds for everyone at once, or the
+ * client's own. */
+static enum outcome
+limit_outcome(enum limit l)
+{
+	return limit_is_global(l) ? OUT_CAPPED : OUT_LIMITED;
+}
+
 /* Why verification_start() failed. */
 static enum outcome
 start_outcome(const struct start *st)
@@ -4823,7 +4828,7 @@ start_outcome(const struct start *st)
 	if (st->full)
 		return OUT_FULL;
 	if (st->limit != LIMIT_NONE)
-		return limit_is_global(st->limit) ? OUT_CAPPED : OUT_LIMITED;
+		return limit_outcome(st->limit);
 	return st->sent == SEND_BUSY ? OUT_SEND_BUSY : OUT_SEND_FAILED;
 }
 
@@ -5593,11 +5598,11 @@ reply_start_failed(struct req *r, const struct start *st, const char *input)
 	if (o != OUT_LIMITED && o != OUT_CAPPED)
 		return reply_outcome(r, o, input);
 	if (retry < 120)
-		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
-		    "in %ld seconds.", retry);
+		snprintf(msg, sizeof(msg), "%s Please try again in %ld seconds.",
+		    outcomes[o].page, retry);
 	else
-		snprintf(msg, sizeof(msg), "Too many requests. Please try again "
-		    "in %ld minutes.", (retry + 59) / 60);
+		snprintf(msg, sizeof(msg), "%s Please try again in %ld minutes.",
+		    outcomes[o].page, (retry + 59) / 60);
 	return reply_index(r, outcomes[o].status, msg, input);
 }
 
@@ -5674,7 +5679,7 @@ on_verify(struct req *r)
 	wipe(token, sizeof(token));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
-		return reply_index(r, limit_is_global(limit) ? 503 : 429,
+		return reply_index(r, outcomes[limit_outcome(limit)].status,
 		    "Too many failed attempts from your network. Please try "
 		    "again later.", "");
 	}
@@ -6000,8 +6005,9 @@ api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	wipe(code, sizeof(code));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
-		return reply_json_error(r, limit_is_global(limit) ? 503 : 429,
-		    "rate_limited", "too many failed checks from this client");
+		return reply_json_error(r, outcomes[limit_outcome(limit)].status,
+		    outcomes[limit_outcome(limit)].code,
+		    "too many failed checks from this client");
 	}
 	if (rc == CHECK_UNKNOWN)
 		return reply_json_error(r, 404, "not_found",

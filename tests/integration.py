@@ -1323,6 +1323,9 @@ CONFIG_ROWS = [
      r"^config\.cfg:5: TOKEN_LENGTH must be 1\.\.16$", None),
     ("cfg_token_length_0", "TOKEN_LENGTH=0\n", {}, [], 78,
      r"^config\.cfg:1: TOKEN_LENGTH must be 1\.\.16$", None),
+    ("cfg_command_env_blanks", "SMS_COMMAND_ENV='PATH HOME'\n", {}, [], 78,
+     r"^config\.cfg:1: SMS_COMMAND_ENV must be environment variable names "
+     r"separated by commas, like 'PATH,LANG'$", None),
     ("cfg_unknown_key_did_you_mean", GOOD + "TOKEN_LENGHT=4\n", {}, [], 78,
      r"^config\.cfg:3: unknown key TOKEN_LENGHT \(did you mean "
      r"TOKEN_LENGTH\?\)$", None),

@@ -726,6 +726,35 @@ def case_command_timeout_kills_children(ctx):
               "runs after the timeout killed the script" % (marker, left))
 
 
+def case_command_hung_stop(ctx):
+    """A command that hangs (SMS_TIMEOUT 60): SIGTERM still stops the
+    server within 1 s, the command and its child killed (otp_stop)."""
+    with reaped("30.%d3" % os.getpid()) as marker:
+        s = script(ctx, "/bin/sleep %s\nexit 0" % marker)
+        srv = start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
+                          "SMS_TIMEOUT": 60})
+        b = ctx.browser()
+        b.ensure_session()
+        box = {}
+        t = threading.Thread(target=_slow_request, args=(ctx, b, box))
+        t.start()
+        deadline = time.monotonic() + 10
+        while not _procs_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(_procs_with(marker), "the command's sleep never started")
+        t0 = time.monotonic()
+        rc = srv.stop()
+        dt = time.monotonic() - t0
+        srv.stop = lambda: 0     # already stopped; finish() scans the log
+        t.join(10)
+        check(rc == 0, "exit on SIGTERM with a command hanging: %s" % (rc,))
+        check(dt <= 1.0, "SIGTERM with a command hanging took %.2f s "
+              "(bound 1 s)" % dt)
+        time.sleep(0.2)
+        check(not _procs_with(marker), "the command's child still runs "
+              "after the server stopped")
+
+
 def case_command_phone_injection(ctx):
     s = script(ctx, "exit 0")
     start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s})

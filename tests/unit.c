@@ -998,8 +998,6 @@ test_limits_verify_budget(void **state)
 
 #include "numbering_data.h"
 
-#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
-
 /* One number as typed, COUNTRY_CODE, and what phone_normalise() makes of
  * it: PHONE_OK and the E.164 number, or the refusal. */
 struct phone_case {
@@ -1085,7 +1083,7 @@ test_phone_normalise(void **state)
 	};
 
 	(void)state;
-	expect_phones(t, NELEMS(t));
+	expect_phones(t, countof(t));
 }
 
 /* Real-format numbers of 30 countries: as typed at home (trunk prefix and
@@ -1140,7 +1138,7 @@ test_phone_countries(void **state)
 	char err[600];
 
 	(void)state;
-	for (size_t i = 0; i < NELEMS(t); i++) {
+	for (size_t i = 0; i < countof(t); i++) {
 		struct phone_case p[] = {
 			{ t[i].national, t[i].cc, PHONE_OK, t[i].e164 },
 			{ t[i].intl, "+1", PHONE_OK, t[i].e164 },
@@ -1148,7 +1146,7 @@ test_phone_countries(void **state)
 		};
 		char cfg[128], out[OTP_MAX_PHONE_LEN + 1];
 
-		expect_phones(p, NELEMS(p));
+		expect_phones(p, countof(p));
 		/* allowed by its ISO code, and by its calling code */
 		snprintf(cfg, sizeof(cfg), "COUNTRY_CODE='%s'\n"
 		    "ALLOWED_COUNTRY_CODES='%s'\n", t[i].cc, t[i].iso);
@@ -1178,14 +1176,14 @@ test_phone_library_examples(void **state)
 	int missed = 0;
 
 	(void)state;
-	for (size_t i = 0; i < NELEMS(numbering_examples); i++) {
+	for (size_t i = 0; i < countof(numbering_examples); i++) {
 		const struct numbering_example *e = &numbering_examples[i];
 		char out[OTP_MAX_PHONE_LEN + 1], cc[8];
 		size_t cclen = 0, n = strlen(e->e164);
 		bool known = false;
 		int r, rc;
 
-		for (size_t j = 0; j < NELEMS(unread); j++)
+		for (size_t j = 0; j < countof(unread); j++)
 			known |= strcmp(unread[j], e->e164) == 0;
 		r = phone_cc_read(e->e164 + 1, n - 1, &cclen);
 		assert_true(r >= 0);
@@ -1214,8 +1212,8 @@ test_phone_library_examples(void **state)
 			    cc, e->iso, rc, out, e->e164);
 		missed++;
 	}
-	assert_int_equal(missed, NELEMS(unread));
-	assert_true(NELEMS(numbering_examples) > 400);
+	assert_int_equal(missed, countof(unread));
+	assert_true(countof(numbering_examples) > 400);
 }
 
 /* The NANP rules: the cases of issue 10, then every area code
@@ -1265,8 +1263,8 @@ test_phone_nanp(void **state)
 	};
 
 	(void)state;
-	expect_phones(t, NELEMS(t));
-	for (size_t i = 0; i < NELEMS(numbering_nanp_geo); i++) {
+	expect_phones(t, countof(t));
+	for (size_t i = 0; i < countof(numbering_nanp_geo); i++) {
 		char d[11];
 
 		snprintf(d, sizeof(d), "%s5550100", numbering_nanp_geo[i]);
@@ -1274,13 +1272,13 @@ test_phone_nanp(void **state)
 			fail_msg("area code %s is geographic: %d",
 			    numbering_nanp_geo[i], phone_nanp(d, 10));
 	}
-	for (size_t i = 0; i < NELEMS(numbering_nanp_special); i++) {
+	for (size_t i = 0; i < countof(numbering_nanp_special); i++) {
 		char d[11];
 
 		snprintf(d, sizeof(d), "%s5550100", numbering_nanp_special[i]);
 		assert_int_equal(phone_nanp(d, 10), PHONE_RANGE);
 	}
-	assert_true(NELEMS(numbering_nanp_geo) > 300);
+	assert_true(countof(numbering_nanp_geo) > 300);
 }
 
 /* phone_mask() as it was, with snprintf: the reference for the one
@@ -1351,7 +1349,7 @@ test_phone_mask(void **state)
 	char out[32];
 
 	(void)state;
-	for (size_t i = 0; i < NELEMS(t); i++) {
+	for (size_t i = 0; i < countof(t); i++) {
 		phone_mask(t[i][0], out, sizeof(out));
 		assert_string_equal(out, t[i][1]);
 	}
@@ -1398,7 +1396,7 @@ test_phone_allowed(void **state)
 	char err[600];
 
 	(void)state;
-	for (size_t i = 0; i < NELEMS(t); i++) {
+	for (size_t i = 0; i < countof(t); i++) {
 		assert_int_equal(load(&c, t[i].cfg, err, sizeof(err)), 0);
 		if (phone_allowed(&c, t[i].phone) != t[i].allowed)
 			fail_msg("%s with %s: %s", t[i].phone, t[i].cfg,
