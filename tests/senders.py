@@ -653,15 +653,23 @@ def _slow_request(ctx, b, box):
         box["e"] = e
 
 
-def _timeout_case(ctx, marker):
+def _hung_request(ctx, marker, timeout):
+    """A server whose command sleeps (marker its argument) with
+    SMS_TIMEOUT timeout, and a POST /request to it on a thread: returns
+    the server, the browser, the thread and its result box."""
     s = script(ctx, "/bin/sleep %s\nexit 0" % marker)
-    start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
-                "SMS_TIMEOUT": 2})
+    srv = start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
+                      "SMS_TIMEOUT": timeout})
     b = ctx.browser()
     b.ensure_session()
     box = {}
     t = threading.Thread(target=_slow_request, args=(ctx, b, box))
     t.start()
+    return srv, b, t, box
+
+
+def _timeout_case(ctx, marker):
+    _, b, t, box = _hung_request(ctx, marker, 2)
     time.sleep(0.5)
     other = ctx.browser("other")
     r = other.get("/", timeout=5)
@@ -730,14 +738,7 @@ def case_command_hung_stop(ctx):
     """A command that hangs (SMS_TIMEOUT 60): SIGTERM still stops the
     server within 1 s, the command and its child killed (otp_stop)."""
     with reaped("30.%d3" % os.getpid()) as marker:
-        s = script(ctx, "/bin/sleep %s\nexit 0" % marker)
-        srv = start(ctx, {"SMS_PROVIDER": "command", "SMS_COMMAND": s,
-                          "SMS_TIMEOUT": 60})
-        b = ctx.browser()
-        b.ensure_session()
-        box = {}
-        t = threading.Thread(target=_slow_request, args=(ctx, b, box))
-        t.start()
+        srv, _, t, _ = _hung_request(ctx, marker, 60)
         deadline = time.monotonic() + 10
         while not _procs_with(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
