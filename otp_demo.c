@@ -5160,6 +5160,20 @@ auth_cookie_check(const struct otp *otp, const char *v, long long now,
 	return 0;
 }
 
+/*
+ * Whether the request comes from a verified session: 0 with its number in
+ * phone, or -1. The one check of the otp_auth cookie, for /auth and for
+ * proxy mode alike.
+ */
+static int
+auth_session(const struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
+{
+	char v[128];
+
+	return req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ? -1 :
+	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone);
+}
+
 /* ---- client address ---------------------------------------------------- */
 
 /* The value of the last header line called name, or NULL. */
@@ -5740,13 +5754,12 @@ on_favicon(struct req *r)
 static int
 on_auth(struct req *r)
 {
-	char phone[OTP_MAX_PHONE_LEN + 1], v[128];
+	char phone[OTP_MAX_PHONE_LEN + 1];
 	const char *q = r->ri->query_string, *uri;
 	char where[OTP_MAX_RETURN + 80];
 	size_t n;
 
-	if (req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ||
-	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone) != 0) {
+	if (auth_session(r, phone) != 0) {
 		if (q == NULL || strcmp(q, "redirect=1") != 0)
 			return reply_text(r, 401, "");
 		/* Traefik and Caddy pass our answer to the browser: send it
