@@ -6395,8 +6395,8 @@ up_fill(struct upstream *u)
 	return k;
 }
 
-/* The next CRLF-ended line of the upstream's (a bare LF, or no end
- * within max bytes, is malformed): *line and *len, without the CRLF,
+/* The next CRLF-ended line of the upstream's (a bare LF, a NUL, or no
+ * end within max bytes, is malformed): *line and *len, without the CRLF,
  * NUL-terminated in place. 0 or -1. */
 static int
 up_line(struct upstream *u, size_t max, char **line, size_t *len)
@@ -6416,7 +6416,7 @@ up_line(struct upstream *u, size_t max, char **line, size_t *len)
 	*line = p;
 	*len = (size_t)(nl - 1 - p);
 	u->used += *len + 2;
-	return 0;
+	return strlen(p) == *len ? 0 : -1;
 }
 
 /* Whether header name is one the other side must not get: hop-by-hop,
@@ -6464,11 +6464,7 @@ proxy_cookies(const char *v, char *out, size_t cap, size_t *n)
 		    PREFIX(name, "otp_vid=") != NULL)
 			continue;
 		rc |= esc_none(*n == start ? "Cookie: " : "; ", out, cap, n);
-		if (len >= cap - *n)
-			return -1;
-		memcpy(out + *n, item, len);
-		*n += len;
-		out[*n] = '\0';
+		rc |= out_put(out, cap, n, item, len);
 	}
 	if (*n > start)
 		rc |= esc_none("\r\n", out, cap, n);
@@ -6488,13 +6484,12 @@ proxy_request_head(struct req *r, const char *phone, char *out, size_t cap)
 {
 	const struct mg_request_info *ri = r->ri;
 	const char *host = mg_get_header(r->conn, "Host");
-	const char *auth = r->cfg->upstream + 7;
 	char fwd[256];
 	size_t n = 0;
 	int rc = 0, k;
 
 	if (host == NULL || *host == '\0')
-		host = auth; /* "host:port", the "/" cut below */
+		host = r->cfg->upstream + 7; /* "host:port", the "/" cut below */
 	k = snprintf(out, cap, "%s %s%s%s HTTP/1.1\r\nHost: %.*s\r\n",
 	    ri->request_method, ri->local_uri_raw, ri->query_string ? "?" : "",
 	    ri->query_string ? ri->query_string : "", (int)strcspn(host, "/"),
@@ -6512,8 +6507,7 @@ proxy_request_head(struct req *r, const char *phone, char *out, size_t cap)
 	}
 	/* A trusted proxy's X-Forwarded-Host is what the browser asked for;
 	 * anyone else's Host is. */
-	str_copy(fwd, sizeof(fwd), r->addr);
-	rc |= head_add(out, cap, &n, "X-Forwarded-For", fwd);
+	rc |= head_add(out, cap, &n, "X-Forwarded-For", r->addr);
 	rc |= head_add(out, cap, &n, "X-Forwarded-Proto",
 	    r->secure ? "https" : "http");
 	if (r->cfg->trusted_proxy[0] != '\0' && addr_in_list(ri->remote_addr,
@@ -6846,9 +6840,10 @@ on_proxy(struct req *r)
 	enum outcome o;
 	int status = 0, n;
 
-	r->close = mg_get_header(r->conn, "Upgrade") != NULL;
-	if (r->close)
+	if (mg_get_header(r->conn, "Upgrade") != NULL) {
+		r->close = true;
 		return reply_outcome(r, OUT_UPGRADE, "");
+	}
 	if (auth_session(r, phone) != 0) {
 		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
 			r->close = true;
