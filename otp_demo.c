@@ -1212,8 +1212,7 @@ check_upstream(const char *v)
 	char host[256], port[8];
 
 	if (*v != '\0' && upstream_split(v, host, port) != 0)
-		return "must be 'http://host:port', like 'http://127.0.0.1:8080' "
-		    "(HTTPS upstreams are not supported)";
+		return "must be 'http://host:port'";
 	return NULL;
 }
 
@@ -4905,20 +4904,17 @@ static const struct {
 	    "arrive.", "bad_body", "the body could not be read" },
 	[OUT_BAD_BODY] = { 400, "Bad request", "The request body could not be "
 	    "read.", "bad_body", "the body could not be read" },
-	[OUT_SIGN_IN] = { 401, "Sign in first", "This request was not "
-	    "passed on: open the page in your browser, verify your phone, "
-	    "then try again.", "unauthorized", "verify first" },
-	[OUT_UPGRADE] = { 501, "Not supported", "WebSocket and other protocol "
-	    "upgrades are not passed on.", "not_supported", "no upgrades" },
-	[OUT_UPSTREAM_DOWN] = { 502, "Admin page unavailable", "The admin page "
-	    "behind this server is not answering. Try again in a moment.",
-	    "upstream_down", "the upstream is not answering" },
-	[OUT_UPSTREAM_SLOW] = { 504, "Admin page timeout", "The admin page "
-	    "behind this server took too long to answer.", "upstream_timeout",
-	    "the upstream took too long" },
-	[OUT_UPSTREAM_BAD] = { 502, "Bad answer from the admin page", "The "
-	    "admin page behind this server sent a malformed answer; it was not "
-	    "passed on.", "upstream_bad", "the upstream's answer was malformed" },
+	/* Proxy mode's: pages only (the API is never proxied). */
+	[OUT_SIGN_IN] = { 401, "Sign in first", "This was not passed on: "
+	    "open the page, verify your phone, then try again.", "", "" },
+	[OUT_UPGRADE] = { 501, "Not supported", "WebSocket is not passed on.",
+	    "", "" },
+	[OUT_UPSTREAM_DOWN] = { 502, "Upstream error", "The admin page is not "
+	    "answering. Try again in a moment.", "", "" },
+	[OUT_UPSTREAM_SLOW] = { 504, "Upstream timeout", "The admin page took "
+	    "too long to answer.", "", "" },
+	[OUT_UPSTREAM_BAD] = { 502, "Upstream error", "The admin page sent a "
+	    "malformed answer; it was not passed on.", "", "" },
 };
 
 /* A refusal by limit l: a cap that holds for everyone at once, or the
