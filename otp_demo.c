@@ -6584,22 +6584,60 @@ proxy_length(const char *v, long long *out)
 }
 
 /*
+ * One header line of the upstream's, split in place into hd: a token, a
+ * colon, the value without blanks around it. A Content-Length or a
+ * Transfer-Encoding sets the framing, *f and *len; those two together,
+ * Content-Lengths that differ, or a coding other than "chunked" are
+ * malformed, as are a blank before the colon, obs-fold (a line that starts
+ * with a blank) and control characters. 0 or -1.
+ */
+static int
+proxy_field(char *line, struct mg_header *hd, enum frame *f, long long *len)
+{
+	char *colon = strchr(line, ':');
+	long long cl;
+	size_t n;
+
+	if (colon == NULL || colon == line || has_ctl(line) ||
+	    strcspn(line, " \t") < (size_t)(colon - line))
+		return -1;
+	*colon = '\0';
+	hd->name = line;
+	for (colon++; *colon == ' ' || *colon == '\t'; colon++)
+		;
+	for (n = strlen(colon); n > 0 && (colon[n - 1] == ' ' ||
+	    colon[n - 1] == '\t'); n--)
+		colon[n - 1] = '\0';
+	hd->value = colon;
+	if (strcasecmp(line, "Transfer-Encoding") == 0) {
+		if (*f != FRAME_CLOSE || strcasecmp(colon, "chunked") != 0)
+			return -1;
+		*f = FRAME_CHUNKED;
+	} else if (strcasecmp(line, "Content-Length") == 0) {
+		if (proxy_length(colon, &cl) != 0 || *f == FRAME_CHUNKED ||
+		    (*f == FRAME_LENGTH && cl != *len))
+			return -1;
+		*f = FRAME_LENGTH;
+		*len = cl;
+	}
+	return 0;
+}
+
+/*
  * Reads the upstream's response head into u->buf (1xx answers skipped),
  * NUL-terminating its parts in place: the status, the reason, and up to
  * OTP_PROXY_HEADERS headers in h (*nh). Then the body's framing: *f and,
- * for FRAME_LENGTH, *len. Refused, as malformed: an overlong head, bare
- * LFs, obs-fold, a line without a name, both Content-Length and
- * Transfer-Encoding, Content-Lengths that differ, a Transfer-Encoding
- * other than "chunked". The status, or -1.
+ * for FRAME_LENGTH, *len. Refused, as malformed: a head over
+ * OTP_PROXY_HEAD bytes or OTP_PROXY_HEADERS lines, a bad status line, a
+ * bare LF or a NUL, a 101, a bad line (proxy_field()). The status, or -1.
  */
 static int
 proxy_response_head(struct upstream *u, struct mg_header *h, int *nh,
                     const char **reason, enum frame *f, long long *len)
 {
-	char *line, *colon;
+	char *line;
 	size_t n, start;
 	int status = 100;
-	long long cl;
 
 	while (status < 200) {
 		up_compact(u); /* the head's parts stay where they are read */
@@ -6623,32 +6661,9 @@ proxy_response_head(struct upstream *u, struct mg_header *h, int *nh,
 				return -1;
 			if (n == 0)
 				break;
-			if ((colon = strchr(line, ':')) == NULL ||
-			    colon == line || *nh == OTP_PROXY_HEADERS ||
-			    strcspn(line, " \t") < (size_t)(colon - line) ||
-			    has_ctl(line))
-				return -1; /* obs-fold starts with a blank */
-			*colon = '\0';
-			h[*nh].name = line;
-			for (colon++; *colon == ' ' || *colon == '\t'; colon++)
-				;
-			for (n = strlen(colon); n > 0 && (colon[n - 1] == ' ' ||
-			    colon[n - 1] == '\t'); n--)
-				colon[n - 1] = '\0';
-			h[(*nh)++].value = colon;
-			if (strcasecmp(line, "Transfer-Encoding") == 0) {
-				if (*f != FRAME_CLOSE ||
-				    strcasecmp(colon, "chunked") != 0)
-					return -1;
-				*f = FRAME_CHUNKED;
-			} else if (strcasecmp(line, "Content-Length") == 0) {
-				if (proxy_length(colon, &cl) != 0 ||
-				    *f == FRAME_CHUNKED ||
-				    (*f == FRAME_LENGTH && cl != *len))
-					return -1;
-				*f = FRAME_LENGTH;
-				*len = cl;
-			}
+			if (*nh == OTP_PROXY_HEADERS ||
+			    proxy_field(line, &h[(*nh)++], f, len) != 0)
+				return -1;
 		}
 		if (status == 101)
 			return -1; /* we never ask for an upgrade */
