@@ -36,7 +36,7 @@ import time
 
 sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
 from harness import (  # noqa: E402
-    CONSOLE, PHONE, PHONE_E164, ROOT, Fail, Server, Skip, check,
+    CONSOLE, PHONE, PHONE_E164, ROOT, Server, Skip, check,
     console_code, free_port, page_kind, raw_exchange, run_once, wait_port,
     write_config)
 import harness  # noqa: E402
@@ -55,7 +55,7 @@ def pattern(n, seed=0):
     return (block * (n // len(block) + 1))[:n]
 
 
-# ---- the Python upstream ------------------------------------------------------
+# ---- the Python upstream ----------------------------------------------------
 
 class Upstream(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -131,7 +131,8 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             return self.reply(302, b"", [("Location", "http://127.0.0.1:%d"
                                           "/landing?x=1" % self.server.port)])
         if path == "/redirect-away":
-            return self.reply(302, b"", [("Location", "https://example.com/x")])
+            return self.reply(302, b"", [("Location",
+                                          "https://example.com/x")])
         if path == "/redirect-relative":
             return self.reply(303, b"", [("Location", "/elsewhere")])
         if path == "/nocontent":
@@ -175,7 +176,7 @@ class PyUpstream(http.server.ThreadingHTTPServer):
         self.server_close()
 
 
-# ---- a canned upstream: fixed bytes per path ------------------------------------
+# ---- a canned upstream: fixed bytes per path --------------------------------
 
 HEAD_200 = b"HTTP/1.1 200 OK\r\n"
 CANNED = {
@@ -230,7 +231,7 @@ class Canned(socketserver.ThreadingTCPServer):
         self.server_close()
 
 
-# ---- busybox httpd --------------------------------------------------------------
+# ---- busybox httpd ----------------------------------------------------------
 
 ECHO_CGI = r"""#!/bin/sh
 printf 'Content-Type: text/plain\r\n\r\n'
@@ -263,7 +264,7 @@ def start_busybox(ctx):
     return port
 
 
-# ---- the flow -----------------------------------------------------------------------
+# ---- the flow ---------------------------------------------------------------
 
 def stoppers(ctx):
     """What to stop after the case: the upstreams' stop functions."""
@@ -335,7 +336,7 @@ def proxied(fn):
     return case
 
 
-# ---- cases --------------------------------------------------------------------------
+# ---- cases ------------------------------------------------------------------
 
 @proxied
 def case_flow_returns_and_proxies(ctx):
@@ -435,7 +436,8 @@ def case_response_headers(ctx):
           % (r.status, r.body[:80]))
     check(sorted(r.all("Set-Cookie")) == ["a=1; Path=/", "b=2; HttpOnly"],
           "Set-Cookie: %s" % r.all("Set-Cookie"))
-    check(r.header("X-Up-End") == "kept", "X-Up-End: %r" % r.header("X-Up-End"))
+    check(r.header("X-Up-End") == "kept", "X-Up-End: %r"
+          % r.header("X-Up-End"))
     for h in ("X-Up-Hop", "Keep-Alive", "Remote-User"):
         check(r.header(h) is None, "%s passed on: %r" % (h, r.header(h)))
     r = b.send("HEAD", "/cookies")
@@ -588,16 +590,10 @@ def case_malformed_upstream_502(ctx):
     s = socket.create_connection(("127.0.0.1", ctx.server.port), 30)
     s.sendall(b"GET /bad-chunk HTTP/1.1\r\nHost: x\r\nCookie: " +
               b.cookie_header("/").encode() + b"\r\n\r\n")
-    data = b""
-    while True:
-        piece = s.recv(65536)
-        if not piece:
-            break
-        data += piece
+    answers, closed, rest = harness.read_answers(s, timeout=30)
     s.close()
-    check(data.startswith(b"HTTP/1.1 200") and
-          not data.endswith(b"0\r\n\r\n"),
-          "bad chunk: the answer was completed: %r" % data[-80:])
+    check(closed and answers == [] and rest.startswith(b"HTTP/1.1 200"),
+          "bad chunk: %s, closed %s, then %r" % (answers, closed, rest[-80:]))
 
 
 @proxied
