@@ -3,8 +3,8 @@
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
-#   make unit|model|docs|numbering|integration|attack|senders|browser|
-#        packaging   one suite of make test
+#   make unit|model|docs|numbering|integration|proxy_mode|attack|senders|
+#        browser|packaging   one suite of make test
 #   make test-attack-transport, make test-desync   (mk/attack.mk)
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
@@ -47,8 +47,8 @@ WWW       := www/index.html www/verify.html www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit model docs numbering integration attack senders \
-	browser packaging deps deps-build deps-test fetch clean distclean \
+.PHONY: all run test unit model docs numbering integration proxy_mode attack \
+	senders browser packaging deps deps-build deps-test fetch clean distclean \
 	numbering-gen
 all: otp_demo
 
@@ -137,8 +137,8 @@ TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit $(BUILD)/model examples \
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
-unit model docs numbering integration attack senders browser packaging: \
-		$(TEST_DEPS)
+unit model docs numbering integration proxy_mode attack senders browser \
+		packaging: $(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

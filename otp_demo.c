@@ -29,6 +29,7 @@
  *	forms		bodies, url-encoded fields, CSRF and origin checks
  *	the web flow	the page handlers: /, /request, /verify, /auth...
  *	JSON API	/api/v1/verifications
+ *	upstream proxy	UPSTREAM: the rest, for verified sessions, streamed
  *	routing		one spelling per path, the route table (civetweb)
  *	embedding API	otp_create / otp_mount / otp_reload / otp_stop /
  *			otp_destroy, the sweeper thread
@@ -73,7 +74,9 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -162,6 +165,11 @@
 #define OTP_TOMBSTONE_MS 60000 /* an ended record's state stays known */
 #define OTP_SWEEP_CHUNK 1024  /* records aged per hold of the store lock */
 #define OTP_MAX_POOL 64       /* pooled libcurl handles at most */
+#ifndef OTP_PROXY_BUF
+#define OTP_PROXY_BUF 16384   /* proxy mode: a body in flight, each way */
+#endif
+#define OTP_PROXY_HEAD 8192   /* the upstream's answer head; more is 502 */
+#define OTP_PROXY_HEADERS 64  /* header lines in it */
 
 #define countof(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -245,6 +253,8 @@ struct config {
 	char www_dir[OTP_MAX_STR];
 	char webotp_domain[128];
 	char lang[8];               /* the language of MESSAGE and the pages */
+	char upstream[OTP_MAX_STR]; /* proxy mode: "http://host:port" */
+	long upstream_timeout;
 	struct {
 		char lang[8];       /* "de", "pt_BR" */
 		char text[OTP_MAX_STR];
@@ -257,6 +267,8 @@ struct config {
 	const struct sender *sender; /* by SMS_PROVIDER, or API_KEY's presence */
 	enum alphabet alphabet;
 	uint8_t countries[OTP_MAX_REGIONS / 8]; /* a bit per region allowed */
+	struct sockaddr_storage upstream_addr; /* UPSTREAM, resolved once */
+	socklen_t upstream_len;
 };
 
 /* Whose a verification is: a web session's or the JSON API's. Neither
@@ -924,6 +936,7 @@ static const char *check_domain(const char *v);
 static const char *check_lang(const char *v);
 static const char *check_addresses(const char *v);
 static const char *check_env_names(const char *v);
+static const char *check_upstream(const char *v);
 
 #define SENDER_CHOICE(name, ...) "|" #name
 #define SENDER_CHOICES (SENDERS(SENDER_CHOICE) + 1) /* "telnyx|...|console" */
@@ -995,6 +1008,8 @@ static const struct key config_keys[] = {
 	STR("WWW_DIR", www_dir, "", NULL),
 	STR("WEBOTP_DOMAIN", webotp_domain, "", check_domain),
 	STR("LANG", lang, "en", check_lang),
+	STR("UPSTREAM", upstream, "", check_upstream),
+	INT("UPSTREAM_TIMEOUT", upstream_timeout, 1, 600, "30"),
 };
 #define NKEYS (countof(config_keys))
 
@@ -1158,6 +1173,47 @@ check_addresses(const char *v)
 			break;
 	return rc == 0 ? NULL : "must be IP addresses, comma-separated, "
 	    "like '127.0.0.1,::1'";
+}
+
+/*
+ * UPSTREAM: "http://host:port", a "/" after it allowed, the host a name,
+ * an IPv4 address or an IPv6 one in brackets. Splits it into host (the
+ * brackets dropped) and port. 0 or -1.
+ */
+static int
+upstream_split(const char *v, char host[256], char port[8])
+{
+	const char *h = PREFIX(v, "http://"), *p;
+	size_t n;
+
+	if (h == NULL)
+		return -1;
+	if (*h == '[') {
+		n = strspn(++h, "0123456789abcdefABCDEF:.");
+		p = h + n + (h[n] == ']');
+		if (h[n] != ']')
+			return -1;
+	} else {
+		n = strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789.-");
+		p = h + n;
+	}
+	if (n == 0 || n > 255 || *p != ':' || str_ncopy(host, 256, h, n) != 0 ||
+	    (n = strspn(++p, "0123456789")) == 0 || n > 5 ||
+	    strtol(p, NULL, 10) < 1 || strtol(p, NULL, 10) > 65535 ||
+	    (p[n] != '\0' && strcmp(p + n, "/") != 0))
+		return -1;
+	return str_ncopy(port, 8, p, n);
+}
+
+static const char *
+check_upstream(const char *v)
+{
+	char host[256], port[8];
+
+	if (*v != '\0' && upstream_split(v, host, port) != 0)
+		return "must be 'http://host:port'";
+	return NULL;
 }
 
 static const char *
@@ -1578,6 +1634,39 @@ config_read_key(struct config *c, const struct origin *o, char *err,
 	return 0;
 }
 
+/*
+ * Resolves UPSTREAM's host once, at load: a request never waits for DNS,
+ * and a name that does not resolve fails the start (or the reload, which
+ * keeps the old config) instead of every request. 0 or -1.
+ */
+static int
+config_upstream(struct config *c, const struct origin *o, char *err,
+                size_t errlen)
+{
+	struct addrinfo hints, *ai = NULL;
+	char where[OTP_MAX_STR + 32], host[256], port[8];
+	int rc;
+
+	if (c->upstream[0] == '\0')
+		return 0;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if (upstream_split(c->upstream, host, port) != 0 ||
+	    (rc = getaddrinfo(host, port, &hints, &ai)) != 0 ||
+	    ai->ai_addrlen > sizeof(c->upstream_addr)) {
+		if (ai != NULL)
+			freeaddrinfo(ai);
+		config_where(o, "UPSTREAM", where, sizeof(where));
+		return config_error(err, errlen, where, "UPSTREAM %s: cannot "
+		    "resolve %s", c->upstream, host);
+	}
+	memcpy(&c->upstream_addr, ai->ai_addr, ai->ai_addrlen);
+	c->upstream_len = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
 /* Derives what depends on several keys, and checks them together. */
 static int config_check_ca(struct config *c, const struct origin *o,
                            char *err, size_t errlen);
@@ -1642,7 +1731,8 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	c->alphabet = strcmp(c->token_alphabet, "digits") == 0 ?
 	    ALPHABET_DIGITS : ALPHABET_HEX;
 
-	if (config_countries(c, o, err, errlen) != 0)
+	if (config_countries(c, o, err, errlen) != 0 ||
+	    config_upstream(c, o, err, errlen) != 0)
 		return -1;
 	return c->sender->check != NULL ?
 	    c->sender->check(c, o, err, errlen) : 0;
@@ -4779,6 +4869,11 @@ enum outcome {
 	OUT_TOO_LARGE,     /* a body larger than OTP_MAX_BODY */
 	OUT_TIMEOUT,       /* a body slower than OTP_BODY_TIMEOUT_MS */
 	OUT_BAD_BODY,      /* a body cut short or framed two ways */
+	OUT_SIGN_IN,       /* proxy mode: not verified, and not a GET */
+	OUT_UPGRADE,       /* proxy mode: a WebSocket or other Upgrade */
+	OUT_UPSTREAM_DOWN, /* proxy mode: no connection, or it failed */
+	OUT_UPSTREAM_SLOW, /* proxy mode: no answer in UPSTREAM_TIMEOUT */
+	OUT_UPSTREAM_BAD,  /* proxy mode: a malformed answer */
 	OUT__N
 };
 
@@ -4809,6 +4904,17 @@ static const struct {
 	    "arrive.", "bad_body", "the body could not be read" },
 	[OUT_BAD_BODY] = { 400, "Bad request", "The request body could not be "
 	    "read.", "bad_body", "the body could not be read" },
+	/* Proxy mode's: pages only (the API is never proxied). */
+	[OUT_SIGN_IN] = { 401, "Sign in first", "This was not passed on: "
+	    "open the page, verify your phone, then try again.", "", "" },
+	[OUT_UPGRADE] = { 501, "Not supported", "WebSocket is not passed on.",
+	    "", "" },
+	[OUT_UPSTREAM_DOWN] = { 502, "Upstream error", "The admin page is not "
+	    "answering. Try again in a moment.", "", "" },
+	[OUT_UPSTREAM_SLOW] = { 504, "Upstream timeout", "The admin page took "
+	    "too long to answer.", "", "" },
+	[OUT_UPSTREAM_BAD] = { 502, "Upstream error", "The admin page sent a "
+	    "malformed answer; it was not passed on.", "", "" },
 };
 
 /* A refusal by limit l: a cap that holds for everyone at once, or the
@@ -5158,6 +5264,36 @@ auth_cookie_check(const struct otp *otp, const char *v, long long now,
 	    strlen(want) != n || !ct_equal(want, v, n))
 		return -1;
 	return 0;
+}
+
+/*
+ * Whether the request comes from a verified session: 0 with its number in
+ * phone, or -1. The one check of the otp_auth cookie, for /auth and for
+ * proxy mode alike.
+ */
+static int
+auth_session(const struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
+{
+	char v[128];
+
+	return req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ? -1 :
+	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone);
+}
+
+/*
+ * The identity of a verified session as header lines for an upstream
+ * (proxy mode), into out, NUL-terminated: its length, or -1 if it does
+ * not fit. A stub until USERS_FILE names users: the number is both.
+ */
+static int __attribute__((unused))
+identity_headers(const struct req *r, const char *phone, char *out,
+                 size_t outlen)
+{
+	int n = snprintf(out, outlen, "Remote-User: %s\r\nRemote-Phone: %s\r\n",
+	    phone, phone);
+
+	(void)r;
+	return n < 0 || (size_t)n >= outlen ? -1 : n;
 }
 
 /* ---- client address ---------------------------------------------------- */
@@ -5740,13 +5876,12 @@ on_favicon(struct req *r)
 static int
 on_auth(struct req *r)
 {
-	char phone[OTP_MAX_PHONE_LEN + 1], v[128];
+	char phone[OTP_MAX_PHONE_LEN + 1];
 	const char *q = r->ri->query_string, *uri;
 	char where[OTP_MAX_RETURN + 80];
 	size_t n;
 
-	if (req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ||
-	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone) != 0) {
+	if (auth_session(r, phone) != 0) {
 		if (q == NULL || strcmp(q, "redirect=1") != 0)
 			return reply_text(r, 401, "");
 		/* Traefik and Caddy pass our answer to the browser: send it
@@ -6132,6 +6267,620 @@ api_dispatch(struct req *r)
 	return reply_json_error(r, 405, "method_not_allowed", "use GET or DELETE");
 }
 
+/* ---- upstream proxy ---------------------------------------------------- */
+/*
+ * UPSTREAM: otp_demo as the front door of an admin UI that cannot do
+ * forward-auth. A request for none of our routes goes to the upstream, a
+ * new HTTP/1.1 connection each ("Connection: close": no pool to size or
+ * to go stale), for a verified session only. Bodies stream through one
+ * OTP_PROXY_BUF buffer on the worker's stack, each way in turn: nothing
+ * is buffered whole. The upstream's answer is read as strictly as
+ * civetweb reads a client's (patch 0006); a malformed one is a 502,
+ * never passed on.
+ *
+ * The socket is non-blocking and every wait is a poll() bounded by
+ * UPSTREAM_TIMEOUT that also watches the halt pipe, so a stop never
+ * waits for a slow upstream.
+ */
+
+/* Hop-by-hop headers (RFC 9110 7.6.1), and those of ours a client or an
+ * upstream must not set for the other side: dropped both ways. */
+static const char *const hop_headers[] = {
+	"Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
+	"Upgrade", "Content-Length", "Host", "Expect", "Forwarded",
+	"X-Otp-Phone",
+};
+
+/* The upstream connection and what has been read from it. */
+struct upstream {
+	int fd, halt;
+	int timeout_ms;  /* each wait; UPSTREAM_TIMEOUT */
+	char *buf;       /* OTP_PROXY_BUF bytes */
+	size_t have;     /* bytes in buf */
+	size_t used;     /* of which consumed */
+	bool pin;        /* up_fill() keeps buf in place: a head is parsed */
+	bool slow;       /* a wait timed out: 504, not 502 */
+};
+
+/* How the upstream's body is framed. */
+enum frame { FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
+
+/* Waits for ev on u's socket. 0, or -1 (u->slow set on a timeout). */
+static int
+up_wait(struct upstream *u, short ev)
+{
+	struct pollfd p[2] = { { u->fd, ev, 0 }, { u->halt, POLLIN, 0 } };
+	int n;
+
+	while ((n = poll(p, 2, u->timeout_ms)) < 0 && errno == EINTR)
+		;
+	u->slow = n == 0;
+	return n > 0 && p[1].revents == 0 ? 0 : -1;
+}
+
+/* Connects to UPSTREAM. 0, or -1 (u->slow if it did not answer). */
+static int
+up_connect(const struct config *c, struct upstream *u)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	u->fd = socket(c->upstream_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (u->fd < 0)
+		return -1;
+	if (connect(u->fd, (const struct sockaddr *)&c->upstream_addr,
+	    c->upstream_len) == 0)
+		return 0;
+	if (errno != EINPROGRESS || up_wait(u, POLLOUT) != 0 ||
+	    getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+	    err != 0)
+		return -1;
+	return 0;
+}
+
+/* Sends all n bytes of p to the upstream. 0 or -1. */
+static int
+up_send(struct upstream *u, const void *p, size_t n)
+{
+	const char *s = p;
+
+	while (n > 0) {
+		ssize_t k = send(u->fd, s, n, MSG_NOSIGNAL);
+
+		if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (up_wait(u, POLLOUT) != 0)
+				return -1;
+			continue;
+		}
+		if (k <= 0)
+			return -1;
+		s += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Moves what is left unread in u->buf to its start. */
+static void
+up_compact(struct upstream *u)
+{
+	memmove(u->buf, u->buf + u->used, u->have - u->used);
+	u->have -= u->used;
+	u->used = 0;
+}
+
+/* Reads more from the upstream into u->buf, compacting it first unless
+ * a head is being parsed in it. The bytes read, 0 at its end, or -1. */
+static ssize_t
+up_fill(struct upstream *u)
+{
+	ssize_t k;
+
+	if (!u->pin)
+		up_compact(u);
+	if (u->have == OTP_PROXY_BUF)
+		return -1;
+	while ((k = recv(u->fd, u->buf + u->have, OTP_PROXY_BUF - u->have,
+	    0)) < 0) {
+		if ((errno != EAGAIN && errno != EINTR) ||
+		    up_wait(u, POLLIN) != 0)
+			return -1;
+	}
+	u->have += (size_t)k;
+	return k;
+}
+
+/* The next CRLF-ended line of the upstream's (a bare LF, a NUL, or no
+ * end within max bytes, is malformed): *line and *len, without the CRLF,
+ * NUL-terminated in place. 0 or -1. */
+static int
+up_line(struct upstream *u, size_t max, char **line, size_t *len)
+{
+	char *p, *nl;
+
+	for (;;) {
+		p = u->buf + u->used;
+		if ((nl = memchr(p, '\n', u->have - u->used)) != NULL)
+			break;
+		if (u->have - u->used >= max || up_fill(u) <= 0)
+			return -1;
+	}
+	if (nl == p || nl[-1] != '\r' || (size_t)(nl - p) >= max)
+		return -1;
+	nl[-1] = '\0';
+	*line = p;
+	*len = (size_t)(nl - 1 - p);
+	u->used += *len + 2;
+	return strlen(p) == *len ? 0 : -1;
+}
+
+/* Whether header name is one the other side must not get: hop-by-hop,
+ * named in one of the n headers' Connection lines, or one of ours. */
+static bool
+proxy_hop(const char *name, const struct mg_header *h, int n)
+{
+	const char *p, *item;
+	size_t len;
+
+	for (size_t i = 0; i < countof(hop_headers); i++)
+		if (strcasecmp(name, hop_headers[i]) == 0)
+			return true;
+	if (PREFIX_CI(name, "Proxy-") != NULL ||
+	    PREFIX_CI(name, "Remote-") != NULL ||
+	    PREFIX_CI(name, "X-Forwarded-") != NULL)
+		return true;
+	for (int i = 0; i < n; i++) {
+		if (strcasecmp(h[i].name, "Connection") != 0)
+			continue;
+		for (p = h[i].value; list_next(&p, ',', &item, &len);)
+			if (strlen(name) == len &&
+			    strncasecmp(name, item, len) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* Appends the client's Cookie header v to out (cap bytes, *n used)
+ * without our own cookies (otp_auth, otp_sid, otp_vid, in any prefix):
+ * the upstream has no use for them, and they are keys to this server. */
+static int
+proxy_cookies(const char *v, char *out, size_t cap, size_t *n)
+{
+	const char *item, *name;
+	size_t len, start = *n;
+	int rc = 0;
+
+	while (list_next(&v, ';', &item, &len)) {
+		if ((name = PREFIX(item, HOST_PREFIX)) == NULL &&
+		    (name = PREFIX(item, "__Secure-")) == NULL)
+			name = item;
+		if (len == 0 || PREFIX(name, "otp_auth=") != NULL ||
+		    PREFIX(name, "otp_sid=") != NULL ||
+		    PREFIX(name, "otp_vid=") != NULL)
+			continue;
+		rc |= esc_none(*n == start ? "Cookie: " : "; ", out, cap, n);
+		rc |= out_put(out, cap, n, item, len);
+	}
+	if (*n > start)
+		rc |= esc_none("\r\n", out, cap, n);
+	return rc;
+}
+
+/*
+ * The request head for the upstream, into out: method and URI as they
+ * came, the client's Host (absolute links and redirects the upstream
+ * makes then point at us; UPSTREAM's own without one), the client's
+ * headers but the dropped ones, its cookies but ours, X-Forwarded-For,
+ * -Proto and -Host as this server determined them, the identity, and
+ * the body's framing. Its length, or -1 if it does not fit.
+ */
+static int
+proxy_request_head(struct req *r, const char *phone, char *out, size_t cap)
+{
+	const struct mg_request_info *ri = r->ri;
+	const char *host = mg_get_header(r->conn, "Host");
+	char fwd[256];
+	size_t n = 0;
+	int rc = 0, k;
+
+	if (host == NULL || *host == '\0')
+		host = r->cfg->upstream + 7; /* "host:port", the "/" cut below */
+	k = snprintf(out, cap, "%s %s%s%s HTTP/1.1\r\nHost: %.*s\r\n",
+	    ri->request_method, ri->local_uri_raw, ri->query_string ? "?" : "",
+	    ri->query_string ? ri->query_string : "", (int)strcspn(host, "/"),
+	    host);
+	if (k < 0 || (size_t)k >= cap)
+		return -1;
+	n = (size_t)k;
+	for (int i = 0; i < ri->num_headers; i++) {
+		const struct mg_header *h = &ri->http_headers[i];
+
+		if (strcasecmp(h->name, "Cookie") == 0)
+			rc |= proxy_cookies(h->value, out, cap, &n);
+		else if (!proxy_hop(h->name, ri->http_headers, ri->num_headers))
+			rc |= head_add(out, cap, &n, h->name, h->value);
+	}
+	/* A trusted proxy's X-Forwarded-Host is what the browser asked for;
+	 * anyone else's Host is. */
+	rc |= head_add(out, cap, &n, "X-Forwarded-For", r->addr);
+	rc |= head_add(out, cap, &n, "X-Forwarded-Proto",
+	    r->secure ? "https" : "http");
+	if (r->cfg->trusted_proxy[0] != '\0' && addr_in_list(ri->remote_addr,
+	    strlen(ri->remote_addr), r->cfg->trusted_proxy) &&
+	    header_last(r, "X-Forwarded-Host") != NULL)
+		host = header_last(r, "X-Forwarded-Host");
+	rc |= str_ncopy(fwd, sizeof(fwd), host, strcspn(host, "/"));
+	rc |= head_add(out, cap, &n, "X-Forwarded-Host", fwd);
+	if (rc != 0 || (k = identity_headers(r, phone, out + n, cap - n)) < 0)
+		return -1;
+	n += (size_t)k;
+	if (ri->content_length >= 0) {
+		snprintf(fwd, sizeof(fwd), "%lld", ri->content_length);
+		rc |= head_add(out, cap, &n, "Content-Length", fwd);
+	} else if (mg_get_header(r->conn, "Transfer-Encoding") != NULL) {
+		rc |= head_add(out, cap, &n, "Transfer-Encoding", "chunked");
+	}
+	rc |= head_add(out, cap, &n, "Connection", "close");
+	rc |= esc_none("\r\n", out, cap, &n);
+	return rc != 0 ? -1 : (int)n;
+}
+
+/* Streams the client's body to the upstream as it came: Content-Length
+ * bytes, or chunks (civetweb decodes them; they are framed anew). 0, or
+ * an outcome: the client's fault, or the upstream's. */
+static enum outcome
+proxy_request_body(struct req *r, struct upstream *u)
+{
+	bool chunked = r->ri->content_length < 0 &&
+	    mg_get_header(r->conn, "Transfer-Encoding") != NULL;
+	long long left = r->ri->content_length;
+	char size[24];
+	int got;
+
+	while (chunked || left > 0) {
+		got = mg_read(r->conn, u->buf, chunked || left > OTP_PROXY_BUF ?
+		    OTP_PROXY_BUF : (size_t)left);
+		if (got < 0 || (got == 0 && !chunked))
+			return OUT_BAD_BODY;
+		if (chunked) {
+			snprintf(size, sizeof(size), "%x\r\n", (unsigned)got);
+			if (up_send(u, size, strlen(size)) != 0)
+				return OUT_UPSTREAM_DOWN;
+		}
+		if (up_send(u, u->buf, (size_t)got) != 0 ||
+		    (chunked && up_send(u, "\r\n", 2) != 0))
+			return OUT_UPSTREAM_DOWN;
+		if (got == 0)
+			break;
+		left -= got;
+	}
+	return OUT_NONE;
+}
+
+/* Whether s has a control character other than HT (a NUL ends it). */
+static bool
+has_ctl(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* A Content-Length value: digits only, no sign, no overflow. 0 or -1. */
+static int
+proxy_length(const char *v, long long *out)
+{
+	long long n = 0;
+
+	if (*v == '\0' || strspn(v, "0123456789") != strlen(v) ||
+	    strlen(v) > 15)
+		return -1;
+	for (; *v != '\0'; v++)
+		n = n * 10 + (*v - '0');
+	*out = n;
+	return 0;
+}
+
+/*
+ * One header line of the upstream's, split in place into hd: a token, a
+ * colon, the value without blanks around it. A Content-Length or a
+ * Transfer-Encoding sets the framing, *f and *len; those two together,
+ * Content-Lengths that differ, or a coding other than "chunked" are
+ * malformed, as are a blank before the colon, obs-fold (a line that starts
+ * with a blank) and control characters. 0 or -1.
+ */
+static int
+proxy_field(char *line, struct mg_header *hd, enum frame *f, long long *len)
+{
+	char *colon = strchr(line, ':');
+	long long cl;
+	size_t n;
+
+	if (colon == NULL || colon == line || has_ctl(line) ||
+	    strcspn(line, " \t") < (size_t)(colon - line))
+		return -1;
+	*colon = '\0';
+	hd->name = line;
+	for (colon++; *colon == ' ' || *colon == '\t'; colon++)
+		;
+	for (n = strlen(colon); n > 0 && (colon[n - 1] == ' ' ||
+	    colon[n - 1] == '\t'); n--)
+		colon[n - 1] = '\0';
+	hd->value = colon;
+	if (strcasecmp(line, "Transfer-Encoding") == 0) {
+		if (*f != FRAME_CLOSE || strcasecmp(colon, "chunked") != 0)
+			return -1;
+		*f = FRAME_CHUNKED;
+	} else if (strcasecmp(line, "Content-Length") == 0) {
+		if (proxy_length(colon, &cl) != 0 || *f == FRAME_CHUNKED ||
+		    (*f == FRAME_LENGTH && cl != *len))
+			return -1;
+		*f = FRAME_LENGTH;
+		*len = cl;
+	}
+	return 0;
+}
+
+/*
+ * Reads the upstream's response head into u->buf (1xx answers skipped),
+ * NUL-terminating its parts in place: the status, the reason, and up to
+ * OTP_PROXY_HEADERS headers in h (*nh). Then the body's framing: *f and,
+ * for FRAME_LENGTH, *len. Refused, as malformed: a head over
+ * OTP_PROXY_HEAD bytes or OTP_PROXY_HEADERS lines, a bad status line, a
+ * bare LF or a NUL, a 101, a bad line (proxy_field()). The status, or -1.
+ */
+static int
+proxy_response_head(struct upstream *u, struct mg_header *h, int *nh,
+                    const char **reason, enum frame *f, long long *len)
+{
+	char *line;
+	size_t n, start;
+	int status = 100;
+
+	while (status < 200) {
+		up_compact(u); /* the head's parts stay where they are read */
+		u->pin = true;
+		start = u->used;
+		if (up_line(u, OTP_PROXY_HEAD, &line, &n) != 0 || n < 12 ||
+		    (PREFIX(line, "HTTP/1.1 ") == NULL &&
+		    PREFIX(line, "HTTP/1.0 ") == NULL) ||
+		    strspn(line + 9, "0123456789") != 3 || line[12] != ' ')
+			return -1;
+		status = (line[9] - '0') * 100 + (line[10] - '0') * 10 +
+		    line[11] - '0';
+		if (status < 100 || has_ctl(line))
+			return -1;
+		*reason = line + 13;
+		*nh = 0;
+		*f = FRAME_CLOSE;
+		for (;;) {
+			if (up_line(u, OTP_PROXY_HEAD - (u->used - start), &line,
+			    &n) != 0)
+				return -1;
+			if (n == 0)
+				break;
+			if (*nh == OTP_PROXY_HEADERS ||
+			    proxy_field(line, &h[(*nh)++], f, len) != 0)
+				return -1;
+		}
+		if (status == 101)
+			return -1; /* we never ask for an upgrade */
+	}
+	u->pin = false;
+	return status;
+}
+
+/*
+ * The answer's head for the client, into out: the upstream's status and
+ * headers but the dropped ones, a Location at the upstream's own origin
+ * made a path (it would send the browser around us), and the framing:
+ * f as proxy_response_body() will send it. Its length, or -1.
+ */
+static int
+proxy_reply_head(struct req *r, int status, const char *reason,
+                 const struct mg_header *h, int nh, enum frame f,
+                 long long len, bool chunk_out, char *out, size_t cap)
+{
+	const char *auth = r->cfg->upstream + 7, *v, *rest;
+	size_t alen = strcspn(auth, "/"), n;
+	char num[24];
+	int rc = 0, k;
+
+	k = snprintf(out, cap, "HTTP/1.1 %03d %s\r\n", status, reason);
+	if (k < 0 || (size_t)k >= cap)
+		return -1;
+	n = (size_t)k;
+	for (int i = 0; i < nh; i++) {
+		if (proxy_hop(h[i].name, h, nh))
+			continue;
+		v = h[i].value;
+		if (strcasecmp(h[i].name, "Location") == 0 &&
+		    (rest = PREFIX_CI(v, "http://")) != NULL &&
+		    strncasecmp(rest, auth, alen) == 0 &&
+		    (rest[alen] == '/' || rest[alen] == '\0'))
+			v = rest[alen] == '\0' ? "/" : rest + alen;
+		rc |= head_add(out, cap, &n, h[i].name, v);
+	}
+	if (f == FRAME_LENGTH) {
+		snprintf(num, sizeof(num), "%lld", len);
+		rc |= head_add(out, cap, &n, "Content-Length", num);
+	} else if (chunk_out) {
+		rc |= head_add(out, cap, &n, "Transfer-Encoding", "chunked");
+	}
+	rc |= head_add(out, cap, &n, "Connection", reply_keep_alive(r) ?
+	    "keep-alive" : "close");
+	rc |= esc_none("\r\n", out, cap, &n);
+	return rc != 0 ? -1 : (int)n;
+}
+
+/* A chunk-size line: 1 to 15 hex digits, maybe extensions (ignored).
+ * 0 or -1. */
+static int
+proxy_chunk_size(const char *line, long long *len)
+{
+	size_t d = strspn(line, "0123456789abcdefABCDEF");
+
+	if (d == 0 || d > 15 || (line[d] != '\0' && line[d] != ';') ||
+	    has_ctl(line))
+		return -1;
+	*len = strtoll(line, NULL, 16);
+	return 0;
+}
+
+/*
+ * Streams the upstream's body to the client: len bytes, chunks, or all
+ * until the upstream closes (f), in chunks of ours when chunk_out; the
+ * upstream's trailers are dropped. 0, or -1 when either side failed or
+ * a chunk is malformed: the answer is then cut short, never completed.
+ */
+static int
+proxy_response_body(struct req *r, struct upstream *u, enum frame f,
+                    long long len, bool chunk_out)
+{
+	char *line;
+	size_t n;
+	ssize_t k;
+
+	while (f != FRAME_NONE) {
+		if (f == FRAME_CHUNKED && len == 0) {
+			if (up_line(u, OTP_PROXY_HEAD, &line, &n) != 0 ||
+			    proxy_chunk_size(line, &len) != 0)
+				return -1;
+			while (len == 0 && n > 0) /* the trailers, if any */
+				if (up_line(u, OTP_PROXY_HEAD, &line, &n) != 0)
+					return -1;
+			if (len == 0)
+				break;
+		}
+		if (f == FRAME_LENGTH && len == 0)
+			break;
+		if (u->used == u->have && (k = up_fill(u)) <= 0) {
+			if (k == 0 && f == FRAME_CLOSE)
+				break;
+			return -1;
+		}
+		n = u->have - u->used;
+		if (f != FRAME_CLOSE && (long long)n > len)
+			n = (size_t)len;
+		if ((chunk_out ? mg_send_chunk(r->conn, u->buf + u->used,
+		    (unsigned)n) : mg_write(r->conn, u->buf + u->used, n)) <= 0)
+			return -1;
+		u->used += n;
+		len -= (long long)n;
+		if (f == FRAME_CHUNKED && len == 0 && (up_line(u, 3, &line,
+		    &n) != 0 || n != 0))
+			return -1;
+	}
+	return chunk_out && mg_send_chunk(r->conn, "", 0) < 0 ? -1 : 0;
+}
+
+/*
+ * Forwards the request to UPSTREAM for the verified phone and streams the
+ * answer back. OUT_NONE when an answer went to the client (*status, its
+ * status), else the outcome to answer with. Both buffers live here, so
+ * that the error page is made after they are gone (a router's threads
+ * have small stacks).
+ */
+static enum outcome
+proxy_forward(struct req *r, const char *phone, int *status)
+{
+	char buf[OTP_PROXY_BUF], head[OTP_PROXY_HEAD + 1024];
+	struct mg_header h[OTP_PROXY_HEADERS];
+	struct upstream u = { .fd = -1, .halt = r->otp->halt[0],
+	    .timeout_ms = (int)r->cfg->upstream_timeout * 1000, .buf = buf };
+	enum outcome o = OUT_UPSTREAM_DOWN;
+	const char *reason;
+	enum frame f;
+	long long len = 0;
+	bool bodyless, chunk_out;
+	int n, nh;
+
+	if ((n = proxy_request_head(r, phone, head, sizeof(head))) < 0) {
+		o = OUT_INTERNAL;
+		goto out;
+	}
+	if (up_connect(r->cfg, &u) != 0 || up_send(&u, head, (size_t)n) != 0 ||
+	    (o = proxy_request_body(r, &u)) != OUT_NONE)
+		goto out;
+	o = OUT_UPSTREAM_BAD;
+	if ((*status = proxy_response_head(&u, h, &nh, &reason, &f, &len)) < 0)
+		goto out;
+	/* No body after these, whatever the head says (RFC 9112 6.3). */
+	bodyless = strcmp(r->ri->request_method, "HEAD") == 0 ||
+	    *status == 204 || *status == 304;
+	if (bodyless && f != FRAME_LENGTH)
+		f = FRAME_NONE;
+	chunk_out = !bodyless && f >= FRAME_CHUNKED &&
+	    strcmp(r->ri->http_version, "1.1") == 0;
+	if (f == FRAME_CLOSE && !chunk_out)
+		r->close = true; /* HTTP/1.0: the end of the body is the close */
+	if ((n = proxy_reply_head(r, *status, reason, h, nh, f, len, chunk_out,
+	    head, sizeof(head))) < 0)
+		goto out;
+	o = OUT_NONE;
+	if (!reply_keep_alive(r))
+		mg_disable_connection_keep_alive(r->conn);
+	if (mg_write(r->conn, head, (size_t)n) != n || proxy_response_body(r,
+	    &u, bodyless ? FRAME_NONE : f, len, chunk_out) != 0) {
+		mg_disable_connection_keep_alive(r->conn);
+		log_warn(r->otp, "%s: answer cut short (%s)", __func__,
+		    u.slow ? "timeout" : "upstream or client failed");
+	}
+out:
+	if (o != OUT_NONE && o != OUT_BAD_BODY && u.slow)
+		o = OUT_UPSTREAM_SLOW;
+	if (u.fd >= 0)
+		close(u.fd);
+	return o;
+}
+
+/*
+ * Every request for none of our routes when UPSTREAM is set: forwarded
+ * for a verified session. Without one, a GET or HEAD gets the phone form
+ * (401), which returns to the URI after the code; anything else a 401
+ * page, since its body cannot wait for a login. An Upgrade (WebSocket)
+ * cannot be relayed: 501.
+ */
+static int
+on_proxy(struct req *r)
+{
+	const char *m = r->ri->request_method, *q = r->ri->query_string;
+	char phone[OTP_MAX_PHONE_LEN + 1], path[128];
+	enum outcome o;
+	int status = 0, n;
+
+	if (mg_get_header(r->conn, "Upgrade") != NULL) {
+		r->close = true;
+		return reply_outcome(r, OUT_UPGRADE, "");
+	}
+	if (auth_session(r, phone) != 0) {
+		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+			r->close = true;
+			return reply_outcome(r, OUT_SIGN_IN, "");
+		}
+		n = snprintf(r->return_to, sizeof(r->return_to), "%s%s%s",
+		    r->ri->local_uri_raw, q != NULL ? "?" : "", q != NULL ? q :
+		    "");
+		if (n < 0 || (size_t)n >= sizeof(r->return_to) ||
+		    !return_to_ok(r->return_to))
+			r->return_to[0] = '\0';
+		return reply_index(r, 401, "", "");
+	}
+	o = proxy_forward(r, phone, &status);
+	wipe(phone, sizeof(phone));
+	log_escape(r->ri->local_uri_raw, strlen(r->ri->local_uri_raw), path,
+	    sizeof(path));
+	if (o != OUT_NONE) {
+		r->close = true;
+		status = reply_outcome(r, o, "");
+	}
+	log_info(r->otp, "proxied method=%s path=%s status=%d ip=%s", m, path,
+	    status, r->addr);
+	return status;
+}
+
 /* ---- routing ----------------------------------------------------------- */
 
 struct route {
@@ -6178,6 +6927,8 @@ dispatch(struct req *r)
 		    rt->post != NULL ? "Use the form on the start page." :
 		    "Use GET for this page.");
 	}
+	if (r->cfg->upstream[0] != '\0')
+		return on_proxy(r);
 	return reply_error(r, 404, "Not found", "There is no such page.");
 }
 
@@ -6283,7 +7034,10 @@ on_http(struct mg_connection *conn, void *arg)
 	r.cfg = cfg_hold(otp); /* this request's config, whatever SIGHUP does */
 	if (!r.tls && otp->https_port > 0) {
 		rc = redirect_https(&r);
-	} else if (!path_canonical(r.ri->local_uri_raw)) {
+	} else if (!path_canonical(r.ri->local_uri_raw) &&
+	    /* Only our own paths have one spelling; the upstream's are
+	     * its business, and reach it for a verified session only. */
+	    r.cfg->upstream[0] == '\0') {
 		client_address(&r);
 		r.close = true;
 		rc = reply_error(&r, 400, "Bad request", "This address is not "

@@ -40,14 +40,15 @@ run_suite() {
 	add_counts "$out/$name.log" "$rc" "$name"
 }
 
-for s in ${SUITES:-unit model docs numbering integration attack senders \
-    browser packaging}; do
+for s in ${SUITES:-unit model docs numbering integration proxy_mode attack \
+    senders browser packaging}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
 	model) run_suite model "${OTP_MODEL:-build/model}" ;;
 	docs) run_suite docs python3 tests/docs_test.py ;;
 	numbering) run_suite numbering python3 tests/numbering_test.py ;;
 	integration) run_suite integration python3 tests/integration.py ;;
+	proxy_mode) run_suite proxy_mode python3 tests/proxy_mode.py ;;
 	attack) run_suite attack sh tests/attack/run.sh ;;
 	senders) run_suite senders python3 tests/senders.py ;;
 	packaging) run_suite packaging sh tests/packaging/run.sh ;;

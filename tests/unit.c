@@ -221,6 +221,37 @@ test_config_errors(void **state)
 	    " API_KEY must be set for SMS_PROVIDER telnyx");
 }
 
+/* UPSTREAM: "http://host:port", a "/" after it allowed; nothing else. */
+static void
+test_config_upstream(void **state)
+{
+	static const char *const bad[] = {
+		"https://127.0.0.1:8080", "http://127.0.0.1", "http://:80",
+		"http://127.0.0.1:0", "http://127.0.0.1:65536", "http://h:123456",
+		"http://[::1]8080", "http://[::1:80", "http://h:80/x",
+		"http://a b:80", "http://h:80 ", "http://user@h:80", "ftp://h:21",
+	};
+	char host[256], port[8];
+
+	(void)state;
+	assert_int_equal(upstream_split("http://127.0.0.1:8080", host, port), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_string_equal(port, "8080");
+	assert_int_equal(upstream_split("http://[::1]:80/", host, port), 0);
+	assert_string_equal(host, "::1");
+	assert_string_equal(port, "80");
+	assert_int_equal(upstream_split("http://router.lan:65535", host, port),
+	    0);
+	assert_string_equal(host, "router.lan");
+	for (size_t i = 0; i < countof(bad); i++)
+		if (upstream_split(bad[i], host, port) != -1)
+			fail_msg("UPSTREAM '%s' taken", bad[i]);
+	expect_error("\nUPSTREAM='http://127.0.0.1'\n",
+	    "2: UPSTREAM must be 'http://host:port'");
+	expect_error("UPSTREAM_TIMEOUT=601\n",
+	    "1: UPSTREAM_TIMEOUT must be 1..600");
+}
+
 static void
 test_config_env(void **state)
 {
@@ -2315,6 +2346,7 @@ main(void)
 		cmocka_unit_test(test_config_tutorial),
 		cmocka_unit_test(test_config_literals),
 		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_config_upstream),
 		cmocka_unit_test(test_config_env),
 		cmocka_unit_test(test_config_missing_file),
 		cmocka_unit_test(test_config_documented),

@@ -12,6 +12,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -224,7 +225,7 @@ async function main() {
 	}, true);
 
 	const cfg = path.join(tmp, 'config.cfg');
-	fs.writeFileSync(cfg, [
+	const cfgLines = [
 		'# written by tests/browser/browser.mjs',
 		`API_KEY='${API_KEY}'`,
 		`FROM_NUMBER='${FROM}'`,
@@ -234,7 +235,8 @@ async function main() {
 		`SMS_API_URL='https://127.0.0.1:${fakePort}/v2/messages'`,
 		`SMS_CA_FILE='${path.join(certs, 'ca.pem')}'`,
 		'',
-	].join('\n'));
+	];
+	fs.writeFileSync(cfg, cfgLines.join('\n'));
 
 	let server, base;
 	await check('otp_demo starts', async () => {
@@ -437,6 +439,8 @@ async function main() {
 		eq(new URL(page.url()).pathname, '/', 'link back');
 	});
 
+	await proxyMode(cfgLines, recordFile);
+
 	// Give late console messages or requests a moment to arrive.
 	await page.waitForTimeout(100);
 	await check('no console errors', () => {
@@ -462,6 +466,69 @@ async function main() {
 		const { code: c, sig } = await stop(server);
 		assert(c === 0, `exit ${c ?? sig}: ${tail(server.err)}`);
 	});
+}
+
+// Proxy mode: a second otp_demo with UPSTREAM at a small HTML server (in
+// this process). /admin/page?tab=1 gives the phone form; after the code
+// the browser lands on the upstream's page it first asked for.
+async function proxyMode(cfgLines, recordFile) {
+	const seen = [];
+	const up = http.createServer((req, res) => {
+		seen.push({ url: req.url, user: req.headers['remote-user'] });
+		res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+		res.end(`<!doctype html><html lang="en"><title>Upstream admin</title>
+<h1 id="up">upstream page ${req.url.replace(/[<&]/g, '')}</h1>`);
+	});
+	await new Promise((res) => up.listen(0, '127.0.0.1', res));
+	const cfg = path.join(tmp, 'proxy.cfg');
+	fs.writeFileSync(cfg, [...cfgLines,
+		`UPSTREAM='http://127.0.0.1:${up.address().port}'`, ''].join('\n'));
+	let server, base, context;
+	try {
+		await check('proxy mode: otp_demo starts', async () => {
+			const r = await start('otp_demo proxy', otpBin, ['-c', cfg],
+				/listening on http:\/\/127\.0\.0\.1:(\d+)/, childEnv());
+			server = r.rec;
+			base = `http://127.0.0.1:${r.m[1]}`;
+		}, true);
+		context = await browser.newContext();
+		context.setDefaultTimeout(STEP_MS);
+		const page = await context.newPage();
+		const want = '/admin/page?tab=1';
+		const n0 = records(recordFile).length;
+		await check('proxy mode: the phone form first', async () => {
+			const resp = await page.goto(`${base}${want}`);
+			eq(resp.status(), 401, 'status');
+			assert(await page.isVisible('#phone'), 'no phone field');
+			eq(await page.getAttribute('input[name=return_to]', 'value'), want, 'return_to');
+			eq(seen.length, 0, 'upstream requests before the login');
+		}, true);
+		await check('proxy mode: the flow lands on the page asked for', async () => {
+			await page.fill('#phone', TYPED);
+			eq((await submit(page)).status(), 200, 'request status');
+			const r = await waitRecords(recordFile, n0 + 1);
+			eq(r.length, n0 + 1, 'SMS requests');
+			await page.fill('#token', r[n0].json.text.trim().split(/\s+/).pop());
+			const resp = await submit(page);
+			eq(resp.status(), 200, 'status');
+			eq(new URL(page.url()).pathname + new URL(page.url()).search, want, 'URL');
+			eq((await page.innerText('#up')).trim(), `upstream page ${want}`, 'upstream page');
+			eq(seen.length, 1, 'upstream requests');
+			eq(seen[0].user, E164, 'Remote-User at the upstream');
+			await shot(page, 'proxy-upstream');
+		});
+		await context.close();
+		context = null;
+		await check('proxy mode: otp_demo exits cleanly on SIGTERM', async () => {
+			const { code: c, sig } = await stop(server);
+			assert(c === 0, `exit ${c ?? sig}: ${tail(server.err)}`);
+			assert(!server.err.includes(E164), 'full phone number in the log');
+		});
+	} finally {
+		if (context)
+			await context.close().catch(() => {});
+		up.close();
+	}
 }
 
 async function cleanup() {
