@@ -11,6 +11,8 @@ Python standard library only.
     HTTP        Client (a browser: cookie jar, CSRF token, forms, the JSON
                 API), Resp, the page parsers, and raw exchanges for the
                 framing tests
+    proxies     nginx in the foreground (start_nginx), and README's
+                snippets that the proxy tests run (readme_snippets)
     fixtures    the test data (numbers, keys, messages), the test
                 certificates, Ctx (one case: a fake SMS API, the server,
                 browsers, and the log scan after it) and its Browser
@@ -996,6 +998,20 @@ def start_nginx(dir, tmp, http, connections=64):
     return Server(dir, command=[nginx_path() or "nginx", "-p", tmp, "-c",
                                 conf, "-e", tmp + "/error.log"],
                   listen_re=None, stdout="file", stderr="file").start()
+
+
+# ---- README's snippets ---------------------------------------------------------
+
+def readme_snippets(mark):
+    """{language: text} of README's fenced blocks that name mark (the test
+    that runs them), so that what README shows is what is tested."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    out = {}
+    for m in re.finditer(r"```(\w+)\n(.*?)```", text, re.S):
+        if mark in m.group(2):
+            out[m.group(1)] = m.group(2)
+    return out
 
 
 # ---- what every answer must be ---------------------------------------------------
