@@ -977,13 +977,19 @@ http {{
 """
 
 
-def nginx_path():
-    """Debian's nginx (or $NGINX), or None."""
-    for c in (os.environ.get("NGINX"), shutil.which("nginx"),
-              "/usr/sbin/nginx"):
+def tool_path(name, debian):
+    """The program name: $NAME (upper case) if set, else name on PATH,
+    else debian (where Debian's package puts it); None if none of them is
+    executable."""
+    for c in (os.environ.get(name.upper()), shutil.which(name), debian):
         if c and os.access(c, os.X_OK):
             return c
     return None
+
+
+def nginx_path():
+    """Debian's nginx (or $NGINX), or None."""
+    return tool_path("nginx", "/usr/sbin/nginx")
 
 
 def start_nginx(dir, tmp, http, connections=64):
@@ -998,6 +1004,32 @@ def start_nginx(dir, tmp, http, connections=64):
     return Server(dir, command=[nginx_path() or "nginx", "-p", tmp, "-c",
                                 conf, "-e", tmp + "/error.log"],
                   listen_re=None, stdout="file", stderr="file").start()
+
+
+# ---- otp_demo behind a proxy ---------------------------------------------------
+
+# otp_demo as the proxy tests run it behind nginx or Caddy, trusting
+# them: the console sender, six-digit codes and no wait between codes
+# (one number is verified several times in a row).
+BEHIND_PROXY = {
+    "OTP_LISTEN": "127.0.0.1:0",
+    "OTP_SMS_PROVIDER": "console",
+    "OTP_TRUSTED_PROXY": "127.0.0.1",
+    "OTP_TOKEN_ALPHABET": "digits",
+    "OTP_TOKEN_LENGTH": "6",
+    "OTP_RESEND_INTERVAL": "0",
+}
+
+
+def start_behind_proxy(dir):
+    """otp_demo with BEHIND_PROXY in dir (emptied first). Returns the
+    Server, whose port is None if it did not start (its log says why)."""
+    srv = Server(fresh_dir(dir), env=BEHIND_PROXY, start_timeout=30)
+    try:
+        srv.start()
+    except Fail:
+        pass
+    return srv
 
 
 # ---- README's snippets ---------------------------------------------------------
