@@ -11,8 +11,9 @@ Python standard library only.
     HTTP        Client (a browser: cookie jar, CSRF token, forms, the JSON
                 API), Resp, the page parsers, and raw exchanges for the
                 framing tests
-    proxies     nginx in the foreground (start_nginx), and README's
-                snippets that the proxy tests run (readme_snippets)
+    proxies     nginx and Caddy in the foreground (start_nginx,
+                start_caddy), and README's snippets that the proxy tests
+                run (readme_snippets)
     fixtures    the test data (numbers, keys, messages), the test
                 certificates, Ctx (one case: a fake SMS API, the server,
                 browsers, and the log scan after it) and its Browser
@@ -826,10 +827,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=10.0):
-    """True once 127.0.0.1:port accepts a connection."""
+def wait_port(port, timeout=10.0, server=None):
+    """True once 127.0.0.1:port accepts a connection; False after timeout,
+    or at once when server (the Server that is to listen) has exited."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if server is not None and not server.alive():
+            return False
         try:
             socket.create_connection(("127.0.0.1", port), 0.5).close()
             return True
@@ -1030,6 +1034,43 @@ def start_behind_proxy(dir):
     except Fail:
         pass
     return srv
+
+
+# ---- Caddy in front -----------------------------------------------------------
+
+# Global options: no admin endpoint, no automatic HTTPS (no ACME, no
+# redirect listener on :80), and sites on loopback only (a site's address
+# names the host to match, not where to listen).
+CADDY_CONF = """\
+{{
+	admin off
+	auto_https off
+	default_bind 127.0.0.1
+}}
+{sites}
+"""
+
+
+def caddy_path():
+    """Debian's caddy (or $CADDY), or None."""
+    return tool_path("caddy", "/usr/bin/caddy")
+
+
+def start_caddy(dir, tmp, sites):
+    """caddy run in the foreground, unprivileged, from tmp/Caddyfile: the
+    global options above and sites (site blocks). HOME and the XDG
+    directories are tmp, so whatever Caddy stores stays there; its output
+    (JSON log lines) is in dir. Returns the Server, which logs no port:
+    wait_port() for the ports the sites listen on."""
+    conf = os.path.join(tmp, "Caddyfile")
+    with open(conf, "w") as f:
+        f.write(CADDY_CONF.format(sites=sites.rstrip("\n")))
+    home = {"HOME": tmp, "XDG_DATA_HOME": os.path.join(tmp, "data"),
+            "XDG_CONFIG_HOME": os.path.join(tmp, "config")}
+    return Server(dir, command=[caddy_path() or "caddy", "run", "--config",
+                                conf, "--adapter", "caddyfile"],
+                  env=home, listen_re=None, stdout="file",
+                  stderr="file").start()
 
 
 # ---- README's snippets ---------------------------------------------------------
