@@ -7,9 +7,9 @@
 #                         (PREFIX=/usr/local, DESTDIR, BINDIR, SYSCONFDIR,
 #                         SYSTEMDUNITDIR, DOCDIR)
 #   make test-packaging   tests/packaging/run.sh: exported symbols, embed,
-#                         nginx forward-auth, OpenWrt init script and
-#                         package, make install + systemd-analyze; ends
-#                         "N passed, M failed"
+#                         nginx and Caddy forward-auth, OpenWrt init
+#                         script and package, make install +
+#                         systemd-analyze; ends "N passed, M failed"
 #
 #   make dist             build/dist/otp_demo-VERSION.tar.gz: the release
 #                         tarball of the last commit (git archive; the

@@ -11,6 +11,9 @@ Python standard library only.
     HTTP        Client (a browser: cookie jar, CSRF token, forms, the JSON
                 API), Resp, the page parsers, and raw exchanges for the
                 framing tests
+    proxies     nginx and Caddy in the foreground (start_nginx,
+                start_caddy), and README's snippets that the proxy tests
+                run (readme_snippets)
     fixtures    the test data (numbers, keys, messages), the test
                 certificates, Ctx (one case: a fake SMS API, the server,
                 browsers, and the log scan after it) and its Browser
@@ -824,10 +827,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=10.0):
-    """True once 127.0.0.1:port accepts a connection."""
+def wait_port(port, timeout=10.0, server=None):
+    """True once 127.0.0.1:port accepts a connection; False after timeout,
+    or at once when server (the Server that is to listen) has exited."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if server is not None and not server.alive():
+            return False
         try:
             socket.create_connection(("127.0.0.1", port), 0.5).close()
             return True
@@ -975,13 +981,19 @@ http {{
 """
 
 
-def nginx_path():
-    """Debian's nginx (or $NGINX), or None."""
-    for c in (os.environ.get("NGINX"), shutil.which("nginx"),
-              "/usr/sbin/nginx"):
+def tool_path(name, debian):
+    """The program name: $NAME (upper case) if set, else name on PATH,
+    else debian (where Debian's package puts it); None if none of them is
+    executable."""
+    for c in (os.environ.get(name.upper()), shutil.which(name), debian):
         if c and os.access(c, os.X_OK):
             return c
     return None
+
+
+def nginx_path():
+    """Debian's nginx (or $NGINX), or None."""
+    return tool_path("nginx", "/usr/sbin/nginx")
 
 
 def start_nginx(dir, tmp, http, connections=64):
@@ -996,6 +1008,83 @@ def start_nginx(dir, tmp, http, connections=64):
     return Server(dir, command=[nginx_path() or "nginx", "-p", tmp, "-c",
                                 conf, "-e", tmp + "/error.log"],
                   listen_re=None, stdout="file", stderr="file").start()
+
+
+# ---- otp_demo behind a proxy ---------------------------------------------------
+
+# otp_demo as the proxy tests run it behind nginx or Caddy, trusting
+# them: the console sender, six-digit codes and no wait between codes
+# (one number is verified several times in a row).
+BEHIND_PROXY = {
+    "OTP_LISTEN": "127.0.0.1:0",
+    "OTP_SMS_PROVIDER": "console",
+    "OTP_TRUSTED_PROXY": "127.0.0.1",
+    "OTP_TOKEN_ALPHABET": "digits",
+    "OTP_TOKEN_LENGTH": "6",
+    "OTP_RESEND_INTERVAL": "0",
+}
+
+
+def start_behind_proxy(dir):
+    """otp_demo with BEHIND_PROXY in dir (emptied first). Returns the
+    Server, whose port is None if it did not start (its log says why)."""
+    srv = Server(fresh_dir(dir), env=BEHIND_PROXY, start_timeout=30)
+    try:
+        srv.start()
+    except Fail:
+        pass
+    return srv
+
+
+# ---- Caddy in front -----------------------------------------------------------
+
+# Global options: no admin endpoint, no automatic HTTPS (no ACME, no
+# redirect listener on :80), and sites on loopback only (a site's address
+# names the host to match, not where to listen).
+CADDY_CONF = """\
+{{
+	admin off
+	auto_https off
+	default_bind 127.0.0.1
+}}
+{sites}
+"""
+
+
+def caddy_path():
+    """Debian's caddy (or $CADDY), or None."""
+    return tool_path("caddy", "/usr/bin/caddy")
+
+
+def start_caddy(dir, tmp, sites):
+    """caddy run in the foreground, unprivileged, from tmp/Caddyfile: the
+    global options above and sites (site blocks). HOME and the XDG
+    directories are tmp, so whatever Caddy stores stays there; its output
+    (JSON log lines) is in dir. Returns the Server, which logs no port:
+    wait_port() for the ports the sites listen on."""
+    conf = os.path.join(tmp, "Caddyfile")
+    with open(conf, "w") as f:
+        f.write(CADDY_CONF.format(sites=sites.rstrip("\n")))
+    home = {"HOME": tmp, "XDG_DATA_HOME": os.path.join(tmp, "data"),
+            "XDG_CONFIG_HOME": os.path.join(tmp, "config")}
+    return Server(dir, command=[caddy_path() or "caddy", "run", "--config",
+                                conf, "--adapter", "caddyfile"],
+                  env=home, listen_re=None, stdout="file",
+                  stderr="file").start()
+
+
+# ---- README's snippets ---------------------------------------------------------
+
+def readme_snippets(mark):
+    """{language: text} of README's fenced blocks that name mark (the test
+    that runs them), so that what README shows is what is tested."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    out = {}
+    for m in re.finditer(r"```(\w+)\n(.*?)```", text, re.S):
+        if mark in m.group(2):
+            out[m.group(1)] = m.group(2)
+    return out
 
 
 # ---- what every answer must be ---------------------------------------------------

@@ -13,7 +13,7 @@ set -eu
 build="gcc make libc6-dev pkg-config patch xz-utils ca-certificates
        libmbedtls-dev libcurl4-openssl-dev"
 test="$build libcmocka-dev openssl chromium nodejs npm python3 procps
-      python3-phonenumbers nginx systemd busybox curl valgrind"
+      python3-phonenumbers nginx caddy systemd busybox curl valgrind"
 static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
         gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu
         gcc-mips-linux-gnu glibc-source openssl python3"

@@ -28,7 +28,6 @@ The variant itself sent straight to the server gets 400 and a close
 """
 
 import os
-import re
 import shutil
 import socket
 import sys
@@ -42,20 +41,8 @@ import harness as h  # noqa: E402
 import framing  # noqa: E402
 
 OUT = os.path.join(h.ROOT, "tests", "out", "attack")
-README = os.path.join(h.ROOT, "README.md")
 FOLLOW = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 MARK = "tests/attack/desync.py"
-
-
-def readme_snippets():
-    """{language: text} of README's fenced blocks that name this file."""
-    with open(README) as f:
-        text = f.read()
-    out = {}
-    for m in re.finditer(r"```(\w+)\n(.*?)```", text, re.S):
-        if MARK in m.group(2):
-            out[m.group(1)] = m.group(2)
-    return out
 
 
 # ---- the recording relay -----------------------------------------------------
@@ -286,7 +273,7 @@ def main():
                                                        os.X_OK),
                        "tools/deps.sh attack"):
             return t.done()
-    snips = readme_snippets()
+    snips = h.readme_snippets(MARK)
     if not t.check("README has the nginx and haproxy snippets naming %s"
                    % MARK, "nginx" in snips and "haproxy" in snips,
                    "found %s" % sorted(snips)):

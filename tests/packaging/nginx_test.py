@@ -112,19 +112,7 @@ def main():
     otp = None
     ng = None
     try:
-        otp = h.Server(h.fresh_dir(os.path.join(OUT, "nginx-otp_demo")), env={
-            "OTP_LISTEN": "127.0.0.1:0",
-            "OTP_SMS_PROVIDER": "console",
-            "OTP_TRUSTED_PROXY": "127.0.0.1",
-            "OTP_TOKEN_ALPHABET": "digits",
-            "OTP_TOKEN_LENGTH": "6",
-            # the HTTP and the HTTPS part verify the same number in turn
-            "OTP_RESEND_INTERVAL": "0",
-        })
-        try:
-            otp.start()
-        except h.Fail:
-            pass
+        otp = h.start_behind_proxy(os.path.join(OUT, "nginx-otp_demo"))
         if not t.check("otp_demo starts", otp.port is not None,
                        otp.log()[-400:]):
             return t.done()

@@ -31,11 +31,12 @@ run() {
 	passed=$((passed + p)) failed=$((failed + f))
 }
 
-for t in ${PACKAGING:-symbols embed nginx openwrt-uci openwrt-pkg systemd spool notices}; do
+for t in ${PACKAGING:-symbols embed nginx caddy openwrt-uci openwrt-pkg systemd spool notices}; do
 	case $t in
 	symbols) run symbols sh tests/packaging/symbols.sh ;;
 	embed) run embed python3 tests/packaging/embed_test.py ;;
 	nginx) run nginx python3 tests/packaging/nginx_test.py ;;
+	caddy) run caddy python3 tests/packaging/caddy_test.py ;;
 	openwrt-uci) run openwrt-uci sh tests/packaging/openwrt_uci_test.sh ;;
 	openwrt-pkg) run openwrt-pkg sh tests/packaging/openwrt_pkg_test.sh ;;
 	systemd) run systemd sh tests/packaging/systemd_test.sh ;;
