@@ -726,6 +726,8 @@ STUB_ADDR_lan=192.168.1.1 jail_start
 check_call "port 443: the jail grants CAP_NET_BIND_SERVICE (ujail -C)" \
 	"set_param [capabilities] [$OTPD_CAPS]"
 expect "port 443: LISTEN is the LAN address, TLS" "$(listen_of)" "'192.168.1.1:443s'"
+check_call "procd: an edited users file means SIGHUP on reload" \
+	"set_param [file] [$conf] [$tmp/users.d/users]"
 case "$(jail_of)" in
 *"ro $tmp/users.d"*) ok "jail: users_file's directory, read-only" ;;
 *) bad "jail: users_file's directory, read-only" "$(jail_of)" ;;
