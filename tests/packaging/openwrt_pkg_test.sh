@@ -49,7 +49,8 @@ else
 fi
 pkg=$feed/otp-demo
 tarball=$tmp/dist/otp_demo-$version.tar.gz
-for f in Makefile files/otp_demo.init files/otp_demo.config files/otp_demo.keep test.sh; do
+for f in Makefile files/otp_demo.init files/otp_demo.config files/otp_demo.keep \
+    files/otp_demo.capabilities.json test.sh; do
 	if [ -f "$pkg/$f" ]; then ok "feed has otp-demo/$f"; else bad "feed has otp-demo/$f"; fi
 done
 if grep -q "src-link otp $feed" "$tmp/feed.log"; then
@@ -216,6 +217,18 @@ expect "/usr/bin/otp_demo 0755" "$(mode "$r/usr/bin/otp_demo")" 755
 expect "/etc/init.d/otp_demo 0755" "$(mode "$r/etc/init.d/otp_demo")" 755
 expect "/etc/config/otp_demo 0600 (it may hold the API key)" \
 	"$(mode "$r/etc/config/otp_demo")" 600
+# procd's ujail reads it (-C) to grant the daemon a port below 1024.
+caps=$r/etc/capabilities/otp_demo.json
+if python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+sets = ("bounding", "effective", "ambient", "permitted", "inheritable")
+sys.exit(sorted(d) != sorted(sets) or
+         any(d[k] != ["CAP_NET_BIND_SERVICE"] for k in sets))' "$caps"; then
+	ok "/etc/capabilities/otp_demo.json: CAP_NET_BIND_SERVICE only, in every set"
+else
+	bad "/etc/capabilities/otp_demo.json: CAP_NET_BIND_SERVICE only, in every set" \
+		"$(cat "$caps" 2>&1)"
+fi
 expect "sysupgrade keeps /etc/otp_demo (session key, certificate)" \
 	"$(cat "$r/lib/upgrade/keep.d/otp-demo" 2>/dev/null)" "/etc/otp_demo/"
 expect "otp_demo --version prints the package version" \

@@ -706,6 +706,71 @@ else
 	ok "jail 0: started without a jail"
 fi
 
+# ---- in front of LuCI: port 443, upstream, users ------------------------------------
+# README's "Protecting LuCI" options, as the shipped config's comments give
+# them: the capability to bind 443 through the jail, USERS_FILE's directory
+# in it, and the keys written for the daemon, which accepts them (-t).
+mkdir -p "$tmp/users.d"
+printf '+15551234567 alice admins\n' > "$tmp/users.d/users"
+uci_reset
+uci enabled 1
+uci interface lan
+uci port 443
+uci tls 1
+uci state_dir "$tmp/state"
+uci upstream 'http://127.0.0.1:8080'
+uci upstream_timeout 20
+uci users_file "$tmp/users.d/users"
+uci cookie_domain example.lan
+STUB_ADDR_lan=192.168.1.1 jail_start
+check_call "port 443: the jail grants CAP_NET_BIND_SERVICE (ujail -C)" \
+	"set_param [capabilities] [$OTPD_CAPS]"
+expect "port 443: LISTEN is the LAN address, TLS" "$(listen_of)" "'192.168.1.1:443s'"
+check_call "procd: an edited users file means SIGHUP on reload" \
+	"set_param [file] [$conf] [$tmp/users.d/users]"
+case "$(jail_of)" in
+*"ro $tmp/users.d"*) ok "jail: users_file's directory, read-only" ;;
+*) bad "jail: users_file's directory, read-only" "$(jail_of)" ;;
+esac
+for kv in "UPSTREAM='http://127.0.0.1:8080'" "UPSTREAM_TIMEOUT=20" \
+    "USERS_FILE='$tmp/users.d/users'" "COOKIE_DOMAIN='example.lan'"; do
+	if grep -qxF "$kv" "$conf"; then ok "written: $kv"; else bad "written: $kv" "$(cat "$conf")"; fi
+done
+if "$OTPD_PROG" -t -c "$conf" > "$tmp/t.out" 2>&1; then
+	ok "otp_demo -t accepts the LuCI set-up"
+else
+	bad "otp_demo -t accepts the LuCI set-up" "$(cat "$tmp/t.out")"
+fi
+uci jail 0
+STUB_ADDR_lan=192.168.1.1 jail_start
+if ! grep -q open_instance "$procd_log" && grep -q 'port 443 is below 1024' "$tmp/j.err"; then
+	ok "port 443 without the jail: not started, and says why"
+else
+	bad "port 443 without the jail: not started, and says why" "$(cat "$tmp/j.err")"
+fi
+uci jail 1
+uci port 5000
+STUB_ADDR_lan=192.168.1.1 jail_start
+if grep -q capabilities "$procd_log"; then
+	bad "port 5000: no capability asked for"
+else
+	ok "port 5000: no capability asked for"
+fi
+uci users_file "$tmp/state/users"
+printf '+15551234567 alice\n' > "$tmp/state/users"
+STUB_ADDR_lan=192.168.1.1 jail_start
+case "$(jail_of)" in
+*"ro $tmp/state"*) bad "users_file in the state directory: no second mount" "$(jail_of)" ;;
+*) ok "users_file in the state directory: no second mount" ;;
+esac
+uci users_file "$tmp/users.d/missing"
+STUB_ADDR_lan=192.168.1.1 jail_start
+if ! grep -q open_instance "$procd_log" && grep -q 'users_file=.* with false' "$tmp/j.err"; then
+	ok "users_file that does not exist: refused, named"
+else
+	bad "users_file that does not exist: refused, named" "$(cat "$tmp/j.err")"
+fi
+
 # ---- reload: SIGHUP or restart ------------------------------------------------------
 uci_reset
 uci enabled 1
