@@ -1453,6 +1453,7 @@ config_line(struct config *c, struct origin *o, int lineno, const char *line,
 }
 
 static bool listen_has_tls(const char *listen);
+static bool listen_loopback(const char *listen);
 
 static int
 config_defaults(struct config *c, char *err, size_t errlen)
@@ -1621,6 +1622,50 @@ config_countries(struct config *c, const struct origin *o, char *err,
 	return 0;
 }
 
+static const char console_fix[] = "set API_KEY, or SMS_PROVIDER='console' "
+    "to print codes instead of sending them";
+
+/* The console sender, picked because no SMS_PROVIDER is set, on a
+ * listener that is not loopback: an error naming where (LISTEN's place).
+ * 0, or -1 with err set. */
+static int
+console_exposed(const struct config *c, const char *where, char *err,
+                size_t errlen)
+{
+	if (c->sender != &senders[SENDER_console] || c->sms_provider[0] ||
+	    listen_loopback(c->listen))
+		return 0;
+	return config_error(err, errlen, where, "LISTEN %s is not loopback "
+	    "only, and the sender is the console: %s", c->listen, console_fix);
+}
+
+/*
+ * The console sender prints codes instead of sending them, so it is never
+ * a silent fallback where that matters. Unless SMS_PROVIDER names a
+ * sender, a set but empty API_KEY (a secret lost on its way: an empty
+ * OTP_API_KEY, a template) is an error, and so is the console on a
+ * listener others reach, who would be told "we sent a code" that only
+ * stdout got. No API_KEY, or the tutorial's placeholder, on loopback
+ * stays the console: `make run` on a fresh machine. 0, or -1 with err.
+ */
+static int
+config_check_console(const struct config *c, const struct origin *o,
+                     char *err, size_t errlen)
+{
+	char where[OTP_MAX_STR + 32];
+	size_t i = 0;
+
+	config_find("API_KEY", &i);
+	if (c->sms_provider[0] == '\0' && o->line[i] != 0 &&
+	    c->api_key[0] == '\0') {
+		config_where(o, "API_KEY", where, sizeof(where));
+		return config_error(err, errlen, where, "API_KEY is set but "
+		    "empty: %s", console_fix);
+	}
+	config_where(o, "LISTEN", where, sizeof(where));
+	return console_exposed(c, where, err, errlen);
+}
+
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
@@ -1642,7 +1687,8 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	c->alphabet = strcmp(c->token_alphabet, "digits") == 0 ?
 	    ALPHABET_DIGITS : ALPHABET_HEX;
 
-	if (config_countries(c, o, err, errlen) != 0)
+	if (config_countries(c, o, err, errlen) != 0 ||
+	    config_check_console(c, o, err, errlen) != 0)
 		return -1;
 	return c->sender->check != NULL ?
 	    c->sender->check(c, o, err, errlen) : 0;
@@ -5776,15 +5822,18 @@ on_healthz(struct req *r)
 }
 
 /* Ready when the sender can send: Telnyx and HTTP gateways need their CA
- * bundle readable; the others are always ready. */
+ * bundle readable; the others are always ready. The answer names the
+ * sender ("ready: console sender"), so a probe can tell a console. */
 static int
 on_readyz(struct req *r)
 {
 	const struct config *c = r->cfg;
+	bool ok = !c->sender->needs_ca || access(c->sms_ca_file, R_OK) == 0;
+	char text[64];
 
-	if (c->sender->needs_ca && access(c->sms_ca_file, R_OK) != 0)
-		return reply_text(r, 503, "not ready: CA bundle unreadable\n");
-	return reply_text(r, 200, "ready\n");
+	snprintf(text, sizeof(text), "%sready: %s sender%s\n", ok ? "" :
+	    "not ", c->sender->name, ok ? "" : ": CA bundle unreadable");
+	return reply_text(r, ok ? 200 : 503, text);
 }
 
 /* A labelled counter family of /metrics ("name{label"): its TYPE line,
@@ -6754,6 +6803,14 @@ otp_reload(struct otp *otp, const char *config_path, char *err, size_t errlen)
 		}
 	}
 	cfg_drop(cur);
+	/* LISTEN waits for a restart (above): the one in use, not the
+	 * file's, decides whether the console would be exposed. */
+	if (console_exposed(next, config_path != NULL ? config_path :
+	    "environment", err, errlen) != 0) {
+		wipe(next, sizeof(*next));
+		free(next);
+		return -1;
+	}
 	cfg_swap(otp, next);
 	log_info(otp, "reload: configuration applied");
 	return 0;
@@ -6838,6 +6895,34 @@ listen_has_tls(const char *listen)
 		if (len > 0 && item[len - 1] == 's')
 			return true;
 	return false;
+}
+
+/*
+ * True if every LISTEN entry is a loopback address: 127.0.0.0/8, [::1] or
+ * localhost. A bare port ("5000", "+5000") is every interface, and what
+ * is not read as an address counts as reachable from outside.
+ */
+static bool
+listen_loopback(const char *listen)
+{
+	static const uint8_t lo6[16] = { [15] = 1 };
+	const char *item, *colon;
+	uint8_t a[17];
+	size_t len;
+
+	while (list_next(&listen, ',', &item, &len)) {
+		if ((colon = memrchr(item, ':', len)) == NULL)
+			return false;
+		len = (size_t)(colon - item);
+		if (len > 2 && item[0] == '[' && item[len - 1] == ']')
+			item++, len -= 2;
+		if (len == 9 && strncasecmp(item, "localhost", 9) == 0)
+			continue;
+		if (!addr_parse(item, len, a) || (a[0] == 4 ? a[1] != 127 :
+		    memcmp(a + 1, lo6, 16) != 0))
+			return false;
+	}
+	return true;
 }
 
 /*
