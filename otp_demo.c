@@ -565,6 +565,23 @@ json_escape(const char *s, char *out, size_t outlen, size_t *n)
 	return 0;
 }
 
+/* A Prometheus label value: \\, " and a newline are escaped, as the text
+ * format wants; every other byte is itself there. */
+static int
+label_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	while (*s != '\0') {
+		size_t run = strcspn(s, "\\\"\n");
+		char esc[2] = { '\\', *s == '\n' ? 'n' : *s };
+
+		if (run > 0 ? out_put(out, outlen, n, s, run) != 0 :
+		    out_put(out, outlen, n, esc, 2) != 0)
+			return -1;
+		s += run > 0 ? run : 1;
+	}
+	return 0;
+}
+
 /* The one percent-encoder: every byte but unreserved ones and those in
  * keep becomes %XX. */
 static int
@@ -5836,19 +5853,56 @@ on_readyz(struct req *r)
 	return reply_text(r, ok ? 200 : 503, text);
 }
 
-/* A labelled counter family of /metrics ("name{label"): its TYPE line,
- * then one line per label value, values[first] to values[end - 1]. */
+/*
+ * /metrics is Prometheus's text format (version 0.0.4). Every family has
+ * a HELP and a TYPE line, which `promtool check metrics` wants; each
+ * helper appends to out (cap bytes, *n used) as buf_printf() does, and a
+ * reply that did not fit is an error, never a cut list.
+ */
+
+/* The HELP and TYPE lines of the family name ("name" or "name{label"). */
+static void
+metrics_head(char *out, size_t cap, size_t *n, const char *name,
+             const char *type, const char *help)
+{
+	int len = (int)strcspn(name, "{");
+
+	buf_printf(out, cap, n, "# HELP %.*s %s\n# TYPE %.*s %s\n", len, name,
+	    help, len, name, type);
+}
+
+/* A family of one series without labels. */
+static void
+metrics_one(char *out, size_t cap, size_t *n, const char *name,
+            const char *type, const char *help, unsigned long value)
+{
+	metrics_head(out, cap, n, name, type, help);
+	buf_printf(out, cap, n, "%s %lu\n", name, value);
+}
+
+/* Appends before, then ="value" with value escaped as a label value. */
+static void
+metrics_label(char *out, size_t cap, size_t *n, const char *before,
+              const char *value)
+{
+	buf_printf(out, cap, n, "%s=\"", before);
+	if (label_escape(value, out, cap, n) != 0)
+		*n = cap;
+	buf_printf(out, cap, n, "\"");
+}
+
+/* A labelled counter family ("name{label"): one series per label value,
+ * values[first] to values[end - 1]. */
 static void
 metrics_family(char *out, size_t cap, size_t *n, const char *name_label,
-               const char *const *values, const atomic_ulong *counts,
-               int first, int end)
+               const char *help, const char *const *values,
+               const atomic_ulong *counts, int first, int end)
 {
-	int name = (int)strcspn(name_label, "{");
-
-	buf_printf(out, cap, n, "# TYPE %.*s counter\n", name, name_label);
-	for (int i = first; i < end; i++)
-		buf_printf(out, cap, n, "%s=\"%s\"} %lu\n", name_label,
-		    values[i], atomic_load(&counts[i]));
+	metrics_head(out, cap, n, name_label, "counter", help);
+	for (int i = first; i < end; i++) {
+		metrics_label(out, cap, n, name_label, values[i]);
+		buf_printf(out, cap, n, "} %lu\n", atomic_load(&counts[i]));
+	}
 }
 
 /* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
@@ -5871,19 +5925,30 @@ on_metrics(struct req *r)
 	if (!r->cfg->metrics || !addr_in_list(r->addr, strlen(r->addr),
 	    r->cfg->metrics_allow))
 		return reply_error(r, 404, "Not found", "There is no such page.");
-	buf_printf(out, sizeof(out), &n, "# TYPE otp_sms_sent_total counter\n"
-	    "otp_sms_sent_total %lu\n", atomic_load(&st->sent));
+	metrics_one(out, sizeof(out), &n, "otp_sms_sent_total", "counter",
+	    "SMS sent", atomic_load(&st->sent));
 	metrics_family(out, sizeof(out), &n, "otp_sms_failed_total{reason",
-	    send_names, st->failed, 1, SEND__N);
+	    "SMS not sent, by reason", send_names, st->failed, 1, SEND__N);
 	metrics_family(out, sizeof(out), &n, "otp_verifications_total{result",
-	    results, st->checks, 0, CHECK__N);
+	    "Code checks, by result", results, st->checks, 0, CHECK__N);
 	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
-	    limit_names, st->limited, 1, LIMIT__N);
+	    "Requests refused by a limit", limit_names, st->limited, 1,
+	    LIMIT__N);
 	store_counts(&otp->store, &live, &used);
-	buf_printf(out, sizeof(out), &n, "# TYPE otp_pending_codes gauge\n"
-	    "otp_pending_codes %u\n# TYPE otp_table_used gauge\n"
-	    "otp_table_used %u\n# TYPE otp_table_capacity gauge\n"
-	    "otp_table_capacity %ld\n", live, used, r->cfg->max_pending);
+	metrics_one(out, sizeof(out), &n, "otp_pending_codes", "gauge",
+	    "Codes live or locked", live);
+	metrics_one(out, sizeof(out), &n, "otp_table_used", "gauge",
+	    "Code table slots in use", used);
+	metrics_one(out, sizeof(out), &n, "otp_table_capacity", "gauge",
+	    "Code table slots (MAX_PENDING)",
+	    (unsigned long)r->cfg->max_pending);
+	/* The sender of this request's config: SIGHUP may change it. */
+	metrics_head(out, sizeof(out), &n, "otp_demo_build_info", "gauge",
+	    "Version and SMS sender");
+	metrics_label(out, sizeof(out), &n, "otp_demo_build_info{version",
+	    OTP_VERSION);
+	metrics_label(out, sizeof(out), &n, ",sender", r->cfg->sender->name);
+	buf_printf(out, sizeof(out), &n, "} 1\n");
 	if (n >= sizeof(out))
 		return reply_outcome(r, OUT_INTERNAL, "");
 	return reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out, n);

@@ -1182,12 +1182,40 @@ def remove_ca(ctx, b):
 TEXT = {"Content-Type": r"^text/plain"}
 
 
+def promtool_check(ctx, b):
+    """Prometheus's own checker (Debian's prometheus package) accepts a
+    live /metrics: no error and no lint finding at all. Every family has
+    HELP and TYPE, and otp_demo_build_info is 1 with this binary's
+    version and the sender."""
+    r = b.get("/metrics")
+    check(r.status == 200, "GET /metrics -> %d" % r.status)
+    tool = shutil.which("promtool")
+    check(tool, "no promtool on PATH (tools/deps.sh test installs Debian's "
+          "prometheus package)")
+    p = subprocess.run([tool, "check", "metrics"], input=r.body,
+                       capture_output=True, timeout=30)
+    said = (p.stdout + p.stderr).decode("utf-8", "replace").strip()
+    check(p.returncode == 0 and not said, "promtool check metrics: exit %d: "
+          "%s" % (p.returncode, short(said, 400)))
+    text = r.body.decode("utf-8", "replace")
+    for family in set(re.findall(r"^([a-z_]+)[{ ]", text, re.M)):
+        for kind in ("HELP", "TYPE"):
+            check(re.search(r"^# %s %s \S" % (kind, family), text, re.M),
+                  "/metrics: no # %s line for %s" % (kind, family))
+    version = subprocess.run([BIN, "--version"], capture_output=True,
+                             text=True).stdout.split()[-1]
+    series = [m for m in metrics_values(text) if
+              m.startswith("otp_demo_build_info")]
+    want = 'otp_demo_build_info{version="%s",sender="telnyx"}' % version
+    check(series == [want] and metrics_values(text)[want] == 1,
+          "build_info series %s, want %s 1" % (series, want))
+
 CASES += [
     {"name": "health_console", "config": {"API_KEY": None}, "steps": [
         {"get": "/healthz", "status": 200, "body_is": b"ok\n", "hdr": TEXT,
          "secure": True},
-        {"get": "/readyz", "status": 200, "body_is": b"ready: console sender\n",
-         "hdr": TEXT, "secure": True},
+        {"get": "/readyz", "status": 200,
+         "body_is": b"ready: console sender\n", "hdr": TEXT, "secure": True},
         {"get": "/metrics", "status": 404, "secure": True,
          "what": "METRICS off"},
         {"method": ("POST", "/healthz"), "status": 405,
@@ -1231,6 +1259,7 @@ CASES += [
              'otp_rate_limited_total{limit="per_number"}': 1,
              "otp_pending_codes": 2,
              "otp_table_capacity": 1024}},
+         {"do": promtool_check, "what": "promtool check metrics"},
      ]},
 
     {"name": "metrics_allow_list",

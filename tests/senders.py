@@ -1384,6 +1384,14 @@ def ready_says(ctx, sender):
           % (r.status, r.body, want))
 
 
+def build_info_sender(ctx, sender):
+    """/metrics' otp_demo_build_info names the sender."""
+    r = ctx.browser("probe").get("/metrics")
+    rx = r'^otp_demo_build_info\{version="[^"]+",sender="%s"\} 1$' % sender
+    check(r.status == 200 and re.search(rx, r.html, re.M),
+          "/metrics -> %d without %r: %s" % (r.status, rx, short(r.body, 300)))
+
+
 def check_ok(ctx, overrides, env=None):
     """otp_demo -t with the same config and environment: OK."""
     rc, out, err = run_once(ctx, overrides, ["-t"], env)
@@ -1467,21 +1475,24 @@ def case_console_reload_any_address(ctx):
     """SIGHUP cannot make the console the sender on every interface by
     dropping SMS_PROVIDER, not even with a file that also moves LISTEN to
     loopback (LISTEN only changes on a restart): the reload is refused and
-    the sender stays. SMS_PROVIDER='console' is applied, and /readyz
-    follows."""
+    the sender stays. SMS_PROVIDER='console' is applied, and /readyz and
+    /metrics (the request's config) follow."""
     spool = os.path.join(ctx.dir, "spool", "outgoing")
     os.makedirs(spool)
     start(ctx, {"LISTEN": "0.0.0.0:0", "SMS_PROVIDER": "spool",
-                "SPOOL_DIR": spool}, listen_re=ANY_ADDRESS)
+                "SPOOL_DIR": spool, "METRICS": True}, listen_re=ANY_ADDRESS)
     ready_says(ctx, "spool")
+    build_info_sender(ctx, "spool")
     refused = (r"reload: .*LISTEN 0\.0\.0\.0:0 is not loopback only, and "
                r"the sender is the console: .*keeping the old configuration")
     reload(ctx, {"SMS_PROVIDER": None}, refused)
     ready_says(ctx, "spool")
     reload(ctx, {"SMS_PROVIDER": None, "LISTEN": "127.0.0.1:0"}, refused)
     ready_says(ctx, "spool")
+    build_info_sender(ctx, "spool")
     reload(ctx, {"SMS_PROVIDER": "console"}, r"reload: configuration applied")
     ready_says(ctx, "console")
+    build_info_sender(ctx, "console")
 
 
 # ---- runner ----------------------------------------------------------------------

@@ -1485,6 +1485,22 @@ test_html_escape(void **state)
 	assert_int_equal(html_escape("<<<<", out, 8, &n), -1);
 }
 
+/* Prometheus label values: only \\, " and newline have escapes there
+ * (json_escape's \u0001 would make promtool refuse the page). */
+static void
+test_label_escape(void **state)
+{
+	char out[64];
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(label_escape("0.1\"x\\y\nz\x01", out, sizeof(out),
+	    &n), 0);
+	assert_string_equal(out, "0.1\\\"x\\\\y\\nz\x01");
+	n = 0;
+	assert_int_equal(label_escape("\"\"\"\"", out, 8, &n), -1);
+}
+
 /* The console sender needs SMS_PROVIDER='console' on any other LISTEN. */
 static void
 test_listen_loopback(void **state)
@@ -2365,6 +2381,7 @@ main(void)
 		cmocka_unit_test(test_phone_table),
 		cmocka_unit_test(test_json_escape),
 		cmocka_unit_test(test_html_escape),
+		cmocka_unit_test(test_label_escape),
 		cmocka_unit_test(test_listen_loopback),
 		cmocka_unit_test(test_form_parse),
 		cmocka_unit_test(test_cookie_get),
