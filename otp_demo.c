@@ -577,6 +577,23 @@ json_escape(const char *s, char *out, size_t outlen, size_t *n)
 	return 0;
 }
 
+/* A Prometheus label value: \\, " and a newline are escaped, as the text
+ * format wants; every other byte is itself there. */
+static int
+label_escape(const char *s, char *out, size_t outlen, size_t *n)
+{
+	while (*s != '\0') {
+		size_t run = strcspn(s, "\\\"\n");
+		char esc[2] = { '\\', *s == '\n' ? 'n' : *s };
+
+		if (run > 0 ? out_put(out, outlen, n, s, run) != 0 :
+		    out_put(out, outlen, n, esc, 2) != 0)
+			return -1;
+		s += run > 0 ? run : 1;
+	}
+	return 0;
+}
+
 /* The one percent-encoder: every byte but unreserved ones and those in
  * keep becomes %XX. */
 static int
@@ -1509,6 +1526,7 @@ config_line(struct config *c, struct origin *o, int lineno, const char *line,
 }
 
 static bool listen_has_tls(const char *listen);
+static bool listen_loopback(const char *listen);
 
 static int
 config_defaults(struct config *c, char *err, size_t errlen)
@@ -1710,6 +1728,50 @@ config_countries(struct config *c, const struct origin *o, char *err,
 	return 0;
 }
 
+static const char console_fix[] = "set API_KEY, or SMS_PROVIDER='console' "
+    "to print codes instead of sending them";
+
+/* The console sender, picked because no SMS_PROVIDER is set, on a
+ * listener that is not loopback: an error naming where (LISTEN's place).
+ * 0, or -1 with err set. */
+static int
+console_exposed(const struct config *c, const char *where, char *err,
+                size_t errlen)
+{
+	if (c->sender != &senders[SENDER_console] || c->sms_provider[0] ||
+	    listen_loopback(c->listen))
+		return 0;
+	return config_error(err, errlen, where, "LISTEN %s is not loopback "
+	    "only, and the sender is the console: %s", c->listen, console_fix);
+}
+
+/*
+ * The console sender prints codes instead of sending them, so it is never
+ * a silent fallback where that matters. Unless SMS_PROVIDER names a
+ * sender, a set but empty API_KEY (a secret lost on its way: an empty
+ * OTP_API_KEY, a template) is an error, and so is the console on a
+ * listener others reach, who would be told "we sent a code" that only
+ * stdout got. No API_KEY, or the tutorial's placeholder, on loopback
+ * stays the console: `make run` on a fresh machine. 0, or -1 with err.
+ */
+static int
+config_check_console(const struct config *c, const struct origin *o,
+                     char *err, size_t errlen)
+{
+	char where[OTP_MAX_STR + 32];
+	size_t i = 0;
+
+	config_find("API_KEY", &i);
+	if (c->sms_provider[0] == '\0' && o->line[i] != 0 &&
+	    c->api_key[0] == '\0') {
+		config_where(o, "API_KEY", where, sizeof(where));
+		return config_error(err, errlen, where, "API_KEY is set but "
+		    "empty: %s", console_fix);
+	}
+	config_where(o, "LISTEN", where, sizeof(where));
+	return console_exposed(c, where, err, errlen);
+}
+
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
@@ -1732,7 +1794,8 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	    ALPHABET_DIGITS : ALPHABET_HEX;
 
 	if (config_countries(c, o, err, errlen) != 0 ||
-	    config_upstream(c, o, err, errlen) != 0)
+	    config_upstream(c, o, err, errlen) != 0 ||
+	    config_check_console(c, o, err, errlen) != 0)
 		return -1;
 	return c->sender->check != NULL ?
 	    c->sender->check(c, o, err, errlen) : 0;
@@ -5911,30 +5974,70 @@ on_healthz(struct req *r)
 }
 
 /* Ready when the sender can send: Telnyx and HTTP gateways need their CA
- * bundle readable; the others are always ready. */
+ * bundle readable; the others are always ready. The answer names the
+ * sender ("ready: console sender"), so a probe can tell a console. */
 static int
 on_readyz(struct req *r)
 {
 	const struct config *c = r->cfg;
+	bool ok = !c->sender->needs_ca || access(c->sms_ca_file, R_OK) == 0;
+	char text[64];
 
-	if (c->sender->needs_ca && access(c->sms_ca_file, R_OK) != 0)
-		return reply_text(r, 503, "not ready: CA bundle unreadable\n");
-	return reply_text(r, 200, "ready\n");
+	snprintf(text, sizeof(text), "%sready: %s sender%s\n", ok ? "" :
+	    "not ", c->sender->name, ok ? "" : ": CA bundle unreadable");
+	return reply_text(r, ok ? 200 : 503, text);
 }
 
-/* A labelled counter family of /metrics ("name{label"): its TYPE line,
- * then one line per label value, values[first] to values[end - 1]. */
+/*
+ * /metrics is Prometheus's text format (version 0.0.4). Every family has
+ * a HELP and a TYPE line, which `promtool check metrics` wants; each
+ * helper appends to out (cap bytes, *n used) as buf_printf() does, and a
+ * reply that did not fit is an error, never a cut list.
+ */
+
+/* The HELP and TYPE lines of the family name ("name" or "name{label"). */
+static void
+metrics_head(char *out, size_t cap, size_t *n, const char *name,
+             const char *type, const char *help)
+{
+	int len = (int)strcspn(name, "{");
+
+	buf_printf(out, cap, n, "# HELP %.*s %s\n# TYPE %.*s %s\n", len, name,
+	    help, len, name, type);
+}
+
+/* A family of one series without labels. */
+static void
+metrics_one(char *out, size_t cap, size_t *n, const char *name,
+            const char *type, const char *help, unsigned long value)
+{
+	metrics_head(out, cap, n, name, type, help);
+	buf_printf(out, cap, n, "%s %lu\n", name, value);
+}
+
+/* Appends before, then ="value" with value escaped as a label value. */
+static void
+metrics_label(char *out, size_t cap, size_t *n, const char *before,
+              const char *value)
+{
+	buf_printf(out, cap, n, "%s=\"", before);
+	if (label_escape(value, out, cap, n) != 0)
+		*n = cap;
+	buf_printf(out, cap, n, "\"");
+}
+
+/* A labelled counter family ("name{label"): one series per label value,
+ * values[first] to values[end - 1]. */
 static void
 metrics_family(char *out, size_t cap, size_t *n, const char *name_label,
-               const char *const *values, const atomic_ulong *counts,
-               int first, int end)
+               const char *help, const char *const *values,
+               const atomic_ulong *counts, int first, int end)
 {
-	int name = (int)strcspn(name_label, "{");
-
-	buf_printf(out, cap, n, "# TYPE %.*s counter\n", name, name_label);
-	for (int i = first; i < end; i++)
-		buf_printf(out, cap, n, "%s=\"%s\"} %lu\n", name_label,
-		    values[i], atomic_load(&counts[i]));
+	metrics_head(out, cap, n, name_label, "counter", help);
+	for (int i = first; i < end; i++) {
+		metrics_label(out, cap, n, name_label, values[i]);
+		buf_printf(out, cap, n, "} %lu\n", atomic_load(&counts[i]));
+	}
 }
 
 /* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
@@ -5957,19 +6060,30 @@ on_metrics(struct req *r)
 	if (!r->cfg->metrics || !addr_in_list(r->addr, strlen(r->addr),
 	    r->cfg->metrics_allow))
 		return reply_error(r, 404, "Not found", "There is no such page.");
-	buf_printf(out, sizeof(out), &n, "# TYPE otp_sms_sent_total counter\n"
-	    "otp_sms_sent_total %lu\n", atomic_load(&st->sent));
+	metrics_one(out, sizeof(out), &n, "otp_sms_sent_total", "counter",
+	    "SMS sent", atomic_load(&st->sent));
 	metrics_family(out, sizeof(out), &n, "otp_sms_failed_total{reason",
-	    send_names, st->failed, 1, SEND__N);
+	    "SMS not sent, by reason", send_names, st->failed, 1, SEND__N);
 	metrics_family(out, sizeof(out), &n, "otp_verifications_total{result",
-	    results, st->checks, 0, CHECK__N);
+	    "Code checks, by result", results, st->checks, 0, CHECK__N);
 	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
-	    limit_names, st->limited, 1, LIMIT__N);
+	    "Requests refused by a limit", limit_names, st->limited, 1,
+	    LIMIT__N);
 	store_counts(&otp->store, &live, &used);
-	buf_printf(out, sizeof(out), &n, "# TYPE otp_pending_codes gauge\n"
-	    "otp_pending_codes %u\n# TYPE otp_table_used gauge\n"
-	    "otp_table_used %u\n# TYPE otp_table_capacity gauge\n"
-	    "otp_table_capacity %ld\n", live, used, r->cfg->max_pending);
+	metrics_one(out, sizeof(out), &n, "otp_pending_codes", "gauge",
+	    "Codes live or locked", live);
+	metrics_one(out, sizeof(out), &n, "otp_table_used", "gauge",
+	    "Code table slots in use", used);
+	metrics_one(out, sizeof(out), &n, "otp_table_capacity", "gauge",
+	    "Code table slots (MAX_PENDING)",
+	    (unsigned long)r->cfg->max_pending);
+	/* The sender of this request's config: SIGHUP may change it. */
+	metrics_head(out, sizeof(out), &n, "otp_demo_build_info", "gauge",
+	    "Version and SMS sender");
+	metrics_label(out, sizeof(out), &n, "otp_demo_build_info{version",
+	    OTP_VERSION);
+	metrics_label(out, sizeof(out), &n, ",sender", r->cfg->sender->name);
+	buf_printf(out, sizeof(out), &n, "} 1\n");
 	if (n >= sizeof(out))
 		return reply_outcome(r, OUT_INTERNAL, "");
 	return reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out, n);
@@ -7508,6 +7622,14 @@ otp_reload(struct otp *otp, const char *config_path, char *err, size_t errlen)
 		}
 	}
 	cfg_drop(cur);
+	/* LISTEN waits for a restart (above): the one in use, not the
+	 * file's, decides whether the console would be exposed. */
+	if (console_exposed(next, config_path != NULL ? config_path :
+	    "environment", err, errlen) != 0) {
+		wipe(next, sizeof(*next));
+		free(next);
+		return -1;
+	}
 	cfg_swap(otp, next);
 	log_info(otp, "reload: configuration applied");
 	return 0;
@@ -7592,6 +7714,34 @@ listen_has_tls(const char *listen)
 		if (len > 0 && item[len - 1] == 's')
 			return true;
 	return false;
+}
+
+/*
+ * True if every LISTEN entry is a loopback address: 127.0.0.0/8, [::1] or
+ * localhost. A bare port ("5000", "+5000") is every interface, and what
+ * is not read as an address counts as reachable from outside.
+ */
+static bool
+listen_loopback(const char *listen)
+{
+	static const uint8_t lo6[16] = { [15] = 1 };
+	const char *item, *colon;
+	uint8_t a[17];
+	size_t len;
+
+	while (list_next(&listen, ',', &item, &len)) {
+		if ((colon = memrchr(item, ':', len)) == NULL)
+			return false;
+		len = (size_t)(colon - item);
+		if (len > 2 && item[0] == '[' && item[len - 1] == ']')
+			item++, len -= 2;
+		if (len == 9 && strncasecmp(item, "localhost", 9) == 0)
+			continue;
+		if (!addr_parse(item, len, a) || (a[0] == 4 ? a[1] != 127 :
+		    memcmp(a + 1, lo6, 16) != 0))
+			return false;
+	}
+	return true;
 }
 
 /*

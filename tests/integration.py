@@ -1181,12 +1181,41 @@ def remove_ca(ctx, b):
 
 TEXT = {"Content-Type": r"^text/plain"}
 
+
+def promtool_check(ctx, b):
+    """Prometheus's own checker (Debian's prometheus package) accepts a
+    live /metrics: no error and no lint finding at all. Every family has
+    HELP and TYPE, and otp_demo_build_info is 1 with this binary's
+    version and the sender."""
+    r = b.get("/metrics")
+    check(r.status == 200, "GET /metrics -> %d" % r.status)
+    tool = shutil.which("promtool")
+    check(tool, "no promtool on PATH (tools/deps.sh test installs Debian's "
+          "prometheus package)")
+    p = subprocess.run([tool, "check", "metrics"], input=r.body,
+                       capture_output=True, timeout=30)
+    said = (p.stdout + p.stderr).decode("utf-8", "replace").strip()
+    check(p.returncode == 0 and not said, "promtool check metrics: exit %d: "
+          "%s" % (p.returncode, short(said, 400)))
+    text = r.body.decode("utf-8", "replace")
+    for family in set(re.findall(r"^([a-z_]+)[{ ]", text, re.M)):
+        for kind in ("HELP", "TYPE"):
+            check(re.search(r"^# %s %s \S" % (kind, family), text, re.M),
+                  "/metrics: no # %s line for %s" % (kind, family))
+    version = subprocess.run([BIN, "--version"], capture_output=True,
+                             text=True).stdout.split()[-1]
+    series = [m for m in metrics_values(text) if
+              m.startswith("otp_demo_build_info")]
+    want = 'otp_demo_build_info{version="%s",sender="telnyx"}' % version
+    check(series == [want] and metrics_values(text)[want] == 1,
+          "build_info series %s, want %s 1" % (series, want))
+
 CASES += [
     {"name": "health_console", "config": {"API_KEY": None}, "steps": [
         {"get": "/healthz", "status": 200, "body_is": b"ok\n", "hdr": TEXT,
          "secure": True},
-        {"get": "/readyz", "status": 200, "body_is": b"ready\n", "hdr": TEXT,
-         "secure": True},
+        {"get": "/readyz", "status": 200,
+         "body_is": b"ready: console sender\n", "hdr": TEXT, "secure": True},
         {"get": "/metrics", "status": 404, "secure": True,
          "what": "METRICS off"},
         {"method": ("POST", "/healthz"), "status": 405,
@@ -1195,10 +1224,12 @@ CASES += [
 
     {"name": "health_telnyx_ca", "setup": copy_ca,
      "config": {"SMS_CA_FILE": "ca.pem"}, "steps": [
-         {"get": "/readyz", "status": 200, "body_is": b"ready\n"},
+         {"get": "/readyz", "status": 200,
+          "body_is": b"ready: telnyx sender\n"},
          {"get": "/healthz", "status": 200, "body_is": b"ok\n"},
          {"do": remove_ca, "what": "remove SMS_CA_FILE"},
-         {"get": "/readyz", "status": 503, "hdr": TEXT, "secure": True},
+         {"get": "/readyz", "status": 503, "hdr": TEXT, "secure": True,
+          "body_is": b"not ready: telnyx sender: CA bundle unreadable\n"},
          {"get": "/healthz", "status": 200, "body_is": b"ok\n"},
      ]},
 
@@ -1228,6 +1259,7 @@ CASES += [
              'otp_rate_limited_total{limit="per_number"}': 1,
              "otp_pending_codes": 2,
              "otp_table_capacity": 1024}},
+         {"do": promtool_check, "what": "promtool check metrics"},
      ]},
 
     {"name": "metrics_allow_list",
@@ -1315,6 +1347,19 @@ def run_table_case(ctx, case):
 
 GOOD = "API_KEY='%s'\nFROM_NUMBER='%s'\n" % (API_KEY, FROM)
 
+
+def start_and_check(rows):
+    """CONFIG_ROWS for the start and for -t of each (name, text, env, exit,
+    stderr regex): both must say the same. A good config (exit 0) only
+    under -t, where it prints "configuration OK": a start would serve."""
+    out = []
+    for name, text, env, rc, err in rows:
+        if rc != 0:
+            out.append((name, text, env, [], rc, err, None))
+        out.append((name + "_check", text, env, ["-t"], rc, err,
+                    None if rc else r"^configuration OK$"))
+    return out
+
 CONFIG_ROWS = [
     # name, config text, env, args, exit, stderr regex (whole, one line),
     # stdout regex
@@ -1354,6 +1399,38 @@ CONFIG_ROWS = [
     ("cfg_api_key_file_missing", "API_KEY_FILE='missing.key'\n"
      "FROM_NUMBER='+12025550111'\n", {}, [], 78,
      r"^config\.cfg:1: API_KEY_FILE\b.*missing\.key", None),
+] + start_and_check([
+    # The console sender is never picked silently: a set but empty
+    # API_KEY, or the console on a listener that is not loopback, needs
+    # SMS_PROVIDER='console'.
+    ("cfg_api_key_empty", "FROM_NUMBER='%s'\nAPI_KEY=''\n" % FROM, {}, 78,
+     r"^config\.cfg:2: API_KEY is set but empty: set API_KEY, or "
+     r"SMS_PROVIDER='console' to print codes instead of sending them$"),
+    ("cfg_api_key_empty_env", GOOD, {"OTP_API_KEY": ""}, 78,
+     r"^environment OTP_API_KEY: API_KEY is set but empty: .*"
+     r"SMS_PROVIDER='console'"),
+    ("cfg_api_key_file_empty", "API_KEY_FILE='/dev/null'\n", {}, 78,
+     r"^config\.cfg:1: API_KEY_FILE /dev/null must hold one key"),
+    ("cfg_api_key_empty_console", "API_KEY=''\nSMS_PROVIDER='console'\n",
+     {}, 0, None),
+    ("cfg_api_key_empty_env_console", "SMS_PROVIDER='console'\n",
+     {"OTP_API_KEY": ""}, 0, None),
+    ("cfg_api_key_placeholder", "API_KEY='YOUR_API_KEY'\n", {}, 0, None),
+    ("cfg_console_any_address", "LISTEN='0.0.0.0:0'\n", {}, 78,
+     r"^config\.cfg:1: LISTEN 0\.0\.0\.0:0 is not loopback only, and the "
+     r"sender is the console: set API_KEY, or SMS_PROVIDER='console'"),
+    ("cfg_console_ipv6_any_placeholder",
+     "API_KEY='YOUR_API_KEY'\nLISTEN='[::1]:0,[::]:0'\n", {}, 78,
+     r"^config\.cfg:2: LISTEN \[::1\]:0,\[::\]:0 is not loopback"),
+    ("cfg_console_bare_port_env", "", {"OTP_LISTEN": "+0"}, 78,
+     r"^environment OTP_LISTEN: LISTEN \+0 is not loopback"),
+    ("cfg_console_lan_address", "LISTEN='192.0.2.1:5000'\n", {}, 78,
+     r"^config\.cfg:1: LISTEN 192\.0\.2\.1:5000 is not loopback"),
+    ("cfg_console_any_explicit",
+     "LISTEN='0.0.0.0:0'\nSMS_PROVIDER='console'\n", {}, 0, None),
+    ("cfg_console_loopbacks",
+     "LISTEN='127.0.0.2:0,[::1]:0,localhost:0'\n", {}, 0, None),
+]) + [
     ("cfg_trusted_proxy_typo", GOOD + "TRUSTED_PROXY='127.0.0.l'\n", {}, [],
      78, r"^config\.cfg:3: TRUSTED_PROXY must be IP addresses", None),
     ("cfg_metrics_allow_name", GOOD + "METRICS_ALLOW='localhost'\n", {}, [],

@@ -1373,15 +1373,62 @@ def console_flow(ctx):
           "called the API")
 
 
+ANY_ADDRESS = r"listening on (https?)://0\.0\.0\.0:([0-9]+)"
+
+
+def ready_says(ctx, sender):
+    """/readyz answers 200 and names the sender."""
+    r = ctx.browser("probe").get("/readyz")
+    want = ("ready: %s sender\n" % sender).encode()
+    check(r.status == 200 and r.body == want, "/readyz -> %d %r, want 200 %r"
+          % (r.status, r.body, want))
+
+
+def build_info_sender(ctx, sender):
+    """/metrics' otp_demo_build_info names the sender."""
+    r = ctx.browser("probe").get("/metrics")
+    rx = r'^otp_demo_build_info\{version="[^"]+",sender="%s"\} 1$' % sender
+    check(r.status == 200 and re.search(rx, r.html, re.M),
+          "/metrics -> %d without %r: %s" % (r.status, rx, short(r.body, 300)))
+
+
+def check_ok(ctx, overrides, env=None):
+    """otp_demo -t with the same config and environment: OK."""
+    rc, out, err = run_once(ctx, overrides, ["-t"], env)
+    check(rc == 0 and out.strip() == "configuration OK",
+          "-t: exit %s, stdout %r, stderr %s" % (rc, out, short(err, 200)))
+
+
+def reload(ctx, changes, want):
+    """Rewrites config.cfg with changes (None removes a key), sends SIGHUP
+    and waits for a log line matching want."""
+    cfg = dict(ctx.cfg)
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    h.write_config(os.path.join(ctx.dir, "config.cfg"), cfg)
+    n0 = len(ctx.server.err_lines)
+    ctx.server.proc.send_signal(signal.SIGHUP)
+    check(ctx.server.wait_log(want, n0, 5.0), "SIGHUP %s: no log line "
+          "matching %r; log: %s" % (changes, want,
+                                    short(ctx.server.log()[-400:], 400)))
+
+
 def case_console_default(ctx):
     start(ctx, {"API_KEY": None})
     log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
+    ready_says(ctx, "console")
     console_flow(ctx)
 
 
 def case_console_placeholder_key(ctx):
-    start(ctx, {"API_KEY": "YOUR_API_KEY", "FROM_NUMBER": "YOUR_NUMBER"})
+    over = {"API_KEY": "YOUR_API_KEY", "FROM_NUMBER": "YOUR_NUMBER"}
+    check_ok(ctx, over)
+    start(ctx, over)
     log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
+    ready_says(ctx, "console")
     console_flow(ctx)
 
 
@@ -1392,6 +1439,60 @@ def case_console_explicit(ctx):
                 "SMS_CA_FILE": ctx.cert("ca")[0]})
     log_has(ctx, r"console sender: .*nothing is sent", "start-up notice")
     console_flow(ctx)
+
+
+def case_console_empty_key_explicit(ctx):
+    """API_KEY='' is an error (tests/integration.py, cfg_api_key_empty)
+    unless SMS_PROVIDER='console' says the console is meant."""
+    over = {"API_KEY": "", "SMS_PROVIDER": "console"}
+    check_ok(ctx, over)
+    start(ctx, over)
+    ready_says(ctx, "console")
+    console_flow(ctx)
+
+
+def case_console_empty_env_key_explicit(ctx):
+    """The same for an empty OTP_API_KEY in the environment."""
+    over, env = {"SMS_PROVIDER": "console"}, {"OTP_API_KEY": ""}
+    check_ok(ctx, over, env)
+    start(ctx, over, env=env)
+    ready_says(ctx, "console")
+    console_flow(ctx)
+
+
+def case_console_any_address_explicit(ctx):
+    """The console on every interface (0.0.0.0) only when
+    SMS_PROVIDER='console' says so (refused otherwise: integration.py,
+    cfg_console_*); /readyz then says it is the console."""
+    over = {"LISTEN": "0.0.0.0:0", "SMS_PROVIDER": "console"}
+    check_ok(ctx, over)
+    start(ctx, over, listen_re=ANY_ADDRESS)
+    ready_says(ctx, "console")
+    console_flow(ctx)
+
+
+def case_console_reload_any_address(ctx):
+    """SIGHUP cannot make the console the sender on every interface by
+    dropping SMS_PROVIDER, not even with a file that also moves LISTEN to
+    loopback (LISTEN only changes on a restart): the reload is refused and
+    the sender stays. SMS_PROVIDER='console' is applied, and /readyz and
+    /metrics (the request's config) follow."""
+    spool = os.path.join(ctx.dir, "spool", "outgoing")
+    os.makedirs(spool)
+    start(ctx, {"LISTEN": "0.0.0.0:0", "SMS_PROVIDER": "spool",
+                "SPOOL_DIR": spool, "METRICS": True}, listen_re=ANY_ADDRESS)
+    ready_says(ctx, "spool")
+    build_info_sender(ctx, "spool")
+    refused = (r"reload: .*LISTEN 0\.0\.0\.0:0 is not loopback only, and "
+               r"the sender is the console: .*keeping the old configuration")
+    reload(ctx, {"SMS_PROVIDER": None}, refused)
+    ready_says(ctx, "spool")
+    reload(ctx, {"SMS_PROVIDER": None, "LISTEN": "127.0.0.1:0"}, refused)
+    ready_says(ctx, "spool")
+    build_info_sender(ctx, "spool")
+    reload(ctx, {"SMS_PROVIDER": "console"}, r"reload: configuration applied")
+    ready_says(ctx, "console")
+    build_info_sender(ctx, "console")
 
 
 # ---- runner ----------------------------------------------------------------------

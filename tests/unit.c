@@ -1516,6 +1516,40 @@ test_html_escape(void **state)
 	assert_int_equal(html_escape("<<<<", out, 8, &n), -1);
 }
 
+/* Prometheus label values: only \\, " and newline have escapes there
+ * (json_escape's \u0001 would make promtool refuse the page). */
+static void
+test_label_escape(void **state)
+{
+	char out[64];
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(label_escape("0.1\"x\\y\nz\x01", out, sizeof(out),
+	    &n), 0);
+	assert_string_equal(out, "0.1\\\"x\\\\y\\nz\x01");
+	n = 0;
+	assert_int_equal(label_escape("\"\"\"\"", out, 8, &n), -1);
+}
+
+/* The console sender needs SMS_PROVIDER='console' on any other LISTEN. */
+static void
+test_listen_loopback(void **state)
+{
+	(void)state;
+	assert_true(listen_loopback("127.0.0.1:5000"));
+	assert_true(listen_loopback("127.1.2.3:80, [::1]:443s,localhost:8080"));
+	assert_false(listen_loopback("5000"));
+	assert_false(listen_loopback("+5000"));
+	assert_false(listen_loopback("0.0.0.0:5000"));
+	assert_false(listen_loopback("[::]:5000"));
+	assert_false(listen_loopback("192.168.1.1:5000"));
+	assert_false(listen_loopback("127.0.0.1:5000,10.0.0.1:5000"));
+	assert_false(listen_loopback("[::ffff:127.0.0.1]:5000"));
+	assert_false(listen_loopback("localhost.example.com:5000"));
+	assert_false(listen_loopback("128.0.0.1:5000"));
+}
+
 static void
 test_form_parse(void **state)
 {
@@ -2379,6 +2413,8 @@ main(void)
 		cmocka_unit_test(test_phone_table),
 		cmocka_unit_test(test_json_escape),
 		cmocka_unit_test(test_html_escape),
+		cmocka_unit_test(test_label_escape),
+		cmocka_unit_test(test_listen_loopback),
 		cmocka_unit_test(test_form_parse),
 		cmocka_unit_test(test_cookie_get),
 		cmocka_unit_test(test_handle_roundtrip),

@@ -12,8 +12,12 @@ set -eu
 
 build="gcc make libc6-dev pkg-config patch xz-utils ca-certificates
        libmbedtls-dev libcurl4-openssl-dev"
+# prometheus: only for promtool (make integration checks /metrics with
+# it). Like nginx, on a host that runs systemd its package enables and
+# starts its daemon (prometheus.service, port 9090).
 test="$build libcmocka-dev openssl chromium nodejs npm python3 procps
-      python3-phonenumbers nginx caddy systemd busybox curl valgrind"
+      python3-phonenumbers nginx caddy systemd busybox curl valgrind
+      prometheus"
 static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
         gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu
         gcc-mips-linux-gnu glibc-source openssl python3"
