@@ -50,7 +50,8 @@
  *	curls.lock	the idle libcurl handles
  *	rng_lock	the CTR_DRBG
  *	stop_lock	the sweeper's stop flag (with stop_cond)
- * Counters for /metrics are atomics; the DEBUG flag too.
+ * Counters for /metrics are atomics; the DEBUG flag and the average
+ * send time (send_timed) too.
  */
 
 #include "otp_demo.h"

@@ -1359,6 +1359,9 @@ CONFIG_ROWS = [
     ("cfg_api_key_file_missing", "API_KEY_FILE='missing.key'\n"
      "FROM_NUMBER='+12025550111'\n", {}, [], 78,
      r"^config\.cfg:1: API_KEY_FILE\b.*missing\.key", None),
+    ("cfg_users_file_missing", GOOD + "USERS_FILE='missing.users'\n", {},
+     ["-t"], 78, r"^config\.cfg:3: USERS_FILE missing\.users: No such file "
+     r"or directory$", None),
     ("cfg_trusted_proxy_typo", GOOD + "TRUSTED_PROXY='127.0.0.l'\n", {}, [],
      78, r"^config\.cfg:3: TRUSTED_PROXY must be IP addresses", None),
     ("cfg_metrics_allow_name", GOOD + "METRICS_ALLOW='localhost'\n", {}, [],
