@@ -1646,9 +1646,10 @@ config_countries(struct config *c, const struct origin *o, char *err,
 }
 
 /* What a user name and a group may be made of: safe in a header, a log
- * line and a URL as they are. */
-#define USER_CHARS \
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+ * line and a URL as they are. check_domain()'s characters and "_", in
+ * its order, so the linker keeps one copy of both. */
+#define USER_CHARS "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" \
+	"0123456789.-"
 
 /*
  * Reads a line of USERS_FILE into u: "+12015550123 alice admins,ops", a
@@ -6772,7 +6773,7 @@ log_start(struct otp *otp)
 		log_warn(otp, "USERS_FILE is not set: /auth admits any phone in "
 		    "the allowed countries");
 	else
-		log_info(otp, "USERS_FILE %s: %zu users", c->users_file,
+		log_info(otp, "USERS_FILE %s: %zu listed", c->users_file,
 		    c->nusers);
 	for (int t = 0; t < T__N; t++)
 		if (limits_windows(c, (enum table)t) * OTP_RATE_LOAD >

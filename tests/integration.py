@@ -2497,7 +2497,7 @@ def case_users_file_errors(ctx):
     write_users(ctx)
     rc, out, err = run_once(ctx.dir, cfg, ["-t"])
     check(rc == 0 and out.strip() == "configuration OK" and
-          "USERS_FILE users.txt: 7 users" in err and
+          "USERS_FILE users.txt: 7 listed" in err and
           "admits any phone" not in err, "good file: exit %s, out %r, err %r"
           % (rc, short(out), short(err, 300)))
 
