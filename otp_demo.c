@@ -51,7 +51,8 @@
  *	curls.lock	the idle libcurl handles
  *	rng_lock	the CTR_DRBG
  *	stop_lock	the sweeper's stop flag (with stop_cond)
- * Counters for /metrics are atomics; the DEBUG flag too.
+ * Counters for /metrics are atomics; the DEBUG flag and the average
+ * send time (send_timed) too.
  */
 
 #include "otp_demo.h"
@@ -170,8 +171,14 @@
 #endif
 #define OTP_PROXY_HEAD 8192   /* the upstream's answer head; more is 502 */
 #define OTP_PROXY_HEADERS 64  /* header lines in it */
+#define OTP_MAX_USERS 1024    /* lines of USERS_FILE that name a user */
+#define OTP_MAX_USER 32       /* a user name */
+#define OTP_MAX_GROUPS 96     /* a user's groups, "admins,ops" */
+#define OTP_MAX_IDENTITY 256  /* identity_headers(): four lines */
 
 #define countof(a) (sizeof(a) / sizeof((a)[0]))
+#define OTP_STR(x) OTP_STR_(x) /* a limit in a message: "1024" */
+#define OTP_STR_(x) #x
 
 #define HOUR_MS (3600 * 1000LL)
 #define DAY_MS (24 * HOUR_MS)
@@ -201,6 +208,14 @@
 enum sender_id { SENDERS(SENDER_ENUM) SENDER__N };
 #undef SENDER_ENUM
 enum alphabet { ALPHABET_HEX, ALPHABET_DIGITS };
+
+/* A line of USERS_FILE: who a number is, for /auth's identity headers. */
+struct user {
+	char phone[OTP_MAX_PHONE_LEN + 1]; /* E.164; first: see user_find() */
+	char name[OTP_MAX_USER + 1];       /* [A-Za-z0-9._-] */
+	char groups[OTP_MAX_GROUPS + 1];   /* "" or "admins,ops" */
+	int line;                          /* in the file, for errors */
+};
 
 struct config {
 	char api_key[256];
@@ -255,6 +270,7 @@ struct config {
 	char lang[8];               /* the language of MESSAGE and the pages */
 	char upstream[OTP_MAX_STR]; /* proxy mode: "http://host:port" */
 	long upstream_timeout;
+	char users_file[OTP_MAX_STR];
 	struct {
 		char lang[8];       /* "de", "pt_BR" */
 		char text[OTP_MAX_STR];
@@ -269,6 +285,9 @@ struct config {
 	uint8_t countries[OTP_MAX_REGIONS / 8]; /* a bit per region allowed */
 	struct sockaddr_storage upstream_addr; /* UPSTREAM, resolved once */
 	socklen_t upstream_len;
+	struct user *users;         /* USERS_FILE, sorted by number: one
+				       allocation, freed with the snapshot */
+	size_t nusers;
 };
 
 /* Whose a verification is: a web session's or the JSON API's. Neither
@@ -452,6 +471,8 @@ struct otp {
 	struct limits limits;
 	struct curl_pool curls;
 	struct stats stats;
+	atomic_uint send_ms8;      /* 8 x a moving average of a send's ms,
+				   for an unlisted number's pause */
 	struct www_page *pages;    /* WWW_DIR copies, allocated once */
 	int npages;
 	char prefix[64];           /* mount point, "" for the root */
@@ -1027,6 +1048,7 @@ static const struct key config_keys[] = {
 	STR("LANG", lang, "en", check_lang),
 	STR("UPSTREAM", upstream, "", check_upstream),
 	INT("UPSTREAM_TIMEOUT", upstream_timeout, 1, 600, "30"),
+	STR("USERS_FILE", users_file, "", NULL),
 };
 #define NKEYS (countof(config_keys))
 
@@ -1053,6 +1075,8 @@ static const struct sender senders[SENDER__N];
 static int phone_cc_region(unsigned long cc);
 static int phone_iso_region(const char *iso, size_t len);
 static void phone_allow(uint8_t *bits, int region, bool whole_code);
+static int phone_normalise(const char *in, size_t len, const char *country,
+                           char *out, size_t outlen); /* 0: PHONE_OK */
 
 /* '+' and 1 to 3 digits, not 0 first: the syntax of a calling code. */
 static bool
@@ -1772,6 +1796,156 @@ config_check_console(const struct config *c, const struct origin *o,
 	return console_exposed(c, where, err, errlen);
 }
 
+/* What a user name and a group may be made of: safe in a header, a log
+ * line and a URL as they are. check_domain()'s characters and "_", in
+ * its order, so the linker keeps one copy of both. */
+#define USER_CHARS "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" \
+	"0123456789.-"
+
+/*
+ * Reads a line of USERS_FILE into u: "+12015550123 alice admins,ops", a
+ * number in E.164 (as the SMS goes to it), a user name, optional groups,
+ * separated by blanks; from # on a comment. The line is cut up in place.
+ * Returns 0 for a user, 1 for a line without one, or -1 with *why set.
+ */
+static int
+user_parse(char *line, struct user *u, const char **why)
+{
+	char *f[4], group[OTP_MAX_GROUPS + 1];
+	const char *g;
+	size_t n = 0, len;
+	bool bad;
+	int rc;
+
+	line[strcspn(line, "#\r\n")] = '\0';
+	for (char *p = line + strspn(line, " \t"); *p != '\0' && n < 4;
+	    p += strspn(p, " \t")) {
+		f[n++] = p;
+		p += strcspn(p, " \t");
+		if (*p != '\0')
+			*p++ = '\0';
+	}
+	if (n == 0)
+		return 1;
+	*why = NULL;
+	/* Strict: a number the form would spell otherwise never matches. */
+	if (phone_normalise(f[0], strlen(f[0]), "+1", u->phone,
+	    sizeof(u->phone)) != 0 || strcmp(u->phone, f[0]) != 0)
+		*why = "the number must be E.164, like +12015550123, and able "
+		    "to receive SMS";
+	else if (n == 1)
+		*why = "a user name must follow the number";
+	else if ((len = strlen(f[1])) > OTP_MAX_USER ||
+	    strspn(f[1], USER_CHARS) != len)
+		*why = "the user name must be 1 to " OTP_STR(OTP_MAX_USER)
+		    " letters, digits and ._-";
+	else if (n == 4)
+		*why = "unexpected text after the groups";
+	g = n == 3 ? f[2] : "";
+	len = strlen(g);
+	bad = len > OTP_MAX_GROUPS || (len > 0 && g[len - 1] == ',');
+	while (!bad && (rc = list_item(&g, group, sizeof(group))) != 0)
+		bad = rc < 0 || strspn(group, USER_CHARS) != strlen(group);
+	if (*why == NULL && bad)
+		*why = "the groups must be a comma-separated list of letters, "
+		    "digits and ._-, at most " OTP_STR(OTP_MAX_GROUPS)
+		    " characters";
+	if (*why != NULL)
+		return -1;
+	str_copy(u->name, sizeof(u->name), f[1]);
+	str_copy(u->groups, sizeof(u->groups), n == 3 ? f[2] : "");
+	return 0;
+}
+
+/* Orders users by number: phone is their first member, and the key of
+ * user_find()'s bsearch a number. */
+_Static_assert(offsetof(struct user, phone) == 0, "user_cmp needs it");
+
+static int
+user_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/*
+ * Reads USERS_FILE (if set) into c->users: at most OTP_MAX_USERS, in one
+ * allocation, sorted by number. Any bad line is an error naming the file
+ * and line: a typo must not quietly lock a person out, or let one in.
+ */
+static int
+users_load(struct config *c, const struct origin *o, char *err,
+           size_t errlen)
+{
+	char line[256], where[OTP_MAX_STR + 32];
+	const char *why = NULL;
+	struct user *u, *small;
+	size_t n = 0;
+	int lineno = 0, first = 0;
+	FILE *f;
+
+	if (c->users_file[0] == '\0')
+		return 0;
+	config_where(o, "USERS_FILE", where, sizeof(where));
+	if ((f = fopen(c->users_file, "r")) == NULL)
+		return config_error(err, errlen, where, "USERS_FILE %s: %s",
+		    c->users_file, strerror(errno));
+	/* One spare row: a line is parsed into u[n] before it is counted. */
+	if ((u = malloc((OTP_MAX_USERS + 1) * sizeof(*u))) == NULL)
+		why = "out of memory";
+	while (why == NULL && fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f))
+			why = "line too long";
+		else if (user_parse(line, &u[n], &why) != 0)
+			continue; /* a comment, or why is set */
+		else if (n == OTP_MAX_USERS)
+			why = "more than " OTP_STR(OTP_MAX_USERS) " users";
+		else
+			u[n++].line = lineno;
+	}
+	if (why == NULL && ferror(f))
+		why = "read error";
+	fclose(f);
+	if (why == NULL)
+		qsort(u, n, sizeof(*u), user_cmp);
+	for (size_t i = 1; why == NULL && i < n; i++) {
+		int a = u[i - 1].line, b = u[i].line;
+
+		if (strcmp(u[i - 1].phone, u[i].phone) == 0) {
+			why = "the number is listed already, on line";
+			lineno = a > b ? a : b;
+			first = a + b - lineno;
+		}
+	}
+	if (why != NULL) {
+		free(u);
+		snprintf(where, sizeof(where), "%s:%d", c->users_file, lineno);
+		return config_error(err, errlen, where, first ? "%s %d" : "%s",
+		    why, first);
+	}
+	/* Shrunk to what the file holds (kept as it is if that fails). */
+	small = realloc(u, (n + 1) * sizeof(*u));
+	c->users = small != NULL ? small : u;
+	c->nusers = n;
+	return 0;
+}
+
+/* The USERS_FILE line of phone (E.164), or NULL. O(log n). */
+static const struct user *
+user_find(const struct config *c, const char *phone)
+{
+	return c->nusers > 0 ? bsearch(phone, c->users, c->nusers,
+	    sizeof(*c->users), user_cmp) : NULL;
+}
+
+/* Whether phone may be sent a code and pass /auth: any number without
+ * USERS_FILE, a listed one with it. */
+static bool
+user_may_pass(const struct config *c, const char *phone)
+{
+	return c->users_file[0] == '\0' || user_find(c, phone) != NULL;
+}
+
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
@@ -1795,10 +1969,11 @@ config_finish(struct config *c, const struct origin *o, char *err,
 
 	if (config_countries(c, o, err, errlen) != 0 ||
 	    config_upstream(c, o, err, errlen) != 0 ||
-	    config_check_console(c, o, err, errlen) != 0)
+	    config_check_console(c, o, err, errlen) != 0 ||
+	    (c->sender->check != NULL && c->sender->check(c, o, err,
+	    errlen) != 0))
 		return -1;
-	return c->sender->check != NULL ?
-	    c->sender->check(c, o, err, errlen) : 0;
+	return users_load(c, o, err, errlen); /* last: it allocates */
 }
 
 /*
@@ -1847,6 +2022,7 @@ cfg_drop(const struct config *held)
 
 	if (c != NULL &&
 	    atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+		free(c->users);
 		wipe(c, sizeof(*c));
 		free(c);
 	}
@@ -4364,6 +4540,34 @@ sms_send(struct otp *otp, const struct config *c, const char *phone,
 	return rc;
 }
 
+/*
+ * How long a send takes, a moving average (each new one counts 1/8): the
+ * request of a number USERS_FILE does not list waits that long instead
+ * (send_pause()), so the answer's time does not tell who is listed. Left
+ * over: a send's jitter around the average, no wait before the first
+ * send, and an answer to a listed number that failed to send.
+ * Updates racing each other may lose one: harmless for an average.
+ */
+static void
+send_timed(struct otp *otp, int64_t ms)
+{
+	unsigned avg8 = atomic_load_explicit(&otp->send_ms8,
+	    memory_order_relaxed);
+
+	/* The first send is the average, not an eighth of it. */
+	atomic_store_explicit(&otp->send_ms8, avg8 == 0 ? 8 * (unsigned)ms :
+	    avg8 - avg8 / 8 + (unsigned)ms, memory_order_relaxed);
+}
+
+static void
+send_pause(struct otp *otp)
+{
+	struct pollfd halt = { otp->halt[0], POLLIN, 0 };
+
+	/* The halt pipe ends it at shutdown, as it ends a send. */
+	poll(&halt, 1, (int)(atomic_load(&otp->send_ms8) / 8));
+}
+
 /* ---- verifications ----------------------------------------------------- */
 /*
  * The rules both front ends share (the HTML forms and the JSON API):
@@ -4455,7 +4659,8 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
  * attempts) or makes a new one, and sends the SMS. Another session's
  * record for the same number is never touched: it gets its own code.
  * Returns 0 when it went out, else -1 with st saying why; a failed send
- * removes a new record, and gives a resend's record its send back.
+ * removes a new record, and gives a resend's record its send back. A
+ * number USERS_FILE does not list gets 0 and no SMS (user_may_pass()).
  */
 static int
 verification_start(struct otp *otp, const struct config *c, const char *phone,
@@ -4463,7 +4668,7 @@ verification_start(struct otp *otp, const struct config *c, const char *phone,
                    const char *tmpl, struct start *st)
 {
 	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
-	int64_t now = otp->now_ms();
+	int64_t now = otp->now_ms(), t0;
 	struct take tk = { ow->ns, phone, cl, 0, -1 };
 	struct resend rs = { otp, c, phone, ow, now, code, st };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
@@ -4479,12 +4684,20 @@ verification_start(struct otp *otp, const struct config *c, const char *phone,
 		    limit_names[st->limit], masked, ip);
 		return -1;
 	}
-	if (st->resent)
-		log_info(otp, "resend to=%s ip=%s", masked, ip);
-	else if (verification_new(otp, c, phone, ow, now, code, st) != 0)
+	if (!st->resent && verification_new(otp, c, phone, ow, now, code,
+	    st) != 0)
 		goto out;
-	else
-		log_info(otp, "request to=%s ip=%s", masked, ip);
+	if (!user_may_pass(c, phone)) {
+		/* Not in USERS_FILE: counted, recorded (a code no one gets)
+		 * and answered as a listed number is, only not sent. */
+		log_info(otp, "unlisted to=%s ip=%s", masked, ip);
+		send_pause(otp);
+		rc = 0;
+		goto out;
+	}
+	log_info(otp, "%s to=%s ip=%s", st->resent ? "resend" : "request",
+	    masked, ip);
+	t0 = clock_monotonic_ms();
 	st->sent = sms_send(otp, c, phone, code, tmpl);
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
@@ -4497,6 +4710,7 @@ verification_start(struct otp *otp, const struct config *c, const char *phone,
 		st->retry = st->sent == SEND_BUSY ? 60 : 0;
 		goto out;
 	}
+	send_timed(otp, clock_monotonic_ms() - t0);
 	atomic_fetch_add(&otp->stats.sent, 1);
 	log_info(otp, "sent to=%s", masked);
 	rc = 0;
@@ -4558,6 +4772,10 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	wipe(mac, sizeof(mac));
 	if (cl->addr != NULL)
 		limits_verify_done(otp, cl, now, guessed);
+	/* An unlisted number's code was never sent: it was guessed (or
+	 * the number left USERS_FILE since). Not verified all the same. */
+	if (rc == CHECK_OK && !user_may_pass(c, phone))
+		rc = CHECK_WRONG;
 	atomic_fetch_add(&otp->stats.checks[rc], 1);
 	if (rc == CHECK_OK) {
 		phone_mask(phone, masked, sizeof(masked));
@@ -4777,8 +4995,8 @@ struct req {
 	long retry_after;       /* > 0: send Retry-After */
 	const char *allow;      /* for 405 */
 	const char *location;   /* for redirects */
-	const char *hdr_name;   /* one more header, e.g. X-Otp-Phone */
-	const char *hdr_value;
+	const char *head;       /* more header lines, each ending in CRLF
+				   (WWW-Authenticate, /auth's identity) */
 	char return_to[OTP_MAX_RETURN + 1]; /* where to go after success */
 	bool close;             /* close the connection after replying */
 };
@@ -4838,7 +5056,7 @@ reply(struct req *r, int status, const char *type, const char *body,
 	bool keep = reply_keep_alive(r);
 	time_t now = time(NULL);
 	struct tm tm;
-	size_t n, v = len;
+	size_t n, v = len, hl;
 	int rc = 0;
 
 	if (now != date_of) {
@@ -4885,8 +5103,12 @@ reply(struct req *r, int status, const char *type, const char *body,
 		rc |= head_add(buf, cap, &n, "Allow", r->allow);
 	if (r->location != NULL)
 		rc |= head_add(buf, cap, &n, "Location", r->location);
-	if (r->hdr_name != NULL)
-		rc |= head_add(buf, cap, &n, r->hdr_name, r->hdr_value);
+	if (r->head != NULL && (hl = strlen(r->head)) < cap - n) {
+		memcpy(buf + n, r->head, hl);
+		n += hl;
+	} else if (r->head != NULL) {
+		rc = -1;
+	}
 	rc |= head_add(buf, cap, &n, "Date", date);
 	rc |= head_add(buf, cap, &n, "Connection", keep ? "keep-alive" : "close");
 	if (rc != 0 || n + 2 > cap) {
@@ -5332,31 +5554,41 @@ auth_cookie_check(const struct otp *otp, const char *v, long long now,
 /*
  * Whether the request comes from a verified session: 0 with its number in
  * phone, or -1. The one check of the otp_auth cookie, for /auth and for
- * proxy mode alike.
+ * proxy mode alike; a number USERS_FILE no longer lists (edited, then
+ * SIGHUP) does not pass either.
  */
 static int
 auth_session(const struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 {
 	char v[128];
 
-	return req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ? -1 :
-	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone);
+	return req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ||
+	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone) != 0 ||
+	    !user_may_pass(r->cfg, phone) ? -1 : 0;
 }
 
 /*
- * The identity of a verified session as header lines for an upstream
- * (proxy mode), into out, NUL-terminated: its length, or -1 if it does
- * not fit. A stub until USERS_FILE names users: the number is both.
+ * Who a verified number is, as header lines for /auth's answer and for
+ * requests passed upstream: Remote-User, Remote-Groups and Remote-Phone
+ * (Authelia's names), and X-Otp-Phone (ours, from before them). The user
+ * and groups are USERS_FILE's (its charset makes them header-safe);
+ * without it, the user is the number and the groups are empty. Writes
+ * them to out (OTP_MAX_IDENTITY bytes will do). 0, or -1 if USERS_FILE
+ * does not list phone (it may not pass) or out is too small.
  */
-static int __attribute__((unused))
-identity_headers(const struct req *r, const char *phone, char *out,
+static int
+identity_headers(const struct config *c, const char *phone, char *out,
                  size_t outlen)
 {
-	int n = snprintf(out, outlen, "Remote-User: %s\r\nRemote-Phone: %s\r\n",
-	    phone, phone);
+	const struct user *u = user_find(c, phone);
+	int n;
 
-	(void)r;
-	return n < 0 || (size_t)n >= outlen ? -1 : n;
+	if (u == NULL && c->users_file[0] != '\0')
+		return -1;
+	n = snprintf(out, outlen, "Remote-User: %s\r\nRemote-Groups: %s\r\n"
+	    "Remote-Phone: %s\r\nX-Otp-Phone: %s\r\n", u != NULL ? u->name :
+	    phone, u != NULL ? u->groups : "", phone, phone);
+	return n >= 0 && (size_t)n < outlen ? 0 : -1;
 }
 
 /* ---- client address ---------------------------------------------------- */
@@ -5932,19 +6164,21 @@ on_favicon(struct req *r)
 
 /*
  * GET /auth, for nginx auth_request, Caddy forward_auth or Traefik
- * ForwardAuth: 204 with X-Otp-Phone when the request carries an otp_auth
- * cookie from a verification within SESSION_TTL, else 401 (or, with
- * ?redirect=1, a 302 to the form that returns to X-Forwarded-Uri).
+ * ForwardAuth: 204 with the identity headers when the request carries an
+ * otp_auth cookie from a verification within SESSION_TTL, of a number
+ * USERS_FILE lists (if set), else 401 (or, with ?redirect=1, a 302 to the
+ * form that returns to X-Forwarded-Uri).
  */
 static int
 on_auth(struct req *r)
 {
-	char phone[OTP_MAX_PHONE_LEN + 1];
+	char phone[OTP_MAX_PHONE_LEN + 1], head[OTP_MAX_IDENTITY];
 	const char *q = r->ri->query_string, *uri;
 	char where[OTP_MAX_RETURN + 80];
 	size_t n;
 
-	if (auth_session(r, phone) != 0) {
+	if (auth_session(r, phone) != 0 ||
+	    identity_headers(r->cfg, phone, head, sizeof(head)) != 0) {
 		if (q == NULL || strcmp(q, "redirect=1") != 0)
 			return reply_text(r, 401, "");
 		/* Traefik and Caddy pass our answer to the browser: send it
@@ -5962,8 +6196,7 @@ on_auth(struct req *r)
 		r->location = where;
 		return reply_text(r, 302, "");
 	}
-	r->hdr_name = "X-Otp-Phone";
-	r->hdr_value = phone;
+	r->head = head;
 	return reply_text(r, 204, "");
 }
 
@@ -6346,8 +6579,7 @@ api_dispatch(struct req *r)
 		return reply_json_error(r, 404, "not_found",
 		    "the API is off (set API_TOKEN)");
 	if (!api_token_ok(r->otp, r->cfg, auth)) {
-		r->hdr_name = "WWW-Authenticate";
-		r->hdr_value = "Bearer";
+		r->head = "WWW-Authenticate: Bearer\r\n";
 		return reply_json_error(r, 401, "unauthorized",
 		    "send Authorization: Bearer <API_TOKEN>");
 	}
@@ -6626,9 +6858,9 @@ proxy_request_head(struct req *r, const char *phone, char *out, size_t cap)
 		host = header_last(r, "X-Forwarded-Host");
 	rc |= str_ncopy(fwd, sizeof(fwd), host, strcspn(host, "/"));
 	rc |= head_add(out, cap, &n, "X-Forwarded-Host", fwd);
-	if (rc != 0 || (k = identity_headers(r, phone, out + n, cap - n)) < 0)
+	if (rc != 0 || identity_headers(r->cfg, phone, out + n, cap - n) != 0)
 		return -1;
-	n += (size_t)k;
+	n += strlen(out + n);
 	if (ri->content_length >= 0) {
 		snprintf(fwd, sizeof(fwd), "%lld", ri->content_length);
 		rc |= head_add(out, cap, &n, "Content-Length", fwd);
@@ -7391,6 +7623,12 @@ log_start(struct otp *otp)
 	if (c->state_dir[0] == '\0')
 		log_warn(otp, "STATE_DIR is not set: rate limits and caps reset "
 		    "on restart (a crash loop or a reboot gives a fresh day)");
+	if (c->users_file[0] == '\0')
+		log_warn(otp, "USERS_FILE is not set: /auth admits any phone in "
+		    "the allowed countries");
+	else
+		log_info(otp, "USERS_FILE %s: %zu listed", c->users_file,
+		    c->nusers);
 	for (int t = 0; t < T__N; t++)
 		if (limits_windows(c, (enum table)t) * OTP_RATE_LOAD >
 		    OTP_RATE_MAX_SLOTS)

@@ -2,7 +2,8 @@
  * fuzz/fuzz_config.c: the config parser. The input is a config file:
  * config_load() reads it (defaults, then the file, then config_finish()'s
  * checks across keys), and config_line() also parses each line on its own
- * over fresh defaults, so lines after the first error are reached too.
+ * over fresh defaults, so lines after the first error are reached too,
+ * and as a line of USERS_FILE (user_parse()).
  */
 #include "../otp_demo.c"
 #include "fuzz.h"
@@ -17,6 +18,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct config c;
 	struct origin o;
+	struct user u;
+	const char *why;
 	char err[OTP_MAX_STR + 128];
 	char line[OTP_MAX_LINE];
 	size_t at = 0;
@@ -35,6 +38,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	err[0] = '\0';
 	if (config_load(&c, fuzz_path, err, sizeof(err)) != 0)
 		FUZZ_CHECK(err[0] != '\0'); /* a failure always says why */
+	free(c.users); /* a USERS_FILE the input named */
 
 	/* Each line alone, as config_read_file() hands it over: at most
 	 * OTP_MAX_LINE - 1 bytes, NUL-terminated. */
@@ -54,6 +58,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		err[0] = '\0';
 		if (config_line(&c, &o, ++lineno, copy, err, sizeof(err)) != 0)
 			FUZZ_CHECK(strncmp(err, "fuzz.cfg:", 9) == 0);
+		free(copy);
+		/* The same line as one of USERS_FILE: a user has a number
+		 * in E.164 and a name, or the line says why not. */
+		copy = fuzz_str(data + at, len);
+		if (user_parse(copy, &u, &why) == 0)
+			FUZZ_CHECK(phone_is_e164(u.phone) && u.name[0] != '\0');
+		else
+			FUZZ_CHECK(why != NULL || copy[strspn(copy, " \t")] ==
+			    '\0');
 		free(copy);
 		at += len;
 	}

@@ -1025,10 +1025,12 @@ BEHIND_PROXY = {
 }
 
 
-def start_behind_proxy(dir):
-    """otp_demo with BEHIND_PROXY in dir (emptied first). Returns the
-    Server, whose port is None if it did not start (its log says why)."""
-    srv = Server(fresh_dir(dir), env=BEHIND_PROXY, start_timeout=30)
+def start_behind_proxy(dir, env=None):
+    """otp_demo with BEHIND_PROXY (and env on top) in dir (emptied first).
+    Returns the Server, whose port is None if it did not start (its log
+    says why)."""
+    srv = Server(fresh_dir(dir), env=dict(BEHIND_PROXY, **(env or {})),
+                 start_timeout=30)
     try:
         srv.start()
     except Fail:

@@ -35,6 +35,7 @@ writer and the runner are tests/harness.py's; the table is this file's.
 import concurrent.futures
 import hashlib
 import http.client
+import json
 import os
 import re
 import select
@@ -1084,13 +1085,17 @@ AUTH_COOKIE = LAX + r"(?=.*; Max-Age=%d(;|$))otp_auth=[^;]+;"
 CASES += [
     {"name": "auth_forward", "steps": [
         {"get": "/auth", "status": 401, "secure": True,
-         "no_hdr": ["X-Otp-Phone"], "what": "no cookie"},
+         "no_hdr": ["X-Otp-Phone", "Remote-User", "Remote-Phone"],
+         "what": "no cookie"},
         {"request": PHONE, "status": 200, "api": 1},
         {"get": "/auth", "status": 401, "what": "code sent, not verified"},
         {"verify": "{code}", "status": 200, "page": "success",
          "cookie": {"otp_auth": AUTH_COOKIE % 43200}},
         {"get": "/auth", "status": 204, "secure": True,
-         "hdr": {"X-Otp-Phone": r"^\+12015550123$"}},
+         "hdr": {"X-Otp-Phone": r"^\+12015550123$",
+                 # without USERS_FILE the user is the number itself
+                 "Remote-User": r"^\+12015550123$", "Remote-Groups": r"^$",
+                 "Remote-Phone": r"^\+12015550123$"}},
         {"method": ("HEAD", "/auth"), "status": 204,
          "hdr": {"X-Otp-Phone": r"^\+12015550123$"}},
         {"save_cookie": ("otp_auth", "auth")},
@@ -1399,6 +1404,9 @@ CONFIG_ROWS = [
     ("cfg_api_key_file_missing", "API_KEY_FILE='missing.key'\n"
      "FROM_NUMBER='+12025550111'\n", {}, [], 78,
      r"^config\.cfg:1: API_KEY_FILE\b.*missing\.key", None),
+    ("cfg_users_file_missing", GOOD + "USERS_FILE='missing.users'\n", {},
+     ["-t"], 78, r"^config\.cfg:3: USERS_FILE missing\.users: No such file "
+     r"or directory$", None),
 ] + start_and_check([
     # The console sender is never picked silently: a set but empty
     # API_KEY, or the console on a listener that is not loopback, needs
@@ -2317,6 +2325,342 @@ def case_log_syslog(ctx):
         os.unlink(path)
 
 
+# ---- USERS_FILE: who may pass, who they are ---------------------------------
+
+# PHONE (+12015550123) is alice, in two groups; PHONE2 (+12015550187) is
+# not listed; +1201555014N are listed without groups, +1201555015N not.
+USERS = ("# who may pass /auth\n"
+         "+12015550123 alice admins,ops\n"
+         "\n"
+         "+12015550140\tbob   # no groups\n"
+         + "".join("+1201555014%d u%d\n" % (i, i) for i in range(1, 6)))
+LISTED = ["201555014%d" % i for i in range(6)]
+UNLISTED = ["201555015%d" % i for i in range(6)]
+USERS_ON = {"USERS_FILE": "users.txt"}
+IDENTITY = ("Remote-User", "Remote-Groups", "Remote-Phone", "X-Otp-Phone")
+
+
+def write_users(ctx, text=USERS):
+    write_config(os.path.join(ctx.dir, "users.txt"), text)
+
+
+def start_users(ctx, overrides=None, fake_kw=None, text=USERS):
+    """The fake API and a server with USERS_FILE=users.txt (text)."""
+    ctx.start_fake(**(fake_kw or {}))
+    write_users(ctx, text)
+    cfg = dict(USERS_ON)
+    cfg.update(overrides or {})
+    return ctx.start_server(cfg)
+
+
+def sent_to(ctx, n0, b=None):
+    """The numbers the SMS API was asked to send to since call n0 (the
+    last code goes to browser b)."""
+    return [(rec.get("json") or {}).get("to") for rec in
+            ctx.collect_sms(n0, b)]
+
+
+def masked_lines(ctx, digits2, n0=0):
+    """Log lines from n0 on about the number ending in digits2 (masked)."""
+    return [ln for ln in ctx.server.err_lines[n0:]
+            if re.search(r"\+1\*+%s\b" % digits2, ln)]
+
+
+def same_page(a, b, phones):
+    """a's and b's bodies with what is theirs (CSRF token, masked number)
+    taken out: equal when the pages say the same."""
+    def norm(r, phone):
+        s = r.html
+        tok = parse_inputs(r.body).get("csrf", {}).get("value")
+        if tok:
+            s = s.replace(tok, "CSRF")
+        return s.replace(phone, "PHONE")
+    return norm(a, phones[0]) == norm(b, phones[1])
+
+
+def cookie_shape(r):
+    """Set-Cookie lines with their values blanked: name and attributes."""
+    return sorted(re.sub(r"=[^;]*", "=", c, count=1)
+                  for c in r.all("Set-Cookie"))
+
+
+CASES += [
+    {"name": "users_identity", "setup": write_users, "config": USERS_ON,
+     "steps": [
+         {"request": PHONE, "status": 200, "api": 1, "sms": SMS_DEFAULT},
+         {"verify": "{code}", "status": 200, "page": "success"},
+         {"get": "/auth", "status": 204, "secure": True, "hdr": {
+             "Remote-User": r"^alice$", "Remote-Groups": r"^admins,ops$",
+             "Remote-Phone": r"^\+12015550123$",
+             "X-Otp-Phone": r"^\+12015550123$"}},
+         {"b": "B", "request": "(201) 555-0140", "status": 200, "api": 1,
+          "sms": {"to": "+12015550140"}},
+         {"b": "B", "verify": "{code}", "status": 200, "page": "success"},
+         {"b": "B", "get": "/auth", "status": 204, "hdr": {
+             "Remote-User": r"^bob$", "Remote-Groups": r"^$",
+             "Remote-Phone": r"^\+12015550140$"}},
+         {"b": "C", "get": "/auth", "status": 401, "no_hdr": list(IDENTITY),
+          "what": "no cookie"},
+     ]},
+]
+
+
+def case_users_unlisted_uniform(ctx):
+    """An unlisted number gets the listed one's page, status and cookies
+    (form and API), no SMS, one masked log line; a code for it never
+    verifies, and its wrong codes count to MAX_ATTEMPTS like a listed
+    one's."""
+    start_users(ctx, {"API_TOKEN": API_TOKEN, "MAX_ATTEMPTS": 2})
+    a, b = ctx.browser("A"), ctx.browser("B")
+    a.ensure_session()
+    b.ensure_session()
+    n0, e0 = ctx.fake.count(), len(ctx.server.err_lines)
+    ra = a.request_code(PHONE)
+    to = sent_to(ctx, n0, a)
+    check(to == [PHONE_E164], "listed: SMS to %s" % to)
+    n0 = ctx.fake.count()
+    rb = b.request_code(PHONE2)
+    check(ctx.fake.count() == n0, "an SMS went to the unlisted number")
+    check(ctx.server.out_lines == [], "stdout: %s" % ctx.server.out_lines)
+    check((ra.status, page_kind(ra.body)) == (rb.status, page_kind(rb.body))
+          == (200, "verify"), "listed %r, unlisted %r" % (ra, rb))
+    check(same_page(ra, rb, ["+1********23", "+1********87"]),
+          "the pages differ: %r vs %r" % (short(ra.text, 200),
+                                          short(rb.text, 200)))
+    check(cookie_shape(ra) == cookie_shape(rb), "cookies %s vs %s"
+          % (cookie_shape(ra), cookie_shape(rb)))
+    check(sorted(k.lower() for k, _ in ra.headers) ==
+          sorted(k.lower() for k, _ in rb.headers), "headers differ")
+    time.sleep(0.2)
+    lines = masked_lines(ctx, "87", e0)
+    check(len(lines) == 1 and re.search(
+        r" info unlisted to=\+1\*{8}87 ip=127\.0\.0\.1$", lines[0]),
+        "log for the unlisted number: %s (want one 'unlisted' line)" % lines)
+
+    # The JSON API's create answers alike.
+    n0 = ctx.fake.count()
+    ja, jb = a.api("POST", API, {"phone": PHONE}), \
+        b.api("POST", API, {"phone": "+1 201 555 0150"})
+    check(ctx.fake.count() == n0 + 1, "API: %d SMS, want 1 (the listed)"
+          % (ctx.fake.count() - n0))
+    ka, kb = json.loads(ja.body), json.loads(jb.body)
+    check(ja.status == jb.status == 201 and sorted(ka) == sorted(kb) and
+          {k: v for k, v in ka.items() if k != "id"} ==
+          {k: v for k, v in kb.items() if k != "id"},
+          "API: %d %s vs %d %s" % (ja.status, ka, jb.status, kb))
+    ctx.collect_sms(n0)
+
+    # No code verifies the unlisted number; its attempts run out alike.
+    wrong = wrong_code(a.code)
+    for who in (a, b):
+        r1, r2 = who.verify(wrong), who.verify(wrong)
+        check((r1.status, r1.text.count(VERIFY_FAILED), r2.status,
+               TOO_MANY in r2.text) == (403, 1, 403, True),
+              "%s: wrong codes -> %r, %r" % (who.name, r1, r2))
+    check(b.get("/auth").status == 401, "the unlisted browser passes /auth")
+
+
+def _statuses(ctx, numbers, addr):
+    """POST /request for each number, each from a fresh browser behind
+    the trusted proxy for client addr: their statuses."""
+    out = []
+    for i, n in enumerate(numbers):
+        b = Browser(ctx, "%s-%d" % (addr, i))
+        b.headers["X-Forwarded-For"] = addr
+        out.append(b.request_code(n).status)
+    return out
+
+
+def case_users_unlisted_limits(ctx):
+    """A flood of unlisted requests meets the per-number and per-address
+    limits exactly where a listed flood does: the form can neither tell
+    who is listed nor be used to pump past the limits."""
+    start_users(ctx, {"TRUSTED_PROXY": "127.0.0.1", "RESEND_INTERVAL": 0,
+                      "SMS_PER_NUMBER_PER_HOUR": 3,
+                      "SMS_PER_IP_PER_HOUR": 4})
+    want = [200, 200, 200, 429]
+    n0 = ctx.fake.count()
+    got_l = _statuses(ctx, [PHONE] * 4, "10.1.0.1")
+    check(len(sent_to(ctx, n0)) == 3, "listed flood: SMS sent")
+    n0, e0 = ctx.fake.count(), len(ctx.server.err_lines)
+    got_u = _statuses(ctx, [PHONE2] * 4, "10.2.0.1")
+    check(got_l == got_u == want, "one number 4 times: listed %s, "
+          "unlisted %s, want %s" % (got_l, got_u, want))
+    check(ctx.fake.count() == n0, "an unlisted number was sent an SMS")
+    time.sleep(0.2)
+    lines = masked_lines(ctx, "87", e0)
+    check(len(lines) == 4 and all(" unlisted to=" in ln for ln in
+                                  lines[:3]) and
+          " rate_limited limit=per_number " in lines[3], "log: %s" % lines)
+    # Per address: 5 distinct numbers from one address, 4 pass.
+    n0 = ctx.fake.count()
+    got_l = _statuses(ctx, LISTED[1:], "10.3.0.1")
+    got_u = _statuses(ctx, UNLISTED[1:], "10.4.0.1")
+    check(got_l == got_u == [200] * 4 + [429], "5 numbers from one "
+          "address: listed %s, unlisted %s" % (got_l, got_u))
+    to = sent_to(ctx, n0)
+    check(sorted(to) == ["+1" + n for n in LISTED[1:5]],
+          "SMS went to %s" % to)
+    check(ctx.server.wait_log(r"rate_limited limit=per_ip to=\+1\*+55 "
+                              r"ip=10\.4\.0\.1"), "no per_ip refusal")
+
+
+def case_users_spellings(ctx):
+    """Other spellings of a listed number are that user: they are sent a
+    code, and the /auth identity is alice's."""
+    start_users(ctx, harness.LIMITS_OFF)
+    spellings = ["(201) 555-0123", "201 555 0123", "+1 201-555-0123",
+                 "1 201 555 0123", "0012015550123", "011 1 201 555 0123",
+                 "+1.201.555.0123"]
+    for i, sp in enumerate(spellings):
+        b = Browser(ctx, "S%d" % i)
+        n0 = ctx.fake.count()
+        r = b.request_code(sp)
+        to = sent_to(ctx, n0, b)
+        check(r.status == 200 and to == [PHONE_E164], "%r -> %r, SMS to %s"
+              % (sp, r, to))
+    r = b.verify(b.code)
+    check(r.status == 200 and page_kind(r.body) == "success",
+          "verify -> %r" % r)
+    r = b.get("/auth")
+    check(r.status == 204 and r.header("Remote-User") == "alice",
+          "/auth -> %d, Remote-User %r" % (r.status, r.header("Remote-User")))
+    check(not ctx.server.wait_log(r"unlisted", 0, 0.1), "a spelling was "
+          "taken as unlisted")
+
+
+# One bad line each (a good one before it): the error names file and line.
+USERS_BAD = [
+    ("+12015550123", "a user name must follow the number"),
+    ("+1 201 555 0187 bob", r"the number must be E\.164"),
+    ("12015550187 bob", r"the number must be E\.164"),
+    ("+012015550187 bob", r"the number must be E\.164"),
+    ("+15555550100 bob", r"the number must be E\.164.*receive SMS"),
+    ("+12015550187 b%sb" % ("o" * 40), "the user name must be 1 to 32"),
+    ("+12015550187 bo:b", "the user name must be"),
+    ("+12015550187 bob adm;ins", "the groups must be"),
+    ("+12015550187 bob admins,,ops", "the groups must be"),
+    ("+12015550187 bob admins,", "the groups must be"),
+    ("+12015550187 bob %s" % ",".join(["g%02d" % i for i in range(30)]),
+     "the groups must be.*at most 96"),
+    ("+12015550187 bob admins ops", "unexpected text after the groups"),
+    ("+12015550123 alice2", r"the number is listed already, on line 2"),
+    ("+12015550187 bob " + "x" * 300, "line too long"),
+]
+
+
+def case_users_file_errors(ctx):
+    """otp_demo -t and the start refuse a USERS_FILE with a bad line: exit
+    78, one stderr line 'users.txt:LINE: why'; a missing file names the
+    config line; a good file is 'configuration OK' without the warning."""
+    cfg = "SMS_PROVIDER='console'\nUSERS_FILE='users.txt'\n"
+    bad = []
+    for i, (line, why) in enumerate(USERS_BAD):
+        write_users(ctx, "# team\n+12015550123 alice\n%s\n" % line)
+        for args in (["-t"], []):
+            rc, out, err = run_once(ctx.dir, cfg, args)
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            if rc != 78 or len(lines) != 1 or not re.match(
+                    r"^users\.txt:3: .*%s" % why, lines[0]):
+                bad.append("%r %s: exit %s, stderr %r" % (
+                    line[:40], args, rc, short(err, 160)))
+            check("5550187" not in err, "the number is in the error")
+    check(not bad, "; ".join(bad))
+    os.remove(os.path.join(ctx.dir, "users.txt"))
+    rc, out, err = run_once(ctx.dir, cfg, ["-t"])
+    check(rc == 78 and re.match(r"^config\.cfg:2: USERS_FILE users\.txt: "
+                                r"No such file", err), "missing file: exit "
+          "%s, %r" % (rc, short(err, 160)))
+    write_users(ctx)
+    rc, out, err = run_once(ctx.dir, cfg, ["-t"])
+    check(rc == 0 and out.strip() == "configuration OK" and
+          "USERS_FILE users.txt: 7 listed" in err and
+          "admits any phone" not in err, "good file: exit %s, out %r, err %r"
+          % (rc, short(out), short(err, 300)))
+
+
+def case_users_unset_warns(ctx):
+    """Without USERS_FILE, -t and the start-up log say that /auth admits
+    any phone in the allowed countries."""
+    warn = (r" warn USERS_FILE is not set: /auth admits any phone in the "
+            r"allowed countries$")
+    rc, out, err = run_once(ctx.dir, "SMS_PROVIDER='console'\n", ["-t"])
+    check(rc == 0 and len(re.findall(warn, err, re.M)) == 1,
+          "-t: exit %s, stderr %r" % (rc, short(err, 400)))
+    ctx.start_server(harness.CONSOLE, base={})
+    check(ctx.server.wait_log(warn, 0, 2), "no warning at start")
+
+
+def case_users_sighup(ctx):
+    """SIGHUP rereads USERS_FILE: an added number is sent its code (the one
+    its unlisted request recorded) and passes; a removed one's cookie gets
+    401 at once; a bad file keeps the old list."""
+    start_users(ctx, {"RESEND_INTERVAL": 0},
+                text="+12015550123 alice admins\n")
+    a, b = ctx.browser("A"), ctx.browser("B")
+    _verify_flow(ctx, a, PHONE)
+    check(a.get("/auth").header("Remote-User") == "alice", "alice")
+    n0 = ctx.fake.count()
+    check(b.request_code(PHONE2).status == 200, "unlisted request")
+    check(ctx.fake.count() == n0, "an SMS to the unlisted number")
+
+    write_users(ctx, "+12015550123 alice admins\n+12015550187 carol\n")
+    sighup()(ctx, b)
+    r = b.request_code(PHONE2)
+    to = sent_to(ctx, n0, b)
+    check(r.status == 200 and to == [PHONE2_E164], "after adding carol: "
+          "%r, SMS to %s" % (r, to))
+    r = b.verify(b.code)
+    check(r.status == 200, "carol's code -> %r" % r)
+    r = b.get("/auth")
+    check(r.status == 204 and r.header("Remote-User") == "carol" and
+          r.header("Remote-Groups") == "", "carol at /auth: %d %r"
+          % (r.status, r.headers))
+
+    write_users(ctx, "+12015550187 carol ops\n")
+    sighup()(ctx, b)
+    r = a.get("/auth")
+    check(r.status == 401 and r.header("Remote-User") is None,
+          "alice removed: /auth -> %d %r" % (r.status, r.headers))
+    r = a.get("/auth?redirect=1")
+    check(r.status == 302, "alice removed: /auth?redirect=1 -> %r" % r)
+    r = b.get("/auth")
+    check(r.status == 204 and r.header("Remote-Groups") == "ops",
+          "carol's groups after the edit: %d %r" % (r.status, r.headers))
+
+    write_users(ctx, "+12015550187 carol ops\n+12015550123 al!ce\n")
+    sighup(want=r"error reload: users\.txt:2: the user name must be .*; "
+           r"keeping the old configuration", what="bad USERS_FILE")(ctx, b)
+    check(b.get("/auth").status == 204 and a.get("/auth").status == 401,
+          "after a bad USERS_FILE the old list must hold")
+
+
+def case_users_unlisted_timing(ctx):
+    """An unlisted number's answer takes about as long as a listed one's
+    send (the gateway answers after 0.3 s here): the median of 7 is not
+    less than half the listed median. Generous on purpose: a loaded
+    machine slows both; without the wait an unlisted answer is ~0.3 s
+    faster, far below the bound."""
+    start_users(ctx, harness.LIMITS_OFF, fake_kw={"mode": "slow",
+                                          "slow_seconds": 0.3})
+    b = ctx.browser("T")
+    b.ensure_session()
+    b.request_code(LISTED[0])      # the first send sets the average
+    listed, unlisted = [], []
+    for i in range(7):
+        unlisted.append(b.request_code(UNLISTED[i % 6]).elapsed)
+        listed.append(b.request_code(LISTED[i % 6]).elapsed)
+    ctx.collect_sms(0)
+    ml, mu = sorted(listed)[3], sorted(unlisted)[3]
+    with open(os.path.join(ctx.dir, "timing.txt"), "w") as f:
+        f.write("listed %s\nunlisted %s\n" % (listed, unlisted))
+    check(ml >= 0.3, "listed median %.3f s: the fake was not slow" % ml)
+    check(mu >= ml / 2, "unlisted median %.3f s < half the listed %.3f s"
+          % (mu, ml))
+    check(mu < ml + 2, "unlisted median %.3f s: far slower than listed "
+          "%.3f s" % (mu, ml))
+
+
 # ---- runner ------------------------------------------------------------------
 
 def all_cases():
@@ -2330,7 +2674,8 @@ def all_cases():
 
 # Slow cases first so the pool stays busy.
 SLOW = ("trickle", "pump", "silent", "expired", "identical", "resend",
-        "sms_per_number", "max_attempts_parallel", "restart", "tls_", "sighup")
+        "sms_per_number", "max_attempts_parallel", "restart", "tls_", "sighup",
+        "users_file_errors", "users_unlisted_timing")
 
 if __name__ == "__main__":
     sys.exit(harness.main(all_cases(), OUT, "otp_demo integration tests",

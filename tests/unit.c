@@ -316,6 +316,132 @@ test_config_documented(void **state)
 	}
 }
 
+/* Writes users to a USERS_FILE and loads a config naming it: 0 or -1. */
+static int
+load_users(struct config *c, const char *users, char *err, size_t errlen)
+{
+	char path[32] = "/tmp/otp_users_XXXXXX", text[64];
+	int fd = mkstemp(path), rc;
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, users, strlen(users)),
+	    (ssize_t)strlen(users));
+	close(fd);
+	snprintf(text, sizeof(text), "USERS_FILE='%s'\n", path);
+	rc = load(c, text, err, errlen);
+	unlink(path);
+	return rc;
+}
+
+/* Expects users to fail with "<its path>:<line>: <msg>". */
+static void
+expect_users_error(const char *users, int line, const char *msg)
+{
+	struct config c;
+	char err[600], want[600];
+
+	assert_int_equal(load_users(&c, users, err, sizeof(err)), -1);
+	assert_null(c.users);
+	snprintf(want, sizeof(want), ":%d: %s", line, msg);
+	assert_non_null(strchr(err, ':'));
+	assert_string_equal(strchr(err, ':'), want);
+}
+
+static void
+test_users_file(void **state)
+{
+	struct config c;
+	const struct user *u;
+	char err[600], out[OTP_MAX_IDENTITY];
+
+	(void)state;
+	assert_int_equal(load_users(&c, "# team\n\n+447700900123 zoe\n"
+	    "  +12015550123\talice   admins,ops  # lead\r\n"
+	    "+12015550187 bob", err, sizeof(err)), 0);
+	assert_int_equal(c.nusers, 3);
+	assert_string_equal(c.users[0].phone, "+12015550123"); /* sorted */
+	assert_string_equal(c.users[2].phone, "+447700900123");
+	assert_non_null(u = user_find(&c, "+12015550123"));
+	assert_string_equal(u->name, "alice");
+	assert_string_equal(u->groups, "admins,ops");
+	assert_string_equal(user_find(&c, "+447700900123")->name, "zoe");
+	assert_null(user_find(&c, "+12015550124"));
+	assert_null(user_find(&c, "+1201555012"));
+	assert_false(user_may_pass(&c, "+12015550124"));
+	assert_true(user_may_pass(&c, "+12015550187"));
+	assert_int_equal(identity_headers(&c, "+12015550123", out,
+	    sizeof(out)), 0);
+	assert_string_equal(out, "Remote-User: alice\r\nRemote-Groups: "
+	    "admins,ops\r\nRemote-Phone: +12015550123\r\n"
+	    "X-Otp-Phone: +12015550123\r\n");
+	assert_int_equal(identity_headers(&c, "+12015550124", out,
+	    sizeof(out)), -1);
+	assert_int_equal(identity_headers(&c, "+12015550187", out, 40), -1);
+	free(c.users);
+
+	/* Without USERS_FILE anyone passes, and is their number. */
+	assert_int_equal(load(&c, "", err, sizeof(err)), 0);
+	assert_true(user_may_pass(&c, "+12015550124"));
+	assert_int_equal(identity_headers(&c, "+12015550124", out,
+	    sizeof(out)), 0);
+	assert_string_equal(out, "Remote-User: +12015550124\r\nRemote-Groups: "
+	    "\r\nRemote-Phone: +12015550124\r\nX-Otp-Phone: +12015550124\r\n");
+
+	/* An empty one lets nobody pass. */
+	assert_int_equal(load_users(&c, "# nobody yet\n", err, sizeof(err)),
+	    0);
+	assert_int_equal(c.nusers, 0);
+	assert_false(user_may_pass(&c, "+12015550123"));
+	free(c.users);
+}
+
+static void
+test_users_file_errors(void **state)
+{
+	const char *e164 = "the number must be E.164, like +12015550123, and "
+	    "able to receive SMS";
+	const char *groups = "the groups must be a comma-separated list of "
+	    "letters, digits and ._-, at most 96 characters";
+	struct config c;
+	char *many, err[600];
+	size_t n = 0;
+
+	(void)state;
+	expect_users_error("+12015550123\n", 1,
+	    "a user name must follow the number");
+	expect_users_error("# x\n+1 201 555 0123 alice\n", 2, e164);
+	expect_users_error("12015550123 alice\n", 1, e164);
+	expect_users_error("+1(201)5550123 alice\n", 1, e164);
+	expect_users_error("+15555550100 alice\n", 1, e164);
+	expect_users_error("+12015550123 al!ce\n", 1, "the user name must be "
+	    "1 to 32 letters, digits and ._-");
+	expect_users_error("+12015550123 "
+	    "a234567890123456789012345678901234\n", 1, "the user name must be "
+	    "1 to 32 letters, digits and ._-");
+	expect_users_error("+12015550123 alice ad:min\n", 1, groups);
+	expect_users_error("+12015550123 alice a,,b\n", 1, groups);
+	expect_users_error("+12015550123 alice ,a\n", 1, groups);
+	expect_users_error("+12015550123 alice a,\n", 1, groups);
+	expect_users_error("+12015550123 alice a b\n", 1,
+	    "unexpected text after the groups");
+	expect_users_error("+12015550187 bob\n+12015550123 alice\n\n"
+	    "+12015550187 robert\n", 4,
+	    "the number is listed already, on line 1");
+	/* At most OTP_MAX_USERS users. */
+	many = malloc((OTP_MAX_USERS + 1) * 16 + 1);
+	assert_non_null(many);
+	for (int i = 0; i < OTP_MAX_USERS; i++)
+		n += (size_t)snprintf(many + n, 17, "+1201555%04d u%d\n", i,
+		    i % 10);
+	assert_int_equal(load_users(&c, many, err, sizeof(err)), 0);
+	assert_int_equal(c.nusers, OTP_MAX_USERS);
+	assert_string_equal(user_find(&c, "+12015551023")->name, "u3");
+	free(c.users);
+	snprintf(many + n, 17, "+12015559999 u\n");
+	expect_users_error(many, OTP_MAX_USERS + 1, "more than 1024 users");
+	free(many);
+}
+
 static void
 test_config_missing_file(void **state)
 {
@@ -2383,6 +2509,8 @@ main(void)
 		cmocka_unit_test(test_config_upstream),
 		cmocka_unit_test(test_config_env),
 		cmocka_unit_test(test_config_missing_file),
+		cmocka_unit_test(test_users_file),
+		cmocka_unit_test(test_users_file_errors),
 		cmocka_unit_test(test_config_documented),
 		cmocka_unit_test(test_code_hex_lengths),
 		cmocka_unit_test(test_code_digits_unbiased),

@@ -1,34 +1,45 @@
 #!/usr/bin/env python3
 """nginx_test.py: Debian's nginx puts otp_demo's SMS verification in front of
-a static admin page with auth_request (forward-auth).
+an admin app with auth_request (forward-auth), as README's snippet does.
 
     OTP_BIN=build/otp_demo python3 tests/packaging/nginx_test.py
 
-otp_demo (console sender, TRUSTED_PROXY=127.0.0.1) listens on a free
-loopback port; nginx runs in the foreground (daemon off, master_process
-off) from a temporary prefix with the config below, on a free plain-HTTP
-port and a free TLS port (test certificate from tests/gen_certs.sh), so
-both the plain and the usual TLS-terminating set-up are covered:
+otp_demo (console sender, TRUSTED_PROXY=127.0.0.1, a USERS_FILE of two
+users) listens on a free loopback port; the "admin app" is a small Python
+HTTP server that records the headers of every request it gets; nginx runs
+in the foreground (daemon off, master_process off) from a temporary prefix
+with the config below, on a free plain-HTTP port and a free TLS port (test
+certificate from tests/gen_certs.sh), so both the plain and the usual
+TLS-terminating set-up are covered:
 
-    /admin/     auth_request /auth; 401 -> @login; a static page
+    /admin/     auth_request /auth; 401 -> @login; proxied to the app
+                with Remote-User, Remote-Groups, Remote-Phone and
+                X-Otp-Phone from /auth's answer
     @login      302 /?return_to=$request_uri
     = /auth     internal; proxied to otp_demo without the body
     /           proxied to otp_demo (the form, /request, /verify)
 
-Checks: /admin/ without a session is a 302 to /?return_to=/admin/; the form
-carries return_to; after /verify the browser gets a 303 to /admin/, whose
-page then loads (200) with the number in X-Otp-Phone; /auth is not
-reachable from outside; otp_demo logs the client's address from
-X-Forwarded-For, not nginx's. The client connects from 127.0.0.7 so the
-two differ. Prints "ok"/"FAIL" lines and "N passed, M failed".
+Checks: /admin/ without a session is a 302 to /?return_to=/admin/ (also
+with a forged Remote-User, and the app is never asked); the form carries
+return_to; after /verify the browser gets a 303 to /admin/, whose page then
+loads (200) and the app got the user's name, groups and number from /auth;
+headers the client forges (Remote-User: admin, Remote-Groups, any case)
+never reach the app, also when the user has no groups (an empty value);
+/auth is not reachable from outside; otp_demo logs the client's address
+from X-Forwarded-For, not nginx's. The client connects from 127.0.0.7 so
+the two differ. Over HTTP alice (admins,ops) signs in, over HTTPS bob (no
+groups). Prints "ok"/"FAIL" lines and "N passed, M failed".
 """
 
+
+import http.server
 import os
 import shutil
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.parse
 
 sys.dont_write_bytecode = True
@@ -39,6 +50,12 @@ OUT = os.path.join(h.ROOT, "tests", "out", "packaging")
 PHONE = h.PHONE_E164
 CLIENT_ADDR = "127.0.0.7"
 ADMIN_PAGE = "<!doctype html><title>Router admin</title><h1>Router admin</h1>\n"
+USERS = "%s alice admins,ops\n%s bob\n" % (h.PHONE_E164, h.PHONE2_E164)
+# scheme -> (number, Remote-User, Remote-Groups or None: no header)
+WHO = {"http": (h.PHONE_E164, "alice", "admins,ops"),
+       "https": (h.PHONE2_E164, "bob", None)}
+FORGED = {"Remote-User": "admin", "Remote-Groups": "admins",
+          "remote-phone": "+15550100", "X-Otp-Phone": "+15550100"}
 
 NGINX_HTTP = """\
     default_type text/html;
@@ -51,13 +68,18 @@ NGINX_HTTP = """\
         ssl_certificate {certs}/server.pem;
         ssl_certificate_key {certs}/server.key;
 
-        # The protected pages: a static site here, any app in real life.
+        # The protected pages: README's snippet, the app on {app_port}.
         location /admin/ {{
             auth_request /auth;
-            auth_request_set $otp_phone $upstream_http_x_otp_phone;
+            auth_request_set $otp_user $upstream_http_remote_user;
+            auth_request_set $otp_groups $upstream_http_remote_groups;
+            auth_request_set $otp_phone $upstream_http_remote_phone;
             error_page 401 = @login;
-            add_header X-Otp-Phone $otp_phone;
-            root {tmp}/www;
+            proxy_set_header Remote-User $otp_user;
+            proxy_set_header Remote-Groups $otp_groups;
+            proxy_set_header Remote-Phone $otp_phone;
+            proxy_set_header X-Otp-Phone $otp_phone;
+            proxy_pass http://127.0.0.1:{app_port};
         }}
         location @login {{
             return 302 /?return_to=$request_uri;
@@ -80,6 +102,28 @@ NGINX_HTTP = """\
         }}
     }}
 """
+
+
+class App(http.server.BaseHTTPRequestHandler):
+    """The admin app: serves ADMIN_PAGE, keeps each request's headers."""
+    seen = []       # [(path, [(name, value)...])]
+
+    def do_GET(self):
+        App.seen.append((self.path, list(self.headers.items())))
+        body = ADMIN_PAGE.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def app_got(i, name):
+    """The values of header name (any case) in the app's request i."""
+    return [v for k, v in App.seen[i][1] if k.lower() == name.lower()]
 
 
 def location_path(r):
@@ -111,19 +155,22 @@ def main():
     tmp = tempfile.mkdtemp(prefix="otp-nginx.")
     otp = None
     ng = None
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), App)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
     try:
-        otp = h.start_behind_proxy(os.path.join(OUT, "nginx-otp_demo"))
+        users = os.path.join(tmp, "users")
+        with open(users, "w") as f:
+            f.write(USERS)
+        otp = h.start_behind_proxy(os.path.join(OUT, "nginx-otp_demo"),
+                                   {"OTP_USERS_FILE": users})
         if not t.check("otp_demo starts", otp.port is not None,
                        otp.log()[-400:]):
             return t.done()
 
         port, tls_port = h.free_port(), h.free_port()
-        os.makedirs(os.path.join(tmp, "www", "admin"))
-        with open(os.path.join(tmp, "www", "admin", "index.html"), "w") as f:
-            f.write(ADMIN_PAGE)
         ng = h.start_nginx(os.path.join(OUT, "nginx"), tmp, NGINX_HTTP.format(
-            tmp=tmp, port=port, tls_port=tls_port, otp_port=otp.port,
-            certs=certs))
+            port=port, tls_port=tls_port, otp_port=otp.port,
+            app_port=app.server_address[1], certs=certs))
         if not t.check("nginx starts",
                        h.wait_port(port) and h.wait_port(tls_port),
                        open(tmp + "/error.log").read()[-600:]
@@ -137,6 +184,7 @@ def main():
         tls = h.Client(tls_port, tls=ctx, source=CLIENT_ADDR)
         flow(t, otp, tls, "https")
     finally:
+        app.shutdown()
         if ng is not None:
             rc = ng.stop()
             t.check("nginx stops", not isinstance(rc, str), "killed")
@@ -147,15 +195,17 @@ def main():
         if otp is not None:
             rc = otp.stop()
             t.check("otp_demo exits 0 on SIGTERM", rc == 0, "status %r" % rc)
-            t.check("otp_demo log never holds the full number",
-                    PHONE not in otp.log())
+            t.check("otp_demo log never holds the full numbers",
+                    PHONE not in otp.log() and h.PHONE2_E164 not in otp.log())
         shutil.rmtree(tmp, ignore_errors=True)
     return t.done()
 
 
 def flow(t, otp, b, scheme):
     s = scheme + ": "
+    phone, user, groups = WHO[scheme]
 
+    asked = len(App.seen)
     r = b.get("/admin/")
     t.check(s + "GET /admin/ without a session: 302",
             r.status == 302, h.brief(r))
@@ -163,6 +213,11 @@ def flow(t, otp, b, scheme):
             location_path(r) == "/?return_to=/admin/",
             repr(r.header("Location")))
     t.check(s + "... and not the admin page", "Router admin" not in r.html)
+    r = b.get("/admin/", headers=FORGED)
+    t.check(s + "GET /admin/ with a forged Remote-User, no session: 302",
+            r.status == 302 and "Router admin" not in r.html, h.brief(r))
+    t.check(s + "... and the app was never asked", len(App.seen) == asked,
+            str(App.seen[asked:]))
 
     r = b.get("/auth")
     t.check(s + "GET /auth from outside: 404 (internal)", r.status == 404,
@@ -187,7 +242,7 @@ def flow(t, otp, b, scheme):
             evil.get("return_to", "") == "", str(evil))
 
     n0, e0 = len(otp.out_lines), len(otp.err_lines)
-    fields["phone"] = PHONE
+    fields["phone"] = phone
     r = post(b, action or "/request", fields)
     if not t.check(s + "POST /request through nginx: 200 verify page",
                    r.status == 200, h.brief(r)):
@@ -201,7 +256,7 @@ def flow(t, otp, b, scheme):
             m is not None and m.group(1) == CLIENT_ADDR,
             m.group(0) if m else "no request line")
 
-    code = h.console_code(otp, PHONE, n0)
+    code = h.console_code(otp, phone, n0)
     if not t.check(s + "console sender printed the code", code is not None):
         return
     vfields["token"] = code
@@ -213,12 +268,22 @@ def flow(t, otp, b, scheme):
     t.check(s + "... with the otp_auth cookie", auth_name in b.cookies,
             str(sorted(b.cookies)))
 
+    asked = len(App.seen)
     r = b.get("/admin/")
     t.check(s + "GET /admin/ with the session: 200 admin page",
-            r.status == 200 and "Router admin" in r.html,
-            h.brief(r))
-    t.check(s + "nginx passed on X-Otp-Phone from /auth",
-            r.header("X-Otp-Phone") == PHONE, repr(r.header("X-Otp-Phone")))
+            r.status == 200 and "Router admin" in r.html and
+            len(App.seen) == asked + 1, h.brief(r))
+    want = {"Remote-User": [user], "Remote-Groups": [groups] if groups
+            else [], "Remote-Phone": [phone], "X-Otp-Phone": [phone]}
+    got = {k: app_got(-1, k) for k in want}
+    t.check(s + "the app got %s's identity from /auth" % user, got == want,
+            "%s, want %s" % (got, want))
+
+    r = b.get("/admin/", headers=FORGED)
+    got = {k: app_got(-1, k) for k in want}
+    t.check(s + "forged Remote-* headers from the client never reach the "
+            "app", r.status == 200 and len(App.seen) == asked + 2 and
+            got == want, "%s, want %s" % (got, want))
 
     other = h.Client(b.port, tls=b.tls, source=CLIENT_ADDR)
     other.cookies = {k: v for k, v in b.cookies.items() if k != auth_name}
