@@ -718,6 +718,7 @@ uci interface lan
 uci port 443
 uci tls 1
 uci state_dir "$tmp/state"
+uci api_key KEY0123456789
 uci upstream 'http://127.0.0.1:8080'
 uci upstream_timeout 20
 uci users_file "$tmp/users.d/users"
