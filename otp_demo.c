@@ -1794,6 +1794,43 @@ state_open(const char *path, const char *name, char *err, size_t errlen)
 	return NULL;
 }
 
+/* Reads one line of a state file into the tables. 0, or -1 if
+ * malformed. now is monotonic, wall Unix time, both in ms. */
+typedef int (*state_line_fn)(struct otp *otp, const char *line, int64_t now,
+                             int64_t wall);
+
+/*
+ * Reads dir/name (dir: STATE_DIR), if there is one: a first line starting
+ * with magic, then a line each for fn. Start-up fails on a malformed file
+ * (exit 78), with its line and what moving it away costs (hint): state
+ * that silently resets is what the files are for. 0, or -1 with err.
+ */
+static int
+state_load(struct otp *otp, const char *dir, const char *name,
+           const char *magic, state_line_fn fn, const char *hint, char *err,
+           size_t errlen)
+{
+	char path[OTP_MAX_STR + 16], line[128];
+	int64_t now = otp->now_ms(), wall = otp->wall_ms();
+	int lineno = 0, rc = 0;
+	FILE *f;
+
+	if (dir[0] == '\0')
+		return 0;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((f = state_open(path, name, err, errlen)) == NULL)
+		return errno == ENOENT ? 0 : -1;
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL)
+		if (++lineno == 1 ? strncmp(line, magic, strlen(magic)) != 0 :
+		    fn(otp, line, now, wall) != 0)
+			rc = -1;
+	fclose(f);
+	if (rc != 0)
+		snprintf(err, errlen, "%s:%d: not a %s line; move the file away "
+		    "to start %s", path, lineno, name, hint);
+	return rc;
+}
+
 /* ---- codes ------------------------------------------------------------- */
 
 static int
@@ -2900,38 +2937,6 @@ limits_load_line(struct otp *otp, const char *line, int64_t now,
 	w->count = (uint32_t)count;
 	w->slot = -1;
 	return 0;
-}
-
-/*
- * Reads limits.state, if there is one; windows that have ended since
- * simply stop counting. Start-up fails on a malformed file (exit 78):
- * caps that silently reset are what the file is for.
- */
-static int
-limits_load(struct otp *otp, char *err, size_t errlen)
-{
-	char path[OTP_MAX_STR + 16], line[128];
-	int64_t now = otp->now_ms(), wall = otp->wall_ms();
-	int lineno = 0, rc = 0;
-	FILE *f;
-
-	if (otp->cfg->state_dir[0] == '\0')
-		return 0;
-	snprintf(path, sizeof(path), "%s/limits.state", otp->cfg->state_dir);
-	if ((f = state_open(path, "limits.state", err, errlen)) == NULL)
-		return errno == ENOENT ? 0 : -1;
-	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
-		lineno++;
-		if (lineno == 1 ? PREFIX(line, STATE_MAGIC " ") == NULL :
-		    limits_load_line(otp, line, now,
-		    wall) != 0)
-			rc = -1;
-	}
-	fclose(f);
-	if (rc != 0)
-		snprintf(err, errlen, "%s:%d: not a limits.state line; move the "
-		    "file away to start with fresh caps", path, lineno);
-	return rc;
 }
 
 /* ---- phone numbers ----------------------------------------------------- */
@@ -6650,7 +6655,8 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		    cfg->max_pending);
 		goto fail;
 	}
-	if (limits_load(otp, err, errlen) != 0)
+	if (state_load(otp, cfg->state_dir, "limits.state", STATE_MAGIC " ",
+	    limits_load_line, "with fresh caps", err, errlen) != 0)
 		goto fail;
 	otp->saved_ms = otp->now_ms();
 	{
