@@ -1850,6 +1850,26 @@ state_open(const char *path, const char *name, char *err, size_t errlen)
 	return NULL;
 }
 
+/*
+ * Writes text, len bytes made in a buffer of cap (len >= cap: it did not
+ * fit; text NULL: no buffer), to dir/name: atomically, mode 0600. 0, or
+ * -1 with the reason logged.
+ */
+static int
+state_write(const struct otp *otp, const char *dir, const char *name,
+            const char *text, size_t len, size_t cap)
+{
+	char path[OTP_MAX_STR + 16];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (text != NULL && len < cap &&
+	    file_write_atomic(path, text, len, 0600) == 0)
+		return 0;
+	log_err(otp, "%s: cannot write %s: %s", __func__, path,
+	    errno ? strerror(errno) : "too big");
+	return -1;
+}
+
 /* Reads one line of a state file into the tables. 0, or -1 if
  * malformed. now is monotonic, wall Unix time, both in ms. */
 typedef int (*state_line_fn)(struct otp *otp, const char *line, int64_t now,
@@ -2873,13 +2893,13 @@ to_wall(int64_t t, int64_t now, int64_t wall)
 static int
 limits_save(struct otp *otp, const char *dir, int64_t hold_ms)
 {
-	size_t slots = 0, n, len = 0, cap;
+	size_t slots = 0, n, len = 0, cap = 0;
 	int64_t now = otp->now_ms(), wall = otp->wall_ms();
 	struct saved *s = NULL;
 	struct window g[G__N];
-	char path[OTP_MAX_STR + 16], *text = NULL;
-	uint64_t changes;
-	int rc = -1;
+	char *text = NULL;
+	uint64_t changes = 0;
+	int rc = -1; /* -1 until written, or found unchanged */
 
 	if (dir[0] == '\0' || otp->check_only || otp->limits.tab[0].w == NULL)
 		return 0;
@@ -2905,15 +2925,10 @@ limits_save(struct otp *otp, const char *dir, int64_t hold_ms)
 		    s[i].table, (unsigned long long)s[i].w.key,
 		    to_wall(s[i].w.start_ms, now, wall),
 		    to_wall(s[i].w.last_ms, now, wall), s[i].w.count);
-	snprintf(path, sizeof(path), "%s/limits.state", dir);
-	if (len < cap && file_write_atomic(path, text, len, 0600) == 0) {
-		otp->saved_changes = changes;
-		rc = 0;
-	}
 out:
-	if (rc != 0)
-		log_err(otp, "%s: cannot write %s/limits.state: %s", __func__,
-		    dir, errno ? strerror(errno) : "too big");
+	if (rc != 0 && (rc = state_write(otp, dir, "limits.state", text, len,
+	    cap)) == 0)
+		otp->saved_changes = changes;
 	free(s);
 	free(text);
 	return rc;
@@ -5378,10 +5393,10 @@ revoked_save(struct otp *otp, const char *dir)
 {
 	struct revoked *rv = &otp->revoked;
 	size_t cap = (OTP_MAX_REVOKED + 2) * REVOKED_LINE_MAX, len = 0;
-	char path[OTP_MAX_STR + 16], *text = NULL;
-	uint64_t changes;
+	uint64_t changes = 0;
+	char *text;
 	bool same;
-	int rc = -1;
+	int rc;
 
 	pthread_mutex_lock(&rv->lock);
 	same = rv->changes == rv->saved;
@@ -5389,25 +5404,19 @@ revoked_save(struct otp *otp, const char *dir)
 	if (same || dir[0] == '\0' || otp->check_only)
 		return 0;
 	errno = 0;
-	if ((text = malloc(cap)) == NULL)
-		goto out;
-	pthread_mutex_lock(&rv->lock);
-	buf_printf(text, cap, &len, REVOKED_MAGIC "\nF %lld\n",
-	    (long long)rv->floor);
-	for (uint32_t i = 0; i < rv->n; i++)
-		buf_printf(text, cap, &len, "R %016llx %lld\n",
-		    (unsigned long long)rv->e[i].rid, (long long)rv->e[i].until);
-	changes = rv->changes;
-	pthread_mutex_unlock(&rv->lock);
-	snprintf(path, sizeof(path), "%s/revoked.state", dir);
-	if (len < cap && file_write_atomic(path, text, len, 0600) == 0) {
-		rv->saved = changes;
-		rc = 0;
+	if ((text = malloc(cap)) != NULL) {
+		pthread_mutex_lock(&rv->lock);
+		buf_printf(text, cap, &len, REVOKED_MAGIC "\nF %lld\n",
+		    (long long)rv->floor);
+		for (uint32_t i = 0; i < rv->n; i++)
+			buf_printf(text, cap, &len, "R %016llx %lld\n",
+			    (unsigned long long)rv->e[i].rid,
+			    (long long)rv->e[i].until);
+		changes = rv->changes;
+		pthread_mutex_unlock(&rv->lock);
 	}
-out:
-	if (rc != 0)
-		log_err(otp, "%s: cannot write %s/revoked.state: %s", __func__,
-		    dir, errno ? strerror(errno) : "too big");
+	if ((rc = state_write(otp, dir, "revoked.state", text, len, cap)) == 0)
+		rv->saved = changes;
 	free(text);
 	return rc;
 }
