@@ -385,7 +385,7 @@ struct revoked {
 	uint32_t n;
 	int64_t floor;        /* sessions that end by then are ended too */
 	uint64_t changes;     /* revocations made */
-	uint64_t saved;       /* changes at the last write (the writer's) */
+	uint64_t saved;       /* changes at the last write */
 };
 
 /* Which limit refused a send or a check, for the log, page and metrics. */
@@ -5415,8 +5415,11 @@ revoked_save(struct otp *otp, const char *dir)
 		changes = rv->changes;
 		pthread_mutex_unlock(&rv->lock);
 	}
-	if ((rc = state_write(otp, dir, "revoked.state", text, len, cap)) == 0)
+	if ((rc = state_write(otp, dir, "revoked.state", text, len, cap)) == 0) {
+		pthread_mutex_lock(&rv->lock);
 		rv->saved = changes;
+		pthread_mutex_unlock(&rv->lock);
+	}
 	free(text);
 	return rc;
 }
