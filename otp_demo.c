@@ -450,6 +450,8 @@ struct otp {
 	clock_fn wall_ms;          /* Unix time, for the state file; too */
 	uint64_t saved_changes;    /* limits.changes at the last save */
 	int64_t saved_ms;          /* when limits.state was last written */
+	int64_t revoked_retry_ms;  /* a failed revoked.state write: retried
+				      then, not every round (a full disk) */
 	rng_fn rng;                /* CSPRNG; tests may replace it */
 	void *rng_ctx;
 	pthread_mutex_t rng_lock;
@@ -6704,7 +6706,9 @@ sweeper_run(struct otp *otp)
 	int64_t now = otp->now_ms();
 
 	store_sweep(&otp->store, now, c->code_ttl * 1000);
-	revoked_save(otp, c->state_dir);
+	if (now >= otp->revoked_retry_ms && revoked_save(otp,
+	    c->state_dir) != 0)
+		otp->revoked_retry_ms = now + c->state_save_interval * 1000;
 	if (c->state_dir[0] != '\0' &&
 	    now - otp->saved_ms >= c->state_save_interval * 1000) {
 		limits_save(otp, c->state_dir, number_hold(c));

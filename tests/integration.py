@@ -2267,6 +2267,30 @@ def case_revoked_state_drops_ended(ctx):
           "the live entry is gone from the rewritten file: %r" % text)
 
 
+def case_revoked_state_write_fails(ctx):
+    """A revoked.state that cannot be written (here revoked.state.tmp is
+    a directory): the logout still holds in memory, the failure is logged
+    once and retried after STATE_SAVE_INTERVAL, not every second."""
+    state = _state_dir(ctx, {"STATE_SAVE_INTERVAL": 10})
+    a = ctx.browser("A")
+    _verify_flow(ctx, a, PHONE)
+    gone = a.cookies["otp_auth"]
+    tmp = os.path.join(state, "revoked.state.tmp")
+    os.mkdir(tmp)
+    n0 = len(ctx.server.err_lines)
+    _logout(ctx, a)
+    rx = r"error state_write: cannot write \S*/revoked\.state: "
+    check(ctx.server.wait_log(rx, n0, 3.0), "no error logged for the write")
+    check(_replay(ctx, gone) == 401, "the logged-out cookie: want 401")
+    time.sleep(2.5)
+    errors = [ln for ln in ctx.server.err_lines[n0:] if re.search(rx, ln)]
+    check(len(errors) == 1, "%d errors in 2.5 s, want 1 (retried every "
+          "second?)" % len(errors))
+    os.rmdir(tmp)
+    _wait_file(os.path.join(state, "revoked.state"),
+               r"^R %s " % gone.split(".")[3], 12.0)
+
+
 def case_revoked_table_full(ctx):
     """A full table (1024 sessions revoked and not yet ended, here from
     the file) takes one more: the session that ends soonest leaves it and
