@@ -24,7 +24,8 @@
  *	verifications	the rules the forms and the API share
  *	pages		templates from www/, embedded at build time
  *	HTTP replies	reply(): headers, cookies; one outcome table
- *	cookies and sessions	session ids, CSRF, handles, otp_auth
+ *	cookies and sessions	session ids, CSRF, handles, otp_auth,
+ *			revocations (revoked.state)
  *	client address	the peer, or X-Forwarded-For from TRUSTED_PROXY
  *	forms		bodies, url-encoded fields, CSRF and origin checks
  *	the web flow	the page handlers: /, /request, /verify, /auth...
@@ -49,6 +50,7 @@
  *	store.lock	the code store's records, free list and count
  *	limits.lock	every rate table, the global windows, changes
  *	curls.lock	the idle libcurl handles
+ *	revoked.lock	the revoked sessions, their floor and change count
  *	rng_lock	the CTR_DRBG
  *	stop_lock	the sweeper's stop flag (with stop_cond)
  * Counters for /metrics are atomics; the DEBUG flag and the average
@@ -175,6 +177,13 @@
 #define OTP_MAX_USER 32       /* a user name */
 #define OTP_MAX_GROUPS 96     /* a user's groups, "admins,ops" */
 #define OTP_MAX_IDENTITY 256  /* identity_headers(): four lines */
+#ifndef OTP_MAX_REVOKED
+#define OTP_MAX_REVOKED 1024  /* ended sessions remembered: revoked_add() */
+#endif
+#define OTP_MAX_COOKIE 320    /* a Set-Cookie value: otp_auth, Domain and
+				 a mount prefix as Path fit */
+#define OTP_AUTH_SKEW 60      /* seconds an otp_auth may seem issued in
+				 the future (servers sharing STATE_DIR) */
 
 #define countof(a) (sizeof(a) / sizeof((a)[0]))
 #define OTP_STR(x) OTP_STR_(x) /* a limit in a message: "1024" */
@@ -267,6 +276,7 @@ struct config {
 	char app_name[64];
 	char www_dir[OTP_MAX_STR];
 	char webotp_domain[128];
+	char cookie_domain[128];    /* otp_auth's Domain; "": host-only */
 	char lang[8];               /* the language of MESSAGE and the pages */
 	char upstream[OTP_MAX_STR]; /* proxy mode: "http://host:port" */
 	long upstream_timeout;
@@ -392,6 +402,23 @@ struct curl_pool {
 	int cap;
 };
 
+/*
+ * Ended forward-auth sessions (POST /logout), by their random id, each
+ * until its cookie would have ended anyway; revoked.state on disk. A
+ * fixed table: revoked_add() says what a full one does.
+ */
+struct revoked {
+	pthread_mutex_t lock; /* guards everything below */
+	struct {
+		uint64_t rid;
+		int64_t until; /* Unix seconds: issued + SESSION_TTL then */
+	} e[OTP_MAX_REVOKED + 1]; /* + 1: the one a full table drops */
+	uint32_t n;
+	int64_t floor;        /* sessions that end by then are ended too */
+	uint64_t changes;     /* revocations made */
+	uint64_t saved;       /* changes at the last write */
+};
+
 /* Which limit refused a send or a check, for the log, page and metrics. */
 enum limit { LIMIT_NONE, LIMIT_RESEND, LIMIT_NUMBER, LIMIT_IP, LIMIT_HOUR,
 	     LIMIT_DAY, LIMIT_VERIFY_IP, LIMIT_NETWORK, LIMIT_API_HOUR,
@@ -454,6 +481,8 @@ struct otp {
 	clock_fn wall_ms;          /* Unix time, for the state file; too */
 	uint64_t saved_changes;    /* limits.changes at the last save */
 	int64_t saved_ms;          /* when limits.state was last written */
+	int64_t revoked_retry_ms;  /* a failed revoked.state write: retried
+				      then, not every round (a full disk) */
 	rng_fn rng;                /* CSPRNG; tests may replace it */
 	void *rng_ctx;
 	pthread_mutex_t rng_lock;
@@ -470,6 +499,7 @@ struct otp {
 	struct store store;
 	struct limits limits;
 	struct curl_pool curls;
+	struct revoked revoked;
 	struct stats stats;
 	atomic_uint send_ms8;      /* 8 x a moving average of a send's ms,
 				   for an unlisted number's pause */
@@ -971,6 +1001,7 @@ static const char *check_message(const char *v);
 static const char *check_not_empty(const char *v);
 static const char *check_http_auth(const char *v);
 static const char *check_domain(const char *v);
+static const char *check_cookie_domain(const char *v);
 static const char *check_lang(const char *v);
 static const char *check_addresses(const char *v);
 static const char *check_env_names(const char *v);
@@ -1045,6 +1076,7 @@ static const struct key config_keys[] = {
 	STR("APP_NAME", app_name, "otp_demo", NULL),
 	STR("WWW_DIR", www_dir, "", NULL),
 	STR("WEBOTP_DOMAIN", webotp_domain, "", check_domain),
+	STR("COOKIE_DOMAIN", cookie_domain, "", check_cookie_domain),
 	STR("LANG", lang, "en", check_lang),
 	STR("UPSTREAM", upstream, "", check_upstream),
 	INT("UPSTREAM_TIMEOUT", upstream_timeout, 1, 600, "30"),
@@ -1182,6 +1214,31 @@ check_domain(const char *v)
 	if (strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	    "0123456789.-") != strlen(v))
 		return "must be a host name like 'example.com'";
+	return NULL;
+}
+
+/*
+ * A DNS name of two labels or more ("example.lan"): one label would be a
+ * top-level domain, which browsers refuse as a Domain; nor an address,
+ * a leading dot or a port.
+ */
+static const char *
+check_cookie_domain(const char *v)
+{
+	const char *p = v, *label = v;
+	size_t len = 0, n = strlen(v);
+	bool ok = n == 0 || (check_domain(v) == NULL && v[n - 1] != '.');
+	int labels = 0;
+
+	while (ok && list_next(&p, '.', &label, &len)) {
+		ok = len > 0 && len < 64 && label[0] != '-' &&
+		    label[len - 1] != '-';
+		labels++;
+	}
+	/* The last label, at the end of v: all digits is an address. */
+	if (n > 0 && (!ok || labels < 2 || strspn(label, "0123456789") == len))
+		return "must be a host name like 'example.lan' (no leading "
+		    "dot, no port)";
 	return NULL;
 }
 
@@ -2046,9 +2103,10 @@ cfg_swap(struct otp *otp, struct config *c)
 /* ---- state files ------------------------------------------------------- */
 /*
  * STATE_DIR holds what must outlive a restart: session.key (the keys of
- * sessions, CSRF tokens and forward-auth cookies) and limits.state (the
- * rate windows). Whoever can write there can forge sessions or reset the
- * caps, so start-up refuses (exit 78, with the fix) a directory another
+ * sessions, CSRF tokens and forward-auth cookies), limits.state (the
+ * rate windows) and revoked.state (the sessions ended by a logout).
+ * Whoever can write there can forge sessions or reset the caps, so
+ * start-up refuses (exit 78, with the fix) a directory another
  * user owns or can write, and a file that is not a regular file owned by
  * us with mode 0600. Files are written by file_write_atomic(): a fresh
  * temporary file (O_EXCL|O_NOFOLLOW), fsynced, renamed over.
@@ -2121,6 +2179,63 @@ state_open(const char *path, const char *name, char *err, size_t errlen)
 	close(fd);
 	errno = EPERM;
 	return NULL;
+}
+
+/*
+ * Writes text, len bytes made in a buffer of cap (len >= cap: it did not
+ * fit; text NULL: no buffer), to dir/name: atomically, mode 0600. 0, or
+ * -1 with the reason logged.
+ */
+static int
+state_write(const struct otp *otp, const char *dir, const char *name,
+            const char *text, size_t len, size_t cap)
+{
+	char path[OTP_MAX_STR + 16];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (text != NULL && len < cap &&
+	    file_write_atomic(path, text, len, 0600) == 0)
+		return 0;
+	log_err(otp, "%s: cannot write %s: %s", __func__, path,
+	    errno ? strerror(errno) : "too big");
+	return -1;
+}
+
+/* Reads one line of a state file into the tables. 0, or -1 if
+ * malformed. now is monotonic, wall Unix time, both in ms. */
+typedef int (*state_line_fn)(struct otp *otp, const char *line, int64_t now,
+                             int64_t wall);
+
+/*
+ * Reads dir/name (dir: STATE_DIR), if there is one: a first line starting
+ * with magic, then a line each for fn. Start-up fails on a malformed file
+ * (exit 78), with its line and what moving it away costs (hint): state
+ * that silently resets is what the files are for. 0, or -1 with err.
+ */
+static int
+state_load(struct otp *otp, const char *dir, const char *name,
+           const char *magic, state_line_fn fn, const char *hint, char *err,
+           size_t errlen)
+{
+	char path[OTP_MAX_STR + 16], line[128];
+	int64_t now = otp->now_ms(), wall = otp->wall_ms();
+	int lineno = 0, rc = 0;
+	FILE *f;
+
+	if (dir[0] == '\0')
+		return 0;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((f = state_open(path, name, err, errlen)) == NULL)
+		return errno == ENOENT ? 0 : -1;
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL)
+		if (++lineno == 1 ? strncmp(line, magic, strlen(magic)) != 0 :
+		    fn(otp, line, now, wall) != 0)
+			rc = -1;
+	fclose(f);
+	if (rc != 0)
+		snprintf(err, errlen, "%s:%d: not a %s line; move the file away "
+		    "to start %s", path, lineno, name, hint);
+	return rc;
 }
 
 /* ---- codes ------------------------------------------------------------- */
@@ -3109,13 +3224,13 @@ to_wall(int64_t t, int64_t now, int64_t wall)
 static int
 limits_save(struct otp *otp, const char *dir, int64_t hold_ms)
 {
-	size_t slots = 0, n, len = 0, cap;
+	size_t slots = 0, n, len = 0, cap = 0;
 	int64_t now = otp->now_ms(), wall = otp->wall_ms();
 	struct saved *s = NULL;
 	struct window g[G__N];
-	char path[OTP_MAX_STR + 16], *text = NULL;
-	uint64_t changes;
-	int rc = -1;
+	char *text = NULL;
+	uint64_t changes = 0;
+	int rc = -1; /* -1 until written, or found unchanged */
 
 	if (dir[0] == '\0' || otp->check_only || otp->limits.tab[0].w == NULL)
 		return 0;
@@ -3141,15 +3256,10 @@ limits_save(struct otp *otp, const char *dir, int64_t hold_ms)
 		    s[i].table, (unsigned long long)s[i].w.key,
 		    to_wall(s[i].w.start_ms, now, wall),
 		    to_wall(s[i].w.last_ms, now, wall), s[i].w.count);
-	snprintf(path, sizeof(path), "%s/limits.state", dir);
-	if (len < cap && file_write_atomic(path, text, len, 0600) == 0) {
-		otp->saved_changes = changes;
-		rc = 0;
-	}
 out:
-	if (rc != 0)
-		log_err(otp, "%s: cannot write %s/limits.state: %s", __func__,
-		    dir, errno ? strerror(errno) : "too big");
+	if (rc != 0 && (rc = state_write(otp, dir, "limits.state", text, len,
+	    cap)) == 0)
+		otp->saved_changes = changes;
 	free(s);
 	free(text);
 	return rc;
@@ -3229,38 +3339,6 @@ limits_load_line(struct otp *otp, const char *line, int64_t now,
 	w->count = (uint32_t)count;
 	w->slot = -1;
 	return 0;
-}
-
-/*
- * Reads limits.state, if there is one; windows that have ended since
- * simply stop counting. Start-up fails on a malformed file (exit 78):
- * caps that silently reset are what the file is for.
- */
-static int
-limits_load(struct otp *otp, char *err, size_t errlen)
-{
-	char path[OTP_MAX_STR + 16], line[128];
-	int64_t now = otp->now_ms(), wall = otp->wall_ms();
-	int lineno = 0, rc = 0;
-	FILE *f;
-
-	if (otp->cfg->state_dir[0] == '\0')
-		return 0;
-	snprintf(path, sizeof(path), "%s/limits.state", otp->cfg->state_dir);
-	if ((f = state_open(path, "limits.state", err, errlen)) == NULL)
-		return errno == ENOENT ? 0 : -1;
-	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
-		lineno++;
-		if (lineno == 1 ? PREFIX(line, STATE_MAGIC " ") == NULL :
-		    limits_load_line(otp, line, now,
-		    wall) != 0)
-			rc = -1;
-	}
-	fclose(f);
-	if (rc != 0)
-		snprintf(err, errlen, "%s:%d: not a limits.state line; move the "
-		    "file away to start with fresh caps", path, lineno);
-	return rc;
 }
 
 /* ---- phone numbers ----------------------------------------------------- */
@@ -4829,7 +4907,7 @@ static const struct {
 	{ "index.html", { "error", "csrf", "phone" } },
 	{ "verify.html", { "error", "csrf", "phone", "token_length",
 	    "inputmode" } },
-	{ "verify_success.html", { "phone" } },
+	{ "verify_success.html", { "phone", "csrf" } },
 	{ "error.html", { "status", "title", "message" } },
 };
 
@@ -4990,7 +5068,7 @@ struct req {
 	char sid[2 * OTP_SID_LEN + 1];  /* session id, "" if none */
 	struct owner ow;        /* the session, as records are owned */
 	char csrf[2 * OTP_MAC_LEN + 1]; /* CSRF token for the session */
-	char cookies[4][200];   /* Set-Cookie values to send */
+	char cookies[4][OTP_MAX_COOKIE]; /* Set-Cookie values to send */
 	int ncookies;
 	long retry_after;       /* > 0: send Retry-After */
 	const char *allow;      /* for 405 */
@@ -5330,17 +5408,42 @@ reply_verify(struct req *r, int status, const char *error, const char *phone)
  * On a secure page (TLS here, or https at a trusted proxy) every cookie
  * is a "__Host-" cookie: Secure, Path=/ and no Domain, so that neither a
  * plain-HTTP page nor a sibling subdomain can set one for us. Elsewhere
- * cookies are scoped to the mount prefix.
+ * cookies are scoped to the mount prefix. The one exception is otp_auth
+ * under COOKIE_DOMAIN: a Domain cookie, so "__Secure-" (which allows
+ * one), and Path=/ for the hosts it covers.
  */
 #define HOST_PREFIX "__Host-"
+#define SECURE_PREFIX "__Secure-"
 
 /*
- * Queues a Set-Cookie; max_age < 0 means a session cookie. Every cookie is
- * SameSite=Strict but otp_auth: it only gates GET navigation (forward-auth),
- * and Lax lets a link from elsewhere to the protected page carry it.
+ * COOKIE_DOMAIN if this request's Host is that domain or a name under
+ * it, else NULL: a browser drops a cookie whose Domain its host is not
+ * in, so elsewhere (an address, another name) otp_auth stays host-only
+ * and a login there covers that host alone.
+ */
+static const char *
+auth_domain(const struct req *r)
+{
+	const char *d = r->cfg->cookie_domain;
+	const char *host = mg_get_header(r->conn, "Host");
+	size_t dn = strlen(d), hn;
+
+	if (dn == 0 || host == NULL)
+		return NULL;
+	hn = strcspn(host, ":");
+	return hn >= dn && strncasecmp(host + hn - dn, d, dn) == 0 &&
+	    (hn == dn || host[hn - dn - 1] == '.') ? d : NULL;
+}
+
+/*
+ * Queues a Set-Cookie, for domain (NULL: host-only); max_age < 0 means a
+ * session cookie. Every cookie is SameSite=Strict but otp_auth: it only
+ * gates GET navigation (forward-auth), and Lax lets a link from elsewhere
+ * to the protected page carry it.
  */
 static void
-set_cookie(struct req *r, const char *name, const char *value, long max_age)
+cookie_add(struct req *r, const char *name, const char *value, long max_age,
+           const char *domain)
 {
 	char age[32] = "";
 
@@ -5349,11 +5452,19 @@ set_cookie(struct req *r, const char *name, const char *value, long max_age)
 	if (max_age >= 0)
 		snprintf(age, sizeof(age), "; Max-Age=%ld", max_age);
 	snprintf(r->cookies[r->ncookies++], sizeof(r->cookies[0]),
-	    "%s%s=%s; Path=%s/; HttpOnly; SameSite=%s%s%s",
-	    r->secure ? HOST_PREFIX : "", name, value,
-	    r->secure ? "" : r->otp->prefix,
+	    "%s%s=%s; Path=%s/; HttpOnly; SameSite=%s%s%s%s%s",
+	    !r->secure ? "" : domain != NULL ? SECURE_PREFIX : HOST_PREFIX,
+	    name, value, r->secure || domain != NULL ? "" : r->otp->prefix,
 	    strcmp(name, "otp_auth") == 0 ? "Lax" : "Strict", age,
+	    domain != NULL ? "; Domain=" : "", domain != NULL ? domain : "",
 	    r->secure ? "; Secure" : "");
+}
+
+static void
+set_cookie(struct req *r, const char *name, const char *value, long max_age)
+{
+	cookie_add(r, name, value, max_age, strcmp(name, "otp_auth") == 0 ?
+	    auth_domain(r) : NULL);
 }
 
 /*
@@ -5377,19 +5488,34 @@ cookie_get(const char *header, const char *name, char *out, size_t outlen)
 	return -1;
 }
 
-/* A cookie of ours: the "__Host-" one, or on a page that is not secure
- * the plain one. Length, or -1. */
+/*
+ * Our cookie name as spelling i may name it: 0 the "__Host-" one, 1 the
+ * "__Secure-" one (otp_auth under COOKIE_DOMAIN only), 2 the plain one
+ * (on a page that is not secure only). Length, or -1.
+ */
+static int
+req_cookie_as(const struct req *r, int i, const char *name, char *out,
+              size_t outlen)
+{
+	static const char *const prefixes[] = { HOST_PREFIX, SECURE_PREFIX, "" };
+	char full[32];
+
+	if ((i == 1 && (r->cfg->cookie_domain[0] == '\0' ||
+	    strcmp(name, "otp_auth") != 0)) || (i == 2 && r->secure))
+		return -1;
+	snprintf(full, sizeof(full), "%s%s", prefixes[i], name);
+	return cookie_get(mg_get_header(r->conn, "Cookie"), full, out, outlen);
+}
+
+/* A cookie of ours, by the first spelling it is found by. Length, or -1. */
 static int
 req_cookie(const struct req *r, const char *name, char *out, size_t outlen)
 {
-	const char *h = mg_get_header(r->conn, "Cookie");
-	char host[32] = HOST_PREFIX;
-	int n;
+	int n = -1;
 
-	str_copy(host + strlen(host), sizeof(host) - strlen(host), name);
-	if ((n = cookie_get(h, host, out, outlen)) >= 0 || r->secure)
-		return n;
-	return cookie_get(h, name, out, outlen);
+	for (int i = 0; i < 3 && n < 0; i++)
+		n = req_cookie_as(r, i, name, out, outlen);
+	return n;
 }
 
 /* The CSRF token of a session: HMAC(csrf_key, "csrf:" sid), hex. */
@@ -5500,71 +5626,252 @@ handle_format(uint32_t slot, const uint8_t id[OTP_ID_LEN],
 }
 
 /*
- * The forward-auth cookie: "<expiry>.<number digits>.<mac>", the mac an
- * HMAC of the rest under the auth key (kept in STATE_DIR, so it survives a
- * restart). Expiry is wall-clock Unix time, for the same reason.
+ * The forward-auth cookie, otp_auth:
+ *
+ *	<issued>.<ttl>.<number digits>.<rid>.<mac>
+ *
+ * issued is Unix time (wall clock, as the cookie outlives a restart), ttl
+ * SESSION_TTL at the time, rid 64 random bits in hex that name the
+ * session for POST /logout, mac the first 128 bits of an HMAC of the rest
+ * under the auth key (kept in STATE_DIR). A session is valid until issued
+ * plus the lower of ttl and today's SESSION_TTL: lowering it shortens the
+ * sessions already issued, raising it never lengthens one past what its
+ * cookie's Max-Age promised. The cookie of the previous version
+ * ("<expiry>.<digits>.<mac>") has no id to revoke: it is refused, and
+ * its holder verifies again.
  */
+struct auth {
+	char phone[OTP_MAX_PHONE_LEN + 1];
+	long long issued;
+	long ttl;
+	uint64_t rid;
+};
+
+#define AUTH_COOKIE_MAX 96 /* 10+1+7+1+15+1+16+1+32 bytes, rounded up */
+
 static int
-auth_cookie_make(const struct otp *otp, const char *phone, long long expiry,
-                 char *out, size_t outlen)
+auth_cookie_make(const struct otp *otp, const struct auth *a, char *out,
+                 size_t outlen)
 {
 	uint8_t mac[OTP_MAC_LEN];
-	char hex[2 * OTP_MAC_LEN + 1];
-	int n = snprintf(out, outlen, "%lld.%s", expiry, phone + 1);
+	int n = snprintf(out, outlen, "%lld.%ld.%s.%016llx", a->issued, a->ttl,
+	    a->phone + 1, (unsigned long long)a->rid);
 
-	if (n < 0 || (size_t)n + 34 >= outlen)
+	if (n < 0 || (size_t)n + 34 > outlen)
 		return -1;
 	hmac_keyed(&otp->auth_hk, out, (size_t)n, mac);
-	hex_encode(mac, 16, hex, false);
-	snprintf(out + n, outlen - (size_t)n, ".%s", hex);
+	out[n] = '.';
+	hex_encode(mac, 16, out + n + 1, false);
 	return 0;
 }
 
-/* Checks an otp_auth cookie's value v; on success writes the number.
- * 0 or -1. */
+/*
+ * Checks an otp_auth cookie's value v at now (Unix seconds) under c's
+ * SESSION_TTL, and fills a. Revocations are revoked_has()'s. 0 or -1.
+ */
 static int
-auth_cookie_check(const struct otp *otp, const char *v, long long now,
-                  char phone[OTP_MAX_PHONE_LEN + 1])
+auth_cookie_check(const struct otp *otp, const struct config *c,
+                  const char *v, long long now, struct auth *a)
 {
-	char want[128];
-	const char *dot;
-	long expiry;
+	char want[AUTH_COOKIE_MAX], *end;
+	unsigned long long f[4];
+	const char *p = v;
 	size_t n = strlen(v);
 
-	if (n == 0 || (dot = strchr(v, '.')) == NULL)
-		return -1;
-	{
-		char num[24];
-
-		if (str_ncopy(num, sizeof(num), v, (size_t)(dot - v)) != 0 ||
-		    parse_long(num, 0, LONG_MAX, &expiry) != 0 || expiry <= now)
+	/* The fields read leniently, the cookie made again from them and
+	 * compared: only the bytes this server wrote pass, and the times
+	 * are trusted after that. */
+	for (int i = 0; i < 4; i++, p = end + 1) {
+		f[i] = strtoull(p, &end, i == 3 ? 16 : 10);
+		if (*end != '.')
 			return -1;
 	}
-	phone[0] = '+';
-	if (str_ncopy(phone + 1, OTP_MAX_PHONE_LEN, dot + 1,
-	    strcspn(dot + 1, ".")) != 0 || !phone_is_e164(phone) ||
-	    auth_cookie_make(otp, phone, expiry, want, sizeof(want)) != 0 ||
+	a->issued = (long long)f[0];
+	a->ttl = (long)f[1];
+	a->rid = f[3];
+	if (snprintf(a->phone, sizeof(a->phone), "+%llu", f[2]) >=
+	    (int)sizeof(a->phone) ||
+	    auth_cookie_make(otp, a, want, sizeof(want)) != 0 ||
 	    /* Both lengths follow from the cookie itself: telling them
 	     * apart tells nothing of the key. */
 	    strlen(want) != n || !ct_equal(want, v, n))
+		return -1;
+	if (a->issued > now + OTP_AUTH_SKEW || now - a->issued >=
+	    (a->ttl < c->session_ttl ? a->ttl : c->session_ttl))
 		return -1;
 	return 0;
 }
 
 /*
+ * Whether the session of an otp_auth cookie (ending at until at the
+ * latest) was revoked: by its id, or by a full table's floor.
+ */
+static bool
+revoked_has(struct revoked *rv, uint64_t rid, int64_t until)
+{
+	bool found;
+
+	pthread_mutex_lock(&rv->lock);
+	found = until <= rv->floor;
+	for (uint32_t i = 0; i < rv->n && !found; i++)
+		found = rv->e[i].rid == rid;
+	pthread_mutex_unlock(&rv->lock);
+	return found;
+}
+
+/*
+ * Revokes session rid, which ends at until anyway (Unix seconds), at now;
+ * entries of sessions that have ended are dropped first. A full table
+ * (OTP_MAX_REVOKED sessions revoked and not ended) drops the entry that
+ * ends soonest and raises the floor to its end: every session that would
+ * end by then ends now. So a revoked session never comes back, which
+ * dropping it alone would allow (a stolen cookie would work again); the
+ * price is that the sessions nearest their end end early. Refusing the
+ * logout would leave the session valid, refusing logins would lock
+ * everyone out. True if the table was full (the caller logs it).
+ */
+static bool
+revoked_add(struct revoked *rv, uint64_t rid, int64_t until, int64_t now)
+{
+	uint32_t j = 0, soon = 0;
+	bool full;
+
+	pthread_mutex_lock(&rv->lock);
+	for (uint32_t i = 0; i < rv->n; i++)
+		if (rv->e[i].until > now && rv->e[i].until > rv->floor &&
+		    rv->e[i].rid != rid)
+			rv->e[j++] = rv->e[i];
+	rv->e[j].rid = rid;
+	rv->e[j].until = until;
+	rv->n = j + 1;
+	full = rv->n > OTP_MAX_REVOKED;
+	if (full) {
+		for (uint32_t i = 1; i < rv->n; i++)
+			if (rv->e[i].until < rv->e[soon].until)
+				soon = i;
+		if (rv->e[soon].until > rv->floor)
+			rv->floor = rv->e[soon].until;
+		rv->e[soon] = rv->e[--rv->n];
+	}
+	rv->changes++;
+	pthread_mutex_unlock(&rv->lock);
+	return full;
+}
+
+/*
+ * Revocations survive a restart and a crash: with STATE_DIR the table is
+ * written to STATE_DIR/revoked.state by the sweeper as soon as a logout
+ * wakes it (within OTP_SWEEP_MS at worst), and on shutdown, and read at
+ * start, ended entries skipped. A write per logout is cheap: logouts are
+ * rare, and each needs a verified session of its own, so flash wear is
+ * bounded by the SMS caps. One writer keeps two writes from meeting in
+ * revoked.state.tmp; a crash loses at most the logouts of that moment.
+ * Times are Unix seconds, like the cookies'. One line each:
+ *
+ *	otp_demo-revoked 1
+ *	F <floor>
+ *	R <session id, hex> <until>
+ *
+ * Start-up fails on a malformed file, before anything is written: going
+ * on without it would bring back the sessions it ended.
+ */
+#define REVOKED_MAGIC "otp_demo-revoked 1"
+#define REVOKED_LINE_MAX 40
+
+/* Writes dir/revoked.state if a session was revoked since the last
+ * write. Allocates the text (the sweeper's, never a request's). 0, or
+ * -1 with the reason logged. */
+static int
+revoked_save(struct otp *otp, const char *dir)
+{
+	struct revoked *rv = &otp->revoked;
+	size_t cap = (OTP_MAX_REVOKED + 2) * REVOKED_LINE_MAX, len = 0;
+	uint64_t changes = 0;
+	char *text;
+	bool same;
+	int rc;
+
+	pthread_mutex_lock(&rv->lock);
+	same = rv->changes == rv->saved;
+	pthread_mutex_unlock(&rv->lock);
+	if (same || dir[0] == '\0' || otp->check_only)
+		return 0;
+	errno = 0;
+	if ((text = malloc(cap)) != NULL) {
+		pthread_mutex_lock(&rv->lock);
+		buf_printf(text, cap, &len, REVOKED_MAGIC "\nF %lld\n",
+		    (long long)rv->floor);
+		for (uint32_t i = 0; i < rv->n; i++)
+			buf_printf(text, cap, &len, "R %016llx %lld\n",
+			    (unsigned long long)rv->e[i].rid,
+			    (long long)rv->e[i].until);
+		changes = rv->changes;
+		pthread_mutex_unlock(&rv->lock);
+	}
+	if ((rc = state_write(otp, dir, "revoked.state", text, len, cap)) == 0) {
+		pthread_mutex_lock(&rv->lock);
+		rv->saved = changes;
+		pthread_mutex_unlock(&rv->lock);
+	}
+	free(text);
+	return rc;
+}
+
+/* Reads one "F" or "R" line of revoked.state: sessions that have ended
+ * since are skipped. 0, or -1 if malformed. */
+static int
+revoked_load_line(struct otp *otp, const char *line, int64_t now,
+                  int64_t wall)
+{
+	unsigned long long rid = 0, until;
+	const char *p = line + 1;
+
+	(void)now;
+	if ((line[0] != 'F' && (line[0] != 'R' ||
+	    state_field(&p, 16, UINT64_MAX, &rid) != 0)) ||
+	    state_field(&p, 10, INT64_MAX, &until) != 0)
+		return -1;
+	if (line[0] == 'F')
+		otp->revoked.floor = (int64_t)until;
+	else if ((int64_t)until > wall / 1000)
+		revoked_add(&otp->revoked, rid, (int64_t)until, wall / 1000);
+	return 0;
+}
+
+/*
+ * The otp_auth session the request carries: the first spelling of its
+ * cookie (req_cookie_as()) that is valid, not expired under r->cfg and
+ * not revoked. 0 with a filled, or -1. O(OTP_MAX_REVOKED) under a lock.
+ */
+static int
+auth_session_of(const struct req *r, struct auth *a)
+{
+	char v[AUTH_COOKIE_MAX];
+
+	for (int i = 0; i < 3; i++)
+		if (req_cookie_as(r, i, "otp_auth", v, sizeof(v)) >= 0 &&
+		    auth_cookie_check(r->otp, r->cfg, v,
+		    r->otp->wall_ms() / 1000, a) == 0 &&
+		    !revoked_has(&r->otp->revoked, a->rid, a->issued + a->ttl))
+			return 0;
+	return -1;
+}
+
+/*
  * Whether the request comes from a verified session: 0 with its number in
  * phone, or -1. The one check of the otp_auth cookie, for /auth and for
- * proxy mode alike; a number USERS_FILE no longer lists (edited, then
- * SIGHUP) does not pass either.
+ * proxy mode alike: valid, unrevoked, unexpired, and of a number
+ * USERS_FILE still lists (edited, then SIGHUP).
  */
 static int
 auth_session(const struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 {
-	char v[128];
+	struct auth a;
 
-	return req_cookie(r, "otp_auth", v, sizeof(v)) < 0 ||
-	    auth_cookie_check(r->otp, v, (long long)time(NULL), phone) != 0 ||
-	    !user_may_pass(r->cfg, phone) ? -1 : 0;
+	if (auth_session_of(r, &a) != 0 || !user_may_pass(r->cfg, a.phone))
+		return -1;
+	memcpy(phone, a.phone, sizeof(a.phone));
+	return 0;
 }
 
 /*
@@ -5992,15 +6299,21 @@ static int
 reply_verified(struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 {
 	struct otp *otp = r->otp;
-	char masked[32], auth[128];
-	const struct var vars[] = { { "phone", masked } };
+	char masked[32], auth[AUTH_COOKIE_MAX];
+	const struct var vars[] = { { "phone", masked }, { "csrf", r->csrf } };
+	struct auth a;
 	int rc;
 
 	phone_mask(phone, masked, sizeof(masked));
 	set_cookie(r, "otp_vid", "", 0);
-	if (session_new(r) != 0 || auth_cookie_make(otp, phone,
-	    (long long)time(NULL) + r->cfg->session_ttl, auth,
-	    sizeof(auth)) != 0) {
+	str_copy(a.phone, sizeof(a.phone), phone);
+	a.issued = otp->wall_ms() / 1000;
+	a.ttl = r->cfg->session_ttl;
+	rc = session_new(r) != 0 || otp->rng(otp->rng_ctx,
+	    (unsigned char *)&a.rid, sizeof(a.rid)) != 0 ||
+	    auth_cookie_make(otp, &a, auth, sizeof(auth)) != 0;
+	wipe(&a, sizeof(a));
+	if (rc != 0) {
 		wipe(phone, OTP_MAX_PHONE_LEN + 1);
 		return reply_outcome(r, OUT_INTERNAL, "");
 	}
@@ -6198,6 +6511,76 @@ on_auth(struct req *r)
 	}
 	r->head = head;
 	return reply_text(r, 204, "");
+}
+
+static void sweeper_wake(struct otp *otp);
+
+/* "You are logged out.": error.html, a page of words. */
+static int
+reply_logged_out(struct req *r)
+{
+	static const struct var vars[] = {
+		{ "status", "" }, { "title", "Logged out" },
+		{ "message", "You are logged out." },
+	};
+
+	return reply_page(r, 200, "error.html", vars, countof(vars));
+}
+
+/*
+ * POST /logout (the success page's button): ends the forward-auth
+ * session the browser holds, here too, so a copy of its cookie stops
+ * working (revoked_add()); clears its cookies (both scopes under
+ * COOKIE_DOMAIN), starts a new web session, and says so.
+ */
+static int
+on_logout(struct req *r)
+{
+	char body[OTP_MAX_BODY + 1], masked[32] = "";
+	struct auth a;
+	size_t len;
+	int rc;
+
+	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
+		return rc;
+	/* Each cookie it holds (host-only, COOKIE_DOMAIN's), until none
+	 * is valid: a revoked one is not. */
+	while (auth_session_of(r, &a) == 0) {
+		phone_mask(a.phone, masked, sizeof(masked));
+		if (revoked_add(&r->otp->revoked, a.rid, a.issued + a.ttl,
+		    r->otp->wall_ms() / 1000))
+			log_warn(r->otp, "revocations: table full, sessions "
+			    "near their end ended early");
+		sweeper_wake(r->otp);
+	}
+	log_info(r->otp, "logout%s%s ip=%s", masked[0] ? " to=" : "", masked,
+	    r->addr);
+	set_cookie(r, "otp_auth", "", 0);
+	if (auth_domain(r) != NULL)
+		cookie_add(r, "otp_auth", "", 0, NULL);
+	if (session_new(r) != 0)
+		return reply_outcome(r, OUT_INTERNAL, "");
+	return reply_logged_out(r);
+}
+
+/*
+ * GET /logout, for a link from a protected app: the success page, with
+ * its logout button, while the browser has a session; a GET ends
+ * nothing (a link or an <img> from another site must not).
+ */
+static int
+on_logout_page(struct req *r)
+{
+	char phone[OTP_MAX_PHONE_LEN + 1], masked[32];
+	const struct var vars[] = { { "phone", masked }, { "csrf", r->csrf } };
+
+	if (auth_session(r, phone) != 0)
+		return reply_logged_out(r);
+	phone_mask(phone, masked, sizeof(masked));
+	wipe(phone, sizeof(phone));
+	if (r->sid[0] == '\0' && session_new(r) != 0)
+		return reply_internal(r);
+	return reply_page(r, 200, "verify_success.html", vars, countof(vars));
 }
 
 static int
@@ -7244,6 +7627,7 @@ static const struct route routes[] = {
 	{ "/otp.js", "GET, HEAD", on_script, NULL },
 	{ "/favicon.ico", "GET, HEAD", on_favicon, NULL },
 	{ "/auth", "GET, HEAD", on_auth, NULL },
+	{ "/logout", "GET, HEAD, POST", on_logout_page, on_logout },
 	{ "/healthz", "GET, HEAD", on_healthz, NULL },
 	{ "/readyz", "GET, HEAD", on_readyz, NULL },
 	{ "/metrics", "GET, HEAD", on_metrics, NULL },
@@ -7399,8 +7783,9 @@ on_http(struct mg_connection *conn, void *arg)
 
 /* ---- embedding API ----------------------------------------------------- */
 
-/* One round of the sweeper: expired codes, then limits.state when its
- * interval has passed. The file is written with no lock held. */
+/* One round of the sweeper: expired codes, revoked.state when a session
+ * was revoked, then limits.state when its interval has passed. Files are
+ * written with no lock held. */
 static void
 sweeper_run(struct otp *otp)
 {
@@ -7408,12 +7793,24 @@ sweeper_run(struct otp *otp)
 	int64_t now = otp->now_ms();
 
 	store_sweep(&otp->store, now, c->code_ttl * 1000);
+	if (now >= otp->revoked_retry_ms && revoked_save(otp,
+	    c->state_dir) != 0)
+		otp->revoked_retry_ms = now + c->state_save_interval * 1000;
 	if (c->state_dir[0] != '\0' &&
 	    now - otp->saved_ms >= c->state_save_interval * 1000) {
 		limits_save(otp, c->state_dir, number_hold(c));
 		otp->saved_ms = now;
 	}
 	cfg_drop(c);
+}
+
+/* Wakes the sweeper now (a logout: revoked.state). */
+static void
+sweeper_wake(struct otp *otp)
+{
+	pthread_mutex_lock(&otp->stop_lock);
+	pthread_cond_signal(&otp->stop_cond);
+	pthread_mutex_unlock(&otp->stop_lock);
 }
 
 static void *
@@ -7721,6 +8118,7 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 	otp->halt[0] = otp->halt[1] = -1;
 	pthread_mutex_init(&otp->cfg_swap, NULL);
 	pthread_mutex_init(&otp->stop_lock, NULL);
+	pthread_mutex_init(&otp->revoked.lock, NULL);
 	{
 		pthread_condattr_t ca;
 
@@ -7756,7 +8154,11 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		    cfg->max_pending);
 		goto fail;
 	}
-	if (limits_load(otp, err, errlen) != 0)
+	if (state_load(otp, cfg->state_dir, "limits.state", STATE_MAGIC " ",
+	    limits_load_line, "with fresh caps", err, errlen) != 0 ||
+	    state_load(otp, cfg->state_dir, "revoked.state", REVOKED_MAGIC
+	    "\n", revoked_load_line, "(the sessions it ended become valid "
+	    "again until they expire)", err, errlen) != 0)
 		goto fail;
 	otp->saved_ms = otp->now_ms();
 	{
@@ -7903,8 +8305,13 @@ otp_destroy(struct otp *otp)
 	}
 	/* Nothing serves any more (mg_stop came first): the caps go to
 	 * STATE_DIR as they are. */
-	if (otp->cfg != NULL)
+	if (otp->cfg != NULL) {
 		limits_save(otp, otp->cfg->state_dir, number_hold(otp->cfg));
+		/* Not after a failed start: revoked.state may be what
+		 * failed, and is kept as it is. */
+		if (otp->sweeper_started)
+			revoked_save(otp, otp->cfg->state_dir);
+	}
 	while (otp->curls.nidle > 0) {
 		struct pooled *p = &otp->curls.idle[--otp->curls.nidle];
 

@@ -34,6 +34,7 @@ writer and the runner are tests/harness.py's; the table is this file's.
 
 import concurrent.futures
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -1334,6 +1335,133 @@ CASES += [
 ]
 
 
+# ---- logout, revocation, COOKIE_DOMAIN ---------------------------------------
+
+LOGGED_OUT = "You are logged out."
+GONE = r"^otp_auth=; .*Max-Age=0(;|$)"     # the cookie cleared
+
+
+def log_has(rx):
+    """A "check" step: the server logged a line matching rx."""
+    def fn(ctx, b, r):
+        check(ctx.server.wait_log(rx, 0, 2.0), "no log line matching %r" % rx)
+    return fn
+
+
+CASES += [
+    # POST /logout is a form post like the others: without the session's
+    # CSRF token, or from another origin, it is refused and ends nothing.
+    {"name": "logout_revokes", "config": {"RESEND_INTERVAL": 0}, "steps": [
+        {"request": PHONE, "status": 200, "api": 1},
+        {"verify": "{code}", "status": 200, "page": "success",
+         "inputs": {"csrf": "{csrf}"}, "what": "a logout form with the token",
+         "has": ['action="/logout"']},
+        {"save_cookie": ("otp_auth", "auth")},
+        {"get": "/auth", "status": 204},
+        {"post": "/logout", "csrf": None, "status": 403, "no_cookie":
+         ["otp_auth"], "what": "no CSRF token"},
+        {"get": "/auth", "status": 204, "what": "still logged in"},
+        {"post": "/logout", "csrf": "0" * 64, "status": 403,
+         "no_cookie": ["otp_auth"], "what": "a wrong CSRF token"},
+        {"b": "B", "get": "/", "status": 200},
+        {"post": "/logout", "csrf": "{csrf:B}", "status": 403,
+         "what": "another session's CSRF token"},
+        {"post": "/logout", "headers": {"Origin": "http://evil.example"},
+         "status": 403, "no_cookie": ["otp_auth"], "what": "cross-origin"},
+        {"post": "/logout", "headers": {"Sec-Fetch-Site": "cross-site"},
+         "status": 403, "what": "Sec-Fetch-Site: cross-site"},
+        {"get": "/auth", "status": 204, "what": "still logged in"},
+        {"get": "/logout", "status": 200, "page": "success",
+         "has": ['action="/logout"', "+1********23"],
+         "what": "a GET shows the logout button (a link from an app)"},
+        {"get": "/auth", "status": 204,
+         "what": "a GET (a link, an <img>) logs no one out"},
+        {"post": "/logout", "status": 200, "has": [LOGGED_OUT], "secure": True,
+         "cookie": {"otp_auth": GONE, "otp_sid": SID},
+         "check": log_has(r"logout to=\+1\*{8}23 ip=127\.0\.0\.1")},
+        {"get": "/auth", "status": 401, "what": "the cookie is gone"},
+        {"get": "/logout", "status": 200, "has": [LOGGED_OUT],
+         "lacks": ['action="/logout"']},
+        {"set_cookie": {"otp_auth": "{saved:auth}"}},
+        {"get": "/auth", "status": 401, "no_hdr": ["X-Otp-Phone"],
+         "what": "the old cookie replayed: revoked on the server"},
+        {"get": "/auth?redirect=1", "status": 302},
+        {"b": "C", "set_cookie": {"otp_auth": "{saved:auth}"}},
+        {"b": "C", "get": "/auth", "status": 401,
+         "what": "the old cookie in another browser"},
+        {"post": "/logout", "status": 403, "what": "the old session's token: "
+         "logging out started a new session"},
+        {"get": "/", "status": 200},
+        {"post": "/logout", "status": 200, "has": [LOGGED_OUT],
+         "what": "again, with the revoked cookie: nothing to end"},
+        {"get": "/", "status": 200},
+        {"request": PHONE, "status": 200, "api": 1,
+         "what": "the same number logs in again"},
+        {"verify": "{code}", "status": 200, "page": "success"},
+        {"get": "/auth", "status": 204, "what": "a new session is valid"},
+        {"set_cookie": {"otp_auth": "{saved:auth}"}},
+        {"get": "/auth", "status": 401, "what": "the old one still is not"},
+    ]},
+
+    # COOKIE_DOMAIN: otp_auth gets a Domain (and "__Secure-", never
+    # "__Host-", on a secure page); the web flow's cookies stay host-only;
+    # a host outside the domain gets a host-only cookie.
+    {"name": "cookie_domain", "config": {"COOKIE_DOMAIN": "example.lan",
+                                         "TRUSTED_PROXY": "127.0.0.1"},
+     "steps": [
+        {"get": "/", "status": 200, "headers": {"Host": "auth.example.lan"},
+         "cookie": {"otp_sid": STRICT + r"(?!.*Domain)"}},
+        {"request": PHONE, "status": 200, "api": 1,
+         "headers": {"Host": "auth.example.lan"},
+         "cookie": {"otp_vid": r"^(?!.*Domain)"}},
+        {"verify": "{code}", "status": 200,
+         "headers": {"Host": "auth.example.lan"},
+         "cookie": {"otp_auth": AUTH_COOKIE % 43200 +
+                    r"(?=.*; Domain=example\.lan(;|$))",
+                    "otp_sid": r"^(?!.*Domain)"}},
+        {"get": "/auth", "status": 204, "headers": {"Host": "app.example.lan"},
+         "what": "another host of the domain"},
+        {"b": "B", "get": "/", "status": 200,
+         "what": "the server's address: outside the domain"},
+        {"b": "B", "request": PHONE2, "status": 200, "api": 1},
+        {"b": "B", "verify": "{code}", "status": 200,
+         "cookie": {"otp_auth": AUTH_COOKIE % 43200 + r"(?!.*Domain)"}},
+        {"b": "S", "get": "/", "status": 200, "headers": {
+            "Host": "auth.example.lan", "X-Forwarded-Proto": "https"},
+         "cookie": {"__Host-otp_sid": r"; Secure(;|$)(?!.*Domain)"}},
+        {"b": "S", "request": "2025550107", "status": 200, "api": 1,
+         "headers": {"Host": "auth.example.lan", "X-Forwarded-Proto": "https"}},
+        {"b": "S", "verify": "{code}", "status": 200, "headers": {
+            "Host": "auth.example.lan", "X-Forwarded-Proto": "https"},
+         "no_cookie": ["__Host-otp_auth"],
+         "cookie": {"__Secure-otp_auth": r"^__Secure-otp_auth=[^;]+; Path=/;"
+                    r"(?=.*; Domain=example\.lan(;|$))(?=.*; Secure(;|$))"}},
+        {"b": "S", "get": "/auth", "status": 204, "headers": {
+            "Host": "app.example.lan", "X-Forwarded-Proto": "https"}},
+        {"b": "S", "do": sighup({"COOKIE_DOMAIN": ""}),
+         "what": "COOKIE_DOMAIN removed"},
+        {"b": "S", "get": "/auth", "status": 401, "headers": {
+            "Host": "app.example.lan", "X-Forwarded-Proto": "https"},
+         "what": "a __Secure- cookie is not ours without COOKIE_DOMAIN"},
+        {"b": "S", "do": sighup({"COOKIE_DOMAIN": "example.lan"})},
+        {"b": "S", "get": "/auth", "status": 204, "headers": {
+            "Host": "app.example.lan", "X-Forwarded-Proto": "https"}},
+        {"b": "S", "save_cookie": ("__Secure-otp_auth", "dom")},
+        {"b": "S", "post": "/logout", "status": 200, "headers": {
+            "Host": "app.example.lan", "X-Forwarded-Proto": "https"},
+         "has": [LOGGED_OUT],
+         "cookie": {"__Secure-otp_auth": r"^__Secure-otp_auth=; .*Max-Age=0"
+                    r"(?=.*; Domain=example\.lan(;|$))",
+                    "__Host-otp_auth": r"^__Host-otp_auth=; .*Max-Age=0"
+                    r"(?!.*Domain)"}},
+        {"b": "S", "set_cookie": {"__Secure-otp_auth": "{saved:dom}"}},
+        {"b": "S", "get": "/auth", "status": 401, "headers": {
+            "Host": "app.example.lan", "X-Forwarded-Proto": "https"},
+         "what": "revoked"},
+    ]},
+]
+
+
 def run_table_case(ctx, case):
     ctx.start_fake(case.get("fake_cert", "server"),
                    case.get("fake_mode", "ok"), **case.get("fake_kw", {}))
@@ -1445,6 +1573,15 @@ CONFIG_ROWS = [
      78, r"^config\.cfg:3: METRICS_ALLOW must be IP addresses", None),
     ("cfg_state_dir_missing", GOOD + "STATE_DIR='no/such/dir'\n", {}, [],
      78, r"^STATE_DIR no/such/dir: .*install -d -m 700", None),
+    ("cfg_cookie_domain_port", GOOD + "COOKIE_DOMAIN='example.lan:443'\n",
+     {}, [], 78, r"^config\.cfg:3: COOKIE_DOMAIN must be a host name like "
+     r"'example\.lan' \(no leading dot, no port\)$", None),
+    ("cfg_cookie_domain_dot", "COOKIE_DOMAIN='.example.lan'\n", {}, ["-t"],
+     78, r"^config\.cfg:1: COOKIE_DOMAIN must be a host name", None),
+    ("cfg_cookie_domain_address", "COOKIE_DOMAIN='192.168.1.1'\n", {}, [],
+     78, r"^config\.cfg:1: COOKIE_DOMAIN must be a host name", None),
+    ("cfg_cookie_domain_ok", GOOD + "COOKIE_DOMAIN='example.lan'\n", {},
+     ["-t"], 0, None, r"^configuration OK$"),
     ("cli_version", GOOD, {}, ["--version"], 0, None, r"[0-9]+\.[0-9]+"),
     ("cli_help", GOOD, {}, ["--help"], 0, None, r"-c"),
     ("cli_bad_flag", GOOD, {}, ["--bogus"], 64, None, None),
@@ -2044,6 +2181,298 @@ def case_auth_no_state_dir_restart(ctx):
     r = b.request_code(PHONE2)
     check(r.status == 403 and ctx.fake.count() == 1, "POST /request with a "
           "CSRF token from the previous process -> %r, want 403" % r)
+
+
+# ---- logout and revocation across restarts; the cookie itself ---------------
+
+def _logout(ctx, b):
+    """POST /logout from browser b (a fresh page for its token first)."""
+    check(b.get("/").status == 200, "%s: GET / failed" % b.name)
+    r = b.post_form("/logout", {})
+    check(r.status == 200 and LOGGED_OUT in r.text, "logout -> %r" % r)
+    return r
+
+
+def _replay(ctx, value, name="otp_auth"):
+    """GET /auth from a new client holding only otp_auth=value."""
+    c = harness.Client(ctx.server.port)
+    c.cookies[name] = value
+    return c.get("/auth").status
+
+
+def _wait_file(path, rx, timeout=3.0):
+    """The text of path once it matches rx (or Fail)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as f:
+                text = f.read()
+            if re.search(rx, text, re.M):
+                return text
+        except FileNotFoundError:
+            text = None
+        if time.monotonic() > end:
+            raise Fail("%s does not match %r within %.0f s: %r"
+                       % (path, rx, timeout, text))
+        time.sleep(0.05)
+
+
+def _crash_restart(ctx):
+    """SIGKILL (no shutdown write), then the same server again."""
+    old = ctx.server
+    old.proc.kill()
+    old.proc.wait()
+    old.stop()
+    ctx.old_servers.append(old)
+    ctx.server = old.again(".%d" % (len(ctx.old_servers) + 1))
+    ctx.server.start()
+
+
+def case_logout_state_dir_crash(ctx):
+    """With STATE_DIR a logout is on disk within a second (revoked.state,
+    0600): a SIGKILL right after it, then a restart, and the old cookie is
+    still refused; a session not logged out survives both restarts."""
+    state = os.path.join(ctx.dir, "state")
+    os.makedirs(state, 0o700)
+    path = os.path.join(state, "revoked.state")
+    ctx.start_fake()
+    ctx.start_server({"STATE_DIR": state})
+    a, b = ctx.browser("A"), ctx.browser("B")
+    _verify_flow(ctx, a, PHONE)
+    _verify_flow(ctx, b, PHONE2)
+    gone, kept = a.cookies["otp_auth"], b.cookies["otp_auth"]
+    check(_replay(ctx, gone) == 204 and _replay(ctx, kept) == 204,
+          "both sessions valid before the logout")
+    check(not os.path.exists(path), "revoked.state before any logout")
+    _logout(ctx, a)
+    rid = gone.split(".")[3]
+    text = _wait_file(path, r"^R %s [0-9]+$" % rid)
+    check(text.startswith("otp_demo-revoked 1\nF 0\n"), "revoked.state "
+          "starts %r" % text[:40])
+    check(os.stat(path).st_mode & 0o777 == 0o600, "revoked.state mode %o"
+          % (os.stat(path).st_mode & 0o777))
+    _crash_restart(ctx)
+    check(_replay(ctx, gone) == 401, "the logged-out cookie after a crash "
+          "and a restart: want 401")
+    check(_replay(ctx, kept) == 204, "the other session after the crash: "
+          "want 204")
+    ctx.restart_server()
+    check(_replay(ctx, gone) == 401, "the logged-out cookie after a second "
+          "restart: want 401")
+    check(_replay(ctx, kept) == 204, "the other session after the second "
+          "restart: want 204")
+    _logout(ctx, b)
+    ctx.restart_server()    # written at once or on shutdown: either way
+    check(_replay(ctx, kept) == 401, "B's cookie after B's logout and a "
+          "restart: want 401")
+
+
+def case_logout_no_state_dir_restart(ctx):
+    """Without STATE_DIR revocations are in memory only, which loses
+    nothing: the cookie key is new at each start, so every session ends
+    with the process, revoked or not; no file is written anywhere."""
+    ctx.start_fake()
+    ctx.start_server({})
+    a, b = ctx.browser("A"), ctx.browser("B")
+    _verify_flow(ctx, a, PHONE)
+    _verify_flow(ctx, b, PHONE2)
+    gone, kept = a.cookies["otp_auth"], b.cookies["otp_auth"]
+    _logout(ctx, a)
+    check(_replay(ctx, gone) == 401, "the logged-out cookie: want 401")
+    ctx.restart_server()
+    check(_replay(ctx, gone) == 401 and _replay(ctx, kept) == 401,
+          "after a restart without STATE_DIR: want 401 for both")
+    check(not [f for f in os.listdir(ctx.dir) if "revoked" in f],
+          "a revoked.state without STATE_DIR: %s" % os.listdir(ctx.dir))
+
+
+def _state_dir(ctx, config=None):
+    """A STATE_DIR made by a start (session.key), left running: its path."""
+    state = os.path.join(ctx.dir, "state")
+    os.makedirs(state, 0o700)
+    ctx.start_fake()
+    ctx.start_server(dict(config or {}, STATE_DIR=state))
+    return state
+
+
+def _write_state(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def case_revoked_state_corrupt(ctx):
+    """A malformed revoked.state stops the start (exit 78, file and line,
+    what moving it away costs) and nothing is written over it or over the
+    other state files; -t says the same."""
+    state = _state_dir(ctx)
+    _verify_flow(ctx, ctx.browser("A"), PHONE)
+    ctx.server.stop()
+    files = {}
+    path = os.path.join(state, "revoked.state")
+    _write_state(path, "otp_demo-revoked 1\nF 0\nR 00112233 99999999999\n"
+                 "R 0011 junk\n")
+    for name in sorted(os.listdir(state)):
+        with open(os.path.join(state, name), "rb") as f:
+            files[name] = f.read()
+    check("limits.state" in files and "session.key" in files,
+          "state files after the first run: %s" % sorted(files))
+    for args in ([], ["-t"]):
+        rc, out, err = run_once(ctx.dir, None, ["-c", "config.cfg"] + args)
+        check(rc == 78, "%s with a malformed revoked.state: exit %s, want 78 "
+              "(%s)" % (args or "start", rc, short(err, 200)))
+        check(re.search(r"/state/revoked\.state:4: not a revoked\.state "
+                        r"line; move the file away to start \(the sessions "
+                        r"it ended become valid again until they expire\)$",
+                        err.strip(), re.M),
+              "stderr %r" % short(err, 300))
+    for name, data in files.items():
+        with open(os.path.join(state, name), "rb") as f:
+            check(f.read() == data, "%s changed by the failed start" % name)
+
+
+def case_revoked_state_drops_ended(ctx):
+    """revoked.state is read at start without the sessions that have
+    ended since (and written again without them); the ones that have not
+    stay revoked."""
+    state = _state_dir(ctx)
+    a = ctx.browser("A")
+    _verify_flow(ctx, a, PHONE)
+    live = a.cookies["otp_auth"]
+    rid = live.split(".")[3]
+    ctx.server.stop()
+    now = int(time.time())
+    path = os.path.join(state, "revoked.state")
+    _write_state(path, "otp_demo-revoked 1\nF 0\nR 00000000000000ab %d\n"
+                 "R %s %d\n" % (now - 1, rid, now + 3600))
+    ctx.restart_server()
+    check(_replay(ctx, live) == 401, "a session revoked in the file: 401")
+    text = _wait_file(path, r"(?s)\A(?!.*00000000000000ab)", 3.0)
+    check(re.search(r"^R %s %d$" % (rid, now + 3600), text, re.M),
+          "the live entry is gone from the rewritten file: %r" % text)
+
+
+def case_revoked_state_write_fails(ctx):
+    """A revoked.state that cannot be written (here revoked.state.tmp is
+    a directory): the logout still holds in memory, the failure is logged
+    once and retried after STATE_SAVE_INTERVAL, not every second."""
+    state = _state_dir(ctx, {"STATE_SAVE_INTERVAL": 10})
+    a = ctx.browser("A")
+    _verify_flow(ctx, a, PHONE)
+    gone = a.cookies["otp_auth"]
+    tmp = os.path.join(state, "revoked.state.tmp")
+    os.mkdir(tmp)
+    n0 = len(ctx.server.err_lines)
+    _logout(ctx, a)
+    rx = r"error state_write: cannot write \S*/revoked\.state: "
+    check(ctx.server.wait_log(rx, n0, 3.0), "no error logged for the write")
+    check(_replay(ctx, gone) == 401, "the logged-out cookie: want 401")
+    time.sleep(2.5)
+    errors = [ln for ln in ctx.server.err_lines[n0:] if re.search(rx, ln)]
+    check(len(errors) == 1, "%d errors in 2.5 s, want 1 (retried every "
+          "second?)" % len(errors))
+    os.rmdir(tmp)
+    _wait_file(os.path.join(state, "revoked.state"),
+               r"^R %s " % gone.split(".")[3], 12.0)
+
+
+def case_revoked_table_full(ctx):
+    """A full table (1024 sessions revoked and not yet ended, here from
+    the file) takes one more: the session that ends soonest leaves it and
+    every session that would end by then ends now, with a warning. The
+    revoked session stays revoked, older sessions end early, newer ones
+    are untouched."""
+    state = _state_dir(ctx)
+    ctx.server.stop()
+    far = int(time.time()) + 7 * 86400
+    path = os.path.join(state, "revoked.state")
+    _write_state(path, "otp_demo-revoked 1\nF 0\n" + "".join(
+        "R %016x %d\n" % (0xfeed0000 + i, far) for i in range(1024)))
+    ctx.restart_server()
+    older, revoked, newer = (ctx.browser(n) for n in "OXN")
+    _verify_flow(ctx, older, "2025550111")
+    _verify_flow(ctx, revoked, PHONE)
+    time.sleep(1.1)     # issued a second later: it ends a second later
+    _verify_flow(ctx, newer, PHONE2)
+    cookies = {b.name: b.cookies["otp_auth"] for b in (older, revoked, newer)}
+    check(all(_replay(ctx, v) == 204 for v in cookies.values()),
+          "three sessions before the logout")
+    n0 = len(ctx.server.err_lines)
+    _logout(ctx, revoked)
+    check(ctx.server.wait_log(r"warn revocations: table full", n0, 2.0),
+          "no warning that the table is full")
+    check(_replay(ctx, cookies["X"]) == 401, "the revoked session: want 401")
+    check(_replay(ctx, cookies["O"]) == 401, "a session issued before it "
+          "(ends before it): want 401, ended early")
+    check(_replay(ctx, cookies["N"]) == 204, "a session issued after it: "
+          "want 204")
+    until = int(cookies["X"].split(".")[0]) + 43200
+    text = _wait_file(path, r"^F %d$" % until)
+    check(len(re.findall(r"^R ", text, re.M)) == 1024, "revoked.state "
+          "holds %d entries, want 1024" % len(re.findall(r"^R ", text, re.M)))
+    ctx.restart_server()
+    check(_replay(ctx, cookies["X"]) == 401 and
+          _replay(ctx, cookies["O"]) == 401 and
+          _replay(ctx, cookies["N"]) == 204, "the floor after a restart")
+
+
+def _auth_key(state):
+    """The otp_auth key, as otp_demo derives it from session.key."""
+    with open(os.path.join(state, "session.key"), "rb") as f:
+        return hmac.new(f.read(), b"auth", hashlib.sha256).digest()
+
+
+def _mint(key, text):
+    """text and its mac, as otp_demo signs an otp_auth cookie."""
+    return text + "." + hmac.new(key, text.encode(), hashlib.sha256) \
+        .hexdigest()[:32]
+
+
+def case_auth_cookie_minted(ctx):
+    """Cookies signed with the real key (an attacker who had it, or an old
+    build): the checks after the MAC. The previous version's format, an
+    issue time in the future, and a TTL longer than SESSION_TTL are
+    refused; lowering SESSION_TTL (SIGHUP) below a session's age ends it,
+    and raising it back brings it back, never past its own TTL."""
+    state = _state_dir(ctx, {"SESSION_TTL": 3600})
+    key = _auth_key(state)
+    now = int(time.time())
+    digits = PHONE_E164[1:]
+    good = _mint(key, "%d.3600.%s.0123456789abcdef" % (now, digits))
+    check(_replay(ctx, good) == 204, "a cookie minted as otp_demo makes "
+          "them: want 204 (is the test's key right?)")
+    cases = [
+        ("the old format <expiry>.<digits>.<mac>",
+         _mint(key, "%d.%s" % (now + 3600, digits)), 401),
+        ("issued an hour in the future",
+         _mint(key, "%d.3600.%s.0123456789abcdef" % (now + 3600, digits)),
+         401),
+        ("issued 2 h ago with a TTL of 30 days, under SESSION_TTL 3600",
+         _mint(key, "%d.2592000.%s.0123456789abcdef" % (now - 7200, digits)),
+         401),
+        ("issued 61 s ago with a TTL of 60",
+         _mint(key, "%d.60.%s.0123456789abcdef" % (now - 61, digits)), 401),
+        ("a leading zero in the time",
+         _mint(key, "0%d.3600.%s.0123456789abcdef" % (now, digits)), 401),
+        ("an upper-case id",
+         _mint(key, "%d.3600.%s.0123456789ABCDEF" % (now, digits)), 401),
+        ("a field more",
+         _mint(key, "%d.3600.%s.0123456789abcdef.1" % (now, digits)), 401),
+    ]
+    for what, v, want in cases:
+        got = _replay(ctx, v)
+        check(got == want, "%s: %d, want %d" % (what, got, want))
+    aged = _mint(key, "%d.3600.%s.00000000000000aa" % (now - 120, digits))
+    check(_replay(ctx, aged) == 204, "a session 120 s old, TTL 3600: 204")
+    sighup({"SESSION_TTL": 60})(ctx, None)
+    check(_replay(ctx, aged) == 401, "SESSION_TTL lowered to 60 below the "
+          "session's age: want 401")
+    check(_replay(ctx, good) == 204, "a session younger than 60 s: 204")
+    sighup({"SESSION_TTL": 86400})(ctx, None)
+    check(_replay(ctx, aged) == 204, "SESSION_TTL raised back: 204")
+    gone = _mint(key, "%d.3600.%s.00000000000000bb" % (now - 3601, digits))
+    check(_replay(ctx, gone) == 401, "raised to 86400: a session issued "
+          "with 3600, 3601 s ago: want 401")
 
 
 def case_api_key_file(ctx):
@@ -2675,7 +3104,7 @@ def all_cases():
 # Slow cases first so the pool stays busy.
 SLOW = ("trickle", "pump", "silent", "expired", "identical", "resend",
         "sms_per_number", "max_attempts_parallel", "restart", "tls_", "sighup",
-        "users_file_errors", "users_unlisted_timing")
+        "users_file_errors", "users_unlisted_timing", "revoked", "crash")
 
 if __name__ == "__main__":
     sys.exit(harness.main(all_cases(), OUT, "otp_demo integration tests",

@@ -259,11 +259,12 @@ start(void)
 	otp->wall_ms = fake_wall;
 	otp->rng = fake_rng;
 	C = otp->cfg;
-	if (limits_load(otp, err, sizeof(err)) != 0)
-		fail("limits_load: %s", err);
+	if (state_load(otp, C->state_dir, "limits.state", STATE_MAGIC " ",
+	    limits_load_line, "", err, sizeof(err)) != 0)
+		fail("state_load: %s", err);
 	owners[NSESS] = otp->api;
 }
-/* (otp_new read limits.state on the real clocks; limits_load read it
+/* (otp_new read limits.state on the real clocks; state_load read it
  * again on the fake ones, over the same keys' slots.) */
 
 /* A restart: the caps go through STATE_DIR; pending codes are lost. */

@@ -175,6 +175,10 @@ test_config_errors(void **state)
 	expect_error("SMS_PROVIDER='command'\nSMS_COMMAND='send {to}'\n",
 	    "2: SMS_COMMAND must start with the absolute path of an executable "
 	    "(send)");
+	expect_error("COOKIE_DOMAIN='.example.lan'\n", "1: COOKIE_DOMAIN "
+	    "must be a host name like 'example.lan' (no leading dot, no port)");
+	expect_error("\nCOOKIE_DOMAIN='example.lan:443'\n", "2: COOKIE_DOMAIN "
+	    "must be a host name like 'example.lan' (no leading dot, no port)");
 	expect_error("TOKEN_ALPHABET='base32'\n",
 	    "1: TOKEN_ALPHABET must be 'hex' or 'digits'");
 	expect_error("LOG=''\n", "1: LOG must be 'stderr' or 'syslog'");
@@ -2444,29 +2448,173 @@ test_return_to(void **state)
 	assert_false(return_to_ok(""));
 }
 
+/* A cookie issued at 1000 with SESSION_TTL 3600, checked at now under
+ * today's SESSION_TTL ttl. */
+static int
+auth_at(struct otp *otp, const char *v, long ttl, long long now,
+        struct auth *a)
+{
+	struct config c = *otp->cfg;
+
+	c.session_ttl = ttl;
+	return auth_cookie_check(otp, &c, v, now, a);
+}
+
 static void
 test_auth_cookie(void **state)
 {
 	struct otp *otp = make_otp();
-	char v[128], hdr[160], phone[OTP_MAX_PHONE_LEN + 1];
+	struct auth a = { "+12015550123", 1000, 3600, 0x0123456789abcdefULL };
+	struct auth got;
+	char v[AUTH_COOKIE_MAX], bad[AUTH_COOKIE_MAX + 8];
 
 	(void)state;
-	assert_int_equal(auth_cookie_make(otp, "+12015550123", 2000, v,
-	    sizeof(v)), 0);
-	assert_int_equal(auth_cookie_check(otp, v, 1999, phone), 0);
-	assert_string_equal(phone, "+12015550123");
-	/* Expired. */
-	assert_int_equal(auth_cookie_check(otp, v, 2000, phone), -1);
-	/* Tampered: a later expiry, another number, a cut mac. */
-	snprintf(hdr, sizeof(hdr), "9%s", v);
-	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
-	snprintf(hdr, sizeof(hdr), "%.*s", (int)strlen(v) - 1, v);
-	assert_int_equal(auth_cookie_check(otp, hdr, 1999, phone), -1);
-	v[6] = v[6] == '5' ? '6' : '5';
-	assert_int_equal(auth_cookie_check(otp, v, 1999, phone), -1);
-	assert_int_equal(auth_cookie_check(otp, "2000.12015550123", 1999,
-	    phone), -1);
-	assert_int_equal(auth_cookie_check(otp, "", 1999, phone), -1);
+	assert_int_equal(auth_cookie_make(otp, &a, v, sizeof(v)), 0);
+	assert_int_equal(strncmp(v, "1000.3600.12015550123.0123456789abcdef.",
+	    39), 0);
+	assert_int_equal(strlen(v), 39 + 32);
+	assert_int_equal(auth_at(otp, v, 3600, 1000, &got), 0);
+	assert_string_equal(got.phone, "+12015550123");
+	assert_int_equal(got.issued, 1000);
+	assert_int_equal(got.ttl, 3600);
+	assert_true(got.rid == a.rid);
+	assert_int_equal(auth_at(otp, v, 3600, 4599, &got), 0);
+	/* Expired: issued + SESSION_TTL has passed. */
+	assert_int_equal(auth_at(otp, v, 3600, 4600, &got), -1);
+	/* SESSION_TTL lowered to 60: the issued cookie ends at 1060. */
+	assert_int_equal(auth_at(otp, v, 60, 1059, &got), 0);
+	assert_int_equal(auth_at(otp, v, 60, 1060, &got), -1);
+	assert_int_equal(auth_at(otp, v, 60, 2000, &got), -1);
+	/* Raised: never past the TTL the cookie was issued with. */
+	assert_int_equal(auth_at(otp, v, 86400, 4599, &got), 0);
+	assert_int_equal(auth_at(otp, v, 86400, 4600, &got), -1);
+	/* Issued in the future (a clock set back): only within the skew. */
+	assert_int_equal(auth_at(otp, v, 3600, 1000 - OTP_AUTH_SKEW, &got), 0);
+	assert_int_equal(auth_at(otp, v, 3600, 999 - OTP_AUTH_SKEW, &got), -1);
+	/* Tampered: a later issue, a longer TTL, another number or id, a
+	 * cut mac, a leading zero, a field more. */
+	snprintf(bad, sizeof(bad), "2%s", v);
+	assert_int_equal(auth_at(otp, bad, 3600, 1999, &got), -1);
+	snprintf(bad, sizeof(bad), "1000.9%s", v + 5);
+	assert_int_equal(auth_at(otp, bad, 3600, 1999, &got), -1);
+	snprintf(bad, sizeof(bad), "%.*s4%s", 20, v, v + 21);
+	assert_int_equal(auth_at(otp, bad, 3600, 1999, &got), -1);
+	snprintf(bad, sizeof(bad), "%.*s0%s", 10, v, v + 10);
+	assert_int_equal(auth_at(otp, bad, 3600, 1999, &got), -1);
+	snprintf(bad, sizeof(bad), "%.*s", (int)strlen(v) - 1, v);
+	assert_int_equal(auth_at(otp, bad, 3600, 1999, &got), -1);
+	snprintf(bad, sizeof(bad), "01000.%s", v + 5);
+	assert_int_equal(auth_at(otp, bad, 3600, 1999, &got), -1);
+	snprintf(bad, sizeof(bad), "%s.0", v);
+	assert_int_equal(auth_at(otp, bad, 3600, 1999, &got), -1);
+	/* The previous version's "<expiry>.<digits>.<mac>": refused. */
+	assert_int_equal(auth_at(otp, "4600.12015550123.0011223344556677"
+	    "8899aabbccddeeff", 3600, 1999, &got), -1);
+	assert_int_equal(auth_at(otp, "", 3600, 1999, &got), -1);
+	assert_int_equal(auth_at(otp, "....", 3600, 1999, &got), -1);
+	otp_destroy(otp);
+}
+
+static void
+test_cookie_domain(void **state)
+{
+	static const char *const good[] = { "", "example.lan", "Router.Example.LAN",
+	    "a-b.c1.example.com", "xn--bcher-kva.example" };
+	static const char *const bad[] = { ".example.lan", "example.lan.",
+	    "example.lan:443", "lan", "localhost", "10.0.0.1", "a..lan",
+	    "-a.lan", "a-.lan", "a.-lan", "exa mple.lan", "https://a.lan",
+	    "a.lan/", "*.example.lan", "example.lan.123" };
+
+	(void)state;
+	for (size_t i = 0; i < countof(good); i++)
+		assert_null(check_cookie_domain(good[i]));
+	for (size_t i = 0; i < countof(bad); i++)
+		assert_non_null(check_cookie_domain(bad[i]));
+}
+
+/* The revocation table: ended entries go, a full one raises its floor. */
+static void
+test_revoked_table(void **state)
+{
+	struct otp *otp = make_otp();
+	struct revoked *rv = &otp->revoked;
+
+	(void)state;
+	assert_false(revoked_has(rv, 7, 2000));
+	assert_false(revoked_add(rv, 7, 2000, 1000));
+	assert_true(revoked_has(rv, 7, 2000));
+	assert_false(revoked_has(rv, 8, 2000));
+	/* The same session twice: one entry. */
+	revoked_add(rv, 7, 2000, 1000);
+	assert_int_equal(rv->n, 1);
+	/* At 2000 session 7 has ended anyway: its entry goes. */
+	revoked_add(rv, 9, 5000, 2000);
+	assert_int_equal(rv->n, 1);
+	assert_true(rv->e[0].rid == 9);
+	/* Full: the entry that ends soonest goes, and the floor ends every
+	 * session that ends by then; later ones are untouched. */
+	for (uint64_t i = 1; i < OTP_MAX_REVOKED; i++)
+		assert_false(revoked_add(rv, 100 + i, 6000 + (int64_t)i, 2000));
+	assert_int_equal(rv->n, OTP_MAX_REVOKED);
+	assert_true(revoked_add(rv, 50, 9000, 2000));
+	assert_int_equal(rv->n, OTP_MAX_REVOKED);
+	assert_int_equal(rv->floor, 5000);
+	assert_true(revoked_has(rv, 9, 5000));   /* dropped, yet revoked */
+	assert_true(revoked_has(rv, 1, 4999));   /* ends early */
+	assert_false(revoked_has(rv, 1, 5001));
+	assert_true(revoked_has(rv, 50, 9000));
+	/* One ending sooner than all of them: the floor takes it. */
+	assert_true(revoked_add(rv, 51, 5500, 2000));
+	assert_int_equal(rv->floor, 5500);
+	assert_true(revoked_has(rv, 51, 5500));
+	assert_true(revoked_has(rv, 101, 6001));
+	otp_destroy(otp);
+}
+
+static int64_t fake_wall = 2000 * 1000; /* ms: 2000 s */
+
+static int64_t
+fake_wall_clock(void)
+{
+	return fake_wall;
+}
+
+/* revoked.state: written, read back without the ended, refused when
+ * malformed (with its line) and then left as it is. */
+static void
+test_revoked_state(void **state)
+{
+	char dir[] = "/tmp/otp_unit_rv_XXXXXX", path[64], err[256];
+	struct otp *otp = make_otp(), *again = make_otp();
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/revoked.state", dir);
+	/* Not in their configs: their sweepers must not write it too. */
+	again->wall_ms = fake_wall_clock;
+	revoked_add(&otp->revoked, 0xfedcba9876543210ULL, 1500, 1000);
+	revoked_add(&otp->revoked, 2, 3000, 1000);
+	otp->revoked.floor = 1200;
+	assert_int_equal(revoked_save(otp, dir), 0);
+	/* At 2000 (fake_wall), the session ending at 1500 has ended. */
+	assert_int_equal(state_load(again, dir, "revoked.state",
+	    REVOKED_MAGIC "\n", revoked_load_line, "", err, sizeof(err)), 0);
+	assert_int_equal(again->revoked.n, 1);
+	assert_true(again->revoked.e[0].rid == 2);
+	assert_int_equal(again->revoked.e[0].until, 3000);
+	assert_int_equal(again->revoked.floor, 1200);
+	f = fopen(path, "a");
+	fputs("R 12 junk\n", f);
+	fclose(f);
+	assert_int_equal(state_load(again, dir, "revoked.state",
+	    REVOKED_MAGIC "\n", revoked_load_line, "(hint)", err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "revoked.state:5: not a revoked.state "
+	    "line; move the file away to start (hint)"));
+	unlink(path);
+	rmdir(dir);
+	otp_destroy(again);
 	otp_destroy(otp);
 }
 
@@ -2568,6 +2716,9 @@ main(void)
 		cmocka_unit_test(test_cert_generate_once),
 		cmocka_unit_test(test_return_to),
 		cmocka_unit_test(test_auth_cookie),
+		cmocka_unit_test(test_cookie_domain),
+		cmocka_unit_test(test_revoked_table),
+		cmocka_unit_test(test_revoked_state),
 		cmocka_unit_test(test_json_get_string),
 	};
 

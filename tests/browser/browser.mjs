@@ -426,6 +426,31 @@ async function main() {
 		await shot(page, 'success');
 	});
 
+	await check('log out', async () => {
+		const auth = (await context.cookies()).find((x) => x.name === 'otp_auth');
+		assert(auth, 'no otp_auth cookie after verifying');
+		eq((await context.request.get(`${base}/auth`)).status(), 204, '/auth before logging out');
+		eq(await page.getAttribute('form', 'action'), '/logout', 'success page form action');
+		eq((await page.getAttribute('form', 'method')).toLowerCase(), 'post', 'logout form method');
+		const csrf = await page.getAttribute('form input[type=hidden][name=csrf]', 'value');
+		assert(csrf && csrf.length >= 16, 'no csrf token in the logout form');
+		resp = await submit(page);
+		eq(resp.status(), 200, 'status');
+		eq(new URL(page.url()).pathname, '/logout', 'path');
+		const body = await page.innerText('main');
+		assert(body.includes('You are logged out.'), `text: ${body}`);
+		assert(!(await page.content()).includes('{{'), 'unreplaced placeholder');
+		const names = (await context.cookies()).map((x) => x.name);
+		assert(!names.includes('otp_auth'), 'otp_auth cookie not cleared');
+		eq((await context.request.get(`${base}/auth`)).status(), 401, '/auth after logging out');
+		// The old cookie, replayed: revoked on the server, not just cleared.
+		const replay = await context.request.get(`${base}/auth`,
+			{ headers: { Cookie: `otp_auth=${auth.value}` } });
+		eq(replay.status(), 401, '/auth with the old cookie replayed');
+		await layout(page);
+		await shot(page, 'logged-out');
+	});
+
 	await check('error page', async () => {
 		expectedStatus.set('/no-such-page', 404);
 		resp = await page.goto(`${base}/no-such-page`);
