@@ -711,7 +711,7 @@ fi
 # them: the capability to bind 443 through the jail, USERS_FILE's directory
 # in it, and the keys written for the daemon, which accepts them (-t).
 mkdir -p "$tmp/users.d"
-printf '+15551234567 alice admins\n' > "$tmp/users.d/users"
+printf '+12015550123 alice admins\n' > "$tmp/users.d/users"
 uci_reset
 uci enabled 1
 uci interface lan
@@ -719,6 +719,7 @@ uci port 443
 uci tls 1
 uci state_dir "$tmp/state"
 uci api_key KEY0123456789
+uci from_number '+12025550111'
 uci upstream 'http://127.0.0.1:8080'
 uci upstream_timeout 20
 uci users_file "$tmp/users.d/users"
@@ -758,7 +759,7 @@ else
 	ok "port 5000: no capability asked for"
 fi
 uci users_file "$tmp/state/users"
-printf '+15551234567 alice\n' > "$tmp/state/users"
+printf '+12015550123 alice\n' > "$tmp/state/users"
 STUB_ADDR_lan=192.168.1.1 jail_start
 case "$(jail_of)" in
 *"ro $tmp/state"*) bad "users_file in the state directory: no second mount" "$(jail_of)" ;;
