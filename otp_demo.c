@@ -9,8 +9,9 @@
  *	text		escapes (HTML, JSON, percent) and fill(), the one
  *			placeholder filler for pages, messages and bodies
  *	JSON		the reader for API bodies and gateway answers
- *	config		the tutorial's config.cfg (Python literals), OTP_* env;
- *			immutable snapshots, swapped by SIGHUP (cfg_hold)
+ *	config		the tutorial's config.cfg (Python literals), OTP_* env,
+ *			USERS_FILE; immutable snapshots, swapped by SIGHUP
+ *			(cfg_hold)
  *	state files	STATE_DIR: checked owner and modes, atomic writes
  *	codes		random codes and their keyed hash
  *	code store	fixed-size table of pending verifications
@@ -5112,6 +5113,93 @@ reply_keep_alive(const struct req *r)
 	return strcmp(r->ri->http_version, "1.1") == 0;
 }
 
+/* The Date header's value for now: formatted once a second per thread. */
+static const char *
+reply_date(void)
+{
+	static _Thread_local char date[40];
+	static _Thread_local time_t date_of = -1;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != date_of) {
+		gmtime_r(&now, &tm);
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		date_of = now;
+	}
+	return date;
+}
+
+/*
+ * "HTTP/1.1 <status> <text>\r\n" into buf (room for 80 bytes), written
+ * out, not through snprintf's formats: every answer has one. A status
+ * civetweb has no text for, or out of range, becomes a 500. The length.
+ */
+static size_t
+reply_status_line(struct req *r, int *status, char *buf)
+{
+	const char *text = mg_get_response_code_text(r->conn, *status);
+	size_t n;
+
+	if (*status < 100 || *status > 999 || strlen(text) > 64)
+		*status = 500, text = "Internal Server Error";
+	memcpy(buf, "HTTP/1.1 ", 9);
+	buf[9] = (char)('0' + *status / 100);
+	buf[10] = (char)('0' + *status / 10 % 10);
+	buf[11] = (char)('0' + *status % 10);
+	buf[12] = ' ';
+	n = 13 + strlen(text);
+	memcpy(buf + 13, text, n - 13);
+	memcpy(buf + n, "\r\n", 2);
+	return n + 2;
+}
+
+/*
+ * The head of an answer of len bytes into buf: status line, headers, the
+ * blank line; its length in *n. 0, or -1 if it does not fit.
+ */
+static int
+reply_head(struct req *r, int *status, const char *type, size_t len,
+           bool keep, char *buf, size_t cap, size_t *n)
+{
+	char num[32], *digits = num + sizeof(num) - 1;
+	size_t v = len;
+	int rc = 0;
+
+	*digits = '\0';
+	do
+		*--digits = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	*n = reply_status_line(r, status, buf);
+	rc |= head_add(buf, cap, n, "Content-Type", type);
+	if (*status != 204) /* a 204 has no body, nor a length (RFC 9110) */
+		rc |= head_add(buf, cap, n, "Content-Length", digits);
+	rc |= head_add(buf, cap, n, "Cache-Control", "no-store");
+	rc |= head_add(buf, cap, n, "Content-Security-Policy", CSP);
+	rc |= head_add(buf, cap, n, "X-Content-Type-Options", "nosniff");
+	rc |= head_add(buf, cap, n, "Referrer-Policy", "no-referrer");
+	rc |= head_add(buf, cap, n, "X-Frame-Options", "DENY");
+	if (r->tls)
+		rc |= head_add(buf, cap, n, "Strict-Transport-Security",
+		    "max-age=31536000");
+	for (int i = 0; i < r->ncookies; i++)
+		rc |= head_add(buf, cap, n, "Set-Cookie", r->cookies[i]);
+	if (r->retry_after > 0) {
+		snprintf(num, sizeof(num), "%ld", r->retry_after);
+		rc |= head_add(buf, cap, n, "Retry-After", num);
+	}
+	if (r->allow != NULL)
+		rc |= head_add(buf, cap, n, "Allow", r->allow);
+	if (r->location != NULL)
+		rc |= head_add(buf, cap, n, "Location", r->location);
+	if (r->head != NULL) /* header lines, formatted by the handler */
+		rc |= esc_none(r->head, buf, cap, n);
+	rc |= head_add(buf, cap, n, "Date", reply_date());
+	rc |= head_add(buf, cap, n, "Connection", keep ? "keep-alive" : "close");
+	rc |= esc_none("\r\n", buf, cap, n);
+	return rc != 0 ? -1 : 0;
+}
+
 /*
  * Sends an answer: status, type, body, the security headers, no-store and
  * whatever the request queued (cookies, Retry-After, Allow, Location).
@@ -5124,79 +5212,18 @@ static int
 reply(struct req *r, int status, const char *type, const char *body,
       size_t len)
 {
-	/* The Date of this second, formatted once a second per thread. */
-	static _Thread_local char date[40];
-	static _Thread_local time_t date_of = -1;
-	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS], num[32], *digits;
-	const char *text = mg_get_response_code_text(r->conn, status);
+	char buf[OTP_MAX_PAGE + OTP_MAX_HEADERS];
 	const size_t cap = sizeof(buf);
 	bool head_only = strcmp(r->ri->request_method, "HEAD") == 0;
 	bool keep = reply_keep_alive(r);
-	time_t now = time(NULL);
-	struct tm tm;
-	size_t n, v = len, hl;
-	int rc = 0;
+	size_t n;
 
-	if (now != date_of) {
-		gmtime_r(&now, &tm);
-		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-		date_of = now;
-	}
-	/* The length and the status line written out, not through
-	 * snprintf's formats: every answer has them. */
-	digits = num + sizeof(num) - 1;
-	*digits = '\0';
-	do
-		*--digits = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	if (status < 100 || status > 999 || strlen(text) > 64)
-		status = 500, text = "Internal Server Error";
-	memcpy(buf, "HTTP/1.1 ", 9);
-	buf[9] = (char)('0' + status / 100);
-	buf[10] = (char)('0' + status / 10 % 10);
-	buf[11] = (char)('0' + status % 10);
-	buf[12] = ' ';
-	n = 13 + strlen(text);
-	memcpy(buf + 13, text, n - 13);
-	memcpy(buf + n, "\r\n", 2);
-	n += 2;
-	rc |= head_add(buf, cap, &n, "Content-Type", type);
-	if (status != 204) /* a 204 has no body, nor a length (RFC 9110) */
-		rc |= head_add(buf, cap, &n, "Content-Length", digits);
-	rc |= head_add(buf, cap, &n, "Cache-Control", "no-store");
-	rc |= head_add(buf, cap, &n, "Content-Security-Policy", CSP);
-	rc |= head_add(buf, cap, &n, "X-Content-Type-Options", "nosniff");
-	rc |= head_add(buf, cap, &n, "Referrer-Policy", "no-referrer");
-	rc |= head_add(buf, cap, &n, "X-Frame-Options", "DENY");
-	if (r->tls)
-		rc |= head_add(buf, cap, &n, "Strict-Transport-Security",
-		    "max-age=31536000");
-	for (int i = 0; i < r->ncookies; i++)
-		rc |= head_add(buf, cap, &n, "Set-Cookie", r->cookies[i]);
-	if (r->retry_after > 0) {
-		snprintf(num, sizeof(num), "%ld", r->retry_after);
-		rc |= head_add(buf, cap, &n, "Retry-After", num);
-	}
-	if (r->allow != NULL)
-		rc |= head_add(buf, cap, &n, "Allow", r->allow);
-	if (r->location != NULL)
-		rc |= head_add(buf, cap, &n, "Location", r->location);
-	if (r->head != NULL && (hl = strlen(r->head)) < cap - n) {
-		memcpy(buf + n, r->head, hl);
-		n += hl;
-	} else if (r->head != NULL) {
-		rc = -1;
-	}
-	rc |= head_add(buf, cap, &n, "Date", date);
-	rc |= head_add(buf, cap, &n, "Connection", keep ? "keep-alive" : "close");
-	if (rc != 0 || n + 2 > cap) {
+	if (reply_head(r, &status, type, len, keep, buf, cap, &n) != 0) {
 		/* Headers are bounded (cookies, Location): cannot happen. */
 		log_err(r->otp, "%s: headers too long", __func__);
 		mg_disable_connection_keep_alive(r->conn);
 		return 500;
 	}
-	memcpy(buf + n, "\r\n", 2);
-	n += 2;
 	if (!keep)
 		mg_disable_connection_keep_alive(r->conn);
 	if (head_only || len == 0) {
@@ -8097,6 +8124,37 @@ config_warn_secrets(struct otp *otp, const char *path)
 		secret_file_warn(otp, c->cert_file, "the TLS private key");
 }
 
+/* The locks otp_destroy() takes down, made before anything can fail. */
+static void
+otp_locks_init(struct otp *otp)
+{
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&otp->cfg_swap, NULL);
+	pthread_mutex_init(&otp->stop_lock, NULL);
+	pthread_mutex_init(&otp->revoked.lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&otp->stop_cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+/* Starts the sweeper thread, with no signals: they are the host's to
+ * handle (our main waits for them in sigwait). 0 or -1. */
+static int
+sweeper_start(struct otp *otp)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&otp->sweeper, NULL, sweeper_main, otp);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	otp->sweeper_started = rc == 0;
+	return rc == 0 ? 0 : -1;
+}
+
 /*
  * Makes an instance. check_only (otp_demo -t) checks everything but writes
  * nothing: it does not create STATE_DIR/session.key, which a check run as
@@ -8116,17 +8174,7 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 	otp->now_ms = clock_monotonic_ms;
 	otp->wall_ms = clock_wall_ms;
 	otp->halt[0] = otp->halt[1] = -1;
-	pthread_mutex_init(&otp->cfg_swap, NULL);
-	pthread_mutex_init(&otp->stop_lock, NULL);
-	pthread_mutex_init(&otp->revoked.lock, NULL);
-	{
-		pthread_condattr_t ca;
-
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&otp->stop_cond, &ca);
-		pthread_condattr_destroy(&ca);
-	}
+	otp_locks_init(otp);
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL ||
 	    pipe2(otp->halt, O_CLOEXEC | O_NONBLOCK) != 0) {
 		free(cfg);
@@ -8161,22 +8209,10 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 	    "again until they expire)", err, errlen) != 0)
 		goto fail;
 	otp->saved_ms = otp->now_ms();
-	{
-		/* The sweeper takes no signals: they are the host's to handle
-		 * (our main waits for them in sigwait). */
-		sigset_t all, old;
-		int rc;
-
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		rc = pthread_create(&otp->sweeper, NULL, sweeper_main, otp);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (rc != 0) {
-			snprintf(err, errlen, "cannot start the sweeper thread");
-			goto fail;
-		}
+	if (sweeper_start(otp) != 0) {
+		snprintf(err, errlen, "cannot start the sweeper thread");
+		goto fail;
 	}
-	otp->sweeper_started = true;
 	config_warn_secrets(otp, config_path);
 	log_start(otp);
 	return otp;
