@@ -11,7 +11,8 @@
 # libcurl into prefix/, each once, by deps/static/build.sh. A stamp per
 # library makes the next build incremental; after changing a dependency's
 # flags here, run static-clean. Then civetweb and otp_demo.c are compiled
-# with musl's gcc wrapper, linked -static with --gc-sections, and stripped.
+# with musl's gcc wrapper and link-time optimisation, linked -static with
+# --gc-sections, and stripped.
 # The link map (otp_demo.map) stays next to the binary, for size questions.
 
 ARCH ?= x86_64
@@ -95,6 +96,12 @@ GLIBC_TAR   ?= $(firstword $(wildcard /usr/src/glibc/glibc-*.tar.xz))
 STATIC_OPT := -Os -ffunction-sections -fdata-sections \
               -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-pie
 
+# The application's own objects (otp_demo.o, civetweb.o) are compiled
+# and linked with link-time optimisation: across the two files and the
+# libraries' entry points, gcc inlines and drops more than per file,
+# 4-5 KB of every binary. The libraries stay plain archives.
+STATIC_LTO := -flto -flto-partition=one
+
 SB       := build/static/$(ARCH)
 SPREFIX  := $(CURDIR)/$(SB)/prefix
 SCC      := $(SPREFIX)/bin/musl-gcc $(static_cpu_$(ARCH))
@@ -172,7 +179,7 @@ STATIC_CW_HOOKS := $(wildcard deps/static/civetweb/*.inl)
 
 $(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
 		$(STATIC_CW_HOOKS)
-	$(SCC) $(STATIC_OPT) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
+	$(SCC) $(STATIC_OPT) $(STATIC_LTO) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
 
 # The notices of exactly what this binary bundles, from the licence files
 # deps/static/build.sh kept (tools/notices.sh): otp_demo --licenses prints
@@ -195,10 +202,11 @@ $(SB)/notices.h: $(SB)/notices.txt tools/lz.py
 
 $(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
 		civetweb/include/civetweb.h $(SB)/curl.stamp $(SB)/notices.h
-	$(SCC) $(STATIC_OPT) -I$(SB) $(OTP_CFLAGS) -c $< -o $@
+	$(SCC) $(STATIC_OPT) $(STATIC_LTO) -I$(SB) $(OTP_CFLAGS) -c $< -o $@
 
 $(SB)/otp_demo: $(SB)/otp_demo.o $(SB)/civetweb.o
-	$(SCC) -static -no-pie -Wl,--gc-sections -Wl,-Map,$@.map \
+	$(SCC) $(STATIC_OPT) $(STATIC_LTO) -static -no-pie -Wl,--gc-sections \
+		-Wl,-Map,$@.map \
 		-o $@.full $^ $(SLIBS)
 ifeq ($(SSOFTFP),yes)
 	@if $(static_cross_$(ARCH))objdump -d $@.full | grep -qE \

@@ -28,6 +28,8 @@ def owner(path):
     m = re.search(r"([^/]+\.a)\(", path)
     if m:
         return m.group(1)
+    if ".ltrans" in path:   # link-time optimised: one object of both
+        return "otp_demo.o + civetweb.o (LTO)"
     return os.path.basename(path)
 
 
