@@ -2551,6 +2551,7 @@ store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 /* A web session's record as its pages show it (store_view()). */
 struct view {
 	enum rec_state state;     /* REC_FREE: none, or not the owner's */
+	uint32_t slot;
 	uint32_t attempts;        /* wrong codes so far */
 	int64_t left_ms;          /* until the code expires */
 	char phone[OTP_MAX_PHONE_LEN + 1]; /* "" once wiped */
@@ -2576,6 +2577,7 @@ store_view(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		if (shown != NULL && r->phone[0] != '\0')
 			str_copy(r->shown, sizeof(r->shown), shown);
 		v->state = (enum rec_state)r->state;
+		v->slot = slot;
 		v->attempts = r->attempts;
 		v->left_ms = rec_has_code(r) ? r->created_ms + ttl_ms - now : 0;
 		memcpy(v->phone, r->phone, sizeof(v->phone));
@@ -4785,6 +4787,8 @@ struct resend {
 	const struct config *c;
 	const char *phone;
 	const struct owner *ow;
+	int32_t own;            /* the record to resend; -1: the number's
+				   newest (limits_take()'s slot) */
 	int64_t now;
 	char *code;
 	struct start *st;
@@ -4799,6 +4803,10 @@ verification_reserve(void *arg, int32_t slot)
 	    (uint32_t)c->api_sends_per_verification : UINT32_MAX;
 	enum resend_found rc;
 
+	/* The newest record may be another session's (it asked for the
+	 * same number since): a session's resend names its own. */
+	if (rs->own >= 0)
+		slot = rs->own;
 	if (slot < 0)
 		return LIMIT_NONE;
 	rc = store_resend(&rs->otp->store, (uint32_t)slot, rs->phone, rs->ow,
@@ -4846,21 +4854,22 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
  * Starts a verification of phone (E.164, allowed) for client cl and owner
  * ow, with message template tmpl (NULL: MESSAGE): checks the limits, then
  * resends the owner's live record for this number (same code, same
- * attempts) or makes a new one, and sends the SMS. Another session's
- * record for the same number is never touched: it gets its own code.
- * Returns 0 when it went out, else -1 with st saying why; a failed send
- * removes a new record, and gives a resend's record its send back. A
- * number USERS_FILE does not list gets 0 and no SMS (user_may_pass()).
+ * attempts: the one at slot own, or with own -1 the number's newest) or
+ * makes a new one, and sends the SMS. Another session's record for the
+ * same number is never touched: it gets its own code. Returns 0 when it
+ * went out, else -1 with st saying why; a failed send removes a new
+ * record, and gives a resend's record its send back. A number USERS_FILE
+ * does not list gets 0 and no SMS (user_may_pass()).
  */
 static int
-verification_start(struct otp *otp, const struct config *c, const char *phone,
-                   const struct client *cl, const struct owner *ow,
-                   const char *tmpl, struct start *st)
+verification_send(struct otp *otp, const struct config *c, const char *phone,
+                  const struct client *cl, const struct owner *ow,
+                  int32_t own, const char *tmpl, struct start *st)
 {
 	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
 	int64_t now = otp->now_ms(), t0;
 	struct take tk = { ow->ns, phone, cl, 0, -1 };
-	struct resend rs = { otp, c, phone, ow, now, code, st };
+	struct resend rs = { otp, c, phone, ow, own, now, code, st };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
 	int rc = -1;
 
@@ -4907,6 +4916,16 @@ verification_start(struct otp *otp, const struct config *c, const char *phone,
 out:
 	wipe(code, sizeof(code));
 	return rc;
+}
+
+/* verification_send() with the number's newest record: /request, the
+ * JSON API. */
+static int
+verification_start(struct otp *otp, const struct config *c, const char *phone,
+                   const struct client *cl, const struct owner *ow,
+                   const char *tmpl, struct start *st)
+{
+	return verification_send(otp, c, phone, cl, ow, -1, tmpl, st);
 }
 
 /*
@@ -6693,7 +6712,7 @@ on_verify(struct req *r)
  * POST /resend (csrf): the code page's "Send the code again" and the
  * "Send a new code" of a locked or expired one. The number is the one of
  * the session's own record (web_view()), never a form field, and it goes
- * as /request's does, through every limit (verification_start()): the
+ * as /request's does, through every limit (verification_send()): the
  * same code while it lives, else a new one. Without a record of its own,
  * the phone form: nothing is sent, nothing told.
  */
@@ -6715,12 +6734,32 @@ on_resend(struct req *r)
 		return reply_gone(r);
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
-	if (verification_start(otp, r->cfg, v.phone, &cl, &r->ow,
-	    message_for(r->cfg, mg_get_header(r->conn, "Accept-Language")),
-	    &st) != 0)
+	if (verification_send(otp, r->cfg, v.phone, &cl, &r->ow,
+	    (int32_t)v.slot, message_for(r->cfg, mg_get_header(r->conn,
+	    "Accept-Language")), &st) != 0)
 		rc = reply_start_failed(r, &st, "", &v);
 	else
 		rc = reply_started(r, &st, v.shown, "we sent a new code.");
+	wipe(&v, sizeof(v));
+	return rc;
+}
+
+/*
+ * GET /resend: the session's own page again, its countdown rendered
+ * anew; the pages link to it for browsers without JavaScript, whose
+ * disabled button nothing else would enable. Sends nothing.
+ */
+static int
+on_code_page(struct req *r)
+{
+	const char *q = r->ri->query_string;
+	struct view v;
+	int rc;
+
+	return_to_read(r, q, q != NULL ? strlen(q) : 0);
+	if (web_view(r, &v) != 0)
+		return reply_gone(r);
+	rc = reply_code(r, 200, "", NULL, &v);
 	wipe(&v, sizeof(v));
 	return rc;
 }
@@ -7910,7 +7949,7 @@ static const struct route routes[] = {
 	{ "/", "GET, HEAD", on_index, NULL },
 	{ "/request", "POST", NULL, on_request },
 	{ "/verify", "POST", NULL, on_verify },
-	{ "/resend", "POST", NULL, on_resend },
+	{ "/resend", "GET, HEAD, POST", on_code_page, on_resend },
 	{ "/style.css", "GET, HEAD", on_style, NULL },
 	{ "/otp.js", "GET, HEAD", on_script, NULL },
 	{ "/favicon.ico", "GET, HEAD", on_favicon, NULL },

@@ -857,6 +857,8 @@ CASES = [
          {"sleep": 1.3},
          {"post": "/resend", "status": 403, "api": 0, "same": "gone",
           "what": "resend, no otp_vid"},
+         {"get": "/resend", "status": 403, "api": 0, "same": "gone",
+          "what": "the page, no otp_vid"},
          {"set_cookie": {"otp_vid": "f" * 40}},
          {"verify": "{code}", "status": 403, "same": "gone",
           "what": "a forged otp_vid"},
@@ -873,6 +875,9 @@ CASES = [
          {"set_cookie": {"otp_vid": "{saved:vidB}"}},
          {"post": "/resend", "status": 403, "api": 0, "same": "gone",
           "what": "resend with B's otp_vid in A's session"},
+         {"set_cookie": {"otp_vid": "{saved:vidB}"}},
+         {"get": "/resend", "status": 403, "same": "gone",
+          "what": "the page with B's otp_vid in A's session"},
          {"set_cookie": {"otp_vid": "{saved:vid}"}},
          {"verify": "{wrong}", "status": 403, "has": [
              "Wrong code. 9 tries left."], "what": "A's own handle back"},
@@ -3221,6 +3226,11 @@ def case_resend_on_the_page(ctx):
           "Please try again in" in r.text and resend_button(r)[0] and
           ctx.fake.count() == n0, "resend at once -> %r, %s" % (
               r, resend_button(r)))
+    r = a.get("/resend")
+    check(r.status == 200 and page_kind(r.body) == "verify" and
+          resend_button(r)[0] and "+1 (201) 555-0123" in r.text and
+          ctx.fake.count() == n0, "GET /resend (without JavaScript: the "
+          "countdown rendered anew) -> %r" % r)
     for i in (2, 3):
         time.sleep(2.3)
         r = a.resend()
@@ -3271,7 +3281,8 @@ CASES += [
          {"set_cookie": {"otp_sid": None}},
          {"post": "/resend", "session": False, "status": 403, "api": 0,
           "what": "no otp_sid, the otp_vid alone"},
-         {"get": "/resend", "status": 405, "hdr": {"Allow": "^POST$"}},
+         {"method": ("PUT", "/resend"), "body": "x", "status": 405,
+          "hdr": {"Allow": "^GET, HEAD, POST$"}},
      ]},
 ]
 
