@@ -159,11 +159,12 @@ async function waitRecords(file, n) {
 	}
 }
 
-// submit: click the form's button and wait for the page it loads.
-async function submit(page) {
+// submit: click the button (the first form's) and wait for the page it
+// loads.
+async function submit(page, button = 'form button[type=submit]') {
 	const [resp] = await Promise.all([
 		page.waitForNavigation({ waitUntil: 'load' }),
-		page.click('form button[type=submit]'),
+		page.click(button),
 	]);
 	return resp;
 }
@@ -605,14 +606,6 @@ async function resendState(page) {
 	}));
 }
 
-async function clickResend(page) {
-	const [resp] = await Promise.all([
-		page.waitForNavigation({ waitUntil: 'load' }),
-		page.click('#resend'),
-	]);
-	return resp;
-}
-
 async function codePages(cfgLines, recordFile) {
 	const errors = [];
 	let f, e;
@@ -670,16 +663,13 @@ async function codePages(cfgLines, recordFile) {
 					await page.waitForTimeout(2500);
 					const st = await resendState(page);
 					assert(st.disabled && /\(in [12] s\)/.test(st.wait), `no-JS button: ${JSON.stringify(st)}`);
-					const [resp] = await Promise.all([
-						page.waitForNavigation({ waitUntil: 'load' }),
-						page.click('button:has-text("Update the countdown")'),
-					]);
-					eq(resp.status(), 200, 'Update the countdown');
+					eq((await submit(page, 'button:has-text("Update the countdown")')).status(), 200,
+						'Update the countdown');
 					eq(records(recordFile).length, n0, 'SMS requests after updating');
 					eq(JSON.stringify(await resendState(page)), JSON.stringify({ disabled: false, wait: '', role: 'timer' }),
 						'button after the interval');
 				}
-				eq((await clickResend(page)).status(), 200, 'status');
+				eq((await submit(page, '#resend')).status(), 200, 'status');
 				const body = await page.innerText('main');
 				assert(body.includes(`If ${shown} may sign in here, we sent the code again.`), `text: ${body}`);
 				const r = await waitRecords(recordFile, n0 + 1);
@@ -711,7 +701,7 @@ async function codePages(cfgLines, recordFile) {
 				await check(`send a new code without retyping (${tag})`, async () => {
 					const n0 = records(recordFile).length;
 					await page.waitForFunction(() => !document.getElementById('resend').disabled);
-					eq((await clickResend(page)).status(), 200, 'status');
+					eq((await submit(page, '#resend')).status(), 200, 'status');
 					assert((await page.innerText('main')).includes(`If ${shown} may sign in here, we sent a new code.`), 'text');
 					const r = await waitRecords(recordFile, n0 + 1);
 					eq(r.length, n0 + 1, 'SMS requests');
