@@ -3837,7 +3837,9 @@ phone_show(const char *phone, const char *in, size_t len, char *out,
 		len--;
 	o = cclen + 2;
 	snprintf(buf, sizeof(buf), "+%.*s ", (int)cclen, phone + 1);
-	if (strspn(in + i, "0123456789") < len - i)
+	for (k = i; k < len && isdigit((unsigned char)in[k]); k++)
+		;
+	if (k < len) /* separators: as typed */
 		for (; i < len && o + 1 < sizeof(buf); i++)
 			if (in[i] != ' ' || buf[o - 1] != ' ')
 				buf[o++] = in[i];
