@@ -43,7 +43,8 @@ OTP_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -Icivetweb/include -I$(BUILD) \
 CURL_LIBS := $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 LIBS      := -lmbedtls -lmbedx509 -lmbedcrypto $(CURL_LIBS) -lpthread
 
-WWW       := www/index.html www/verify.html www/verify_success.html \
+WWW       := www/index.html www/verify.html www/new_code.html \
+             www/verify_success.html \
              www/error.html www/style.css www/otp.js
 CW_SRC    := civetweb/src/civetweb.c
 

@@ -134,6 +134,8 @@
 #endif
 #define OTP_MAX_PHONE_LEN 16  /* "+" and at most 15 digits (E.164) */
 #define OTP_MAX_INPUT 64      /* a phone field as typed, before cleaning */
+#define OTP_MAX_SHOWN 32      /* a number as its person sees it: "+1 (201)
+				 555-0123" (phone_show()), with its NUL */
 #define OTP_MAX_CODE_LEN 16   /* TOKEN_LENGTH's upper bound */
 #define OTP_ID_LEN 16         /* random bytes in a verification id */
 #define OTP_SID_LEN 16        /* random bytes in a session id */
@@ -320,6 +322,7 @@ struct record {
 	uint8_t sid[OTP_SID_LEN]; /* the session it was sent for */
 	uint8_t mac[OTP_MAC_LEN];
 	char phone[OTP_MAX_PHONE_LEN + 1];
+	char shown[OTP_MAX_SHOWN]; /* the number as typed: store_view() */
 	char code[OTP_MAX_CODE_LEN + 1];
 	int64_t created_ms;
 	uint32_t attempts;
@@ -2383,7 +2386,10 @@ rec_has_code(const struct record *r)
 
 /*
  * Ends a record: wipes its secrets and either frees the slot (state
- * REC_FREE) or leaves a tombstone in state. Caller holds the lock.
+ * REC_FREE) or leaves a tombstone in state. An expired web record keeps
+ * its number while its tombstone lives, so that "Send a new code" needs
+ * no retyping (on_resend()); every other ending wipes it at once. Caller
+ * holds the lock.
  */
 static void
 store_end(struct store *st, uint32_t slot, enum rec_state state)
@@ -2395,7 +2401,10 @@ store_end(struct store *st, uint32_t slot, enum rec_state state)
 	st->live -= rec_has_code(r);
 	wipe(r->code, sizeof(r->code));
 	wipe(r->mac, sizeof(r->mac));
-	wipe(r->phone, sizeof(r->phone));
+	if (state != REC_EXPIRED || r->ns != NS_WEB) {
+		wipe(r->phone, sizeof(r->phone));
+		wipe(r->shown, sizeof(r->shown));
+	}
 	if (state == REC_FREE) {
 		wipe(r, sizeof(*r));
 		st->free[st->nfree++] = slot;
@@ -2537,6 +2546,44 @@ store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	}
 	pthread_mutex_unlock(&st->lock);
 	return state;
+}
+
+/* A web session's record as its pages show it (store_view()). */
+struct view {
+	enum rec_state state;     /* REC_FREE: none, or not the owner's */
+	uint32_t slot;
+	uint32_t attempts;        /* wrong codes so far */
+	int64_t left_ms;          /* until the code expires */
+	char phone[OTP_MAX_PHONE_LEN + 1]; /* "" once wiped */
+	char shown[OTP_MAX_SHOWN];         /* "" if never set */
+};
+
+/*
+ * Copies record (slot, id) of owner ow into v, aged to now; first, if
+ * shown is not NULL, sets its number as shown. v holds a full number: the
+ * caller wipes it.
+ */
+static void
+store_view(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+           const struct owner *ow, int64_t now, int64_t ttl_ms,
+           const char *shown, struct view *v)
+{
+	struct record *r;
+
+	memset(v, 0, sizeof(*v));
+	pthread_mutex_lock(&st->lock);
+	if ((r = store_get(st, slot, id, now, ttl_ms)) != NULL &&
+	    rec_owned(r, ow)) {
+		if (shown != NULL && r->phone[0] != '\0')
+			str_copy(r->shown, sizeof(r->shown), shown);
+		v->state = (enum rec_state)r->state;
+		v->slot = slot;
+		v->attempts = r->attempts;
+		v->left_ms = rec_has_code(r) ? r->created_ms + ttl_ms - now : 0;
+		memcpy(v->phone, r->phone, sizeof(v->phone));
+		memcpy(v->shown, r->shown, sizeof(v->shown));
+	}
+	pthread_mutex_unlock(&st->lock);
 }
 
 /*
@@ -3090,6 +3137,27 @@ limits_set_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
 	if (w != NULL && w->key == k)
 		w->slot = slot;
 	pthread_mutex_unlock(&l->lock);
+}
+
+/* Seconds until RESEND_INTERVAL lets phone (in ns) be sent to again, 0
+ * if it does now: the code page's countdown. Counts nothing. */
+static long
+limits_wait(struct otp *otp, const struct config *c, enum ns ns,
+            const char *phone, int64_t now)
+{
+	struct limits *l = &otp->limits;
+	uint64_t k = limits_number_key(l, ns, phone);
+	int64_t hold = c->resend_interval * 1000;
+	struct window *w;
+	long wait = 0;
+
+	pthread_mutex_lock(&l->lock);
+	w = ratetab_find(&l->tab[T_NUMBER], k, now, 0);
+	if (w != NULL && w->key == k && w->last_ms != 0 &&
+	    now - w->last_ms < hold)
+		wait = window_retry(w->last_ms, now, hold);
+	pthread_mutex_unlock(&l->lock);
+	return wait;
 }
 
 /*
@@ -3738,6 +3806,53 @@ phone_mask(const char *phone, char *out, size_t outlen)
 	k += stars;
 	memcpy(buf + k, phone + n - tail, tail);
 	buf[k + tail] = '\0';
+	str_copy(out, outlen, buf);
+}
+
+/*
+ * Writes phone (E.164, read from in, len bytes, by phone_read()) as its
+ * own person sees it, never for a log: the calling code, then the
+ * national number as typed (from its first digit, or a "(" just before
+ * it; runs of blanks as one), so that a typo shows: "+1 (201) 555-0123",
+ * "+44 20 7946 0958" for "020 7946 0958". Typed without separators, or
+ * too long, it is grouped as the NANP does (+1 201-555-0123) or not at
+ * all (+44 2079460958).
+ */
+static void
+phone_show(const char *phone, const char *in, size_t len, char *out,
+           size_t outlen)
+{
+	char buf[OTP_MAX_SHOWN];
+	size_t n = strlen(phone), cclen = 0, nn, i = len, k = 0, o;
+
+	if (n < 2 || phone_cc_read(phone + 1, n - 1, &cclen) < 0) {
+		str_copy(out, outlen, phone);
+		return;
+	}
+	nn = n - 1 - cclen;
+	while (i > 0 && k < nn)
+		k += isdigit((unsigned char)in[--i]) != 0;
+	i -= i > 0 && in[i - 1] == '(';
+	while (len > i && in[len - 1] == ' ')
+		len--;
+	o = cclen + 2;
+	snprintf(buf, sizeof(buf), "+%.*s ", (int)cclen, phone + 1);
+	for (k = i; k < len && isdigit((unsigned char)in[k]); k++)
+		;
+	if (k < len) /* separators: as typed */
+		for (; i < len && o + 1 < sizeof(buf); i++)
+			if (in[i] != ' ' || buf[o - 1] != ' ')
+				buf[o++] = in[i];
+	if (i < len || o == cclen + 2) { /* no separators, or too long */
+		o = cclen + 2;
+		for (k = 0; k < nn; k++) {
+			if (phone[1] == '1' && cclen == 1 && nn == 10 &&
+			    (k == 3 || k == 6))
+				buf[o++] = '-';
+			buf[o++] = phone[1 + cclen + k];
+		}
+	}
+	buf[o] = '\0';
 	str_copy(out, outlen, buf);
 }
 
@@ -4674,6 +4789,8 @@ struct resend {
 	const struct config *c;
 	const char *phone;
 	const struct owner *ow;
+	int32_t own;            /* the record to resend; -1: the number's
+				   newest (limits_take()'s slot) */
 	int64_t now;
 	char *code;
 	struct start *st;
@@ -4688,6 +4805,10 @@ verification_reserve(void *arg, int32_t slot)
 	    (uint32_t)c->api_sends_per_verification : UINT32_MAX;
 	enum resend_found rc;
 
+	/* The newest record may be another session's (it asked for the
+	 * same number since): a session's resend names its own. */
+	if (rs->own >= 0)
+		slot = rs->own;
 	if (slot < 0)
 		return LIMIT_NONE;
 	rc = store_resend(&rs->otp->store, (uint32_t)slot, rs->phone, rs->ow,
@@ -4735,21 +4856,22 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
  * Starts a verification of phone (E.164, allowed) for client cl and owner
  * ow, with message template tmpl (NULL: MESSAGE): checks the limits, then
  * resends the owner's live record for this number (same code, same
- * attempts) or makes a new one, and sends the SMS. Another session's
- * record for the same number is never touched: it gets its own code.
- * Returns 0 when it went out, else -1 with st saying why; a failed send
- * removes a new record, and gives a resend's record its send back. A
- * number USERS_FILE does not list gets 0 and no SMS (user_may_pass()).
+ * attempts: the one at slot own, or with own -1 the number's newest) or
+ * makes a new one, and sends the SMS. Another session's record for the
+ * same number is never touched: it gets its own code. Returns 0 when it
+ * went out, else -1 with st saying why; a failed send removes a new
+ * record, and gives a resend's record its send back. A number USERS_FILE
+ * does not list gets 0 and no SMS (user_may_pass()).
  */
 static int
-verification_start(struct otp *otp, const struct config *c, const char *phone,
-                   const struct client *cl, const struct owner *ow,
-                   const char *tmpl, struct start *st)
+verification_send(struct otp *otp, const struct config *c, const char *phone,
+                  const struct client *cl, const struct owner *ow,
+                  int32_t own, const char *tmpl, struct start *st)
 {
 	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
 	int64_t now = otp->now_ms(), t0;
 	struct take tk = { ow->ns, phone, cl, 0, -1 };
-	struct resend rs = { otp, c, phone, ow, now, code, st };
+	struct resend rs = { otp, c, phone, ow, own, now, code, st };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
 	int rc = -1;
 
@@ -4796,6 +4918,16 @@ verification_start(struct otp *otp, const struct config *c, const char *phone,
 out:
 	wipe(code, sizeof(code));
 	return rc;
+}
+
+/* verification_send() with the number's newest record: /request, the
+ * JSON API. */
+static int
+verification_start(struct otp *otp, const struct config *c, const char *phone,
+                   const struct client *cl, const struct owner *ow,
+                   const char *tmpl, struct start *st)
+{
+	return verification_send(otp, c, phone, cl, ow, -1, tmpl, st);
 }
 
 /*
@@ -4901,13 +5033,15 @@ page_render(const char *tmpl, size_t len, const struct var *vars,
 
 /* The placeholders each page is given (every page also has {{base}} and
  * {{return_to}}); WWW_DIR copies are checked against them at start. */
+#define PAGE_VARS 9 /* the most a page has */
 static const struct {
 	const char *file;
-	const char *vars[6];
+	const char *vars[PAGE_VARS];
 } page_vars[] = {
 	{ "index.html", { "error", "csrf", "phone" } },
-	{ "verify.html", { "error", "csrf", "phone", "token_length",
-	    "inputmode" } },
+	{ "verify.html", { "error", "csrf", "phone", "disabled", "wait",
+	    "sent", "expires", "token_length", "inputmode" } },
+	{ "new_code.html", { "error", "csrf", "phone", "disabled", "wait" } },
 	{ "verify_success.html", { "phone", "csrf" } },
 	{ "error.html", { "status", "title", "message" } },
 };
@@ -4920,7 +5054,8 @@ page_vars_of(const char *file, struct var *vars)
 
 	for (size_t i = 0; i < countof(page_vars); i++)
 		if (strcmp(page_vars[i].file, file) == 0)
-			for (size_t j = 0; j < 6 && page_vars[i].vars[j]; j++)
+			for (size_t j = 0; j < PAGE_VARS &&
+			    page_vars[i].vars[j] != NULL; j++)
 				vars[n].name = page_vars[i].vars[j],
 				vars[n++].value = "x";
 	vars[n].name = "base", vars[n++].value = "x";
@@ -4937,7 +5072,7 @@ static int
 www_load_file(struct otp *otp, const char *dir, const char *lang,
               const struct www_file *f, char *err, size_t errlen)
 {
-	struct var vars[8];
+	struct var vars[PAGE_VARS + 2];
 	char path[OTP_MAX_STR + 64], *data = NULL, *page = NULL;
 	struct www_page *p;
 	ssize_t n = -1;
@@ -5345,7 +5480,7 @@ static int
 reply_page(struct req *r, int status, const char *file, const struct var *vars,
            size_t nvars)
 {
-	struct var all[8];
+	struct var all[PAGE_VARS + 2];
 	char page[OTP_MAX_PAGE];
 	const struct www_file *f = www_pick(r->otp, r->cfg, file,
 	    mg_get_header(r->conn, "Accept-Language"));
@@ -5407,26 +5542,42 @@ reply_outcome(struct req *r, enum outcome o, const char *input)
 	return reply_index(r, outcomes[o].status, outcomes[o].page, input);
 }
 
+/*
+ * The session's own page for its record v (store_view()), shown only to
+ * the browser that typed the number, so the number is in clear: while
+ * the code lives, the code page (sent: what went out, "we sent the code
+ * again."; NULL: "a code is on its way."), with the time it has left;
+ * once it is locked or expired, the page that offers a new code. Both
+ * have the resend button, disabled while RESEND_INTERVAL runs, with the
+ * seconds left (otp.js counts them down).
+ */
 static int
-reply_verify(struct req *r, int status, const char *error, const char *phone)
+reply_code(struct req *r, int status, const char *error, const char *sent,
+           const struct view *v)
 {
-	char masked[32], len[8];
+	char len[8], expires[32], wait[32] = "";
+	long secs = (long)((v->left_ms + 999) / 1000), mins;
+	long w = limits_wait(r->otp, r->cfg, NS_WEB, v->phone,
+	    r->otp->now_ms());
 	const struct var vars[] = {
-		{ "error", error }, { "csrf", r->csrf }, { "phone", masked },
-		{ "token_length", len },
+		{ "error", error }, { "csrf", r->csrf },
+		{ "phone", v->shown[0] != '\0' ? v->shown : v->phone },
+		{ "disabled", w > 0 ? " disabled" : "" }, { "wait", wait },
+		{ "sent", sent != NULL ? sent : "a code is on its way." },
+		{ "expires", expires }, { "token_length", len },
 		{ "inputmode", r->cfg->alphabet == ALPHABET_DIGITS ?
 		    "numeric" : "text" },
 	};
 
-	if (r->sid[0] == '\0' && session_new(r) != 0)
-		return reply_internal(r);
-	/* A failed check does not know (or tell) the number. */
-	if (phone[0] != '\0')
-		phone_mask(phone, masked, sizeof(masked));
-	else
-		str_copy(masked, sizeof(masked), "your phone");
+	if (w > 0)
+		snprintf(wait, sizeof(wait), " (in %ld s)", w);
+	/* under a minute in seconds, else in minutes, rounded */
+	mins = secs < 60 ? secs : (secs + 30) / 60;
+	snprintf(expires, sizeof(expires), "%ld %s%s", mins, secs < 60 ?
+	    "second" : "minute", mins == 1 ? "" : "s");
 	snprintf(len, sizeof(len), "%ld", r->cfg->token_length);
-	return reply_page(r, status, "verify.html", vars, countof(vars));
+	return reply_page(r, status, v->state == REC_LIVE ? "verify.html" :
+	    "new_code.html", vars, countof(vars));
 }
 
 /* ---- cookies and sessions ---------------------------------------------- */
@@ -5650,6 +5801,19 @@ handle_format(uint32_t slot, const uint8_t id[OTP_ID_LEN],
 {
 	snprintf(out, 9, "%08x", (unsigned)slot);
 	hex_encode(id, OTP_ID_LEN, out + 8, false);
+}
+
+/* Gives the browser the handle of record (slot, id) as otp_vid. It
+ * outlives the code by the tombstone's time: an expired code is then
+ * told from a wrong one, and replaced without retyping (on_resend()). */
+static void
+handle_set(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	char vid[HANDLE_LEN + 1];
+
+	handle_format(slot, id, vid);
+	set_cookie(r, "otp_vid", vid, r->cfg->code_ttl +
+	    OTP_TOMBSTONE_MS / 1000);
 }
 
 /*
@@ -6357,24 +6521,86 @@ reply_verified(struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 	return rc;
 }
 
-/* Answers a refused start with the phone form and a reason. */
+/*
+ * Answers a refused start with a reason: on the phone form with the
+ * number typed (input), or, for a resend (v: the session's record), on
+ * the session's own page (reply_code()).
+ */
 static int
-reply_start_failed(struct req *r, const struct start *st, const char *input)
+reply_start_failed(struct req *r, const struct start *st, const char *input,
+                   const struct view *v)
 {
 	enum outcome o = start_outcome(st);
 	long retry = st->retry;
 	char msg[160];
 
 	r->retry_after = retry;
-	if (o != OUT_LIMITED && o != OUT_CAPPED)
-		return reply_outcome(r, o, input);
-	if (retry < 120)
+	if (o != OUT_LIMITED && o != OUT_CAPPED) {
+		if (v == NULL || outcomes[o].title != NULL)
+			return reply_outcome(r, o, input);
+		str_copy(msg, sizeof(msg), outcomes[o].page);
+	} else if (retry < 120) {
 		snprintf(msg, sizeof(msg), "%s Please try again in %ld seconds.",
 		    outcomes[o].page, retry);
-	else
+	} else {
 		snprintf(msg, sizeof(msg), "%s Please try again in %ld minutes.",
 		    outcomes[o].page, (retry + 59) / 60);
+	}
+	if (v != NULL)
+		return reply_code(r, outcomes[o].status, msg, NULL, v);
 	return reply_index(r, outcomes[o].status, msg, input);
+}
+
+/*
+ * After a start that went out (or, for a number USERS_FILE leaves out,
+ * seemed to): the record takes the number as its person typed it
+ * (shown), the browser its handle, and the code page says what was sent:
+ * the same code again, or fresh ("a code is on its way.", or "we sent a
+ * new code." for a resend that replaced an ended code).
+ */
+static int
+reply_started(struct req *r, const struct start *st, const char *shown,
+              const char *fresh)
+{
+	struct view v;
+	int rc;
+
+	store_view(&r->otp->store, st->slot, st->id, &r->ow, r->otp->now_ms(),
+	    r->cfg->code_ttl * 1000, shown, &v);
+	handle_set(r, st->slot, st->id);
+	rc = reply_code(r, 200, "", st->resent ? "we sent the code again." :
+	    fresh, &v);
+	wipe(&v, sizeof(v));
+	return rc;
+}
+
+/*
+ * The request's own record: the one its otp_vid names, if it belongs to
+ * its session (otp_sid) and still has its number (live, locked, or an
+ * expired tombstone: store_end()). 0 with v filled (the caller wipes it),
+ * or -1: no handle, a forged or stale one, another session's.
+ */
+static int
+web_view(struct req *r, struct view *v)
+{
+	uint8_t id[OTP_ID_LEN];
+	uint32_t slot;
+
+	memset(v, 0, sizeof(*v));
+	if (handle_parse(r, &slot, id) == 0)
+		store_view(&r->otp->store, slot, id, &r->ow, r->otp->now_ms(),
+		    r->cfg->code_ttl * 1000, NULL, v);
+	return v->state != REC_VERIFIED && v->phone[0] != '\0' ? 0 : -1;
+}
+
+/* No record of its own to show or resend (web_view()): the phone form,
+ * the handle cleared; alike whichever way the handle failed. */
+static int
+reply_gone(struct req *r)
+{
+	set_cookie(r, "otp_vid", "", 0);
+	return reply_index(r, 403, "That code is no longer valid. Please enter "
+	    "your number again.", "");
 }
 
 /* Logs a number phone_read() refused (masked), and why. */
@@ -6394,8 +6620,7 @@ on_request(struct req *r)
 {
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1];
-	char phone[OTP_MAX_PHONE_LEN + 1] = "";
-	char vid[HANDLE_LEN + 1];
+	char phone[OTP_MAX_PHONE_LEN + 1] = "", shown[OTP_MAX_SHOWN];
 	struct client cl;
 	struct start st;
 	size_t len;
@@ -6415,10 +6640,36 @@ on_request(struct req *r)
 	client_init(otp, r->cfg, &cl, r->addr);
 	if (verification_start(otp, r->cfg, phone, &cl, &r->ow, message_for(r->cfg,
 	    mg_get_header(r->conn, "Accept-Language")), &st) != 0)
-		return reply_start_failed(r, &st, input);
-	handle_format(st.slot, st.id, vid);
-	set_cookie(r, "otp_vid", vid, r->cfg->code_ttl);
-	return reply_verify(r, 200, "", phone);
+		return reply_start_failed(r, &st, input, NULL);
+	phone_show(phone, input, (size_t)n, shown, sizeof(shown));
+	rc = reply_started(r, &st, shown, NULL);
+	wipe(shown, sizeof(shown));
+	return rc;
+}
+
+/*
+ * After a code that did not verify, what happened, on the session's own
+ * page: a wrong code and the tries left, or, locked (MAX_ATTEMPTS) or
+ * expired, a new code offered. The record's state says which, not the
+ * check's answer: a record has one state for every page.
+ */
+static int
+reply_checked(struct req *r)
+{
+	struct view v;
+	char msg[48];
+	long left;
+	int rc;
+
+	if (web_view(r, &v) != 0)
+		return reply_gone(r);
+	left = r->cfg->max_attempts - (long)v.attempts;
+	snprintf(msg, sizeof(msg), "Wrong code. %ld %s left.", left > 1 ? left :
+	    1, left > 1 ? "tries" : "try");
+	rc = reply_code(r, 403, v.state == REC_LOCKED ? "Too many wrong codes." :
+	    v.state == REC_EXPIRED ? "This code has expired." : msg, NULL, &v);
+	wipe(&v, sizeof(v));
+	return rc;
 }
 
 /* POST /verify: the code back, success or failure page. */
@@ -6456,13 +6707,63 @@ on_verify(struct req *r)
 	}
 	if (result == CHECK_OK)
 		return reply_verified(r, phone);
-	if (result == CHECK_LOCKED) {
-		set_cookie(r, "otp_vid", "", 0);
-		return reply_index(r, 403, "Too many wrong codes. Please "
-		    "request a new code.", "");
+	return reply_checked(r);
+}
+
+/*
+ * POST /resend (csrf): the code page's "Send the code again" and the
+ * "Send a new code" of a locked or expired one. The number is the one of
+ * the session's own record (web_view()), never a form field, and it goes
+ * as /request's does, through every limit (verification_send()): the
+ * same code while it lives, else a new one. Without a record of its own,
+ * the phone form: nothing is sent, nothing told.
+ */
+static int
+on_resend(struct req *r)
+{
+	struct otp *otp = r->otp;
+	char body[OTP_MAX_BODY + 1];
+	struct client cl;
+	struct start st;
+	struct view v;
+	size_t len;
+	int rc;
+
+	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
+		return rc;
+	if (web_view(r, &v) != 0) {
+		log_info(otp, "resend_refused ip=%s", r->addr);
+		return reply_gone(r);
 	}
-	/* Unknown, wrong, expired and used codes look the same. */
-	return reply_verify(r, 403, "Verify failed, please try again.", "");
+	client_init(otp, r->cfg, &cl, r->addr);
+	if (verification_send(otp, r->cfg, v.phone, &cl, &r->ow,
+	    (int32_t)v.slot, message_for(r->cfg, mg_get_header(r->conn,
+	    "Accept-Language")), &st) != 0)
+		rc = reply_start_failed(r, &st, "", &v);
+	else
+		rc = reply_started(r, &st, v.shown, "we sent a new code.");
+	wipe(&v, sizeof(v));
+	return rc;
+}
+
+/*
+ * GET /resend: the session's own page again, its countdown rendered
+ * anew; the pages link to it for browsers without JavaScript, whose
+ * disabled button nothing else would enable. Sends nothing.
+ */
+static int
+on_code_page(struct req *r)
+{
+	const char *q = r->ri->query_string;
+	struct view v;
+	int rc;
+
+	return_to_read(r, q, q != NULL ? strlen(q) : 0);
+	if (web_view(r, &v) != 0)
+		return reply_gone(r);
+	rc = reply_code(r, 200, "", NULL, &v);
+	wipe(&v, sizeof(v));
+	return rc;
 }
 
 /* GET /: the phone form; ?return_to=/path is carried through the flow. */
@@ -7650,6 +7951,7 @@ static const struct route routes[] = {
 	{ "/", "GET, HEAD", on_index, NULL },
 	{ "/request", "POST", NULL, on_request },
 	{ "/verify", "POST", NULL, on_verify },
+	{ "/resend", "GET, HEAD, POST", on_code_page, on_resend },
 	{ "/style.css", "GET, HEAD", on_style, NULL },
 	{ "/otp.js", "GET, HEAD", on_script, NULL },
 	{ "/favicon.ico", "GET, HEAD", on_favicon, NULL },

@@ -25,7 +25,8 @@ static const char *const fuzz_allowed[] = {
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char masked[32], again[OTP_MAX_PHONE_LEN + 1], *in, *out;
+	char masked[32], again[OTP_MAX_PHONE_LEN + 1], shown[OTP_MAX_SHOWN];
+	char *in, *out;
 	const char *country;
 	struct config c;
 	size_t outlen, len;
@@ -74,6 +75,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(strncmp(masked, out, 1 + cclen) == 0);
 		FUZZ_CHECK(strspn(masked + 1 + cclen, "*") + 1 + cclen + 2 >=
 		    strlen(masked));
+
+		/* As its person sees it: the calling code, then what was
+		 * typed or the digits, in OTP_MAX_SHOWN. */
+		phone_show(out, in, len, shown, sizeof(shown));
+		FUZZ_CHECK(strlen(shown) < sizeof(shown));
+		FUZZ_CHECK(strncmp(shown, out, 1 + cclen) == 0 &&
+		    shown[1 + cclen] == ' ');
 	}
 	if (outlen > OTP_MAX_PHONE_LEN) {
 		char got[OTP_MAX_PHONE_LEN + 1];

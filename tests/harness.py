@@ -72,9 +72,13 @@ UK = "+442071838750"
 API = "/api/v1/verifications"
 FORM = "application/x-www-form-urlencoded"
 
-VERIFY_FAILED = "Verify failed, please try again."
+WRONG_CODE = "Wrong code."   # then "4 tries left." or "1 try left."
+CODE_GONE = "That code is no longer valid. Please enter your number again."
 SEND_FAILED = "We couldn't send the code. Please try again."
-TOO_MANY = "Too many wrong codes. Please request a new code."
+TOO_MANY = "Too many wrong codes."
+EXPIRED = "This code has expired."
+SENT_AGAIN = "we sent the code again."
+SENT_NEW = "we sent a new code."
 
 # otp_demo with the console sender on a free loopback port.
 CONSOLE = {"LISTEN": "127.0.0.1:0", "SMS_PROVIDER": "console"}
@@ -603,6 +607,8 @@ def page_kind(body):
         return "index"
     if re.search(r'<form[^>]*action="/verify"', s):
         return "verify"
+    if re.search(r'<form[^>]*action="/resend"', s):
+        return "again"      # a new code offered: locked or expired
     if 'class="ok"' in s:
         return "success"
     return "other"
@@ -802,6 +808,10 @@ class Client:
     def verify(self, token, fields=None, **kw):
         return self.post_form("/verify", [("token", token)] + list(
             (fields or {}).items()), **kw)
+
+    def resend(self, fields=None, **kw):
+        """The code page's "Send the code again" (or "Send a new code")."""
+        return self.post_form("/resend", list((fields or {}).items()), **kw)
 
     def api(self, method, path, body=None, auth="Bearer " + API_TOKEN,
             ctype="application/json", headers=None):

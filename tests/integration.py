@@ -54,8 +54,9 @@ import warnings
 sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
 from harness import (  # noqa: E402
     API, API_KEY, API_TOKEN, BIN, FROM, PHONE, PHONE2, PHONE2_E164,
-    PHONE_E164, ROOT, RUN_TIMEOUT, SECURITY_HEADERS, SEND_FAILED, TOO_MANY,
-    UK, VERIFY_FAILED, Browser, Fail, Resp, Skip, cert, check,
+    CODE_GONE, EXPIRED, PHONE_E164, ROOT, RUN_TIMEOUT, SECURITY_HEADERS,
+    SEND_FAILED, SENT_AGAIN, SENT_NEW, TOO_MANY, UK, WRONG_CODE, Browser, Fail,
+    Resp, Skip, cert, check,
     check_api_answer, check_index_form, check_security_headers, clean_env,
     config_text, insecure_tls, page_kind, parse_inputs, raw_exchange,
     run_once, short, write_config, wrong_code)
@@ -373,6 +374,12 @@ def check_sms(where, rec, want):
 
 # ---- the table ---------------------------------------------------------------
 
+def take_code(ctx, b):
+    """A "do" step: the last code sent goes to browser b (a step that is
+    not a request, such as POST /resend, does not give it one)."""
+    ctx.collect_sms(0, b)
+
+
 SMS_DEFAULT = {"to": PHONE_E164, "from": FROM,
                "text": r"^Your token is [0-9A-F]{6}$"}
 
@@ -458,7 +465,7 @@ CASES = [
          {"get": "/", "status": 200},
          {"request": PHONE, "status": 200, "api": 1, "page": "verify",
           "check": check_verify_form,
-          "cookie": {"otp_vid": STRICT + r"(?=.*; Max-Age=300(;|$))"
+          "cookie": {"otp_vid": STRICT + r"(?=.*; Max-Age=360(;|$))"
                      r"otp_vid=[^;]+;"},
           "sms": {"to": PHONE_E164, "from": FROM, "keys": ["from", "to",
                                                            "text"],
@@ -470,29 +477,46 @@ CASES = [
           "cookie": {"otp_vid": r"^otp_vid=[^;]*;.*Max-Age=0",
                      "otp_sid": SID}},
          {"get": "/", "status": 200, "what": "fresh form after success"},
-         {"verify": "{code}", "status": 403, "has": [VERIFY_FAILED],
-          "lacks": ["Verified"], "what": "reuse the code"},
+         {"verify": "{code}", "status": 403, "has": [CODE_GONE],
+          "page": "index", "lacks": ["Verified"], "what": "reuse the code"},
          {"set_cookie": {"otp_vid": "{saved:vid}"}},
-         {"verify": "{code}", "status": 403, "has": [VERIFY_FAILED],
+         {"verify": "{code}", "status": 403, "has": [CODE_GONE],
           "what": "reuse with the old otp_vid cookie"},
          {"set_cookie": {"otp_sid": "{saved:sid}", "otp_vid": "{saved:vid}"}},
          {"verify": "{code}", "status": 403, "lacks": ["Verified"],
           "what": "replay with the old otp_sid + otp_vid"},
      ]},
 
-    {"name": "expired_code", "config": {"CODE_TTL": 2}, "steps": [
+    # The handle outlives the code by the tombstone's 60 s, so that an
+    # expired code is told apart and replaced without retyping. Waiting
+    # longer than CODE_TTL (never exactly) keeps this true on a loaded
+    # machine: only a 60 s stall would lose the tombstone.
+    {"name": "expired_code", "config": {"CODE_TTL": 2, "RESEND_INTERVAL": 1},
+     "steps": [
         {"request": PHONE, "status": 200, "api": 1, "sms": SMS_DEFAULT,
-         "cookie": {"otp_vid": r"Max-Age=2(;|$)"}},
-        {"sleep": 3},
-        {"verify": "{code}", "status": 403, "has": [VERIFY_FAILED],
-         "page": "verify"},
+         "has": ["The code expires in 2 seconds."],
+         "cookie": {"otp_vid": r"Max-Age=62(;|$)"}},
+        {"sleep": 3.5},
+        {"verify": "{code}", "status": 403, "has": [EXPIRED,
+         "+1 (201) 555-0123", "Send a new code"], "lacks": [WRONG_CODE],
+         "page": "again"},
+        {"verify": "{code}", "status": 403, "has": [EXPIRED],
+         "what": "still expired, not counted as wrong"},
+        {"post": "/resend", "status": 200, "api": 1, "sms": SMS_DEFAULT,
+         "page": "verify", "has": [SENT_NEW, "+1 (201) 555-0123"],
+         "what": "Send a new code: the same number, not retyped"},
+        {"do": take_code},
+        {"verify": "{code}", "status": 200, "page": "success",
+         "what": "the new code verifies"},
     ]},
 
     {"name": "wrong_code", "steps": [
-        {"request": PHONE, "status": 200, "api": 1},
-        {"verify": "{wrong}", "status": 403, "has": [VERIFY_FAILED],
-         "page": "verify"},
-        {"verify": "ZZZZZZ", "status": 403, "has": [VERIFY_FAILED]},
+        {"request": PHONE, "status": 200, "api": 1,
+         "has": ["The code expires in 5 minutes."]},
+        {"verify": "{wrong}", "status": 403, "page": "verify",
+         "has": ["Wrong code. 4 tries left.", "+1 (201) 555-0123"]},
+        {"verify": "ZZZZZZ", "status": 403, "has": [
+            "Wrong code. 3 tries left."]},
         {"verify": "", "status": (400, 403), "lacks": ["Verified"]},
         {"verify": "{code}", "status": 200, "page": "success",
          "what": "the right code still works after 3 wrong ones"},
@@ -503,7 +527,8 @@ CASES = [
          {"b": "A", "request": PHONE, "status": 200, "api": 1},
          {"b": "B", "request": PHONE2, "status": 200, "api": 1},
          {"b": "B", "verify": "{code:A}", "status": 403,
-          "has": [VERIFY_FAILED], "what": "B submits A's code"},
+          "has": ["Wrong code. 4 tries left.", "+1 201-555-0187"],
+          "lacks": ["555-0123"], "what": "B submits A's code"},
          {"b": "C", "get": "/", "status": 200},
          {"b": "C", "verify": "{code:A}", "status": 403,
           "lacks": ["Verified"], "what": "C, no otp_vid, submits A's code"},
@@ -627,10 +652,13 @@ CASES = [
      "steps": [
          {"request": PHONE, "status": 200, "api": 1},
          {"save_cookie": ("otp_vid", "vid")},
-         {"verify": "{wrong}", "status": 403, "has": [VERIFY_FAILED]},
-         {"verify": "{wrong}", "status": 403, "has": [VERIFY_FAILED]},
-         {"verify": "{wrong}", "status": 403, "has": [TOO_MANY],
-          "page": "index", "what": "MAX_ATTEMPTS-th wrong code"},
+         {"verify": "{wrong}", "status": 403, "has": [
+             "Wrong code. 2 tries left."]},
+         {"verify": "{wrong}", "status": 403, "has": [
+             "Wrong code. 1 try left."]},
+         {"verify": "{wrong}", "status": 403, "has": [TOO_MANY,
+          "Send a new code", "+1 (201) 555-0123"], "lacks": [WRONG_CODE],
+          "page": "again", "what": "MAX_ATTEMPTS-th wrong code"},
          {"verify": "{code}", "status": 403, "lacks": ["Verified"],
           "what": "right code after MAX_ATTEMPTS wrong ones"},
          {"set_cookie": {"otp_vid": "{saved:vid}"}},
@@ -661,8 +689,10 @@ CASES = [
      "steps": [
          {"request": PHONE, "status": 200, "api": 1, "sms": SMS_DEFAULT},
          {"save_cookie": ("otp_vid", "vid1")},
-         {"verify": "{wrong}", "status": 403, "has": [VERIFY_FAILED]},
-         {"verify": "{wrong}", "status": 403, "has": [VERIFY_FAILED]},
+         {"verify": "{wrong}", "status": 403, "has": [
+             "Wrong code. 2 tries left."]},
+         {"verify": "{wrong}", "status": 403, "has": [
+             "Wrong code. 1 try left."]},
          {"request": PHONE, "status": 429, "api": 0,
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"},
           "what": "resend at once"},
@@ -676,6 +706,7 @@ CASES = [
               "same code)" % (ctx.fake.requests[-1]["json"]["text"],
                               ctx.fake.requests[0]["json"]["text"]))},
          {"verify": "{wrong}", "status": 403, "has": [TOO_MANY],
+          "page": "again",
           "what": "3rd wrong code (the count survived the resend)"},
          {"set_cookie": {"otp_vid": "{saved:vid1}"}},
          {"verify": "{code}", "status": 403, "lacks": ["Verified"],
@@ -806,25 +837,57 @@ CASES = [
           "sms": SMS_DEFAULT},
      ]},
 
-    {"name": "failures_byte_identical",
-     "config": {"CODE_TTL": 2, "MAX_ATTEMPTS": 10,
-                "VERIFY_PER_IP_PER_HOUR": 100},
+    # Without a record of its own (no otp_vid, a forged one, another
+    # session's, one whose record ended), /verify and /resend answer
+    # byte for byte alike: the phone form, nothing sent, nothing told.
+    # With one, the page says what happened to it, which tells a session
+    # only of its own code.
+    {"name": "failures_without_record_identical",
+     "config": {"MAX_ATTEMPTS": 10, "VERIFY_PER_IP_PER_HOUR": 100,
+                "RESEND_INTERVAL": 1},
      "steps": [
+         {"b": "B", "request": PHONE2, "status": 200, "api": 1},
+         {"b": "B", "save_cookie": ("otp_vid", "vidB")},
          {"request": PHONE, "status": 200, "api": 1},
          {"save_cookie": ("otp_vid", "vid")},
-         {"verify": "{wrong}", "status": 403, "save": "wrong"},
-         {"verify": "{wrong}", "status": 403, "same": "wrong",
-          "what": "wrong again"},
-         {"set_cookie": {"otp_vid": "f" * 32}},
-         {"verify": "{code}", "status": 403, "same": "wrong",
-          "what": "unknown otp_vid"},
          {"set_cookie": {"otp_vid": None}},
-         {"verify": "{code}", "status": 403, "same": "wrong",
-          "what": "no otp_vid"},
+         {"verify": "{code}", "status": 403, "save": "gone", "page": "index",
+          "has": [CODE_GONE], "lacks": ["555-0123", "555-0187"],
+          "no_live_cookie": ["otp_vid"], "what": "no otp_vid"},
+         {"sleep": 1.3},
+         {"post": "/resend", "status": 403, "api": 0, "same": "gone",
+          "what": "resend, no otp_vid"},
+         {"get": "/resend", "status": 403, "api": 0, "same": "gone",
+          "what": "the page, no otp_vid"},
+         {"set_cookie": {"otp_vid": "f" * 40}},
+         {"verify": "{code}", "status": 403, "same": "gone",
+          "what": "a forged otp_vid"},
+         {"set_cookie": {"otp_vid": "f" * 40}},
+         {"post": "/resend", "status": 403, "api": 0, "same": "gone",
+          "what": "resend, a forged otp_vid"},
+         {"set_cookie": {"otp_vid": lambda ctx, b: ctx.saved["vid"][:8] +
+                         "0" * 32}},
+         {"post": "/resend", "status": 403, "api": 0, "same": "gone",
+          "what": "resend, the right slot with a forged id"},
+         {"set_cookie": {"otp_vid": "{saved:vidB}"}},
+         {"verify": "{code:B}", "status": 403, "same": "gone",
+          "what": "B's otp_vid and B's code in A's session"},
+         {"set_cookie": {"otp_vid": "{saved:vidB}"}},
+         {"post": "/resend", "status": 403, "api": 0, "same": "gone",
+          "what": "resend with B's otp_vid in A's session"},
+         {"set_cookie": {"otp_vid": "{saved:vidB}"}},
+         {"get": "/resend", "status": 403, "same": "gone",
+          "what": "the page with B's otp_vid in A's session"},
          {"set_cookie": {"otp_vid": "{saved:vid}"}},
-         {"sleep": 3},
-         {"verify": "{code}", "status": 403, "same": "wrong",
-          "what": "expired"},
+         {"verify": "{wrong}", "status": 403, "has": [
+             "Wrong code. 9 tries left."], "what": "A's own handle back"},
+         {"verify": "{code}", "status": 200, "page": "success"},
+         {"set_cookie": {"otp_vid": "{saved:vid}"}},
+         {"post": "/resend", "status": 403, "api": 0, "page": "index",
+          "has": [CODE_GONE], "what": "a stale handle: verified, and "
+          "the session renewed"},
+         {"b": "B", "verify": "{code}", "status": 200, "page": "success",
+          "what": "B's code was never touched"},
      ]},
 ]
 
@@ -1052,7 +1115,7 @@ CASES += [
          "api": 1, "save_id": "apiv"},
         {"b": "W", "set_cookie": {"otp_vid": "{saved:apiv}"}},
         {"b": "W", "verify": "{code:api}", "status": 403,
-         "has": [VERIFY_FAILED], "lacks": ["Verified"],
+         "has": [CODE_GONE], "lacks": ["Verified"],
          "what": "the API id as otp_vid, with the API's code"},
         {"b": "W", "get": "/auth", "status": 401},
         {"b": "api", "call": ("POST", api_check_path("apiv"),
@@ -1736,14 +1799,14 @@ def case_max_attempts_parallel_100(ctx):
     for r in res:
         statuses[r.status] = statuses.get(r.status, 0) + 1
     check(set(statuses) <= {403}, "statuses %s (want only 403)" % statuses)
-    failed = sum(1 for r in res if VERIFY_FAILED in r.text)
+    failed = sum(1 for r in res if WRONG_CODE in r.text)
     toomany = sum(1 for r in res if TOO_MANY in r.text)
     with open(os.path.join(ctx.dir, "guesses.txt"), "w") as f:
         f.write("statuses %s, verify-failed %d, too-many %d\n"
                 % (statuses, failed, toomany))
     check(failed <= max_attempts, "%d guesses answered %r, want <= "
           "MAX_ATTEMPTS=%d (too-many answers: %d)"
-          % (failed, VERIFY_FAILED, max_attempts, toomany))
+          % (failed, WRONG_CODE, max_attempts, toomany))
     a.cookies, a.csrf = dict(cookies), csrf
     r = a.verify(right)
     check(r.status == 403 and page_kind(r.body) != "success",
@@ -2796,14 +2859,16 @@ def masked_lines(ctx, digits2, n0=0):
 
 
 def same_page(a, b, phones):
-    """a's and b's bodies with what is theirs (CSRF token, masked number)
-    taken out: equal when the pages say the same."""
+    """a's and b's bodies with what is theirs (CSRF token, number, and
+    the seconds their own clocks give: the resend countdown, "try again
+    in") taken out: equal when the pages say the same."""
     def norm(r, phone):
         s = r.html
         tok = parse_inputs(r.body).get("csrf", {}).get("value")
         if tok:
             s = s.replace(tok, "CSRF")
-        return s.replace(phone, "PHONE")
+        s = re.sub(r"[0-9]+( s\)| seconds?\.)", r"N\1", s)
+        return s.replace(" disabled>", ">").replace(phone, "PHONE")
     return norm(a, phones[0]) == norm(b, phones[1])
 
 
@@ -2839,7 +2904,9 @@ def case_users_unlisted_uniform(ctx):
     (form and API), no SMS, one masked log line; a code for it never
     verifies, and its wrong codes count to MAX_ATTEMPTS like a listed
     one's."""
-    start_users(ctx, {"API_TOKEN": API_TOKEN, "MAX_ATTEMPTS": 2})
+    start_users(ctx, {"API_TOKEN": API_TOKEN, "MAX_ATTEMPTS": 2,
+                      "RESEND_INTERVAL": 10})
+    shown = ["+1 (201) 555-0123", "+1 201-555-0187"]
     a, b = ctx.browser("A"), ctx.browser("B")
     a.ensure_session()
     b.ensure_session()
@@ -2853,7 +2920,11 @@ def case_users_unlisted_uniform(ctx):
     check(ctx.server.out_lines == [], "stdout: %s" % ctx.server.out_lines)
     check((ra.status, page_kind(ra.body)) == (rb.status, page_kind(rb.body))
           == (200, "verify"), "listed %r, unlisted %r" % (ra, rb))
-    check(same_page(ra, rb, ["+1********23", "+1********87"]),
+    check(ra.text.count(shown[0]) == rb.text.count(shown[1]) == 1 and
+          re.search(r"again \(in (10|[1-9]) s\)", ra.text),
+          "the numbers as typed, the countdown: "
+          "%r, %r" % (ra.text, rb.text))
+    check(same_page(ra, rb, shown),
           "the pages differ: %r vs %r" % (short(ra.text, 200),
                                           short(rb.text, 200)))
     check(cookie_shape(ra) == cookie_shape(rb), "cookies %s vs %s"
@@ -2879,13 +2950,32 @@ def case_users_unlisted_uniform(ctx):
           "API: %d %s vs %d %s" % (ja.status, ka, jb.status, kb))
     ctx.collect_sms(n0)
 
-    # No code verifies the unlisted number; its attempts run out alike.
+    # No code verifies the unlisted number; its attempts run out alike,
+    # and a new code is offered alike, refused alike before
+    # RESEND_INTERVAL, and "sent" alike after it (only one goes out).
     wrong = wrong_code(a.code)
+    got = {}
+    n0 = ctx.fake.count()
     for who in (a, b):
         r1, r2 = who.verify(wrong), who.verify(wrong)
-        check((r1.status, r1.text.count(VERIFY_FAILED), r2.status,
-               TOO_MANY in r2.text) == (403, 1, 403, True),
-              "%s: wrong codes -> %r, %r" % (who.name, r1, r2))
+        r3 = who.resend()
+        check((r1.status, "Wrong code. 1 try left." in r1.text, r2.status,
+               TOO_MANY in r2.text, page_kind(r2.body), r3.status) ==
+              (403, True, 403, True, "again", 429),
+              "%s: wrong codes, resend -> %r, %r, %r" % (who.name, r1, r2,
+                                                         r3))
+        got[who.name] = [r1, r2, r3]
+    check(ctx.fake.count() == n0, "an SMS before RESEND_INTERVAL")
+    time.sleep(10.5)
+    for who in (a, b):
+        got[who.name].append(who.resend())
+    check(sent_to(ctx, n0) == [PHONE_E164], "new codes: SMS to %s"
+          % sent_to(ctx, n0))
+    for ra, rb in zip(got["A"], got["B"]):
+        check(ra.status == rb.status and same_page(ra, rb, shown) and
+              cookie_shape(ra) == cookie_shape(rb),
+              "pages differ: %r vs %r" % (ra, rb))
+    check(SENT_NEW in got["B"][3].text, "no new code: %r" % got["B"][3])
     check(b.get("/auth").status == 401, "the unlisted browser passes /auth")
 
 
@@ -3091,6 +3181,161 @@ def case_users_unlisted_timing(ctx):
 
 
 # ---- runner ------------------------------------------------------------------
+
+# ---- the code page: resend, tries left, a new code --------------------------
+
+def resend_button(r):
+    """(disabled, the seconds it shows or None) of the page's resend
+    button, as the server rendered it."""
+    m = re.search(r'<button[^>]*id="resend"([^>]*)>[^<]*<span id="wait"'
+                  r'[^>]*>([^<]*)</span>', r.html)
+    check(m, "no resend button with a countdown: %s" % short(r.body, 300))
+    secs = re.fullmatch(r" \(in ([0-9]+) s\)", m.group(2))
+    check(m.group(2) == "" or secs, "countdown %r" % m.group(2))
+    return "disabled" in m.group(1), int(secs.group(1)) if secs else None
+
+
+def sms_texts(ctx, n0):
+    return [(rec.get("json") or {}).get("text") for rec in
+            ctx.collect_sms(n0)]
+
+
+def case_resend_on_the_page(ctx):
+    """The code page's "Send the code again": refused before
+    RESEND_INTERVAL with the seconds left rendered (button disabled, no
+    SMS), then the same code again, counted against the per-number cap,
+    whose refusal is a 429 on the code page; the number as typed on the
+    pages, masked in the log."""
+    ctx.start_fake()
+    ctx.start_server({"RESEND_INTERVAL": 2, "SMS_PER_NUMBER_PER_HOUR": 3})
+    a = ctx.browser("A")
+    r = a.request_code(PHONE)
+    first = sms_texts(ctx, 0)
+    check(r.status == 200 and len(first) == 1, "request -> %r, %s"
+          % (r, first))
+    check(a.hidden("csrf") and "/resend" in harness.links(
+        r.body, "form", "action"), "no resend form")
+    check(resend_button(r) in ((True, 2), (True, 1)), "first page: button "
+          "%s, want disabled with 1-2 s" % (resend_button(r),))
+    check("If +1 (201) 555-0123 may sign in here, a code is on its way. "
+          "The code expires in 5 minutes." in r.text, "page: %r" % r.text)
+    n0 = ctx.fake.count()
+    r = a.resend()
+    check(r.status == 429 and page_kind(r.body) == "verify" and
+          re.search(r"^[1-2]$", r.header("Retry-After") or "") and
+          "Please try again in" in r.text and resend_button(r)[0] and
+          ctx.fake.count() == n0, "resend at once -> %r, %s" % (
+              r, resend_button(r)))
+    r = a.get("/resend")
+    check(r.status == 200 and page_kind(r.body) == "verify" and
+          resend_button(r)[0] and "+1 (201) 555-0123" in r.text and
+          ctx.fake.count() == n0, "GET /resend (without JavaScript: the "
+          "countdown rendered anew) -> %r" % r)
+    for i in (2, 3):
+        time.sleep(2.3)
+        r = a.resend()
+        texts = sms_texts(ctx, n0)
+        check(r.status == 200 and page_kind(r.body) == "verify" and
+              SENT_AGAIN in r.text and texts == first,
+              "resend %d -> %r, SMS %s (want the first text again: %s)"
+              % (i, r, texts, first))
+        check(resend_button(r)[0], "resend %d: the button is not disabled "
+              "again" % i)
+        n0 = ctx.fake.count()
+    time.sleep(2.3)
+    r = a.resend()
+    check(r.status == 429 and page_kind(r.body) == "verify" and
+          "Too many requests. Please try again in 60 minutes." in r.text and
+          ctx.fake.count() == n0, "a 4th send, over SMS_PER_NUMBER_PER_HOUR "
+          "-> %r" % r)
+    check(resend_button(r) == (False, None), "the cap's countdown is not "
+          "the button's: %s" % (resend_button(r),))
+    ctx.collect_sms(0, a)
+    r = a.verify(a.code)
+    check(r.status == 200 and page_kind(r.body) == "success",
+          "the code after three sends -> %r" % r)
+    log = ctx.server.log()
+    check("555-0123" not in log and "(201)" not in log and
+          len(re.findall(r"info resend to=\+1\*{8}23 ", log)) == 2,
+          "log: the number as typed, or not two masked resend lines")
+
+
+CASES += [
+    {"name": "resend_csrf_and_origin", "config": {"RESEND_INTERVAL": 1},
+     "steps": [
+         {"request": PHONE, "status": 200, "api": 1},
+         {"b": "B", "get": "/", "status": 200},
+         {"sleep": 1.3},
+         {"post": "/resend", "headers": {"Origin": "https://evil.example"},
+          "status": 403, "api": 0, "page": "index"},
+         {"post": "/resend", "headers": {"Origin": "null"}, "status": 403,
+          "api": 0},
+         {"post": "/resend", "headers": {"Sec-Fetch-Site": "cross-site"},
+          "status": 403, "api": 0},
+         {"post": "/resend", "csrf": None, "status": 403, "api": 0,
+          "what": "no csrf field"},
+         {"post": "/resend", "csrf": "0" * 64, "status": 403, "api": 0,
+          "what": "wrong csrf"},
+         {"post": "/resend", "csrf": "{csrf:B}", "status": 403, "api": 0,
+          "what": "B's csrf token with A's cookies"},
+         {"set_cookie": {"otp_sid": None}},
+         {"post": "/resend", "session": False, "status": 403, "api": 0,
+          "what": "no otp_sid, the otp_vid alone"},
+         {"method": ("PUT", "/resend"), "body": "x", "status": 405,
+          "hdr": {"Allow": "^GET, HEAD, POST$"}},
+     ]},
+]
+
+
+def case_locked_new_code(ctx):
+    """MAX_ATTEMPTS reached: its own message, and "Send a new code" for
+    the same number without retyping it, through every limit: before
+    RESEND_INTERVAL and over the per-number cap it is refused; another
+    session holding the handle gets the phone form and sends nothing."""
+    ctx.start_fake()
+    ctx.start_server({"MAX_ATTEMPTS": 2, "RESEND_INTERVAL": 1,
+                      "SMS_PER_NUMBER_PER_HOUR": 2,
+                      "VERIFY_PER_IP_PER_HOUR": 100})
+    a, b = ctx.browser("A"), ctx.browser("B")
+    r = a.request_code(PHONE)
+    ctx.collect_sms(0, a)
+    first = a.code
+    wrong = wrong_code(first)
+    r1, r2 = a.verify(wrong), a.verify(wrong)
+    check(r1.status == 403 and "Wrong code. 1 try left." in r1.text and
+          "+1 (201) 555-0123" in r1.text, "1st wrong -> %r" % r1)
+    check(r2.status == 403 and page_kind(r2.body) == "again" and
+          TOO_MANY in r2.text and WRONG_CODE not in r2.text and
+          EXPIRED not in r2.text and "+1 (201) 555-0123" in r2.text and
+          "token" not in parse_inputs(r2.body), "locked -> %r" % r2)
+    r = a.verify(first)
+    check(r.status == 403 and TOO_MANY in r.text, "the right code once "
+          "locked -> %r" % r)
+    b.ensure_session()
+    b.cookies["otp_vid"] = a.cookies["otp_vid"]
+    time.sleep(1.3)
+    n0 = ctx.fake.count()
+    r = b.resend()
+    check(r.status == 403 and CODE_GONE in r.text and "555-0123" not in
+          r.text and ctx.fake.count() == n0, "B with A's handle -> %r" % r)
+    r = a.resend({"phone": "+12015550187"})
+    check(r.status == 200 and page_kind(r.body) == "verify" and
+          SENT_NEW in r.text and "+1 (201) 555-0123" in r.text and
+          sent_to(ctx, n0, a) == [PHONE_E164] and a.code != first,
+          "Send a new code (a phone field is ignored) -> %r" % r)
+    r1, r2 = a.verify(wrong_code(a.code)), a.verify(wrong_code(a.code))
+    check(TOO_MANY in r2.text, "locked again -> %r" % r2)
+    n0 = ctx.fake.count()
+    r = a.resend()
+    check(r.status == 429 and page_kind(r.body) == "again" and
+          "Too many requests." in r.text and resend_button(r)[0] and
+          ctx.fake.count() == n0, "before RESEND_INTERVAL -> %r" % r)
+    time.sleep(1.3)
+    r = a.resend()
+    check(r.status == 429 and page_kind(r.body) == "again" and
+          "Please try again in 60 minutes." in r.text and
+          ctx.fake.count() == n0, "over SMS_PER_NUMBER_PER_HOUR -> %r" % r)
+
 
 def all_cases():
     """(name, fn(ctx)): the config rows, the table and the code cases."""

@@ -66,7 +66,6 @@ PHONES = ["203-555-01%02d" % i for i in range(10, 40)]   # more numbers
 FROM = "+12025550111"
 KEY = "KEYsenders-9c4e1a7b2d"
 SEND_FAILED = h.SEND_FAILED
-VERIFY_FAILED = h.VERIFY_FAILED
 CODE_RX = "[0-9A-F]{6}"             # TOKEN_LENGTH 6, hex (the default)
 START_LINE = re.compile(r"listening on")
 

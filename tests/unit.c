@@ -901,6 +901,61 @@ test_store_attempts_lock(void **state)
 	store_free(&st);
 }
 
+/* What the pages show of a record: its own session's only; an expired
+ * web record keeps its number (not its code) while its tombstone lives,
+ * for "Send a new code"; an API record's and a verified one's go. */
+static void
+test_store_view(void **state)
+{
+	struct store st;
+	uint8_t id[OTP_ID_LEN] = { 1 }, id2[OTP_ID_LEN] = { 2 };
+	uint8_t mac[OTP_MAC_LEN] = { 7 }, bad[OTP_MAC_LEN] = { 8 };
+	char phone[OTP_MAX_PHONE_LEN + 1];
+	struct view v;
+	uint32_t slot, api;
+
+	(void)state;
+	assert_int_equal(store_init(&st, 4), 0);
+	store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_add(&st, "+12015550123", "ABCD", mac, id2, &OWAPI, 0, 1000, &api);
+	store_view(&st, slot, id, &OW2, 1, 1000, "+1 (201) 555-0123", &v);
+	assert_int_equal(v.state, REC_FREE);
+	assert_int_equal(v.phone[0], 0);
+	assert_int_equal(st.rec[slot].shown[0], 0); /* not another's to set */
+	store_view(&st, slot, id2, &OW1, 1, 1000, NULL, &v);
+	assert_int_equal(v.state, REC_FREE);
+	store_view(&st, slot, id, &OW1, 100, 1000, "+1 (201) 555-0123", &v);
+	assert_int_equal(v.state, REC_LIVE);
+	assert_int_equal(v.left_ms, 900);
+	assert_string_equal(v.phone, "+12015550123");
+	assert_string_equal(v.shown, "+1 (201) 555-0123");
+	check_code(&st, slot, id, &OW1, bad, 200, 1000, 5, phone);
+	store_view(&st, slot, id, &OW1, 300, 1000, NULL, &v);
+	assert_int_equal(v.attempts, 1);
+	/* Expired: the code goes, the number stays, until the tombstone. */
+	store_view(&st, slot, id, &OW1, 1000, 1000, NULL, &v);
+	assert_int_equal(v.state, REC_EXPIRED);
+	assert_int_equal(v.left_ms, 0);
+	assert_string_equal(v.shown, "+1 (201) 555-0123");
+	assert_int_equal(st.rec[slot].code[0], 0);
+	store_view(&st, api, id2, &OWAPI, 1000, 1000, NULL, &v);
+	assert_int_equal(v.state, REC_EXPIRED);
+	assert_int_equal(v.phone[0], 0);
+	store_view(&st, slot, id, &OW1, 1000 + OTP_TOMBSTONE_MS, 1000, NULL, &v);
+	assert_int_equal(v.state, REC_FREE);
+	assert_int_equal(st.rec[slot].phone[0], 0);
+	assert_int_equal(st.rec[slot].shown[0], 0);
+	/* Verified: the number is wiped at once. */
+	store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_view(&st, slot, id, &OW1, 1, 1000, "+1 201-555-0123", &v);
+	check_code(&st, slot, id, &OW1, mac, 2, 1000, 5, phone);
+	store_view(&st, slot, id, &OW1, 3, 1000, NULL, &v);
+	assert_int_equal(v.state, REC_VERIFIED);
+	assert_int_equal(v.phone[0], 0);
+	assert_int_equal(v.shown[0], 0);
+	store_free(&st);
+}
+
 /* ---- rate limits ------------------------------------------------------- */
 
 /* One send request through limits_take(), no resend reservation. */
@@ -963,6 +1018,36 @@ test_limits_windows(void **state)
 	/* A window later, everything is allowed again. */
 	assert_int_equal(take(otp, NS_WEB, "+1201", "10.1.1.1",
 	    fake_now + HOUR_MS, &retry), LIMIT_NONE);
+	otp_destroy(otp);
+}
+
+/* The code page's countdown: RESEND_INTERVAL left for a number, as a
+ * refused send would say it; it counts nothing. */
+static void
+test_limits_wait(void **state)
+{
+	struct otp *otp = make_otp();
+	long retry = 0;
+
+	(void)state;
+	otp->cfg->resend_interval = 30;
+	fake_now = 10 * HOUR_MS;
+	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201", fake_now),
+	    0);
+	take(otp, NS_WEB, "+1201", "10.1.1.1", fake_now, &retry);
+	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201", fake_now),
+	    30);
+	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201",
+	    fake_now + 1500), 29);
+	assert_int_equal(take(otp, NS_WEB, "+1201", "10.1.1.1",
+	    fake_now + 1500, &retry), LIMIT_RESEND);
+	assert_int_equal(retry, 29);
+	assert_int_equal(limits_wait(otp, otp->cfg, NS_API, "+1201", fake_now),
+	    0);
+	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1202", fake_now),
+	    0);
+	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201",
+	    fake_now + 30000), 0);
 	otp_destroy(otp);
 }
 
@@ -1516,6 +1601,36 @@ test_phone_mask(void **state)
 	}
 	phone_mask("+12015550167", out, 6);
 	assert_string_equal(out, "+1***");
+}
+
+/* A number as its person sees it: as typed from its national part,
+ * grouped when typed without separators, never more than it holds. */
+static void
+test_phone_show(void **state)
+{
+	static const char *const t[][3] = {
+		{ "+12015550123", "(201) 555-0123", "+1 (201) 555-0123" },
+		{ "+12015550123", "2015550123", "+1 201-555-0123" },
+		{ "+12015550123", "+12015550123", "+1 201-555-0123" },
+		{ "+12015550123", "+1 201  555 0123  ", "+1 201 555 0123" },
+		{ "+12015550123", "1-201-555-0123", "+1 201-555-0123" },
+		{ "+12015550123", "201.555.0123", "+1 201.555.0123" },
+		{ "+442079460958", "020 7946 0958", "+44 20 7946 0958" },
+		{ "+442079460958", "+44 (0)20 7946 0958", "+44 20 7946 0958" },
+		{ "+442079460958", "00442079460958", "+44 2079460958" },
+		{ "+447700900123", "07700 900123", "+44 7700 900123" },
+		{ "+12015550123", "2 0 1 5 5 5 0 1 2 3 - - - - - - - - - -",
+		    "+1 201-555-0123" }, /* too long to keep as typed */
+	};
+	char out[OTP_MAX_SHOWN];
+
+	(void)state;
+	for (size_t i = 0; i < countof(t); i++) {
+		phone_show(t[i][0], t[i][1], strlen(t[i][1]), out, sizeof(out));
+		assert_string_equal(out, t[i][2]);
+	}
+	phone_show("+12015550123", "(201) 555-0123", 14, out, 8);
+	assert_string_equal(out, "+1 (201");
 }
 
 /* ALLOWED_COUNTRY_CODES: ISO codes and calling codes, and what +1 means. */
@@ -2307,9 +2422,10 @@ static void
 test_pages_render(void **state)
 {
 	static const char *const pages[] = {
-		"index.html", "verify.html", "verify_success.html", "error.html",
+		"index.html", "verify.html", "new_code.html", "verify_success.html",
+		"error.html",
 	};
-	struct var vars[8];
+	struct var vars[PAGE_VARS + 2];
 	char out[OTP_MAX_PAGE];
 
 	(void)state;
@@ -2672,6 +2788,8 @@ main(void)
 		cmocka_unit_test(test_store_expiry),
 		cmocka_unit_test(test_store_full),
 		cmocka_unit_test(test_store_attempts_lock),
+		cmocka_unit_test(test_store_view),
+		cmocka_unit_test(test_limits_wait),
 		cmocka_unit_test(test_limits_windows),
 		cmocka_unit_test(test_limits_global),
 		cmocka_unit_test(test_limits_network_share),
@@ -2684,6 +2802,7 @@ main(void)
 		cmocka_unit_test(test_phone_library_examples),
 		cmocka_unit_test(test_phone_nanp),
 		cmocka_unit_test(test_phone_mask),
+		cmocka_unit_test(test_phone_show),
 		cmocka_unit_test(test_phone_mask_copy),
 		cmocka_unit_test(test_phone_allowed),
 		cmocka_unit_test(test_phone_table),

@@ -7,6 +7,9 @@ failed on the code before the limits were rebuilt (issue 10):
                         pushed a victim's window out: 13 SMS in 4.4 s
   resend_hand_over      a second browser asking for the same number got the
                         first one's code and handle; the first then failed
+  resend_button_hand_over  the same through the code page's "Send the
+                        code again" (issue 14): after B asked for A's
+                        number, A's resend sends A's code, never B's
   api_take_over         a web visitor took over a pending API verification
   ipv6_rotation         one /64 rotating addresses: 100 sends, then 503
                         for everyone; its own 30 guesses per address
@@ -97,6 +100,44 @@ def resend_hand_over(ctx):
     r = a.verify(a.code)
     check(r.status == 200 and h.page_kind(r.body) == "success",
           "A's own code after B asked for the same number -> %r" % r)
+    r = b.verify(b.code)
+    check(r.status == 200, "B's own code -> %r" % r)
+
+
+@case
+def resend_button_hand_over(ctx):
+    ctx.start_fake()
+    ctx.start_server({"RESEND_INTERVAL": 1})
+    a, b = ctx.browser("A"), ctx.browser("B")
+    check(a.request_code(VICTIM).status == 200, "A's request failed")
+    ctx.collect_sms(0, a)
+    first = a.code
+    time.sleep(1.2)
+    n0 = ctx.fake.count()
+    check(b.request_code(VICTIM).status == 200, "B's request failed")
+    ctx.collect_sms(n0, b)
+    time.sleep(1.2)
+    # The number's newest record is B's now: A's resend must repeat A's
+    # own code, never B's, and leave B's record alone.
+    n0 = ctx.fake.count()
+    r = a.resend()
+    ctx.collect_sms(n0, a)
+    check(r.status == 200 and h.SENT_AGAIN in r.text and a.code == first
+          and ctx.fake.count() == n0 + 1, "A's resend after B's request "
+          "-> %r, code %s (A's first %s, B's %s)" % (r, a.code, first,
+                                                    b.code))
+    time.sleep(1.2)
+    n0 = ctx.fake.count()
+    r = b.resend()
+    texts = [rec["json"]["text"] for rec in ctx.fake.requests[n0:]]
+    check(r.status == 200 and h.SENT_AGAIN in r.text and len(texts) == 1
+          and texts[0].endswith(b.code), "B's resend -> %r, %s" % (r,
+                                                                   texts))
+    r = b.verify(a.code)
+    check(r.status == 403, "A's code typed in B's browser -> %r" % r)
+    r = a.verify(a.code)
+    check(r.status == 200 and h.page_kind(r.body) == "success",
+          "A's code -> %r" % r)
     r = b.verify(b.code)
     check(r.status == 200, "B's own code -> %r" % r)
 

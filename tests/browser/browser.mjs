@@ -29,9 +29,10 @@ const FROM = '+12025550100';
 const TYPED = '(201) 555-0123';
 const E164 = '+12015550123';
 const MASKED = '+1********23';
+const SHOWN = '+1 (201) 555-0123'; // TYPED, as the code page shows it
 const TOKEN_LENGTH = 6;
-const VERIFY_FAILED = 'Verify failed, please try again.';
-const DEADLINE_MS = 45000;
+const WRONG = 'Wrong code. 4 tries left.';
+const DEADLINE_MS = 180000;
 const STEP_MS = 10000;
 
 let passed = 0;
@@ -158,11 +159,12 @@ async function waitRecords(file, n) {
 	}
 }
 
-// submit: click the form's button and wait for the page it loads.
-async function submit(page) {
+// submit: click the button (the first form's) and wait for the page it
+// loads.
+async function submit(page, button = 'form button[type=submit]') {
 	const [resp] = await Promise.all([
 		page.waitForNavigation({ waitUntil: 'load' }),
-		page.click('form button[type=submit]'),
+		page.click(button),
 	]);
 	return resp;
 }
@@ -360,7 +362,7 @@ async function main() {
 		eq(new URL(page.url()).pathname, '/request', 'path');
 		eq(await page.getAttribute('form', 'action'), '/verify', 'form action');
 		const body = await page.innerText('main');
-		assert(body.includes(`If ${MASKED} may sign in here, a code is on its way.`), `no "If ${MASKED} may sign in here, a code is on its way." in: ${body}`);
+		assert(body.includes(`If ${SHOWN} may sign in here, a code is on its way.`), `no "If ${SHOWN} may sign in here, a code is on its way." in: ${body}`);
 		assert(!body.includes(E164), 'full number shown on the page');
 		eq(await page.getAttribute('#token', 'autocomplete'), 'one-time-code', 'token autocomplete');
 		eq(await page.getAttribute('#token', 'maxlength'), String(TOKEN_LENGTH), 'token maxlength');
@@ -398,7 +400,8 @@ async function main() {
 		eq(resp.status(), 403, 'status');
 		const err = page.locator('.error');
 		assert(await err.isVisible(), 'no visible error');
-		eq((await err.innerText()).trim(), VERIFY_FAILED, 'error text');
+		eq((await err.innerText()).trim(), WRONG, 'error text');
+		assert((await page.innerText('main')).includes(SHOWN), 'the number is not shown after a wrong code');
 		eq(await err.getAttribute('role'), 'alert', 'error role');
 		eq(await page.getAttribute('form', 'action'), '/verify', 'form action');
 		assert(await page.isVisible('#token'), 'no token field');
@@ -465,6 +468,7 @@ async function main() {
 	});
 
 	await proxyMode(cfgLines, recordFile);
+	await codePages(cfgLines, recordFile);
 
 	// Give late console messages or requests a moment to arrive.
 	await page.waitForTimeout(100);
@@ -554,6 +558,185 @@ async function proxyMode(cfgLines, recordFile) {
 			await context.close().catch(() => {});
 		up.close();
 	}
+}
+
+// The code page's states, at desktop and phone sizes, with and without
+// JavaScript, on servers of their own: RESEND_INTERVAL 2 s and
+// MAX_ATTEMPTS 2 for the resend, wrong and locked pages; CODE_TTL 2 s
+// for the expired one. Each run has its own number, as typed.
+const SIZES = [
+	['desktop', { viewport: { width: 1280, height: 800 } }],
+	['phone', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true }],
+];
+
+async function flowServer(cfgLines, name, extra) {
+	const cfg = path.join(tmp, `${name}.cfg`);
+	fs.writeFileSync(cfg, [...cfgLines, ...extra, ''].join('\n'));
+	const r = await start(`otp_demo ${name}`, otpBin, ['-c', cfg],
+		/listening on http:\/\/127\.0\.0\.1:(\d+)/, childEnv());
+	return { rec: r.rec, base: `http://127.0.0.1:${r.m[1]}` };
+}
+
+// A page of its own in a context of its own; console errors other than
+// the statuses the flow answers with (403, 429) are collected.
+async function flowPage(opts, js, errors) {
+	const context = await browser.newContext({ ...opts, javaScriptEnabled: js });
+	context.setDefaultTimeout(STEP_MS);
+	const page = await context.newPage();
+	page.on('console', (msg) => {
+		if (msg.type() === 'error' && !/status of 4(03|29)/.test(msg.text()))
+			errors.push(msg.text());
+	});
+	page.on('pageerror', (e) => errors.push(String(e)));
+	return { context, page };
+}
+
+async function requestAs(page, base, typed) {
+	await page.goto(`${base}/`);
+	await page.fill('#phone', typed);
+	return submit(page);
+}
+
+// The resend button as the page has it now: disabled, and its countdown.
+async function resendState(page) {
+	return page.evaluate(() => ({
+		disabled: document.getElementById('resend').disabled,
+		wait: document.getElementById('wait').textContent,
+		role: document.getElementById('wait').getAttribute('role'),
+	}));
+}
+
+async function codePages(cfgLines, recordFile) {
+	const errors = [];
+	let f, e;
+	await check('code pages: servers start', async () => {
+		f = await flowServer(cfgLines, 'flow', ['RESEND_INTERVAL=2', 'MAX_ATTEMPTS=2']);
+		e = await flowServer(cfgLines, 'expiry', ['CODE_TTL=2']);
+	}, true);
+	let n = 40;
+	for (const [size, opts] of SIZES) {
+		for (const js of [true, false]) {
+			const tag = `${size}, ${js ? 'JavaScript' : 'no JavaScript'}`;
+			const shot2 = (p, name) => shot(p, `${name}-${size}${js ? '' : '-nojs'}`);
+			const typed = `201.555.01${n++}`;
+			const shown = `+1 ${typed}`;
+			const { context, page } = await flowPage(opts, js, errors);
+			let sms;
+			await check(`code page (${tag}): the number as typed, the expiry, the countdown`, async () => {
+				const n0 = records(recordFile).length;
+				eq((await requestAs(page, f.base, typed)).status(), 200, 'status');
+				const body = await page.innerText('main');
+				assert(body.includes(`If ${shown} may sign in here, a code is on its way.`), `text: ${body}`);
+				assert(body.includes('The code expires in 5 minutes.'), `no expiry in: ${body}`);
+				const st = await resendState(page);
+				assert(st.disabled, 'the resend button is not disabled');
+				assert(/^ \(in [12] s\)$/.test(st.wait), `countdown ${JSON.stringify(st.wait)}`);
+				eq(st.role, 'timer', 'countdown role');
+				sms = (await waitRecords(recordFile, n0 + 1))[n0];
+				assert(sms && sms.json.to === `+1201555${typed.slice(-4)}`, 'no SMS');
+				await layout(page);
+				await shot2(page, 'code');
+			});
+			await check(`resend (${tag})`, async () => {
+				const n0 = records(recordFile).length;
+				if (js) {
+					// otp.js counts the server's seconds down and enables
+					// the button, on the same page: every text it shows
+					// is kept, and from 2 s it must have shown 1 s.
+					const first = (await resendState(page)).wait;
+					await page.evaluate(() => {
+						const w = document.getElementById('wait');
+						window.seen = [];
+						new MutationObserver(() => window.seen.push(w.textContent))
+							.observe(w, { childList: true, characterData: true, subtree: true });
+					});
+					await page.waitForFunction(() => !document.getElementById('resend').disabled &&
+						document.getElementById('wait').textContent === '');
+					const seen = await page.evaluate(() => window.seen);
+					assert(first !== ' (in 2 s)' || seen.includes(' (in 1 s)'),
+						`countdown from ${JSON.stringify(first)}: ${JSON.stringify(seen)}`);
+					eq(seen[seen.length - 1], '', 'the countdown at the end');
+				} else {
+					// Without JavaScript the server's number stays, and
+					// "Update the countdown" (GET /resend, in <noscript>)
+					// has the server render it again: enabled by then.
+					await page.waitForTimeout(2500);
+					const st = await resendState(page);
+					assert(st.disabled && /\(in [12] s\)/.test(st.wait), `no-JS button: ${JSON.stringify(st)}`);
+					eq((await submit(page, 'button:has-text("Update the countdown")')).status(), 200,
+						'Update the countdown');
+					eq(records(recordFile).length, n0, 'SMS requests after updating');
+					eq(JSON.stringify(await resendState(page)), JSON.stringify({ disabled: false, wait: '', role: 'timer' }),
+						'button after the interval');
+				}
+				eq((await submit(page, '#resend')).status(), 200, 'status');
+				const body = await page.innerText('main');
+				assert(body.includes(`If ${shown} may sign in here, we sent the code again.`), `text: ${body}`);
+				const r = await waitRecords(recordFile, n0 + 1);
+				eq(r.length, n0 + 1, 'SMS requests');
+				eq(r[n0].json.text, sms.json.text, 'the same code again');
+				assert((await resendState(page)).disabled, 'button enabled right after a resend');
+				await layout(page);
+				await shot2(page, 'resent');
+			});
+			await check(`wrong code, then locked (${tag})`, async () => {
+				await page.fill('#token', '000000');
+				eq((await submit(page)).status(), 403, 'status');
+				const err = await page.innerText('.error');
+				assert(err.includes('Wrong code. 1 try left.'), `error: ${err}`);
+				assert((await page.innerText('main')).includes(shown), 'number not shown');
+				await shot2(page, 'wrong');
+				await page.fill('#token', '000000');
+				eq((await submit(page)).status(), 403, 'status');
+				eq(await page.title(), 'Get a new code', 'title');
+				const body = await page.innerText('main');
+				assert(body.includes('Too many wrong codes.') && body.includes(shown), `text: ${body}`);
+				assert(!(await page.isVisible('#token')), 'a code field on the locked page');
+				assert(await page.isVisible('#resend'), 'no Send a new code');
+				eq(await page.getAttribute('.error', 'role'), 'alert', 'error role');
+				await layout(page);
+				await shot2(page, 'locked');
+			});
+			if (js)
+				await check(`send a new code without retyping (${tag})`, async () => {
+					const n0 = records(recordFile).length;
+					await page.waitForFunction(() => !document.getElementById('resend').disabled);
+					eq((await submit(page, '#resend')).status(), 200, 'status');
+					assert((await page.innerText('main')).includes(`If ${shown} may sign in here, we sent a new code.`), 'text');
+					const r = await waitRecords(recordFile, n0 + 1);
+					eq(r.length, n0 + 1, 'SMS requests');
+					await page.fill('#token', r[n0].json.text.trim().split(/\s+/).pop());
+					eq((await submit(page)).status(), 200, 'the new code verifies');
+					eq(await page.title(), 'Verified', 'title');
+				});
+			await check(`expired (${tag})`, async () => {
+				const n0 = records(recordFile).length;
+				eq((await requestAs(page, e.base, typed)).status(), 200, 'status');
+				assert((await page.innerText('main')).includes('The code expires in 2 seconds.'), 'expiry');
+				const r = await waitRecords(recordFile, n0 + 1);
+				// Generously past CODE_TTL; the handle outlives it by 60 s.
+				await page.waitForTimeout(3500);
+				await page.fill('#token', r[n0].json.text.trim().split(/\s+/).pop());
+				eq((await submit(page)).status(), 403, 'status');
+				const body = await page.innerText('main');
+				assert(body.includes('This code has expired.') && body.includes(shown), `text: ${body}`);
+				assert(!body.includes('Wrong code'), 'expired said as wrong');
+				await layout(page);
+				await shot2(page, 'expired');
+			});
+			await context.close();
+		}
+	}
+	await check('code pages: no console errors', () => {
+		assert(errors.length === 0, errors.join('; '));
+	});
+	await check('code pages: logs masked, clean exits', async () => {
+		for (const s of [f, e]) {
+			assert(!/555[-.]?01[0-9][0-9]/.test(s.rec.err), 'a number as typed or in full in the log');
+			const { code: c, sig } = await stop(s.rec);
+			assert(c === 0, `exit ${c ?? sig}: ${tail(s.rec.err)}`);
+		}
+	});
 }
 
 async function cleanup() {

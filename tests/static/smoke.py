@@ -15,7 +15,7 @@ proves the binary works on that CPU, each case one step of the flow:
     bad_input    an invalid phone number is 400, and nothing is sent
     request      POST /request sends one SMS over HTTPS (TLS, CA check and
                  the JSON body, through libcurl + mbedTLS on that CPU)
-    wrong_code   a wrong code is 403 "Verify failed"
+    wrong_code   a wrong code is 403 "Wrong code."
     verify       the code from the fake's record is 200, the success page
     api_down     with the fake gone, POST /request is 502, not a hang
     sigterm      SIGTERM exits 0
@@ -267,7 +267,7 @@ class Run:
         wrong = "%06d" % ((int(self.code) + 1) % 1000000)
         st, body = self.browser.post("/verify", token=wrong)
         check(st == 403, "a wrong code is %d, want 403" % st)
-        check("Verify failed" in body, "no 'Verify failed' message")
+        check("Wrong code." in body, "no 'Wrong code.' message")
 
     def verify(self):
         check(self.code, "no code was sent")
