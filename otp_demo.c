@@ -507,6 +507,9 @@ struct otp {
 	struct stats stats;
 	atomic_uint send_ms8;      /* 8 x a moving average of a send's ms,
 				   for an unlisted number's pause */
+	const struct www_file *builtin; /* www/, embedded: www_builtin() */
+	size_t nbuiltin;
+	struct www_file *unpacked; /* the static builds': builtin, owned */
 	struct www_page *pages;    /* WWW_DIR copies, allocated once */
 	int npages;
 	char prefix[64];           /* mount point, "" for the root */
@@ -5008,12 +5011,41 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 
 #include "www_data.h"
 
-static const struct www_file *
-www_find(const char *name)
+/*
+ * Makes the built-in files available. The static builds pack them
+ * (tools/lz.py --www: 7 KB of pages to 3, which the router budgets need):
+ * they are unpacked here, once, into one allocation. Other builds embed
+ * them as they are (tools/embed.sh). 0, or -1 if out of memory.
+ */
+static int
+www_builtin(struct otp *otp)
 {
-	for (size_t i = 0; i < countof(www_files); i++)
-		if (strcmp(www_files[i].name, name) == 0)
-			return &www_files[i];
+#ifdef OTP_WWW_PACKED_LEN
+	const size_t n = countof(www_packed_files);
+	struct www_file *f = malloc(n * sizeof(*f) + OTP_WWW_PACKED_LEN);
+	char *text = (char *)(f + n);
+
+	if ((otp->unpacked = f) == NULL || lz_unpack(www_packed,
+	    sizeof(www_packed), text, OTP_WWW_PACKED_LEN) != OTP_WWW_PACKED_LEN)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		f[i].name = www_packed_files[i].name;
+		f[i].data = (const unsigned char *)text + www_packed_files[i].off;
+		f[i].len = www_packed_files[i].len;
+	}
+	otp->builtin = f, otp->nbuiltin = n;
+#else
+	otp->builtin = www_files, otp->nbuiltin = countof(www_files);
+#endif
+	return 0;
+}
+
+static const struct www_file *
+www_find(const struct otp *otp, const char *name)
+{
+	for (size_t i = 0; i < otp->nbuiltin; i++)
+		if (strcmp(otp->builtin[i].name, name) == 0)
+			return &otp->builtin[i];
 	return NULL;
 }
 
@@ -5117,7 +5149,7 @@ www_load_file(struct otp *otp, const char *dir, const char *lang,
 static int
 www_load(struct otp *otp, char *err, size_t errlen)
 {
-	const size_t nfiles = countof(www_files);
+	const size_t nfiles = otp->nbuiltin;
 	const char *dir = otp->cfg->www_dir;
 	struct dirent *e;
 	DIR *d;
@@ -5131,7 +5163,7 @@ www_load(struct otp *otp, char *err, size_t errlen)
 		return -1;
 	}
 	for (size_t i = 0; rc == 0 && i < nfiles; i++)
-		rc = www_load_file(otp, dir, "", &www_files[i], err, errlen);
+		rc = www_load_file(otp, dir, "", &otp->builtin[i], err, errlen);
 	while (rc == 0 && (e = readdir(d)) != NULL && nlangs < OTP_MAX_LANGS) {
 		char lang[8], sub[OTP_MAX_STR + 16];
 		size_t len = strlen(e->d_name);
@@ -5150,7 +5182,7 @@ www_load(struct otp *otp, char *err, size_t errlen)
 			*c = *c == '-' ? '_' : *c;
 		nlangs++;
 		for (size_t i = 0; rc == 0 && i < nfiles; i++)
-			rc = www_load_file(otp, sub, lang, &www_files[i], err,
+			rc = www_load_file(otp, sub, lang, &otp->builtin[i], err,
 			    errlen);
 	}
 	closedir(d);
@@ -5177,7 +5209,7 @@ www_pick(const struct otp *otp, const struct config *c, const char *name,
 	}
 	if ((k = lang_best(accept, langs, n)) > 0)
 		return &otp->pages[idx[k]].file;
-	return root != NULL ? root : www_find(name);
+	return root != NULL ? root : www_find(otp, name);
 }
 
 /* ---- HTTP replies ------------------------------------------------------ */
@@ -8496,8 +8528,13 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		goto fail;
 	}
 	otp_config_keys(otp, cfg);
-	if (otp_state_keys(otp, err, errlen) != 0 ||
-	    www_load(otp, err, errlen) != 0)
+	if (otp_state_keys(otp, err, errlen) != 0)
+		goto fail;
+	if (www_builtin(otp) != 0) {
+		snprintf(err, errlen, "cannot unpack the built-in pages");
+		goto fail;
+	}
+	if (www_load(otp, err, errlen) != 0)
 		goto fail;
 	if (otp_tables_init(otp) != 0) {
 		snprintf(err, errlen, "cannot allocate tables for MAX_PENDING=%ld",
@@ -8668,6 +8705,7 @@ otp_destroy(struct otp *otp)
 	for (int i = 0; i < otp->npages; i++)
 		free((void *)otp->pages[i].file.data);
 	free(otp->pages);
+	free(otp->unpacked);
 	wipe(otp, sizeof(*otp));
 	free(otp);
 }

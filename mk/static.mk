@@ -200,7 +200,14 @@ $(SB)/notices.h: $(SB)/notices.txt tools/lz.py
 	python3 tools/lz.py otp_notices < $< > $@.tmp
 	mv -f $@.tmp $@
 
-$(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
+# The pages packed too (7 KB to 3); -I$(SB) makes otp_demo.c include
+# this www_data.h, which it unpacks once at start (www_builtin()).
+$(SB)/www_data.h: $(WWW) tools/lz.py
+	@mkdir -p $(@D)
+	python3 tools/lz.py --www $(WWW) > $@.tmp
+	mv -f $@.tmp $@
+
+$(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(SB)/www_data.h \
 		civetweb/include/civetweb.h $(SB)/curl.stamp $(SB)/notices.h
 	$(SCC) $(STATIC_OPT) $(STATIC_LTO) -I$(SB) $(OTP_CFLAGS) -c $< -o $@
 

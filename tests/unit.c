@@ -2427,10 +2427,12 @@ test_pages_render(void **state)
 	};
 	struct var vars[PAGE_VARS + 2];
 	char out[OTP_MAX_PAGE];
+	struct otp o = { 0 };
 
 	(void)state;
+	assert_int_equal(www_builtin(&o), 0);
 	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
-		const struct www_file *f = www_find(pages[i]);
+		const struct www_file *f = www_find(&o, pages[i]);
 
 		assert_non_null(f);
 		assert_true(page_render((const char *)f->data, f->len, vars,
@@ -2440,8 +2442,9 @@ test_pages_render(void **state)
 	/* A placeholder of another page does not render. */
 	assert_int_equal(page_render("{{token_length}}", 16, vars,
 	    page_vars_of("index.html", vars), out, sizeof(out)), -1);
-	assert_non_null(www_find("style.css"));
-	assert_non_null(www_find("otp.js"));
+	assert_non_null(www_find(&o, "style.css"));
+	assert_non_null(www_find(&o, "otp.js"));
+	free(o.unpacked);
 }
 
 static void
