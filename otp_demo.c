@@ -525,6 +525,7 @@ static void log_escape(const char *in, size_t len, char *out, size_t outlen);
 static int64_t clock_ms(clockid_t id);
 static int64_t clock_monotonic_ms(void);
 static int64_t clock_wall_ms(void);
+static void time_rfc3339(int64_t sec, char out[24]);
 static void hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
 static int hex_decode(const char *in, size_t len, uint8_t *out);
 static bool ct_equal(const void *a, const void *b, size_t len);
@@ -2588,6 +2589,46 @@ out:
 	return rc;
 }
 
+/* The wrong codes record (slot, id) has been sent so far, 0 if unknown:
+ * after a check, for the API's attempts_left. */
+static uint32_t
+store_attempts(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	uint32_t n = 0;
+
+	pthread_mutex_lock(&st->lock);
+	if (slot < st->cap && ct_equal(st->rec[slot].id, id, OTP_ID_LEN))
+		n = st->rec[slot].attempts;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+/*
+ * For a check by number: copies the id of the record at slot if it still
+ * has a code (live or locked), is owned by ow and is for phone. 0, or -1.
+ */
+static int
+store_id_of(struct store *st, uint32_t slot, const char *phone,
+            const struct owner *ow, int64_t now, int64_t ttl_ms,
+            uint8_t id[OTP_ID_LEN])
+{
+	struct record *r;
+	int rc = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if (slot < st->cap) {
+		store_age(st, slot, now, ttl_ms);
+		r = &st->rec[slot];
+		if (rec_has_code(r) && rec_owned(r, ow) &&
+		    strcmp(r->phone, phone) == 0) {
+			memcpy(id, r->id, OTP_ID_LEN);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
 /* What store_resend() found. */
 enum resend_found {
 	RESEND_OK,       /* the code and id are copied, the send counted */
@@ -2835,7 +2876,7 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
 }
 
 /* The table key of in: its keyed hash, cut to 64 bits. A request hashes
- * its number twice (limits_take(), limits_set_slot()) and, on a
+ * its number twice (limits_take(), limits_slot()) and, on a
  * keep-alive connection, the address of the last one: hmac_memo(). */
 static uint64_t
 limits_hash(const struct limits *l, const void *in, size_t len)
@@ -3076,20 +3117,29 @@ limits_refund(struct otp *otp, enum ns ns, const char *phone, int64_t now)
 	pthread_mutex_unlock(&l->lock);
 }
 
-/* Remembers the newest record of a number, for a resend in its session. */
-static void
-limits_set_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
-                int32_t slot)
+/*
+ * The newest record of a number in a namespace (for a resend in its
+ * session, a check by number), or -1; with set, first remembers *set as
+ * that record. The window outlives the record: number_hold().
+ */
+static int32_t
+limits_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
+            const int32_t *set)
 {
 	struct limits *l = &otp->limits;
 	uint64_t k = limits_number_key(l, ns, phone);
 	struct window *w;
+	int32_t slot = -1;
 
 	pthread_mutex_lock(&l->lock);
 	w = ratetab_find(&l->tab[T_NUMBER], k, now, 0);
-	if (w != NULL && w->key == k)
-		w->slot = slot;
+	if (w != NULL && w->key == k) {
+		if (set != NULL)
+			w->slot = *set;
+		slot = w->slot;
+	}
 	pthread_mutex_unlock(&l->lock);
+	return slot;
 }
 
 /*
@@ -4724,7 +4774,9 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 		st->full = true;
 		st->retry = c->code_ttl;
 	} else {
-		limits_set_slot(otp, ow->ns, phone, now, (int32_t)st->slot);
+		int32_t slot = (int32_t)st->slot;
+
+		limits_slot(otp, ow->ns, phone, now, &slot);
 		rc = 0;
 	}
 	wipe(mac, sizeof(mac));
@@ -5286,7 +5338,7 @@ static const struct {
 	    "try again.", "send_failed", "the SMS could not be sent" },
 	[OUT_MEDIA_TYPE] = { 415, "Unsupported media type", "Send the form as "
 	    "application/x-www-form-urlencoded.", "unsupported_media_type",
-	    "send application/json" },
+	    "send application/json or application/x-www-form-urlencoded" },
 	[OUT_TOO_LARGE] = { 413, "Request too large", "The form is larger "
 	    "than this server accepts.", "too_large",
 	    "the body is larger than this server accepts" },
@@ -6738,10 +6790,13 @@ on_metrics(struct req *r)
  * unless API_TOKEN is set; then every call needs "Authorization: Bearer
  * <API_TOKEN>". No cookies are involved, so no CSRF token either. Records
  * made here belong to one fixed API session, so the forms cannot reach
- * them, nor the API the forms' records.
+ * them, nor the API the forms' records. Bodies are JSON or url-encoded,
+ * with the same fields; docs/openapi.json describes every answer.
  *
  *	POST   /api/v1/verifications            {"phone"} -> 201 {"id", ...}
  *	POST   /api/v1/verifications/{id}/check {"code"}  -> 200 {"status"}
+ *	POST   /api/v1/verifications/by_phone_number/check
+ *	                                {"phone", "code"} -> 200 {"status"}
  *	GET    /api/v1/verifications/{id}                 -> 200 {"status"}
  *	DELETE /api/v1/verifications/{id}                 -> 204
  */
@@ -6773,30 +6828,58 @@ reply_outcome_json(struct req *r, enum outcome o)
 	    outcomes[o].api);
 }
 
+/* A JSON API body, JSON or url-encoded (what Twilio takes): the same
+ * fields, limits and errors either way. */
+struct api_body {
+	char buf[OTP_MAX_BODY + 1];
+	size_t len;
+	bool form;
+};
+
 /*
- * Reads a JSON body (Content-Type application/json, at most OTP_MAX_BODY)
- * and the string member name from it. Returns 0, or the status answered.
+ * The string field name of b, decoded into out: its length, FORM_MISSING
+ * if b has no such field, or another negative value if it is not a
+ * string, does not fit, or the body is malformed.
  */
 static int
-api_read(struct req *r, char *body, size_t cap, const char *name, char *out,
+api_field(const struct api_body *b, const char *name, char *out,
+          size_t outlen)
+{
+	struct json j = { b->buf, b->buf + b->len, 0 };
+	int n;
+
+	if (b->form)
+		return form_get(b->buf, b->len, name, out, outlen);
+	if ((n = json_get_string(b->buf, b->len, name, out, outlen)) >= 0)
+		return n;
+	return json_member(&j, name) != 0 ? FORM_MISSING : FORM_BAD_ESCAPE;
+}
+
+/*
+ * Reads a body (application/json or application/x-www-form-urlencoded,
+ * at most OTP_MAX_BODY) into b, and its string field name into out.
+ * Returns 0, or the status answered.
+ */
+static int
+api_read(struct req *r, struct api_body *b, const char *name, char *out,
          size_t outlen)
 {
 	const char *type = mg_get_header(r->conn, "Content-Type");
 	char expected[64];
-	enum outcome o;
-	size_t len;
+	enum outcome o = OUT_MEDIA_TYPE;
 
-	if ((o = media_type_is(type, "application/json") ?
-	    body_read(r, body, cap, &len) : OUT_MEDIA_TYPE) != OUT_NONE) {
+	b->form = media_type_is(type, "application/x-www-form-urlencoded");
+	if ((b->form || media_type_is(type, "application/json")) &&
+	    (o = body_read(r, b->buf, sizeof(b->buf), &b->len)) == OUT_NONE &&
+	    api_field(b, name, out, outlen) >= 0)
+		return 0;
+	if (o != OUT_NONE) {
 		r->close = true;
 		return reply_outcome_json(r, o);
 	}
-	if (json_get_string(body, len, name, out, outlen) < 0) {
-		snprintf(expected, sizeof(expected), "expected {\"%s\": \"...\"}",
-		    name);
-		return reply_json_error(r, 400, "bad_request", expected);
-	}
-	return 0;
+	snprintf(expected, sizeof(expected), b->form ? "expected %s=..." :
+	    "expected {\"%s\": \"...\"}", name);
+	return reply_json_error(r, 400, "bad_request", expected);
 }
 
 /*
@@ -6807,16 +6890,15 @@ api_read(struct req *r, char *body, size_t cap, const char *name, char *out,
  * answered.
  */
 static int
-api_client(struct req *r, const char *body, char ip[64], struct client *cl)
+api_client(struct req *r, const struct api_body *b, char ip[64],
+           struct client *cl)
 {
-	struct json j = { body, body + strlen(body), 0 };
 	uint8_t bin[17];
-	int n;
+	int n = api_field(b, "client_ip", ip, 64);
 
 	client_init(r->otp, r->cfg, cl, NULL);
-	if (json_member(&j, "client_ip") != 0)
-		return 0; /* absent (api_read has checked the body) */
-	n = json_get_string(body, strlen(body), "client_ip", ip, 64);
+	if (n == FORM_MISSING)
+		return 0;
 	if (n <= 0 || !addr_parse(ip, (size_t)n, bin))
 		return reply_json_error(r, 400, "invalid_client_ip",
 		    "client_ip must be an IPv4 or IPv6 address");
@@ -6824,28 +6906,60 @@ api_client(struct req *r, const char *body, char ip[64], struct client *cl)
 	return 0;
 }
 
+/* The number typed as input, read as the forms read it, into phone.
+ * 0, or the status answered (a refused number: 400 and why). */
+static int
+api_phone(struct req *r, const char *input, char phone[OTP_MAX_PHONE_LEN + 1])
+{
+	int rc;
+
+	if ((rc = phone_read(r->cfg, input, strlen(input), phone,
+	    OTP_MAX_PHONE_LEN + 1)) == PHONE_OK)
+		return 0;
+	log_refused(r, rc, phone);
+	return reply_json_error(r, 400, phone_refusals[rc].code,
+	    phone_refusals[rc].api);
+}
+
+/* 201 {"id", "status", "to" (masked), "channel", "created_at",
+ * "expires_at", "expires_in", "resend_after"} for a started record. */
+static int
+api_created(struct req *r, const struct start *st, const char *phone)
+{
+	struct otp *otp = r->otp;
+	char out[320], vid[HANDLE_LEN + 1], masked[32], created[24], until[24];
+	int64_t left, ends;
+
+	store_state(&otp->store, st->slot, st->id, &otp->api, otp->now_ms(),
+	    r->cfg->code_ttl * 1000, &left);
+	ends = (otp->wall_ms() + left + 999) / 1000;
+	time_rfc3339(ends - r->cfg->code_ttl, created);
+	time_rfc3339(ends, until);
+	handle_format(st->slot, st->id, vid);
+	phone_mask(phone, masked, sizeof(masked));
+	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"status\":\"pending\","
+	    "\"to\":\"%s\",\"channel\":\"sms\",\"created_at\":\"%s\","
+	    "\"expires_at\":\"%s\",\"expires_in\":%lld,\"resend_after\":%ld}",
+	    vid, masked, created, until, (long long)((left + 999) / 1000),
+	    r->cfg->resend_interval);
+	return reply_json(r, 201, out);
+}
+
 /* POST /api/v1/verifications {"phone": "...", "client_ip": "..."} */
 static int
 api_create(struct req *r)
 {
 	struct otp *otp = r->otp;
-	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1], out[160];
-	char phone[OTP_MAX_PHONE_LEN + 1], vid[HANDLE_LEN + 1], ip[64];
+	struct api_body b;
+	char input[OTP_MAX_INPUT + 1], out[160], ip[64];
+	char phone[OTP_MAX_PHONE_LEN + 1];
 	struct client cl;
 	struct start st;
-	int64_t left;
 	int rc;
 
-	if ((rc = api_read(r, body, sizeof(body), "phone", input,
-	    sizeof(input))) != 0)
-		return rc;
-	if ((rc = phone_read(r->cfg, input, strlen(input), phone,
-	    sizeof(phone))) != PHONE_OK) {
-		log_refused(r, rc, phone);
-		return reply_json_error(r, 400, phone_refusals[rc].code,
-		    phone_refusals[rc].api);
-	}
-	if ((rc = api_client(r, body, ip, &cl)) != 0)
+	if ((rc = api_read(r, &b, "phone", input, sizeof(input))) != 0 ||
+	    (rc = api_phone(r, input, phone)) != 0 ||
+	    (rc = api_client(r, &b, ip, &cl)) != 0)
 		return rc;
 	if (verification_start(otp, r->cfg, phone, &cl, &otp->api,
 	    message_for(r->cfg, mg_get_header(r->conn, "Accept-Language")),
@@ -6860,40 +6974,42 @@ api_create(struct req *r)
 		return reply_json_error(r, outcomes[o].status, outcomes[o].code,
 		    out);
 	}
-	store_state(&otp->store, st.slot, st.id, &otp->api, otp->now_ms(),
-	    r->cfg->code_ttl * 1000, &left);
-	handle_format(st.slot, st.id, vid);
-	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"expires_in\":%lld,"
-	    "\"resend_after\":%ld}", vid, (long long)((left + 999) / 1000),
-	    r->cfg->resend_interval);
-	return reply_json(r, 201, out);
+	return api_created(r, &st, phone);
 }
 
-/* POST /api/v1/verifications/{id}/check {"code": "..."} */
+/*
+ * Checks the code in b for record (slot, id) and answers 200 {"id",
+ * "status", "valid", "attempts_left" while pending}, or an error. A
+ * check by number (by_phone) that found no verification is a 404 that
+ * counts as a wrong code for client_ip: numbers, unlike ids, can be
+ * guessed.
+ */
 static int
-api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-          const char *vid)
+api_check(struct req *r, struct api_body *b, uint32_t slot,
+          const uint8_t id[OTP_ID_LEN], bool by_phone)
 {
 	static const char *const status[CHECK__N] = {
 		[CHECK_OK] = "approved", [CHECK_WRONG] = "pending",
 		[CHECK_LOCKED] = "max_attempts_reached", [CHECK_EXPIRED] = "expired",
 	};
 	struct otp *otp = r->otp;
-	char body[OTP_MAX_BODY + 1], code[OTP_MAX_INPUT + 1], out[64];
-	char phone[OTP_MAX_PHONE_LEN + 1], ip[64];
+	char code[OTP_MAX_INPUT + 1], out[160], left[32] = "";
+	char phone[OTP_MAX_PHONE_LEN + 1], ip[64], vid[HANDLE_LEN + 1];
 	struct client cl;
 	enum limit limit;
 	enum check rc;
 	long retry = 0;
 	int n;
 
-	if ((n = api_read(r, body, sizeof(body), "code", code,
-	    sizeof(code))) != 0)
+	if ((n = api_field(b, "code", code, sizeof(code))) < 0) {
+		wipe(code, sizeof(code));
+		return reply_json_error(r, 400, "bad_request", b->form ?
+		    "expected code=..." : "expected {\"code\": \"...\"}");
+	}
+	if ((n = api_client(r, b, ip, &cl)) != 0)
 		return n;
-	if ((n = api_client(r, body, ip, &cl)) != 0)
-		return n;
-	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code, strlen(code),
-	    &cl, phone, &limit, &retry);
+	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code,
+	    strlen(code), &cl, phone, &limit, &retry);
 	wipe(code, sizeof(code));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
@@ -6901,17 +7017,68 @@ api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		    outcomes[limit_outcome(limit)].code,
 		    "too many failed checks from this client");
 	}
+	if (rc == CHECK_UNKNOWN && by_phone && cl.addr != NULL)
+		limits_verify_take(otp, r->cfg, &cl, otp->now_ms(), &retry);
 	if (rc == CHECK_UNKNOWN)
-		return reply_json_error(r, 404, "not_found",
+		return reply_json_error(r, 404, "not_found", by_phone ?
+		    "no pending verification for this number" :
 		    "no such verification");
 	if (rc == CHECK_DONE)
 		return reply_json_error(r, 409, "already_approved",
 		    "this verification was already approved");
+	handle_format(slot, id, vid);
 	if (rc == CHECK_OK && otp->on_verified != NULL)
 		otp->on_verified(otp->on_verified_arg, phone, vid);
 	wipe(phone, sizeof(phone));
-	snprintf(out, sizeof(out), "{\"status\":\"%s\"}", status[rc]);
+	if (rc == CHECK_WRONG)
+		snprintf(left, sizeof(left), ",\"attempts_left\":%ld",
+		    r->cfg->max_attempts - (long)store_attempts(&otp->store,
+		    slot, id));
+	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"status\":\"%s\","
+	    "\"valid\":%s%s}", vid, status[rc], rc == CHECK_OK ? "true" :
+	    "false", left);
 	return reply_json(r, 200, out);
+}
+
+/* POST /api/v1/verifications/{id}/check {"code": "..."} */
+static int
+api_check_id(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	struct api_body b;
+	char code[OTP_MAX_INPUT + 1];
+	int rc = api_read(r, &b, "code", code, sizeof(code));
+
+	wipe(code, sizeof(code));
+	return rc != 0 ? rc : api_check(r, &b, slot, id, false);
+}
+
+/*
+ * POST /api/v1/verifications/by_phone_number/check {"phone", "code"}
+ * (Telnyx's by_phone_number): the number read as a create reads it, and
+ * its newest API verification checked as by its id. The forms' records
+ * are another namespace: never found here.
+ */
+static int
+api_check_phone(struct req *r)
+{
+	struct otp *otp = r->otp;
+	struct api_body b;
+	char input[OTP_MAX_INPUT + 1], phone[OTP_MAX_PHONE_LEN + 1];
+	uint8_t id[OTP_ID_LEN] = { 0 };
+	int64_t now = otp->now_ms();
+	int32_t slot;
+	int rc;
+
+	if ((rc = api_read(r, &b, "phone", input, sizeof(input))) != 0 ||
+	    (rc = api_phone(r, input, phone)) != 0)
+		return rc;
+	slot = limits_slot(otp, NS_API, phone, now, NULL);
+	if (slot < 0 || store_id_of(&otp->store, (uint32_t)slot, phone,
+	    &otp->api, now, r->cfg->code_ttl * 1000, id) != 0)
+		slot = -1; /* UINT32_MAX: checked, and fails, as unknown */
+	rc = api_check(r, &b, (uint32_t)slot, id, true);
+	wipe(phone, sizeof(phone));
+	return rc;
 }
 
 /* GET /api/v1/verifications/{id} */
@@ -6982,7 +7149,6 @@ api_dispatch(struct req *r)
 	const char *auth = mg_get_header(r->conn, "Authorization");
 	const char *m = r->ri->request_method, *rest, *id_end;
 	uint8_t id[OTP_ID_LEN];
-	char vid[HANDLE_LEN + 1];
 	uint32_t slot;
 
 	if (token[0] == '\0')
@@ -7002,14 +7168,19 @@ api_dispatch(struct req *r)
 		r->allow = "POST";
 		return reply_json_error(r, 405, "method_not_allowed", "use POST");
 	}
+	if (strcmp(rest, "/by_phone_number/check") == 0) {
+		if (strcmp(m, "POST") == 0)
+			return api_check_phone(r);
+		r->allow = "POST";
+		return reply_json_error(r, 405, "method_not_allowed", "use POST");
+	}
 	if (*rest++ != '/' || (id_end = rest + strcspn(rest, "/"),
 	    handle_decode(rest, (size_t)(id_end - rest), &slot, id) != 0))
 		return reply_json_error(r, 404, "not_found",
 		    "no such verification");
-	str_ncopy(vid, sizeof(vid), rest, HANDLE_LEN);
 	if (strcmp(id_end, "/check") == 0) {
 		if (strcmp(m, "POST") == 0)
-			return api_check(r, slot, id, vid);
+			return api_check_id(r, slot, id);
 		r->allow = "POST";
 		return reply_json_error(r, 405, "method_not_allowed", "use POST");
 	}
@@ -8855,10 +9026,9 @@ static void
 log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 {
 	/* The stamp of this second, formatted once a second per thread. */
-	static _Thread_local char stamp[32];
+	static _Thread_local char stamp[24];
 	static _Thread_local time_t stamp_of = -1;
 	char line[1024];
-	struct tm tm;
 	time_t t = time(NULL);
 	va_list ap;
 	int n;
@@ -8874,8 +9044,7 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 		return;
 	}
 	if (t != stamp_of) {
-		gmtime_r(&t, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		time_rfc3339(t, stamp);
 		stamp_of = t;
 	}
 	/* "stamp level ": both short and ours, copied, not formatted. */
@@ -8896,6 +9065,17 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 	line[n++] = '\n';
 	if (write(STDERR_FILENO, line, (size_t)n) < 0)
 		return;
+}
+
+/* Unix time sec as RFC 3339 in UTC: "2026-01-31T23:59:59Z". */
+static void
+time_rfc3339(int64_t sec, char out[24])
+{
+	time_t t = (time_t)sec;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 24, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* Copies in to out with control characters, quotes and backslashes

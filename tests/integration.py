@@ -32,6 +32,7 @@ The case context (Ctx: fake API, server, browsers, log scan), the config
 writer and the runner are tests/harness.py's; the table is this file's.
 """
 
+import calendar
 import concurrent.futures
 import hashlib
 import hmac
@@ -53,7 +54,7 @@ import warnings
 
 sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
 from harness import (  # noqa: E402
-    API, API_KEY, API_TOKEN, BIN, FROM, PHONE, PHONE2, PHONE2_E164,
+    API, API_KEY, API_TOKEN, BIN, FORM, FROM, PHONE, PHONE2, PHONE2_E164,
     PHONE_E164, ROOT, RUN_TIMEOUT, SECURITY_HEADERS, SEND_FAILED, TOO_MANY,
     UK, VERIFY_FAILED, Browser, Fail, Resp, Skip, cert, check,
     check_api_answer, check_index_form, check_security_headers, clean_env,
@@ -300,6 +301,7 @@ def expect_step(ctx, b, where, st, r, new):
                 check(want.fullmatch(str(j[k])), "%s: %s is %r, want /%s/"
                       % (got, k, j[k], want.pattern))
             else:
+                want = expand(ctx, b, want)
                 check(j[k] == want, "%s: %s is %r, want %r"
                       % (got, k, j[k], want))
         if "save_id" in st:
@@ -841,6 +843,33 @@ CASES += [
 
 API_ON = {"API_TOKEN": API_TOKEN}
 ZERO_ID = "0" * 40      # well-formed, never issued (id bytes all zero)
+CREATED_KEYS = ["id", "status", "to", "channel", "created_at", "expires_at",
+                "expires_in", "resend_after"]
+RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:"
+                         r"[0-9]{2}Z")
+BY_PHONE = API + "/by_phone_number/check"
+PHONE2E164_SPACED = "+1 201-555-0187"
+
+
+def rfc3339(s):
+    check(isinstance(s, str) and RFC3339_UTC.fullmatch(s),
+          "%r is not an RFC 3339 UTC time" % (s,))
+    return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def created_times(ttl):
+    """A check: created_at is now (a minute either way) and expires_at
+    is CODE_TTL later, both RFC 3339 in UTC."""
+    def fn(ctx, b, r):
+        j = json.loads(r.body)
+        t0, t1 = rfc3339(j["created_at"]), rfc3339(j["expires_at"])
+        check(t1 - t0 == ttl, "expires_at - created_at = %d s, want %d"
+              % (t1 - t0, ttl))
+        check(abs(t0 - time.time()) < 60, "created_at %s is not now"
+              % j["created_at"])
+        check(abs(t1 - time.time() - j["expires_in"]) < 60,
+              "expires_at %s is not now + expires_in" % j["expires_at"])
+    return fn
 
 
 def api_check_path(label):
@@ -850,15 +879,23 @@ def api_check_path(label):
 CASES += [
     {"name": "api_verify_flow", "config": API_ON, "steps": [
         {"call": ("POST", API, {"phone": PHONE}), "status": 201, "api": 1,
-         "sms": SMS_DEFAULT, "json_keys": ["id", "expires_in", "resend_after"],
+         "sms": SMS_DEFAULT, "json_keys": CREATED_KEYS,
          "json": {"id": ID_RE, "expires_in": re.compile(r"2[0-9][0-9]|300"),
-                  "resend_after": 30}, "save_id": "v"},
+                  "resend_after": 30, "status": "pending", "channel": "sms",
+                  "to": re.compile(r"\+1\*{8}23")},
+         "check": created_times(300), "save_id": "v"},
         {"call": ("POST", api_check_path("v"), {"code": "{wrong}"}),
-         "status": 200, "json": {"status": "pending"}, "api": 0},
+         "status": 200, "json_keys": ["id", "status", "valid", "attempts_left"],
+         "json": {"status": "pending", "valid": False, "attempts_left": 4,
+                  "id": "{saved:v}"}, "api": 0},
+        {"call": ("POST", api_check_path("v"), {"code": "12"}),
+         "status": 200, "json": {"status": "pending", "attempts_left": 3},
+         "what": "a code of the wrong length counts too"},
         {"call": ("GET", API + "/{saved:v}"), "status": 200,
          "json": {"status": "pending"}},
         {"call": ("POST", api_check_path("v"), {"code": "{code}"}),
-         "status": 200, "json": {"status": "approved"}},
+         "status": 200, "json_keys": ["id", "status", "valid"],
+         "json": {"status": "approved", "valid": True, "id": "{saved:v}"}},
         {"call": ("GET", API + "/{saved:v}"), "status": 200,
          "json": {"status": "approved"}},
         {"call": ("POST", api_check_path("v"), {"code": "{code}"}),
@@ -950,7 +987,7 @@ CASES += [
         {"call": ("GET", "/api/v1/nope"), "status": 404},
         {"call": ("GET", "/api/v2/verifications"), "status": 404},
         {"call": ("POST", API, "phone=2015550123"),
-         "ctype": "application/x-www-form-urlencoded", "status": 415,
+         "ctype": "multipart/form-data", "status": 415,
          "error": "unsupported_media_type", "api": 0},
         {"call": ("POST", API, '{"phone": "2015550123"}'),
          "ctype": "text/plain", "status": 415, "api": 0},
@@ -1063,6 +1100,145 @@ CASES += [
     ]},
 ]
 
+# Form-encoded bodies (what Twilio takes): the same fields, limits and
+# errors as JSON.
+CASES += [
+    {"name": "api_form_bodies", "config": API_ON, "steps": [
+        {"call": ("POST", API, "phone=%28201%29+555-0123"), "ctype": FORM,
+         "status": 201, "api": 1, "sms": SMS_DEFAULT,
+         "json_keys": CREATED_KEYS, "save_id": "v"},
+        {"call": ("POST", api_check_path("v"), "code={wrong}"), "ctype": FORM,
+         "status": 200, "json": {"status": "pending", "attempts_left": 4}},
+        {"call": ("POST", api_check_path("v"), "client_ip=203.0.113.7&"
+                  "code={code}"), "ctype": FORM + "; charset=utf-8",
+         "status": 200, "json": {"status": "approved", "valid": True}},
+        {"call": ("POST", API, "phone=2015550187&client_ip=nope"),
+         "ctype": FORM, "status": 400, "error": "invalid_client_ip",
+         "api": 0},
+        {"call": ("POST", API, "phone=%zz"), "ctype": FORM, "status": 400,
+         "error": "bad_request", "api": 0, "what": "a bad escape"},
+        {"call": ("POST", API, "phone=2015550187&x=%00"), "ctype": FORM,
+         "status": 400, "api": 0, "what": "a NUL elsewhere in the body"},
+        {"call": ("POST", API, "code=123456"), "ctype": FORM, "status": 400,
+         "error": "bad_request", "api": 0, "what": "no phone field"},
+        {"call": ("POST", API, "phone=" + "5" * 80), "ctype": FORM,
+         "status": 400, "api": 0, "what": "a phone field too long"},
+        {"call": ("POST", API, "phone=" + "5" * 2000), "ctype": FORM,
+         "status": 413, "api": 0, "what": "body > 1 KiB"},
+        {"call": ("POST", API, "phone=12345"), "ctype": FORM, "status": 400,
+         "error": "phone_length", "api": 0},
+        {"call": ("POST", API, '{"phone": "2015550187"}'), "ctype": FORM,
+         "status": 400, "error": "bad_request", "api": 0,
+         "what": "JSON sent as a form"},
+        {"call": ("POST", API, "phone=2015550187"), "status": 400,
+         "error": "bad_request", "api": 0, "what": "a form sent as JSON"},
+        {"call": ("POST", API, "phone=2015550187"), "ctype": "text/plain",
+         "status": 415, "error": "unsupported_media_type", "api": 0},
+        {"call": ("POST", API + "/" + ZERO_ID + "/check", "code=123456"),
+         "ctype": FORM, "status": 404, "error": "not_found"},
+        {"call": ("POST", BY_PHONE, "phone=2015550123&code=123456"),
+         "ctype": FORM, "status": 404, "error": "not_found",
+         "what": "by number, the approved one is no longer pending"},
+    ]},
+
+    # POST .../by_phone_number/check (Telnyx's): the number's newest API
+    # verification, read as a create reads numbers.
+    {"name": "api_by_phone_number",
+     "config": dict(API_ON, MAX_ATTEMPTS=3, RESEND_INTERVAL=0), "steps": [
+        {"call": ("POST", API, {"phone": PHONE}), "status": 201, "api": 1,
+         "save_id": "v"},
+        {"call": ("POST", BY_PHONE, {"phone": "+1 201 555 0123",
+                                     "code": "{wrong}"}),
+         "status": 200, "json_keys": ["id", "status", "valid", "attempts_left"],
+         "json": {"id": "{saved:v}", "status": "pending", "valid": False,
+                  "attempts_left": 2}, "what": "another spelling, wrong"},
+        {"call": ("GET", API + "/{saved:v}"), "status": 200,
+         "json": {"status": "pending"}},
+        {"call": ("POST", api_check_path("v"), {"code": "{wrong}"}),
+         "status": 200, "json": {"attempts_left": 1},
+         "what": "the same attempts, by id"},
+        {"call": ("POST", BY_PHONE, "phone=2015550123&code={code}"),
+         "ctype": FORM, "status": 200,
+         "json": {"id": "{saved:v}", "status": "approved", "valid": True},
+         "what": "a third spelling, right code, as a form"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "{code}"}),
+         "status": 404, "error": "not_found", "what": "approved: not pending"},
+        # Two verifications for one number: the newest is checked.
+        {"call": ("POST", API, {"phone": PHONE2}), "status": 201, "api": 1,
+         "save_id": "old"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE2, "code": "{wrong}"}),
+         "status": 200, "json": {"id": "{saved:old}", "attempts_left": 2}},
+        {"call": ("POST", api_check_path("old"), {"code": "{wrong}"}),
+         "status": 200},
+        {"call": ("POST", api_check_path("old"), {"code": "{wrong}"}),
+         "status": 200, "json": {"status": "max_attempts_reached",
+                                 "valid": False}},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE2, "code": "{code}"}),
+         "status": 200, "json_keys": ["id", "status", "valid"],
+         "json": {"id": "{saved:old}", "status": "max_attempts_reached"},
+         "what": "the locked one is still the number's newest"},
+        {"call": ("POST", API, {"phone": PHONE2}), "status": 201, "api": 1,
+         "save_id": "new"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE2E164_SPACED,
+                                     "code": "{code}"}),
+         "status": 200, "json": {"id": "{saved:new}", "status": "approved"},
+         "what": "the newer one, with its own code"},
+        {"call": ("GET", API + "/{saved:old}"), "status": 200,
+         "json": {"status": "max_attempts_reached"}},
+        # Errors: as a create's for the number, as a check's for the code.
+        {"call": ("POST", BY_PHONE, {"phone": "2025550199", "code": "1234"}),
+         "status": 404, "error": "not_found", "what": "a number never sent to"},
+        {"call": ("POST", BY_PHONE, {"phone": "12345", "code": "1234"}),
+         "status": 400, "error": "phone_length"},
+        {"call": ("POST", BY_PHONE, {"phone": UK, "code": "1234"}),
+         "status": 400, "error": "country_not_allowed"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE}), "status": 400,
+         "error": "bad_request", "what": "no code"},
+        {"call": ("POST", BY_PHONE, {"code": "1234"}), "status": 400,
+         "error": "bad_request", "what": "no phone"},
+        {"call": ("GET", BY_PHONE), "status": 405, "hdr": {"Allow": "^POST$"}},
+        {"call": ("POST", API + "/by_phone_number", {"phone": PHONE}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "1"}),
+         "auth": None, "status": 401},
+    ]},
+
+    # The forms' verifications are not the API's: not found by number.
+    {"name": "api_by_phone_number_not_web", "config": API_ON, "steps": [
+        {"b": "W", "request": PHONE, "status": 200, "api": 1},
+        {"b": "W", "call": ("POST", BY_PHONE, {"phone": PHONE,
+                                               "code": "{code}"}),
+         "status": 404, "error": "not_found",
+         "what": "the web code, by number, through the API"},
+        {"b": "W", "verify": "{code}", "status": 200, "page": "success",
+         "what": "the web verification is untouched"},
+    ]},
+
+    # Guessing across numbers: each miss is a wrong code for client_ip,
+    # so VERIFY_PER_IP_PER_HOUR bounds it as it bounds wrong codes.
+    {"name": "api_by_phone_number_guessing",
+     "config": dict(API_ON, VERIFY_PER_IP_PER_HOUR=3), "steps": [
+        {"call": ("POST", API, {"phone": PHONE}), "status": 201, "api": 1},
+        {"call": ("POST", BY_PHONE, {"phone": "2025550101", "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": "2025550102", "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": "2025550103", "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 429, "error": "rate_limited",
+         "hdr": {"Retry-After": r"^[1-9][0-9]*$"},
+         "what": "the 4th, even with the right number and code"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "{code}",
+                                     "client_ip": "203.0.113.10"}),
+         "status": 200, "json": {"status": "approved"},
+         "what": "another client"},
+    ]},
+]
 
 # ---- forward-auth (GET /auth) and return_to ----------------------------------
 
