@@ -31,6 +31,8 @@
  *	forms		bodies, url-encoded fields, CSRF and origin checks
  *	the web flow	the page handlers: /, /request, /verify, /auth...
  *	JSON API	/api/v1/verifications
+ *	webhooks	WEBHOOK_URL: the API's verifications as they end,
+ *			queued, signed, delivered by a thread of their own
  *	upstream proxy	UPSTREAM: the rest, for verified sessions, streamed
  *	routing		one spelling per path, the route table (civetweb)
  *	embedding API	otp_create / otp_mount / otp_reload / otp_stop /
@@ -45,7 +47,9 @@
  * Locking. Each lock guards one thing, is held for memory work only
  * (never across I/O: a send, a file, a socket), and none is taken while
  * another is held, except limits.lock then store.lock (a resend is
- * reserved under the limits: limits_take -> verification_reserve).
+ * reserved under the limits: limits_take -> verification_reserve), and
+ * store.lock then hooks.lock (a record that ends queues its webhook
+ * event: store_end -> hook_note); hooks.lock is taken last, always.
  *	cfg_swap	the current config pointer and snapshot counts;
  *			a request holds its snapshot, not the lock
  *	store.lock	the code store's records, free list and count
@@ -54,6 +58,8 @@
  *	revoked.lock	the revoked sessions, their floor and change count
  *	rng_lock	the CTR_DRBG
  *	stop_lock	the sweeper's stop flag (with stop_cond)
+ *	hooks.lock	the webhook queue, its drop count, its stop flag
+ *			(with hooks.cond)
  * Counters for /metrics are atomics; the DEBUG flag and the average
  * send time (send_timed) too.
  */
@@ -185,6 +191,12 @@
 				 a mount prefix as Path fit */
 #define OTP_AUTH_SKEW 60      /* seconds an otp_auth may seem issued in
 				 the future (servers sharing STATE_DIR) */
+#ifndef OTP_HOOK_QUEUE
+#define OTP_HOOK_QUEUE 64     /* webhook events waiting; more drops the
+				 oldest */
+#endif
+#define OTP_HOOK_TRIES 5      /* tries of a webhook: hook_backoff[] */
+#define OTP_MIN_SECRET 16     /* characters of WEBHOOK_SECRET at least */
 
 #define countof(a) (sizeof(a) / sizeof((a)[0]))
 #define OTP_STR(x) OTP_STR_(x) /* a limit in a message: "1024" */
@@ -282,6 +294,9 @@ struct config {
 	char upstream[OTP_MAX_STR]; /* proxy mode: "http://host:port" */
 	long upstream_timeout;
 	char users_file[OTP_MAX_STR];
+	char webhook_url[OTP_MAX_STR]; /* https only */
+	char webhook_secret[128];
+	char webhook_secret_file[OTP_MAX_STR];
 	struct {
 		char lang[8];       /* "de", "pt_BR" */
 		char text[OTP_MAX_STR];
@@ -337,6 +352,7 @@ struct store {
 	int64_t full_scan_ms; /* last scan of a full table (store_add) */
 	uint32_t nfree;
 	uint32_t cap;
+	struct hooks *hooks;  /* where the API's records' ends go, or NULL */
 };
 
 /* A counting window for one key (a number, an address, a network). */
@@ -448,12 +464,48 @@ enum check {
 	CHECK__N
 };
 
+/* What a webhook tells: an API verification ended so. */
+enum hook_event { HOOK_APPROVED, HOOK_EXPIRED, HOOK_LOCKED, HOOK__N };
+
+/* How a webhook event ended, for /metrics. */
+enum hook_result { HOOKS_DELIVERED, HOOKS_FAILED, HOOKS_DROPPED, HOOKS__N };
+
+typedef int64_t (*clock_fn)(void);
+
 /* Counters for /metrics; atomics, so workers never wait on them. */
 struct stats {
 	atomic_ulong sent;
 	atomic_ulong failed[SEND__N];
 	atomic_ulong checks[CHECK__N];
 	atomic_ulong limited[LIMIT__N];
+	atomic_ulong hooks[HOOKS__N];
+};
+
+/* A webhook event waiting for its next try. */
+struct hook {
+	uint64_t seq;             /* 0: a free entry; else the order made */
+	int64_t due_ms;           /* monotonic: no try before */
+	int64_t at_ms;            /* Unix ms: when it happened */
+	uint32_t slot;            /* the record's handle: slot and id */
+	uint8_t id[OTP_ID_LEN];
+	char to[24];              /* the number, masked */
+	uint8_t event, tries;
+};
+
+/*
+ * WEBHOOK_URL's events: a fixed queue, filled under the store lock
+ * (hook_note()) and emptied by one delivery thread (hooks_main()).
+ */
+struct hooks {
+	pthread_mutex_t lock;     /* guards all below but on */
+	pthread_cond_t cond;      /* an event came, or stopping */
+	struct hook q[OTP_HOOK_QUEUE];
+	uint64_t seq;             /* events made */
+	unsigned long dropped, logged; /* drops made, and logged */
+	atomic_bool on;           /* WEBHOOK_URL is set (cfg_swap()) */
+	bool stopping, started;
+	pthread_t thread;
+	clock_fn now_ms, wall_ms; /* the instance's clocks */
 };
 
 /* A file served from memory: embedded from www/, or loaded from WWW_DIR. */
@@ -469,7 +521,6 @@ struct www_page {
 	struct www_file file;
 };
 
-typedef int64_t (*clock_fn)(void);
 typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
 
 struct otp {
@@ -501,6 +552,7 @@ struct otp {
 	struct limits limits;
 	struct curl_pool curls;
 	struct revoked revoked;
+	struct hooks hooks;
 	struct stats stats;
 	atomic_uint send_ms8;      /* 8 x a moving average of a send's ms,
 				   for an unlisted number's pause */
@@ -999,6 +1051,7 @@ struct key {
 static const char *check_country_code(const char *v);
 static const char *check_country_list(const char *v);
 static const char *check_url(const char *v);
+static const char *check_url_or_none(const char *v);
 static const char *check_message(const char *v);
 static const char *check_not_empty(const char *v);
 static const char *check_http_auth(const char *v);
@@ -1083,6 +1136,9 @@ static const struct key config_keys[] = {
 	STR("UPSTREAM", upstream, "", check_upstream),
 	INT("UPSTREAM_TIMEOUT", upstream_timeout, 1, 600, "30"),
 	STR("USERS_FILE", users_file, "", NULL),
+	STR("WEBHOOK_URL", webhook_url, "", check_url_or_none),
+	STR("WEBHOOK_SECRET", webhook_secret, "", NULL),
+	STR("WEBHOOK_SECRET_FILE", webhook_secret_file, "", NULL),
 };
 #define NKEYS (countof(config_keys))
 
@@ -1164,6 +1220,12 @@ check_url(const char *v)
 	if (host == NULL || *host == '\0')
 		return "must be an https:// URL";
 	return NULL;
+}
+
+static const char *
+check_url_or_none(const char *v)
+{
+	return *v ? check_url(v) : NULL;
 }
 
 static const char *
@@ -1705,19 +1767,20 @@ config_where(const struct origin *o, const char *name, char *out, size_t len)
 
 static bool phone_is_e164(const char *s);
 
-/* Reads API_KEY from API_KEY_FILE: the first line, without blanks. */
+/* Reads a secret from the file key (API_KEY_FILE...) names: its first
+ * line, without blanks, into out (size bytes). 0, or -1 with err. */
 static int
-config_read_key(struct config *c, const struct origin *o, char *err,
-                size_t errlen)
+config_read_key(const struct origin *o, const char *key, const char *path,
+                char *out, size_t size, char *err, size_t errlen)
 {
-	char where[OTP_MAX_STR + 32], buf[sizeof(c->api_key) + 2];
-	FILE *f = fopen(c->api_key_file, "r");
+	char where[OTP_MAX_STR + 32], buf[258];
+	FILE *f = fopen(path, "r");
 	size_t n;
 
-	config_where(o, "API_KEY_FILE", where, sizeof(where));
+	config_where(o, key, where, sizeof(where));
 	if (f == NULL)
-		return config_error(err, errlen, where, "API_KEY_FILE %s: %s",
-		    c->api_key_file, strerror(errno));
+		return config_error(err, errlen, where, "%s %s: %s", key, path,
+		    strerror(errno));
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
@@ -1725,11 +1788,10 @@ config_read_key(struct config *c, const struct origin *o, char *err,
 	n = strlen(buf);
 	while (n > 0 && isspace((unsigned char)buf[n - 1]))
 		buf[--n] = '\0';
-	if (n == 0 || str_copy(c->api_key, sizeof(c->api_key), buf) != 0) {
+	if (n == 0 || str_copy(out, size, buf) != 0) {
 		wipe(buf, sizeof(buf));
-		return config_error(err, errlen, where, "API_KEY_FILE %s must "
-		    "hold one key of 1 to %zu characters", c->api_key_file,
-		    sizeof(c->api_key) - 1);
+		return config_error(err, errlen, where, "%s %s must hold one key "
+		    "of 1 to %zu characters", key, path, size - 1);
 	}
 	wipe(buf, sizeof(buf));
 	return 0;
@@ -1771,6 +1833,32 @@ config_upstream(struct config *c, const struct origin *o, char *err,
 /* Derives what depends on several keys, and checks them together. */
 static int config_check_ca(struct config *c, const struct origin *o,
                            char *err, size_t errlen);
+
+/*
+ * WEBHOOK_URL needs a secret to sign with (WEBHOOK_SECRET, or the file
+ * WEBHOOK_SECRET_FILE names) and a CA bundle, as the HTTP senders do.
+ * 0, or -1 with err.
+ */
+static int
+config_check_webhook(struct config *c, const struct origin *o, char *err,
+                     size_t errlen)
+{
+	char where[OTP_MAX_STR + 32];
+
+	if (c->webhook_secret_file[0] != '\0' && config_read_key(o,
+	    "WEBHOOK_SECRET_FILE", c->webhook_secret_file, c->webhook_secret,
+	    sizeof(c->webhook_secret), err, errlen) != 0)
+		return -1;
+	if (c->webhook_url[0] == '\0')
+		return 0;
+	if (strlen(c->webhook_secret) < OTP_MIN_SECRET) {
+		config_where(o, "WEBHOOK_URL", where, sizeof(where));
+		return config_error(err, errlen, where, "WEBHOOK_URL needs "
+		    "WEBHOOK_SECRET (or WEBHOOK_SECRET_FILE) of at least %d "
+		    "characters to sign with", OTP_MIN_SECRET);
+	}
+	return config_check_ca(c, o, err, errlen);
+}
 
 /*
  * Derives the regions numbers may be in from ALLOWED_COUNTRY_CODES (or
@@ -2010,7 +2098,8 @@ config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
 {
 	/* A key file (systemd credentials, a 0600 file) beats a key inline. */
-	if (c->api_key_file[0] != '\0' && config_read_key(c, o, err,
+	if (c->api_key_file[0] != '\0' && config_read_key(o, "API_KEY_FILE",
+	    c->api_key_file, c->api_key, sizeof(c->api_key), err,
 	    errlen) != 0)
 		return -1;
 	/* No SMS_PROVIDER: the tutorial's placeholder key means "no account
@@ -2029,6 +2118,7 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	if (config_countries(c, o, err, errlen) != 0 ||
 	    config_upstream(c, o, err, errlen) != 0 ||
 	    config_check_console(c, o, err, errlen) != 0 ||
+	    config_check_webhook(c, o, err, errlen) != 0 ||
 	    (c->sender->check != NULL && c->sender->check(c, o, err,
 	    errlen) != 0))
 		return -1;
@@ -2095,6 +2185,7 @@ cfg_swap(struct otp *otp, struct config *c)
 
 	atomic_store(&c->refs, 1);
 	atomic_store(&otp->debug, c->debug);
+	atomic_store(&otp->hooks.on, c->webhook_url[0] != '\0');
 	pthread_mutex_lock(&otp->cfg_swap);
 	old = otp->cfg;
 	otp->cfg = c;
@@ -2335,6 +2426,9 @@ code_strength_digits(const struct config *c)
  * its slot is needed.
  */
 
+static void hook_note(struct hooks *h, uint32_t slot, const struct record *r,
+                      enum hook_event e); /* in "webhooks" */
+
 static int
 store_init(struct store *st, uint32_t cap)
 {
@@ -2384,7 +2478,8 @@ rec_has_code(const struct record *r)
 
 /*
  * Ends a record: wipes its secrets and either frees the slot (state
- * REC_FREE) or leaves a tombstone in state. Caller holds the lock.
+ * REC_FREE) or leaves a tombstone in state. An approval, or the expiry
+ * of a live code, is a webhook event. Caller holds the lock.
  */
 static void
 store_end(struct store *st, uint32_t slot, enum rec_state state)
@@ -2393,6 +2488,10 @@ store_end(struct store *st, uint32_t slot, enum rec_state state)
 
 	if (r->state == REC_FREE)
 		return;
+	if (state == REC_VERIFIED || (state == REC_EXPIRED &&
+	    r->state == REC_LIVE))
+		hook_note(st->hooks, slot, r, state == REC_VERIFIED ?
+		    HOOK_APPROVED : HOOK_EXPIRED);
 	st->live -= rec_has_code(r);
 	wipe(r->code, sizeof(r->code));
 	wipe(r->mac, sizeof(r->mac));
@@ -2578,6 +2677,7 @@ store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	*guessed = true;
 	if (++r->attempts >= max_attempts) {
 		r->state = REC_LOCKED;
+		hook_note(st->hooks, slot, r, HOOK_LOCKED);
 		wipe(r->code, sizeof(r->code));
 		wipe(r->mac, sizeof(r->mac));
 		rc = CHECK_LOCKED;
@@ -4225,18 +4325,18 @@ curl_perform(struct otp *otp, struct pooled *p)
 	return cc;
 }
 
-/* Sets every option of an API call; a pooled handle is reset first (its
- * connection stays). */
+/* Sets every option of a call of url (an SMS gateway, WEBHOOK_URL); a
+ * pooled handle is reset first (its connection stays). */
 static int
-curl_setup(const struct config *c, CURL *h, struct curl_slist *hdrs,
-           const char *body, bool basic, struct response *resp,
-           char *errbuf)
+curl_setup(const struct config *c, CURL *h, const char *url,
+           const char *method, struct curl_slist *hdrs, const char *body,
+           bool basic, struct response *resp, char *errbuf)
 {
 	int rc = 0;
 
 	curl_easy_reset(h);
 #define SET(opt, val) rc |= (int)curl_easy_setopt(h, opt, val)
-	SET(CURLOPT_URL, c->sms_api_url);
+	SET(CURLOPT_URL, url);
 	SET(CURLOPT_PROTOCOLS_STR, "https");
 	SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
@@ -4250,8 +4350,8 @@ curl_setup(const struct config *c, CURL *h, struct curl_slist *hdrs,
 	SET(CURLOPT_HTTPHEADER, hdrs);
 	SET(CURLOPT_POSTFIELDS, body);
 	SET(CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	if (strcmp(c->sms_http_method, "POST") != 0)
-		SET(CURLOPT_CUSTOMREQUEST, c->sms_http_method);
+	if (strcmp(method, "POST") != 0)
+		SET(CURLOPT_CUSTOMREQUEST, method);
 	if (basic) {
 		SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
 		SET(CURLOPT_USERPWD, c->api_key); /* "user:password" */
@@ -4552,8 +4652,9 @@ http_send(struct otp *otp, const struct config *c, const char *phone,
 		goto out;
 	resp.buf = p.buf;
 	resp.cap = OTP_MAX_SMS_RESPONSE;
-	if (curl_setup(c, p.h, hdrs, body, !telnyx &&
-	    strcmp(c->sms_http_auth, "basic") == 0, &resp, errbuf) != 0) {
+	if (curl_setup(c, p.h, c->sms_api_url, c->sms_http_method, hdrs, body,
+	    !telnyx && strcmp(c->sms_http_auth, "basic") == 0, &resp,
+	    errbuf) != 0) {
 		log_err(otp, "%s: cannot set up libcurl", __func__);
 		goto out;
 	}
@@ -6735,6 +6836,11 @@ metrics_family(char *out, size_t cap, size_t *n, const char *name_label,
 	}
 }
 
+static const char *const hook_results[HOOKS__N] = {
+	[HOOKS_DELIVERED] = "delivered", [HOOKS_FAILED] = "failed",
+	[HOOKS_DROPPED] = "dropped",
+};
+
 /* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
 static int
 on_metrics(struct req *r)
@@ -6764,6 +6870,9 @@ on_metrics(struct req *r)
 	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
 	    "Requests refused by a limit", limit_names, st->limited, 1,
 	    LIMIT__N);
+	metrics_family(out, sizeof(out), &n, "otp_webhooks_total{result",
+	    "Webhook events delivered, failed after every try, or dropped",
+	    hook_results, st->hooks, 0, HOOKS__N);
 	store_counts(&otp->store, &live, &used);
 	metrics_one(out, sizeof(out), &n, "otp_pending_codes", "gauge",
 	    "Codes live or locked", live);
@@ -7192,6 +7301,258 @@ api_dispatch(struct req *r)
 		return api_cancel(r, slot, id);
 	r->allow = "GET, DELETE";
 	return reply_json_error(r, 405, "method_not_allowed", "use GET or DELETE");
+}
+
+/* ---- webhooks ---------------------------------------------------------- */
+/*
+ * WEBHOOK_URL is told when an API verification is approved, expires or
+ * is locked: a POST of {"type", "id", "status", "to" (masked),
+ * "occurred_at"}, signed (hook_send()). The store queues an event as the
+ * record ends (hook_note(), under its lock: a copy, never a wait); one
+ * thread delivers them, a try at a time, so a slow receiver delays only
+ * other events, never a request. A failed try (not 2xx, or no answer
+ * within SMS_TIMEOUT) is tried again after hook_backoff[]; after
+ * OTP_HOOK_TRIES, or at shutdown, the event is lost (counted, logged).
+ * A full queue drops its oldest event for the new one: the oldest has
+ * had the most tries, and the newest has a user waiting on it now.
+ */
+
+/* Seconds before each try: 5 tries over 110 s. */
+static const int hook_backoff[OTP_HOOK_TRIES] = { 0, 5, 15, 30, 60 };
+
+static const char *const hook_types[HOOK__N] = {
+	[HOOK_APPROVED] = "approved", [HOOK_EXPIRED] = "expired",
+	[HOOK_LOCKED] = "locked",
+};
+
+/* Queues the event e of record r (at slot) if r is the API's and
+ * WEBHOOK_URL is set. Called under store.lock; hooks.lock is taken
+ * after it, for a copy (see "Locking"). */
+static void
+hook_note(struct hooks *h, uint32_t slot, const struct record *r,
+          enum hook_event e)
+{
+	struct hook *q;
+
+	if (h == NULL || r->ns != NS_API || !atomic_load(&h->on))
+		return;
+	pthread_mutex_lock(&h->lock);
+	q = &h->q[0];
+	for (size_t i = 1; i < countof(h->q); i++) /* free (0), or oldest */
+		if (h->q[i].seq < q->seq)
+			q = &h->q[i];
+	h->dropped += q->seq != 0;
+	q->seq = ++h->seq;
+	q->due_ms = 0;
+	q->at_ms = h->wall_ms();
+	q->slot = slot;
+	memcpy(q->id, r->id, OTP_ID_LEN);
+	phone_mask(r->phone, q->to, sizeof(q->to));
+	q->event = (uint8_t)e;
+	q->tries = 0;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Headers, in a list for libcurl: NULL if out of memory. */
+static struct curl_slist *
+hook_headers(const char *const *lines, size_t n)
+{
+	struct curl_slist *l = NULL, *next;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((next = curl_slist_append(l, lines[i])) == NULL) {
+			curl_slist_free_all(l);
+			return NULL;
+		}
+		l = next;
+	}
+	return l;
+}
+
+/*
+ * The signature of body sent at Unix time ts: "v1=" and the hex of
+ * HMAC-SHA256 under WEBHOOK_SECRET of "<ts>.<body>" (README shows a
+ * receiver's check). out: 3 + 64 + 1 bytes. 0 or -1.
+ */
+static int
+hook_sign(const struct config *c, long long ts, const char *body,
+          char out[3 + 2 * OTP_MAC_LEN + 1])
+{
+	char msg[32 + 256];
+	uint8_t mac[OTP_MAC_LEN];
+	int n = snprintf(msg, sizeof(msg), "%lld.%s", ts, body);
+
+	if (n < 0 || (size_t)n >= sizeof(msg) || mbedtls_md_hmac(
+	    mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
+	    (const uint8_t *)c->webhook_secret, strlen(c->webhook_secret),
+	    (const uint8_t *)msg, (size_t)n, mac) != 0)
+		return -1;
+	memcpy(out, "v1=", 3);
+	hex_encode(mac, sizeof(mac), out + 3, false);
+	return 0;
+}
+
+/* One try of event e: 0 when the receiver took it (2xx), else -1. */
+static int
+hook_send(struct otp *otp, const struct config *c, const struct hook *e)
+{
+	static const char *const states[HOOK__N] = {
+		[HOOK_APPROVED] = "approved", [HOOK_EXPIRED] = "expired",
+		[HOOK_LOCKED] = "max_attempts_reached",
+	};
+	char body[256], vid[HANDLE_LEN + 1], at[24], sig[3 + 2 * OTP_MAC_LEN + 1];
+	char tsh[48], sigh[96], errbuf[CURL_ERROR_SIZE] = "", why[160];
+	const char *lines[] = { "Content-Type: application/json", tsh, sigh };
+	struct pooled p = { NULL, NULL, NULL };
+	struct response resp = { NULL, 0, OTP_MAX_SMS_RESPONSE };
+	struct curl_slist *hdrs = NULL;
+	long long ts = otp->wall_ms() / 1000;
+	long status = 0;
+	CURLcode cc = CURLE_FAILED_INIT;
+
+	handle_format(e->slot, e->id, vid);
+	time_rfc3339(e->at_ms / 1000, at);
+	snprintf(body, sizeof(body), "{\"type\":\"verification.%s\",\"id\":"
+	    "\"%s\",\"status\":\"%s\",\"to\":\"%s\",\"occurred_at\":\"%s\"}",
+	    hook_types[e->event], vid, states[e->event], e->to, at);
+	snprintf(tsh, sizeof(tsh), "Webhook-Timestamp: %lld", ts);
+	if (hook_sign(c, ts, body, sig) == 0 &&
+	    snprintf(sigh, sizeof(sigh), "Webhook-Signature: %s", sig) > 0 &&
+	    (hdrs = hook_headers(lines, countof(lines))) != NULL &&
+	    curl_take(otp, &p) == 0) {
+		resp.buf = p.buf;
+		if (curl_setup(c, p.h, c->webhook_url, "POST", hdrs, body, false,
+		    &resp, errbuf) == 0)
+			cc = curl_perform(otp, &p);
+		curl_easy_getinfo(p.h, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_setopt(p.h, CURLOPT_HTTPHEADER, NULL);
+		curl_give(otp, &p);
+	}
+	curl_slist_free_all(hdrs);
+	if (cc == CURLE_OK && status >= 200 && status <= 299) {
+		log_info(otp, "webhook type=%s to=%s status=%ld try=%d",
+		    hook_types[e->event], e->to, status, e->tries + 1);
+		return 0;
+	}
+	log_escape(errbuf[0] ? errbuf : curl_easy_strerror(cc),
+	    strlen(errbuf[0] ? errbuf : curl_easy_strerror(cc)), why,
+	    sizeof(why));
+	log_warn(otp, "webhook_failed type=%s to=%s status=%ld reason=\"%s\" "
+	    "try=%d/%d", hook_types[e->event], e->to, status, cc == CURLE_OK ?
+	    "HTTP error" : why, e->tries + 1, OTP_HOOK_TRIES);
+	return -1;
+}
+
+/* Counts and logs the events a full queue dropped since the last call:
+ * the sweeper's, each round, since hook_note() may not log (it runs
+ * under the store's lock) and the delivery thread may hang in a try. */
+static void
+hooks_drops(struct otp *otp)
+{
+	struct hooks *h = &otp->hooks;
+	unsigned long n;
+
+	pthread_mutex_lock(&h->lock);
+	n = h->dropped - h->logged;
+	h->logged = h->dropped;
+	pthread_mutex_unlock(&h->lock);
+	if (n == 0)
+		return;
+	atomic_fetch_add(&otp->stats.hooks[HOOKS_DROPPED], n);
+	log_warn(otp, "webhook_dropped count=%lu: the queue of "
+	    OTP_STR(OTP_HOOK_QUEUE) " was full", n);
+}
+
+/* The event due first, or NULL. Caller holds hooks.lock. O(queue). */
+static struct hook *
+hooks_next(struct hooks *h)
+{
+	struct hook *next = NULL;
+
+	for (size_t i = 0; i < countof(h->q); i++)
+		if (h->q[i].seq != 0 && (next == NULL ||
+		    h->q[i].due_ms < next->due_ms))
+			next = &h->q[i];
+	return next;
+}
+
+/* Waits until next is due (NULL: an event comes) or stopping. Caller
+ * holds hooks.lock. */
+static void
+hooks_wait(struct hooks *h, const struct hook *next)
+{
+	struct timespec ts;
+	int64_t ms;
+
+	if (next == NULL) {
+		pthread_cond_wait(&h->cond, &h->lock);
+		return;
+	}
+	ms = next->due_ms - h->now_ms();
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L)
+		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+	pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+}
+
+/* One try of e, with no lock held; then, under it, e back in the queue
+ * for its next try, if it has one and there is room. */
+static void
+hooks_try(struct otp *otp, struct hooks *h, struct hook e)
+{
+	const struct config *c;
+	enum hook_result res = HOOKS_FAILED;
+	int rc;
+
+	pthread_mutex_unlock(&h->lock);
+	c = cfg_hold(otp);
+	rc = c->webhook_url[0] != '\0' ? hook_send(otp, c, &e) : 0;
+	if (c->webhook_url[0] == '\0')
+		res = HOOKS_DROPPED; /* a reload turned webhooks off */
+	else if (rc == 0)
+		res = HOOKS_DELIVERED;
+	cfg_drop(c);
+	pthread_mutex_lock(&h->lock);
+	if (rc != 0 && ++e.tries < OTP_HOOK_TRIES && !h->stopping) {
+		struct hook *q = &h->q[0];
+
+		for (size_t i = 1; i < countof(h->q) && q->seq != 0; i++)
+			q = &h->q[i];
+		if (q->seq == 0) {
+			e.due_ms = h->now_ms() + hook_backoff[e.tries] * 1000LL;
+			*q = e;
+			return;
+		}
+		res = HOOKS_DROPPED; /* it is the oldest */
+	}
+	atomic_fetch_add(&otp->stats.hooks[res], 1);
+}
+
+/* The delivery thread: the event due first, when it is due. */
+static void *
+hooks_main(void *arg)
+{
+	struct otp *otp = arg;
+	struct hooks *h = &otp->hooks;
+	struct hook *next;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stopping) {
+		if ((next = hooks_next(h)) == NULL ||
+		    next->due_ms > h->now_ms()) {
+			hooks_wait(h, next);
+		} else {
+			struct hook e = *next;
+
+			next->seq = 0;
+			hooks_try(otp, h, e);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
 }
 
 /* ---- upstream proxy ---------------------------------------------------- */
@@ -7991,6 +8352,7 @@ sweeper_run(struct otp *otp)
 	int64_t now = otp->now_ms();
 
 	store_sweep(&otp->store, now, c->code_ttl * 1000);
+	hooks_drops(otp);
 	if (now >= otp->revoked_retry_ms && revoked_save(otp,
 	    c->state_dir) != 0)
 		otp->revoked_retry_ms = now + c->state_save_interval * 1000;
@@ -8179,6 +8541,7 @@ otp_tables_init(struct otp *otp)
 	    (int)otp->cfg->threads : OTP_MAX_POOL;
 	if (store_init(&otp->store, (uint32_t)otp->cfg->max_pending) != 0)
 		return -1;
+	otp->store.hooks = &otp->hooks;
 	for (int t = 0; t < T__N; t++)
 		if (ratetab_init(&l->tab[t], ratetab_slots(limits_windows(
 		    otp->cfg, (enum table)t)), t == T_NET_DAY ? DAY_MS :
@@ -8288,9 +8651,12 @@ config_warn_secrets(struct otp *otp, const char *path)
 	    "YOUR_API_KEY") != 0 && c->api_key_file[0] == '\0';
 
 	if (path != NULL && ((key && config_file_sets(path, "API_KEY")) ||
-	    (c->api_token[0] != '\0' && config_file_sets(path, "API_TOKEN"))))
-		secret_file_warn(otp, path, "API_KEY or API_TOKEN");
+	    (c->api_token[0] != '\0' && config_file_sets(path, "API_TOKEN")) ||
+	    (c->webhook_secret[0] != '\0' && config_file_sets(path,
+	    "WEBHOOK_SECRET"))))
+		secret_file_warn(otp, path, "API_KEY, API_TOKEN or WEBHOOK_SECRET");
 	secret_file_warn(otp, c->api_key_file, "the API key");
+	secret_file_warn(otp, c->webhook_secret_file, "the webhook secret");
 	if (listen_has_tls(c->listen))
 		secret_file_warn(otp, c->cert_file, "the TLS private key");
 }
@@ -8304,26 +8670,28 @@ otp_locks_init(struct otp *otp)
 	pthread_mutex_init(&otp->cfg_swap, NULL);
 	pthread_mutex_init(&otp->stop_lock, NULL);
 	pthread_mutex_init(&otp->revoked.lock, NULL);
+	pthread_mutex_init(&otp->hooks.lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&otp->stop_cond, &ca);
+	pthread_cond_init(&otp->hooks.cond, &ca);
 	pthread_condattr_destroy(&ca);
 }
 
-/* Starts the sweeper thread, with no signals: they are the host's to
- * handle (our main waits for them in sigwait). 0 or -1. */
-static int
-sweeper_start(struct otp *otp)
+/* Starts a thread of ours (the sweeper, the webhooks'), with no
+ * signals: they are the host's to handle (our main waits for them in
+ * sigwait). Whether it started. */
+static bool
+thread_start(struct otp *otp, pthread_t *t, void *(*fn)(void *))
 {
 	sigset_t all, old;
 	int rc;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&otp->sweeper, NULL, sweeper_main, otp);
+	rc = pthread_create(t, NULL, fn, otp);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	otp->sweeper_started = rc == 0;
-	return rc == 0 ? 0 : -1;
+	return rc == 0;
 }
 
 /*
@@ -8380,8 +8748,12 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 	    "again until they expire)", err, errlen) != 0)
 		goto fail;
 	otp->saved_ms = otp->now_ms();
-	if (sweeper_start(otp) != 0) {
-		snprintf(err, errlen, "cannot start the sweeper thread");
+	otp->hooks.now_ms = otp->now_ms;
+	otp->hooks.wall_ms = otp->wall_ms;
+	if (!(otp->sweeper_started = thread_start(otp, &otp->sweeper,
+	    sweeper_main)) || !(otp->hooks.started = thread_start(otp,
+	    &otp->hooks.thread, hooks_main))) {
+		snprintf(err, errlen, "cannot start a thread");
 		goto fail;
 	}
 	config_warn_secrets(otp, config_path);
@@ -8509,6 +8881,16 @@ otp_destroy(struct otp *otp)
 		pthread_cond_signal(&otp->stop_cond);
 		pthread_mutex_unlock(&otp->stop_lock);
 		pthread_join(otp->sweeper, NULL);
+	}
+	if (otp->hooks.started) {
+		/* The halt pipe cuts a try short: a slow receiver does not
+		 * hold the exit. Events still queued are lost. */
+		pthread_mutex_lock(&otp->hooks.lock);
+		otp->hooks.stopping = true;
+		pthread_cond_signal(&otp->hooks.cond);
+		pthread_mutex_unlock(&otp->hooks.lock);
+		otp_stop(otp);
+		pthread_join(otp->hooks.thread, NULL);
 	}
 	/* Nothing serves any more (mg_stop came first): the caps go to
 	 * STATE_DIR as they are. */
