@@ -1240,6 +1240,180 @@ CASES += [
     ]},
 ]
 
+# ---- docs/openapi.json against the live server ---------------------------------
+
+# Documented answers no test can cause from outside: the random source
+# failing, and a rate table too full for a new client address.
+OPENAPI_UNREACHED = {
+    ("post", "/api/v1/verifications", "500"),
+    ("post", "/api/v1/verifications/{id}/check", "503"),
+    ("post", "/api/v1/verifications/by_phone_number/check", "503"),
+}
+
+
+class OpenApiCheck:
+    """Every answer checked against docs/openapi.json (the operation, a
+    documented status, its headers, its body's schema), and what was
+    seen, to compare with what the file documents."""
+
+    def __init__(self, ctx):
+        self.ctx, self.spec, self.seen = ctx, harness.openapi(), set()
+
+    def template(self, path):
+        paths = self.spec["paths"]
+        if path in paths:
+            return path
+        for t in paths:
+            if re.fullmatch(re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(t)),
+                            path):
+                return t
+        raise Fail("%s is not in docs/openapi.json" % path)
+
+    def answer(self, method, path, r):
+        t = self.template(urllib.parse.urlsplit(path).path)
+        op = self.spec["paths"][t].get(method.lower())
+        where = "%s %s -> %d" % (method, t, r.status)
+        if op is None:          # a method the path does not list
+            check(r.status == 405, "%s: want 405" % where)
+            op = {"responses": {"405": self.spec["components"]["responses"]
+                                ["MethodNotAllowed"]}}
+            method = "*"
+        resp = op["responses"].get(str(r.status))
+        check(resp, "%s: status not documented (%s)" % (where, short(r.body)))
+        self.seen.add((method.lower(), t, str(r.status)))
+        for name in resp.get("headers", {}):
+            check(r.header(name), "%s: no %s header" % (where, name))
+        if "content" not in resp:
+            check(r.body == b"", "%s: a body %r" % (where, short(r.body)))
+            return None
+        ctype = next(iter(resp["content"]))
+        check((r.header("content-type") or "").startswith(ctype),
+              "%s: Content-Type %r, want %s" % (where,
+                                                r.header("content-type"),
+                                                ctype))
+        if ctype != "application/json":
+            return None
+        j = json.loads(r.body)
+        errs = harness.schema_errors(
+            self.spec, resp["content"]["application/json"]["schema"], j)
+        check(not errs, "%s: %s (body %s)" % (where, "; ".join(errs),
+                                               short(r.body)))
+        return j
+
+    def call(self, method, path, body=None, ctype="application/json",
+             auth="Bearer " + API_TOKEN, want=None):
+        r = self.ctx.browser("api").api(method, path, body, auth, ctype)
+        j = self.answer(method, path, r)
+        check(want is None or r.status == want, "%s %s -> %d, want %s (%s)"
+              % (method, path, r.status, want, short(r.body)))
+        return j
+
+    def missing(self):
+        documented = {(m, t, st) for t, item in self.spec["paths"].items()
+                      for m, op in item.items() if m != "parameters"
+                      for st in op["responses"]}
+        documented |= {("*", t, "405") for t in self.spec["paths"]}
+        return sorted(documented - self.seen - OPENAPI_UNREACHED)
+
+
+def trickle(ctx, path, out):
+    """A POST whose body comes a byte a second: 408 after 5 s."""
+    body = b'{"phone":"2015550123","code":"123456"}'
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (path, API_TOKEN, len(body))).encode()
+    with socket.create_connection(("127.0.0.1", ctx.server.port), 10) as s:
+        s.sendall(head)
+        for i in range(8):
+            try:
+                s.sendall(body[i:i + 1])
+            except OSError:
+                break
+            time.sleep(1)
+        s.settimeout(10)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or len(data) < 40:
+                got = s.recv(4096)
+                if not got:
+                    break
+                data += got
+        except OSError:
+            pass
+    head, _, rest = data.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.1 ([0-9]{3})", head)
+    hdrs = [(k, v) for k, _, v in (l.partition(": ") for l in
+            head.decode("latin-1").split("\r\n")[1:])]
+    out[path] = Resp(int(m.group(1)) if m else 0, "", hdrs, rest, 0)
+
+
+def case_api_openapi(ctx):
+    """Every endpoint, status and error docs/openapi.json documents, from
+    the live binary, each answer checked against the file; and nothing
+    answered that the file does not document."""
+    ctx.start_fake()
+    ctx.start_server(dict(API_ON, MAX_ATTEMPTS=2, VERIFY_PER_IP_PER_HOUR=2,
+                          MAX_PENDING=4))
+    o, ip = OpenApiCheck(ctx), {"client_ip": "203.0.113.5"}
+    b = ctx.browser("api")
+    slow = {}
+    threads = [threading.Thread(target=trickle, args=(ctx, p, slow))
+               for p in (API, API + "/" + ZERO_ID + "/check", BY_PHONE)]
+    for t in threads:
+        t.start()
+    v = o.call("POST", API, {"phone": PHONE}, want=201)["id"]
+    ctx.collect_sms(0, b)
+    o.call("POST", API, {"phone": PHONE}, want=429)
+    o.call("GET", API + "/" + v, want=200)
+    o.call("POST", API + "/" + v + "/check", {"code": wrong_code(b.code)},
+           want=200)
+    o.call("POST", BY_PHONE, "phone=2015550123&code=%s" % b.code, FORM,
+           want=200)
+    o.call("POST", API + "/" + v + "/check", {"code": b.code}, want=409)
+    o.call("DELETE", API + "/" + v, want=409)
+    w = o.call("POST", API, "phone=2015550187", FORM, want=201)["id"]
+    o.call("DELETE", API + "/" + w, want=204)
+    for path in (API, API + "/" + ZERO_ID + "/check", BY_PHONE):
+        o.call("POST", path, {"phone": PHONE, "code": "1"}, auth=None,
+               want=401)
+        o.call("POST", path, "x" * 2000, want=413)
+        o.call("POST", path, {"phone": PHONE}, "text/plain", want=415)
+        o.call("POST", path, "{", want=400)
+        o.call("GET", path, want=405)
+    o.call("POST", API, {"phone": "12345"}, want=400)
+    o.call("POST", API, dict(ip, phone="2025550111", client_ip="x"), want=400)
+    o.call("POST", BY_PHONE, {"phone": "2025550111", "code": "1"}, want=404)
+    o.call("POST", API + "/" + ZERO_ID + "/check", {"code": "1"}, want=404)
+    for i in range(3):
+        o.call("POST", BY_PHONE, dict(ip, phone="20255501%02d" % i,
+                                      code="1"))
+        o.call("POST", API + "/" + ZERO_ID + "/check", dict(ip, code="1"))
+    for who in ("GET", "DELETE"):
+        o.call(who, API + "/" + ZERO_ID, want=404)
+        o.call(who, API + "/" + ZERO_ID, auth=None, want=401)
+    o.call("PUT", API + "/" + ZERO_ID, {}, want=405)
+    ctx.fake.mode = "500"
+    o.call("POST", API, {"phone": "2025550120"}, want=502)
+    ctx.fake.mode = "429"
+    o.call("POST", API, {"phone": "2025550121"}, want=503)
+    ctx.fake.mode = "ok"
+    for t in threads:
+        t.join(30)
+    for path, r in slow.items():
+        o.answer("POST", path, r)
+        check(r.status == 408, "a trickled body to %s -> %d" % (path,
+                                                                r.status))
+    check(ctx.server.stop() == 0, "exit on SIGTERM")
+    ctx.old_servers.append(ctx.server)
+    ctx.server = harness.Server(harness.fresh_dir(os.path.join(ctx.dir,
+                                                               "off")),
+                                dict(ctx.base_config()))
+    ctx.server.start()
+    o.call("POST", API, {"phone": PHONE}, want=404)
+    missing = o.missing()
+    check(not missing, "documented but never answered: %s" % missing)
+
+
 # ---- forward-auth (GET /auth) and return_to ----------------------------------
 
 def tampered(label, pos):

@@ -1570,6 +1570,11 @@ def hook_check(rec, want_type, want_id, want_to):
     j = json.loads(body)
     check(sorted(j) == HOOK_KEYS, "webhook fields %s, want %s"
           % (sorted(j), HOOK_KEYS))
+    spec = h.openapi()
+    errs = h.schema_errors(spec, spec["webhooks"]["verificationEnded"]["post"]
+                           ["requestBody"]["content"]["application/json"]
+                           ["schema"], j, "webhook")
+    check(not errs, "docs/openapi.json: %s" % "; ".join(errs))
     check(j["type"] == "verification." + want_type and j["id"] == want_id,
           "webhook %s for %s, want verification.%s for %s"
           % (j["type"], j["id"], want_type, want_id))
@@ -1584,6 +1589,14 @@ def hook_check(rec, want_type, want_id, want_to):
           "occurred_at %r is not a recent RFC 3339 UTC time"
           % j["occurred_at"])
     return j
+
+
+def readme_check(rec, secret=HOOK_SECRET):
+    """README's receiver snippet on a request the receiver got."""
+    ns = {}
+    exec(h.readme_snippets("webhook_readme")["python"], ns)
+    return ns["webhook_ok"](secret.encode(), dict(rec["header_list"]),
+                            raw_body(rec))
 
 
 def hooks_metric(ctx, result):
@@ -1602,6 +1615,13 @@ def case_webhook_events(ctx):
         check(api_check(ctx, a, code)["status"] == "approved", "approve")
         check(rcv.wait_requests(1, 10) == 1, "no webhook for the approval")
         hook_check(rcv.requests[0], "approved", a, r"\+1\*{8}23")
+        check(readme_check(rcv.requests[0]), "README's check refuses it")
+        forged = dict(rcv.requests[0], body_b64=base64.b64encode(
+            raw_body(rcv.requests[0]).replace(b"approved", b"expired")
+            ).decode())
+        check(not readme_check(forged), "README's check takes a forged body")
+        check(not readme_check(rcv.requests[0], "whsec-another-secret!"),
+              "README's check takes another secret's signature")
         b, code = api_start(ctx, PHONES[0])
         api_check(ctx, b, "0000")
         check(api_check(ctx, b, "0000")["status"] == "max_attempts_reached",
