@@ -7325,6 +7325,19 @@ static const char *const hook_types[HOOK__N] = {
 	[HOOK_LOCKED] = "locked",
 };
 
+/* A free entry of the queue (seq 0) or, if none, the oldest. Caller
+ * holds hooks.lock. O(queue). */
+static struct hook *
+hooks_room(struct hooks *h)
+{
+	struct hook *q = &h->q[0];
+
+	for (size_t i = 1; i < countof(h->q); i++)
+		if (h->q[i].seq < q->seq)
+			q = &h->q[i];
+	return q;
+}
+
 /* Queues the event e of record r (at slot) if r is the API's and
  * WEBHOOK_URL is set. Called under store.lock; hooks.lock is taken
  * after it, for a copy (see "Locking"). */
@@ -7337,10 +7350,7 @@ hook_note(struct hooks *h, uint32_t slot, const struct record *r,
 	if (h == NULL || r->ns != NS_API || !atomic_load(&h->on))
 		return;
 	pthread_mutex_lock(&h->lock);
-	q = &h->q[0];
-	for (size_t i = 1; i < countof(h->q); i++) /* free (0), or oldest */
-		if (h->q[i].seq < q->seq)
-			q = &h->q[i];
+	q = hooks_room(h);
 	h->dropped += q->seq != 0;
 	q->seq = ++h->seq;
 	q->due_ms = 0;
@@ -7410,6 +7420,8 @@ hook_send(struct otp *otp, const struct config *c, const struct hook *e)
 	long long ts = otp->wall_ms() / 1000;
 	long status = 0;
 	CURLcode cc = CURLE_FAILED_INIT;
+	const char *reason;
+	bool ok;
 
 	handle_format(e->slot, e->id, vid);
 	time_rfc3339(e->at_ms / 1000, at);
@@ -7430,18 +7442,15 @@ hook_send(struct otp *otp, const struct config *c, const struct hook *e)
 		curl_give(otp, &p);
 	}
 	curl_slist_free_all(hdrs);
-	if (cc == CURLE_OK && status >= 200 && status <= 299) {
-		log_info(otp, "webhook type=%s to=%s status=%ld try=%d",
-		    hook_types[e->event], e->to, status, e->tries + 1);
-		return 0;
-	}
-	log_escape(errbuf[0] ? errbuf : curl_easy_strerror(cc),
-	    strlen(errbuf[0] ? errbuf : curl_easy_strerror(cc)), why,
-	    sizeof(why));
-	log_warn(otp, "webhook_failed type=%s to=%s status=%ld reason=\"%s\" "
-	    "try=%d/%d", hook_types[e->event], e->to, status, cc == CURLE_OK ?
-	    "HTTP error" : why, e->tries + 1, OTP_HOOK_TRIES);
-	return -1;
+	ok = cc == CURLE_OK && status >= 200 && status <= 299;
+	reason = cc == CURLE_OK ? "HTTP status" : errbuf[0] ? errbuf :
+	    curl_easy_strerror(cc);
+	log_escape(reason, strlen(reason), why, sizeof(why));
+	log_line(otp, ok ? "info" : "warn", "webhook%s type=%s to=%s "
+	    "status=%ld reason=\"%s\" try=%d/" OTP_STR(OTP_HOOK_TRIES),
+	    ok ? "" : "_failed", hook_types[e->event], e->to, status,
+	    ok ? "delivered" : why, e->tries + 1);
+	return ok ? 0 : -1;
 }
 
 /* Counts and logs the events a full queue dropped since the last call:
@@ -7517,10 +7526,8 @@ hooks_try(struct otp *otp, struct hooks *h, struct hook e)
 	cfg_drop(c);
 	pthread_mutex_lock(&h->lock);
 	if (rc != 0 && ++e.tries < OTP_HOOK_TRIES && !h->stopping) {
-		struct hook *q = &h->q[0];
+		struct hook *q = hooks_room(h);
 
-		for (size_t i = 1; i < countof(h->q) && q->seq != 0; i++)
-			q = &h->q[i];
 		if (q->seq == 0) {
 			e.due_ms = h->now_ms() + hook_backoff[e.tries] * 1000LL;
 			*q = e;

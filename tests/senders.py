@@ -1654,8 +1654,8 @@ def case_webhook_retry(ctx):
         hook_check(r2, "approved", a, r"\+1\*{8}23")
         log_has(ctx, r"webhook_failed type=approved to=\+1\*+23 status=500 "
                 r".*try=1/5", "the failed try")
-        log_has(ctx, r"webhook type=approved to=\+1\*+23 status=200 try=2",
-                "the delivery")
+        log_has(ctx, r"webhook type=approved to=\+1\*+23 status=200 "
+                r".*try=2/5", "the delivery")
         time.sleep(1)
         check(rcv.count() == 2, "tried again after a 200")
         check(hooks_metric(ctx, "delivered") == 1, "delivered metric")
