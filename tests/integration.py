@@ -3223,10 +3223,14 @@ def case_users_unlisted_uniform(ctx):
     check(ctx.fake.count() == n0 + 1, "API: %d SMS, want 1 (the listed)"
           % (ctx.fake.count() - n0))
     ka, kb = json.loads(ja.body), json.loads(jb.body)
+    own = ("id", "to", "created_at", "expires_at")  # each its own
     check(ja.status == jb.status == 201 and sorted(ka) == sorted(kb) and
-          {k: v for k, v in ka.items() if k != "id"} ==
-          {k: v for k, v in kb.items() if k != "id"},
+          {k: v for k, v in ka.items() if k not in own} ==
+          {k: v for k, v in kb.items() if k not in own},
           "API: %d %s vs %d %s" % (ja.status, ka, jb.status, kb))
+    check((ka["to"], kb["to"]) == ("+1********23", "+1********50") and
+          abs(rfc3339(ka["expires_at"]) - rfc3339(kb["expires_at"])) <= 2,
+          "API: to and expires_at %s vs %s" % (ka, kb))
     ctx.collect_sms(n0)
 
     # No code verifies the unlisted number; its attempts run out alike.
