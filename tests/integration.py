@@ -2101,6 +2101,40 @@ def case_max_attempts_parallel_100(ctx):
     check(ctx.server.alive(), "server died")
 
 
+def case_api_by_phone_number_parallel(ctx):
+    """100 wrong codes at once by number, in 4 spellings of it: exactly
+    MAX_ATTEMPTS are counted (4 answered pending, with attempts_left 4 to
+    1 each once), the rest find it locked, and the right code is then
+    refused."""
+    ctx.start_fake()
+    ctx.start_server(dict(API_ON, MAX_ATTEMPTS=5))
+    b = ctx.browser("app")
+    r = b.api("POST", API, {"phone": PHONE})
+    check(r.status == 201, "create -> %r" % r)
+    ctx.collect_sms(0, b)
+    spellings = [PHONE, "+1 201 555 0123", "2015550123", "1-201-555-0123"]
+    v = int(b.code, 16)
+
+    def guess(i):
+        return Browser(ctx, "G%d" % i).api("POST", BY_PHONE, {
+            "phone": spellings[i % 4],
+            "code": "%06X" % ((v + (i + 1) * 7919) % (1 << 24))})
+    res = _parallel(100, guess)
+    check(all(isinstance(r, Resp) and r.status == 200 for r in res),
+          "not every guess answered 200: %s" % [getattr(r, "status", r)
+                                                for r in res][:10])
+    got = [json.loads(r.body) for r in res]
+    left = sorted(j["attempts_left"] for j in got if j["status"] == "pending")
+    check(left == [1, 2, 3, 4], "pending answers with attempts_left %s, "
+          "want [1, 2, 3, 4]" % left)
+    check(sum(j["status"] == "max_attempts_reached" for j in got) == 96,
+          "the rest: %s" % sorted({j["status"] for j in got}))
+    r = b.api("POST", BY_PHONE, {"phone": PHONE, "code": b.code})
+    check(r.status == 200 and json.loads(r.body)["status"] ==
+          "max_attempts_reached", "the right code after the lock -> %s"
+          % short(r.body))
+
+
 def case_sms_pump_1000_numbers(ctx):
     ctx.start_fake()
     ctx.start_server({})     # defaults: 10 per address per hour, 100 per hour
