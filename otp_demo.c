@@ -1790,8 +1790,8 @@ config_read_key(const struct origin *o, const char *key, const char *path,
 		buf[--n] = '\0';
 	if (n == 0 || str_copy(out, size, buf) != 0) {
 		wipe(buf, sizeof(buf));
-		return config_error(err, errlen, where, "%s %s must hold one key "
-		    "of 1 to %zu characters", key, path, size - 1);
+		return config_error(err, errlen, where, "%s %s must hold one "
+		    "key of 1 to %zu characters", key, path, size - 1);
 	}
 	wipe(buf, sizeof(buf));
 	return 0;
@@ -7158,7 +7158,10 @@ api_check_id(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 	int rc = api_read(r, &b, "code", code, sizeof(code));
 
 	wipe(code, sizeof(code));
-	return rc != 0 ? rc : api_check(r, &b, slot, id, false);
+	if (rc == 0)
+		rc = api_check(r, &b, slot, id, false);
+	wipe(&b, sizeof(b)); /* it held the code */
+	return rc;
 }
 
 /*
@@ -7187,6 +7190,7 @@ api_check_phone(struct req *r)
 		slot = -1; /* UINT32_MAX: checked, and fails, as unknown */
 	rc = api_check(r, &b, (uint32_t)slot, id, true);
 	wipe(phone, sizeof(phone));
+	wipe(&b, sizeof(b)); /* the number and the code */
 	return rc;
 }
 
@@ -7281,7 +7285,8 @@ api_dispatch(struct req *r)
 		if (strcmp(m, "POST") == 0)
 			return api_check_phone(r);
 		r->allow = "POST";
-		return reply_json_error(r, 405, "method_not_allowed", "use POST");
+		return reply_json_error(r, 405, "method_not_allowed",
+		    "use POST");
 	}
 	if (*rest++ != '/' || (id_end = rest + strcspn(rest, "/"),
 	    handle_decode(rest, (size_t)(id_end - rest), &slot, id) != 0))
@@ -7411,8 +7416,9 @@ hook_send(struct otp *otp, const struct config *c, const struct hook *e)
 		[HOOK_APPROVED] = "approved", [HOOK_EXPIRED] = "expired",
 		[HOOK_LOCKED] = "max_attempts_reached",
 	};
-	char body[256], vid[HANDLE_LEN + 1], at[24], sig[3 + 2 * OTP_MAC_LEN + 1];
-	char tsh[48], sigh[96], errbuf[CURL_ERROR_SIZE] = "", why[160];
+	char body[256], vid[HANDLE_LEN + 1], at[24], tsh[48], sigh[96];
+	char sig[3 + 2 * OTP_MAC_LEN + 1], errbuf[CURL_ERROR_SIZE] = "";
+	char why[160];
 	const char *lines[] = { "Content-Type: application/json", tsh, sigh };
 	struct pooled p = { NULL, NULL, NULL };
 	struct response resp = { NULL, 0, OTP_MAX_SMS_RESPONSE };
@@ -7434,8 +7440,8 @@ hook_send(struct otp *otp, const struct config *c, const struct hook *e)
 	    (hdrs = hook_headers(lines, countof(lines))) != NULL &&
 	    curl_take(otp, &p) == 0) {
 		resp.buf = p.buf;
-		if (curl_setup(c, p.h, c->webhook_url, "POST", hdrs, body, false,
-		    &resp, errbuf) == 0)
+		if (curl_setup(c, p.h, c->webhook_url, "POST", hdrs, body,
+		    false, &resp, errbuf) == 0)
 			cc = curl_perform(otp, &p);
 		curl_easy_getinfo(p.h, CURLINFO_RESPONSE_CODE, &status);
 		curl_easy_setopt(p.h, CURLOPT_HTTPHEADER, NULL);
@@ -8661,7 +8667,8 @@ config_warn_secrets(struct otp *otp, const char *path)
 	    (c->api_token[0] != '\0' && config_file_sets(path, "API_TOKEN")) ||
 	    (c->webhook_secret[0] != '\0' && config_file_sets(path,
 	    "WEBHOOK_SECRET"))))
-		secret_file_warn(otp, path, "API_KEY, API_TOKEN or WEBHOOK_SECRET");
+		secret_file_warn(otp, path,
+		    "API_KEY, API_TOKEN or WEBHOOK_SECRET");
 	secret_file_warn(otp, c->api_key_file, "the API key");
 	secret_file_warn(otp, c->webhook_secret_file, "the webhook secret");
 	if (listen_has_tls(c->listen))
