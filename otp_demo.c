@@ -2645,19 +2645,20 @@ store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
  * a code (the wrong length): a wrong guess without a compare. On success
  * the record ends (a code works once) and its number is copied to phone.
  * A wrong code counts an attempt under the lock, so parallel guesses
- * cannot exceed max_attempts, and sets *guessed; the last allowed failure
+ * cannot exceed max_attempts, and sets *tries to the wrong codes counted,
+ * this one too (else it is 0: not a guess); the last allowed failure
  * locks the record and wipes its code.
  */
 static enum check
 store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
             const struct owner *ow, const uint8_t *mac, int64_t now,
             int64_t ttl_ms, uint32_t max_attempts,
-            char phone[OTP_MAX_PHONE_LEN + 1], bool *guessed)
+            char phone[OTP_MAX_PHONE_LEN + 1], uint32_t *tries)
 {
 	enum check rc = CHECK_UNKNOWN;
 	struct record *r;
 
-	*guessed = false;
+	*tries = 0;
 	pthread_mutex_lock(&st->lock);
 	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL ||
 	    !rec_owned(r, ow))
@@ -2674,8 +2675,8 @@ store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		rc = CHECK_OK;
 		goto out;
 	}
-	*guessed = true;
-	if (++r->attempts >= max_attempts) {
+	*tries = ++r->attempts;
+	if (r->attempts >= max_attempts) {
 		r->state = REC_LOCKED;
 		hook_note(st->hooks, slot, r, HOOK_LOCKED);
 		wipe(r->code, sizeof(r->code));
@@ -2687,20 +2688,6 @@ store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 out:
 	pthread_mutex_unlock(&st->lock);
 	return rc;
-}
-
-/* The wrong codes record (slot, id) has been sent so far, 0 if unknown:
- * after a check, for the API's attempts_left. */
-static uint32_t
-store_attempts(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN])
-{
-	uint32_t n = 0;
-
-	pthread_mutex_lock(&st->lock);
-	if (slot < st->cap && ct_equal(st->rec[slot].id, id, OTP_ID_LEN))
-		n = st->rec[slot].attempts;
-	pthread_mutex_unlock(&st->lock);
-	return n;
 }
 
 /*
@@ -4973,19 +4960,21 @@ code_read(const struct otp *otp, const struct config *c, const char *in,
  * Checks code (len bytes, any case) for record (slot, id) of owner ow,
  * from client cl (addr NULL: not counted per address). On a refusal by a
  * limit, *limit says which (nothing was checked). On CHECK_OK the number
- * is in phone.
+ * is in phone; on CHECK_WRONG, *left (unless NULL) is the wrong codes
+ * the record still takes.
  */
 static enum check
 verification_check(struct otp *otp, const struct config *c, uint32_t slot,
                    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
                    const char *code, size_t len, const struct client *cl,
                    char phone[OTP_MAX_PHONE_LEN + 1], enum limit *limit,
-                   long *retry)
+                   long *retry, uint32_t *left)
 {
 	uint8_t mac[OTP_MAC_LEN];
 	int64_t now = otp->now_ms();
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
-	bool mac_ok, guessed = false;
+	uint32_t tries = 0;
+	bool mac_ok;
 	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
@@ -5000,10 +4989,12 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	if (code_read(otp, c, code, len, mac, &mac_ok) == 0)
 		rc = store_check(&otp->store, slot, id, ow, mac_ok ? mac : NULL,
 		    now, c->code_ttl * 1000, (uint32_t)c->max_attempts, phone,
-		    &guessed);
+		    &tries);
 	wipe(mac, sizeof(mac));
 	if (cl->addr != NULL)
-		limits_verify_done(otp, cl, now, guessed);
+		limits_verify_done(otp, cl, now, tries != 0);
+	if (left != NULL)
+		*left = (uint32_t)c->max_attempts - tries;
 	/* An unlisted number's code was never sent: it was guessed (or
 	 * the number left USERS_FILE since). Not verified all the same. */
 	if (rc == CHECK_OK && !user_may_pass(c, phone))
@@ -6599,7 +6590,8 @@ on_verify(struct req *r)
 		slot = UINT32_MAX; /* no such record: fails like a wrong code */
 	client_init(otp, r->cfg, &cl, r->addr);
 	result = verification_check(otp, r->cfg, slot, id, &r->ow, token,
-	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry);
+	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry,
+	    NULL);
 	wipe(token, sizeof(token));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
@@ -7102,12 +7094,13 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 		[CHECK_LOCKED] = "max_attempts_reached", [CHECK_EXPIRED] = "expired",
 	};
 	struct otp *otp = r->otp;
-	char code[OTP_MAX_INPUT + 1], out[160], left[32] = "";
+	char code[OTP_MAX_INPUT + 1], out[160], more[32] = "";
 	char phone[OTP_MAX_PHONE_LEN + 1], ip[64], vid[HANDLE_LEN + 1];
 	struct client cl;
 	enum limit limit;
 	enum check rc;
 	long retry = 0;
+	uint32_t left = 0;
 	int n;
 
 	if ((n = api_field(b, "code", code, sizeof(code))) < 0) {
@@ -7118,7 +7111,7 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 	if ((n = api_client(r, b, ip, &cl)) != 0)
 		return n;
 	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code,
-	    strlen(code), &cl, phone, &limit, &retry);
+	    strlen(code), &cl, phone, &limit, &retry, &left);
 	wipe(code, sizeof(code));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
@@ -7140,12 +7133,10 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 		otp->on_verified(otp->on_verified_arg, phone, vid);
 	wipe(phone, sizeof(phone));
 	if (rc == CHECK_WRONG)
-		snprintf(left, sizeof(left), ",\"attempts_left\":%ld",
-		    r->cfg->max_attempts - (long)store_attempts(&otp->store,
-		    slot, id));
+		snprintf(more, sizeof(more), ",\"attempts_left\":%u", left);
 	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"status\":\"%s\","
 	    "\"valid\":%s%s}", vid, status[rc], rc == CHECK_OK ? "true" :
-	    "false", left);
+	    "false", more);
 	return reply_json(r, 200, out);
 }
 

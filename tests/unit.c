@@ -740,10 +740,10 @@ check_code(struct store *st, uint32_t slot, const uint8_t *id,
            const struct owner *ow, const uint8_t *mac, int64_t now,
            int64_t ttl, uint32_t max, char *phone)
 {
-	bool guessed;
+	uint32_t tries;
 
 	return store_check(st, slot, id, ow, mac, now, ttl, max, phone,
-	    &guessed);
+	    &tries);
 }
 
 static void
