@@ -31,6 +31,8 @@
  *	forms		bodies, url-encoded fields, CSRF and origin checks
  *	the web flow	the page handlers: /, /request, /verify, /auth...
  *	JSON API	/api/v1/verifications
+ *	webhooks	WEBHOOK_URL: the API's verifications as they end,
+ *			queued, signed, delivered by a thread of their own
  *	upstream proxy	UPSTREAM: the rest, for verified sessions, streamed
  *	routing		one spelling per path, the route table (civetweb)
  *	embedding API	otp_create / otp_mount / otp_reload / otp_stop /
@@ -45,7 +47,9 @@
  * Locking. Each lock guards one thing, is held for memory work only
  * (never across I/O: a send, a file, a socket), and none is taken while
  * another is held, except limits.lock then store.lock (a resend is
- * reserved under the limits: limits_take -> verification_reserve).
+ * reserved under the limits: limits_take -> verification_reserve), and
+ * store.lock then hooks.lock (a record that ends queues its webhook
+ * event: store_end -> hook_note); hooks.lock is taken last, always.
  *	cfg_swap	the current config pointer and snapshot counts;
  *			a request holds its snapshot, not the lock
  *	store.lock	the code store's records, free list and count
@@ -54,6 +58,8 @@
  *	revoked.lock	the revoked sessions, their floor and change count
  *	rng_lock	the CTR_DRBG
  *	stop_lock	the sweeper's stop flag (with stop_cond)
+ *	hooks.lock	the webhook queue, its drop count, its stop flag
+ *			(with hooks.cond)
  * Counters for /metrics are atomics; the DEBUG flag and the average
  * send time (send_timed) too.
  */
@@ -187,6 +193,12 @@
 				 a mount prefix as Path fit */
 #define OTP_AUTH_SKEW 60      /* seconds an otp_auth may seem issued in
 				 the future (servers sharing STATE_DIR) */
+#ifndef OTP_HOOK_QUEUE
+#define OTP_HOOK_QUEUE 64     /* webhook events waiting; more drops the
+				 oldest */
+#endif
+#define OTP_HOOK_TRIES 5      /* tries of a webhook: hook_backoff[] */
+#define OTP_MIN_SECRET 16     /* characters of WEBHOOK_SECRET at least */
 
 #define countof(a) (sizeof(a) / sizeof((a)[0]))
 #define OTP_STR(x) OTP_STR_(x) /* a limit in a message: "1024" */
@@ -284,6 +296,9 @@ struct config {
 	char upstream[OTP_MAX_STR]; /* proxy mode: "http://host:port" */
 	long upstream_timeout;
 	char users_file[OTP_MAX_STR];
+	char webhook_url[OTP_MAX_STR]; /* https only */
+	char webhook_secret[128];
+	char webhook_secret_file[OTP_MAX_STR];
 	struct {
 		char lang[8];       /* "de", "pt_BR" */
 		char text[OTP_MAX_STR];
@@ -340,6 +355,7 @@ struct store {
 	int64_t full_scan_ms; /* last scan of a full table (store_add) */
 	uint32_t nfree;
 	uint32_t cap;
+	struct hooks *hooks;  /* where the API's records' ends go, or NULL */
 };
 
 /* A counting window for one key (a number, an address, a network). */
@@ -451,12 +467,48 @@ enum check {
 	CHECK__N
 };
 
+/* What a webhook tells: an API verification ended so. */
+enum hook_event { HOOK_APPROVED, HOOK_EXPIRED, HOOK_LOCKED, HOOK__N };
+
+/* How a webhook event ended, for /metrics. */
+enum hook_result { HOOKS_DELIVERED, HOOKS_FAILED, HOOKS_DROPPED, HOOKS__N };
+
+typedef int64_t (*clock_fn)(void);
+
 /* Counters for /metrics; atomics, so workers never wait on them. */
 struct stats {
 	atomic_ulong sent;
 	atomic_ulong failed[SEND__N];
 	atomic_ulong checks[CHECK__N];
 	atomic_ulong limited[LIMIT__N];
+	atomic_ulong hooks[HOOKS__N];
+};
+
+/* A webhook event waiting for its next try. */
+struct hook {
+	uint64_t seq;             /* 0: a free entry; else the order made */
+	int64_t due_ms;           /* monotonic: no try before */
+	int64_t at_ms;            /* Unix ms: when it happened */
+	uint32_t slot;            /* the record's handle: slot and id */
+	uint8_t id[OTP_ID_LEN];
+	char to[24];              /* the number, masked */
+	uint8_t event, tries;
+};
+
+/*
+ * WEBHOOK_URL's events: a fixed queue, filled under the store lock
+ * (hook_note()) and emptied by one delivery thread (hooks_main()).
+ */
+struct hooks {
+	pthread_mutex_t lock;     /* guards all below but on */
+	pthread_cond_t cond;      /* an event came, or stopping */
+	struct hook q[OTP_HOOK_QUEUE];
+	uint64_t seq;             /* events made */
+	unsigned long dropped, logged; /* drops made, and logged */
+	atomic_bool on;           /* WEBHOOK_URL is set (cfg_swap()) */
+	bool stopping, started;
+	pthread_t thread;
+	clock_fn now_ms, wall_ms; /* the instance's clocks */
 };
 
 /* A file served from memory: embedded from www/, or loaded from WWW_DIR. */
@@ -472,7 +524,6 @@ struct www_page {
 	struct www_file file;
 };
 
-typedef int64_t (*clock_fn)(void);
 typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
 
 struct otp {
@@ -504,6 +555,7 @@ struct otp {
 	struct limits limits;
 	struct curl_pool curls;
 	struct revoked revoked;
+	struct hooks hooks;
 	struct stats stats;
 	atomic_uint send_ms8;      /* 8 x a moving average of a send's ms,
 				   for an unlisted number's pause */
@@ -531,6 +583,7 @@ static void log_escape(const char *in, size_t len, char *out, size_t outlen);
 static int64_t clock_ms(clockid_t id);
 static int64_t clock_monotonic_ms(void);
 static int64_t clock_wall_ms(void);
+static void time_rfc3339(int64_t sec, char out[24]);
 static void hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
 static int hex_decode(const char *in, size_t len, uint8_t *out);
 static bool ct_equal(const void *a, const void *b, size_t len);
@@ -1004,6 +1057,7 @@ struct key {
 static const char *check_country_code(const char *v);
 static const char *check_country_list(const char *v);
 static const char *check_url(const char *v);
+static const char *check_url_or_none(const char *v);
 static const char *check_message(const char *v);
 static const char *check_not_empty(const char *v);
 static const char *check_http_auth(const char *v);
@@ -1088,6 +1142,9 @@ static const struct key config_keys[] = {
 	STR("UPSTREAM", upstream, "", check_upstream),
 	INT("UPSTREAM_TIMEOUT", upstream_timeout, 1, 600, "30"),
 	STR("USERS_FILE", users_file, "", NULL),
+	STR("WEBHOOK_URL", webhook_url, "", check_url_or_none),
+	STR("WEBHOOK_SECRET", webhook_secret, "", NULL),
+	STR("WEBHOOK_SECRET_FILE", webhook_secret_file, "", NULL),
 };
 #define NKEYS (countof(config_keys))
 
@@ -1169,6 +1226,12 @@ check_url(const char *v)
 	if (host == NULL || *host == '\0')
 		return "must be an https:// URL";
 	return NULL;
+}
+
+static const char *
+check_url_or_none(const char *v)
+{
+	return *v ? check_url(v) : NULL;
 }
 
 static const char *
@@ -1710,19 +1773,20 @@ config_where(const struct origin *o, const char *name, char *out, size_t len)
 
 static bool phone_is_e164(const char *s);
 
-/* Reads API_KEY from API_KEY_FILE: the first line, without blanks. */
+/* Reads a secret from the file key (API_KEY_FILE...) names: its first
+ * line, without blanks, into out (size bytes). 0, or -1 with err. */
 static int
-config_read_key(struct config *c, const struct origin *o, char *err,
-                size_t errlen)
+config_read_key(const struct origin *o, const char *key, const char *path,
+                char *out, size_t size, char *err, size_t errlen)
 {
-	char where[OTP_MAX_STR + 32], buf[sizeof(c->api_key) + 2];
-	FILE *f = fopen(c->api_key_file, "r");
+	char where[OTP_MAX_STR + 32], buf[258];
+	FILE *f = fopen(path, "r");
 	size_t n;
 
-	config_where(o, "API_KEY_FILE", where, sizeof(where));
+	config_where(o, key, where, sizeof(where));
 	if (f == NULL)
-		return config_error(err, errlen, where, "API_KEY_FILE %s: %s",
-		    c->api_key_file, strerror(errno));
+		return config_error(err, errlen, where, "%s %s: %s", key, path,
+		    strerror(errno));
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
@@ -1730,11 +1794,10 @@ config_read_key(struct config *c, const struct origin *o, char *err,
 	n = strlen(buf);
 	while (n > 0 && isspace((unsigned char)buf[n - 1]))
 		buf[--n] = '\0';
-	if (n == 0 || str_copy(c->api_key, sizeof(c->api_key), buf) != 0) {
+	if (n == 0 || str_copy(out, size, buf) != 0) {
 		wipe(buf, sizeof(buf));
-		return config_error(err, errlen, where, "API_KEY_FILE %s must "
-		    "hold one key of 1 to %zu characters", c->api_key_file,
-		    sizeof(c->api_key) - 1);
+		return config_error(err, errlen, where, "%s %s must hold one "
+		    "key of 1 to %zu characters", key, path, size - 1);
 	}
 	wipe(buf, sizeof(buf));
 	return 0;
@@ -1776,6 +1839,32 @@ config_upstream(struct config *c, const struct origin *o, char *err,
 /* Derives what depends on several keys, and checks them together. */
 static int config_check_ca(struct config *c, const struct origin *o,
                            char *err, size_t errlen);
+
+/*
+ * WEBHOOK_URL needs a secret to sign with (WEBHOOK_SECRET, or the file
+ * WEBHOOK_SECRET_FILE names) and a CA bundle, as the HTTP senders do.
+ * 0, or -1 with err.
+ */
+static int
+config_check_webhook(struct config *c, const struct origin *o, char *err,
+                     size_t errlen)
+{
+	char where[OTP_MAX_STR + 32];
+
+	if (c->webhook_secret_file[0] != '\0' && config_read_key(o,
+	    "WEBHOOK_SECRET_FILE", c->webhook_secret_file, c->webhook_secret,
+	    sizeof(c->webhook_secret), err, errlen) != 0)
+		return -1;
+	if (c->webhook_url[0] == '\0')
+		return 0;
+	if (strlen(c->webhook_secret) < OTP_MIN_SECRET) {
+		config_where(o, "WEBHOOK_URL", where, sizeof(where));
+		return config_error(err, errlen, where, "WEBHOOK_URL needs "
+		    "WEBHOOK_SECRET (or WEBHOOK_SECRET_FILE) of at least %d "
+		    "characters to sign with", OTP_MIN_SECRET);
+	}
+	return config_check_ca(c, o, err, errlen);
+}
 
 /*
  * Derives the regions numbers may be in from ALLOWED_COUNTRY_CODES (or
@@ -2015,7 +2104,8 @@ config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
 {
 	/* A key file (systemd credentials, a 0600 file) beats a key inline. */
-	if (c->api_key_file[0] != '\0' && config_read_key(c, o, err,
+	if (c->api_key_file[0] != '\0' && config_read_key(o, "API_KEY_FILE",
+	    c->api_key_file, c->api_key, sizeof(c->api_key), err,
 	    errlen) != 0)
 		return -1;
 	/* No SMS_PROVIDER: the tutorial's placeholder key means "no account
@@ -2034,6 +2124,7 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	if (config_countries(c, o, err, errlen) != 0 ||
 	    config_upstream(c, o, err, errlen) != 0 ||
 	    config_check_console(c, o, err, errlen) != 0 ||
+	    config_check_webhook(c, o, err, errlen) != 0 ||
 	    (c->sender->check != NULL && c->sender->check(c, o, err,
 	    errlen) != 0))
 		return -1;
@@ -2100,6 +2191,7 @@ cfg_swap(struct otp *otp, struct config *c)
 
 	atomic_store(&c->refs, 1);
 	atomic_store(&otp->debug, c->debug);
+	atomic_store(&otp->hooks.on, c->webhook_url[0] != '\0');
 	pthread_mutex_lock(&otp->cfg_swap);
 	old = otp->cfg;
 	otp->cfg = c;
@@ -2340,6 +2432,9 @@ code_strength_digits(const struct config *c)
  * its slot is needed.
  */
 
+static void hook_note(struct hooks *h, uint32_t slot, const struct record *r,
+                      enum hook_event e); /* in "webhooks" */
+
 static int
 store_init(struct store *st, uint32_t cap)
 {
@@ -2391,7 +2486,8 @@ rec_has_code(const struct record *r)
  * Ends a record: wipes its secrets and either frees the slot (state
  * REC_FREE) or leaves a tombstone in state. An expired web record keeps
  * its number while its tombstone lives, so that "Send a new code" needs
- * no retyping (on_resend()); every other ending wipes it at once. Caller
+ * no retyping (on_resend()); every other ending wipes it at once. An
+ * approval, or the expiry of a live code, is a webhook event. Caller
  * holds the lock.
  */
 static void
@@ -2401,6 +2497,10 @@ store_end(struct store *st, uint32_t slot, enum rec_state state)
 
 	if (r->state == REC_FREE)
 		return;
+	if (state == REC_VERIFIED || (state == REC_EXPIRED &&
+	    r->state == REC_LIVE))
+		hook_note(st->hooks, slot, r, state == REC_VERIFIED ?
+		    HOOK_APPROVED : HOOK_EXPIRED);
 	st->live -= rec_has_code(r);
 	wipe(r->code, sizeof(r->code));
 	wipe(r->mac, sizeof(r->mac));
@@ -2595,19 +2695,20 @@ store_view(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
  * a code (the wrong length): a wrong guess without a compare. On success
  * the record ends (a code works once) and its number is copied to phone.
  * A wrong code counts an attempt under the lock, so parallel guesses
- * cannot exceed max_attempts, and sets *guessed; the last allowed failure
+ * cannot exceed max_attempts, and sets *tries to the wrong codes counted,
+ * this one too (else it is 0: not a guess); the last allowed failure
  * locks the record and wipes its code.
  */
 static enum check
 store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
             const struct owner *ow, const uint8_t *mac, int64_t now,
             int64_t ttl_ms, uint32_t max_attempts,
-            char phone[OTP_MAX_PHONE_LEN + 1], bool *guessed)
+            char phone[OTP_MAX_PHONE_LEN + 1], uint32_t *tries)
 {
 	enum check rc = CHECK_UNKNOWN;
 	struct record *r;
 
-	*guessed = false;
+	*tries = 0;
 	pthread_mutex_lock(&st->lock);
 	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL ||
 	    !rec_owned(r, ow))
@@ -2624,9 +2725,10 @@ store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		rc = CHECK_OK;
 		goto out;
 	}
-	*guessed = true;
-	if (++r->attempts >= max_attempts) {
+	*tries = ++r->attempts;
+	if (r->attempts >= max_attempts) {
 		r->state = REC_LOCKED;
+		hook_note(st->hooks, slot, r, HOOK_LOCKED);
 		wipe(r->code, sizeof(r->code));
 		wipe(r->mac, sizeof(r->mac));
 		rc = CHECK_LOCKED;
@@ -2634,6 +2736,32 @@ store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		rc = CHECK_WRONG;
 	}
 out:
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+/*
+ * For a check by number: copies the id of the record at slot if it still
+ * has a code (live or locked), is owned by ow and is for phone. 0, or -1.
+ */
+static int
+store_id_of(struct store *st, uint32_t slot, const char *phone,
+            const struct owner *ow, int64_t now, int64_t ttl_ms,
+            uint8_t id[OTP_ID_LEN])
+{
+	struct record *r;
+	int rc = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if (slot < st->cap) {
+		store_age(st, slot, now, ttl_ms);
+		r = &st->rec[slot];
+		if (rec_has_code(r) && rec_owned(r, ow) &&
+		    strcmp(r->phone, phone) == 0) {
+			memcpy(id, r->id, OTP_ID_LEN);
+			rc = 0;
+		}
+	}
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
@@ -2885,7 +3013,7 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
 }
 
 /* The table key of in: its keyed hash, cut to 64 bits. A request hashes
- * its number twice (limits_take(), limits_set_slot()) and, on a
+ * its number twice (limits_take(), limits_slot()) and, on a
  * keep-alive connection, the address of the last one: hmac_memo(). */
 static uint64_t
 limits_hash(const struct limits *l, const void *in, size_t len)
@@ -3126,20 +3254,29 @@ limits_refund(struct otp *otp, enum ns ns, const char *phone, int64_t now)
 	pthread_mutex_unlock(&l->lock);
 }
 
-/* Remembers the newest record of a number, for a resend in its session. */
-static void
-limits_set_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
-                int32_t slot)
+/*
+ * The newest record of a number in a namespace (for a resend in its
+ * session, a check by number), or -1; with set, first remembers *set as
+ * that record. The window outlives the record: number_hold().
+ */
+static int32_t
+limits_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
+            const int32_t *set)
 {
 	struct limits *l = &otp->limits;
 	uint64_t k = limits_number_key(l, ns, phone);
 	struct window *w;
+	int32_t slot = -1;
 
 	pthread_mutex_lock(&l->lock);
 	w = ratetab_find(&l->tab[T_NUMBER], k, now, 0);
-	if (w != NULL && w->key == k)
-		w->slot = slot;
+	if (w != NULL && w->key == k) {
+		if (set != NULL)
+			w->slot = *set;
+		slot = w->slot;
+	}
 	pthread_mutex_unlock(&l->lock);
+	return slot;
 }
 
 /* Seconds until RESEND_INTERVAL lets phone (in ns) be sent to again, 0
@@ -4293,18 +4430,18 @@ curl_perform(struct otp *otp, struct pooled *p)
 	return cc;
 }
 
-/* Sets every option of an API call; a pooled handle is reset first (its
- * connection stays). */
+/* Sets every option of a call of url (an SMS gateway, WEBHOOK_URL); a
+ * pooled handle is reset first (its connection stays). */
 static int
-curl_setup(const struct config *c, CURL *h, struct curl_slist *hdrs,
-           const char *body, bool basic, struct response *resp,
-           char *errbuf)
+curl_setup(const struct config *c, CURL *h, const char *url,
+           const char *method, struct curl_slist *hdrs, const char *body,
+           bool basic, struct response *resp, char *errbuf)
 {
 	int rc = 0;
 
 	curl_easy_reset(h);
 #define SET(opt, val) rc |= (int)curl_easy_setopt(h, opt, val)
-	SET(CURLOPT_URL, c->sms_api_url);
+	SET(CURLOPT_URL, url);
 	SET(CURLOPT_PROTOCOLS_STR, "https");
 	SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
@@ -4318,8 +4455,8 @@ curl_setup(const struct config *c, CURL *h, struct curl_slist *hdrs,
 	SET(CURLOPT_HTTPHEADER, hdrs);
 	SET(CURLOPT_POSTFIELDS, body);
 	SET(CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	if (strcmp(c->sms_http_method, "POST") != 0)
-		SET(CURLOPT_CUSTOMREQUEST, c->sms_http_method);
+	if (strcmp(method, "POST") != 0)
+		SET(CURLOPT_CUSTOMREQUEST, method);
 	if (basic) {
 		SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
 		SET(CURLOPT_USERPWD, c->api_key); /* "user:password" */
@@ -4620,8 +4757,9 @@ http_send(struct otp *otp, const struct config *c, const char *phone,
 		goto out;
 	resp.buf = p.buf;
 	resp.cap = OTP_MAX_SMS_RESPONSE;
-	if (curl_setup(c, p.h, hdrs, body, !telnyx &&
-	    strcmp(c->sms_http_auth, "basic") == 0, &resp, errbuf) != 0) {
+	if (curl_setup(c, p.h, c->sms_api_url, c->sms_http_method, hdrs, body,
+	    !telnyx && strcmp(c->sms_http_auth, "basic") == 0, &resp,
+	    errbuf) != 0) {
 		log_err(otp, "%s: cannot set up libcurl", __func__);
 		goto out;
 	}
@@ -4848,7 +4986,9 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 		st->full = true;
 		st->retry = c->code_ttl;
 	} else {
-		limits_set_slot(otp, ow->ns, phone, now, (int32_t)st->slot);
+		int32_t slot = (int32_t)st->slot;
+
+		limits_slot(otp, ow->ns, phone, now, &slot);
 		rc = 0;
 	}
 	wipe(mac, sizeof(mac));
@@ -4955,19 +5095,21 @@ code_read(const struct otp *otp, const struct config *c, const char *in,
  * Checks code (len bytes, any case) for record (slot, id) of owner ow,
  * from client cl (addr NULL: not counted per address). On a refusal by a
  * limit, *limit says which (nothing was checked). On CHECK_OK the number
- * is in phone.
+ * is in phone; on CHECK_WRONG, *left (unless NULL) is the wrong codes
+ * the record still takes.
  */
 static enum check
 verification_check(struct otp *otp, const struct config *c, uint32_t slot,
                    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
                    const char *code, size_t len, const struct client *cl,
                    char phone[OTP_MAX_PHONE_LEN + 1], enum limit *limit,
-                   long *retry)
+                   long *retry, uint32_t *left)
 {
 	uint8_t mac[OTP_MAC_LEN];
 	int64_t now = otp->now_ms();
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
-	bool mac_ok, guessed = false;
+	uint32_t tries = 0;
+	bool mac_ok;
 	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
@@ -4982,10 +5124,12 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	if (code_read(otp, c, code, len, mac, &mac_ok) == 0)
 		rc = store_check(&otp->store, slot, id, ow, mac_ok ? mac : NULL,
 		    now, c->code_ttl * 1000, (uint32_t)c->max_attempts, phone,
-		    &guessed);
+		    &tries);
 	wipe(mac, sizeof(mac));
 	if (cl->addr != NULL)
-		limits_verify_done(otp, cl, now, guessed);
+		limits_verify_done(otp, cl, now, tries != 0);
+	if (left != NULL)
+		*left = (uint32_t)c->max_attempts - tries;
 	/* An unlisted number's code was never sent: it was guessed (or
 	 * the number left USERS_FILE since). Not verified all the same. */
 	if (rc == CHECK_OK && !user_may_pass(c, phone))
@@ -5453,7 +5597,7 @@ static const struct {
 	    "try again.", "send_failed", "the SMS could not be sent" },
 	[OUT_MEDIA_TYPE] = { 415, "Unsupported media type", "Send the form as "
 	    "application/x-www-form-urlencoded.", "unsupported_media_type",
-	    "send application/json" },
+	    "send application/json or application/x-www-form-urlencoded" },
 	[OUT_TOO_LARGE] = { 413, "Request too large", "The form is larger "
 	    "than this server accepts.", "too_large",
 	    "the body is larger than this server accepts" },
@@ -6729,7 +6873,8 @@ on_verify(struct req *r)
 		slot = UINT32_MAX; /* no such record: fails like a wrong code */
 	client_init(otp, r->cfg, &cl, r->addr);
 	result = verification_check(otp, r->cfg, slot, id, &r->ow, token,
-	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry);
+	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry,
+	    NULL);
 	wipe(token, sizeof(token));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
@@ -7016,6 +7161,11 @@ metrics_family(char *out, size_t cap, size_t *n, const char *name_label,
 	}
 }
 
+static const char *const hook_results[HOOKS__N] = {
+	[HOOKS_DELIVERED] = "delivered", [HOOKS_FAILED] = "failed",
+	[HOOKS_DROPPED] = "dropped",
+};
+
 /* GET /metrics: Prometheus text, when METRICS and METRICS_ALLOW allow. */
 static int
 on_metrics(struct req *r)
@@ -7045,6 +7195,9 @@ on_metrics(struct req *r)
 	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
 	    "Requests refused by a limit", limit_names, st->limited, 1,
 	    LIMIT__N);
+	metrics_family(out, sizeof(out), &n, "otp_webhooks_total{result",
+	    "Webhook events delivered, failed after every try, or dropped",
+	    hook_results, st->hooks, 0, HOOKS__N);
 	store_counts(&otp->store, &live, &used);
 	metrics_one(out, sizeof(out), &n, "otp_pending_codes", "gauge",
 	    "Codes live or locked", live);
@@ -7071,10 +7224,13 @@ on_metrics(struct req *r)
  * unless API_TOKEN is set; then every call needs "Authorization: Bearer
  * <API_TOKEN>". No cookies are involved, so no CSRF token either. Records
  * made here belong to one fixed API session, so the forms cannot reach
- * them, nor the API the forms' records.
+ * them, nor the API the forms' records. Bodies are JSON or url-encoded,
+ * with the same fields; docs/openapi.json describes every answer.
  *
  *	POST   /api/v1/verifications            {"phone"} -> 201 {"id", ...}
  *	POST   /api/v1/verifications/{id}/check {"code"}  -> 200 {"status"}
+ *	POST   /api/v1/verifications/by_phone_number/check
+ *	                                {"phone", "code"} -> 200 {"status"}
  *	GET    /api/v1/verifications/{id}                 -> 200 {"status"}
  *	DELETE /api/v1/verifications/{id}                 -> 204
  */
@@ -7106,30 +7262,58 @@ reply_outcome_json(struct req *r, enum outcome o)
 	    outcomes[o].api);
 }
 
+/* A JSON API body, JSON or url-encoded (what Twilio takes): the same
+ * fields, limits and errors either way. */
+struct api_body {
+	char buf[OTP_MAX_BODY + 1];
+	size_t len;
+	bool form;
+};
+
 /*
- * Reads a JSON body (Content-Type application/json, at most OTP_MAX_BODY)
- * and the string member name from it. Returns 0, or the status answered.
+ * The string field name of b, decoded into out: its length, FORM_MISSING
+ * if b has no such field, or another negative value if it is not a
+ * string, does not fit, or the body is malformed.
  */
 static int
-api_read(struct req *r, char *body, size_t cap, const char *name, char *out,
+api_field(const struct api_body *b, const char *name, char *out,
+          size_t outlen)
+{
+	struct json j = { b->buf, b->buf + b->len, 0 };
+	int n;
+
+	if (b->form)
+		return form_get(b->buf, b->len, name, out, outlen);
+	if ((n = json_get_string(b->buf, b->len, name, out, outlen)) >= 0)
+		return n;
+	return json_member(&j, name) != 0 ? FORM_MISSING : FORM_BAD_ESCAPE;
+}
+
+/*
+ * Reads a body (application/json or application/x-www-form-urlencoded,
+ * at most OTP_MAX_BODY) into b, and its string field name into out.
+ * Returns 0, or the status answered.
+ */
+static int
+api_read(struct req *r, struct api_body *b, const char *name, char *out,
          size_t outlen)
 {
 	const char *type = mg_get_header(r->conn, "Content-Type");
 	char expected[64];
-	enum outcome o;
-	size_t len;
+	enum outcome o = OUT_MEDIA_TYPE;
 
-	if ((o = media_type_is(type, "application/json") ?
-	    body_read(r, body, cap, &len) : OUT_MEDIA_TYPE) != OUT_NONE) {
+	b->form = media_type_is(type, "application/x-www-form-urlencoded");
+	if ((b->form || media_type_is(type, "application/json")) &&
+	    (o = body_read(r, b->buf, sizeof(b->buf), &b->len)) == OUT_NONE &&
+	    api_field(b, name, out, outlen) >= 0)
+		return 0;
+	if (o != OUT_NONE) {
 		r->close = true;
 		return reply_outcome_json(r, o);
 	}
-	if (json_get_string(body, len, name, out, outlen) < 0) {
-		snprintf(expected, sizeof(expected), "expected {\"%s\": \"...\"}",
-		    name);
-		return reply_json_error(r, 400, "bad_request", expected);
-	}
-	return 0;
+	snprintf(expected, sizeof(expected), b->form ? "expected %s=..." :
+	    "expected {\"%s\": \"...\"}", name);
+	return reply_json_error(r, 400, "bad_request", expected);
 }
 
 /*
@@ -7140,16 +7324,15 @@ api_read(struct req *r, char *body, size_t cap, const char *name, char *out,
  * answered.
  */
 static int
-api_client(struct req *r, const char *body, char ip[64], struct client *cl)
+api_client(struct req *r, const struct api_body *b, char ip[64],
+           struct client *cl)
 {
-	struct json j = { body, body + strlen(body), 0 };
 	uint8_t bin[17];
-	int n;
+	int n = api_field(b, "client_ip", ip, 64);
 
 	client_init(r->otp, r->cfg, cl, NULL);
-	if (json_member(&j, "client_ip") != 0)
-		return 0; /* absent (api_read has checked the body) */
-	n = json_get_string(body, strlen(body), "client_ip", ip, 64);
+	if (n == FORM_MISSING)
+		return 0;
 	if (n <= 0 || !addr_parse(ip, (size_t)n, bin))
 		return reply_json_error(r, 400, "invalid_client_ip",
 		    "client_ip must be an IPv4 or IPv6 address");
@@ -7157,28 +7340,60 @@ api_client(struct req *r, const char *body, char ip[64], struct client *cl)
 	return 0;
 }
 
+/* The number typed as input, read as the forms read it, into phone.
+ * 0, or the status answered (a refused number: 400 and why). */
+static int
+api_phone(struct req *r, const char *input, char phone[OTP_MAX_PHONE_LEN + 1])
+{
+	int rc;
+
+	if ((rc = phone_read(r->cfg, input, strlen(input), phone,
+	    OTP_MAX_PHONE_LEN + 1)) == PHONE_OK)
+		return 0;
+	log_refused(r, rc, phone);
+	return reply_json_error(r, 400, phone_refusals[rc].code,
+	    phone_refusals[rc].api);
+}
+
+/* 201 {"id", "status", "to" (masked), "channel", "created_at",
+ * "expires_at", "expires_in", "resend_after"} for a started record. */
+static int
+api_created(struct req *r, const struct start *st, const char *phone)
+{
+	struct otp *otp = r->otp;
+	char out[320], vid[HANDLE_LEN + 1], masked[32], created[24], until[24];
+	int64_t left, ends;
+
+	store_state(&otp->store, st->slot, st->id, &otp->api, otp->now_ms(),
+	    r->cfg->code_ttl * 1000, &left);
+	ends = (otp->wall_ms() + left + 999) / 1000;
+	time_rfc3339(ends - r->cfg->code_ttl, created);
+	time_rfc3339(ends, until);
+	handle_format(st->slot, st->id, vid);
+	phone_mask(phone, masked, sizeof(masked));
+	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"status\":\"pending\","
+	    "\"to\":\"%s\",\"channel\":\"sms\",\"created_at\":\"%s\","
+	    "\"expires_at\":\"%s\",\"expires_in\":%lld,\"resend_after\":%ld}",
+	    vid, masked, created, until, (long long)((left + 999) / 1000),
+	    r->cfg->resend_interval);
+	return reply_json(r, 201, out);
+}
+
 /* POST /api/v1/verifications {"phone": "...", "client_ip": "..."} */
 static int
 api_create(struct req *r)
 {
 	struct otp *otp = r->otp;
-	char body[OTP_MAX_BODY + 1], input[OTP_MAX_INPUT + 1], out[160];
-	char phone[OTP_MAX_PHONE_LEN + 1], vid[HANDLE_LEN + 1], ip[64];
+	struct api_body b;
+	char input[OTP_MAX_INPUT + 1], out[160], ip[64];
+	char phone[OTP_MAX_PHONE_LEN + 1];
 	struct client cl;
 	struct start st;
-	int64_t left;
 	int rc;
 
-	if ((rc = api_read(r, body, sizeof(body), "phone", input,
-	    sizeof(input))) != 0)
-		return rc;
-	if ((rc = phone_read(r->cfg, input, strlen(input), phone,
-	    sizeof(phone))) != PHONE_OK) {
-		log_refused(r, rc, phone);
-		return reply_json_error(r, 400, phone_refusals[rc].code,
-		    phone_refusals[rc].api);
-	}
-	if ((rc = api_client(r, body, ip, &cl)) != 0)
+	if ((rc = api_read(r, &b, "phone", input, sizeof(input))) != 0 ||
+	    (rc = api_phone(r, input, phone)) != 0 ||
+	    (rc = api_client(r, &b, ip, &cl)) != 0)
 		return rc;
 	if (verification_start(otp, r->cfg, phone, &cl, &otp->api,
 	    message_for(r->cfg, mg_get_header(r->conn, "Accept-Language")),
@@ -7193,40 +7408,43 @@ api_create(struct req *r)
 		return reply_json_error(r, outcomes[o].status, outcomes[o].code,
 		    out);
 	}
-	store_state(&otp->store, st.slot, st.id, &otp->api, otp->now_ms(),
-	    r->cfg->code_ttl * 1000, &left);
-	handle_format(st.slot, st.id, vid);
-	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"expires_in\":%lld,"
-	    "\"resend_after\":%ld}", vid, (long long)((left + 999) / 1000),
-	    r->cfg->resend_interval);
-	return reply_json(r, 201, out);
+	return api_created(r, &st, phone);
 }
 
-/* POST /api/v1/verifications/{id}/check {"code": "..."} */
+/*
+ * Checks the code in b for record (slot, id) and answers 200 {"id",
+ * "status", "valid", "attempts_left" while pending}, or an error. A
+ * check by number (by_phone) that found no verification is a 404 that
+ * counts as a wrong code for client_ip: numbers, unlike ids, can be
+ * guessed.
+ */
 static int
-api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
-          const char *vid)
+api_check(struct req *r, struct api_body *b, uint32_t slot,
+          const uint8_t id[OTP_ID_LEN], bool by_phone)
 {
 	static const char *const status[CHECK__N] = {
 		[CHECK_OK] = "approved", [CHECK_WRONG] = "pending",
 		[CHECK_LOCKED] = "max_attempts_reached", [CHECK_EXPIRED] = "expired",
 	};
 	struct otp *otp = r->otp;
-	char body[OTP_MAX_BODY + 1], code[OTP_MAX_INPUT + 1], out[64];
-	char phone[OTP_MAX_PHONE_LEN + 1], ip[64];
+	char code[OTP_MAX_INPUT + 1], out[160], more[32] = "";
+	char phone[OTP_MAX_PHONE_LEN + 1], ip[64], vid[HANDLE_LEN + 1];
 	struct client cl;
 	enum limit limit;
 	enum check rc;
 	long retry = 0;
+	uint32_t left = 0;
 	int n;
 
-	if ((n = api_read(r, body, sizeof(body), "code", code,
-	    sizeof(code))) != 0)
+	if ((n = api_field(b, "code", code, sizeof(code))) < 0) {
+		wipe(code, sizeof(code));
+		return reply_json_error(r, 400, "bad_request", b->form ?
+		    "expected code=..." : "expected {\"code\": \"...\"}");
+	}
+	if ((n = api_client(r, b, ip, &cl)) != 0)
 		return n;
-	if ((n = api_client(r, body, ip, &cl)) != 0)
-		return n;
-	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code, strlen(code),
-	    &cl, phone, &limit, &retry);
+	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code,
+	    strlen(code), &cl, phone, &limit, &retry, &left);
 	wipe(code, sizeof(code));
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
@@ -7234,17 +7452,70 @@ api_check(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		    outcomes[limit_outcome(limit)].code,
 		    "too many failed checks from this client");
 	}
+	if (rc == CHECK_UNKNOWN && by_phone && cl.addr != NULL)
+		limits_verify_take(otp, r->cfg, &cl, otp->now_ms(), &retry);
 	if (rc == CHECK_UNKNOWN)
-		return reply_json_error(r, 404, "not_found",
+		return reply_json_error(r, 404, "not_found", by_phone ?
+		    "no pending verification for this number" :
 		    "no such verification");
 	if (rc == CHECK_DONE)
 		return reply_json_error(r, 409, "already_approved",
 		    "this verification was already approved");
+	handle_format(slot, id, vid);
 	if (rc == CHECK_OK && otp->on_verified != NULL)
 		otp->on_verified(otp->on_verified_arg, phone, vid);
 	wipe(phone, sizeof(phone));
-	snprintf(out, sizeof(out), "{\"status\":\"%s\"}", status[rc]);
+	if (rc == CHECK_WRONG)
+		snprintf(more, sizeof(more), ",\"attempts_left\":%u", left);
+	snprintf(out, sizeof(out), "{\"id\":\"%s\",\"status\":\"%s\","
+	    "\"valid\":%s%s}", vid, status[rc], rc == CHECK_OK ? "true" :
+	    "false", more);
 	return reply_json(r, 200, out);
+}
+
+/* POST /api/v1/verifications/{id}/check {"code": "..."} */
+static int
+api_check_id(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
+{
+	struct api_body b;
+	char code[OTP_MAX_INPUT + 1];
+	int rc = api_read(r, &b, "code", code, sizeof(code));
+
+	wipe(code, sizeof(code));
+	if (rc == 0)
+		rc = api_check(r, &b, slot, id, false);
+	wipe(&b, sizeof(b)); /* it held the code */
+	return rc;
+}
+
+/*
+ * POST /api/v1/verifications/by_phone_number/check {"phone", "code"}
+ * (Telnyx's by_phone_number): the number read as a create reads it, and
+ * its newest API verification checked as by its id. The forms' records
+ * are another namespace: never found here.
+ */
+static int
+api_check_phone(struct req *r)
+{
+	struct otp *otp = r->otp;
+	struct api_body b;
+	char input[OTP_MAX_INPUT + 1], phone[OTP_MAX_PHONE_LEN + 1];
+	uint8_t id[OTP_ID_LEN] = { 0 };
+	int64_t now = otp->now_ms();
+	int32_t slot;
+	int rc;
+
+	if ((rc = api_read(r, &b, "phone", input, sizeof(input))) != 0 ||
+	    (rc = api_phone(r, input, phone)) != 0)
+		return rc;
+	slot = limits_slot(otp, NS_API, phone, now, NULL);
+	if (slot < 0 || store_id_of(&otp->store, (uint32_t)slot, phone,
+	    &otp->api, now, r->cfg->code_ttl * 1000, id) != 0)
+		slot = -1; /* UINT32_MAX: checked, and fails, as unknown */
+	rc = api_check(r, &b, (uint32_t)slot, id, true);
+	wipe(phone, sizeof(phone));
+	wipe(&b, sizeof(b)); /* the number and the code */
+	return rc;
 }
 
 /* GET /api/v1/verifications/{id} */
@@ -7315,7 +7586,6 @@ api_dispatch(struct req *r)
 	const char *auth = mg_get_header(r->conn, "Authorization");
 	const char *m = r->ri->request_method, *rest, *id_end;
 	uint8_t id[OTP_ID_LEN];
-	char vid[HANDLE_LEN + 1];
 	uint32_t slot;
 
 	if (token[0] == '\0')
@@ -7335,14 +7605,20 @@ api_dispatch(struct req *r)
 		r->allow = "POST";
 		return reply_json_error(r, 405, "method_not_allowed", "use POST");
 	}
+	if (strcmp(rest, "/by_phone_number/check") == 0) {
+		if (strcmp(m, "POST") == 0)
+			return api_check_phone(r);
+		r->allow = "POST";
+		return reply_json_error(r, 405, "method_not_allowed",
+		    "use POST");
+	}
 	if (*rest++ != '/' || (id_end = rest + strcspn(rest, "/"),
 	    handle_decode(rest, (size_t)(id_end - rest), &slot, id) != 0))
 		return reply_json_error(r, 404, "not_found",
 		    "no such verification");
-	str_ncopy(vid, sizeof(vid), rest, HANDLE_LEN);
 	if (strcmp(id_end, "/check") == 0) {
 		if (strcmp(m, "POST") == 0)
-			return api_check(r, slot, id, vid);
+			return api_check_id(r, slot, id);
 		r->allow = "POST";
 		return reply_json_error(r, 405, "method_not_allowed", "use POST");
 	}
@@ -7354,6 +7630,266 @@ api_dispatch(struct req *r)
 		return api_cancel(r, slot, id);
 	r->allow = "GET, DELETE";
 	return reply_json_error(r, 405, "method_not_allowed", "use GET or DELETE");
+}
+
+/* ---- webhooks ---------------------------------------------------------- */
+/*
+ * WEBHOOK_URL is told when an API verification is approved, expires or
+ * is locked: a POST of {"type", "id", "status", "to" (masked),
+ * "occurred_at"}, signed (hook_send()). The store queues an event as the
+ * record ends (hook_note(), under its lock: a copy, never a wait); one
+ * thread delivers them, a try at a time, so a slow receiver delays only
+ * other events, never a request. A failed try (not 2xx, or no answer
+ * within SMS_TIMEOUT) is tried again after hook_backoff[]; after
+ * OTP_HOOK_TRIES, or at shutdown, the event is lost (counted, logged).
+ * A full queue drops its oldest event for the new one: the oldest has
+ * had the most tries, and the newest has a user waiting on it now.
+ */
+
+/* Seconds before each try: 5 tries over 110 s. */
+static const int hook_backoff[OTP_HOOK_TRIES] = { 0, 5, 15, 30, 60 };
+
+static const char *const hook_types[HOOK__N] = {
+	[HOOK_APPROVED] = "approved", [HOOK_EXPIRED] = "expired",
+	[HOOK_LOCKED] = "locked",
+};
+
+/* A free entry of the queue (seq 0) or, if none, the oldest. Caller
+ * holds hooks.lock. O(queue). */
+static struct hook *
+hooks_room(struct hooks *h)
+{
+	struct hook *q = &h->q[0];
+
+	for (size_t i = 1; i < countof(h->q); i++)
+		if (h->q[i].seq < q->seq)
+			q = &h->q[i];
+	return q;
+}
+
+/* Queues the event e of record r (at slot) if r is the API's and
+ * WEBHOOK_URL is set. Called under store.lock; hooks.lock is taken
+ * after it, for a copy (see "Locking"). */
+static void
+hook_note(struct hooks *h, uint32_t slot, const struct record *r,
+          enum hook_event e)
+{
+	struct hook *q;
+
+	if (h == NULL || r->ns != NS_API || !atomic_load(&h->on))
+		return;
+	pthread_mutex_lock(&h->lock);
+	q = hooks_room(h);
+	h->dropped += q->seq != 0;
+	q->seq = ++h->seq;
+	q->due_ms = 0;
+	q->at_ms = h->wall_ms();
+	q->slot = slot;
+	memcpy(q->id, r->id, OTP_ID_LEN);
+	phone_mask(r->phone, q->to, sizeof(q->to));
+	q->event = (uint8_t)e;
+	q->tries = 0;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Headers, in a list for libcurl: NULL if out of memory. */
+static struct curl_slist *
+hook_headers(const char *const *lines, size_t n)
+{
+	struct curl_slist *l = NULL, *next;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((next = curl_slist_append(l, lines[i])) == NULL) {
+			curl_slist_free_all(l);
+			return NULL;
+		}
+		l = next;
+	}
+	return l;
+}
+
+/*
+ * The signature of body sent at Unix time ts: "v1=" and the hex of
+ * HMAC-SHA256 under WEBHOOK_SECRET of "<ts>.<body>" (README shows a
+ * receiver's check). out: 3 + 64 + 1 bytes. 0 or -1.
+ */
+static int
+hook_sign(const struct config *c, long long ts, const char *body,
+          char out[3 + 2 * OTP_MAC_LEN + 1])
+{
+	char msg[32 + 256];
+	uint8_t mac[OTP_MAC_LEN];
+	int n = snprintf(msg, sizeof(msg), "%lld.%s", ts, body);
+
+	if (n < 0 || (size_t)n >= sizeof(msg) || mbedtls_md_hmac(
+	    mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
+	    (const uint8_t *)c->webhook_secret, strlen(c->webhook_secret),
+	    (const uint8_t *)msg, (size_t)n, mac) != 0)
+		return -1;
+	memcpy(out, "v1=", 3);
+	hex_encode(mac, sizeof(mac), out + 3, false);
+	return 0;
+}
+
+/* One try of event e: 0 when the receiver took it (2xx), else -1. */
+static int
+hook_send(struct otp *otp, const struct config *c, const struct hook *e)
+{
+	static const char *const states[HOOK__N] = {
+		[HOOK_APPROVED] = "approved", [HOOK_EXPIRED] = "expired",
+		[HOOK_LOCKED] = "max_attempts_reached",
+	};
+	char body[256], vid[HANDLE_LEN + 1], at[24], tsh[48], sigh[96];
+	char sig[3 + 2 * OTP_MAC_LEN + 1], errbuf[CURL_ERROR_SIZE] = "";
+	char why[160];
+	const char *lines[] = { "Content-Type: application/json", tsh, sigh };
+	struct pooled p = { NULL, NULL, NULL };
+	struct response resp = { NULL, 0, OTP_MAX_SMS_RESPONSE };
+	struct curl_slist *hdrs = NULL;
+	long long ts = otp->wall_ms() / 1000;
+	long status = 0;
+	CURLcode cc = CURLE_FAILED_INIT;
+	const char *reason;
+	bool ok;
+
+	handle_format(e->slot, e->id, vid);
+	time_rfc3339(e->at_ms / 1000, at);
+	snprintf(body, sizeof(body), "{\"type\":\"verification.%s\",\"id\":"
+	    "\"%s\",\"status\":\"%s\",\"to\":\"%s\",\"occurred_at\":\"%s\"}",
+	    hook_types[e->event], vid, states[e->event], e->to, at);
+	snprintf(tsh, sizeof(tsh), "Webhook-Timestamp: %lld", ts);
+	if (hook_sign(c, ts, body, sig) == 0 &&
+	    snprintf(sigh, sizeof(sigh), "Webhook-Signature: %s", sig) > 0 &&
+	    (hdrs = hook_headers(lines, countof(lines))) != NULL &&
+	    curl_take(otp, &p) == 0) {
+		resp.buf = p.buf;
+		if (curl_setup(c, p.h, c->webhook_url, "POST", hdrs, body,
+		    false, &resp, errbuf) == 0)
+			cc = curl_perform(otp, &p);
+		curl_easy_getinfo(p.h, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_setopt(p.h, CURLOPT_HTTPHEADER, NULL);
+		curl_give(otp, &p);
+	}
+	curl_slist_free_all(hdrs);
+	ok = cc == CURLE_OK && status >= 200 && status <= 299;
+	reason = cc == CURLE_OK ? "HTTP status" : errbuf[0] ? errbuf :
+	    curl_easy_strerror(cc);
+	log_escape(reason, strlen(reason), why, sizeof(why));
+	log_line(otp, ok ? "info" : "warn", "webhook%s type=%s to=%s "
+	    "status=%ld reason=\"%s\" try=%d/" OTP_STR(OTP_HOOK_TRIES),
+	    ok ? "" : "_failed", hook_types[e->event], e->to, status,
+	    ok ? "delivered" : why, e->tries + 1);
+	return ok ? 0 : -1;
+}
+
+/* Counts and logs the events a full queue dropped since the last call:
+ * the sweeper's, each round, since hook_note() may not log (it runs
+ * under the store's lock) and the delivery thread may hang in a try. */
+static void
+hooks_drops(struct otp *otp)
+{
+	struct hooks *h = &otp->hooks;
+	unsigned long n;
+
+	pthread_mutex_lock(&h->lock);
+	n = h->dropped - h->logged;
+	h->logged = h->dropped;
+	pthread_mutex_unlock(&h->lock);
+	if (n == 0)
+		return;
+	atomic_fetch_add(&otp->stats.hooks[HOOKS_DROPPED], n);
+	log_warn(otp, "webhook_dropped count=%lu: the queue of "
+	    OTP_STR(OTP_HOOK_QUEUE) " was full", n);
+}
+
+/* The event due first, or NULL. Caller holds hooks.lock. O(queue). */
+static struct hook *
+hooks_next(struct hooks *h)
+{
+	struct hook *next = NULL;
+
+	for (size_t i = 0; i < countof(h->q); i++)
+		if (h->q[i].seq != 0 && (next == NULL ||
+		    h->q[i].due_ms < next->due_ms))
+			next = &h->q[i];
+	return next;
+}
+
+/* Waits until next is due (NULL: an event comes) or stopping. Caller
+ * holds hooks.lock. */
+static void
+hooks_wait(struct hooks *h, const struct hook *next)
+{
+	struct timespec ts;
+	int64_t ms;
+
+	if (next == NULL) {
+		pthread_cond_wait(&h->cond, &h->lock);
+		return;
+	}
+	ms = next->due_ms - h->now_ms();
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L)
+		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+	pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+}
+
+/* One try of e, with no lock held; then, under it, e back in the queue
+ * for its next try, if it has one and there is room. */
+static void
+hooks_try(struct otp *otp, struct hooks *h, struct hook e)
+{
+	const struct config *c;
+	enum hook_result res = HOOKS_FAILED;
+	int rc;
+
+	pthread_mutex_unlock(&h->lock);
+	c = cfg_hold(otp);
+	rc = c->webhook_url[0] != '\0' ? hook_send(otp, c, &e) : 0;
+	if (c->webhook_url[0] == '\0')
+		res = HOOKS_DROPPED; /* a reload turned webhooks off */
+	else if (rc == 0)
+		res = HOOKS_DELIVERED;
+	cfg_drop(c);
+	pthread_mutex_lock(&h->lock);
+	if (rc != 0 && ++e.tries < OTP_HOOK_TRIES && !h->stopping) {
+		struct hook *q = hooks_room(h);
+
+		if (q->seq == 0) {
+			e.due_ms = h->now_ms() + hook_backoff[e.tries] * 1000LL;
+			*q = e;
+			return;
+		}
+		res = HOOKS_DROPPED; /* it is the oldest */
+	}
+	atomic_fetch_add(&otp->stats.hooks[res], 1);
+}
+
+/* The delivery thread: the event due first, when it is due. */
+static void *
+hooks_main(void *arg)
+{
+	struct otp *otp = arg;
+	struct hooks *h = &otp->hooks;
+	struct hook *next;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stopping) {
+		if ((next = hooks_next(h)) == NULL ||
+		    next->due_ms > h->now_ms()) {
+			hooks_wait(h, next);
+		} else {
+			struct hook e = *next;
+
+			next->seq = 0;
+			hooks_try(otp, h, e);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
 }
 
 /* ---- upstream proxy ---------------------------------------------------- */
@@ -8154,6 +8690,7 @@ sweeper_run(struct otp *otp)
 	int64_t now = otp->now_ms();
 
 	store_sweep(&otp->store, now, c->code_ttl * 1000);
+	hooks_drops(otp);
 	if (now >= otp->revoked_retry_ms && revoked_save(otp,
 	    c->state_dir) != 0)
 		otp->revoked_retry_ms = now + c->state_save_interval * 1000;
@@ -8342,6 +8879,7 @@ otp_tables_init(struct otp *otp)
 	    (int)otp->cfg->threads : OTP_MAX_POOL;
 	if (store_init(&otp->store, (uint32_t)otp->cfg->max_pending) != 0)
 		return -1;
+	otp->store.hooks = &otp->hooks;
 	for (int t = 0; t < T__N; t++)
 		if (ratetab_init(&l->tab[t], ratetab_slots(limits_windows(
 		    otp->cfg, (enum table)t)), t == T_NET_DAY ? DAY_MS :
@@ -8451,9 +8989,13 @@ config_warn_secrets(struct otp *otp, const char *path)
 	    "YOUR_API_KEY") != 0 && c->api_key_file[0] == '\0';
 
 	if (path != NULL && ((key && config_file_sets(path, "API_KEY")) ||
-	    (c->api_token[0] != '\0' && config_file_sets(path, "API_TOKEN"))))
-		secret_file_warn(otp, path, "API_KEY or API_TOKEN");
+	    (c->api_token[0] != '\0' && config_file_sets(path, "API_TOKEN")) ||
+	    (c->webhook_secret[0] != '\0' && config_file_sets(path,
+	    "WEBHOOK_SECRET"))))
+		secret_file_warn(otp, path,
+		    "API_KEY, API_TOKEN or WEBHOOK_SECRET");
 	secret_file_warn(otp, c->api_key_file, "the API key");
+	secret_file_warn(otp, c->webhook_secret_file, "the webhook secret");
 	if (listen_has_tls(c->listen))
 		secret_file_warn(otp, c->cert_file, "the TLS private key");
 }
@@ -8467,26 +9009,28 @@ otp_locks_init(struct otp *otp)
 	pthread_mutex_init(&otp->cfg_swap, NULL);
 	pthread_mutex_init(&otp->stop_lock, NULL);
 	pthread_mutex_init(&otp->revoked.lock, NULL);
+	pthread_mutex_init(&otp->hooks.lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&otp->stop_cond, &ca);
+	pthread_cond_init(&otp->hooks.cond, &ca);
 	pthread_condattr_destroy(&ca);
 }
 
-/* Starts the sweeper thread, with no signals: they are the host's to
- * handle (our main waits for them in sigwait). 0 or -1. */
-static int
-sweeper_start(struct otp *otp)
+/* Starts a thread of ours (the sweeper, the webhooks'), with no
+ * signals: they are the host's to handle (our main waits for them in
+ * sigwait). Whether it started. */
+static bool
+thread_start(struct otp *otp, pthread_t *t, void *(*fn)(void *))
 {
 	sigset_t all, old;
 	int rc;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&otp->sweeper, NULL, sweeper_main, otp);
+	rc = pthread_create(t, NULL, fn, otp);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	otp->sweeper_started = rc == 0;
-	return rc == 0 ? 0 : -1;
+	return rc == 0;
 }
 
 /*
@@ -8548,8 +9092,12 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 	    "again until they expire)", err, errlen) != 0)
 		goto fail;
 	otp->saved_ms = otp->now_ms();
-	if (sweeper_start(otp) != 0) {
-		snprintf(err, errlen, "cannot start the sweeper thread");
+	otp->hooks.now_ms = otp->now_ms;
+	otp->hooks.wall_ms = otp->wall_ms;
+	if (!(otp->sweeper_started = thread_start(otp, &otp->sweeper,
+	    sweeper_main)) || !(otp->hooks.started = thread_start(otp,
+	    &otp->hooks.thread, hooks_main))) {
+		snprintf(err, errlen, "cannot start a thread");
 		goto fail;
 	}
 	config_warn_secrets(otp, config_path);
@@ -8677,6 +9225,16 @@ otp_destroy(struct otp *otp)
 		pthread_cond_signal(&otp->stop_cond);
 		pthread_mutex_unlock(&otp->stop_lock);
 		pthread_join(otp->sweeper, NULL);
+	}
+	if (otp->hooks.started) {
+		/* The halt pipe cuts a try short: a slow receiver does not
+		 * hold the exit. Events still queued are lost. */
+		pthread_mutex_lock(&otp->hooks.lock);
+		otp->hooks.stopping = true;
+		pthread_cond_signal(&otp->hooks.cond);
+		pthread_mutex_unlock(&otp->hooks.lock);
+		otp_stop(otp);
+		pthread_join(otp->hooks.thread, NULL);
 	}
 	/* Nothing serves any more (mg_stop came first): the caps go to
 	 * STATE_DIR as they are. */
@@ -9195,10 +9753,9 @@ static void
 log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 {
 	/* The stamp of this second, formatted once a second per thread. */
-	static _Thread_local char stamp[32];
+	static _Thread_local char stamp[24];
 	static _Thread_local time_t stamp_of = -1;
 	char line[1024];
-	struct tm tm;
 	time_t t = time(NULL);
 	va_list ap;
 	int n;
@@ -9214,8 +9771,7 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 		return;
 	}
 	if (t != stamp_of) {
-		gmtime_r(&t, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		time_rfc3339(t, stamp);
 		stamp_of = t;
 	}
 	/* "stamp level ": both short and ours, copied, not formatted. */
@@ -9236,6 +9792,17 @@ log_line(const struct otp *otp, const char *level, const char *fmt, ...)
 	line[n++] = '\n';
 	if (write(STDERR_FILENO, line, (size_t)n) < 0)
 		return;
+}
+
+/* Unix time sec as RFC 3339 in UTC: "2026-01-31T23:59:59Z". */
+static void
+time_rfc3339(int64_t sec, char out[24])
+{
+	time_t t = (time_t)sec;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 24, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* Copies in to out with control characters, quotes and backslashes

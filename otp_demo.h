@@ -75,12 +75,14 @@ void otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg);
 
 /*
  * Ends the SMS sends in flight (a gateway that does not answer, a command
- * that hangs: they fail at once) and every later one, so that mg_stop()
- * need not wait up to SMS_TIMEOUT for them. Call it just before mg_stop().
+ * that hangs: they fail at once) and every later one, and the webhook try
+ * in flight, so that mg_stop() need not wait up to SMS_TIMEOUT for them.
+ * Call it just before mg_stop().
  */
 void otp_stop(struct otp *otp);
 
-/* Frees everything; call after mg_stop() of every context it was mounted on. */
+/* Frees everything (webhook events still queued are lost); call after
+ * mg_stop() of every context it was mounted on. */
 void otp_destroy(struct otp *otp);
 
 /* The version string, e.g. "0.1.0". */

@@ -53,7 +53,9 @@ Modes (what a request gets, whatever it contains, except "ok"):
               body without checks (verdict "generic") and answers
               `answer_status` (default 200) with `answer_body` (default
               b'{"ok":true}') as `answer_type` (default application/json);
-              all three settable at any time, like mode
+              all three settable at any time, like mode; `answers`, a
+              list of statuses, is used up first, one per request (a
+              webhook receiver that fails, then recovers)
 
 Every record also has "body_b64", the raw request body in base64, and
 "query", the path's query string; "headers" includes Authorization.
@@ -285,6 +287,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with fake._lock:
                 st, ans, ctype = (fake.answer_status, fake.answer_body,
                                   fake.answer_type)
+                if fake.answers:
+                    st = fake.answers.pop(0)
             self._record(body, "generic")
             self._send(st, ans, ctype=ctype)
             return
@@ -388,6 +392,7 @@ class FakeApi:
         self.answer_status = answer_status
         self.answer_body = answer_body
         self.answer_type = answer_type
+        self.answers = []
         self.record = record
         self.slow_seconds = slow_seconds
         self.requests = []

@@ -1173,6 +1173,52 @@ def wrong_code(code, length=6, alphabet="0123456789ABCDEF"):
     return c0 + code[1:]
 
 
+# ---- docs/openapi.json ---------------------------------------------------------------
+
+OPENAPI = os.path.join(ROOT, "docs", "openapi.json")
+SCHEMA_WORDS = {"type", "enum", "pattern", "minimum", "required", "properties",
+                "additionalProperties", "description", "$ref"}
+SCHEMA_TYPES = {"string": str, "integer": int, "boolean": bool, "object": dict}
+
+
+def openapi():
+    with open(OPENAPI) as f:
+        return json.load(f)
+
+
+def schema_errors(spec, schema, v, where="body"):
+    """What is wrong with v under schema (the JSON Schema subset the API's
+    file uses; any other keyword is itself an error): a list of strings."""
+    if "$ref" in schema:
+        node = spec
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        return schema_errors(spec, node, v, where)
+    out = ["%s: schema keyword %r is not checked here" % (where, k)
+           for k in schema if k not in SCHEMA_WORDS]
+    t = SCHEMA_TYPES.get(schema.get("type"))
+    if "type" in schema and (t is None or not isinstance(v, t) or
+                             (t is int and isinstance(v, bool))):
+        return out + ["%s: %r is not a %s" % (where, v, schema.get("type"))]
+    if "enum" in schema and v not in schema["enum"]:
+        out.append("%s: %r is not one of %s" % (where, v, schema["enum"]))
+    if "pattern" in schema and not re.search(schema["pattern"], v):
+        out.append("%s: %r does not match %s" % (where, v, schema["pattern"]))
+    if "minimum" in schema and v < schema["minimum"]:
+        out.append("%s: %r < %r" % (where, v, schema["minimum"]))
+    if isinstance(v, dict):
+        props = schema.get("properties", {})
+        out += ["%s: no %r" % (where, k) for k in schema.get("required", [])
+                if k not in v]
+        if schema.get("additionalProperties") is False:
+            out += ["%s: %r is not in the schema" % (where, k) for k in v
+                    if k not in props]
+        for k, sub in props.items():
+            if k in v:
+                out += schema_errors(spec, sub, v[k], "%s.%s" % (where, k))
+    return out
+
+
 # ---- one case: Ctx and its browsers ------------------------------------------------
 
 class Browser(Client):

@@ -32,6 +32,7 @@ The case context (Ctx: fake API, server, browsers, log scan), the config
 writer and the runner are tests/harness.py's; the table is this file's.
 """
 
+import calendar
 import concurrent.futures
 import hashlib
 import hmac
@@ -53,7 +54,7 @@ import warnings
 
 sys.dont_write_bytecode = True      # no tests/__pycache__ in the tree
 from harness import (  # noqa: E402
-    API, API_KEY, API_TOKEN, BIN, FROM, PHONE, PHONE2, PHONE2_E164,
+    API, API_KEY, API_TOKEN, BIN, FORM, FROM, PHONE, PHONE2, PHONE2_E164,
     CODE_GONE, EXPIRED, PHONE_E164, ROOT, RUN_TIMEOUT, SECURITY_HEADERS,
     SEND_FAILED, SENT_AGAIN, SENT_NEW, TOO_MANY, UK, WRONG_CODE, Browser, Fail,
     Resp, Skip, cert, check,
@@ -301,6 +302,7 @@ def expect_step(ctx, b, where, st, r, new):
                 check(want.fullmatch(str(j[k])), "%s: %s is %r, want /%s/"
                       % (got, k, j[k], want.pattern))
             else:
+                want = expand(ctx, b, want)
                 check(j[k] == want, "%s: %s is %r, want %r"
                       % (got, k, j[k], want))
         if "save_id" in st:
@@ -904,6 +906,33 @@ CASES += [
 
 API_ON = {"API_TOKEN": API_TOKEN}
 ZERO_ID = "0" * 40      # well-formed, never issued (id bytes all zero)
+CREATED_KEYS = ["id", "status", "to", "channel", "created_at", "expires_at",
+                "expires_in", "resend_after"]
+RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:"
+                         r"[0-9]{2}Z")
+BY_PHONE = API + "/by_phone_number/check"
+PHONE2E164_SPACED = "+1 201-555-0187"
+
+
+def rfc3339(s):
+    check(isinstance(s, str) and RFC3339_UTC.fullmatch(s),
+          "%r is not an RFC 3339 UTC time" % (s,))
+    return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def created_times(ttl):
+    """A check: created_at is now (a minute either way) and expires_at
+    is CODE_TTL later, both RFC 3339 in UTC."""
+    def fn(ctx, b, r):
+        j = json.loads(r.body)
+        t0, t1 = rfc3339(j["created_at"]), rfc3339(j["expires_at"])
+        check(t1 - t0 == ttl, "expires_at - created_at = %d s, want %d"
+              % (t1 - t0, ttl))
+        check(abs(t0 - time.time()) < 60, "created_at %s is not now"
+              % j["created_at"])
+        check(abs(t1 - time.time() - j["expires_in"]) < 60,
+              "expires_at %s is not now + expires_in" % j["expires_at"])
+    return fn
 
 
 def api_check_path(label):
@@ -913,15 +942,23 @@ def api_check_path(label):
 CASES += [
     {"name": "api_verify_flow", "config": API_ON, "steps": [
         {"call": ("POST", API, {"phone": PHONE}), "status": 201, "api": 1,
-         "sms": SMS_DEFAULT, "json_keys": ["id", "expires_in", "resend_after"],
+         "sms": SMS_DEFAULT, "json_keys": CREATED_KEYS,
          "json": {"id": ID_RE, "expires_in": re.compile(r"2[0-9][0-9]|300"),
-                  "resend_after": 30}, "save_id": "v"},
+                  "resend_after": 30, "status": "pending", "channel": "sms",
+                  "to": re.compile(r"\+1\*{8}23")},
+         "check": created_times(300), "save_id": "v"},
         {"call": ("POST", api_check_path("v"), {"code": "{wrong}"}),
-         "status": 200, "json": {"status": "pending"}, "api": 0},
+         "status": 200, "json_keys": ["id", "status", "valid", "attempts_left"],
+         "json": {"status": "pending", "valid": False, "attempts_left": 4,
+                  "id": "{saved:v}"}, "api": 0},
+        {"call": ("POST", api_check_path("v"), {"code": "12"}),
+         "status": 200, "json": {"status": "pending", "attempts_left": 3},
+         "what": "a code of the wrong length counts too"},
         {"call": ("GET", API + "/{saved:v}"), "status": 200,
          "json": {"status": "pending"}},
         {"call": ("POST", api_check_path("v"), {"code": "{code}"}),
-         "status": 200, "json": {"status": "approved"}},
+         "status": 200, "json_keys": ["id", "status", "valid"],
+         "json": {"status": "approved", "valid": True, "id": "{saved:v}"}},
         {"call": ("GET", API + "/{saved:v}"), "status": 200,
          "json": {"status": "approved"}},
         {"call": ("POST", api_check_path("v"), {"code": "{code}"}),
@@ -1013,7 +1050,7 @@ CASES += [
         {"call": ("GET", "/api/v1/nope"), "status": 404},
         {"call": ("GET", "/api/v2/verifications"), "status": 404},
         {"call": ("POST", API, "phone=2015550123"),
-         "ctype": "application/x-www-form-urlencoded", "status": 415,
+         "ctype": "multipart/form-data", "status": 415,
          "error": "unsupported_media_type", "api": 0},
         {"call": ("POST", API, '{"phone": "2015550123"}'),
          "ctype": "text/plain", "status": 415, "api": 0},
@@ -1125,6 +1162,319 @@ CASES += [
         {"b": "W", "verify": "{code}", "status": 200, "page": "success"},
     ]},
 ]
+
+# Form-encoded bodies (what Twilio takes): the same fields, limits and
+# errors as JSON.
+CASES += [
+    {"name": "api_form_bodies", "config": API_ON, "steps": [
+        {"call": ("POST", API, "phone=%28201%29+555-0123"), "ctype": FORM,
+         "status": 201, "api": 1, "sms": SMS_DEFAULT,
+         "json_keys": CREATED_KEYS, "save_id": "v"},
+        {"call": ("POST", api_check_path("v"), "code={wrong}"), "ctype": FORM,
+         "status": 200, "json": {"status": "pending", "attempts_left": 4}},
+        {"call": ("POST", api_check_path("v"), "client_ip=203.0.113.7&"
+                  "code={code}"), "ctype": FORM + "; charset=utf-8",
+         "status": 200, "json": {"status": "approved", "valid": True}},
+        {"call": ("POST", API, "phone=2015550187&client_ip=nope"),
+         "ctype": FORM, "status": 400, "error": "invalid_client_ip",
+         "api": 0},
+        {"call": ("POST", API, "phone=%zz"), "ctype": FORM, "status": 400,
+         "error": "bad_request", "api": 0, "what": "a bad escape"},
+        {"call": ("POST", API, "phone=2015550187&x=%00"), "ctype": FORM,
+         "status": 400, "api": 0, "what": "a NUL elsewhere in the body"},
+        {"call": ("POST", API, "code=123456"), "ctype": FORM, "status": 400,
+         "error": "bad_request", "api": 0, "what": "no phone field"},
+        {"call": ("POST", API, "phone=" + "5" * 80), "ctype": FORM,
+         "status": 400, "api": 0, "what": "a phone field too long"},
+        {"call": ("POST", API, "phone=" + "5" * 2000), "ctype": FORM,
+         "status": 413, "api": 0, "what": "body > 1 KiB"},
+        {"call": ("POST", API, "phone=12345"), "ctype": FORM, "status": 400,
+         "error": "phone_length", "api": 0},
+        {"call": ("POST", API, '{"phone": "2015550187"}'), "ctype": FORM,
+         "status": 400, "error": "bad_request", "api": 0,
+         "what": "JSON sent as a form"},
+        {"call": ("POST", API, "phone=2015550187"), "status": 400,
+         "error": "bad_request", "api": 0, "what": "a form sent as JSON"},
+        {"call": ("POST", API, "phone=2015550187"), "ctype": "text/plain",
+         "status": 415, "error": "unsupported_media_type", "api": 0},
+        {"call": ("POST", API + "/" + ZERO_ID + "/check", "code=123456"),
+         "ctype": FORM, "status": 404, "error": "not_found"},
+        {"call": ("POST", BY_PHONE, "phone=2015550123&code=123456"),
+         "ctype": FORM, "status": 404, "error": "not_found",
+         "what": "by number, the approved one is no longer pending"},
+    ]},
+
+    # POST .../by_phone_number/check (Telnyx's): the number's newest API
+    # verification, read as a create reads numbers.
+    {"name": "api_by_phone_number",
+     "config": dict(API_ON, MAX_ATTEMPTS=3, RESEND_INTERVAL=0), "steps": [
+        {"call": ("POST", API, {"phone": PHONE}), "status": 201, "api": 1,
+         "save_id": "v"},
+        {"call": ("POST", BY_PHONE, {"phone": "+1 201 555 0123",
+                                     "code": "{wrong}"}),
+         "status": 200, "json_keys": ["id", "status", "valid", "attempts_left"],
+         "json": {"id": "{saved:v}", "status": "pending", "valid": False,
+                  "attempts_left": 2}, "what": "another spelling, wrong"},
+        {"call": ("GET", API + "/{saved:v}"), "status": 200,
+         "json": {"status": "pending"}},
+        {"call": ("POST", api_check_path("v"), {"code": "{wrong}"}),
+         "status": 200, "json": {"attempts_left": 1},
+         "what": "the same attempts, by id"},
+        {"call": ("POST", BY_PHONE, "phone=2015550123&code={code}"),
+         "ctype": FORM, "status": 200,
+         "json": {"id": "{saved:v}", "status": "approved", "valid": True},
+         "what": "a third spelling, right code, as a form"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "{code}"}),
+         "status": 404, "error": "not_found", "what": "approved: not pending"},
+        # Two verifications for one number: the newest is checked.
+        {"call": ("POST", API, {"phone": PHONE2}), "status": 201, "api": 1,
+         "save_id": "old"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE2, "code": "{wrong}"}),
+         "status": 200, "json": {"id": "{saved:old}", "attempts_left": 2}},
+        {"call": ("POST", api_check_path("old"), {"code": "{wrong}"}),
+         "status": 200},
+        {"call": ("POST", api_check_path("old"), {"code": "{wrong}"}),
+         "status": 200, "json": {"status": "max_attempts_reached",
+                                 "valid": False}},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE2, "code": "{code}"}),
+         "status": 200, "json_keys": ["id", "status", "valid"],
+         "json": {"id": "{saved:old}", "status": "max_attempts_reached"},
+         "what": "the locked one is still the number's newest"},
+        {"call": ("POST", API, {"phone": PHONE2}), "status": 201, "api": 1,
+         "save_id": "new"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE2E164_SPACED,
+                                     "code": "{code}"}),
+         "status": 200, "json": {"id": "{saved:new}", "status": "approved"},
+         "what": "the newer one, with its own code"},
+        {"call": ("GET", API + "/{saved:old}"), "status": 200,
+         "json": {"status": "max_attempts_reached"}},
+        # Errors: as a create's for the number, as a check's for the code.
+        {"call": ("POST", BY_PHONE, {"phone": "2025550199", "code": "1234"}),
+         "status": 404, "error": "not_found", "what": "a number never sent to"},
+        {"call": ("POST", BY_PHONE, {"phone": "12345", "code": "1234"}),
+         "status": 400, "error": "phone_length"},
+        {"call": ("POST", BY_PHONE, {"phone": UK, "code": "1234"}),
+         "status": 400, "error": "country_not_allowed"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE}), "status": 400,
+         "error": "bad_request", "what": "no code"},
+        {"call": ("POST", BY_PHONE, {"code": "1234"}), "status": 400,
+         "error": "bad_request", "what": "no phone"},
+        {"call": ("GET", BY_PHONE), "status": 405, "hdr": {"Allow": "^POST$"}},
+        {"call": ("POST", API + "/by_phone_number", {"phone": PHONE}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "1"}),
+         "auth": None, "status": 401},
+    ]},
+
+    # The forms' verifications are not the API's: not found by number.
+    {"name": "api_by_phone_number_not_web", "config": API_ON, "steps": [
+        {"b": "W", "request": PHONE, "status": 200, "api": 1},
+        {"b": "W", "call": ("POST", BY_PHONE, {"phone": PHONE,
+                                               "code": "{code}"}),
+         "status": 404, "error": "not_found",
+         "what": "the web code, by number, through the API"},
+        {"b": "W", "verify": "{code}", "status": 200, "page": "success",
+         "what": "the web verification is untouched"},
+    ]},
+
+    # Guessing across numbers: each miss is a wrong code for client_ip,
+    # so VERIFY_PER_IP_PER_HOUR bounds it as it bounds wrong codes.
+    {"name": "api_by_phone_number_guessing",
+     "config": dict(API_ON, VERIFY_PER_IP_PER_HOUR=3), "steps": [
+        {"call": ("POST", API, {"phone": PHONE}), "status": 201, "api": 1},
+        {"call": ("POST", BY_PHONE, {"phone": "2025550101", "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": "2025550102", "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": "2025550103", "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 404},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "{code}",
+                                     "client_ip": "203.0.113.9"}),
+         "status": 429, "error": "rate_limited",
+         "hdr": {"Retry-After": r"^[1-9][0-9]*$"},
+         "what": "the 4th, even with the right number and code"},
+        {"call": ("POST", BY_PHONE, {"phone": PHONE, "code": "{code}",
+                                     "client_ip": "203.0.113.10"}),
+         "status": 200, "json": {"status": "approved"},
+         "what": "another client"},
+    ]},
+]
+
+# ---- docs/openapi.json against the live server ---------------------------------
+
+# Documented answers no test can cause from outside: the random source
+# failing, and a rate table too full for a new client address.
+OPENAPI_UNREACHED = {
+    ("post", "/api/v1/verifications", "500"),
+    ("post", "/api/v1/verifications/{id}/check", "503"),
+    ("post", "/api/v1/verifications/by_phone_number/check", "503"),
+}
+
+
+class OpenApiCheck:
+    """Every answer checked against docs/openapi.json (the operation, a
+    documented status, its headers, its body's schema), and what was
+    seen, to compare with what the file documents."""
+
+    def __init__(self, ctx):
+        self.ctx, self.spec, self.seen = ctx, harness.openapi(), set()
+
+    def template(self, path):
+        paths = self.spec["paths"]
+        if path in paths:
+            return path
+        for t in paths:
+            if re.fullmatch(re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(t)),
+                            path):
+                return t
+        raise Fail("%s is not in docs/openapi.json" % path)
+
+    def answer(self, method, path, r):
+        t = self.template(urllib.parse.urlsplit(path).path)
+        op = self.spec["paths"][t].get(method.lower())
+        where = "%s %s -> %d" % (method, t, r.status)
+        if op is None:          # a method the path does not list
+            check(r.status == 405, "%s: want 405" % where)
+            op = {"responses": {"405": self.spec["components"]["responses"]
+                                ["MethodNotAllowed"]}}
+            method = "*"
+        resp = op["responses"].get(str(r.status))
+        check(resp, "%s: status not documented (%s)" % (where, short(r.body)))
+        self.seen.add((method.lower(), t, str(r.status)))
+        for name in resp.get("headers", {}):
+            check(r.header(name), "%s: no %s header" % (where, name))
+        if "content" not in resp:
+            check(r.body == b"", "%s: a body %r" % (where, short(r.body)))
+            return None
+        ctype = next(iter(resp["content"]))
+        check((r.header("content-type") or "").startswith(ctype),
+              "%s: Content-Type %r, want %s" % (where,
+                                                r.header("content-type"),
+                                                ctype))
+        if ctype != "application/json":
+            return None
+        j = json.loads(r.body)
+        errs = harness.schema_errors(
+            self.spec, resp["content"]["application/json"]["schema"], j)
+        check(not errs, "%s: %s (body %s)" % (where, "; ".join(errs),
+                                               short(r.body)))
+        return j
+
+    def call(self, method, path, body=None, ctype="application/json",
+             auth="Bearer " + API_TOKEN, want=None):
+        r = self.ctx.browser("api").api(method, path, body, auth, ctype)
+        j = self.answer(method, path, r)
+        check(want is None or r.status == want, "%s %s -> %d, want %s (%s)"
+              % (method, path, r.status, want, short(r.body)))
+        return j
+
+    def missing(self):
+        documented = {(m, t, st) for t, item in self.spec["paths"].items()
+                      for m, op in item.items() if m != "parameters"
+                      for st in op["responses"]}
+        documented |= {("*", t, "405") for t in self.spec["paths"]}
+        return sorted(documented - self.seen - OPENAPI_UNREACHED)
+
+
+def trickle(ctx, path, out):
+    """A POST whose body comes a byte a second: 408 after 5 s."""
+    body = b'{"phone":"2015550123","code":"123456"}'
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (path, API_TOKEN, len(body))).encode()
+    with socket.create_connection(("127.0.0.1", ctx.server.port), 10) as s:
+        s.sendall(head)
+        for i in range(8):
+            try:
+                s.sendall(body[i:i + 1])
+            except OSError:
+                break
+            time.sleep(1)
+        s.settimeout(10)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or len(data) < 40:
+                got = s.recv(4096)
+                if not got:
+                    break
+                data += got
+        except OSError:
+            pass
+    head, _, rest = data.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.1 ([0-9]{3})", head)
+    hdrs = [(k, v) for k, _, v in (l.partition(": ") for l in
+            head.decode("latin-1").split("\r\n")[1:])]
+    out[path] = Resp(int(m.group(1)) if m else 0, "", hdrs, rest, 0)
+
+
+def case_api_openapi(ctx):
+    """Every endpoint, status and error docs/openapi.json documents, from
+    the live binary, each answer checked against the file; and nothing
+    answered that the file does not document."""
+    ctx.start_fake()
+    ctx.start_server(dict(API_ON, MAX_ATTEMPTS=2, VERIFY_PER_IP_PER_HOUR=2,
+                          MAX_PENDING=4))
+    o, ip = OpenApiCheck(ctx), {"client_ip": "203.0.113.5"}
+    b = ctx.browser("api")
+    slow = {}
+    threads = [threading.Thread(target=trickle, args=(ctx, p, slow))
+               for p in (API, API + "/" + ZERO_ID + "/check", BY_PHONE)]
+    for t in threads:
+        t.start()
+    v = o.call("POST", API, {"phone": PHONE}, want=201)["id"]
+    ctx.collect_sms(0, b)
+    o.call("POST", API, {"phone": PHONE}, want=429)
+    o.call("GET", API + "/" + v, want=200)
+    o.call("POST", API + "/" + v + "/check", {"code": wrong_code(b.code)},
+           want=200)
+    o.call("POST", BY_PHONE, "phone=2015550123&code=%s" % b.code, FORM,
+           want=200)
+    o.call("POST", API + "/" + v + "/check", {"code": b.code}, want=409)
+    o.call("DELETE", API + "/" + v, want=409)
+    w = o.call("POST", API, "phone=2015550187", FORM, want=201)["id"]
+    o.call("DELETE", API + "/" + w, want=204)
+    for path in (API, API + "/" + ZERO_ID + "/check", BY_PHONE):
+        o.call("POST", path, {"phone": PHONE, "code": "1"}, auth=None,
+               want=401)
+        o.call("POST", path, "x" * 2000, want=413)
+        o.call("POST", path, {"phone": PHONE}, "text/plain", want=415)
+        o.call("POST", path, "{", want=400)
+        o.call("GET", path, want=405)
+    o.call("POST", API, {"phone": "12345"}, want=400)
+    o.call("POST", API, dict(ip, phone="2025550111", client_ip="x"), want=400)
+    o.call("POST", BY_PHONE, {"phone": "2025550111", "code": "1"}, want=404)
+    o.call("POST", API + "/" + ZERO_ID + "/check", {"code": "1"}, want=404)
+    for i in range(3):
+        o.call("POST", BY_PHONE, dict(ip, phone="20255501%02d" % i,
+                                      code="1"))
+        o.call("POST", API + "/" + ZERO_ID + "/check", dict(ip, code="1"))
+    for who in ("GET", "DELETE"):
+        o.call(who, API + "/" + ZERO_ID, want=404)
+        o.call(who, API + "/" + ZERO_ID, auth=None, want=401)
+    o.call("PUT", API + "/" + ZERO_ID, {}, want=405)
+    ctx.fake.mode = "500"
+    o.call("POST", API, {"phone": "2025550120"}, want=502)
+    ctx.fake.mode = "429"
+    o.call("POST", API, {"phone": "2025550121"}, want=503)
+    ctx.fake.mode = "ok"
+    for t in threads:
+        t.join(30)
+    for path, r in slow.items():
+        o.answer("POST", path, r)
+        check(r.status == 408, "a trickled body to %s -> %d" % (path,
+                                                                r.status))
+    check(ctx.server.stop() == 0, "exit on SIGTERM")
+    ctx.old_servers.append(ctx.server)
+    ctx.server = harness.Server(harness.fresh_dir(os.path.join(ctx.dir,
+                                                               "off")),
+                                dict(ctx.base_config()))
+    ctx.server.start()
+    o.call("POST", API, {"phone": PHONE}, want=404)
+    missing = o.missing()
+    check(not missing, "documented but never answered: %s" % missing)
 
 
 # ---- forward-auth (GET /auth) and return_to ----------------------------------
@@ -1812,6 +2162,40 @@ def case_max_attempts_parallel_100(ctx):
     check(r.status == 403 and page_kind(r.body) != "success",
           "the right code after 100 wrong guesses -> %r" % r)
     check(ctx.server.alive(), "server died")
+
+
+def case_api_by_phone_number_parallel(ctx):
+    """100 wrong codes at once by number, in 4 spellings of it: exactly
+    MAX_ATTEMPTS are counted (4 answered pending, with attempts_left 4 to
+    1 each once), the rest find it locked, and the right code is then
+    refused."""
+    ctx.start_fake()
+    ctx.start_server(dict(API_ON, MAX_ATTEMPTS=5))
+    b = ctx.browser("app")
+    r = b.api("POST", API, {"phone": PHONE})
+    check(r.status == 201, "create -> %r" % r)
+    ctx.collect_sms(0, b)
+    spellings = [PHONE, "+1 201 555 0123", "2015550123", "1-201-555-0123"]
+    v = int(b.code, 16)
+
+    def guess(i):
+        return Browser(ctx, "G%d" % i).api("POST", BY_PHONE, {
+            "phone": spellings[i % 4],
+            "code": "%06X" % ((v + (i + 1) * 7919) % (1 << 24))})
+    res = _parallel(100, guess)
+    check(all(isinstance(r, Resp) and r.status == 200 for r in res),
+          "not every guess answered 200: %s" % [getattr(r, "status", r)
+                                                for r in res][:10])
+    got = [json.loads(r.body) for r in res]
+    left = sorted(j["attempts_left"] for j in got if j["status"] == "pending")
+    check(left == [1, 2, 3, 4], "pending answers with attempts_left %s, "
+          "want [1, 2, 3, 4]" % left)
+    check(sum(j["status"] == "max_attempts_reached" for j in got) == 96,
+          "the rest: %s" % sorted({j["status"] for j in got}))
+    r = b.api("POST", BY_PHONE, {"phone": PHONE, "code": b.code})
+    check(r.status == 200 and json.loads(r.body)["status"] ==
+          "max_attempts_reached", "the right code after the lock -> %s"
+          % short(r.body))
 
 
 def case_sms_pump_1000_numbers(ctx):
@@ -2944,10 +3328,14 @@ def case_users_unlisted_uniform(ctx):
     check(ctx.fake.count() == n0 + 1, "API: %d SMS, want 1 (the listed)"
           % (ctx.fake.count() - n0))
     ka, kb = json.loads(ja.body), json.loads(jb.body)
+    own = ("id", "to", "created_at", "expires_at")  # each its own
     check(ja.status == jb.status == 201 and sorted(ka) == sorted(kb) and
-          {k: v for k, v in ka.items() if k != "id"} ==
-          {k: v for k, v in kb.items() if k != "id"},
+          {k: v for k, v in ka.items() if k not in own} ==
+          {k: v for k, v in kb.items() if k not in own},
           "API: %d %s vs %d %s" % (ja.status, ka, jb.status, kb))
+    check((ka["to"], kb["to"]) == ("+1********23", "+1********50") and
+          abs(rfc3339(ka["expires_at"]) - rfc3339(kb["expires_at"])) <= 2,
+          "API: to and expires_at %s vs %s" % (ka, kb))
     ctx.collect_sms(n0)
 
     # No code verifies the unlisted number; its attempts run out alike,

@@ -418,7 +418,7 @@ op_check(int owner, int ri, int kind, int addr)
 		code[strlen(code) - 1] = '\0';
 	want = model_check(ri, owner, kind, addr, &want_limit);
 	got = verification_check(otp, otp->cfg, r->slot, r->id, &owners[owner], code,
-	    strlen(code), &cl, phone, &got_limit, &retry);
+	    strlen(code), &cl, phone, &got_limit, &retry, NULL);
 	if (got != want || got_limit != want_limit)
 		fail("check of record %d (owner %d) by %d, kind %d: program "
 		    "%s/%s, model %s/%s", ri, owner_was, owner, kind, names[got],

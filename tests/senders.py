@@ -1494,6 +1494,244 @@ def case_console_reload_any_address(ctx):
     build_info_sender(ctx, "console")
 
 
+# ---- webhooks ----------------------------------------------------------------------
+#
+# WEBHOOK_URL against a second fake in mode "generic" over TLS (the test CA,
+# as the gateways): what it receives is checked as a receiver would,
+# signature recomputed from WEBHOOK_SECRET. The SMS go to the console.
+
+HOOK_SECRET = "whsec-test-5d1f0c9e7a2b48e6"
+HOOK_KEYS = ["id", "occurred_at", "status", "to", "type"]
+
+
+@contextlib.contextmanager
+def hook_server(ctx, over=None, mode="generic", answers=()):
+    """A webhook receiver and otp_demo telling it; yields the receiver."""
+    c, k = ctx.cert("server")
+    rcv = h.fake_api.FakeApi(c, k, mode=mode,
+                             record=os.path.join(ctx.dir, "hooks.jsonl"))
+    rcv.answers = list(answers)
+    rcv.start()
+    ctx.secrets["the webhook secret"] = HOOK_SECRET
+    cfg = {"SMS_PROVIDER": "console", "API_TOKEN": h.API_TOKEN,
+           "WEBHOOK_URL": rcv.base_url + "/hooks/otp",
+           "WEBHOOK_SECRET": HOOK_SECRET, "SMS_CA_FILE": ctx.cert("ca")[0],
+           "METRICS": True}
+    cfg.update(over or {})
+    try:
+        start(ctx, cfg)
+        yield rcv
+    finally:
+        rcv.stop()
+
+
+def api_start(ctx, phone):
+    """POST /api/v1/verifications for phone: (id, code from the console)."""
+    b = ctx.browser("app")
+    out0 = len(ctx.server.out_lines)
+    r = b.api("POST", h.API, {"phone": phone})
+    check(r.status == 201, "create -> %d %s" % (r.status, short(r.body)))
+    digits = re.sub(r"[^0-9]", "", phone)
+    code = h.console_code(ctx.server, "+" + (digits if len(digits) > 10
+                                             else "1" + digits), out0)
+    check(code, "no console SMS for %s" % phone)
+    ctx.codes.add(code)
+    return json.loads(r.body)["id"], code
+
+
+def api_check(ctx, vid, code):
+    r = ctx.browser("app").api("POST", "%s/%s/check" % (h.API, vid),
+                               {"code": code})
+    check(r.status == 200, "check -> %d %s" % (r.status, short(r.body)))
+    return json.loads(r.body)
+
+
+def hook_check(rec, want_type, want_id, want_to):
+    """One request the receiver got, checked as a receiver must: the
+    signature over "<Webhook-Timestamp>.<body>", a recent timestamp, the
+    body's fields."""
+    import hashlib
+    import hmac
+    body = raw_body(rec)
+    hd = rec["headers"]
+    check(rec["method"] == "POST" and rec["path"] == "/hooks/otp",
+          "webhook %s %s" % (rec["method"], rec["path"]))
+    check(hd.get("content-type") == "application/json",
+          "webhook Content-Type %r" % hd.get("content-type"))
+    ts = hd.get("webhook-timestamp", "")
+    check(re.fullmatch(r"[0-9]{10}", ts) and abs(int(ts) - time.time()) < 300,
+          "Webhook-Timestamp %r is not a recent Unix time" % ts)
+    want = hmac.new(HOOK_SECRET.encode(), ts.encode() + b"." + body,
+                    hashlib.sha256).hexdigest()
+    got = hd.get("webhook-signature", "")
+    check(hmac.compare_digest(got, "v1=" + want),
+          "Webhook-Signature %r, want v1=%s" % (got, want))
+    j = json.loads(body)
+    check(sorted(j) == HOOK_KEYS, "webhook fields %s, want %s"
+          % (sorted(j), HOOK_KEYS))
+    spec = h.openapi()
+    errs = h.schema_errors(spec, spec["webhooks"]["verificationEnded"]["post"]
+                           ["requestBody"]["content"]["application/json"]
+                           ["schema"], j, "webhook")
+    check(not errs, "docs/openapi.json: %s" % "; ".join(errs))
+    check(j["type"] == "verification." + want_type and j["id"] == want_id,
+          "webhook %s for %s, want verification.%s for %s"
+          % (j["type"], j["id"], want_type, want_id))
+    check(j["status"] == {"locked": "max_attempts_reached"}.get(
+        want_type, want_type), "webhook status %r" % j["status"])
+    check(re.fullmatch(want_to, j["to"]), "webhook to %r, want /%s/"
+          % (j["to"], want_to))
+    check(re.fullmatch(r"[0-9-]{10}T[0-9:]{8}Z", j["occurred_at"]) and
+          abs(time.mktime(time.strptime(j["occurred_at"],
+                                        "%Y-%m-%dT%H:%M:%SZ"))
+              - time.mktime(time.gmtime()) < 300),
+          "occurred_at %r is not a recent RFC 3339 UTC time"
+          % j["occurred_at"])
+    return j
+
+
+def readme_check(rec, secret=HOOK_SECRET):
+    """README's receiver snippet on a request the receiver got."""
+    ns = {}
+    exec(h.readme_snippets("webhook_readme")["python"], ns)
+    return ns["webhook_ok"](secret.encode(), dict(rec["header_list"]),
+                            raw_body(rec))
+
+
+def hooks_metric(ctx, result):
+    r = ctx.browser("probe").get("/metrics")
+    m = re.search(r'^otp_webhooks_total\{result="%s"\} ([0-9]+)$' % result,
+                  r.body.decode(), re.M)
+    check(m, "no otp_webhooks_total{result=%r} in /metrics" % result)
+    return int(m.group(1))
+
+
+def case_webhook_events(ctx):
+    """Approved, locked and expired API verifications each reach
+    WEBHOOK_URL once, signed; the forms' verifications never do."""
+    with hook_server(ctx, {"MAX_ATTEMPTS": 2, "CODE_TTL": 3}) as rcv:
+        a, code = api_start(ctx, PHONE)
+        check(api_check(ctx, a, code)["status"] == "approved", "approve")
+        check(rcv.wait_requests(1, 10) == 1, "no webhook for the approval")
+        hook_check(rcv.requests[0], "approved", a, r"\+1\*{8}23")
+        check(readme_check(rcv.requests[0]), "README's check refuses it")
+        forged = dict(rcv.requests[0], body_b64=base64.b64encode(
+            raw_body(rcv.requests[0]).replace(b"approved", b"expired")
+            ).decode())
+        check(not readme_check(forged), "README's check takes a forged body")
+        check(not readme_check(rcv.requests[0], "whsec-another-secret!"),
+              "README's check takes another secret's signature")
+        b, code = api_start(ctx, PHONES[0])
+        api_check(ctx, b, "0000")
+        check(api_check(ctx, b, "0000")["status"] == "max_attempts_reached",
+              "lock")
+        check(rcv.wait_requests(2, 10) == 2, "no webhook for the lock")
+        hook_check(rcv.requests[1], "locked", b, r"\+1\*{8}10")
+        c, code = api_start(ctx, PHONES[1])
+        check(rcv.wait_requests(3, 10) == 3, "no webhook for the expiry")
+        hook_check(rcv.requests[2], "expired", c, r"\+1\*{8}11")
+        web = ctx.browser("web")
+        request(ctx, web, PHONES[2])
+        time.sleep(4.5)         # past CODE_TTL: the web code expired too
+        check(rcv.count() == 3, "%d webhooks, want 3 (one was for the "
+              "forms, or for the locked code's expiry)" % rcv.count())
+        check(hooks_metric(ctx, "delivered") == 3, "delivered metric")
+
+
+def case_webhook_retry(ctx):
+    """A receiver that fails (500), then recovers, gets the event again
+    after the backoff, signed anew; the log says both."""
+    with hook_server(ctx, answers=[500]) as rcv:
+        a, code = api_start(ctx, PHONE)
+        api_check(ctx, a, code)
+        check(rcv.wait_requests(2, 20) == 2, "%d tries, want 2"
+              % rcv.count())
+        r1, r2 = rcv.requests[0], rcv.requests[1]
+        check(r2["time"] - r1["time"] >= 4.0, "the second try came %.1f s "
+              "after the first, want the 5 s backoff" % (r2["time"] - r1["time"]))
+        hook_check(r1, "approved", a, r"\+1\*{8}23")
+        hook_check(r2, "approved", a, r"\+1\*{8}23")
+        log_has(ctx, r"webhook_failed type=approved to=\+1\*+23 status=500 "
+                r".*try=1/5", "the failed try")
+        log_has(ctx, r"webhook type=approved to=\+1\*+23 status=200 "
+                r".*try=2/5", "the delivery")
+        time.sleep(1)
+        check(rcv.count() == 2, "tried again after a 200")
+        check(hooks_metric(ctx, "delivered") == 1, "delivered metric")
+
+
+def case_webhook_silent_receiver(ctx):
+    """A receiver that never answers holds neither a check nor the exit:
+    the API answers at once while a try hangs for SMS_TIMEOUT, and
+    SIGTERM ends the try."""
+    with hook_server(ctx, {"SMS_TIMEOUT": 60}, mode="silent") as rcv:
+        a, code = api_start(ctx, PHONE)
+        api_check(ctx, a, code)
+        check(rcv.wait_requests(1, 10) == 1, "no webhook try")
+        for i in range(3):      # each is an event queued behind the hung try
+            vid, code = api_start(ctx, PHONES[i])
+            t0 = time.monotonic()
+            api_check(ctx, vid, code)
+            took = time.monotonic() - t0
+            check(took < 10, "a check took %.1f s while the receiver hangs "
+                  "for 60" % took)
+        t0 = time.monotonic()
+        rc = ctx.server.stop()
+        took = time.monotonic() - t0
+        check(rc == 0 and took < 10, "SIGTERM with a hung webhook: exit %s "
+              "after %.1f s" % (rc, took))
+        check(rcv.count() == 1, "%d tries, want 1 (the rest queued)"
+              % rcv.count())
+
+
+def case_webhook_queue_full(ctx):
+    """More events than the queue holds, while the receiver hangs: the
+    oldest are dropped, counted and logged; requests never wait."""
+    with hook_server(ctx, {"SMS_TIMEOUT": 60, "MAX_ATTEMPTS": 1,
+                           "SMS_PER_HOUR": 1000, "API_SMS_PER_HOUR": 1000},
+                     mode="silent") as rcv:
+        b = ctx.browser("app")
+        for i in range(70):
+            r = b.api("POST", h.API, {"phone": "202-555-%04d" % (100 + i)})
+            check(r.status == 201, "create %d -> %d" % (i, r.status))
+            vid = json.loads(r.body)["id"]
+            r = b.api("POST", "%s/%s/check" % (h.API, vid), {"code": "0000"})
+            check(r.status == 200 and b"max_attempts" in r.body,
+                  "lock %d -> %d %s" % (i, r.status, short(r.body)))
+        log_has(ctx, r"webhook_dropped count=[0-9]+: the queue of 64 was "
+                r"full", "the drop", timeout=10)
+        check(hooks_metric(ctx, "dropped") >= 5, "dropped metric < 70 - 64 - 1")
+
+
+def case_webhook_config(ctx):
+    """WEBHOOK_URL is https only and needs a secret; WEBHOOK_SECRET_FILE
+    works as API_KEY_FILE does. Errors name the key and line."""
+    ctx.secrets["the webhook secret"] = HOOK_SECRET
+    base = {"SMS_PROVIDER": "console", "SMS_CA_FILE": ctx.cert("ca")[0]}
+    expect_config_error(ctx, dict(base, WEBHOOK_URL="http://127.0.0.1:9/h",
+                                  WEBHOOK_SECRET=HOOK_SECRET),
+                        r"^config\.cfg:[0-9]+: WEBHOOK_URL must be an "
+                        r"https:// URL$")
+    expect_config_error(ctx, dict(base, WEBHOOK_URL="https://127.0.0.1:9/h"),
+                        r"^config\.cfg:[0-9]+: WEBHOOK_URL needs "
+                        r"WEBHOOK_SECRET .*at least 16 characters")
+    expect_config_error(ctx, dict(base, WEBHOOK_URL="https://127.0.0.1:9/h",
+                                  WEBHOOK_SECRET="short"),
+                        r"WEBHOOK_URL needs WEBHOOK_SECRET")
+    expect_config_error(ctx, dict(base, WEBHOOK_URL="https://127.0.0.1:9/h",
+                                  WEBHOOK_SECRET_FILE="missing.secret"),
+                        r"^config\.cfg:[0-9]+: WEBHOOK_SECRET_FILE "
+                        r"missing\.secret: No such file")
+    path = os.path.join(ctx.dir, "hook.secret")
+    with open(path, "w") as f:
+        f.write(HOOK_SECRET + "\n")
+    os.chmod(path, 0o600)
+    rc, out, err = run_once(ctx, dict(base, WEBHOOK_URL="https://127.0.0.1:9/",
+                                      WEBHOOK_SECRET_FILE=path), args=["-t"])
+    check(rc == 0 and "configuration OK" in out, "-t with the secret file: "
+          "exit %s, %s" % (rc, short(err)))
+
+
 # ---- runner ----------------------------------------------------------------------
 
 if __name__ == "__main__":

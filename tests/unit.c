@@ -740,10 +740,10 @@ check_code(struct store *st, uint32_t slot, const uint8_t *id,
            const struct owner *ow, const uint8_t *mac, int64_t now,
            int64_t ttl, uint32_t max, char *phone)
 {
-	bool guessed;
+	uint32_t tries;
 
 	return store_check(st, slot, id, ow, mac, now, ttl, max, phone,
-	    &guessed);
+	    &tries);
 }
 
 static void
@@ -2766,10 +2766,93 @@ test_json_get_string(void **state)
 	    sizeof(out)), -1);
 }
 
+/* The API reads a field of a JSON or url-encoded body alike. */
+static void
+test_api_field(void **state)
+{
+	struct api_body b;
+	char out[16];
+
+	(void)state;
+	b.form = false;
+	b.len = (size_t)snprintf(b.buf, sizeof(b.buf), "{\"phone\": \"+1 201\", "
+	    "\"n\": 5, \"e\": \"\\u00e9\"}");
+	assert_int_equal(api_field(&b, "phone", out, sizeof(out)), 6);
+	assert_string_equal(out, "+1 201");
+	assert_int_equal(api_field(&b, "code", out, sizeof(out)), FORM_MISSING);
+	assert_true(api_field(&b, "n", out, sizeof(out)) < FORM_MISSING);
+	assert_true(api_field(&b, "e", out, sizeof(out)) < FORM_MISSING);
+	b.form = true;
+	b.len = (size_t)snprintf(b.buf, sizeof(b.buf), "phone=%%2B1+201&n=5");
+	assert_int_equal(api_field(&b, "phone", out, sizeof(out)), 6);
+	assert_string_equal(out, "+1 201");
+	assert_int_equal(api_field(&b, "code", out, sizeof(out)), FORM_MISSING);
+	b.len = (size_t)snprintf(b.buf, sizeof(b.buf), "phone=1&x=%%zz");
+	assert_int_equal(api_field(&b, "phone", out, sizeof(out)),
+	    FORM_BAD_ESCAPE);
+}
+
+static int64_t hook_clock(void) { return 1700000000123LL; }
+
+/*
+ * The webhook queue: only the API's records are queued, with the number
+ * masked; a full queue drops its oldest event for the new one and counts
+ * it; the signature is HMAC-SHA256 of "<ts>.<body>" (the value Python's
+ * hmac module gives).
+ */
+static void
+test_hooks(void **state)
+{
+	struct hooks *h = calloc(1, sizeof(*h));
+	struct record r;
+	struct config c;
+	char sig[3 + 2 * OTP_MAC_LEN + 1];
+	uint64_t min = UINT64_MAX;
+
+	(void)state;
+	assert_non_null(h);
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	h->now_ms = h->wall_ms = hook_clock;
+	memset(&r, 0, sizeof(r));
+	str_copy(r.phone, sizeof(r.phone), "+12015550123");
+	r.ns = NS_WEB;
+	atomic_store(&h->on, true);
+	hook_note(h, 1, &r, HOOK_APPROVED);
+	assert_int_equal(h->seq, 0);             /* the forms' record */
+	r.ns = NS_API;
+	atomic_store(&h->on, false);
+	hook_note(h, 1, &r, HOOK_APPROVED);
+	assert_int_equal(h->seq, 0);             /* webhooks off */
+	atomic_store(&h->on, true);
+	for (uint32_t i = 0; i < OTP_HOOK_QUEUE; i++)
+		hook_note(h, i, &r, HOOK_LOCKED);
+	assert_int_equal(h->dropped, 0);
+	assert_string_equal(h->q[0].to, "+1********23");
+	assert_int_equal(h->q[0].at_ms, 1700000000123LL);
+	hook_note(h, 999, &r, HOOK_EXPIRED);
+	assert_int_equal(h->dropped, 1);
+	for (size_t i = 0; i < countof(h->q); i++)
+		min = h->q[i].seq < min ? h->q[i].seq : min;
+	assert_int_equal(min, 2);                /* the oldest (1) went */
+	assert_ptr_equal(hooks_room(h), &h->q[1]);
+	memset(&c, 0, sizeof(c));
+	str_copy(c.webhook_secret, sizeof(c.webhook_secret),
+	    "whsec-unit-0123456789");
+	assert_int_equal(hook_sign(&c, 1700000000LL, "{\"a\":1}", sig), 0);
+	assert_string_equal(sig, "v1=d84a80e81c4598f77148d402afce995d57587e40"
+	    "825561201d21d0094e238d2c");
+	pthread_cond_destroy(&h->cond);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_api_field),
+		cmocka_unit_test(test_hooks),
 		cmocka_unit_test(test_config_tutorial),
 		cmocka_unit_test(test_config_literals),
 		cmocka_unit_test(test_config_errors),
