@@ -5091,6 +5091,25 @@ code_read(const struct otp *otp, const struct config *c, const char *in,
 	return *mac_ok ? code_mac(otp, in, len, mac) : 0;
 }
 
+/* Whether record (slot, id) of ow may end approved: its number is one
+ * USERS_FILE lists (any number without the file: no lookup then). */
+static bool
+verification_may_pass(struct otp *otp, const struct config *c, uint32_t slot,
+                      const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+                      int64_t now)
+{
+	struct view v;
+	bool ok;
+
+	if (c->users_file[0] == '\0')
+		return true;
+	store_view(&otp->store, slot, id, ow, now, c->code_ttl * 1000, NULL,
+	    &v);
+	ok = v.phone[0] == '\0' || user_may_pass(c, v.phone);
+	wipe(&v, sizeof(v));
+	return ok;
+}
+
 /*
  * Checks code (len bytes, any case) for record (slot, id) of owner ow,
  * from client cl (addr NULL: not counted per address). On a refusal by a
@@ -5121,19 +5140,22 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 		    ip);
 		return CHECK_UNKNOWN;
 	}
-	if (code_read(otp, c, code, len, mac, &mac_ok) == 0)
+	if (code_read(otp, c, code, len, mac, &mac_ok) == 0) {
+		/* A number USERS_FILE does not list was never sent its code
+		 * (or has left the file since): whatever is typed counts as a
+		 * wrong code, and the record never ends approved (its state,
+		 * the API's answers and webhooks say so too). */
+		if (mac_ok && !verification_may_pass(otp, c, slot, id, ow, now))
+			mac_ok = false;
 		rc = store_check(&otp->store, slot, id, ow, mac_ok ? mac : NULL,
 		    now, c->code_ttl * 1000, (uint32_t)c->max_attempts, phone,
 		    &tries);
+	}
 	wipe(mac, sizeof(mac));
 	if (cl->addr != NULL)
 		limits_verify_done(otp, cl, now, tries != 0);
 	if (left != NULL)
 		*left = (uint32_t)c->max_attempts - tries;
-	/* An unlisted number's code was never sent: it was guessed (or
-	 * the number left USERS_FILE since). Not verified all the same. */
-	if (rc == CHECK_OK && !user_may_pass(c, phone))
-		rc = CHECK_WRONG;
 	atomic_fetch_add(&otp->stats.checks[rc], 1);
 	if (rc == CHECK_OK) {
 		phone_mask(phone, masked, sizeof(masked));

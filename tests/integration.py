@@ -3542,6 +3542,28 @@ def case_users_sighup(ctx):
           "after a bad USERS_FILE the old list must hold")
 
 
+def case_users_removed_code_not_approved(ctx):
+    """A number removed from USERS_FILE (SIGHUP) after its code was sent:
+    the right code counts as a wrong one and the record stays pending (it
+    does not end approved, which the API and webhooks would report); once
+    the number is listed again, the same code still works."""
+    start_users(ctx, {}, text="+12015550123 alice admins\n")
+    a = ctx.browser("A")
+    check(a.request_code(PHONE).status == 200, "alice's request")
+    ctx.collect_sms(0, a)
+    write_users(ctx, "+12015550187 carol\n")
+    sighup()(ctx, a)
+    r = a.verify(a.code)
+    check(r.status == 403 and WRONG_CODE.encode() in r.body,
+          "removed alice's right code -> %r" % r)
+    check(a.get("/auth").status == 401, "removed alice passed /auth")
+    write_users(ctx, "+12015550123 alice admins\n")
+    sighup()(ctx, a)
+    r = a.verify(a.code)
+    check(r.status == 200 and a.get("/auth").status == 204,
+          "alice listed again: the same code -> %r" % r)
+
+
 def case_users_unlisted_timing(ctx):
     """An unlisted number's answer takes about as long as a listed one's
     send (the gateway answers after 0.3 s here): the median of 7 is not
