@@ -151,7 +151,13 @@ def main():
         certs, why = None, str(e)
     if not t.check("test certificates", certs is not None, why):
         return t.done()
+    run(t, certs)
+    return t.done()     # after run()'s own checks of the shutdown
 
+
+def run(t, certs):
+    """The flow over HTTP and HTTPS through nginx, then the shutdown
+    checks (each counted: they come before the summary)."""
     tmp = tempfile.mkdtemp(prefix="otp-nginx.")
     otp = None
     ng = None
@@ -165,7 +171,7 @@ def main():
                                    {"OTP_USERS_FILE": users})
         if not t.check("otp_demo starts", otp.port is not None,
                        otp.log()[-400:]):
-            return t.done()
+            return
 
         port, tls_port = h.free_port(), h.free_port()
         ng = h.start_nginx(os.path.join(OUT, "nginx"), tmp, NGINX_HTTP.format(
@@ -175,7 +181,7 @@ def main():
                        h.wait_port(port) and h.wait_port(tls_port),
                        open(tmp + "/error.log").read()[-600:]
                        if os.path.exists(tmp + "/error.log") else ""):
-            return t.done()
+            return
 
         plain = h.Client(port, source=CLIENT_ADDR)
         flow(t, otp, plain, "http")
@@ -198,7 +204,6 @@ def main():
             t.check("otp_demo log never holds the full numbers",
                     PHONE not in otp.log() and h.PHONE2_E164 not in otp.log())
         shutil.rmtree(tmp, ignore_errors=True)
-    return t.done()
 
 
 def flow(t, otp, b, scheme):
