@@ -179,8 +179,10 @@ STATIC_CW_DEFS := -DNO_FILESYSTEMS -DMG_EXTERNAL_FUNCTION_mg_cry_internal_impl \
                   -DMG_EXTERNAL_FUNCTION_log_access -Ideps/static/civetweb
 STATIC_CW_HOOKS := $(wildcard deps/static/civetweb/*.inl)
 
+# Both objects depend on this file too: a change of flags (LTO) rebuilds
+# them, where make alone would keep objects built with the old ones.
 $(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
-		$(STATIC_CW_HOOKS)
+		$(STATIC_CW_HOOKS) mk/static.mk
 	$(SCC) $(STATIC_OPT) $(STATIC_LTO) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
 
 # The notices of exactly what this binary bundles, from the licence files
@@ -210,7 +212,8 @@ $(SB)/www_data.h: $(WWW) tools/lz.py
 	mv -f $@.tmp $@
 
 $(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(SB)/www_data.h \
-		civetweb/include/civetweb.h $(SB)/curl.stamp $(SB)/notices.h
+		civetweb/include/civetweb.h $(SB)/curl.stamp $(SB)/notices.h \
+		mk/static.mk
 	$(SCC) $(STATIC_OPT) $(STATIC_LTO) -I$(SB) $(OTP_CFLAGS) -c $< -o $@
 
 $(SB)/otp_demo: $(SB)/otp_demo.o $(SB)/civetweb.o
