@@ -43,9 +43,13 @@ OTP_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -Icivetweb/include -I$(BUILD) \
 CURL_LIBS := $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 LIBS      := -lmbedtls -lmbedx509 -lmbedcrypto $(CURL_LIBS) -lpthread
 
+# The built-in languages (www/lang/<tag>.txt), English first: the
+# fallback when neither the browser's language nor LANG is built in.
+LANGS     := en de fr es pt
 WWW       := www/index.html www/verify.html www/new_code.html \
              www/verify_success.html \
-             www/error.html www/style.css www/otp.js
+             www/error.html www/style.css www/otp.js \
+             $(LANGS:%=www/lang/%.txt)
 CW_SRC    := civetweb/src/civetweb.c
 
 .PHONY: all run test unit model docs numbering integration proxy_mode attack \

@@ -161,6 +161,7 @@
 #define OTP_MAX_REGIONS 256   /* rows of numbering.h's region table */
 #define OTP_MAX_RETURN 256    /* a return_to path */
 #define OTP_MAX_LANGS 8       /* MESSAGE_<lang> keys */
+#define OTP_MAX_CATALOGS 8    /* built-in languages (www/lang/) */
 #define OTP_RATE_PROBES 32    /* slots a key may live in; a key finds
 				 no room only if all hold live windows */
 #define OTP_RATE_MIN_SLOTS 256 /* the smallest rate-limit table */
@@ -518,6 +519,105 @@ struct www_file {
 	size_t len;
 };
 
+/*
+ * Every word a person reads on the built-in pages, in the messages the
+ * C code puts on them, and the default SMS: one key each, with the line
+ * "key text" in each catalog www/lang/<tag>.txt ("languages and
+ * messages"). TX_NONE is the empty text.
+ */
+#define TEXTS(X) \
+	X(INDEX_TITLE, "index_title") \
+	X(INDEX_HINT, "index_hint") \
+	X(PHONE_LABEL, "phone_label") \
+	X(SEND_CODE, "send_code") \
+	X(VERIFY_TITLE, "verify_title") \
+	X(CODE_SENT, "code_sent") \
+	X(CODE_LABEL, "code_label") \
+	X(VERIFY, "verify") \
+	X(SEND_AGAIN, "send_again") \
+	X(COUNTDOWN, "countdown") \
+	X(OTHER_NUMBER, "other_number") \
+	X(NEW_CODE_TITLE, "new_code_title") \
+	X(YOUR_NUMBER, "your_number") \
+	X(SEND_NEW, "send_new") \
+	X(VERIFIED, "verified") \
+	X(VERIFIED_TEXT, "verified_text") \
+	X(LOG_OUT, "log_out") \
+	X(BACK, "back") \
+	X(SENT_FIRST, "sent_first") \
+	X(SENT_AGAIN, "sent_again") \
+	X(SENT_NEW, "sent_new") \
+	X(SECOND, "second") \
+	X(SECONDS, "seconds") \
+	X(MINUTE, "minute") \
+	X(MINUTES, "minutes") \
+	X(WAIT, "wait") \
+	X(WRONG_1, "wrong_1") \
+	X(WRONG_N, "wrong_n") \
+	X(EXPIRED, "expired") \
+	X(LOCKED, "locked") \
+	X(SESSION_EXPIRED, "session_expired") \
+	X(GONE, "gone") \
+	X(NET_LIMITED, "net_limited") \
+	X(BUSY, "busy") \
+	X(TOO_MANY, "too_many") \
+	X(RETRY_SECONDS, "retry_seconds") \
+	X(RETRY_MINUTES, "retry_minutes") \
+	X(SEND_FAILED, "send_failed") \
+	X(PHONE_INVALID, "phone_invalid") \
+	X(PHONE_LENGTH, "phone_length") \
+	X(PHONE_RANGE, "phone_range") \
+	X(PHONE_COUNTRY, "phone_country") \
+	X(INTERNAL_ERROR, "internal_error") \
+	X(MEDIA_TYPE, "media_type") \
+	X(MEDIA_TYPE_TEXT, "media_type_text") \
+	X(TOO_LARGE, "too_large") \
+	X(TOO_LARGE_TEXT, "too_large_text") \
+	X(TIMEOUT, "timeout") \
+	X(TIMEOUT_TEXT, "timeout_text") \
+	X(BAD_REQUEST, "bad_request") \
+	X(BAD_BODY_TEXT, "bad_body_text") \
+	X(SIGN_IN, "sign_in") \
+	X(SIGN_IN_TEXT, "sign_in_text") \
+	X(NOT_SUPPORTED, "not_supported") \
+	X(WEBSOCKET_TEXT, "websocket_text") \
+	X(UPSTREAM_ERROR, "upstream_error") \
+	X(UPSTREAM_DOWN_TEXT, "upstream_down_text") \
+	X(UPSTREAM_TIMEOUT, "upstream_timeout") \
+	X(UPSTREAM_SLOW_TEXT, "upstream_slow_text") \
+	X(UPSTREAM_BAD_TEXT, "upstream_bad_text") \
+	X(NOT_FOUND, "not_found") \
+	X(NOT_FOUND_TEXT, "not_found_text") \
+	X(METHOD, "method") \
+	X(METHOD_POST_TEXT, "method_post_text") \
+	X(METHOD_GET_TEXT, "method_get_text") \
+	X(BAD_HOST, "bad_host") \
+	X(URI_TOO_LONG, "uri_too_long") \
+	X(NOT_CANONICAL, "not_canonical") \
+	X(LOGGED_OUT, "logged_out") \
+	X(LOGGED_OUT_TEXT, "logged_out_text") \
+	X(FORM_MISSING, "form_missing") \
+	X(FORM_TOO_LONG, "form_too_long") \
+	X(FORM_NUL, "form_nul") \
+	X(FORM_ESCAPE, "form_escape") \
+	X(SMS, "sms") \
+
+enum text {
+	TX_NONE,
+#define X(id, key) TX_##id,
+	TEXTS(X)
+#undef X
+	TX__N
+};
+
+/* A built-in language: its catalog's texts (into otp->lang_text) and
+ * the built-in files with its words in (otp->builtin's order). */
+struct catalog {
+	char lang[8];             /* "de", from www/lang/de.txt */
+	const char *text[TX__N];
+	const struct www_file *files;
+};
+
 /* A translated copy from WWW_DIR (or WWW_DIR/<lang>/), loaded at start. */
 struct www_page {
 	char lang[8]; /* "" for WWW_DIR itself */
@@ -564,6 +664,13 @@ struct otp {
 	struct www_file *unpacked; /* the static builds': builtin, owned */
 	struct www_page *pages;    /* WWW_DIR copies, allocated once */
 	int npages;
+	char wlangs[OTP_MAX_LANGS][8]; /* WWW_DIR's languages ("pt_BR") */
+	int nwlangs;
+	struct catalog cats[OTP_MAX_CATALOGS]; /* built-in languages, en first */
+	int ncats;
+	char *lang_text;           /* the catalogs' text, owned */
+	struct www_file *lang_files; /* their files, the pages localized:
+				   lang_load(), owned */
 	char prefix[64];           /* mount point, "" for the root */
 	int https_port;            /* REDIRECT_HTTP target, 0: none */
 	otp_verified_fn on_verified;
@@ -1094,7 +1201,7 @@ static const struct key config_keys[] = {
 	    check_url),
 	STR("SMS_CA_FILE", sms_ca_file, "", NULL),
 	INT("SMS_TIMEOUT", sms_timeout, 1, 120, "10"),
-	STR("MESSAGE", message, "Your token is {code}", check_message),
+	STR("MESSAGE", message, "", check_message),
 	INT("MAX_PENDING", max_pending, 1, 1000000, "1024"),
 	INT("THREADS", threads, 1, 256, "8"),
 	INT("CODE_TTL", code_ttl, 1, 600, "300"),
@@ -1242,6 +1349,8 @@ check_message(const char *v)
 	char out[OTP_MAX_STR];
 	size_t n = 0;
 
+	if (*v == '\0') /* the built-in text, in the person's language */
+		return NULL;
 	if (strstr(v, "{code}") == NULL)
 		return "must contain {code}";
 	if (fill(v, strlen(v), 1, true, vars, countof(vars),
@@ -3580,24 +3689,19 @@ enum phone_err {
 static const struct {
 	const char *reason; /* refused ... reason= in the log */
 	const char *code;   /* the JSON API's error code */
-	const char *api;    /* its message */
-	const char *page;   /* the form's message */
+	const char *api;    /* its message (English: API clients) */
+	enum text page;     /* the form's message */
 } phone_refusals[] = {
 	[PHONE_INVALID] = { "invalid", "invalid_phone",
-	    "not a phone number",
-	    "Please enter a valid phone number, like (201) 555-0123 or "
-	    "+44 20 7946 0958." },
+	    "not a phone number", TX_PHONE_INVALID },
 	[PHONE_LENGTH] = { "length", "phone_length",
 	    "too many or too few digits for a number of its country",
-	    "That number has too many or too few digits for its country." },
+	    TX_PHONE_LENGTH },
 	[PHONE_RANGE] = { "range", "phone_range",
 	    "premium-rate, toll-free and other numbers that cannot receive "
-	    "SMS are refused",
-	    "We can't send codes to premium-rate, toll-free or other numbers "
-	    "that can't receive SMS." },
+	    "SMS are refused", TX_PHONE_RANGE },
 	[PHONE_COUNTRY] = { "country", "country_not_allowed",
-	    "this server does not send to that country",
-	    "Sorry, we can't send codes to that country." },
+	    "this server does not send to that country", TX_PHONE_COUNTRY },
 };
 
 /* True if s is "+" and 7 to 15 digits, the first not 0. */
@@ -4162,6 +4266,202 @@ sms_units(const char *text, bool *gsm)
 		}
 	}
 	return *gsm ? septets : units;
+}
+
+/*
+ * The built-in languages. Each www/lang/<tag>.txt is a catalog of
+ * "key text" lines, one per TEXTS() key, packed with the pages (one blob
+ * in the static builds, so the languages share the packer's dictionary).
+ * At start, lang_load() reads each once and makes the pages in its
+ * language: every {{t:key}} of a page is replaced by the text as it is
+ * (the catalog is ours; a text may hold markup and the page's own
+ * {{placeholders}}). A request then renders its language's copy exactly
+ * as before, and the C code takes its words with req_text().
+ */
+static const char *const text_keys[TX__N] = {
+#define X(id, key) [TX_##id] = key,
+	TEXTS(X)
+#undef X
+};
+
+/* The TEXTS() id of key (len bytes), or TX_NONE. O(number of keys). */
+static enum text
+text_id(const char *key, size_t len)
+{
+	for (int i = 1; i < TX__N; i++)
+		if (strlen(text_keys[i]) == len && memcmp(text_keys[i], key,
+		    len) == 0)
+			return (enum text)i;
+	return TX_NONE;
+}
+
+/*
+ * Reads catalog f ("de.txt") into cat, its text copied to mem (f->len + 1
+ * bytes) and cut into lines there. 0, or -1 with err set: a line that is
+ * not a known key and a text, or a key missing.
+ */
+static int
+lang_parse(struct catalog *cat, const struct www_file *f, char *mem,
+           char *err, size_t errlen)
+{
+	char *line = mem, *end = mem + f->len;
+	enum text id;
+
+	memcpy(mem, f->data, f->len);
+	*end = '\0';
+	str_ncopy(cat->lang, sizeof(cat->lang), f->name, strcspn(f->name, "."));
+	memset(cat->text, 0, sizeof(cat->text));
+	cat->text[TX_NONE] = "";
+	for (char *nl; line < end; line = nl + 1) {
+		size_t klen = strcspn(line, " \n");
+
+		nl = line + strcspn(line, "\n");
+		*nl = '\0';
+		if ((id = text_id(line, klen)) == TX_NONE || line[klen] != ' ' ||
+		    line[klen + 1] == '\0' || cat->text[id] != NULL) {
+			snprintf(err, errlen, "www/lang/%s: bad line \"%.40s\"",
+			    f->name, line);
+			return -1;
+		}
+		cat->text[id] = line + klen + 1;
+	}
+	for (int i = 1; i < TX__N; i++)
+		if (cat->text[i] == NULL) {
+			snprintf(err, errlen, "www/lang/%s: no %s", f->name,
+			    text_keys[i]);
+			return -1;
+		}
+	return 0;
+}
+
+/*
+ * Copies tmpl (len bytes) to out (outlen bytes), each {{t:key}} replaced
+ * by cat's text for key. Returns the length, or -1 for a key that is not
+ * one or a page that does not fit.
+ */
+static long
+lang_localize(const struct catalog *cat, const char *tmpl, size_t len,
+              char *out, size_t outlen)
+{
+	const char *p = tmpl, *end = tmpl + len, *t;
+	size_t n = 0;
+
+	while ((t = memmem(p, (size_t)(end - p), "{{t:", 4)) != NULL) {
+		const char *key = t + 4;
+		size_t klen = 0;
+		enum text id;
+
+		while (key + klen < end && (islower((unsigned char)key[klen]) ||
+		    isdigit((unsigned char)key[klen]) || key[klen] == '_'))
+			klen++;
+		id = text_id(key, klen);
+		if (id == TX_NONE || end - (key + klen) < 2 ||
+		    memcmp(key + klen, "}}", 2) != 0 ||
+		    out_put(out, outlen, &n, p, (size_t)(t - p)) != 0 ||
+		    esc_none(cat->text[id], out, outlen, &n) != 0)
+			return -1;
+		p = key + klen + 2;
+	}
+	return out_put(out, outlen, &n, p, (size_t)(end - p)) != 0 ? -1 :
+	    (long)n;
+}
+
+/*
+ * The catalog for language tag ("pt_BR"): its own, else its main
+ * language's ("pt"), else LANG's, else the first (English). Never NULL
+ * once lang_load() has run.
+ */
+static const struct catalog *
+lang_catalog(const struct otp *otp, const struct config *c, const char *tag)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		const char *t = pass == 0 ? tag : c->lang;
+
+		for (int i = 0; i < otp->ncats; i++)
+			if (lang_match(t, strlen(t), otp->cats[i].lang, 0) ||
+			    lang_match(t, strlen(t), otp->cats[i].lang, 1))
+				return &otp->cats[i];
+	}
+	return &otp->cats[0];
+}
+
+/*
+ * Makes each catalog's copy of the built-in files: the pages with its
+ * words, the others as they are. Measured first, then made in one
+ * allocation (otp->lang_files). 0, or -1 with err set.
+ */
+static int
+lang_pages(struct otp *otp, char *err, size_t errlen)
+{
+	const size_t nf = otp->nbuiltin, nfiles = (size_t)otp->ncats * nf;
+	size_t total = nfiles * sizeof(struct www_file);
+	char page[OTP_MAX_PAGE], *at = NULL;
+
+	/* pass 0 measures, pass 1 makes */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && (otp->lang_files = malloc(total)) == NULL)
+			return snprintf(err, errlen, "out of memory"), -1;
+		if (pass == 1)
+			at = (char *)(otp->lang_files + nfiles);
+		for (size_t j = 0; j < nfiles; j++) {
+			const struct www_file *f = &otp->builtin[j % nf];
+			struct catalog *cat = &otp->cats[j / nf];
+			long n = -2; /* not a page */
+
+			if (strstr(f->name, ".html") != NULL &&
+			    (n = lang_localize(cat, (const char *)f->data,
+			    f->len, page, sizeof(page))) < 0)
+				return snprintf(err, errlen, "www/%s: a {{t:key}} "
+				    "with no text", f->name), -1;
+			if (pass == 0) {
+				total += n >= 0 ? (size_t)n + 1 : 0;
+				continue;
+			}
+			cat->files = otp->lang_files + j / nf * nf;
+			otp->lang_files[j] = *f;
+			if (n < 0)
+				continue;
+			memcpy(at, page, (size_t)n + 1);
+			otp->lang_files[j].data = (const unsigned char *)at;
+			otp->lang_files[j].len = (size_t)n;
+			at += n + 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Reads the built-in catalogs (the files of otp->builtin named *.txt,
+ * en.txt first) into otp->cats, their text in one allocation, then
+ * makes their pages (lang_pages()). Once, at start. 0, or -1 with err.
+ */
+static int
+lang_load(struct otp *otp, char *err, size_t errlen)
+{
+	size_t need = 1;
+	char *text;
+
+	for (size_t i = 0; i < otp->nbuiltin; i++)
+		if (strstr(otp->builtin[i].name, ".txt") != NULL)
+			need += otp->builtin[i].len + 1;
+	if ((otp->lang_text = text = malloc(need)) == NULL)
+		return snprintf(err, errlen, "out of memory"), -1;
+	for (size_t i = 0; i < otp->nbuiltin; i++) {
+		const struct www_file *f = &otp->builtin[i];
+
+		if (strstr(f->name, ".txt") == NULL)
+			continue;
+		if (otp->ncats == OTP_MAX_CATALOGS)
+			return snprintf(err, errlen, "more than %d built-in "
+			    "languages", OTP_MAX_CATALOGS), -1;
+		if (lang_parse(&otp->cats[otp->ncats++], f, text, err,
+		    errlen) != 0)
+			return -1;
+		text += f->len + 1;
+	}
+	if (otp->ncats == 0)
+		return snprintf(err, errlen, "no built-in catalog"), -1;
+	return lang_pages(otp, err, errlen);
 }
 
 /* ---- processes --------------------------------------------------------- */
@@ -5206,12 +5506,13 @@ www_builtin(struct otp *otp)
 	return 0;
 }
 
+/* The one of n files named name, or NULL. */
 static const struct www_file *
-www_find(const struct otp *otp, const char *name)
+www_find(const struct www_file *files, size_t n, const char *name)
 {
-	for (size_t i = 0; i < otp->nbuiltin; i++)
-		if (strcmp(otp->builtin[i].name, name) == 0)
-			return &otp->builtin[i];
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(files[i].name, name) == 0)
+			return &files[i];
 	return NULL;
 }
 
@@ -5229,9 +5530,11 @@ page_render(const char *tmpl, size_t len, const struct var *vars,
 	    &n) < 0 ? -1 : (long)n;
 }
 
-/* The placeholders each page is given (every page also has {{base}} and
- * {{return_to}}); WWW_DIR copies are checked against them at start. */
+/* The placeholders each page is given (every page also has {{base}},
+ * {{return_to}}, {{app}} and {{lang}}: PAGE_COMMON); WWW_DIR copies are
+ * checked against them at start. */
 #define PAGE_VARS 9 /* the most a page has */
+#define PAGE_COMMON 4
 static const struct {
 	const char *file;
 	const char *vars[PAGE_VARS];
@@ -5244,7 +5547,7 @@ static const struct {
 	{ "error.html", { "status", "title", "message" } },
 };
 
-/* Fills vars with the placeholders of file (and base, return_to). */
+/* Fills vars with the placeholders of file (and the PAGE_COMMON ones). */
 static size_t
 page_vars_of(const char *file, struct var *vars)
 {
@@ -5258,22 +5561,26 @@ page_vars_of(const char *file, struct var *vars)
 				vars[n++].value = "x";
 	vars[n].name = "base", vars[n++].value = "x";
 	vars[n].name = "return_to", vars[n++].value = "x";
+	vars[n].name = "app", vars[n++].value = "x";
+	vars[n].name = "lang", vars[n++].value = "x";
 	return n;
 }
 
 /*
  * Loads dir/name as a copy of embedded file f for language lang, if it
- * exists. A page must render with the known placeholders. 0, or -1 with
- * err set.
+ * exists. A page must render with the known placeholders; a {{t:key}} in
+ * it takes the built-in words of lang (or LANG, lang_catalog()). 0, or
+ * -1 with err set.
  */
 static int
 www_load_file(struct otp *otp, const char *dir, const char *lang,
               const struct www_file *f, char *err, size_t errlen)
 {
-	struct var vars[PAGE_VARS + 2];
+	struct var vars[PAGE_VARS + PAGE_COMMON];
 	char path[OTP_MAX_STR + 64], *data = NULL, *page = NULL;
 	struct www_page *p;
 	ssize_t n = -1;
+	long k = 0;
 	int fd, rc = -1;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, f->name);
@@ -5284,9 +5591,19 @@ www_load_file(struct otp *otp, const char *dir, const char *lang,
 	    (page = malloc(OTP_MAX_PAGE)) != NULL)
 		n = read(fd, data, OTP_MAX_PAGE);
 	close(fd);
+	if (n > 0 && memmem(data, (size_t)n, "{{t:", 4) != NULL && (k =
+	    lang_localize(lang_catalog(otp, otp->cfg, lang[0] ? lang :
+	    otp->cfg->lang), data, (size_t)n, page, OTP_MAX_PAGE)) >= 0) {
+		char *t = data;
+
+		data = page, page = t, n = k;
+	}
 	if (n < 0 || n >= OTP_MAX_PAGE / 2) {
 		snprintf(err, errlen, "WWW_DIR: %s: unreadable or larger than %d "
 		    "bytes", path, OTP_MAX_PAGE / 2 - 1);
+	} else if (k < 0) {
+		snprintf(err, errlen, "WWW_DIR: %s: a {{t:key}} the catalog does "
+		    "not have", path);
 	} else if (strstr(f->name, ".html") != NULL && page_render(data,
 	    (size_t)n, vars, page_vars_of(f->name, vars), page,
 	    OTP_MAX_PAGE) < 0) {
@@ -5329,7 +5646,9 @@ www_load(struct otp *otp, char *err, size_t errlen)
 		return -1;
 	}
 	for (size_t i = 0; rc == 0 && i < nfiles; i++)
-		rc = www_load_file(otp, dir, "", &otp->builtin[i], err, errlen);
+		if (strstr(otp->builtin[i].name, ".txt") == NULL)
+			rc = www_load_file(otp, dir, "", &otp->builtin[i], err,
+			    errlen);
 	while (rc == 0 && (e = readdir(d)) != NULL && nlangs < OTP_MAX_LANGS) {
 		char lang[8], sub[OTP_MAX_STR + 16];
 		size_t len = strlen(e->d_name);
@@ -5346,36 +5665,40 @@ www_load(struct otp *otp, char *err, size_t errlen)
 		str_copy(lang, sizeof(lang), e->d_name);
 		for (char *c = lang; *c != '\0'; c++)
 			*c = *c == '-' ? '_' : *c;
-		nlangs++;
+		str_copy(otp->wlangs[nlangs++], sizeof(otp->wlangs[0]), lang);
+		otp->nwlangs = nlangs;
 		for (size_t i = 0; rc == 0 && i < nfiles; i++)
-			rc = www_load_file(otp, sub, lang, &otp->builtin[i], err,
-			    errlen);
+			if (strstr(otp->builtin[i].name, ".txt") == NULL)
+				rc = www_load_file(otp, sub, lang,
+				    &otp->builtin[i], err, errlen);
 	}
 	closedir(d);
 	return rc;
 }
 
-/* The copy of file name to serve for an Accept-Language header. */
+/*
+ * The copy of file name to serve in language lang (req_lang()'s pick):
+ * WWW_DIR's for lang (its top level stands for LANG), else the built-in
+ * one in catalog cat's words. *in: the language of the copy.
+ */
 static const struct www_file *
 www_pick(const struct otp *otp, const struct config *c, const char *name,
-         const char *accept)
+         const char *lang, const struct catalog *cat, const char **in)
 {
 	const struct www_file *root = NULL;
-	const char *langs[OTP_MAX_LANGS + 1] = { c->lang };
-	int idx[OTP_MAX_LANGS + 1], n = 1, k;
 
-	/* Candidate 0 is LANG: the pages in WWW_DIR itself, or built in. */
 	for (int i = 0; i < otp->npages; i++) {
-		if (strcmp(otp->pages[i].file.name, name) != 0)
+		const struct www_page *p = &otp->pages[i];
+
+		if (strcmp(p->file.name, name) != 0)
 			continue;
-		if (otp->pages[i].lang[0] == '\0')
-			root = &otp->pages[i].file;
-		else if (n < OTP_MAX_LANGS + 1)
-			langs[n] = otp->pages[i].lang, idx[n++] = i;
+		if (p->lang[0] != '\0' && strcasecmp(p->lang, lang) == 0)
+			return *in = lang, &p->file;
+		if (p->lang[0] == '\0' && strcasecmp(c->lang, lang) == 0)
+			root = &p->file;
 	}
-	if ((k = lang_best(accept, langs, n)) > 0)
-		return &otp->pages[idx[k]].file;
-	return root != NULL ? root : www_find(otp, name);
+	*in = root != NULL ? lang : cat->lang;
+	return root != NULL ? root : www_find(cat->files, otp->nbuiltin, name);
 }
 
 /* ---- HTTP replies ------------------------------------------------------ */
@@ -5411,6 +5734,10 @@ struct req {
 				   (WWW-Authenticate, /auth's identity) */
 	char return_to[OTP_MAX_RETURN + 1]; /* where to go after success */
 	bool close;             /* close the connection after replying */
+	const char *lang;       /* its language, NULL until req_lang() */
+	const struct catalog *cat; /* the words for it (req_lang()) */
+	char content_lang[8];   /* a page's language, "pt-BR": sent as
+				   Content-Language, with Vary */
 };
 
 /* Appends "name: value\r\n" to head (size bytes) at *n, in copies, not
@@ -5525,6 +5852,10 @@ reply_head(struct req *r, int *status, const char *type, size_t len,
 		rc |= head_add(buf, cap, n, "Allow", r->allow);
 	if (r->location != NULL)
 		rc |= head_add(buf, cap, n, "Location", r->location);
+	if (r->content_lang[0] != '\0') {
+		rc |= head_add(buf, cap, n, "Content-Language", r->content_lang);
+		rc |= head_add(buf, cap, n, "Vary", "Accept-Language");
+	}
 	if (r->head != NULL) /* header lines, formatted by the handler */
 		rc |= esc_none(r->head, buf, cap, n);
 	rc |= head_add(buf, cap, n, "Date", reply_date());
@@ -5602,42 +5933,39 @@ enum outcome {
 
 static const struct {
 	int status;
-	const char *title, *page; /* the page's (index.html's if no title) */
-	const char *code, *api;   /* the JSON API's */
+	enum text title, page;    /* the page's (index.html's if no title) */
+	const char *code, *api;   /* the JSON API's (English: for programs) */
 } outcomes[OUT__N] = {
-	[OUT_INTERNAL] = { 500, "Internal error", "", "internal",
+	[OUT_INTERNAL] = { 500, TX_INTERNAL_ERROR, TX_NONE, "internal",
 	    "internal error" },
-	[OUT_FULL] = { 503, NULL, "We're busy right now. Please try again in "
-	    "a few minutes.", "busy", "too many pending verifications" },
-	[OUT_LIMITED] = { 429, NULL, "Too many requests.", "rate_limited",
+	[OUT_FULL] = { 503, TX_NONE, TX_BUSY, "busy",
+	    "too many pending verifications" },
+	[OUT_LIMITED] = { 429, TX_NONE, TX_TOO_MANY, "rate_limited",
 	    "a limit was reached" },
-	[OUT_CAPPED] = { 503, NULL, "Too many requests.", "rate_limited",
+	[OUT_CAPPED] = { 503, TX_NONE, TX_TOO_MANY, "rate_limited",
 	    "a limit was reached" },
-	[OUT_SEND_BUSY] = { 503, NULL, "We couldn't send the code. Please try "
-	    "again.", "send_failed", "the SMS could not be sent" },
-	[OUT_SEND_FAILED] = { 502, NULL, "We couldn't send the code. Please "
-	    "try again.", "send_failed", "the SMS could not be sent" },
-	[OUT_MEDIA_TYPE] = { 415, "Unsupported media type", "Send the form as "
-	    "application/x-www-form-urlencoded.", "unsupported_media_type",
+	[OUT_SEND_BUSY] = { 503, TX_NONE, TX_SEND_FAILED, "send_failed",
+	    "the SMS could not be sent" },
+	[OUT_SEND_FAILED] = { 502, TX_NONE, TX_SEND_FAILED, "send_failed",
+	    "the SMS could not be sent" },
+	[OUT_MEDIA_TYPE] = { 415, TX_MEDIA_TYPE, TX_MEDIA_TYPE_TEXT,
+	    "unsupported_media_type",
 	    "send application/json or application/x-www-form-urlencoded" },
-	[OUT_TOO_LARGE] = { 413, "Request too large", "The form is larger "
-	    "than this server accepts.", "too_large",
+	[OUT_TOO_LARGE] = { 413, TX_TOO_LARGE, TX_TOO_LARGE_TEXT, "too_large",
 	    "the body is larger than this server accepts" },
-	[OUT_TIMEOUT] = { 408, "Request timeout", "The form took too long to "
-	    "arrive.", "bad_body", "the body could not be read" },
-	[OUT_BAD_BODY] = { 400, "Bad request", "The request body could not be "
-	    "read.", "bad_body", "the body could not be read" },
+	[OUT_TIMEOUT] = { 408, TX_TIMEOUT, TX_TIMEOUT_TEXT, "bad_body",
+	    "the body could not be read" },
+	[OUT_BAD_BODY] = { 400, TX_BAD_REQUEST, TX_BAD_BODY_TEXT, "bad_body",
+	    "the body could not be read" },
 	/* Proxy mode's: pages only (the API is never proxied). */
-	[OUT_SIGN_IN] = { 401, "Sign in first", "This was not passed on: "
-	    "open the page, verify your phone, then try again.", "", "" },
-	[OUT_UPGRADE] = { 501, "Not supported", "WebSocket is not passed on.",
+	[OUT_SIGN_IN] = { 401, TX_SIGN_IN, TX_SIGN_IN_TEXT, "", "" },
+	[OUT_UPGRADE] = { 501, TX_NOT_SUPPORTED, TX_WEBSOCKET_TEXT, "", "" },
+	[OUT_UPSTREAM_DOWN] = { 502, TX_UPSTREAM_ERROR, TX_UPSTREAM_DOWN_TEXT,
 	    "", "" },
-	[OUT_UPSTREAM_DOWN] = { 502, "Upstream error", "The admin page is not "
-	    "answering. Try again in a moment.", "", "" },
-	[OUT_UPSTREAM_SLOW] = { 504, "Upstream timeout", "The admin page took "
-	    "too long to answer.", "", "" },
-	[OUT_UPSTREAM_BAD] = { 502, "Upstream error", "The admin page sent a "
-	    "malformed answer; it was not passed on.", "", "" },
+	[OUT_UPSTREAM_SLOW] = { 504, TX_UPSTREAM_TIMEOUT,
+	    TX_UPSTREAM_SLOW_TEXT, "", "" },
+	[OUT_UPSTREAM_BAD] = { 502, TX_UPSTREAM_ERROR, TX_UPSTREAM_BAD_TEXT,
+	    "", "" },
 };
 
 /* A refusal by limit l: a cap that holds for everyone at once, or the
@@ -5674,24 +6002,103 @@ reply_internal(struct req *r)
 	return reply_text(r, 500, "Internal error\n");
 }
 
+/*
+ * The request's language (r->lang, "pt_BR"), picked once: of LANG, the
+ * built-in languages and WWW_DIR's, the one Accept-Language prefers
+ * (lang_best()); LANG when it names none. r->cat: the built-in words for
+ * it (lang_catalog()). O(languages x header).
+ */
+static void
+req_lang(struct req *r)
+{
+	const struct otp *otp = r->otp;
+	const char *langs[1 + OTP_MAX_CATALOGS + OTP_MAX_LANGS] = {
+		r->cfg->lang };
+	int n = 1, k;
+
+	if (r->lang != NULL)
+		return;
+	for (int i = 0; i < otp->ncats; i++)
+		langs[n++] = otp->cats[i].lang;
+	for (int i = 0; i < otp->nwlangs; i++)
+		langs[n++] = otp->wlangs[i];
+	k = lang_best(mg_get_header(r->conn, "Accept-Language"), langs, n);
+	r->lang = langs[k < 0 ? 0 : k];
+	r->cat = lang_catalog(otp, r->cfg, r->lang);
+}
+
+/* Text id in the request's language. */
+static const char *
+req_text(struct req *r, enum text id)
+{
+	req_lang(r);
+	return r->cat->text[id];
+}
+
+/* Text id in the request's language with {n} and {field} filled in, into
+ * buf (size bytes, cut short if it must be). Returns buf. */
+static const char *
+req_textf(struct req *r, enum text id, long num, const char *field,
+          char *buf, size_t size)
+{
+	const char *t = req_text(r, id);
+	char digits[24];
+	const struct var vars[] = { { "n", digits }, { "field", field } };
+	size_t n = 0;
+
+	snprintf(digits, sizeof(digits), "%ld", num);
+	fill(t, strlen(t), 1, false, vars, countof(vars), esc_none, buf, size,
+	    &n);
+	return buf;
+}
+
+/*
+ * The SMS template for the request: the operator's own words first, as
+ * message_for() picks them (a MESSAGE_<lang>, or MESSAGE when it is
+ * set), else the built-in text in the request's language.
+ */
+static const char *
+message_pick(struct req *r)
+{
+	const char *m = message_for(r->cfg, mg_get_header(r->conn,
+	    "Accept-Language"));
+
+	if (m == NULL)
+		m = r->cfg->message[0] != '\0' ? r->cfg->message :
+		    req_text(r, TX_SMS);
+	return m;
+}
+
+/*
+ * Renders file (from WWW_DIR or built in, in the request's language:
+ * www_pick()) and replies with it, with Content-Language. Every page may
+ * also use the PAGE_COMMON placeholders: {{base}} (the mount prefix),
+ * {{return_to}}, {{app}} (APP_NAME) and {{lang}}.
+ */
 static int
 reply_page(struct req *r, int status, const char *file, const struct var *vars,
            size_t nvars)
 {
-	struct var all[PAGE_VARS + 2];
+	struct var all[PAGE_VARS + PAGE_COMMON];
 	char page[OTP_MAX_PAGE];
-	const struct www_file *f = www_pick(r->otp, r->cfg, file,
-	    mg_get_header(r->conn, "Accept-Language"));
+	const char *in;
+	const struct www_file *f = (req_lang(r), www_pick(r->otp, r->cfg, file,
+	    r->lang, r->cat, &in));
 	long n = -1;
 
-	if (f != NULL && nvars + 2 <= countof(all)) {
+	str_copy(r->content_lang, sizeof(r->content_lang), in);
+	for (char *c = r->content_lang; *c != '\0'; c++)
+		*c = *c == '_' ? '-' : *c;
+	if (f != NULL && nvars + PAGE_COMMON <= countof(all)) {
+		const struct var common[PAGE_COMMON] = {
+			{ "base", r->otp->prefix }, { "return_to", r->return_to },
+			{ "app", r->cfg->app_name }, { "lang", r->content_lang },
+		};
+
 		memcpy(all, vars, nvars * sizeof(*vars));
-		all[nvars].name = "base";
-		all[nvars].value = r->otp->prefix;
-		all[nvars + 1].name = "return_to";
-		all[nvars + 1].value = r->return_to;
-		n = page_render((const char *)f->data, f->len, all, nvars + 2,
-		    page, sizeof(page));
+		memcpy(all + nvars, common, sizeof(common));
+		n = page_render((const char *)f->data, f->len, all,
+		    nvars + PAGE_COMMON, page, sizeof(page));
 	}
 
 	if (n < 0) {
@@ -5734,10 +6141,11 @@ reply_index(struct req *r, int status, const char *error, const char *phone)
 static int
 reply_outcome(struct req *r, enum outcome o, const char *input)
 {
-	if (outcomes[o].title != NULL)
-		return reply_error(r, outcomes[o].status, outcomes[o].title,
-		    outcomes[o].page);
-	return reply_index(r, outcomes[o].status, outcomes[o].page, input);
+	if (outcomes[o].title != TX_NONE)
+		return reply_error(r, outcomes[o].status, req_text(r,
+		    outcomes[o].title), req_text(r, outcomes[o].page));
+	return reply_index(r, outcomes[o].status, req_text(r,
+	    outcomes[o].page), input);
 }
 
 /*
@@ -5753,7 +6161,7 @@ static int
 reply_code(struct req *r, int status, const char *error, const char *sent,
            const struct view *v)
 {
-	char len[8], expires[32], wait[32] = "";
+	char len[8], expires[64], wait[48] = "";
 	long secs = (long)((v->left_ms + 999) / 1000), mins;
 	long w = limits_wait(r->otp, r->cfg, NS_WEB, v->phone,
 	    r->otp->now_ms());
@@ -5761,18 +6169,20 @@ reply_code(struct req *r, int status, const char *error, const char *sent,
 		{ "error", error }, { "csrf", r->csrf },
 		{ "phone", v->shown[0] != '\0' ? v->shown : v->phone },
 		{ "disabled", w > 0 ? " disabled" : "" }, { "wait", wait },
-		{ "sent", sent != NULL ? sent : "a code is on its way." },
+		{ "sent", sent != NULL ? sent : req_text(r, TX_SENT_FIRST) },
 		{ "expires", expires }, { "token_length", len },
 		{ "inputmode", r->cfg->alphabet == ALPHABET_DIGITS ?
 		    "numeric" : "text" },
 	};
 
-	if (w > 0)
-		snprintf(wait, sizeof(wait), " (in %ld s)", w);
+	if (w > 0) /* after the button's words: " (in 27 s)" */
+		req_textf(r, TX_WAIT, w, "", (wait[0] = ' ', wait + 1),
+		    sizeof(wait) - 1);
 	/* under a minute in seconds, else in minutes, rounded */
 	mins = secs < 60 ? secs : (secs + 30) / 60;
-	snprintf(expires, sizeof(expires), "%ld %s%s", mins, secs < 60 ?
-	    "second" : "minute", mins == 1 ? "" : "s");
+	req_textf(r, secs < 60 ? (mins == 1 ? TX_SECOND : TX_SECONDS) :
+	    mins == 1 ? TX_MINUTE : TX_MINUTES, mins, "", expires,
+	    sizeof(expires));
 	snprintf(len, sizeof(len), "%ld", r->cfg->token_length);
 	return reply_page(r, status, v->state == REC_LIVE ? "verify.html" :
 	    "new_code.html", vars, countof(vars));
@@ -6569,22 +6979,10 @@ reply_form_error(struct req *r, int err, const char *field)
 {
 	char msg[128];
 
-	switch (err) {
-	case FORM_MISSING:
-		snprintf(msg, sizeof(msg), "The form has no %s field.", field);
-		break;
-	case FORM_TOO_LONG:
-		snprintf(msg, sizeof(msg), "The %s field is too long.", field);
-		break;
-	case FORM_NUL:
-		snprintf(msg, sizeof(msg), "The form contains a NUL byte.");
-		break;
-	default:
-		snprintf(msg, sizeof(msg),
-		    "The form contains malformed percent-encoding.");
-		break;
-	}
-	return reply_error(r, 400, "Bad request", msg);
+	req_textf(r, err == FORM_MISSING ? TX_FORM_MISSING : err ==
+	    FORM_TOO_LONG ? TX_FORM_TOO_LONG : err == FORM_NUL ? TX_FORM_NUL :
+	    TX_FORM_ESCAPE, 0, field, msg, sizeof(msg));
+	return reply_error(r, 400, req_text(r, TX_BAD_REQUEST), msg);
 }
 
 /*
@@ -6671,8 +7069,8 @@ form_read(struct req *r, char *buf, size_t cap, size_t *len)
 		log_info(r->otp, "csrf_refused reason=%s ip=%s", why, r->addr);
 		if (r->sid[0] == '\0' && session_new(r) != 0)
 			return reply_outcome(r, OUT_INTERNAL, "");
-		return reply_index(r, 403,
-		    "Your session expired. Please try again.", "");
+		return reply_index(r, 403, req_text(r, TX_SESSION_EXPIRED),
+		    "");
 	}
 	return_to_read(r, buf, *len);
 	return 0;
@@ -6730,19 +7128,19 @@ reply_start_failed(struct req *r, const struct start *st, const char *input,
 {
 	enum outcome o = start_outcome(st);
 	long retry = st->retry;
-	char msg[160];
+	char msg[320], again[160];
 
 	r->retry_after = retry;
 	if (o != OUT_LIMITED && o != OUT_CAPPED) {
-		if (v == NULL || outcomes[o].title != NULL)
+		if (v == NULL || outcomes[o].title != TX_NONE)
 			return reply_outcome(r, o, input);
-		str_copy(msg, sizeof(msg), outcomes[o].page);
-	} else if (retry < 120) {
-		snprintf(msg, sizeof(msg), "%s Please try again in %ld seconds.",
-		    outcomes[o].page, retry);
+		str_copy(msg, sizeof(msg), req_text(r, outcomes[o].page));
 	} else {
-		snprintf(msg, sizeof(msg), "%s Please try again in %ld minutes.",
-		    outcomes[o].page, (retry + 59) / 60);
+		snprintf(msg, sizeof(msg), "%s %s", req_text(r,
+		    outcomes[o].page), retry < 120 ? req_textf(r,
+		    TX_RETRY_SECONDS, retry, "", again, sizeof(again)) :
+		    req_textf(r, TX_RETRY_MINUTES, (retry + 59) / 60, "", again,
+		    sizeof(again)));
 	}
 	if (v != NULL)
 		return reply_code(r, outcomes[o].status, msg, NULL, v);
@@ -6766,7 +7164,7 @@ reply_started(struct req *r, const struct start *st, const char *shown,
 	store_view(&r->otp->store, st->slot, st->id, &r->ow, r->otp->now_ms(),
 	    r->cfg->code_ttl * 1000, shown, &v);
 	handle_set(r, st->slot, st->id);
-	rc = reply_code(r, 200, "", st->resent ? "we sent the code again." :
+	rc = reply_code(r, 200, "", st->resent ? req_text(r, TX_SENT_AGAIN) :
 	    fresh, &v);
 	wipe(&v, sizeof(v));
 	return rc;
@@ -6797,8 +7195,7 @@ static int
 reply_gone(struct req *r)
 {
 	set_cookie(r, "otp_vid", "", 0);
-	return reply_index(r, 403, "That code is no longer valid. Please enter "
-	    "your number again.", "");
+	return reply_index(r, 403, req_text(r, TX_GONE), "");
 }
 
 /* Logs a number phone_read() refused (masked), and why. */
@@ -6832,12 +7229,12 @@ on_request(struct req *r)
 	if ((rc = n < 0 ? PHONE_INVALID : phone_read(r->cfg, input,
 	    (size_t)n, phone, sizeof(phone))) != PHONE_OK) {
 		log_refused(r, rc, phone);
-		return reply_index(r, 400, phone_refusals[rc].page,
+		return reply_index(r, 400, req_text(r, phone_refusals[rc].page),
 		    n < 0 ? "" : input);
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
-	if (verification_start(otp, r->cfg, phone, &cl, &r->ow, message_for(r->cfg,
-	    mg_get_header(r->conn, "Accept-Language")), &st) != 0)
+	if (verification_start(otp, r->cfg, phone, &cl, &r->ow, message_pick(r),
+	    &st) != 0)
 		return reply_start_failed(r, &st, input, NULL);
 	phone_show(phone, input, (size_t)n, shown, sizeof(shown));
 	rc = reply_started(r, &st, shown, NULL);
@@ -6855,17 +7252,20 @@ static int
 reply_checked(struct req *r)
 {
 	struct view v;
-	char msg[48];
+	char msg[160];
+	enum text why;
 	long left;
 	int rc;
 
 	if (web_view(r, &v) != 0)
 		return reply_gone(r);
 	left = r->cfg->max_attempts - (long)v.attempts;
-	snprintf(msg, sizeof(msg), "Wrong code. %ld %s left.", left > 1 ? left :
-	    1, left > 1 ? "tries" : "try");
-	rc = reply_code(r, 403, v.state == REC_LOCKED ? "Too many wrong codes." :
-	    v.state == REC_EXPIRED ? "This code has expired." : msg, NULL, &v);
+	req_textf(r, left > 1 ? TX_WRONG_N : TX_WRONG_1, left, "", msg,
+	    sizeof(msg));
+	why = v.state == REC_LOCKED ? TX_LOCKED : v.state == REC_EXPIRED ?
+	    TX_EXPIRED : TX_NONE;
+	rc = reply_code(r, 403, why != TX_NONE ? req_text(r, why) : msg, NULL,
+	    &v);
 	wipe(&v, sizeof(v));
 	return rc;
 }
@@ -6901,8 +7301,7 @@ on_verify(struct req *r)
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
 		return reply_index(r, outcomes[limit_outcome(limit)].status,
-		    "Too many failed attempts from your network. Please try "
-		    "again later.", "");
+		    req_text(r, TX_NET_LIMITED), "");
 	}
 	if (result == CHECK_OK)
 		return reply_verified(r, phone);
@@ -6936,11 +7335,10 @@ on_resend(struct req *r)
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
 	if (verification_send(otp, r->cfg, v.phone, &cl, &r->ow,
-	    (int32_t)v.slot, message_for(r->cfg, mg_get_header(r->conn,
-	    "Accept-Language")), &st) != 0)
+	    (int32_t)v.slot, message_pick(r), &st) != 0)
 		rc = reply_start_failed(r, &st, "", &v);
 	else
-		rc = reply_started(r, &st, v.shown, "we sent a new code.");
+		rc = reply_started(r, &st, v.shown, req_text(r, TX_SENT_NEW));
 	wipe(&v, sizeof(v));
 	return rc;
 }
@@ -6978,8 +7376,9 @@ on_index(struct req *r)
 static int
 on_style(struct req *r)
 {
-	const struct www_file *f = www_pick(r->otp, r->cfg, "style.css",
-	    mg_get_header(r->conn, "Accept-Language"));
+	const char *in;
+	const struct www_file *f = (req_lang(r), www_pick(r->otp, r->cfg,
+	    "style.css", r->lang, r->cat, &in));
 
 	return reply(r, 200, "text/css; charset=utf-8", (const char *)f->data,
 	    f->len);
@@ -6989,7 +7388,14 @@ on_style(struct req *r)
 static int
 on_script(struct req *r)
 {
-	const struct www_file *f = www_pick(r->otp, r->cfg, "otp.js", NULL);
+	const struct www_file *f = NULL;
+
+	for (int i = 0; i < r->otp->npages && f == NULL; i++)
+		if (r->otp->pages[i].lang[0] == '\0' &&
+		    strcmp(r->otp->pages[i].file.name, "otp.js") == 0)
+			f = &r->otp->pages[i].file;
+	if (f == NULL)
+		f = www_find(r->otp->builtin, r->otp->nbuiltin, "otp.js");
 
 	return reply(r, 200, "text/javascript; charset=utf-8",
 	    (const char *)f->data, f->len);
@@ -7046,9 +7452,9 @@ static void sweeper_wake(struct otp *otp);
 static int
 reply_logged_out(struct req *r)
 {
-	static const struct var vars[] = {
-		{ "status", "" }, { "title", "Logged out" },
-		{ "message", "You are logged out." },
+	const struct var vars[] = {
+		{ "status", "" }, { "title", req_text(r, TX_LOGGED_OUT) },
+		{ "message", req_text(r, TX_LOGGED_OUT_TEXT) },
 	};
 
 	return reply_page(r, 200, "error.html", vars, countof(vars));
@@ -7207,7 +7613,8 @@ on_metrics(struct req *r)
 	 * proxy, which would let the whole world in. */
 	if (!r->cfg->metrics || !addr_in_list(r->addr, strlen(r->addr),
 	    r->cfg->metrics_allow))
-		return reply_error(r, 404, "Not found", "There is no such page.");
+		return reply_error(r, 404, req_text(r, TX_NOT_FOUND),
+		    req_text(r, TX_NOT_FOUND_TEXT));
 	metrics_one(out, sizeof(out), &n, "otp_sms_sent_total", "counter",
 	    "SMS sent", atomic_load(&st->sent));
 	metrics_family(out, sizeof(out), &n, "otp_sms_failed_total{reason",
@@ -7418,7 +7825,7 @@ api_create(struct req *r)
 	    (rc = api_client(r, &b, ip, &cl)) != 0)
 		return rc;
 	if (verification_start(otp, r->cfg, phone, &cl, &otp->api,
-	    message_for(r->cfg, mg_get_header(r->conn, "Accept-Language")),
+	    message_pick(r),
 	    &st) != 0) {
 		enum outcome o = start_outcome(&st);
 
@@ -8572,13 +8979,14 @@ dispatch(struct req *r)
 		if (rt->post != NULL && strcmp(m, "POST") == 0)
 			return rt->post(r);
 		r->allow = rt->allow;
-		return reply_error(r, 405, "Method not allowed",
-		    rt->post != NULL ? "Use the form on the start page." :
-		    "Use GET for this page.");
+		return reply_error(r, 405, req_text(r, TX_METHOD), req_text(r,
+		    rt->post != NULL ? TX_METHOD_POST_TEXT :
+		    TX_METHOD_GET_TEXT));
 	}
 	if (r->cfg->upstream[0] != '\0')
 		return on_proxy(r);
-	return reply_error(r, 404, "Not found", "There is no such page.");
+	return reply_error(r, 404, req_text(r, TX_NOT_FOUND), req_text(r,
+	    TX_NOT_FOUND_TEXT));
 }
 
 /*
@@ -8598,7 +9006,8 @@ redirect_https(struct req *r)
 	len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":");
 	if (len >= sizeof(name) || strspn(host, "abcdefghijklmnopqrstuvwxyz"
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") < len)
-		return reply_error(r, 400, "Bad request", "Bad Host header.");
+		return reply_error(r, 400, req_text(r, TX_BAD_REQUEST),
+		    req_text(r, TX_BAD_HOST));
 	str_ncopy(name, sizeof(name), host, len);
 	snprintf(url, sizeof(url), "https://%s:%d", name, r->otp->https_port);
 	n = strlen(url);
@@ -8609,7 +9018,7 @@ redirect_https(struct req *r)
 	    &n) != 0 || (r->ri->query_string != NULL && (esc_none("?", url,
 	    sizeof(url), &n) != 0 || pct_escape_keep(r->ri->query_string,
 	    "/?&=%+", url, sizeof(url), &n) != 0)))
-		return reply_error(r, 414, "URI too long", "");
+		return reply_error(r, 414, req_text(r, TX_URI_TOO_LONG), "");
 	r->location = url;
 	return reply_text(r, 301, "");
 }
@@ -8689,8 +9098,8 @@ on_http(struct mg_connection *conn, void *arg)
 	    r.cfg->upstream[0] == '\0') {
 		client_address(&r);
 		r.close = true;
-		rc = reply_error(&r, 400, "Bad request", "This address is not "
-		    "written the way this server writes it.");
+		rc = reply_error(&r, 400, req_text(&r, TX_BAD_REQUEST),
+		    req_text(&r, TX_NOT_CANONICAL));
 	} else {
 		client_address(&r);
 		session_read(&r);
@@ -8938,6 +9347,10 @@ log_start(struct otp *otp)
 			    gsm ? "GSM-7 characters" : "UCS-2 characters",
 			    gsm ? 160u : 70u);
 	}
+	if (strcasecmp(lang_catalog(otp, c, c->lang)->lang, c->lang) != 0)
+		log_warn(otp, "LANG '%s' is not built in: the pages WWW_DIR "
+		    "does not have are shown in %s", c->lang,
+		    lang_catalog(otp, c, c->lang)->lang);
 	if (c->state_dir[0] == '\0')
 		log_warn(otp, "STATE_DIR is not set: rate limits and caps reset "
 		    "on restart (a crash loop or a reboot gives a fresh day)");
@@ -9100,7 +9513,7 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot unpack the built-in pages");
 		goto fail;
 	}
-	if (www_load(otp, err, errlen) != 0)
+	if (lang_load(otp, err, errlen) != 0 || www_load(otp, err, errlen) != 0)
 		goto fail;
 	if (otp_tables_init(otp) != 0) {
 		snprintf(err, errlen, "cannot allocate tables for MAX_PENDING=%ld",
@@ -9285,6 +9698,8 @@ otp_destroy(struct otp *otp)
 	for (int i = 0; i < otp->npages; i++)
 		free((void *)otp->pages[i].file.data);
 	free(otp->pages);
+	free(otp->lang_files);
+	free(otp->lang_text);
 	free(otp->unpacked);
 	wipe(otp, sizeof(*otp));
 	free(otp);
