@@ -2417,7 +2417,8 @@ test_send_console(void **state)
 	    "\\n\\n@example.com #12AB\nSMS to +1: \n");
 }
 
-/* Every built-in page renders with exactly the values its handler gives. */
+/* Every built-in page, in every built-in language, renders with exactly
+ * the values its handler gives. */
 static void
 test_pages_render(void **state)
 {
@@ -2425,25 +2426,147 @@ test_pages_render(void **state)
 		"index.html", "verify.html", "new_code.html", "verify_success.html",
 		"error.html",
 	};
-	struct var vars[PAGE_VARS + 2];
-	char out[OTP_MAX_PAGE];
+	struct var vars[PAGE_VARS + PAGE_COMMON];
+	char out[OTP_MAX_PAGE], err[128];
 	struct otp o = { 0 };
 
 	(void)state;
 	assert_int_equal(www_builtin(&o), 0);
-	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
-		const struct www_file *f = www_find(&o, pages[i]);
+	assert_int_equal(lang_load(&o, err, sizeof(err)), 0);
+	for (int k = 0; k < o.ncats; k++)
+		for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+			const struct www_file *f = www_find(o.cats[k].files,
+			    o.nbuiltin, pages[i]);
 
-		assert_non_null(f);
-		assert_true(page_render((const char *)f->data, f->len, vars,
-		    page_vars_of(pages[i], vars), out, sizeof(out)) > 0);
-		assert_null(strstr(out, "{{"));
-	}
+			assert_non_null(f);
+			assert_true(page_render((const char *)f->data, f->len,
+			    vars, page_vars_of(pages[i], vars), out,
+			    sizeof(out)) > 0);
+			assert_null(strstr(out, "{{"));
+			assert_null(strstr(out, "{t:"));
+		}
 	/* A placeholder of another page does not render. */
 	assert_int_equal(page_render("{{token_length}}", 16, vars,
 	    page_vars_of("index.html", vars), out, sizeof(out)), -1);
-	assert_non_null(www_find(&o, "style.css"));
-	assert_non_null(www_find(&o, "otp.js"));
+	assert_non_null(www_find(o.builtin, o.nbuiltin, "style.css"));
+	assert_non_null(www_find(o.builtin, o.nbuiltin, "otp.js"));
+	free(o.lang_files);
+	free(o.lang_text);
+	free(o.unpacked);
+}
+
+/* The placeholders ({x} and {{x}}) of text t, sorted, into out. */
+static void
+text_placeholders(const char *t, char *out, size_t outlen)
+{
+	char names[16][32];
+	int n = 0;
+
+	out[0] = '\0';
+	for (const char *p = t; (p = strchr(p, '{')) != NULL && n < 16; ) {
+		size_t len = strcspn(p, "}");
+
+		assert_true(len < sizeof(names[0]));
+		memcpy(names[n], p, len);
+		names[n++][len] = '\0';
+		p += len;
+	}
+	qsort(names, (size_t)n, sizeof(names[0]),
+	    (int (*)(const void *, const void *))strcmp);
+	for (int i = 0; i < n; i++) {
+		strncat(out, names[i], outlen - strlen(out) - 1);
+		strncat(out, " ", outlen - strlen(out) - 1);
+	}
+}
+
+/*
+ * The catalogs: the five languages, English first; every key in every
+ * one, none empty (lang_load() refuses a missing one), none with text
+ * the key's English text does not have as placeholders; and the
+ * localizer refuses a key that is not one.
+ */
+static void
+test_catalogs(void **state)
+{
+	static const char *const want[] = { "en", "de", "fr", "es", "pt" };
+	char err[128], a[256], b[256], out[64];
+	struct otp o = { 0 };
+
+	(void)state;
+	assert_int_equal(www_builtin(&o), 0);
+	assert_int_equal(lang_load(&o, err, sizeof(err)), 0);
+	assert_int_equal(o.ncats, 5);
+	for (int k = 0; k < o.ncats; k++) {
+		assert_string_equal(o.cats[k].lang, want[k]);
+		for (int i = 1; i < TX__N; i++) {
+			assert_non_null(o.cats[k].text[i]);
+			if (o.cats[k].text[i][0] == '\0')
+				fail_msg("%s: %s is empty", want[k], text_keys[i]);
+			text_placeholders(o.cats[0].text[i], a, sizeof(a));
+			text_placeholders(o.cats[k].text[i], b, sizeof(b));
+			if (strcmp(a, b) != 0)
+				fail_msg("%s: %s has placeholders \"%s\", English "
+				    "\"%s\"", want[k], text_keys[i], b, a);
+		}
+	}
+	assert_int_equal(lang_localize(&o.cats[1], "a{{t:verify}}b", 14, out,
+	    sizeof(out)), (long)strlen("aBestätigenb"));
+	assert_string_equal(out, "aBestätigenb");
+	assert_int_equal(lang_localize(&o.cats[1], "{{t:nope}}", 10, out,
+	    sizeof(out)), -1);
+	assert_int_equal(lang_localize(&o.cats[1], "{{t:verify", 10, out,
+	    sizeof(out)), -1);
+	/* pt-BR and pt_PT take pt's words; it, LANG's; LANG xx, English */
+	{
+		struct config c = { 0 };
+
+		str_copy(c.lang, sizeof(c.lang), "de");
+		assert_string_equal(lang_catalog(&o, &c, "pt_BR")->lang, "pt");
+		assert_string_equal(lang_catalog(&o, &c, "FR")->lang, "fr");
+		assert_string_equal(lang_catalog(&o, &c, "it")->lang, "de");
+		str_copy(c.lang, sizeof(c.lang), "xx");
+		assert_string_equal(lang_catalog(&o, &c, "it")->lang, "en");
+	}
+	free(o.lang_files);
+	free(o.lang_text);
+	free(o.unpacked);
+}
+
+/*
+ * Every built-in default SMS fits one SMS, with a typical APP_NAME, the
+ * longest code (OTP_MAX_CODE_LEN) and a WebOTP line: 160 GSM-7
+ * characters, or 70 UCS-2 ones when a character is outside GSM-7.
+ */
+static void
+test_catalog_sms_fits(void **state)
+{
+	char err[128], code[OTP_MAX_CODE_LEN + 1], text[OTP_MAX_TEXT];
+	struct otp o = { 0 };
+	struct config c;
+	bool gsm;
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	str_copy(c.app_name, sizeof(c.app_name), "Example Router");
+	str_copy(c.webotp_domain, sizeof(c.webotp_domain), "login.example.com");
+	c.code_ttl = 300;
+	memset(code, '7', OTP_MAX_CODE_LEN);
+	code[OTP_MAX_CODE_LEN] = '\0';
+	assert_int_equal(www_builtin(&o), 0);
+	assert_int_equal(lang_load(&o, err, sizeof(err)), 0);
+	for (int k = 0; k < o.ncats; k++) {
+		size_t units;
+
+		assert_int_equal(message_fill(&c, o.cats[k].text[TX_SMS], code,
+		    text, sizeof(text)), 0);
+		assert_non_null(strstr(text, code));
+		units = sms_units(text, &gsm);
+		if (units > (gsm ? 160u : 70u))
+			fail_msg("%s: the SMS takes %zu units: \"%s\"",
+			    o.cats[k].lang, units, text);
+	}
+	free(o.lang_files);
+	free(o.lang_text);
 	free(o.unpacked);
 }
 
@@ -2915,6 +3038,8 @@ main(void)
 		cmocka_unit_test(test_send_console),
 		cmocka_unit_test(test_log_line),
 		cmocka_unit_test(test_pages_render),
+		cmocka_unit_test(test_catalogs),
+		cmocka_unit_test(test_catalog_sms_fits),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
 		cmocka_unit_test(test_lz_unpack),
