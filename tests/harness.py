@@ -80,6 +80,17 @@ EXPIRED = "This code has expired."
 SENT_AGAIN = "we sent the code again."
 SENT_NEW = "we sent a new code."
 
+# The built-in languages (Makefile's LANGS) and their catalogs.
+LANGS = ("en", "de", "fr", "es", "pt")
+
+
+def catalog(lang):
+    """www/lang/<lang>.txt as {key: text}."""
+    with open(os.path.join(ROOT, "www", "lang", lang + ".txt"),
+              encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split(" ", 1) for line in f)
+
+
 # otp_demo with the console sender on a free loopback port.
 CONSOLE = {"LISTEN": "127.0.0.1:0", "SMS_PROVIDER": "console"}
 
@@ -1362,15 +1373,21 @@ class Ctx:
             text = j.get("text") if isinstance(j, dict) else None
             if isinstance(text, str):
                 m = re.match(rx, text)
-                self.note_sms(text, m.group("code") if m else None)
+                code = m and next(g for g in m.groups() if g)
+                self.note_sms(text, code)
                 if m and b is not None:
-                    b.code = m.group("code")
+                    b.code = code
         return new
 
     def message_regex(self):
-        msg = self.cfg.get("MESSAGE", "Your token is {code}")
-        return "^" + re.escape(msg).replace(re.escape("{code}"),
-                                            "(?P<code>[0-9A-Za-z]+)") + "$"
+        """The SMS texts this server sends: MESSAGE, or without it the
+        built-in text of any language (www/lang/*.txt)."""
+        msgs = [self.cfg["MESSAGE"]] if self.cfg.get("MESSAGE") else \
+            [catalog(lang)["sms"] for lang in LANGS]
+        return "^(?:" + "|".join(
+            re.escape(m).replace(re.escape("{code}"),
+                                 "(?P<code%d>[0-9A-Za-z]+)" % i)
+            for i, m in enumerate(msgs)) + ")$"
 
     def log_http(self, who, method, path, body, resp):
         with self.http_lock:

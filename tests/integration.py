@@ -178,8 +178,12 @@ def run_step(ctx, i, st):
         m2 = re.match(ctx.message_regex(), m.group(2))
         check(m2, "%s: console SMS text %r does not match MESSAGE"
               % (where, m.group(2)))
-        ctx.note_sms(m.group(2), m2.group("code"))
-        b.code = m2.group("code")
+        b.code = next(g for g in m2.groups() if g)
+        ctx.note_sms(m.group(2), b.code)
+        if "console_text" in st:
+            check(re.search(st["console_text"], m.group(2)), "%s: console "
+                  "SMS %r does not match %r" % (where, m.group(2),
+                                               st["console_text"]))
         if "console_to" in st:
             check(m.group(1) == st["console_to"], "%s: console SMS to %s, "
                   "want %s" % (where, m.group(1), st["console_to"]))
@@ -3745,6 +3749,259 @@ def case_locked_new_code(ctx):
     check(r.status == 429 and page_kind(r.body) == "again" and
           "Please try again in 60 minutes." in r.text and
           ctx.fake.count() == n0, "over SMS_PER_NUMBER_PER_HOUR -> %r" % r)
+
+
+# ---- languages -------------------------------------------------------------------
+# The built-in languages, picked from Accept-Language (lang_best()): the
+# words of each one's pages, C-built messages and default SMS, written
+# out here (not read from www/lang/), so a lost translation fails.
+# APP_NAME with markup and an ampersand: escaped in <title> and <h1>.
+
+APP_HOSTILE = "R&D <script>alert(1)</script>"
+APP_ESCAPED = "R&amp;D &lt;script&gt;alert(1)&lt;/script&gt;"
+
+# lang: (Accept-Language, index title, code page title, expiry, wrong
+# code with 4 tries left, the SMS before the code)
+LANG_WORDS = {
+    "en": ("en-US,en;q=0.9", "Verify your phone number", "Enter your code",
+           "The code expires in 5 minutes.", "Wrong code. 4 tries left.",
+           "Your token is "),
+    "de": ("de-CH;q=0.9, en;q=0.8", "Telefonnummer bestätigen",
+           "Code eingeben", "Der Code läuft in 5 Minuten ab.",
+           "Falscher Code. Noch 4 Versuche.", "Ihr Code lautet "),
+    "fr": ("fr-FR,fr;q=0.9", "Vérifiez votre numéro de téléphone",
+           "Saisissez votre code", "Le code expire dans 5 minutes.",
+           "Code incorrect. Il vous reste 4 essais.", "Votre code est "),
+    "es": ("es-MX, en;q=0.5", "Verifique su número de teléfono",
+           "Introduzca su código", "El código caduca en 5 minutos.",
+           "Código incorrecto. Le quedan 4 intentos.", "Su código es "),
+    "pt": ("pt-BR", "Verifique seu número de telefone", "Digite seu código",
+           "O código expira em 5 minutos.",
+           "Código incorreto. Restam 4 tentativas.", "Seu código é "),
+}
+
+
+def check_lang_page(where, r, lang, title):
+    """r is a page in lang: <html lang>, Content-Language, Vary, and title
+    and APP_HOSTILE (escaped) in both <title> and <h1>."""
+    body = r.body.decode("utf-8")
+    got = "%s -> %d" % (where, r.status)
+    check(('<html lang="%s">' % lang) in body, "%s: no <html lang=\"%s\">: "
+          "%s" % (got, lang, short(r.body, 80)))
+    check(r.header("Content-Language") == lang, "%s: Content-Language %r, "
+          "want %r" % (got, r.header("Content-Language"), lang))
+    check("accept-language" in (r.header("Vary") or "").lower(),
+          "%s: Vary %r lacks Accept-Language" % (got, r.header("Vary")))
+    for tag in ("title", "h1"):
+        m = re.search(r"<%s[^>]*>(.*?)</%s>" % (tag, tag), body, re.S)
+        check(m and title in m.group(1) and APP_ESCAPED in m.group(1),
+              "%s: <%s> %r lacks %r or the escaped APP_NAME" % (
+                  got, tag, m and m.group(1), title))
+    check("<script>alert" not in body and "R&D" not in body,
+          "%s: APP_NAME not escaped" % got)
+
+
+def lang_flow(ctx, lang):
+    """One browser in lang through the flow, on the console sender: the
+    form, the code page, the SMS printed, a wrong code, the right one."""
+    accept, index, verify, expires, wrong, sms = LANG_WORDS[lang]
+    hdrs = {"Accept-Language": accept}
+    ctx.start_server(dict(harness.CONSOLE, APP_NAME=APP_HOSTILE), base={})
+    b = ctx.browser()
+    check_lang_page("GET /", b.get("/", headers=hdrs), lang, index)
+    r = b.request_code(PHONE, headers=hdrs)
+    check(r.status == 200, "request -> %r" % r)
+    check_lang_page("request", r, lang, verify)
+    check(expires in r.text, "request: %r not on the code page: %s"
+          % (expires, short(r.text.encode(), 300)))
+    got = ctx.server.wait_stdout(r"^SMS to \+12015550123: (.*)$", 0, 5.0)
+    check(got, "no console SMS line within 5 s")
+    text = got[1].group(1)
+    check(re.fullmatch(re.escape(sms) + "[0-9A-F]{6}", text),
+          "console SMS %r, want %r and the code" % (text, sms))
+    code = text[len(sms):]
+    ctx.note_sms(text, code)
+    r = b.verify(wrong_code(code), headers=hdrs)
+    check(r.status == 403 and wrong in r.text, "wrong code -> %r, want %r"
+          % (r, wrong))
+    check_lang_page("wrong code", r, lang, verify)
+    r = b.verify(code, headers=hdrs)
+    check(r.status == 200 and page_kind(r.body) == "success",
+          "right code -> %r" % r)
+    check_lang_page("verified", r, lang, harness.catalog(lang)["verified"])
+
+
+for _lang in LANG_WORDS:
+    globals()["case_lang_flow_" + _lang] = \
+        lambda ctx, lang=_lang: lang_flow(ctx, lang)
+
+
+def lang_step(accept, lang, what=None):
+    """GET / with Accept-Language accept (None: none) is in lang."""
+    st = {"get": "/", "status": 200, "has": ['<html lang="%s">' % lang],
+          "hdr": {"Content-Language": "^%s$" % lang,
+                  "Vary": "(?i)accept-language"},
+          "what": what or "Accept-Language %r -> %s" % (accept, lang)}
+    if accept is not None:
+        st["headers"] = {"Accept-Language": accept}
+    return st
+
+
+CASES += [
+    # q-values, regions, case, wildcards: the best language built in
+    {"name": "lang_pick", "steps": [
+        lang_step("pt-BR", "pt"),
+        lang_step("pt-PT,pt;q=0.9", "pt"),
+        lang_step("de-CH;q=0.9, en;q=0.8", "de"),
+        lang_step("en;q=0.5, fr;q=0.9", "fr"),
+        lang_step("it, es;q=0.3", "es"),
+        lang_step("ES", "es"),
+        lang_step("de;q=0, fr", "fr", "q=0 is not acceptable"),
+        lang_step("it", "en", "nothing built in: LANG (en)"),
+        lang_step("*", "en"),
+        lang_step(None, "en", "no header: LANG"),
+    ]},
+    # LANG='de': the fallback, and what MESSAGE's language is
+    {"name": "lang_default_is_LANG", "config": {"LANG": "de"}, "steps": [
+        lang_step("it, ja;q=0.5", "de"),
+        lang_step(None, "de"),
+        lang_step("en-GB", "en"),
+        {"request": PHONE, "headers": {"Accept-Language": "ja"},
+         "status": 200, "api": 1, "has": ["Der Code läuft in 5 Minuten ab."],
+         "sms": {"text": r"^Ihr Code lautet [0-9A-F]{6}$"}},
+    ]},
+    # LANG not built in: its own words come from WWW_DIR and MESSAGE;
+    # built-in pages are English then, and say so
+    {"name": "lang_not_built_in", "config": {"LANG": "it"}, "steps": [
+        lang_step("ja", "en", "LANG it is not built in: English"),
+        lang_step("fr", "fr"),
+        {"request": PHONE, "headers": {"Accept-Language": "ja"},
+         "status": 200, "api": 1,
+         "sms": {"text": r"^Your token is [0-9A-F]{6}$"}},
+    ]},
+    # The messages the C code builds, in other languages than English
+    {"name": "lang_messages", "config": {"ALLOWED_COUNTRY_CODES": "+1",
+                                         "MAX_ATTEMPTS": 2}, "steps": [
+        {"request": "abcdefghij", "headers": {"Accept-Language": "de"},
+         "status": 400, "page": "index", "has": [
+             "Bitte geben Sie eine gültige Telefonnummer ein"]},
+        {"request": "12345", "headers": {"Accept-Language": "fr"},
+         "status": 400, "has": [
+             "Ce numéro a trop ou trop peu de chiffres pour son pays."]},
+        {"request": "+19005550100", "headers": {"Accept-Language": "es"},
+         "status": 400, "has": ["No podemos enviar códigos a números de "
+                                "tarificación especial"]},
+        {"request": UK, "headers": {"Accept-Language": "pt"}, "status": 400,
+         "has": ["Desculpe, não podemos enviar códigos para esse país."]},
+        {"request": PHONE, "headers": {"Accept-Language": "de"},
+         "status": 200, "api": 1,
+         "sms": {"text": r"^Ihr Code lautet [0-9A-F]{6}$"}},
+        {"verify": "{wrong}", "headers": {"Accept-Language": "de"},
+         "status": 403, "has": ["Falscher Code. Noch 1 Versuch."]},
+        {"verify": "{wrong}", "headers": {"Accept-Language": "es"},
+         "status": 403, "has": ["Demasiados códigos incorrectos.",
+                                "Enviar un código nuevo"],
+         "what": "locked, in Spanish"},
+        {"get": "/nowhere", "headers": {"Accept-Language": "fr"},
+         "status": 404, "has": ["Page introuvable", "Cette page n'existe "
+                                "pas."]},
+    ]},
+    {"name": "lang_rate_limited", "config": {"SMS_PER_NUMBER_PER_HOUR": 1,
+                                             "RESEND_INTERVAL": 0}, "steps": [
+        {"request": PHONE, "headers": {"Accept-Language": "fr"},
+         "status": 200, "api": 1,
+         "sms": {"text": r"^Votre code est [0-9A-F]{6}$"}},
+        {"b": "B", "request": PHONE2, "status": 200, "api": 1},
+        {"b": "B", "request": PHONE, "headers": {"Accept-Language": "pt"},
+         "status": 429, "api": 0, "has": [
+             "Muitas solicitações. Tente novamente em 60 minutos."]},
+    ]},
+    {"name": "lang_expired", "config": {"CODE_TTL": 2}, "steps": [
+        {"request": PHONE, "headers": {"Accept-Language": "pt"},
+         "status": 200, "api": 1, "has": ["O código expira em 2 segundos."]},
+        {"sleep": 3.5},
+        {"verify": "{code}", "headers": {"Accept-Language": "pt"},
+         "status": 403, "has": ["Este código expirou.",
+                                "Enviar um novo código"]},
+    ]},
+]
+
+
+def case_lang_www_dir_overrides(ctx):
+    """WWW_DIR/de (plain text, as operators write it) and MESSAGE_de beat
+    the built-in German; its missing pages are the built-in German ones;
+    other languages keep theirs; the top level of WWW_DIR is LANG's; and a
+    copy of www/ with {{t:key}} takes the built-in words of its language."""
+    w = os.path.join(ctx.dir, "www")
+    with open(os.path.join(ROOT, "www", "index.html"), encoding="utf-8") as f:
+        tmpl = f.read()
+    plain = (tmpl.replace("{{t:index_title}}", "Unsere Anmeldung")
+             .replace("{{t:index_hint}}", "Eigener Hinweis.")
+             .replace("{{t:phone_label}}", "Handynummer")
+             .replace("{{t:send_code}}", "Los"))
+    check("{{t:" not in plain, "www/index.html has {{t:}} keys this test "
+          "does not replace")
+    pages = {"de/index.html": plain.replace("{{lang}}", "de"),
+             "index.html": plain.replace("Unsere Anmeldung", "Our own page"),
+             "es/index.html": tmpl.replace("{{t:index_hint}}",
+                                           "Hola del operador.")}
+    for name, text in pages.items():
+        os.makedirs(os.path.dirname(os.path.join(w, name)), exist_ok=True)
+        with open(os.path.join(w, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    ctx.start_fake()
+    ctx.start_server({"WWW_DIR": w, "MESSAGE_de": "Eigener Text: {code}"})
+    for accept, lang, has in [
+            ("de-DE", "de", ["Unsere Anmeldung", "Eigener Hinweis."]),
+            ("fr", "fr", ["Vérifiez votre numéro de téléphone"]),
+            ("en", "en", ["Our own page"]),
+            ("es", "es", ["Verifique su número", "Hola del operador."])]:
+        r = ctx.browser(lang).get("/", headers={"Accept-Language": accept})
+        check(r.status == 200 and all(x in r.text for x in has) and
+              r.header("Content-Language") == lang, "GET / in %s -> %r "
+              "(Content-Language %r), want %s" % (
+                  accept, short(r.text.encode(), 200),
+                  r.header("Content-Language"), has))
+    b = ctx.browser("de")
+    n0 = ctx.fake.count()
+    r = b.request_code(PHONE, headers={"Accept-Language": "de-DE"})
+    check(r.status == 200 and "Code eingeben" in r.text, "German request "
+          "-> %r: not the built-in German code page" % r)
+    sent = [x["json"]["text"] for x in ctx.fake.requests[n0:]]
+    check(len(sent) == 1 and re.fullmatch(r"Eigener Text: [0-9A-F]{6}",
+                                          sent[0]),
+          "German SMS %r, want MESSAGE_de" % sent)
+    ctx.note_sms(sent[0], sent[0].split(": ")[1])
+    n0 = ctx.fake.count()
+    r = ctx.browser("fr").request_code(PHONE2,
+                                       headers={"Accept-Language": "fr"})
+    sent = [x["json"]["text"] for x in ctx.fake.requests[n0:]]
+    check(r.status == 200 and len(sent) == 1 and
+          sent[0].startswith("Votre code est "), "French SMS %r" % sent)
+    ctx.note_sms(sent[0], sent[0].split()[-1])
+
+
+def case_lang_message_beats_builtin(ctx):
+    """An operator's MESSAGE is their words for everyone without a
+    MESSAGE_<lang> of their own: a German browser gets it, not ours."""
+    ctx.start_fake()
+    ctx.start_server({"MESSAGE": "{app} code {code}", "APP_NAME": "Box"})
+    n0 = ctx.fake.count()
+    r = ctx.browser().request_code(PHONE, headers={"Accept-Language": "de"})
+    sent = [x["json"]["text"] for x in ctx.fake.requests[n0:]]
+    check(r.status == 200 and "Code eingeben" in r.text and len(sent) == 1
+          and re.fullmatch(r"Box code [0-9A-F]{6}", sent[0]),
+          "German browser with MESSAGE set: page %r, SMS %r" % (r, sent))
+    ctx.note_sms(sent[0], sent[0].split()[-1])
+
+
+def case_lang_not_built_in_warns(ctx):
+    """LANG that is not built in is allowed, and the start says what the
+    pages WWW_DIR lacks will be shown in."""
+    ctx.start_fake()
+    ctx.start_server({"LANG": "it"})
+    check(ctx.server.wait_log(r"LANG 'it' is not built in: .* in en", 0, 5),
+          "no warning about LANG 'it' in the log")
 
 
 def all_cases():
