@@ -5678,8 +5678,9 @@ www_load(struct otp *otp, char *err, size_t errlen)
 
 /*
  * The copy of file name to serve in language lang (req_lang()'s pick):
- * WWW_DIR's for lang (its top level stands for LANG), else the built-in
- * one in catalog cat's words. *in: the language of the copy.
+ * WWW_DIR's for lang, else its top level's (a page there is in LANG;
+ * style.css is for everyone), else the built-in one in catalog cat's
+ * words. *in: the language of the copy.
  */
 static const struct www_file *
 www_pick(const struct otp *otp, const struct config *c, const char *name,
@@ -5694,7 +5695,8 @@ www_pick(const struct otp *otp, const struct config *c, const char *name,
 			continue;
 		if (p->lang[0] != '\0' && strcasecmp(p->lang, lang) == 0)
 			return *in = lang, &p->file;
-		if (p->lang[0] == '\0' && strcasecmp(c->lang, lang) == 0)
+		if (p->lang[0] == '\0' && (strcasecmp(c->lang, lang) == 0 ||
+		    strstr(name, ".html") == NULL))
 			root = &p->file;
 	}
 	*in = root != NULL ? lang : cat->lang;
