@@ -713,8 +713,8 @@ static int file_write_atomic(const char *path, const char *data, size_t len,
                              mode_t mode);
 static void buf_printf(char *buf, size_t cap, size_t *n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static long lz_unpack(const unsigned char *in, size_t n, char *out,
-                      size_t cap) __attribute__((unused));
+static long inflate_raw(const unsigned char *in, size_t n, char *out,
+                        size_t cap) __attribute__((unused));
 static const char *prefix_skip(const char *s, const char *lit, size_t n,
                                bool any_case);
 static bool list_next(const char **p, char sep, const char **item,
@@ -5491,7 +5491,7 @@ www_builtin(struct otp *otp)
 	struct www_file *f = malloc(n * sizeof(*f) + OTP_WWW_PACKED_LEN);
 	char *text = (char *)(f + n);
 
-	if ((otp->unpacked = f) == NULL || lz_unpack(www_packed,
+	if ((otp->unpacked = f) == NULL || inflate_raw(www_packed,
 	    sizeof(www_packed), text, OTP_WWW_PACKED_LEN) != OTP_WWW_PACKED_LEN)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
@@ -9899,7 +9899,7 @@ notices_print(void)
 {
 #ifdef OTP_NOTICES_LEN
 	char *text = malloc(OTP_NOTICES_LEN);
-	int rc = text != NULL && lz_unpack(otp_notices, sizeof(otp_notices),
+	int rc = text != NULL && inflate_raw(otp_notices, sizeof(otp_notices),
 	    text, OTP_NOTICES_LEN) == OTP_NOTICES_LEN ? 0 : 1;
 
 	if (rc == 0)
@@ -10604,38 +10604,220 @@ edit_distance(const char *a, const char *b)
  * with mode, fsync, then rename. 0 or -1 (errno set).
  */
 /*
- * Unpacks tools/lz.py's format into out (cap bytes): a byte c < 0x80 is
- * c + 1 literal bytes that follow; c >= 0x80 copies (c & 0x7f) + 3 bytes
- * from d back, d the next two bytes. Returns the length, or -1 for input
- * that does not unpack within cap (nothing is read or written outside).
+ * Unpacking the static builds' packed text (tools/lz.py: raw deflate, RFC
+ * 1951, as zlib writes it), in the manner of zlib's puff.c: a bit reader,
+ * canonical Huffman tables built per block, no window beyond out. A read
+ * past the input sets err and gives zeros, so a bad input ends in a check
+ * rather than in a test per bit.
  */
-static long
-lz_unpack(const unsigned char *in, size_t n, char *out, size_t cap)
+struct inflate {
+	const unsigned char *in;
+	size_t n, pos;
+	unsigned long bitbuf;
+	unsigned bitcnt;
+	char *out;
+	size_t cap, o;
+	bool err;
+};
+
+/* A canonical Huffman code: how many codes of each length, and the
+ * symbols in code order. */
+struct huff {
+	short count[16];
+	short symbol[288];
+};
+
+/* The next need (0 to 13) bits of the input, first bit lowest. */
+static unsigned
+inflate_bits(struct inflate *s, unsigned need)
 {
-	size_t i = 0, o = 0;
+	unsigned long v = s->bitbuf;
 
-	while (i < n) {
-		size_t c = in[i++], len, d;
+	while (s->bitcnt < need) {
+		if (s->pos == s->n)
+			s->err = true;
+		else
+			v |= (unsigned long)s->in[s->pos++] << s->bitcnt;
+		s->bitcnt += 8;
+	}
+	s->bitbuf = v >> need;
+	s->bitcnt -= need;
+	return (unsigned)(v & ((1ul << need) - 1));
+}
 
-		if (c < 0x80) {
-			len = c + 1;
-			if (len > n - i || len > cap - o)
+/* The next symbol of code h, or -1 for a code it does not have. */
+static int
+inflate_symbol(struct inflate *s, const struct huff *h)
+{
+	int code = 0, first = 0, index = 0;
+
+	for (int len = 1; len < 16; len++) {
+		code |= (int)inflate_bits(s, 1);
+		if (code - h->count[len] < first)
+			return h->symbol[index + code - first];
+		index += h->count[len];
+		first = (first + h->count[len]) << 1;
+		code <<= 1;
+	}
+	return -1;
+}
+
+/* Builds h from n code lengths. 0 for a complete code, > 0 for an
+ * incomplete one, -1 for an over-subscribed one. */
+static int
+inflate_huff(struct huff *h, const short *length, int n)
+{
+	short offs[16];
+	int left = 1;
+
+	memset(h->count, 0, sizeof(h->count));
+	for (int i = 0; i < n; i++)
+		h->count[length[i]]++;
+	if (h->count[0] == n)
+		return 0;
+	for (int len = 1; len < 16; len++)
+		if ((left = (left << 1) - h->count[len]) < 0)
+			return -1;
+	offs[1] = 0;
+	for (int len = 1; len < 15; len++)
+		offs[len + 1] = (short)(offs[len] + h->count[len]);
+	for (int i = 0; i < n; i++)
+		if (length[i] != 0)
+			h->symbol[offs[length[i]]++] = (short)i;
+	return left;
+}
+
+/* One block's literals and copies, to its end symbol. 0 or -1. */
+static int
+inflate_codes(struct inflate *s, const struct huff *lit,
+              const struct huff *dist)
+{
+	static const short lbase[29] = { 3, 4, 5, 6, 7, 8, 9, 10, 11, 13,
+	    15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163,
+	    195, 227, 258 };
+	static const short dbase[30] = { 1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33,
+	    49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073,
+	    4097, 6145, 8193, 12289, 16385, 24577 };
+	int sym;
+
+	while ((sym = inflate_symbol(s, lit)) != 256 && !s->err) {
+		size_t len, d;
+		int ds;
+
+		if (sym < 0 || sym > 285)
+			return -1;
+		if (sym < 256) {
+			if (s->o == s->cap)
 				return -1;
-			memcpy(out + o, in + i, len);
-			i += len, o += len;
+			s->out[s->o++] = (char)sym;
 			continue;
 		}
-		if (n - i < 2)
+		sym -= 257; /* extra bits: none below 8, then 1 per 4 codes */
+		len = (size_t)lbase[sym] + inflate_bits(s, sym < 8 || sym == 28 ?
+		    0 : (unsigned)(sym - 4) / 4);
+		if ((ds = inflate_symbol(s, dist)) < 0 || ds > 29)
 			return -1;
-		d = (size_t)in[i] << 8 | in[i + 1];
-		i += 2;
-		len = (c & 0x7f) + 3;
-		if (d == 0 || d > o || len > cap - o)
+		d = (size_t)dbase[ds] + inflate_bits(s, ds < 4 ? 0 :
+		    (unsigned)(ds - 2) / 2);
+		if (d > s->o || len > s->cap - s->o)
 			return -1;
-		for (; len > 0; len--, o++) /* overlapping: byte by byte */
-			out[o] = out[o - d];
+		for (; len > 0; len--, s->o++) /* overlapping: byte by byte */
+			s->out[s->o] = s->out[s->o - d];
 	}
-	return (long)o;
+	return s->err ? -1 : 0;
+}
+
+/* A block with the fixed codes (type 1), or its own (type 2). 0 or -1. */
+static int
+inflate_block(struct inflate *s, int type)
+{
+	static const unsigned char order[19] = { 16, 17, 18, 0, 8, 7, 9, 6, 10,
+	    5, 11, 4, 12, 3, 13, 2, 14, 1, 15 };
+	short len[288 + 32] = { 0 };
+	struct huff lit, dist;
+	int nlit = 288, ndist = 30, i = 0;
+
+	if (type == 1) {
+		for (; i < 288; i++)
+			len[i] = i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8;
+		for (; i < 288 + 30; i++)
+			len[i] = 5;
+	} else {
+		int ncode;
+
+		nlit = (int)inflate_bits(s, 5) + 257;
+		ndist = (int)inflate_bits(s, 5) + 1;
+		ncode = (int)inflate_bits(s, 4) + 4;
+		for (; i < ncode; i++)
+			len[order[i]] = (short)inflate_bits(s, 3);
+		if (nlit > 286 || ndist > 30 || inflate_huff(&lit, len, 19) != 0)
+			return -1;
+		for (i = 0; i < nlit + ndist && !s->err;) {
+			int sym = inflate_symbol(s, &lit), rep;
+			short prev = 0;
+
+			if (sym < 16) {
+				if (sym < 0)
+					return -1;
+				len[i++] = (short)sym;
+				continue;
+			}
+			if (sym == 16 && i == 0)
+				return -1;
+			if (sym == 16)
+				prev = len[i - 1];
+			rep = sym == 16 ? 3 + (int)inflate_bits(s, 2) : sym == 17 ?
+			    3 + (int)inflate_bits(s, 3) : 11 + (int)inflate_bits(s, 7);
+			if (i + rep > nlit + ndist)
+				return -1;
+			while (rep-- > 0)
+				len[i++] = prev;
+		}
+		/* the code lengths went into len[0..nlit+ndist) */
+		memmove(len + 288, len + nlit, (size_t)ndist * sizeof(len[0]));
+		memset(len + nlit, 0, (size_t)(288 - nlit) * sizeof(len[0]));
+	}
+	if (len[256] == 0 || inflate_huff(&lit, len, nlit) < 0 ||
+	    inflate_huff(&dist, len + 288, ndist) < 0)
+		return -1;
+	return inflate_codes(s, &lit, &dist);
+}
+
+/*
+ * Unpacks raw deflate data in (n bytes) into out (cap bytes). Returns the
+ * length, or -1 for input that does not unpack within cap (nothing is
+ * read or written outside either).
+ */
+static long
+inflate_raw(const unsigned char *in, size_t n, char *out, size_t cap)
+{
+	struct inflate s = { .in = in, .n = n, .out = out, .cap = cap };
+	unsigned last;
+	int rc = 0;
+
+	do {
+		unsigned type;
+		size_t len;
+
+		last = inflate_bits(&s, 1);
+		if ((type = inflate_bits(&s, 2)) == 1 || type == 2) {
+			rc = inflate_block(&s, (int)type);
+			continue;
+		}
+		/* stored: from the next byte, a length and its complement */
+		s.bitbuf = 0, s.bitcnt = 0;
+		if (type != 0 || s.n - s.pos < 4 || (s.in[s.pos] ^
+		    s.in[s.pos + 2]) != 0xff || (s.in[s.pos + 1] ^
+		    s.in[s.pos + 3]) != 0xff)
+			return -1;
+		len = s.in[s.pos] | (size_t)s.in[s.pos + 1] << 8;
+		s.pos += 4;
+		if (len > s.n - s.pos || len > s.cap - s.o)
+			return -1;
+		memcpy(s.out + s.o, s.in + s.pos, len);
+		s.pos += len, s.o += len;
+	} while (rc == 0 && !last && !s.err);
+	return rc != 0 || s.err ? -1 : (long)s.o;
 }
 
 /* Appends a formatted line to a bounded buffer; *n grows, capped (at

@@ -2607,26 +2607,70 @@ test_utilities(void **state)
 
 /* ---- server certificate ------------------------------------------------ */
 
-/* The static builds' packed notices (tools/lz.py's format). */
+/*
+ * The static builds' packed text (tools/lz.py: raw deflate, as Python's
+ * zlib writes it): a stored block, one with the fixed codes, one with its
+ * own; then every cut of each, and every one-bit change, unpacks to -1 or
+ * to at most cap bytes, never outside (ASan watches), as does a cap one
+ * byte short.
+ */
 static void
-test_lz_unpack(void **state)
+test_inflate_raw(void **state)
 {
-	static const unsigned char ok[] = { 0x02, 'a', 'b', 'c', 0x80, 0x00,
-	    0x03, 0x81, 0x00, 0x01, 0x00, '!' };
-	static const unsigned char far[] = { 0x00, 'a', 0x80, 0x00, 0x02 };
-	static const unsigned char cut[] = { 0x05, 'a', 'b' };
-	static const unsigned char half[] = { 0x00, 'a', 0x80, 0x00 };
-	char out[32];
+	static const unsigned char stored[] = { 0x01, 0x0b, 0x00, 0xf4, 0xff,
+	    's', 't', 'o', 'r', 'e', 'd', ' ', 't', 'e', 'x', 't' };
+	static const unsigned char fixed[] = { 0x4b, 0x4c, 0x4a, 0x4e, 0x84,
+	    0x21, 0x85, 0x8c, 0xd4, 0x9c, 0x9c, 0x7c, 0x08, 0xa9, 0x08, 0x00 };
+	static const unsigned char dynamic[] = {
+	    0xcd, 0x8d, 0xb9, 0x11, 0xc2, 0x30, 0x14, 0x05, 0x5b, 0x79, 0x19,
+	    0x89, 0xc7, 0xc3, 0x7d, 0xc5, 0x90, 0x3b, 0xa0, 0x81, 0x8f, 0x91,
+	    0x65, 0x81, 0x90, 0x84, 0xbe, 0x3e, 0x57, 0x43, 0xcc, 0x90, 0x51,
+	    0x83, 0x1a, 0x43, 0x43, 0x15, 0x64, 0x3b, 0x1b, 0xec, 0x36, 0xa4,
+	    0x15, 0xc3, 0x38, 0xa4, 0x5e, 0x41, 0x58, 0xc5, 0x01, 0xc3, 0x92,
+	    0xd3, 0x52, 0xfc, 0x1a, 0x5b, 0xa7, 0xad, 0xe1, 0xbe, 0xc2, 0x46,
+	    0x49, 0xe2, 0xb6, 0x40, 0x17, 0xc9, 0xe5, 0x17, 0x19, 0xae, 0xa0,
+	    0x38, 0x50, 0xfe, 0x78, 0x5b, 0x21, 0xf8, 0x98, 0x44, 0x4b, 0x7e,
+	    0x73, 0x8d, 0xe6, 0xef, 0x83, 0xbb, 0xd2, 0xb9, 0x88, 0x69, 0x4f,
+	    0xd8, 0x47, 0x7f, 0x73, 0xe8, 0xfc, 0x1d, 0x47, 0x39, 0x07, 0x86,
+	    0xbf, 0xaa, 0xf8, 0xdb, 0x58, 0x7a, 0x3e, 0x70, 0xf0, 0x1a, 0xc3,
+	    0xd1, 0x78, 0x32, 0x9d, 0xcd, 0x17, 0xcb, 0x55, 0xfd, 0x05 };
+	static const char *const line = "Pages in the user's language: "
+	    "English, Deutsch, fran\xc3\xa7" "ais, espa\xc3\xb1" "ol, "
+	    "portugu\xc3\xaas. ";
+	const struct {
+		const unsigned char *in;
+		size_t n;
+		const char *want;
+	} v[] = {
+		{ stored, sizeof(stored), "stored text" },
+		{ fixed, sizeof(fixed), "abcabcabcabc hello hello!" },
+		{ dynamic, sizeof(dynamic), NULL },
+	};
+	char want[512], out[512];
+	unsigned char bad[sizeof(dynamic)];
 
 	(void)state;
-	assert_int_equal(lz_unpack(ok, sizeof(ok), out, sizeof(out)), 11);
-	assert_memory_equal(out, "abcabccccc!", 11);
-	/* Never outside: a distance past the start, a literal run past the
-	 * input, a match cut short, an output larger than cap. */
-	assert_int_equal(lz_unpack(far, sizeof(far), out, sizeof(out)), -1);
-	assert_int_equal(lz_unpack(cut, sizeof(cut), out, sizeof(out)), -1);
-	assert_int_equal(lz_unpack(half, sizeof(half), out, sizeof(out)), -1);
-	assert_int_equal(lz_unpack(ok, sizeof(ok), out, 10), -1);
+	snprintf(want, sizeof(want), "%s%s%sThe quick brown fox jumps over "
+	    "the lazy dog 0123456789.", line, line, line);
+	for (size_t k = 0; k < countof(v); k++) {
+		const char *w = v[k].want != NULL ? v[k].want : want;
+		long len = (long)strlen(w);
+
+		assert_int_equal(inflate_raw(v[k].in, v[k].n, out, sizeof(out)),
+		    len);
+		assert_memory_equal(out, w, (size_t)len);
+		assert_int_equal(inflate_raw(v[k].in, v[k].n, out,
+		    (size_t)len - 1), -1);
+		for (size_t cut = 0; cut < v[k].n; cut++)
+			assert_true(inflate_raw(v[k].in, cut, out, sizeof(out))
+			    < len);
+		for (size_t bit = 0; bit < 8 * v[k].n; bit++) {
+			memcpy(bad, v[k].in, v[k].n);
+			bad[bit / 8] ^= (unsigned char)(1u << bit % 8);
+			assert_true(inflate_raw(bad, v[k].n, out, sizeof(out)) <=
+			    (long)sizeof(out));
+		}
+	}
 }
 
 static void
@@ -3042,7 +3086,7 @@ main(void)
 		cmocka_unit_test(test_catalog_sms_fits),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_utilities),
-		cmocka_unit_test(test_lz_unpack),
+		cmocka_unit_test(test_inflate_raw),
 		cmocka_unit_test(test_cert_generate_once),
 		cmocka_unit_test(test_return_to),
 		cmocka_unit_test(test_auth_cookie),
