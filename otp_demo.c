@@ -4278,19 +4278,33 @@ sms_units(const char *text, bool *gsm)
  * {{placeholders}}). A request then renders its language's copy exactly
  * as before, and the C code takes its words with req_text().
  */
-static const char *const text_keys[TX__N] = {
-#define X(id, key) [TX_##id] = key,
+/* The TEXTS() keys in their order, each ending in a NUL: one string,
+ * not a table of pointers, which is 300 bytes on a 32-bit router. */
+static const char text_keys[] =
+#define X(id, key) key "\0"
 	TEXTS(X)
 #undef X
-};
+	;
+
+/* The key of TEXTS() id (not TX_NONE). O(number of keys). */
+static const char *
+text_key(enum text id)
+{
+	const char *k = text_keys;
+
+	for (int i = 1; i < (int)id; i++)
+		k += strlen(k) + 1;
+	return k;
+}
 
 /* The TEXTS() id of key (len bytes), or TX_NONE. O(number of keys). */
 static enum text
 text_id(const char *key, size_t len)
 {
-	for (int i = 1; i < TX__N; i++)
-		if (strlen(text_keys[i]) == len && memcmp(text_keys[i], key,
-		    len) == 0)
+	const char *k = text_keys;
+
+	for (int i = 1; i < TX__N; i++, k += strlen(k) + 1)
+		if (strlen(k) == len && memcmp(k, key, len) == 0)
 			return (enum text)i;
 	return TX_NONE;
 }
@@ -4328,7 +4342,7 @@ lang_parse(struct catalog *cat, const struct www_file *f, char *mem,
 	for (int i = 1; i < TX__N; i++)
 		if (cat->text[i] == NULL) {
 			snprintf(err, errlen, "www/lang/%s: no %s", f->name,
-			    text_keys[i]);
+			    text_key((enum text)i));
 			return -1;
 		}
 	return 0;
@@ -4452,15 +4466,15 @@ lang_load(struct otp *otp, char *err, size_t errlen)
 		if (strstr(f->name, ".txt") == NULL)
 			continue;
 		if (otp->ncats == OTP_MAX_CATALOGS)
-			return snprintf(err, errlen, "more than %d built-in "
-			    "languages", OTP_MAX_CATALOGS), -1;
+			return snprintf(err, errlen, "www/lang/%s: one too many",
+			    f->name), -1;
 		if (lang_parse(&otp->cats[otp->ncats++], f, text, err,
 		    errlen) != 0)
 			return -1;
 		text += f->len + 1;
 	}
-	if (otp->ncats == 0)
-		return snprintf(err, errlen, "no built-in catalog"), -1;
+	if (otp->ncats == 0) /* built in: a broken build */
+		return snprintf(err, errlen, "no www/lang/"), -1;
 	return lang_pages(otp, err, errlen);
 }
 
@@ -10692,16 +10706,10 @@ static int
 inflate_codes(struct inflate *s, const struct huff *lit,
               const struct huff *dist)
 {
-	static const short lbase[29] = { 3, 4, 5, 6, 7, 8, 9, 10, 11, 13,
-	    15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163,
-	    195, 227, 258 };
-	static const short dbase[30] = { 1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33,
-	    49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073,
-	    4097, 6145, 8193, 12289, 16385, 24577 };
 	int sym;
 
 	while ((sym = inflate_symbol(s, lit)) != 256 && !s->err) {
-		size_t len, d;
+		size_t len = 3, d = 1;
 		int ds;
 
 		if (sym < 0 || sym > 285)
@@ -10712,13 +10720,19 @@ inflate_codes(struct inflate *s, const struct huff *lit,
 			s->out[s->o++] = (char)sym;
 			continue;
 		}
-		sym -= 257; /* extra bits: none below 8, then 1 per 4 codes */
-		len = (size_t)lbase[sym] + inflate_bits(s, sym < 8 || sym == 28 ?
-		    0 : (unsigned)(sym - 4) / 4);
+		/* RFC 1951's base lengths and distances, summed rather than
+		 * tabled: a code's extra bits are none for the first 8 (4),
+		 * then one more every 4 (2) codes; code 285 is 258 */
+		sym -= 257;
+		for (int i = 0; i < sym; i++)
+			len += 1u << (i < 8 ? 0 : (i - 4) / 4);
+		len = sym == 28 ? 258 : len + inflate_bits(s, sym < 8 ? 0 :
+		    (unsigned)(sym - 4) / 4);
 		if ((ds = inflate_symbol(s, dist)) < 0 || ds > 29)
 			return -1;
-		d = (size_t)dbase[ds] + inflate_bits(s, ds < 4 ? 0 :
-		    (unsigned)(ds - 2) / 2);
+		for (int i = 0; i < ds; i++)
+			d += 1u << (i < 4 ? 0 : (i - 2) / 2);
+		d += inflate_bits(s, ds < 4 ? 0 : (unsigned)(ds - 2) / 2);
 		if (d > s->o || len > s->cap - s->o)
 			return -1;
 		for (; len > 0; len--, s->o++) /* overlapping: byte by byte */

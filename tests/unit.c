@@ -2501,12 +2501,12 @@ test_catalogs(void **state)
 		for (int i = 1; i < TX__N; i++) {
 			assert_non_null(o.cats[k].text[i]);
 			if (o.cats[k].text[i][0] == '\0')
-				fail_msg("%s: %s is empty", want[k], text_keys[i]);
+				fail_msg("%s: %s is empty", want[k], text_key((enum text)i));
 			text_placeholders(o.cats[0].text[i], a, sizeof(a));
 			text_placeholders(o.cats[k].text[i], b, sizeof(b));
 			if (strcmp(a, b) != 0)
 				fail_msg("%s: %s has placeholders \"%s\", English "
-				    "\"%s\"", want[k], text_keys[i], b, a);
+				    "\"%s\"", want[k], text_key((enum text)i), b, a);
 		}
 	}
 	assert_int_equal(lang_localize(&o.cats[1], "a{{t:verify}}b", 14, out,
