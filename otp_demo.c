@@ -5486,14 +5486,16 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
  * Pages are files in www/, packed into the binary by tools/embed.sh. A
  * template's {{name}} is replaced by the HTML-escaped value of name; a name
  * without a value makes rendering fail, so a typo shows up in tests, not
- * as an empty spot on a page.
+ * as an empty spot on a page. Their words are {{t:key}}, put in once per
+ * language at start (lang_load()); a request renders its language's copy.
  */
 
 #include "www_data.h"
 
 /*
  * Makes the built-in files available. The static builds pack them
- * (tools/lz.py --www: 7 KB of pages to 3, which the router budgets need):
+ * (tools/lz.py --www: 25 KB of pages and catalogs to 7.3, which the
+ * router budgets need):
  * they are unpacked here, once, into one allocation. Other builds embed
  * them as they are (tools/embed.sh). 0, or -1 if out of memory.
  */

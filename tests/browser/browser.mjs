@@ -309,7 +309,7 @@ async function main() {
 		const h = resp.headers();
 		assert((h['content-security-policy'] || '').includes("default-src 'none'"), 'no CSP header');
 		assert((h['content-type'] || '').startsWith('text/html'), `content-type ${h['content-type']}`);
-		eq(await page.title(), 'Verify your phone number', 'title');
+		eq(await page.title(), 'Verify your phone number – otp_demo', 'title (and APP_NAME)');
 		eq(await page.getAttribute('form', 'action'), '/request', 'form action');
 		eq((await page.getAttribute('form', 'method')).toLowerCase(), 'post', 'form method');
 		eq(await page.getAttribute('#phone', 'type'), 'tel', 'phone type');
@@ -418,7 +418,7 @@ async function main() {
 		await page.fill('#token', code);
 		resp = await submit(page);
 		eq(resp.status(), 200, 'status');
-		eq(await page.title(), 'Verified', 'title');
+		eq(await page.title(), 'Verified – otp_demo', 'title');
 		const body = await page.innerText('main');
 		assert(/verified/i.test(body), `no "verified" in: ${body}`);
 		assert(body.includes(`Your phone number ${MASKED} is verified.`), `text: ${body}`);
@@ -469,6 +469,7 @@ async function main() {
 
 	await proxyMode(cfgLines, recordFile);
 	await codePages(cfgLines, recordFile);
+	await languages(cfgLines, recordFile);
 
 	// Give late console messages or requests a moment to arrive.
 	await page.waitForTimeout(100);
@@ -688,7 +689,7 @@ async function codePages(cfgLines, recordFile) {
 				await shot2(page, 'wrong');
 				await page.fill('#token', '000000');
 				eq((await submit(page)).status(), 403, 'status');
-				eq(await page.title(), 'Get a new code', 'title');
+				eq(await page.title(), 'Get a new code – otp_demo', 'title');
 				const body = await page.innerText('main');
 				assert(body.includes('Too many wrong codes.') && body.includes(shown), `text: ${body}`);
 				assert(!(await page.isVisible('#token')), 'a code field on the locked page');
@@ -707,7 +708,7 @@ async function codePages(cfgLines, recordFile) {
 					eq(r.length, n0 + 1, 'SMS requests');
 					await page.fill('#token', r[n0].json.text.trim().split(/\s+/).pop());
 					eq((await submit(page)).status(), 200, 'the new code verifies');
-					eq(await page.title(), 'Verified', 'title');
+					eq(await page.title(), 'Verified – otp_demo', 'title');
 				});
 			await check(`expired (${tag})`, async () => {
 				const n0 = records(recordFile).length;
@@ -736,6 +737,76 @@ async function codePages(cfgLines, recordFile) {
 			const { code: c, sig } = await stop(s.rec);
 			assert(c === 0, `exit ${c ?? sig}: ${tail(s.rec.err)}`);
 		}
+	});
+}
+
+// The built-in languages, as a browser set to each one (its locale gives
+// Accept-Language), at both sizes: every page of the flow is in it
+// (lang, title, heading, words), APP_NAME (with markup) shown as text in
+// the title and heading, and the SMS too. The words are written out here,
+// not read from www/lang/, so a lost translation fails.
+const LANGS = {
+	en: ['en-US', 'Verify your phone number', 'Enter your code', 'The code expires in 5 minutes.',
+		'Wrong code. 4 tries left.', 'Verified', 'Your token is '],
+	de: ['de-DE', 'Telefonnummer bestätigen', 'Code eingeben', 'Der Code läuft in 5 Minuten ab.',
+		'Falscher Code. Noch 4 Versuche.', 'Bestätigt', 'Ihr Code lautet '],
+	fr: ['fr-FR', 'Vérifiez votre numéro de téléphone', 'Saisissez votre code',
+		'Le code expire dans 5 minutes.', 'Code incorrect. Il vous reste 4 essais.', 'Vérifié',
+		'Votre code est '],
+	es: ['es-ES', 'Verifique su número de teléfono', 'Introduzca su código',
+		'El código caduca en 5 minutos.', 'Código incorrecto. Le quedan 4 intentos.', 'Verificado',
+		'Su código es '],
+	pt: ['pt-BR', 'Verifique seu número de telefone', 'Digite seu código', 'O código expira em 5 minutos.',
+		'Código incorreto. Restam 4 tentativas.', 'Verificado', 'Seu código é '],
+};
+const APP = 'R&D <Box>';
+
+// The page is in lang, titled words, with APP in its title and heading.
+async function inLanguage(page, lang, words) {
+	eq(await page.getAttribute('html', 'lang'), lang, 'html lang');
+	eq(await page.title(), `${words} – ${APP}`, 'title');
+	const h1 = (await page.innerText('h1')).replace(/\s+/g, ' ').trim();
+	eq(h1, `${APP} ${words}`, 'heading');
+}
+
+async function languages(cfgLines, recordFile) {
+	const errors = [];
+	let srv;
+	await check('languages: server starts', async () => {
+		srv = await flowServer(cfgLines, 'lang', [`APP_NAME='${APP}'`, 'SMS_PER_IP_PER_HOUR=100']);
+	}, true);
+	let n = 60;
+	for (const [lang, [locale, index, verify, expires, wrong, done, sms]] of Object.entries(LANGS)) {
+		for (const [size, opts] of SIZES) {
+			const tag = `${lang}, ${size}`;
+			const { context, page } = await flowPage({ ...opts, locale }, true, errors);
+			await check(`language ${tag}: the flow's pages and the SMS`, async () => {
+				await page.goto(`${srv.base}/`);
+				await inLanguage(page, lang, index);
+				const n0 = records(recordFile).length;
+				eq((await requestAs(page, srv.base, `201.555.02${n++}`)).status(), 200, 'request');
+				await inLanguage(page, lang, verify);
+				const body = await page.innerText('main');
+				assert(body.includes(expires), `no ${JSON.stringify(expires)} in: ${body}`);
+				const text = (await waitRecords(recordFile, n0 + 1))[n0].json.text;
+				assert(text.startsWith(sms), `SMS ${JSON.stringify(text)}`);
+				const code = text.slice(sms.length);
+				await page.fill('#token', code.split('').map((ch) => (ch === '1' ? '2' : '1')).join(''));
+				eq((await submit(page)).status(), 403, 'wrong code');
+				eq((await page.innerText('.error')).trim(), wrong, 'wrong code text');
+				await layout(page);
+				await shot(page, `lang-${lang}-${size}`);
+				await page.fill('#token', code);
+				eq((await submit(page)).status(), 200, 'right code');
+				await inLanguage(page, lang, done);
+			});
+			await context.close();
+		}
+	}
+	await check('languages: no console errors, clean exit', async () => {
+		assert(errors.length === 0, errors.join('; '));
+		const { code: c, sig } = await stop(srv.rec);
+		assert(c === 0, `exit ${c ?? sig}: ${tail(srv.rec.err)}`);
 	});
 }
 
