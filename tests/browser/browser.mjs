@@ -174,8 +174,8 @@ async function shot(page, name) {
 }
 
 // Layout checks that hold on every page, phone or desktop: no sideways
-// scroll, the stylesheet applied, big enough tap targets.
-async function layout(page) {
+// scroll, the stylesheet applied, big enough tap targets, the language.
+async function layout(page, lang = 'en') {
 	const r = await page.evaluate(() => {
 		const de = document.documentElement;
 		const card = document.querySelector('main.card');
@@ -197,7 +197,7 @@ async function layout(page) {
 	assert(r.card !== null, 'no main.card');
 	assert(r.card !== r.body, 'style.css not applied (card has no own background)');
 	assert(r.small.length === 0, `tap targets under 44px: ${r.small.join(',')}`);
-	eq(r.lang, 'en', 'html lang');
+	eq(r.lang, lang, 'html lang');
 	assert(r.viewport, 'no viewport meta');
 	assert(r.unlabelled.length === 0, `inputs without <label>: ${r.unlabelled.join(',')}`);
 }
@@ -794,7 +794,7 @@ async function languages(cfgLines, recordFile) {
 				await page.fill('#token', code.split('').map((ch) => (ch === '1' ? '2' : '1')).join(''));
 				eq((await submit(page)).status(), 403, 'wrong code');
 				eq((await page.innerText('.error')).trim(), wrong, 'wrong code text');
-				await layout(page);
+				await layout(page, lang);
 				await shot(page, `lang-${lang}-${size}`);
 				await page.fill('#token', code);
 				eq((await submit(page)).status(), 200, 'right code');
