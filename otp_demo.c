@@ -600,7 +600,7 @@ struct www_file {
 	X(FORM_TOO_LONG, "form_too_long") \
 	X(FORM_NUL, "form_nul") \
 	X(FORM_ESCAPE, "form_escape") \
-	X(SMS, "sms") \
+	X(SMS, "sms")
 
 enum text {
 	TX_NONE,
@@ -5170,7 +5170,7 @@ static const struct sender senders[SENDER__N] = { SENDERS(SENDER_ROW) };
 
 /*
  * Sends code to phone with the configured sender, in the language lang
- * picked (a MESSAGE_<lang> template, or NULL for MESSAGE).
+ * picked (message_pick(): MESSAGE_<lang>, MESSAGE or the built-in text).
  */
 static enum send_result
 sms_send(struct otp *otp, const struct config *c, const char *phone,
@@ -5179,8 +5179,7 @@ sms_send(struct otp *otp, const struct config *c, const char *phone,
 	char text[OTP_MAX_TEXT];
 	enum send_result rc;
 
-	if (message_fill(c, tmpl != NULL ? tmpl : c->message, code, text,
-	    sizeof(text)) != 0) {
+	if (message_fill(c, tmpl, code, text, sizeof(text)) != 0) {
 		log_err(otp, "%s: MESSAGE too long", __func__);
 		return SEND_LOCAL;
 	}
@@ -5311,7 +5310,7 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 
 /*
  * Starts a verification of phone (E.164, allowed) for client cl and owner
- * ow, with message template tmpl (NULL: MESSAGE): checks the limits, then
+ * ow, with message template tmpl (message_pick()): checks the limits, then
  * resends the owner's live record for this number (same code, same
  * attempts: the one at slot own, or with own -1 the number's newest) or
  * makes a new one, and sends the SMS. Another session's record for the
@@ -6099,11 +6098,12 @@ reply_page(struct req *r, int status, const char *file, const struct var *vars,
 {
 	struct var all[PAGE_VARS + PAGE_COMMON];
 	char page[OTP_MAX_PAGE];
+	const struct www_file *f;
 	const char *in;
-	const struct www_file *f = (req_lang(r), www_pick(r->otp, r->cfg, file,
-	    r->lang, r->cat, &in));
 	long n = -1;
 
+	req_lang(r);
+	f = www_pick(r->otp, r->cfg, file, r->lang, r->cat, &in);
 	str_copy(r->content_lang, sizeof(r->content_lang), in);
 	for (char *c = r->content_lang; *c != '\0'; c++)
 		*c = *c == '_' ? '-' : *c;
@@ -6193,9 +6193,10 @@ reply_code(struct req *r, int status, const char *error, const char *sent,
 		    "numeric" : "text" },
 	};
 
-	if (w > 0) /* after the button's words: " (in 27 s)" */
-		req_textf(r, TX_WAIT, w, "", (wait[0] = ' ', wait + 1),
-		    sizeof(wait) - 1);
+	if (w > 0) { /* after the button's words: " (in 27 s)" */
+		wait[0] = ' ';
+		req_textf(r, TX_WAIT, w, "", wait + 1, sizeof(wait) - 1);
+	}
 	/* under a minute in seconds, else in minutes, rounded */
 	mins = secs < 60 ? secs : (secs + 30) / 60;
 	req_textf(r, secs < 60 ? (mins == 1 ? TX_SECOND : TX_SECONDS) :
@@ -7394,10 +7395,11 @@ on_index(struct req *r)
 static int
 on_style(struct req *r)
 {
+	const struct www_file *f;
 	const char *in;
-	const struct www_file *f = (req_lang(r), www_pick(r->otp, r->cfg,
-	    "style.css", r->lang, r->cat, &in));
 
+	req_lang(r);
+	f = www_pick(r->otp, r->cfg, "style.css", r->lang, r->cat, &in);
 	return reply(r, 200, "text/css; charset=utf-8", (const char *)f->data,
 	    f->len);
 }
