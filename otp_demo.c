@@ -439,10 +439,12 @@ struct revoked {
 	uint64_t saved;       /* changes at the last write */
 };
 
-/* Which limit refused a send or a check, for the log, page and metrics. */
+/* Which limit refused a send or a check, for the log, page and metrics.
+ * LIMIT_STORE, last: the shared store did not answer (STORE=redis only;
+ * /metrics lists it only then). */
 enum limit { LIMIT_NONE, LIMIT_RESEND, LIMIT_NUMBER, LIMIT_IP, LIMIT_HOUR,
 	     LIMIT_DAY, LIMIT_VERIFY_IP, LIMIT_NETWORK, LIMIT_API_HOUR,
-	     LIMIT_VERIFICATION, LIMIT_FULL, LIMIT__N };
+	     LIMIT_VERIFICATION, LIMIT_FULL, LIMIT_STORE, LIMIT__N };
 
 /* How a send ended; the names label otp_sms_failed_total. */
 enum send_result {
@@ -526,6 +528,70 @@ struct www_page {
 
 typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
 
+/*
+ * Where what instances must share lives (STORE): the records, the rate
+ * windows and caps, the revoked sessions. One table of operations, so the
+ * rules in "verifications" are written once over two stores: "memory",
+ * this process's fixed tables (the default, and the only one without
+ * WITH_REDIS), and "redis", shared by every instance that names the same
+ * server ("redis store"). Each operation is atomic as a whole: the memory
+ * store's under its locks, Redis's as one Lua script. One that cannot
+ * reach its store fails closed, as its comment says (LIMIT_STORE, -1):
+ * nothing is sent uncounted, no code is accepted without its record.
+ * A record's handle is (slot, id) in both; Redis's slot is always 0.
+ */
+struct take;
+struct resend;
+struct view;
+struct client;
+struct store_ops {
+	const char *name;
+	/* Checks and counts a send's limits, then resends the owner's
+	 * live record or makes a new one (verification_send()): 0, or -1
+	 * with rs->st saying why. */
+	int (*send_begin)(struct otp *otp, const struct config *c,
+	    struct take *tk, struct resend *rs);
+	/* A send that failed: its record removed (or its send given
+	 * back) and the number's send refunded. */
+	void (*send_undo)(struct otp *otp, const struct config *c,
+	    const struct resend *rs);
+	/* limits_wait(): the resend countdown, 0 if unknown. */
+	long (*wait)(struct otp *otp, const struct config *c, enum ns ns,
+	    const char *phone, int64_t now);
+	/* limits_verify_take() and limits_verify_done(). */
+	enum limit (*verify_take)(struct otp *otp, const struct config *c,
+	    const struct client *cl, int64_t now, long *retry);
+	void (*verify_done)(struct otp *otp, const struct config *c,
+	    const struct client *cl, int64_t now, bool failed_guess);
+	/* store_check(): 0 with *rc, or -1 (nothing was checked). */
+	int (*check)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+	    const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
+	    uint32_t *tries, enum check *rc);
+	/* store_view(): 0, or -1 with v empty. */
+	int (*view)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+	    const char *shown, struct view *v);
+	/* store_state(): 0 with *state and *left, or -1. */
+	int (*state)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+	    enum rec_state *state, int64_t *left);
+	/* store_cancel(): 0, -1 none, -2 ended, -3 unreachable. */
+	int (*cancel)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+	    int64_t now);
+	/* The newest live or locked record of phone in ow's namespace:
+	 * 0 with its handle, -1 none, -2 unreachable. */
+	int (*find)(struct otp *otp, const struct config *c, const char *phone,
+	    const struct owner *ow, int64_t now, uint32_t *slot,
+	    uint8_t id[OTP_ID_LEN]);
+	/* revoked_add(): 1 if a full table dropped one, 0, -1. */
+	int (*revoke)(struct otp *otp, uint64_t rid, int64_t until,
+	    int64_t now);
+	/* revoked_has(): 1, 0, or -1 unreachable. */
+	int (*revoked)(struct otp *otp, uint64_t rid, int64_t until);
+};
+
 struct otp {
 	struct config *cfg;        /* the current snapshot: see cfg_hold() */
 	pthread_mutex_t cfg_swap;  /* guards the pointer, never held for I/O */
@@ -551,6 +617,8 @@ struct otp {
 	struct hmac_key code_hk, csrf_hk, auth_hk, sid_hk, cmp_hk; /* the
 				   keys above, prepared (otp_hmac_keys()) */
 	struct owner api;              /* whose the API's records are */
+	const struct store_ops *ops;   /* STORE, at start: store_memory or
+					  store_redis */
 	struct store store;
 	struct limits limits;
 	struct curl_pool curls;
@@ -2878,7 +2946,7 @@ static const char *const limit_names[LIMIT__N] = {
 	[LIMIT_VERIFY_IP] = "verify_per_ip", [LIMIT_NETWORK] = "per_network",
 	[LIMIT_API_HOUR] = "api_per_hour",
 	[LIMIT_VERIFICATION] = "per_verification",
-	[LIMIT_FULL] = "table_full",
+	[LIMIT_FULL] = "table_full", [LIMIT_STORE] = "store",
 };
 
 /* Limits that hold for everyone at once (the outcome table answers them
@@ -4996,6 +5064,124 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 }
 
 /*
+ * The memory store's operations: the code store and rate limits above,
+ * as they were before there was a choice. A send is the limits taken
+ * (the resend reserved under their lock), then a new record if no
+ * resend; both steps as before.
+ */
+static int
+mem_send_begin(struct otp *otp, const struct config *c, struct take *tk,
+               struct resend *rs)
+{
+	rs->st->limit = limits_take(otp, c, tk, rs->now, verification_reserve,
+	    rs);
+	if (rs->st->limit != LIMIT_NONE)
+		return -1;
+	if (!rs->st->resent && verification_new(otp, c, rs->phone, rs->ow,
+	    rs->now, rs->code, rs->st) != 0)
+		return -1;
+	return 0;
+}
+
+static void
+mem_send_undo(struct otp *otp, const struct config *c, const struct resend *rs)
+{
+	if (rs->st->resent)
+		store_unsend(&otp->store, rs->st->slot, rs->st->id);
+	else
+		store_cancel(&otp->store, rs->st->slot, rs->st->id, rs->ow,
+		    rs->now, c->code_ttl * 1000);
+	limits_refund(otp, rs->ow->ns, rs->phone, rs->now);
+}
+
+static void
+mem_verify_done(struct otp *otp, const struct config *c,
+                const struct client *cl, int64_t now, bool failed_guess)
+{
+	(void)c;
+	limits_verify_done(otp, cl, now, failed_guess);
+}
+
+static int
+mem_check(struct otp *otp, const struct config *c, uint32_t slot,
+          const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+          const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
+          uint32_t *tries, enum check *rc)
+{
+	*rc = store_check(&otp->store, slot, id, ow, mac, now,
+	    c->code_ttl * 1000, (uint32_t)c->max_attempts, phone, tries);
+	return 0;
+}
+
+static int
+mem_view(struct otp *otp, const struct config *c, uint32_t slot,
+         const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+         const char *shown, struct view *v)
+{
+	store_view(&otp->store, slot, id, ow, now, c->code_ttl * 1000, shown,
+	    v);
+	return 0;
+}
+
+static int
+mem_state(struct otp *otp, const struct config *c, uint32_t slot,
+          const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+          enum rec_state *state, int64_t *left)
+{
+	*state = store_state(&otp->store, slot, id, ow, now,
+	    c->code_ttl * 1000, left);
+	return 0;
+}
+
+static int
+mem_cancel(struct otp *otp, const struct config *c, uint32_t slot,
+           const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now)
+{
+	return store_cancel(&otp->store, slot, id, ow, now,
+	    c->code_ttl * 1000);
+}
+
+/* The number's newest record, found through its rate window. */
+static int
+mem_find(struct otp *otp, const struct config *c, const char *phone,
+         const struct owner *ow, int64_t now, uint32_t *slot,
+         uint8_t id[OTP_ID_LEN])
+{
+	int32_t s = limits_slot(otp, ow->ns, phone, now, NULL);
+
+	if (s < 0 || store_id_of(&otp->store, (uint32_t)s, phone, ow, now,
+	    c->code_ttl * 1000, id) != 0)
+		return -1;
+	*slot = (uint32_t)s;
+	return 0;
+}
+
+static bool revoked_has(struct revoked *rv, uint64_t rid, int64_t until);
+static bool revoked_add(struct revoked *rv, uint64_t rid, int64_t until,
+                        int64_t now); /* in "cookies and sessions" */
+
+static int
+mem_revoke(struct otp *otp, uint64_t rid, int64_t until, int64_t now)
+{
+	return revoked_add(&otp->revoked, rid, until, now) ? 1 : 0;
+}
+
+static int
+mem_revoked(struct otp *otp, uint64_t rid, int64_t until)
+{
+	return revoked_has(&otp->revoked, rid, until) ? 1 : 0;
+}
+
+static const struct store_ops store_memory = {
+	.name = "memory", .send_begin = mem_send_begin,
+	.send_undo = mem_send_undo, .wait = limits_wait,
+	.verify_take = limits_verify_take, .verify_done = mem_verify_done,
+	.check = mem_check, .view = mem_view, .state = mem_state,
+	.cancel = mem_cancel, .find = mem_find, .revoke = mem_revoke,
+	.revoked = mem_revoked,
+};
+
+/*
  * Starts a verification of phone (E.164, allowed) for client cl and owner
  * ow, with message template tmpl (NULL: MESSAGE): checks the limits, then
  * resends the owner's live record for this number (same code, same
@@ -5020,17 +5206,16 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 
 	memset(st, 0, sizeof(*st));
 	phone_mask(phone, masked, sizeof(masked));
-	st->limit = limits_take(otp, c, &tk, now, verification_reserve, &rs);
+	if (otp->ops->send_begin(otp, c, &tk, &rs) != 0 &&
+	    st->limit == LIMIT_NONE)
+		goto out; /* no record: st->full or st->internal */
 	if (st->limit != LIMIT_NONE) {
 		st->retry = st->retry > tk.retry ? st->retry : tk.retry;
 		atomic_fetch_add(&otp->stats.limited[st->limit], 1);
 		log_info(otp, "rate_limited limit=%s to=%s ip=%s",
 		    limit_names[st->limit], masked, ip);
-		return -1;
-	}
-	if (!st->resent && verification_new(otp, c, phone, ow, now, code,
-	    st) != 0)
 		goto out;
+	}
 	if (!user_may_pass(c, phone)) {
 		/* Not in USERS_FILE: counted, recorded (a code no one gets)
 		 * and answered as a listed number is, only not sent. */
@@ -5045,12 +5230,7 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 	st->sent = sms_send(otp, c, phone, code, tmpl);
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
-		if (st->resent)
-			store_unsend(&otp->store, st->slot, st->id);
-		else
-			store_cancel(&otp->store, st->slot, st->id, ow, now,
-			    c->code_ttl * 1000);
-		limits_refund(otp, ow->ns, phone, now);
+		otp->ops->send_undo(otp, c, &rs);
 		st->retry = st->sent == SEND_BUSY ? 60 : 0;
 		goto out;
 	}
@@ -5103,8 +5283,7 @@ verification_may_pass(struct otp *otp, const struct config *c, uint32_t slot,
 
 	if (c->users_file[0] == '\0')
 		return true;
-	store_view(&otp->store, slot, id, ow, now, c->code_ttl * 1000, NULL,
-	    &v);
+	otp->ops->view(otp, c, slot, id, ow, now, NULL, &v);
 	ok = v.phone[0] == '\0' || user_may_pass(c, v.phone);
 	wipe(&v, sizeof(v));
 	return ok;
@@ -5132,8 +5311,8 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
-	*limit = cl->addr != NULL ? limits_verify_take(otp, c, cl, now, retry) :
-	    LIMIT_NONE;
+	*limit = cl->addr != NULL ? otp->ops->verify_take(otp, c, cl, now,
+	    retry) : LIMIT_NONE;
 	if (*limit != LIMIT_NONE) {
 		atomic_fetch_add(&otp->stats.limited[*limit], 1);
 		log_info(otp, "rate_limited limit=%s ip=%s", limit_names[*limit],
@@ -5147,13 +5326,18 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 		 * the API's answers and webhooks say so too). */
 		if (mac_ok && !verification_may_pass(otp, c, slot, id, ow, now))
 			mac_ok = false;
-		rc = store_check(&otp->store, slot, id, ow, mac_ok ? mac : NULL,
-		    now, c->code_ttl * 1000, (uint32_t)c->max_attempts, phone,
-		    &tries);
+		if (otp->ops->check(otp, c, slot, id, ow, mac_ok ? mac : NULL,
+		    now, phone, &tries, &rc) != 0)
+			*limit = LIMIT_STORE;
 	}
 	wipe(mac, sizeof(mac));
 	if (cl->addr != NULL)
-		limits_verify_done(otp, cl, now, tries != 0);
+		otp->ops->verify_done(otp, c, cl, now, tries != 0);
+	if (*limit != LIMIT_NONE) {
+		*retry = 1;
+		log_warn(otp, "%s: store unavailable ip=%s", __func__, ip);
+		return CHECK_UNKNOWN;
+	}
 	if (left != NULL)
 		*left = (uint32_t)c->max_attempts - tries;
 	atomic_fetch_add(&otp->stats.checks[rc], 1);
@@ -5597,6 +5781,7 @@ enum outcome {
 	OUT_UPSTREAM_DOWN, /* proxy mode: no connection, or it failed */
 	OUT_UPSTREAM_SLOW, /* proxy mode: no answer in UPSTREAM_TIMEOUT */
 	OUT_UPSTREAM_BAD,  /* proxy mode: a malformed answer */
+	OUT_STORE,         /* STORE=redis did not answer: LIMIT_STORE */
 	OUT__N
 };
 
@@ -5638,6 +5823,9 @@ static const struct {
 	    "too long to answer.", "", "" },
 	[OUT_UPSTREAM_BAD] = { 502, "Upstream error", "The admin page sent a "
 	    "malformed answer; it was not passed on.", "", "" },
+	[OUT_STORE] = { 503, "Service unavailable", "The server cannot reach "
+	    "its store of codes and limits. Please try again in a moment.",
+	    "store_unavailable", "the shared store is unavailable" },
 };
 
 /* A refusal by limit l: a cap that holds for everyone at once, or the
@@ -5645,6 +5833,8 @@ static const struct {
 static enum outcome
 limit_outcome(enum limit l)
 {
+	if (l == LIMIT_STORE)
+		return OUT_STORE;
 	return limit_is_global(l) ? OUT_CAPPED : OUT_LIMITED;
 }
 
@@ -5755,7 +5945,7 @@ reply_code(struct req *r, int status, const char *error, const char *sent,
 {
 	char len[8], expires[32], wait[32] = "";
 	long secs = (long)((v->left_ms + 999) / 1000), mins;
-	long w = limits_wait(r->otp, r->cfg, NS_WEB, v->phone,
+	long w = r->otp->ops->wait(r->otp, r->cfg, NS_WEB, v->phone,
 	    r->otp->now_ms());
 	const struct var vars[] = {
 		{ "error", error }, { "csrf", r->csrf },
@@ -6241,7 +6431,8 @@ auth_session_of(const struct req *r, struct auth *a)
 		if (req_cookie_as(r, i, "otp_auth", v, sizeof(v)) >= 0 &&
 		    auth_cookie_check(r->otp, r->cfg, v,
 		    r->otp->wall_ms() / 1000, a) == 0 &&
-		    !revoked_has(&r->otp->revoked, a->rid, a->issued + a->ttl))
+		    r->otp->ops->revoked(r->otp, a->rid, a->issued + a->ttl) ==
+		    0)
 			return 0;
 	return -1;
 }
@@ -6763,8 +6954,8 @@ reply_started(struct req *r, const struct start *st, const char *shown,
 	struct view v;
 	int rc;
 
-	store_view(&r->otp->store, st->slot, st->id, &r->ow, r->otp->now_ms(),
-	    r->cfg->code_ttl * 1000, shown, &v);
+	r->otp->ops->view(r->otp, r->cfg, st->slot, st->id, &r->ow,
+	    r->otp->now_ms(), shown, &v);
 	handle_set(r, st->slot, st->id);
 	rc = reply_code(r, 200, "", st->resent ? "we sent the code again." :
 	    fresh, &v);
@@ -6776,7 +6967,8 @@ reply_started(struct req *r, const struct start *st, const char *shown,
  * The request's own record: the one its otp_vid names, if it belongs to
  * its session (otp_sid) and still has its number (live, locked, or an
  * expired tombstone: store_end()). 0 with v filled (the caller wipes it),
- * or -1: no handle, a forged or stale one, another session's.
+ * -1: no handle, a forged or stale one, another session's; -2: the store
+ * did not answer.
  */
 static int
 web_view(struct req *r, struct view *v)
@@ -6785,17 +6977,20 @@ web_view(struct req *r, struct view *v)
 	uint32_t slot;
 
 	memset(v, 0, sizeof(*v));
-	if (handle_parse(r, &slot, id) == 0)
-		store_view(&r->otp->store, slot, id, &r->ow, r->otp->now_ms(),
-		    r->cfg->code_ttl * 1000, NULL, v);
+	if (handle_parse(r, &slot, id) == 0 && r->otp->ops->view(r->otp,
+	    r->cfg, slot, id, &r->ow, r->otp->now_ms(), NULL, v) != 0)
+		return -2;
 	return v->state != REC_VERIFIED && v->phone[0] != '\0' ? 0 : -1;
 }
 
-/* No record of its own to show or resend (web_view()): the phone form,
- * the handle cleared; alike whichever way the handle failed. */
+/* No record of its own to show or resend (web_view() said why): the
+ * phone form, the handle cleared; alike whichever way the handle failed.
+ * A store that did not answer is a 503, and the handle is kept. */
 static int
-reply_gone(struct req *r)
+reply_gone(struct req *r, int why)
 {
+	if (why == -2)
+		return reply_outcome(r, OUT_STORE, "");
 	set_cookie(r, "otp_vid", "", 0);
 	return reply_index(r, 403, "That code is no longer valid. Please enter "
 	    "your number again.", "");
@@ -6859,8 +7054,8 @@ reply_checked(struct req *r)
 	long left;
 	int rc;
 
-	if (web_view(r, &v) != 0)
-		return reply_gone(r);
+	if ((rc = web_view(r, &v)) != 0)
+		return reply_gone(r, rc);
 	left = r->cfg->max_attempts - (long)v.attempts;
 	snprintf(msg, sizeof(msg), "Wrong code. %ld %s left.", left > 1 ? left :
 	    1, left > 1 ? "tries" : "try");
@@ -6898,6 +7093,8 @@ on_verify(struct req *r)
 	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry,
 	    NULL);
 	wipe(token, sizeof(token));
+	if (limit == LIMIT_STORE)
+		return reply_outcome(r, OUT_STORE, "");
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
 		return reply_index(r, outcomes[limit_outcome(limit)].status,
@@ -6930,9 +7127,9 @@ on_resend(struct req *r)
 
 	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
 		return rc;
-	if (web_view(r, &v) != 0) {
+	if ((rc = web_view(r, &v)) != 0) {
 		log_info(otp, "resend_refused ip=%s", r->addr);
-		return reply_gone(r);
+		return reply_gone(r, rc);
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
 	if (verification_send(otp, r->cfg, v.phone, &cl, &r->ow,
@@ -6958,8 +7155,8 @@ on_code_page(struct req *r)
 	int rc;
 
 	return_to_read(r, q, q != NULL ? strlen(q) : 0);
-	if (web_view(r, &v) != 0)
-		return reply_gone(r);
+	if ((rc = web_view(r, &v)) != 0)
+		return reply_gone(r, rc);
 	rc = reply_code(r, 200, "", NULL, &v);
 	wipe(&v, sizeof(v));
 	return rc;
@@ -7074,8 +7271,10 @@ on_logout(struct req *r)
 	 * is valid: a revoked one is not. */
 	while (auth_session_of(r, &a) == 0) {
 		phone_mask(a.phone, masked, sizeof(masked));
-		if (revoked_add(&r->otp->revoked, a.rid, a.issued + a.ttl,
-		    r->otp->wall_ms() / 1000))
+		if ((rc = r->otp->ops->revoke(r->otp, a.rid, a.issued + a.ttl,
+		    r->otp->wall_ms() / 1000)) < 0)
+			return reply_outcome(r, OUT_STORE, "");
+		if (rc > 0)
 			log_warn(r->otp, "revocations: table full, sessions "
 			    "near their end ended early");
 		sweeper_wake(r->otp);
@@ -7216,7 +7415,7 @@ on_metrics(struct req *r)
 	    "Code checks, by result", results, st->checks, 0, CHECK__N);
 	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
 	    "Requests refused by a limit", limit_names, st->limited, 1,
-	    LIMIT__N);
+	    otp->ops == &store_memory ? LIMIT_STORE : LIMIT__N);
 	metrics_family(out, sizeof(out), &n, "otp_webhooks_total{result",
 	    "Webhook events delivered, failed after every try, or dropped",
 	    hook_results, st->hooks, 0, HOOKS__N);
@@ -7386,8 +7585,11 @@ api_created(struct req *r, const struct start *st, const char *phone)
 	char out[320], vid[HANDLE_LEN + 1], masked[32], created[24], until[24];
 	int64_t left, ends;
 
-	store_state(&otp->store, st->slot, st->id, &otp->api, otp->now_ms(),
-	    r->cfg->code_ttl * 1000, &left);
+	enum rec_state state;
+
+	if (otp->ops->state(otp, r->cfg, st->slot, st->id, &otp->api,
+	    otp->now_ms(), &state, &left) != 0)
+		left = r->cfg->code_ttl * 1000; /* it was just made */
 	ends = (otp->wall_ms() + left + 999) / 1000;
 	time_rfc3339(ends - r->cfg->code_ttl, created);
 	time_rfc3339(ends, until);
@@ -7468,6 +7670,8 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code,
 	    strlen(code), &cl, phone, &limit, &retry, &left);
 	wipe(code, sizeof(code));
+	if (limit == LIMIT_STORE)
+		return reply_outcome_json(r, OUT_STORE);
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
 		return reply_json_error(r, outcomes[limit_outcome(limit)].status,
@@ -7475,7 +7679,7 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 		    "too many failed checks from this client");
 	}
 	if (rc == CHECK_UNKNOWN && by_phone && cl.addr != NULL)
-		limits_verify_take(otp, r->cfg, &cl, otp->now_ms(), &retry);
+		otp->ops->verify_take(otp, r->cfg, &cl, otp->now_ms(), &retry);
 	if (rc == CHECK_UNKNOWN)
 		return reply_json_error(r, 404, "not_found", by_phone ?
 		    "no pending verification for this number" :
@@ -7524,17 +7728,21 @@ api_check_phone(struct req *r)
 	char input[OTP_MAX_INPUT + 1], phone[OTP_MAX_PHONE_LEN + 1];
 	uint8_t id[OTP_ID_LEN] = { 0 };
 	int64_t now = otp->now_ms();
-	int32_t slot;
+	uint32_t slot;
 	int rc;
 
 	if ((rc = api_read(r, &b, "phone", input, sizeof(input))) != 0 ||
 	    (rc = api_phone(r, input, phone)) != 0)
 		return rc;
-	slot = limits_slot(otp, NS_API, phone, now, NULL);
-	if (slot < 0 || store_id_of(&otp->store, (uint32_t)slot, phone,
-	    &otp->api, now, r->cfg->code_ttl * 1000, id) != 0)
-		slot = -1; /* UINT32_MAX: checked, and fails, as unknown */
-	rc = api_check(r, &b, (uint32_t)slot, id, true);
+	if ((rc = otp->ops->find(otp, r->cfg, phone, &otp->api, now, &slot,
+	    id)) == -2) {
+		wipe(phone, sizeof(phone));
+		wipe(&b, sizeof(b));
+		return reply_outcome_json(r, OUT_STORE);
+	}
+	if (rc != 0)
+		slot = UINT32_MAX; /* checked, and fails, as unknown */
+	rc = api_check(r, &b, slot, id, true);
 	wipe(phone, sizeof(phone));
 	wipe(&b, sizeof(b)); /* the number and the code */
 	return rc;
@@ -7551,9 +7759,11 @@ api_status(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 	struct otp *otp = r->otp;
 	char out[96];
 	int64_t left;
-	enum rec_state st = store_state(&otp->store, slot, id, &otp->api,
-	    otp->now_ms(), r->cfg->code_ttl * 1000, &left);
+	enum rec_state st;
 
+	if (otp->ops->state(otp, r->cfg, slot, id, &otp->api, otp->now_ms(),
+	    &st, &left) != 0)
+		return reply_outcome_json(r, OUT_STORE);
 	if (st == REC_FREE)
 		return reply_json_error(r, 404, "not_found",
 		    "no such verification");
@@ -7567,9 +7777,11 @@ static int
 api_cancel(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 {
 	struct otp *otp = r->otp;
-	int rc = store_cancel(&otp->store, slot, id, &otp->api,
-	    otp->now_ms(), r->cfg->code_ttl * 1000);
+	int rc = otp->ops->cancel(otp, r->cfg, slot, id, &otp->api,
+	    otp->now_ms());
 
+	if (rc == -3)
+		return reply_outcome_json(r, OUT_STORE);
 	if (rc == -1)
 		return reply_json_error(r, 404, "not_found",
 		    "no such verification");
@@ -8899,6 +9111,7 @@ otp_tables_init(struct otp *otp)
 	pthread_mutex_init(&otp->curls.lock, NULL);
 	otp->curls.cap = otp->cfg->threads < OTP_MAX_POOL ?
 	    (int)otp->cfg->threads : OTP_MAX_POOL;
+	otp->ops = &store_memory;
 	if (store_init(&otp->store, (uint32_t)otp->cfg->max_pending) != 0)
 		return -1;
 	otp->store.hooks = &otp->hooks;
