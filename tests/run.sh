@@ -4,6 +4,7 @@
 # this script adds them up. Exit status is non-zero on any failure.
 #   OTP_BIN    the server binary (make test sets it)
 #   OTP_UNIT   the cmocka unit test binary
+#   OTP_REDIS_BIN  the binary built WITH_REDIS (tests/redis_store.py)
 #   SUITES     which suites to run (default: all of them)
 set -u
 cd "$(dirname "$0")/.."
@@ -41,7 +42,7 @@ run_suite() {
 }
 
 for s in ${SUITES:-unit model docs numbering integration proxy_mode attack \
-    senders browser packaging}; do
+    senders browser packaging redis_store}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
 	model) run_suite model "${OTP_MODEL:-build/model}" ;;
@@ -51,6 +52,7 @@ for s in ${SUITES:-unit model docs numbering integration proxy_mode attack \
 	proxy_mode) run_suite proxy_mode python3 tests/proxy_mode.py ;;
 	attack) run_suite attack sh tests/attack/run.sh ;;
 	senders) run_suite senders python3 tests/senders.py ;;
+	redis_store) run_suite redis_store python3 tests/redis_store.py ;;
 	packaging) run_suite packaging sh tests/packaging/run.sh ;;
 	browser)
 		if [ ! -d tests/browser/node_modules/playwright-core ]; then
