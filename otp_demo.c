@@ -2059,12 +2059,18 @@ config_check_store(struct config *c, const struct origin *o, char *err,
 	/* Instances share their records only if they hash numbers, codes
 	 * and sessions under the same key: session.key, the same file in
 	 * each STATE_DIR (README: "Two or more instances"). */
-	if (strcmp(c->store, "memory") != 0 && c->state_dir[0] == '\0') {
-		config_where(o, "STORE", where, sizeof(where));
+	if (strcmp(c->store, "memory") == 0)
+		return 0;
+	config_where(o, "STORE", where, sizeof(where));
+	if (c->state_dir[0] == '\0')
 		return config_error(err, errlen, where, "STORE other than "
 		    "memory needs STATE_DIR, with the same session.key on "
 		    "every instance");
-	}
+	/* Webhook events are queued as the memory store's records end; a
+	 * shared store has no such moment in this process (yet). */
+	if (c->webhook_url[0] != '\0')
+		return config_error(err, errlen, where, "STORE other than "
+		    "memory does not deliver webhooks yet: unset WEBHOOK_URL");
 	return 0;
 }
 
@@ -5853,7 +5859,8 @@ rconn_get(struct otp *otp, const struct config *c)
 
 /*
  * Sends argv on this thread's connection rc, and once more on a new one
- * if Redis had closed the old (a restart: the command never ran there).
+ * if Redis had closed the old (EOF, EPIPE, a reset: a restart, and the
+ * command never ran there).
  * The reply, an error reply too (the caller looks), or NULL: the
  * connection dropped (the next request makes another) and logged.
  */
@@ -5864,7 +5871,9 @@ redis_exec(struct otp *otp, const struct config *c, struct rconn *rc,
 	redisReply *rep = redisCommandArgv(rc->ctx, argc, argv, NULL);
 	char why[128];
 
-	if (rep == NULL && rc->ctx->err == REDIS_ERR_EOF) {
+	if (rep == NULL && (rc->ctx->err == REDIS_ERR_EOF ||
+	    (rc->ctx->err == REDIS_ERR_IO && (errno == EPIPE ||
+	    errno == ECONNRESET)))) {
 		rconn_drop(rc);
 		if (rconn_get(otp, c) == NULL)
 			return NULL;
@@ -7503,29 +7512,38 @@ static int
 auth_session_of(const struct req *r, struct auth *a)
 {
 	char v[AUTH_COOKIE_MAX];
+	int rc = -1, gone;
 
 	for (int i = 0; i < 3; i++)
 		if (req_cookie_as(r, i, "otp_auth", v, sizeof(v)) >= 0 &&
 		    auth_cookie_check(r->otp, r->cfg, v,
-		    r->otp->wall_ms() / 1000, a) == 0 &&
-		    r->otp->ops->revoked(r->otp, r->cfg, a->rid, a->issued +
-		    a->ttl) == 0)
-			return 0;
-	return -1;
+		    r->otp->wall_ms() / 1000, a) == 0) {
+			if ((gone = r->otp->ops->revoked(r->otp, r->cfg,
+			    a->rid, a->issued + a->ttl)) == 0)
+				return 0;
+			if (gone < 0)
+				rc = -2;
+		}
+	return rc;
 }
 
 /*
  * Whether the request comes from a verified session: 0 with its number in
- * phone, or -1. The one check of the otp_auth cookie, for /auth and for
- * proxy mode alike: valid, unrevoked, unexpired, and of a number
- * USERS_FILE still lists (edited, then SIGHUP).
+ * phone, -1, or -2 if a valid cookie's revocation could not be looked up
+ * (the store did not answer: not a session, and the caller says 503).
+ * The one check of the otp_auth cookie, for /auth and for proxy mode
+ * alike: valid, unrevoked, unexpired, and of a number USERS_FILE still
+ * lists (edited, then SIGHUP).
  */
 static int
 auth_session(const struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 {
 	struct auth a;
+	int rc;
 
-	if (auth_session_of(r, &a) != 0 || !user_may_pass(r->cfg, a.phone))
+	if ((rc = auth_session_of(r, &a)) != 0)
+		return rc;
+	if (!user_may_pass(r->cfg, a.phone))
 		return -1;
 	memcpy(phone, a.phone, sizeof(a.phone));
 	return 0;
@@ -8290,8 +8308,11 @@ on_auth(struct req *r)
 	const char *q = r->ri->query_string, *uri;
 	char where[OTP_MAX_RETURN + 80];
 	size_t n;
+	int rc;
 
-	if (auth_session(r, phone) != 0 ||
+	if ((rc = auth_session(r, phone)) == -2)
+		return reply_text(r, 503, "store unavailable\n");
+	if (rc != 0 ||
 	    identity_headers(r->cfg, phone, head, sizeof(head)) != 0) {
 		if (q == NULL || strcmp(q, "redirect=1") != 0)
 			return reply_text(r, 401, "");
@@ -8345,8 +8366,9 @@ on_logout(struct req *r)
 	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
 		return rc;
 	/* Each cookie it holds (host-only, COOKIE_DOMAIN's), until none
-	 * is valid: a revoked one is not. */
-	while (auth_session_of(r, &a) == 0) {
+	 * is valid: a revoked one is not. A store that cannot say ends
+	 * nothing: 503, the cookies kept. */
+	while ((rc = auth_session_of(r, &a)) == 0) {
 		phone_mask(a.phone, masked, sizeof(masked));
 		if ((rc = r->otp->ops->revoke(r->otp, r->cfg, a.rid,
 		    a.issued + a.ttl, r->otp->wall_ms() / 1000)) < 0)
@@ -8356,6 +8378,8 @@ on_logout(struct req *r)
 			    "near their end ended early");
 		sweeper_wake(r->otp);
 	}
+	if (rc == -2)
+		return reply_outcome(r, OUT_STORE, "");
 	log_info(r->otp, "logout%s%s ip=%s", masked[0] ? " to=" : "", masked,
 	    r->addr);
 	set_cookie(r, "otp_auth", "", 0);
@@ -9798,7 +9822,9 @@ on_proxy(struct req *r)
 		r->close = true;
 		return reply_outcome(r, OUT_UPGRADE, "");
 	}
-	if (auth_session(r, phone) != 0) {
+	if ((n = auth_session(r, phone)) == -2)
+		return reply_outcome(r, OUT_STORE, "");
+	if (n != 0) {
 		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
 			r->close = true;
 			return reply_outcome(r, OUT_SIGN_IN, "");
