@@ -4,7 +4,7 @@
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
 #   make unit|model|docs|numbering|integration|proxy_mode|attack|senders|
-#        browser|packaging|redis_store   one suite of make test
+#        browser|packaging|redis_store|integration_redis   one suite
 #   make WITH_REDIS=1   ./otp_demo with the Redis store (STORE=redis://...)
 #   make test-attack-transport, make test-desync   (mk/attack.mk)
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
@@ -54,7 +54,8 @@ WWW       := www/index.html www/verify.html www/new_code.html \
 CW_SRC    := civetweb/src/civetweb.c
 
 .PHONY: all run test unit model docs numbering integration proxy_mode attack \
-	senders browser packaging redis_store deps deps-build deps-test \
+	senders browser packaging redis_store integration_redis deps \
+	deps-build deps-test \
 	deps-redis fetch clean distclean numbering-gen
 all: otp_demo
 
@@ -157,7 +158,7 @@ TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/otp_demo-redis $(BUILD)/unit \
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
 unit model docs numbering integration proxy_mode attack senders browser \
-		packaging redis_store: $(TEST_DEPS)
+		packaging redis_store integration_redis: $(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

@@ -47,48 +47,6 @@ BASE = {
 }
 
 
-class Redis:
-    """redis-server in the foreground on dir/redis.sock, nothing saved."""
-
-    def __init__(self, dir, *extra):
-        self.dir, self.extra = dir, list(extra)
-        self.sock = os.path.join(dir, "redis.sock")
-        self.proc = None
-
-    def start(self):
-        path = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(
-            [path, "--port", "0", "--unixsocket", self.sock,
-             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--enable-debug-command", "yes",
-             "--logfile", os.path.join(self.dir, "redis.log")] + self.extra,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        with H.LIVE_LOCK:
-            H.LIVE.add(self.proc)
-        for _ in range(200):
-            if self.cli("PING").strip() in ("PONG", "NOAUTH Authentication "
-                                            "required."):
-                return self
-            time.sleep(0.02)
-        raise H.Fail("redis-server did not answer on %s" % self.sock)
-
-    def cli(self, *args):
-        auth = ["-a", PASSWORD, "--no-auth-warning"] \
-            if "--requirepass" in self.extra else []
-        p = subprocess.run(["redis-cli", "-s", self.sock] + auth +
-                           list(args), capture_output=True, text=True,
-                           timeout=10)
-        return p.stdout + p.stderr
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        with H.LIVE_LOCK:
-            H.LIVE.discard(self.proc)
-
-
 class Pair:
     """Instances A and B sharing redis: the same config, the same
     session.key; stopped (their logs scanned by ctx) by close()."""
@@ -167,7 +125,7 @@ def moved(b, srv):
 def with_pair(fn, redis_args=(), extra=None, env=None):
     """A case: fn(ctx, redis, pair) with both started, then stopped."""
     def case(ctx):
-        redis = Redis(ctx.dir, *redis_args).start()
+        redis = H.Redis(ctx.dir, *redis_args).start()
         pair = None
         try:
             pair = Pair(ctx, redis, extra, env)
@@ -398,7 +356,7 @@ def slow_redis(ctx, redis, pair):
 
 
 def case_wrong_password(ctx):
-    redis = Redis(ctx.dir, "--requirepass", PASSWORD).start()
+    redis = H.Redis(ctx.dir, "--requirepass", PASSWORD).start()
     pw = os.path.join(ctx.dir, "pw")
     with open(pw, "w") as f:
         f.write("not-" + PASSWORD + "\n")
