@@ -601,7 +601,7 @@ struct store_ops {
 	/* revoked_has(): 1, 0, or -1 unreachable. */
 	int (*revoked)(struct otp *otp, const struct config *c, uint64_t rid,
 	    int64_t until);
-	/* /readyz: 0 if the store answers now; NULL: always. */
+	/* /readyz: 0 if the store answers now (memory: not called). */
 	int (*ping)(struct otp *otp, const struct config *c);
 };
 
@@ -630,9 +630,9 @@ struct otp {
 	struct hmac_key code_hk, csrf_hk, auth_hk, sid_hk, cmp_hk; /* the
 				   keys above, prepared (otp_hmac_keys()) */
 	struct owner api;              /* whose the API's records are */
-	const struct store_ops *ops;   /* STORE, at start: store_memory or
-					  store_redis */
 #ifdef WITH_REDIS
+	const struct store_ops *ops;   /* STORE, at start: store_memory or
+					  store_redis (STORE_CALL()) */
 	pthread_key_t redis_key;       /* a worker's connection (rconn) */
 	bool redis_key_made;
 	atomic_bool redis_down;        /* logged as it changes */
@@ -1942,10 +1942,6 @@ config_check_webhook(struct config *c, const struct origin *o, char *err,
 {
 	char where[OTP_MAX_STR + 32];
 
-	if (c->webhook_secret_file[0] != '\0' && config_read_key(o,
-	    "WEBHOOK_SECRET_FILE", c->webhook_secret_file, c->webhook_secret,
-	    sizeof(c->webhook_secret), err, errlen) != 0)
-		return -1;
 	if (c->webhook_url[0] == '\0')
 		return 0;
 	if (strlen(c->webhook_secret) < OTP_MIN_SECRET) {
@@ -2044,18 +2040,14 @@ check_store(const char *v)
 #endif
 }
 
-/* STORE_PASSWORD_FILE beats STORE_PASSWORD, as API_KEY_FILE does. The
- * password goes to Redis only, and never to a log. 0, or -1 with err. */
+/* A store other than memory needs what sharing needs. 0, or -1 with
+ * err. (STORE_PASSWORD_FILE is read with the other key files.) */
 static int
 config_check_store(struct config *c, const struct origin *o, char *err,
                    size_t errlen)
 {
 	char where[OTP_MAX_STR + 32];
 
-	if (c->store_password_file[0] != '\0' && config_read_key(o,
-	    "STORE_PASSWORD_FILE", c->store_password_file, c->store_password,
-	    sizeof(c->store_password), err, errlen) != 0)
-		return -1;
 	/* Instances share their records only if they hash numbers, codes
 	 * and sessions under the same key: session.key, the same file in
 	 * each STATE_DIR (README: "Two or more instances"). */
@@ -2307,14 +2299,44 @@ user_may_pass(const struct config *c, const char *phone)
 	return c->users_file[0] == '\0' || user_find(c, phone) != NULL;
 }
 
+/*
+ * Secrets that may come from a file (systemd credentials, a 0600 file),
+ * which beats the key inline: a row each, the file's key and where its
+ * path and the secret are.
+ */
+#define KEY_FILE(name, file, secret) { name, offsetof(struct config, file), \
+	offsetof(struct config, secret), sizeof(((struct config *)0)->secret) }
+static const struct {
+	const char *name;
+	size_t file, secret, size;
+} key_files[] = {
+	KEY_FILE("API_KEY_FILE", api_key_file, api_key),
+	KEY_FILE("WEBHOOK_SECRET_FILE", webhook_secret_file, webhook_secret),
+	KEY_FILE("STORE_PASSWORD_FILE", store_password_file, store_password),
+};
+#undef KEY_FILE
+
+/* Reads every key_files[] file that is set. 0, or -1 with err. */
+static int
+config_key_files(struct config *c, const struct origin *o, char *err,
+                 size_t errlen)
+{
+	for (size_t i = 0; i < countof(key_files); i++) {
+		const char *path = (const char *)c + key_files[i].file;
+
+		if (path[0] != '\0' && config_read_key(o, key_files[i].name,
+		    path, (char *)c + key_files[i].secret, key_files[i].size,
+		    err, errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
 {
-	/* A key file (systemd credentials, a 0600 file) beats a key inline. */
-	if (c->api_key_file[0] != '\0' && config_read_key(o, "API_KEY_FILE",
-	    c->api_key_file, c->api_key, sizeof(c->api_key), err,
-	    errlen) != 0)
+	if (config_key_files(c, o, err, errlen) != 0)
 		return -1;
 	/* No SMS_PROVIDER: the tutorial's placeholder key means "no account
 	 * yet". */
@@ -5238,6 +5260,10 @@ mem_send_undo(struct otp *otp, const struct config *c, const struct resend *rs)
 	limits_refund(otp, rs->ow->ns, rs->phone, rs->now);
 }
 
+#define mem_wait limits_wait
+#define mem_verify_take limits_verify_take
+#define mem_ping(otp, c) 0 /* never asked: store_is_memory() */
+
 static void
 mem_verify_done(struct otp *otp, const struct config *c,
                 const struct client *cl, int64_t now, bool failed_guess)
@@ -5320,6 +5346,7 @@ mem_revoked(struct otp *otp, const struct config *c, uint64_t rid,
 	return revoked_has(&otp->revoked, rid, until) ? 1 : 0;
 }
 
+#ifdef WITH_REDIS
 static const struct store_ops store_memory = {
 	.name = "memory", .send_begin = mem_send_begin,
 	.send_undo = mem_send_undo, .wait = limits_wait,
@@ -5328,6 +5355,43 @@ static const struct store_ops store_memory = {
 	.cancel = mem_cancel, .find = mem_find, .revoke = mem_revoke,
 	.revoked = mem_revoked,
 };
+#endif
+
+/*
+ * STORE_CALL(otp, op, args...): operation op of otp's store. In a build
+ * without Redis there is one store, and the call is made to its function
+ * by name (mem_op), so the compiler inlines it as before there was a
+ * choice: the router builds keep their size.
+ */
+#ifdef WITH_REDIS
+#define STORE_CALL(otp, op, ...) ((otp)->ops->op(__VA_ARGS__))
+#else
+#define STORE_CALL(otp, op, ...) (mem_##op(__VA_ARGS__))
+#endif
+
+/* Whether otp keeps its state in memory (always, without Redis), and
+ * its store's name. */
+static bool
+store_is_memory(const struct otp *otp)
+{
+#ifdef WITH_REDIS
+	return otp->ops == &store_memory;
+#else
+	(void)otp;
+	return true;
+#endif
+}
+
+static const char *
+store_name(const struct otp *otp)
+{
+#ifdef WITH_REDIS
+	return otp->ops->name;
+#else
+	(void)otp;
+	return "memory";
+#endif
+}
 
 /*
  * Starts a verification of phone (E.164, allowed) for client cl and owner
@@ -5355,7 +5419,7 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 
 	memset(st, 0, sizeof(*st));
 	phone_mask(phone, masked, sizeof(masked));
-	if (otp->ops->send_begin(otp, c, &tk, &rs) != 0 &&
+	if (STORE_CALL(otp, send_begin, otp, c, &tk, &rs) != 0 &&
 	    st->limit == LIMIT_NONE)
 		goto out; /* no record: st->full or st->internal */
 	if (st->limit != LIMIT_NONE) {
@@ -5379,7 +5443,7 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 	st->sent = sms_send(otp, c, phone, code, tmpl);
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
-		otp->ops->send_undo(otp, c, &rs);
+		STORE_CALL(otp, send_undo, otp, c, &rs);
 		st->retry = st->sent == SEND_BUSY ? 60 : 0;
 		goto out;
 	}
@@ -5432,7 +5496,7 @@ verification_may_pass(struct otp *otp, const struct config *c, uint32_t slot,
 
 	if (c->users_file[0] == '\0')
 		return true;
-	otp->ops->view(otp, c, slot, id, ow, now, NULL, &v);
+	STORE_CALL(otp, view, otp, c, slot, id, ow, now, NULL, &v);
 	ok = v.phone[0] == '\0' || user_may_pass(c, v.phone);
 	wipe(&v, sizeof(v));
 	return ok;
@@ -5460,7 +5524,7 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
-	*limit = cl->addr != NULL ? otp->ops->verify_take(otp, c, cl, now,
+	*limit = cl->addr != NULL ? STORE_CALL(otp, verify_take, otp, c, cl, now,
 	    retry) : LIMIT_NONE;
 	if (*limit != LIMIT_NONE) {
 		atomic_fetch_add(&otp->stats.limited[*limit], 1);
@@ -5475,13 +5539,13 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 		 * the API's answers and webhooks say so too). */
 		if (mac_ok && !verification_may_pass(otp, c, slot, id, ow, now))
 			mac_ok = false;
-		if (otp->ops->check(otp, c, slot, id, ow, mac_ok ? mac : NULL,
+		if (STORE_CALL(otp, check, otp, c, slot, id, ow, mac_ok ? mac : NULL,
 		    now, phone, &tries, &rc) != 0)
 			*limit = LIMIT_STORE;
 	}
 	wipe(mac, sizeof(mac));
 	if (cl->addr != NULL)
-		otp->ops->verify_done(otp, c, cl, now, tries != 0);
+		STORE_CALL(otp, verify_done, otp, c, cl, now, tries != 0);
 	if (*limit != LIMIT_NONE) {
 		*retry = 1;
 		log_warn(otp, "%s: store unavailable ip=%s", __func__, ip);
@@ -7031,7 +7095,7 @@ reply_code(struct req *r, int status, const char *error, const char *sent,
 {
 	char len[8], expires[32], wait[32] = "";
 	long secs = (long)((v->left_ms + 999) / 1000), mins;
-	long w = r->otp->ops->wait(r->otp, r->cfg, NS_WEB, v->phone,
+	long w = STORE_CALL(r->otp, wait, r->otp, r->cfg, NS_WEB, v->phone,
 	    r->otp->now_ms());
 	const struct var vars[] = {
 		{ "error", error }, { "csrf", r->csrf },
@@ -7518,7 +7582,7 @@ auth_session_of(const struct req *r, struct auth *a)
 		if (req_cookie_as(r, i, "otp_auth", v, sizeof(v)) >= 0 &&
 		    auth_cookie_check(r->otp, r->cfg, v,
 		    r->otp->wall_ms() / 1000, a) == 0) {
-			if ((gone = r->otp->ops->revoked(r->otp, r->cfg,
+			if ((gone = STORE_CALL(r->otp, revoked, r->otp, r->cfg,
 			    a->rid, a->issued + a->ttl)) == 0)
 				return 0;
 			if (gone < 0)
@@ -8049,7 +8113,7 @@ reply_started(struct req *r, const struct start *st, const char *shown,
 	struct view v;
 	int rc;
 
-	r->otp->ops->view(r->otp, r->cfg, st->slot, st->id, &r->ow,
+	STORE_CALL(r->otp, view, r->otp, r->cfg, st->slot, st->id, &r->ow,
 	    r->otp->now_ms(), shown, &v);
 	handle_set(r, st->slot, st->id);
 	rc = reply_code(r, 200, "", st->resent ? "we sent the code again." :
@@ -8072,7 +8136,7 @@ web_view(struct req *r, struct view *v)
 	uint32_t slot;
 
 	memset(v, 0, sizeof(*v));
-	if (handle_parse(r, &slot, id) == 0 && r->otp->ops->view(r->otp,
+	if (handle_parse(r, &slot, id) == 0 && STORE_CALL(r->otp, view, r->otp,
 	    r->cfg, slot, id, &r->ow, r->otp->now_ms(), NULL, v) != 0)
 		return -2;
 	return v->state != REC_VERIFIED && v->phone[0] != '\0' ? 0 : -1;
@@ -8370,7 +8434,7 @@ on_logout(struct req *r)
 	 * nothing: 503, the cookies kept. */
 	while ((rc = auth_session_of(r, &a)) == 0) {
 		phone_mask(a.phone, masked, sizeof(masked));
-		if ((rc = r->otp->ops->revoke(r->otp, r->cfg, a.rid,
+		if ((rc = STORE_CALL(r->otp, revoke, r->otp, r->cfg, a.rid,
 		    a.issued + a.ttl, r->otp->wall_ms() / 1000)) < 0)
 			return reply_outcome(r, OUT_STORE, "");
 		if (rc > 0)
@@ -8423,17 +8487,17 @@ static int
 on_readyz(struct req *r)
 {
 	const struct config *c = r->cfg;
-	const struct store_ops *ops = r->otp->ops;
 	bool ok = !c->sender->needs_ca || access(c->sms_ca_file, R_OK) == 0;
-	bool store = ops->ping == NULL || ops->ping(r->otp, c) == 0;
+	bool mem = store_is_memory(r->otp);
+	bool store = mem || STORE_CALL(r->otp, ping, r->otp, c) == 0;
+	const char *name = mem ? "" : store_name(r->otp);
 	char text[96];
 
 	/* The memory store always answers, and is not named: the line
 	 * stays what it was before there was a choice. */
 	snprintf(text, sizeof(text), "%sready: %s sender%s%s%s%s\n",
 	    ok && store ? "" : "not ", c->sender->name, ok ? "" :
-	    ": CA bundle unreadable", ops->ping == NULL ? "" : ", ",
-	    ops->ping == NULL ? "" : ops->name, ops->ping == NULL ? "" :
+	    ": CA bundle unreadable", mem ? "" : ", ", name, mem ? "" :
 	    store ? " store" : " store unavailable");
 	return reply_text(r, ok && store ? 200 : 503, text);
 }
@@ -8523,7 +8587,7 @@ on_metrics(struct req *r)
 	    "Code checks, by result", results, st->checks, 0, CHECK__N);
 	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
 	    "Requests refused by a limit", limit_names, st->limited, 1,
-	    otp->ops == &store_memory ? LIMIT_STORE : LIMIT__N);
+	    store_is_memory(otp) ? LIMIT_STORE : LIMIT__N);
 	metrics_family(out, sizeof(out), &n, "otp_webhooks_total{result",
 	    "Webhook events delivered, failed after every try, or dropped",
 	    hook_results, st->hooks, 0, HOOKS__N);
@@ -8695,7 +8759,7 @@ api_created(struct req *r, const struct start *st, const char *phone)
 
 	enum rec_state state;
 
-	if (otp->ops->state(otp, r->cfg, st->slot, st->id, &otp->api,
+	if (STORE_CALL(otp, state, otp, r->cfg, st->slot, st->id, &otp->api,
 	    otp->now_ms(), &state, &left) != 0)
 		left = r->cfg->code_ttl * 1000; /* it was just made */
 	ends = (otp->wall_ms() + left + 999) / 1000;
@@ -8787,7 +8851,7 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 		    "too many failed checks from this client");
 	}
 	if (rc == CHECK_UNKNOWN && by_phone && cl.addr != NULL)
-		otp->ops->verify_take(otp, r->cfg, &cl, otp->now_ms(), &retry);
+		STORE_CALL(otp, verify_take, otp, r->cfg, &cl, otp->now_ms(), &retry);
 	if (rc == CHECK_UNKNOWN)
 		return reply_json_error(r, 404, "not_found", by_phone ?
 		    "no pending verification for this number" :
@@ -8842,7 +8906,7 @@ api_check_phone(struct req *r)
 	if ((rc = api_read(r, &b, "phone", input, sizeof(input))) != 0 ||
 	    (rc = api_phone(r, input, phone)) != 0)
 		return rc;
-	if ((rc = otp->ops->find(otp, r->cfg, phone, &otp->api, now, &slot,
+	if ((rc = STORE_CALL(otp, find, otp, r->cfg, phone, &otp->api, now, &slot,
 	    id)) == -2) {
 		wipe(phone, sizeof(phone));
 		wipe(&b, sizeof(b));
@@ -8869,7 +8933,7 @@ api_status(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 	int64_t left;
 	enum rec_state st;
 
-	if (otp->ops->state(otp, r->cfg, slot, id, &otp->api, otp->now_ms(),
+	if (STORE_CALL(otp, state, otp, r->cfg, slot, id, &otp->api, otp->now_ms(),
 	    &st, &left) != 0)
 		return reply_outcome_json(r, OUT_STORE);
 	if (st == REC_FREE)
@@ -8885,7 +8949,7 @@ static int
 api_cancel(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 {
 	struct otp *otp = r->otp;
-	int rc = otp->ops->cancel(otp, r->cfg, slot, id, &otp->api,
+	int rc = STORE_CALL(otp, cancel, otp, r->cfg, slot, id, &otp->api,
 	    otp->now_ms());
 
 	if (rc == -3)
@@ -10191,7 +10255,7 @@ otp_state_keys(struct otp *otp, char *err, size_t errlen)
 	hmac_key_init(&otp->limits.hkey, otp->limits.key);
 	/* A shared store checks a code made by another instance: the code
 	 * key is the state key's too, not this process's own. */
-	if (otp->ops != &store_memory) {
+	if (!store_is_memory(otp)) {
 		hmac256(state, "code", 4, mac);
 		memcpy(otp->code_key, mac, sizeof(otp->code_key));
 		hmac_key_init(&otp->code_hk, otp->code_key);
@@ -10209,8 +10273,8 @@ otp_state_keys(struct otp *otp, char *err, size_t errlen)
 static int
 otp_store_pick(struct otp *otp, char *err, size_t errlen)
 {
-	otp->ops = &store_memory;
 #ifdef WITH_REDIS
+	otp->ops = &store_memory;
 	if (strcmp(otp->cfg->store, "memory") != 0) {
 		if (pthread_key_create(&otp->redis_key, rconn_free) != 0) {
 			snprintf(err, errlen, "cannot make a thread key");
@@ -10220,6 +10284,7 @@ otp_store_pick(struct otp *otp, char *err, size_t errlen)
 		otp->ops = &store_redis;
 	}
 #else
+	(void)otp;
 	(void)err;
 	(void)errlen;
 #endif
@@ -10294,9 +10359,9 @@ log_start(struct otp *otp)
 	if (c->state_dir[0] == '\0')
 		log_warn(otp, "STATE_DIR is not set: rate limits and caps reset "
 		    "on restart (a crash loop or a reboot gives a fresh day)");
-	if (otp->ops != &store_memory)
+	if (!store_is_memory(otp))
 		log_info(otp, "store: %s, every command within %ld ms",
-		    otp->ops->name, c->store_timeout);
+		    store_name(otp), c->store_timeout);
 	if (c->users_file[0] == '\0')
 		log_warn(otp, "USERS_FILE is not set: /auth admits any phone in "
 		    "the allowed countries");
