@@ -30,7 +30,7 @@ static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
 # desync suite drives the real nginx and HAProxy.
 attack="$test haproxy"
 bench="$build wrk procps libhiredis-dev redis-server"
-deb="$build dpkg-dev lintian curl"
+deb="$build libhiredis-dev dpkg-dev lintian curl"
 proof="$test wrk clang libclang-rt-14-dev valgrind"
 
 set_of() {
