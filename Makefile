@@ -106,9 +106,13 @@ $(BUILD)/otp_demo-redis: $(BUILD)/otp_demo-redis.o $(BUILD)/civetweb.o
 # ./otp_demo is always the plain build: a sanitizer build (make test
 # SANITIZE=...) stays in its own directory, so a later make run never
 # starts it by surprise.
+# The copy is compared every time: after make WITH_REDIS=1, a plain make
+# puts the plain build back even if neither is newer.
 ifeq ($(BUILD),build)
-otp_demo: build/otp_demo$(if $(WITH_REDIS),-redis)
-	cp $< $@.tmp && mv -f $@.tmp $@
+.PHONY: otp_demo-variant
+otp_demo-variant: ;
+otp_demo: build/otp_demo$(if $(WITH_REDIS),-redis) otp_demo-variant
+	@cmp -s $< $@ || { echo "cp $< $@"; cp $< $@.tmp && mv -f $@.tmp $@; }
 else
 .PHONY: plain-otp_demo
 plain-otp_demo:

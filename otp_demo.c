@@ -64,7 +64,9 @@
  *	hooks.lock	the webhook queue, its drop count, its stop flag
  *			(with hooks.cond)
  * Counters for /metrics are atomics; the DEBUG flag and the average
- * send time (send_timed) too.
+ * send time (send_timed) too, and whether Redis was last seen down
+ * (redis_note). A worker's Redis connection is its own (a pthread key,
+ * rconn_get): no lock; Redis orders the instances' scripts itself.
  */
 
 #include "otp_demo.h"
