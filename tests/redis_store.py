@@ -56,12 +56,17 @@ class Pair:
                                        **(extra or {}))
         self.env = env
         self.servers = []
-        self.a = self.start("a")
-        key = os.path.join(ctx.dir, "a", "state", "session.key")
-        os.makedirs(os.path.join(ctx.dir, "b", "state"), mode=0o700,
-                    exist_ok=True)
-        shutil.copy(key, os.path.join(ctx.dir, "b", "state"))
-        self.b = self.start("b")
+        try:
+            self.a = self.start("a")
+            key = os.path.join(ctx.dir, "a", "state", "session.key")
+            os.makedirs(os.path.join(ctx.dir, "b", "state"), mode=0o700,
+                        exist_ok=True)
+            shutil.copy(key, os.path.join(ctx.dir, "b", "state"))
+            self.b = self.start("b")
+        except BaseException:
+            for srv in self.servers:    # no instance outlives its case
+                srv.stop()
+            raise
 
     def start(self, name, tag=""):
         d = os.path.join(self.ctx.dir, name)
