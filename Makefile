@@ -4,7 +4,8 @@
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
 #   make unit|model|docs|numbering|integration|proxy_mode|attack|senders|
-#        browser|packaging   one suite of make test
+#        browser|packaging|redis_store|integration_redis   one suite
+#   make WITH_REDIS=1   ./otp_demo with the Redis store (STORE=redis://...)
 #   make test-attack-transport, make test-desync   (mk/attack.mk)
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
 #
@@ -14,6 +15,10 @@
 #
 # SANITIZE=address,undefined builds everything with those sanitizers, in a
 # separate build directory so it never mixes with a normal build.
+#
+# WITH_REDIS=1 makes ./otp_demo the build that can share its state through
+# Redis (STORE=redis://..., linked with Debian's libhiredis). make test
+# builds and tests that one too ($(BUILD)/otp_demo-redis) whatever it says.
 
 VERSION   := 0.1.0
 CC        ?= cc
@@ -53,8 +58,9 @@ WWW       := www/index.html www/verify.html www/new_code.html \
 CW_SRC    := civetweb/src/civetweb.c
 
 .PHONY: all run test unit model docs numbering integration proxy_mode attack \
-	senders browser packaging deps deps-build deps-test fetch clean distclean \
-	numbering-gen
+	senders browser packaging redis_store integration_redis deps \
+	deps-build deps-test \
+	deps-redis fetch clean distclean numbering-gen
 all: otp_demo
 
 # deps-test includes deps-build's packages; ordering the two keeps a -j
@@ -63,6 +69,8 @@ deps deps-build:
 	@tools/deps.sh build
 deps-test: deps-build
 	@tools/deps.sh test
+deps-redis: deps-build
+	@tools/deps.sh redis
 
 # civetweb/fetch.sh makes both files: one rule with a stamp, so a parallel
 # build runs it once (two runs at once collided on apt's lock).
@@ -90,12 +98,25 @@ $(BUILD)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(BUILD)/www_data.h \
 $(BUILD)/otp_demo: $(BUILD)/otp_demo.o $(BUILD)/civetweb.o
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# The same file with the Redis store compiled in (#ifdef WITH_REDIS).
+REDIS_LIBS := -lhiredis
+$(BUILD)/otp_demo-redis.o: otp_demo.c otp_demo.h numbering.h \
+		$(BUILD)/www_data.h $(CW_HDR) Makefile | deps-redis
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DWITH_REDIS -c $< -o $@
+
+$(BUILD)/otp_demo-redis: $(BUILD)/otp_demo-redis.o $(BUILD)/civetweb.o
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(REDIS_LIBS)
+
 # ./otp_demo is always the plain build: a sanitizer build (make test
 # SANITIZE=...) stays in its own directory, so a later make run never
 # starts it by surprise.
+# The copy is compared every time: after make WITH_REDIS=1, a plain make
+# puts the plain build back even if neither is newer.
 ifeq ($(BUILD),build)
-otp_demo: build/otp_demo
-	cp $< $@.tmp && mv -f $@.tmp $@
+.PHONY: otp_demo-variant
+otp_demo-variant: ;
+otp_demo: build/otp_demo$(if $(WITH_REDIS),-redis) otp_demo-variant
+	@cmp -s $< $@ || { echo "cp $< $@"; cp $< $@.tmp && mv -f $@.tmp $@; }
 else
 .PHONY: plain-otp_demo
 plain-otp_demo:
@@ -132,18 +153,20 @@ $(BUILD)/model: tests/model.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
 # "N passed, M failed" line. make unit, make integration... run one.
 TEST_ENV = OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit \
 		OTP_MODEL=$(CURDIR)/$(BUILD)/model \
+		OTP_REDIS_BIN=$(CURDIR)/$(BUILD)/otp_demo-redis \
 		EMBED_BIN=$(CURDIR)/$(BUILD)/examples/embed \
 		OTP_LIB_OBJ=$(CURDIR)/$(BUILD)/examples/otp_demo_lib.o \
 		SANITIZE=$(SANITIZE)
 # Under SANITIZE the plain build too: callgrind (tests/attack/limits.py)
 # cannot run a sanitizer build.
-TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/unit $(BUILD)/model examples \
+TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/otp_demo-redis $(BUILD)/unit \
+	$(BUILD)/model examples \
 	$(if $(SANITIZE),plain-otp_demo) | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
 unit model docs numbering integration proxy_mode attack senders browser \
-		packaging: $(TEST_DEPS)
+		packaging redis_store integration_redis: $(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

@@ -22,7 +22,10 @@
  *	the libcurl pool	handles kept with their connections
  *	SMS senders	the SENDERS table: console, telnyx, http, spool,
  *			command, each with its key check and start-up line
- *	verifications	the rules the forms and the API share
+ *	verifications	the rules the forms and the API share; the
+ *			memory store's operations (struct store_ops)
+ *	redis store	STORE=redis: the same operations as Lua scripts
+ *			(WITH_REDIS only)
  *	pages		templates from www/, embedded at build time
  *	HTTP replies	reply(): headers, cookies; one outcome table
  *	cookies and sessions	session ids, CSRF, handles, otp_auth,
@@ -61,7 +64,9 @@
  *	hooks.lock	the webhook queue, its drop count, its stop flag
  *			(with hooks.cond)
  * Counters for /metrics are atomics; the DEBUG flag and the average
- * send time (send_timed) too.
+ * send time (send_timed) too, and whether Redis was last seen down
+ * (redis_note). A worker's Redis connection is its own (a pthread key,
+ * rconn_get): no lock; Redis orders the instances' scripts itself.
  */
 
 #include "otp_demo.h"
@@ -113,6 +118,9 @@
 #endif
 
 #include "civetweb.h"
+#ifdef WITH_REDIS
+#include <hiredis/hiredis.h>
+#endif
 
 #ifndef OTP_VERSION
 #define OTP_VERSION "0.0.0-dev"
@@ -300,6 +308,10 @@ struct config {
 	char webhook_url[OTP_MAX_STR]; /* https only */
 	char webhook_secret[128];
 	char webhook_secret_file[OTP_MAX_STR];
+	char store[OTP_MAX_STR];    /* "memory", redis://..., unix://... */
+	char store_password[128];   /* never logged */
+	char store_password_file[OTP_MAX_STR];
+	long store_timeout;         /* ms a Redis command may take */
 	struct {
 		char lang[8];       /* "de", "pt_BR" */
 		char text[OTP_MAX_STR];
@@ -440,10 +452,12 @@ struct revoked {
 	uint64_t saved;       /* changes at the last write */
 };
 
-/* Which limit refused a send or a check, for the log, page and metrics. */
+/* Which limit refused a send or a check, for the log, page and metrics.
+ * LIMIT_STORE, last: the shared store did not answer (STORE=redis only;
+ * /metrics lists it only then). */
 enum limit { LIMIT_NONE, LIMIT_RESEND, LIMIT_NUMBER, LIMIT_IP, LIMIT_HOUR,
 	     LIMIT_DAY, LIMIT_VERIFY_IP, LIMIT_NETWORK, LIMIT_API_HOUR,
-	     LIMIT_VERIFICATION, LIMIT_FULL, LIMIT__N };
+	     LIMIT_VERIFICATION, LIMIT_FULL, LIMIT_STORE, LIMIT__N };
 
 /* How a send ended; the names label otp_sms_failed_total. */
 enum send_result {
@@ -586,6 +600,8 @@ struct www_file {
 	X(UPSTREAM_TIMEOUT, "upstream_timeout") \
 	X(UPSTREAM_SLOW_TEXT, "upstream_slow_text") \
 	X(UPSTREAM_BAD_TEXT, "upstream_bad_text") \
+	X(STORE_DOWN, "store_down") \
+	X(STORE_DOWN_TEXT, "store_down_text") \
 	X(NOT_FOUND, "not_found") \
 	X(NOT_FOUND_TEXT, "not_found_text") \
 	X(METHOD, "method") \
@@ -626,6 +642,73 @@ struct www_page {
 
 typedef int (*rng_fn)(void *ctx, unsigned char *out, size_t len);
 
+/*
+ * Where what instances must share lives (STORE): the records, the rate
+ * windows and caps, the revoked sessions. One table of operations, so the
+ * rules in "verifications" are written once over two stores: "memory",
+ * this process's fixed tables (the default, and the only one without
+ * WITH_REDIS), and "redis", shared by every instance that names the same
+ * server ("redis store"). Each operation is atomic as a whole: the memory
+ * store's under its locks, Redis's as one Lua script. One that cannot
+ * reach its store fails closed, as its comment says (LIMIT_STORE, -1):
+ * nothing is sent uncounted, no code is accepted without its record.
+ * A record's handle is (slot, id) in both; Redis's slot is always 0.
+ */
+struct take;
+struct resend;
+struct view;
+struct client;
+struct store_ops {
+	const char *name;
+	/* Checks and counts a send's limits, then resends the owner's
+	 * live record or makes a new one (verification_send()): 0, or -1
+	 * with rs->st saying why. */
+	int (*send_begin)(struct otp *otp, const struct config *c,
+	    struct take *tk, struct resend *rs);
+	/* A send that failed: its record removed (or its send given
+	 * back) and the number's send refunded. */
+	void (*send_undo)(struct otp *otp, const struct config *c,
+	    const struct resend *rs);
+	/* limits_wait(): the resend countdown, 0 if unknown. */
+	long (*wait)(struct otp *otp, const struct config *c, enum ns ns,
+	    const char *phone, int64_t now);
+	/* limits_verify_take() and limits_verify_done(). */
+	enum limit (*verify_take)(struct otp *otp, const struct config *c,
+	    const struct client *cl, int64_t now, long *retry);
+	void (*verify_done)(struct otp *otp, const struct config *c,
+	    const struct client *cl, int64_t now, bool failed_guess);
+	/* store_check(): 0 with *rc, or -1 (nothing was checked). */
+	int (*check)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+	    const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
+	    uint32_t *tries, enum check *rc);
+	/* store_view(): 0, or -1 with v empty. */
+	int (*view)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+	    const char *shown, struct view *v);
+	/* store_state(): 0 with *state and *left, or -1. */
+	int (*state)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+	    enum rec_state *state, int64_t *left);
+	/* store_cancel(): 0, -1 none, -2 ended, -3 unreachable. */
+	int (*cancel)(struct otp *otp, const struct config *c, uint32_t slot,
+	    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+	    int64_t now);
+	/* The newest live or locked record of phone in ow's namespace:
+	 * 0 with its handle, -1 none, -2 unreachable. */
+	int (*find)(struct otp *otp, const struct config *c, const char *phone,
+	    const struct owner *ow, int64_t now, uint32_t *slot,
+	    uint8_t id[OTP_ID_LEN]);
+	/* revoked_add(): 1 if a full table dropped one, 0, -1. */
+	int (*revoke)(struct otp *otp, const struct config *c, uint64_t rid,
+	    int64_t until, int64_t now);
+	/* revoked_has(): 1, 0, or -1 unreachable. */
+	int (*revoked)(struct otp *otp, const struct config *c, uint64_t rid,
+	    int64_t until);
+	/* /readyz: 0 if the store answers now (memory: not called). */
+	int (*ping)(struct otp *otp, const struct config *c);
+};
+
 struct otp {
 	struct config *cfg;        /* the current snapshot: see cfg_hold() */
 	pthread_mutex_t cfg_swap;  /* guards the pointer, never held for I/O */
@@ -651,6 +734,13 @@ struct otp {
 	struct hmac_key code_hk, csrf_hk, auth_hk, sid_hk, cmp_hk; /* the
 				   keys above, prepared (otp_hmac_keys()) */
 	struct owner api;              /* whose the API's records are */
+#ifdef WITH_REDIS
+	const struct store_ops *ops;   /* STORE, at start: store_memory or
+					  store_redis (STORE_CALL()) */
+	pthread_key_t redis_key;       /* a worker's connection (rconn) */
+	bool redis_key_made;
+	atomic_bool redis_down;        /* logged as it changes */
+#endif
 	struct store store;
 	struct limits limits;
 	struct curl_pool curls;
@@ -1174,6 +1264,7 @@ static const char *check_lang(const char *v);
 static const char *check_addresses(const char *v);
 static const char *check_env_names(const char *v);
 static const char *check_upstream(const char *v);
+static const char *check_store(const char *v);
 
 #define SENDER_CHOICE(name, ...) "|" #name
 #define SENDER_CHOICES (SENDERS(SENDER_CHOICE) + 1) /* "telnyx|...|console" */
@@ -1252,6 +1343,10 @@ static const struct key config_keys[] = {
 	STR("WEBHOOK_URL", webhook_url, "", check_url_or_none),
 	STR("WEBHOOK_SECRET", webhook_secret, "", NULL),
 	STR("WEBHOOK_SECRET_FILE", webhook_secret_file, "", NULL),
+	STR("STORE", store, "memory", check_store),
+	STR("STORE_PASSWORD", store_password, "", NULL),
+	STR("STORE_PASSWORD_FILE", store_password_file, "", NULL),
+	INT("STORE_TIMEOUT", store_timeout, 10, 60000, "500"),
 };
 #define NKEYS (countof(config_keys))
 
@@ -1960,10 +2055,6 @@ config_check_webhook(struct config *c, const struct origin *o, char *err,
 {
 	char where[OTP_MAX_STR + 32];
 
-	if (c->webhook_secret_file[0] != '\0' && config_read_key(o,
-	    "WEBHOOK_SECRET_FILE", c->webhook_secret_file, c->webhook_secret,
-	    sizeof(c->webhook_secret), err, errlen) != 0)
-		return -1;
 	if (c->webhook_url[0] == '\0')
 		return 0;
 	if (strlen(c->webhook_secret) < OTP_MIN_SECRET) {
@@ -1973,6 +2064,119 @@ config_check_webhook(struct config *c, const struct origin *o, char *err,
 		    "characters to sign with", OTP_MIN_SECRET);
 	}
 	return config_check_ca(c, o, err, errlen);
+}
+
+#ifdef WITH_REDIS
+/* STORE, read: a host and port, or a unix socket's path; a database;
+ * the password in the URL, if any (else STORE_PASSWORD). Wipe it. */
+struct store_url {
+	char host[256];
+	char path[OTP_MAX_STR];
+	int port;
+	long db;
+	char password[128];
+};
+
+/* Reads "unix:///path[?db=N]" or "redis://[:password@]host[:port][/db]"
+ * (host a name, an IPv4 address or [an IPv6 one]). 0, or -1. */
+static int
+store_url_parse(const char *v, struct store_url *u)
+{
+	const char *p, *at, *end, *colon;
+	char num[16];
+	long n = 6379;
+
+	memset(u, 0, sizeof(*u));
+	if ((p = PREFIX(v, "unix://")) != NULL) {
+		end = p + strcspn(p, "?");
+		if (p[0] != '/' || end - p < 2 || str_ncopy(u->path,
+		    sizeof(u->path), p, (size_t)(end - p)) != 0)
+			return -1;
+		return *end == '\0' ? 0 : (p = PREFIX(end, "?db=")) != NULL ?
+		    parse_long(p, 0, 9999, &u->db) : -1;
+	}
+	if ((p = PREFIX(v, "redis://")) == NULL)
+		return -1;
+	end = p + strcspn(p, "/");
+	if ((at = memchr(p, '@', (size_t)(end - p))) != NULL) {
+		if (p[0] != ':' || at == p + 1 || str_ncopy(u->password,
+		    sizeof(u->password), p + 1, (size_t)(at - p - 1)) != 0)
+			return -1;
+		p = at + 1;
+	}
+	if (p[0] == '[')
+		colon = memchr(p, ']', (size_t)(end - p));
+	else
+		colon = p;
+	if (colon == NULL)
+		return -1;
+	colon = memchr(colon, ':', (size_t)(end - colon));
+	if (str_ncopy(u->host, sizeof(u->host), p + (p[0] == '['),
+	    (size_t)((colon != NULL ? colon : end) - p) - (p[0] == '[') * 2) != 0 ||
+	    u->host[0] == '\0')
+		return -1;
+	if (colon != NULL && (str_ncopy(num, sizeof(num), colon + 1,
+	    (size_t)(end - colon - 1)) != 0 || parse_long(num, 1, 65535,
+	    &n) != 0))
+		return -1;
+	u->port = (int)n;
+	if (*end == '/' && end[1] != '\0' && parse_long(end + 1, 0, 9999,
+	    &u->db) != 0)
+		return -1;
+	return 0;
+}
+#endif
+
+/*
+ * STORE's spelling: memory, redis://[:password@]host:port[/db] or
+ * unix:///path[?db=N]. Never says the value (it may hold a password).
+ * A binary built without Redis knows only memory.
+ */
+static const char *
+check_store(const char *v)
+{
+#ifdef WITH_REDIS
+	struct store_url u;
+
+	if (strcmp(v, "memory") == 0 || store_url_parse(v, &u) == 0) {
+		wipe(&u, sizeof(u));
+		return NULL;
+	}
+	wipe(&u, sizeof(u));
+	return "must be memory, redis://[:password@]host:port[/db] or "
+	    "unix:///path/to/redis.sock";
+#else
+	if (strcmp(v, "memory") == 0)
+		return NULL;
+	return "must be memory: this binary was built without Redis "
+	    "(make WITH_REDIS=1)";
+#endif
+}
+
+/* A store other than memory needs what sharing needs. 0, or -1 with
+ * err. (STORE_PASSWORD_FILE is read with the other key files.) */
+static int
+config_check_store(struct config *c, const struct origin *o, char *err,
+                   size_t errlen)
+{
+	char where[OTP_MAX_STR + 32];
+
+	/* Instances share their records only if they hash numbers, codes
+	 * and sessions under the same key: session.key, the same file in
+	 * each STATE_DIR (README: "Two or more instances"). */
+	if (strcmp(c->store, "memory") == 0)
+		return 0;
+	config_where(o, "STORE", where, sizeof(where));
+	if (c->state_dir[0] == '\0')
+		return config_error(err, errlen, where, "STORE other than "
+		    "memory needs STATE_DIR, with the same session.key on "
+		    "every instance");
+	/* Webhook events are queued as the memory store's records end; a
+	 * shared store has no such moment in this process (yet). */
+	if (c->webhook_url[0] != '\0')
+		return config_error(err, errlen, where, "STORE other than "
+		    "memory does not deliver webhooks yet: unset WEBHOOK_URL");
+	return 0;
 }
 
 /*
@@ -2208,14 +2412,44 @@ user_may_pass(const struct config *c, const char *phone)
 	return c->users_file[0] == '\0' || user_find(c, phone) != NULL;
 }
 
+/*
+ * Secrets that may come from a file (systemd credentials, a 0600 file),
+ * which beats the key inline: a row each, the file's key and where its
+ * path and the secret are.
+ */
+#define KEY_FILE(name, file, secret) { name, offsetof(struct config, file), \
+	offsetof(struct config, secret), sizeof(((struct config *)0)->secret) }
+static const struct {
+	const char *name;
+	size_t file, secret, size;
+} key_files[] = {
+	KEY_FILE("API_KEY_FILE", api_key_file, api_key),
+	KEY_FILE("WEBHOOK_SECRET_FILE", webhook_secret_file, webhook_secret),
+	KEY_FILE("STORE_PASSWORD_FILE", store_password_file, store_password),
+};
+#undef KEY_FILE
+
+/* Reads every key_files[] file that is set. 0, or -1 with err. */
+static int
+config_key_files(struct config *c, const struct origin *o, char *err,
+                 size_t errlen)
+{
+	for (size_t i = 0; i < countof(key_files); i++) {
+		const char *path = (const char *)c + key_files[i].file;
+
+		if (path[0] != '\0' && config_read_key(o, key_files[i].name,
+		    path, (char *)c + key_files[i].secret, key_files[i].size,
+		    err, errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 config_finish(struct config *c, const struct origin *o, char *err,
               size_t errlen)
 {
-	/* A key file (systemd credentials, a 0600 file) beats a key inline. */
-	if (c->api_key_file[0] != '\0' && config_read_key(o, "API_KEY_FILE",
-	    c->api_key_file, c->api_key, sizeof(c->api_key), err,
-	    errlen) != 0)
+	if (config_key_files(c, o, err, errlen) != 0)
 		return -1;
 	/* No SMS_PROVIDER: the tutorial's placeholder key means "no account
 	 * yet". */
@@ -2234,6 +2468,7 @@ config_finish(struct config *c, const struct origin *o, char *err,
 	    config_upstream(c, o, err, errlen) != 0 ||
 	    config_check_console(c, o, err, errlen) != 0 ||
 	    config_check_webhook(c, o, err, errlen) != 0 ||
+	    config_check_store(c, o, err, errlen) != 0 ||
 	    (c->sender->check != NULL && c->sender->check(c, o, err,
 	    errlen) != 0))
 		return -1;
@@ -2764,6 +2999,7 @@ store_state(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 struct view {
 	enum rec_state state;     /* REC_FREE: none, or not the owner's */
 	uint32_t slot;
+	uint8_t id[OTP_ID_LEN];   /* with slot, its handle */
 	uint32_t attempts;        /* wrong codes so far */
 	int64_t left_ms;          /* until the code expires */
 	char phone[OTP_MAX_PHONE_LEN + 1]; /* "" once wiped */
@@ -2790,6 +3026,7 @@ store_view(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 			str_copy(r->shown, sizeof(r->shown), shown);
 		v->state = (enum rec_state)r->state;
 		v->slot = slot;
+		memcpy(v->id, id, OTP_ID_LEN);
 		v->attempts = r->attempts;
 		v->left_ms = rec_has_code(r) ? r->created_ms + ttl_ms - now : 0;
 		memcpy(v->phone, r->phone, sizeof(v->phone));
@@ -2987,7 +3224,7 @@ static const char *const limit_names[LIMIT__N] = {
 	[LIMIT_VERIFY_IP] = "verify_per_ip", [LIMIT_NETWORK] = "per_network",
 	[LIMIT_API_HOUR] = "api_per_hour",
 	[LIMIT_VERIFICATION] = "per_verification",
-	[LIMIT_FULL] = "table_full",
+	[LIMIT_FULL] = "table_full", [LIMIT_STORE] = "store",
 };
 
 /* Limits that hold for everyone at once (the outcome table answers them
@@ -5245,6 +5482,7 @@ struct resend {
 	const struct owner *ow;
 	int32_t own;            /* the record to resend; -1: the number's
 				   newest (limits_take()'s slot) */
+	const uint8_t *own_id;  /* own's id, or NULL */
 	int64_t now;
 	char *code;
 	struct start *st;
@@ -5309,6 +5547,170 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 }
 
 /*
+ * The memory store's operations: the code store and rate limits above,
+ * as they were before there was a choice. A send is the limits taken
+ * (the resend reserved under their lock), then a new record if no
+ * resend; both steps as before.
+ */
+static int
+mem_send_begin(struct otp *otp, const struct config *c, struct take *tk,
+               struct resend *rs)
+{
+	rs->st->limit = limits_take(otp, c, tk, rs->now, verification_reserve,
+	    rs);
+	if (rs->st->limit != LIMIT_NONE)
+		return -1;
+	if (!rs->st->resent && verification_new(otp, c, rs->phone, rs->ow,
+	    rs->now, rs->code, rs->st) != 0)
+		return -1;
+	return 0;
+}
+
+static void
+mem_send_undo(struct otp *otp, const struct config *c, const struct resend *rs)
+{
+	if (rs->st->resent)
+		store_unsend(&otp->store, rs->st->slot, rs->st->id);
+	else
+		store_cancel(&otp->store, rs->st->slot, rs->st->id, rs->ow,
+		    rs->now, c->code_ttl * 1000);
+	limits_refund(otp, rs->ow->ns, rs->phone, rs->now);
+}
+
+#define mem_wait limits_wait
+#define mem_verify_take limits_verify_take
+#define mem_ping(otp, c) 0 /* never asked: store_is_memory() */
+
+static void
+mem_verify_done(struct otp *otp, const struct config *c,
+                const struct client *cl, int64_t now, bool failed_guess)
+{
+	(void)c;
+	limits_verify_done(otp, cl, now, failed_guess);
+}
+
+static int
+mem_check(struct otp *otp, const struct config *c, uint32_t slot,
+          const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+          const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
+          uint32_t *tries, enum check *rc)
+{
+	*rc = store_check(&otp->store, slot, id, ow, mac, now,
+	    c->code_ttl * 1000, (uint32_t)c->max_attempts, phone, tries);
+	return 0;
+}
+
+static int
+mem_view(struct otp *otp, const struct config *c, uint32_t slot,
+         const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+         const char *shown, struct view *v)
+{
+	store_view(&otp->store, slot, id, ow, now, c->code_ttl * 1000, shown,
+	    v);
+	return 0;
+}
+
+static int
+mem_state(struct otp *otp, const struct config *c, uint32_t slot,
+          const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+          enum rec_state *state, int64_t *left)
+{
+	*state = store_state(&otp->store, slot, id, ow, now,
+	    c->code_ttl * 1000, left);
+	return 0;
+}
+
+static int
+mem_cancel(struct otp *otp, const struct config *c, uint32_t slot,
+           const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now)
+{
+	return store_cancel(&otp->store, slot, id, ow, now,
+	    c->code_ttl * 1000);
+}
+
+/* The number's newest record, found through its rate window. */
+static int
+mem_find(struct otp *otp, const struct config *c, const char *phone,
+         const struct owner *ow, int64_t now, uint32_t *slot,
+         uint8_t id[OTP_ID_LEN])
+{
+	int32_t s = limits_slot(otp, ow->ns, phone, now, NULL);
+
+	if (s < 0 || store_id_of(&otp->store, (uint32_t)s, phone, ow, now,
+	    c->code_ttl * 1000, id) != 0)
+		return -1;
+	*slot = (uint32_t)s;
+	return 0;
+}
+
+static bool revoked_has(struct revoked *rv, uint64_t rid, int64_t until);
+static bool revoked_add(struct revoked *rv, uint64_t rid, int64_t until,
+                        int64_t now); /* in "cookies and sessions" */
+
+static int
+mem_revoke(struct otp *otp, const struct config *c, uint64_t rid,
+           int64_t until, int64_t now)
+{
+	(void)c;
+	return revoked_add(&otp->revoked, rid, until, now) ? 1 : 0;
+}
+
+static int
+mem_revoked(struct otp *otp, const struct config *c, uint64_t rid,
+            int64_t until)
+{
+	(void)c;
+	return revoked_has(&otp->revoked, rid, until) ? 1 : 0;
+}
+
+#ifdef WITH_REDIS
+static const struct store_ops store_memory = {
+	.name = "memory", .send_begin = mem_send_begin,
+	.send_undo = mem_send_undo, .wait = limits_wait,
+	.verify_take = limits_verify_take, .verify_done = mem_verify_done,
+	.check = mem_check, .view = mem_view, .state = mem_state,
+	.cancel = mem_cancel, .find = mem_find, .revoke = mem_revoke,
+	.revoked = mem_revoked,
+};
+#endif
+
+/*
+ * STORE_CALL(otp, op, args...): operation op of otp's store. In a build
+ * without Redis there is one store, and the call is made to its function
+ * by name (mem_op), so the compiler inlines it as before there was a
+ * choice: the router builds keep their size.
+ */
+#ifdef WITH_REDIS
+#define STORE_CALL(otp, op, ...) ((otp)->ops->op(__VA_ARGS__))
+#else
+#define STORE_CALL(otp, op, ...) (mem_##op(__VA_ARGS__))
+#endif
+
+/* Whether otp keeps its state in memory (always, without Redis), and
+ * its store's name. */
+static bool
+store_is_memory(const struct otp *otp)
+{
+#ifdef WITH_REDIS
+	return otp->ops == &store_memory;
+#else
+	(void)otp;
+	return true;
+#endif
+}
+
+static const char *
+store_name(const struct otp *otp)
+{
+#ifdef WITH_REDIS
+	return otp->ops->name;
+#else
+	(void)otp;
+	return "memory";
+#endif
+}
+
+/*
  * Starts a verification of phone (E.164, allowed) for client cl and owner
  * ow, with message template tmpl (message_pick()): checks the limits, then
  * resends the owner's live record for this number (same code, same
@@ -5322,28 +5724,28 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 static int
 verification_send(struct otp *otp, const struct config *c, const char *phone,
                   const struct client *cl, const struct owner *ow,
-                  int32_t own, const char *tmpl, struct start *st)
+                  int32_t own, const uint8_t *own_id, const char *tmpl,
+                  struct start *st)
 {
 	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
 	int64_t now = otp->now_ms(), t0;
 	struct take tk = { ow->ns, phone, cl, 0, -1 };
-	struct resend rs = { otp, c, phone, ow, own, now, code, st };
+	struct resend rs = { otp, c, phone, ow, own, own_id, now, code, st };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
 	int rc = -1;
 
 	memset(st, 0, sizeof(*st));
 	phone_mask(phone, masked, sizeof(masked));
-	st->limit = limits_take(otp, c, &tk, now, verification_reserve, &rs);
+	if (STORE_CALL(otp, send_begin, otp, c, &tk, &rs) != 0 &&
+	    st->limit == LIMIT_NONE)
+		goto out; /* no record: st->full or st->internal */
 	if (st->limit != LIMIT_NONE) {
 		st->retry = st->retry > tk.retry ? st->retry : tk.retry;
 		atomic_fetch_add(&otp->stats.limited[st->limit], 1);
 		log_info(otp, "rate_limited limit=%s to=%s ip=%s",
 		    limit_names[st->limit], masked, ip);
-		return -1;
-	}
-	if (!st->resent && verification_new(otp, c, phone, ow, now, code,
-	    st) != 0)
 		goto out;
+	}
 	if (!user_may_pass(c, phone)) {
 		/* Not in USERS_FILE: counted, recorded (a code no one gets)
 		 * and answered as a listed number is, only not sent. */
@@ -5358,12 +5760,7 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 	st->sent = sms_send(otp, c, phone, code, tmpl);
 	if (st->sent != SEND_OK) {
 		atomic_fetch_add(&otp->stats.failed[st->sent], 1);
-		if (st->resent)
-			store_unsend(&otp->store, st->slot, st->id);
-		else
-			store_cancel(&otp->store, st->slot, st->id, ow, now,
-			    c->code_ttl * 1000);
-		limits_refund(otp, ow->ns, phone, now);
+		STORE_CALL(otp, send_undo, otp, c, &rs);
 		st->retry = st->sent == SEND_BUSY ? 60 : 0;
 		goto out;
 	}
@@ -5383,7 +5780,7 @@ verification_start(struct otp *otp, const struct config *c, const char *phone,
                    const struct client *cl, const struct owner *ow,
                    const char *tmpl, struct start *st)
 {
-	return verification_send(otp, c, phone, cl, ow, -1, tmpl, st);
+	return verification_send(otp, c, phone, cl, ow, -1, NULL, tmpl, st);
 }
 
 /*
@@ -5416,8 +5813,7 @@ verification_may_pass(struct otp *otp, const struct config *c, uint32_t slot,
 
 	if (c->users_file[0] == '\0')
 		return true;
-	store_view(&otp->store, slot, id, ow, now, c->code_ttl * 1000, NULL,
-	    &v);
+	STORE_CALL(otp, view, otp, c, slot, id, ow, now, NULL, &v);
 	ok = v.phone[0] == '\0' || user_may_pass(c, v.phone);
 	wipe(&v, sizeof(v));
 	return ok;
@@ -5445,8 +5841,8 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
-	*limit = cl->addr != NULL ? limits_verify_take(otp, c, cl, now, retry) :
-	    LIMIT_NONE;
+	*limit = cl->addr != NULL ? STORE_CALL(otp, verify_take, otp, c, cl, now,
+	    retry) : LIMIT_NONE;
 	if (*limit != LIMIT_NONE) {
 		atomic_fetch_add(&otp->stats.limited[*limit], 1);
 		log_info(otp, "rate_limited limit=%s ip=%s", limit_names[*limit],
@@ -5460,13 +5856,18 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 		 * the API's answers and webhooks say so too). */
 		if (mac_ok && !verification_may_pass(otp, c, slot, id, ow, now))
 			mac_ok = false;
-		rc = store_check(&otp->store, slot, id, ow, mac_ok ? mac : NULL,
-		    now, c->code_ttl * 1000, (uint32_t)c->max_attempts, phone,
-		    &tries);
+		if (STORE_CALL(otp, check, otp, c, slot, id, ow, mac_ok ? mac : NULL,
+		    now, phone, &tries, &rc) != 0)
+			*limit = LIMIT_STORE;
 	}
 	wipe(mac, sizeof(mac));
 	if (cl->addr != NULL)
-		limits_verify_done(otp, cl, now, tries != 0);
+		STORE_CALL(otp, verify_done, otp, c, cl, now, tries != 0);
+	if (*limit != LIMIT_NONE) {
+		*retry = 1;
+		log_warn(otp, "%s: store unavailable ip=%s", __func__, ip);
+		return CHECK_UNKNOWN;
+	}
 	if (left != NULL)
 		*left = (uint32_t)c->max_attempts - tries;
 	atomic_fetch_add(&otp->stats.checks[rc], 1);
@@ -5479,6 +5880,943 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	}
 	return rc;
 }
+
+#ifdef WITH_REDIS
+/* ---- redis store ------------------------------------------------------- */
+/*
+ * STORE=redis://... or unix://...: the records, rate windows, caps and
+ * revocations of every instance that names the same Redis, each with a
+ * TTL, so nothing outlives its use. Every operation that checks and
+ * counts is one Lua script, loaded at connect (SCRIPT LOAD) and called by
+ * its SHA (EVALSHA; loaded again on NOSCRIPT, after a Redis restart), so
+ * the caps hold across instances as they hold under one lock. Times are
+ * Redis's own clock (TIME), the one clock every instance shares.
+ *
+ * Keys (hashes): otp:r:<id> a record: st (enum rec_state), ph, sh, ns,
+ * sid, mac (the code's keyed hash, hex), enc (the code under a pad made
+ * from the code key and the id: a resend needs it, no one else can read
+ * it), at (wrong codes), sends, exp (when the code expires, ms).
+ * otp:n:<key> a number's window (s start, c count, l last send, r newest
+ * record), otp:a: an address, otp:nh: otp:nd: a network, otp:v: wrong
+ * codes per address, otp:g:hour|day|api the caps; otp:x:<session> a
+ * revoked session. <key> is limits_hash()'s: keyed, so the same number
+ * is the same key on every instance that shares the state key.
+ *
+ * Connections: one per worker thread, made at its first request and kept
+ * (a pthread key frees it when the thread ends); a command that fails or
+ * takes longer than STORE_TIMEOUT drops it, and the next request connects
+ * again, so an instance serves again as soon as Redis is back. Nothing is
+ * sent or accepted meanwhile: every operation fails closed.
+ */
+
+/* The scripts' states are enum rec_state's numbers. */
+_Static_assert(REC_LIVE == 1 && REC_LOCKED == 2 && REC_EXPIRED == 3 &&
+    REC_VERIFIED == 4, "the Lua scripts name states by number");
+
+#define LUA_PRELUDE                                                           \
+	"local t = redis.call('TIME')\n"                                      \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"local H, D = 3600000, 86400000\n"                                    \
+	"local function count(k, period)\n"                                   \
+	"  local w = redis.call('HMGET', k, 's', 'c')\n"                      \
+	"  local s = tonumber(w[1]) or 0\n"                                   \
+	"  if s ~= 0 and now - s < period then return tonumber(w[2]) or 0, s end\n" \
+	"  return 0, 0\n"                                                     \
+	"end\n"                                                               \
+	"local function add(k, period, keep)\n"                               \
+	"  local c, s = count(k, period)\n"                                   \
+	"  if c == 0 then s = now; redis.call('HSET', k, 's', now, 'c', 1)\n" \
+	"  else redis.call('HINCRBY', k, 'c', 1) end\n"                       \
+	"  local ttl = s + period - now\n"                                    \
+	"  if keep and keep > ttl then ttl = keep end\n"                      \
+	"  redis.call('PEXPIRE', k, ttl)\n"                                   \
+	"end\n"                                                               \
+	"local function retry(at)\n"                                          \
+	"  local s = math.floor((at - now + 999) / 1000)\n"                   \
+	"  if s < 1 then s = 1 end\n"                                         \
+	"  return s\n"                                                        \
+	"end\n"                                                               \
+	"local function age(k)\n"                                             \
+	"  local r = redis.call('HMGET', k, 'st', 'exp', 'ns')\n"             \
+	"  if (r[1] == '1' or r[1] == '2') and now >= tonumber(r[2]) then\n"  \
+	"    redis.call('HSET', k, 'st', '3')\n"                              \
+	"    redis.call('HDEL', k, 'mac', 'enc')\n"                           \
+	"    if r[3] ~= '1' then redis.call('HDEL', k, 'ph', 'sh') end\n"     \
+	"  end\n"                                                             \
+	"end\n"                                                               \
+	"local function mine(r, ns, sid)\n"                                   \
+	"  return r[1] and r[2] == ns and r[3] == sid\n"                      \
+	"end\n"
+
+/*
+ * A send (limits_check_send(), verification_reserve(), store_add() and
+ * limits_count_send() at once). KEYS: number, address, network hour and
+ * day, hour, day, API hour, the record to resend ('': the number's
+ * newest), the new record. ARGV: per number, per address, API hour, hour,
+ * day, network hour and day shares, resend hold, number hold, flags (c:
+ * per client, a: the API), phone, ns, sid, max sends, ttl, new id, mac,
+ * enc. Returns {limit name, retry} or {'none', resent, id, enc}.
+ */
+static const char lua_send[] = LUA_PRELUDE
+	"local A = ARGV\n"
+	"local pc = string.find(A[10], 'c', 1, true) ~= nil\n"
+	"local api = string.find(A[10], 'a', 1, true) ~= nil\n"
+	"local last = tonumber(redis.call('HGET', KEYS[1], 'l')) or 0\n"
+	"local hold = tonumber(A[8])\n"
+	"if last ~= 0 and now - last < hold then\n"
+	"  return {'resend_interval', retry(last + hold)} end\n"
+	"local function over(k, period, cap, name)\n"
+	"  local c, s = count(k, period)\n"
+	"  if c >= tonumber(cap) then return {name, retry(s + period)} end\n"
+	"end\n"
+	"local r = over(KEYS[1], H, A[1], 'per_number')\n"
+	"  or (pc and over(KEYS[2], H, A[2], 'per_ip'))\n"
+	"  or (api and over(KEYS[7], H, A[3], 'api_per_hour'))\n"
+	"  or over(KEYS[5], H, A[4], 'per_hour') or over(KEYS[6], D, A[5], 'per_day')\n"
+	"  or (pc and over(KEYS[3], H, A[6], 'per_network'))\n"
+	"  or (pc and over(KEYS[4], D, A[7], 'per_network'))\n"
+	"if r then return r end\n"
+	"local rk, id, enc, resent = KEYS[8], A[16], A[18], 0\n"
+	"if rk == '' then\n"
+	"  local n = redis.call('HGET', KEYS[1], 'r')\n"
+	"  if n then rk = 'otp:r:' .. n end\n"
+	"end\n"
+	"if rk ~= '' then\n"
+	"  age(rk)\n"
+	"  local v = redis.call('HMGET', rk, 'st', 'ns', 'sid', 'ph', 'sends', 'enc')\n"
+	"  if v[1] == '1' and mine(v, A[12], A[13]) and v[4] == A[11] then\n"
+	"    if tonumber(v[5]) >= tonumber(A[14]) then\n"
+	"      return {'per_verification', retry(now + tonumber(A[15]))} end\n"
+	"    redis.call('HINCRBY', rk, 'sends', 1)\n"
+	"    id, enc, resent = string.sub(rk, 7), v[6], 1\n"
+	"  end\n"
+	"end\n"
+	"if resent == 0 then\n"
+	"  redis.call('HSET', KEYS[9], 'st', 1, 'ns', A[12], 'sid', A[13],\n"
+	"    'ph', A[11], 'mac', A[17], 'enc', A[18], 'at', 0, 'sends', 1,\n"
+	"    'exp', now + tonumber(A[15]))\n"
+	"  redis.call('PEXPIRE', KEYS[9], tonumber(A[15]) + 60000)\n"
+	"end\n"
+	"add(KEYS[1], H, tonumber(A[9]))\n"
+	"redis.call('HSET', KEYS[1], 'l', now)\n"
+	"if resent == 0 then redis.call('HSET', KEYS[1], 'r', id) end\n"
+	"if pc then add(KEYS[2], H); add(KEYS[3], H); add(KEYS[4], D) end\n"
+	"if api then add(KEYS[7], H) end\n"
+	"add(KEYS[5], H); add(KEYS[6], D)\n"
+	"return {'none', resent, id, enc}\n";
+
+/* A send that failed. KEYS: number, record. ARGV: resent (1, 0). */
+static const char lua_undo[] = LUA_PRELUDE
+	"if ARGV[1] == '1' then\n"
+	"  if (tonumber(redis.call('HGET', KEYS[2], 'sends')) or 0) > 0 then\n"
+	"    redis.call('HINCRBY', KEYS[2], 'sends', -1) end\n"
+	"else\n"
+	"  age(KEYS[2])\n"
+	"  local st = redis.call('HGET', KEYS[2], 'st')\n"
+	"  if st == '1' or st == '2' then redis.call('DEL', KEYS[2]) end\n"
+	"end\n"
+	"if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+	"  if (tonumber(redis.call('HGET', KEYS[1], 'c')) or 0) > 0 then\n"
+	"    redis.call('HINCRBY', KEYS[1], 'c', -1) end\n"
+	"  redis.call('HSET', KEYS[1], 'l', 0)\n"
+	"end\n"
+	"return 0\n";
+
+/* store_check(). KEYS: record. ARGV: ns, sid, mac ('': not a code), max
+ * attempts. Returns {result, wrong codes counted, phone}. The MACs are
+ * compared in Lua, not in constant time: they are keyed, so their bytes
+ * tell nothing of the code. */
+static const char lua_check[] = LUA_PRELUDE
+	"age(KEYS[1])\n"
+	"local r = redis.call('HMGET', KEYS[1], 'st', 'ns', 'sid', 'mac', 'ph')\n"
+	"if not mine(r, ARGV[1], ARGV[2]) then return {'unknown', 0} end\n"
+	"if r[1] == '3' then return {'expired', 0} end\n"
+	"if r[1] == '4' then return {'done', 0} end\n"
+	"if r[1] == '2' then return {'locked', 0} end\n"
+	"if ARGV[3] ~= '' and r[4] == ARGV[3] then\n"
+	"  redis.call('HSET', KEYS[1], 'st', '4')\n"
+	"  redis.call('HDEL', KEYS[1], 'mac', 'enc', 'ph', 'sh')\n"
+	"  return {'ok', 0, r[5]}\n"
+	"end\n"
+	"local at = redis.call('HINCRBY', KEYS[1], 'at', 1)\n"
+	"if at >= tonumber(ARGV[4]) then\n"
+	"  redis.call('HSET', KEYS[1], 'st', '2')\n"
+	"  redis.call('HDEL', KEYS[1], 'mac', 'enc')\n"
+	"  return {'locked', at}\n"
+	"end\n"
+	"return {'wrong', at}\n";
+
+/* store_view(), store_state(). KEYS: record. ARGV: ns, sid, shown ('':
+ * keep). Returns {state, attempts, ms left, phone, shown}. */
+static const char lua_view[] = LUA_PRELUDE
+	"age(KEYS[1])\n"
+	"local r = redis.call('HMGET', KEYS[1], 'st', 'ns', 'sid', 'at', 'exp',\n"
+	"  'ph', 'sh')\n"
+	"if not mine(r, ARGV[1], ARGV[2]) then return {0, 0, 0, '', ''} end\n"
+	"if ARGV[3] ~= '' and r[6] then\n"
+	"  redis.call('HSET', KEYS[1], 'sh', ARGV[3]); r[7] = ARGV[3] end\n"
+	"local left = 0\n"
+	"if r[1] == '1' or r[1] == '2' then left = tonumber(r[5]) - now end\n"
+	"return {tonumber(r[1]), tonumber(r[4]), left, r[6] or '', r[7] or ''}\n";
+
+/* store_cancel(). KEYS: record. ARGV: ns, sid. 0, -1 none, -2 ended. */
+static const char lua_cancel[] = LUA_PRELUDE
+	"age(KEYS[1])\n"
+	"local r = redis.call('HMGET', KEYS[1], 'st', 'ns', 'sid')\n"
+	"if not mine(r, ARGV[1], ARGV[2]) then return -1 end\n"
+	"if r[1] == '1' or r[1] == '2' then redis.call('DEL', KEYS[1]); return 0 end\n"
+	"return -2\n";
+
+/* The number's newest record with a code, if ow's and for phone. KEYS:
+ * number. ARGV: ns, sid, phone. Its id, or nil. */
+static const char lua_find[] = LUA_PRELUDE
+	"local id = redis.call('HGET', KEYS[1], 'r')\n"
+	"if not id then return false end\n"
+	"local k = 'otp:r:' .. id\n"
+	"age(k)\n"
+	"local r = redis.call('HMGET', k, 'st', 'ns', 'sid', 'ph')\n"
+	"if (r[1] == '1' or r[1] == '2') and mine(r, ARGV[1], ARGV[2]) and\n"
+	"  r[4] == ARGV[3] then return id end\n"
+	"return false\n";
+
+/* limits_wait(). KEYS: number. ARGV: resend hold. Seconds, or 0. */
+static const char lua_wait[] = LUA_PRELUDE
+	"local l = tonumber(redis.call('HGET', KEYS[1], 'l')) or 0\n"
+	"local hold = tonumber(ARGV[1])\n"
+	"if l ~= 0 and now - l < hold then return retry(l + hold) end\n"
+	"return 0\n";
+
+/* limits_verify_take(). KEYS: address. ARGV: cap. 0, or the retry. */
+static const char lua_vtake[] = LUA_PRELUDE
+	"local c, s = count(KEYS[1], H)\n"
+	"if c >= tonumber(ARGV[1]) then return retry(s + H) end\n"
+	"add(KEYS[1], H)\n"
+	"return 0\n";
+
+/* limits_verify_done(). KEYS: address. ARGV: a failed guess (1, 0). */
+static const char lua_vdone[] =
+	"if ARGV[1] == '1' then return 0 end\n"
+	"local c = tonumber(redis.call('HGET', KEYS[1], 'c')) or 0\n"
+	"if c <= 1 then redis.call('DEL', KEYS[1])\n"
+	"else redis.call('HINCRBY', KEYS[1], 'c', -1) end\n"
+	"return 0\n";
+
+enum rscript { RS_SEND, RS_UNDO, RS_CHECK, RS_VIEW, RS_CANCEL, RS_FIND,
+	       RS_WAIT, RS_VTAKE, RS_VDONE, RS__N };
+
+static const char *const rscripts[RS__N] = {
+	[RS_SEND] = lua_send, [RS_UNDO] = lua_undo, [RS_CHECK] = lua_check,
+	[RS_VIEW] = lua_view, [RS_CANCEL] = lua_cancel, [RS_FIND] = lua_find,
+	[RS_WAIT] = lua_wait, [RS_VTAKE] = lua_vtake, [RS_VDONE] = lua_vdone,
+};
+
+/* A worker thread's connection and the SHAs its scripts have there. */
+struct rconn {
+	redisContext *ctx;
+	char sha[RS__N][41];
+};
+
+static void
+rconn_drop(struct rconn *rc)
+{
+	if (rc->ctx != NULL)
+		redisFree(rc->ctx);
+	rc->ctx = NULL;
+}
+
+/* The pthread key's destructor: a worker thread ended. */
+static void
+rconn_free(void *p)
+{
+	rconn_drop(p);
+	free(p);
+}
+
+/* Logs the store going away or coming back, once each way. */
+static void
+redis_note(struct otp *otp, bool up, const char *why)
+{
+	bool was = !atomic_exchange(&otp->redis_down, !up);
+
+	if (was != up)
+		log_warn(otp, "store: redis %s%s%s", up ? "is back" :
+		    "unavailable", why[0] ? ": " : "", why);
+}
+
+/* A reply of type, or NULL (freed); an error reply's text in why. */
+static redisReply *
+redis_want(redisReply *rep, int type, char *why, size_t whylen)
+{
+	if (rep != NULL && rep->type == type)
+		return rep;
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+		snprintf(why, whylen, "%.*s", (int)(rep->len < 80 ? rep->len :
+		    80), rep->str);
+	if (rep != NULL)
+		freeReplyObject(rep);
+	return NULL;
+}
+
+/*
+ * Connects, authenticates, selects the database and loads the scripts,
+ * each within STORE_TIMEOUT. 0, or -1 with the reason (never the
+ * password) in why.
+ */
+static int
+rconn_open(const struct config *c, struct rconn *rc, char *why, size_t whylen)
+{
+	struct timeval tv = { c->store_timeout / 1000,
+	    (c->store_timeout % 1000) * 1000 };
+	struct store_url u;
+	redisReply *rep;
+	char db[16];
+	int ret = -1;
+
+	if (store_url_parse(c->store, &u) != 0)
+		goto out;
+	rc->ctx = u.path[0] != '\0' ? redisConnectUnixWithTimeout(u.path, tv) :
+	    redisConnectWithTimeout(u.host, u.port, tv);
+	if (rc->ctx == NULL || rc->ctx->err != 0) {
+		snprintf(why, whylen, "connect: %.96s", rc->ctx != NULL ?
+		    rc->ctx->errstr : "out of memory");
+		goto out;
+	}
+	redisSetTimeout(rc->ctx, tv);
+	if (u.password[0] == '\0')
+		str_copy(u.password, sizeof(u.password), c->store_password);
+	if (u.password[0] != '\0' && (rep = redis_want(redisCommand(rc->ctx,
+	    "AUTH %s", u.password), REDIS_REPLY_STATUS, why, whylen)) == NULL)
+		goto out;
+	if (u.password[0] != '\0')
+		freeReplyObject(rep);
+	snprintf(db, sizeof(db), "%ld", u.db);
+	if (u.db != 0 && (rep = redis_want(redisCommand(rc->ctx, "SELECT %s",
+	    db), REDIS_REPLY_STATUS, why, whylen)) == NULL)
+		goto out;
+	if (u.db != 0)
+		freeReplyObject(rep);
+	for (int i = 0; i < RS__N; i++) {
+		if ((rep = redis_want(redisCommand(rc->ctx, "SCRIPT LOAD %s",
+		    rscripts[i]), REDIS_REPLY_STRING, why, whylen)) == NULL)
+			goto out;
+		str_copy(rc->sha[i], sizeof(rc->sha[i]), rep->str);
+		freeReplyObject(rep);
+	}
+	ret = 0;
+out:
+	if (ret != 0 && why[0] == '\0' && rc->ctx != NULL)
+		snprintf(why, whylen, "%s", rc->ctx->err ? rc->ctx->errstr :
+		    "refused");
+	if (ret != 0)
+		rconn_drop(rc);
+	wipe(&u, sizeof(u));
+	return ret;
+}
+
+/* This thread's connection, opened if need be; NULL if Redis cannot be
+ * reached (logged once). Allocates once per thread. */
+static struct rconn *
+rconn_get(struct otp *otp, const struct config *c)
+{
+	struct rconn *rc = pthread_getspecific(otp->redis_key);
+	char why[128] = "";
+
+	if (rc == NULL) {
+		if ((rc = calloc(1, sizeof(*rc))) == NULL ||
+		    pthread_setspecific(otp->redis_key, rc) != 0) {
+			free(rc);
+			return NULL;
+		}
+	}
+	if (rc->ctx != NULL)
+		return rc;
+	if (rconn_open(c, rc, why, sizeof(why)) != 0) {
+		redis_note(otp, false, why);
+		return NULL;
+	}
+	redis_note(otp, true, "");
+	return rc;
+}
+
+/*
+ * Sends argv on this thread's connection rc, and once more on a new one
+ * if Redis had closed the old (EOF, EPIPE, a reset: a restart, and the
+ * command never ran there).
+ * The reply, an error reply too (the caller looks), or NULL: the
+ * connection dropped (the next request makes another) and logged.
+ */
+static redisReply *
+redis_exec(struct otp *otp, const struct config *c, struct rconn *rc,
+           int argc, const char **argv)
+{
+	redisReply *rep = redisCommandArgv(rc->ctx, argc, argv, NULL);
+	char why[128];
+
+	if (rep == NULL && (rc->ctx->err == REDIS_ERR_EOF ||
+	    (rc->ctx->err == REDIS_ERR_IO && (errno == EPIPE ||
+	    errno == ECONNRESET)))) {
+		rconn_drop(rc);
+		if (rconn_get(otp, c) == NULL)
+			return NULL;
+		rep = redisCommandArgv(rc->ctx, argc, argv, NULL);
+	}
+	if (rep == NULL) {
+		snprintf(why, sizeof(why), "%.96s", rc->ctx->errstr);
+		rconn_drop(rc);
+		redis_note(otp, false, why);
+	}
+	return rep;
+}
+
+/* An error reply's end: logged, the connection dropped. NULL. */
+static redisReply *
+redis_fail(struct otp *otp, struct rconn *rc, redisReply *rep)
+{
+	char why[128];
+
+	snprintf(why, sizeof(why), "%.*s", (int)(rep->len < 96 ? rep->len :
+	    96), rep->str);
+	freeReplyObject(rep);
+	rconn_drop(rc);
+	redis_note(otp, false, why);
+	return NULL;
+}
+
+/*
+ * Runs script s with argv (KEYS then ARGV: nkeys of them first) on this
+ * thread's connection: by SHA, and once more after loading it if Redis
+ * forgot it (NOSCRIPT: a restart). The reply (the caller frees it), or
+ * NULL: Redis down, slow or failing.
+ */
+static redisReply *
+redis_run(struct otp *otp, const struct config *c, enum rscript s, int nkeys,
+          int argc, const char **argv)
+{
+	const char *all[32], *load[3] = { "SCRIPT", "LOAD", rscripts[s] };
+	struct rconn *rc = rconn_get(otp, c);
+	redisReply *rep = NULL;
+	char n[8];
+
+	if (rc == NULL || argc + 3 > (int)countof(all))
+		return NULL;
+	snprintf(n, sizeof(n), "%d", nkeys);
+	all[0] = "EVALSHA", all[1] = rc->sha[s], all[2] = n;
+	memcpy(all + 3, argv, (size_t)argc * sizeof(*argv));
+	for (int tries = 0; tries < 2; tries++) {
+		if ((rep = redis_exec(otp, c, rc, argc + 3, all)) == NULL)
+			return NULL;
+		if (rep->type != REDIS_REPLY_ERROR ||
+		    strncmp(rep->str, "NOSCRIPT", 8) != 0 || tries > 0)
+			break;
+		freeReplyObject(rep);
+		if ((rep = redis_exec(otp, c, rc, 3, load)) == NULL)
+			return NULL;
+		if (rep->type != REDIS_REPLY_STRING)
+			return redis_fail(otp, rc, rep);
+		str_copy(rc->sha[s], sizeof(rc->sha[s]), rep->str);
+		freeReplyObject(rep);
+	}
+	return rep->type == REDIS_REPLY_ERROR ? redis_fail(otp, rc, rep) : rep;
+}
+
+/* Element i of an array reply as a number, or def. */
+static long long
+redis_int(const redisReply *rep, size_t i, long long def)
+{
+	const redisReply *e;
+
+	if (rep->type != REDIS_REPLY_ARRAY || i >= rep->elements)
+		return def;
+	e = rep->element[i];
+	if (e->type == REDIS_REPLY_INTEGER)
+		return e->integer;
+	return e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : def;
+}
+
+/* Element i of an array reply as a string copied into out (size bytes),
+ * "" if none. 0, or -1 if it does not fit. */
+static int
+redis_str(const redisReply *rep, size_t i, char *out, size_t size)
+{
+	const redisReply *e;
+
+	out[0] = '\0';
+	if (rep->type != REDIS_REPLY_ARRAY || i >= rep->elements)
+		return 0;
+	e = rep->element[i];
+	if (e->type != REDIS_REPLY_STRING)
+		return 0;
+	return str_ncopy(out, size, e->str, e->len);
+}
+
+/* Key names: "otp:<kind>:<hex>". */
+static void
+redis_key(char *out, size_t size, const char *kind, uint64_t key)
+{
+	snprintf(out, size, "otp:%s:%016llx", kind, (unsigned long long)key);
+}
+
+static void
+redis_rec_key(char out[48], const uint8_t id[OTP_ID_LEN])
+{
+	char hex[2 * OTP_ID_LEN + 1];
+
+	hex_encode(id, OTP_ID_LEN, hex, false);
+	snprintf(out, 48, "otp:r:%s", hex);
+}
+
+/* The pad a code is stored under: HMAC(code key, "enc:" id). */
+static void
+redis_pad(struct otp *otp, const uint8_t id[OTP_ID_LEN],
+          uint8_t pad[OTP_MAC_LEN])
+{
+	uint8_t in[4 + OTP_ID_LEN] = { 'e', 'n', 'c', ':' };
+
+	memcpy(in + 4, id, OTP_ID_LEN);
+	hmac_keyed(&otp->code_hk, in, sizeof(in), pad);
+}
+
+/* code <-> hex of code ^ pad. */
+static void
+redis_code_seal(struct otp *otp, const uint8_t id[OTP_ID_LEN],
+                const char *code, char out[2 * OTP_MAX_CODE_LEN + 1])
+{
+	uint8_t pad[OTP_MAC_LEN], x[OTP_MAX_CODE_LEN];
+	size_t n = strlen(code);
+
+	redis_pad(otp, id, pad);
+	for (size_t i = 0; i < n; i++)
+		x[i] = (uint8_t)code[i] ^ pad[i];
+	hex_encode(x, n, out, false);
+	wipe(pad, sizeof(pad));
+	wipe(x, sizeof(x));
+}
+
+static int
+redis_code_open(struct otp *otp, const uint8_t id[OTP_ID_LEN],
+                const char *hex, char code[OTP_MAX_CODE_LEN + 1])
+{
+	uint8_t pad[OTP_MAC_LEN], x[OTP_MAX_CODE_LEN];
+	size_t n = strlen(hex) / 2;
+
+	if (n == 0 || n > OTP_MAX_CODE_LEN || hex_decode(hex, 2 * n, x) != 0)
+		return -1;
+	redis_pad(otp, id, pad);
+	for (size_t i = 0; i < n; i++)
+		code[i] = (char)(x[i] ^ pad[i]);
+	code[n] = '\0';
+	wipe(pad, sizeof(pad));
+	wipe(x, sizeof(x));
+	return 0;
+}
+
+/* The limit a script named, LIMIT_STORE if none. */
+static enum limit
+redis_limit(const redisReply *rep)
+{
+	char name[32];
+
+	redis_str(rep, 0, name, sizeof(name));
+	for (int i = 0; i < LIMIT__N; i++)
+		if (strcmp(name, limit_names[i]) == 0)
+			return (enum limit)i;
+	return LIMIT_STORE;
+}
+
+/* A number's window key in ns. */
+static void
+redis_num_key(struct otp *otp, enum ns ns, const char *phone, char out[48])
+{
+	redis_key(out, 48, "n", limits_number_key(&otp->limits, ns, phone));
+}
+
+/* The owner as the scripts compare it: ns and sid, hex. */
+static void
+redis_owner(const struct owner *ow, char ns[4], char sid[2 * OTP_SID_LEN + 1])
+{
+	snprintf(ns, 4, "%d", (int)ow->ns);
+	hex_encode(ow->sid, OTP_SID_LEN, sid, false);
+}
+
+/* lua_send's reply: a refusal, or the record resent or made. */
+static int
+redis_sent(struct otp *otp, const redisReply *rep, struct take *tk,
+           struct resend *rs)
+{
+	struct start *st = rs->st;
+	char id[2 * OTP_ID_LEN + 1], enc[2 * OTP_MAX_CODE_LEN + 1];
+
+	st->limit = redis_limit(rep);
+	if (st->limit != LIMIT_NONE) {
+		tk->retry = (long)redis_int(rep, 1, 60);
+		return -1;
+	}
+	st->resent = redis_int(rep, 1, 0) == 1;
+	st->slot = 0;
+	if (!st->resent)
+		return 0;
+	if (redis_str(rep, 2, id, sizeof(id)) != 0 || strlen(id) != 2 *
+	    OTP_ID_LEN || hex_decode(id, strlen(id), st->id) != 0 ||
+	    redis_str(rep, 3, enc, sizeof(enc)) != 0 ||
+	    redis_code_open(otp, st->id, enc, rs->code) != 0) {
+		st->limit = LIMIT_STORE; /* not a record we wrote */
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A send in one script (lua_send): the limits checked and counted, the
+ * owner's live record resent (its code unsealed) or a new one made from
+ * the code, id and hash drawn here first. 0, or -1 with rs->st saying
+ * why.
+ */
+static int
+redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
+                 struct resend *rs)
+{
+	struct start *st = rs->st;
+	bool pc = tk->cl->addr != NULL;
+	const long nums[11] = { tk->ns == NS_API ?
+	    c->api_sms_per_number_per_hour : c->sms_per_number_per_hour,
+	    c->sms_per_ip_per_hour, c->api_sms_per_hour, c->sms_per_hour,
+	    c->sms_per_day, (long)share_of(c->sms_per_hour, c->network_share),
+	    (long)share_of(c->sms_per_day, c->network_share),
+	    c->resend_interval * 1000, (long)number_hold(c),
+	    tk->ns == NS_API ? c->api_sends_per_verification : LONG_MAX,
+	    c->code_ttl * 1000 };
+	char k[9][48], n[11][24], flags[4], ns[4], sid[2 * OTP_SID_LEN + 1];
+	char id[2 * OTP_ID_LEN + 1], mac[2 * OTP_MAC_LEN + 1];
+	char enc[2 * OTP_MAX_CODE_LEN + 1];
+	const char *argv[27];
+	uint8_t m[OTP_MAC_LEN];
+	redisReply *rep;
+	int rc = -1;
+
+	if (code_generate(otp, c->alphabet, rs->code,
+	    (size_t)c->token_length) != 0 ||
+	    otp->rng(otp->rng_ctx, st->id, sizeof(st->id)) != 0 ||
+	    code_mac(otp, rs->code, strlen(rs->code), m) != 0) {
+		log_err(otp, "%s: random source failed", __func__);
+		st->internal = true;
+		goto out;
+	}
+	redis_num_key(otp, tk->ns, tk->phone, k[0]);
+	redis_key(k[1], 48, "a", pc ? tk->cl->akey : 0);
+	redis_key(k[2], 48, "nh", pc ? tk->cl->nkey : 0);
+	redis_key(k[3], 48, "nd", pc ? tk->cl->nkey : 0);
+	str_copy(k[4], 48, "otp:g:hour");
+	str_copy(k[5], 48, "otp:g:day");
+	str_copy(k[6], 48, "otp:g:api");
+	k[7][0] = '\0';
+	if (rs->own_id != NULL)
+		redis_rec_key(k[7], rs->own_id);
+	redis_rec_key(k[8], st->id);
+	for (int i = 0; i < 11; i++)
+		snprintf(n[i], sizeof(n[i]), "%ld", nums[i]);
+	snprintf(flags, sizeof(flags), "%s%s", pc ? "c" : "",
+	    tk->ns == NS_API ? "a" : "");
+	redis_owner(rs->ow, ns, sid);
+	hex_encode(st->id, OTP_ID_LEN, id, false);
+	hex_encode(m, OTP_MAC_LEN, mac, false);
+	redis_code_seal(otp, st->id, rs->code, enc);
+	/* KEYS, then ARGV in lua_send's order */
+	for (int i = 0; i < 9; i++)
+		argv[i] = k[i], argv[9 + i] = n[i];
+	argv[18] = flags, argv[19] = tk->phone, argv[20] = ns;
+	argv[21] = sid, argv[22] = n[9], argv[23] = n[10];
+	argv[24] = id, argv[25] = mac, argv[26] = enc;
+	if ((rep = redis_run(otp, c, RS_SEND, 9, 27, argv)) == NULL) {
+		st->limit = LIMIT_STORE;
+		tk->retry = 1;
+		goto out;
+	}
+	rc = redis_sent(otp, rep, tk, rs);
+	freeReplyObject(rep);
+out:
+	wipe(m, sizeof(m));
+	wipe(mac, sizeof(mac));
+	wipe(enc, sizeof(enc));
+	return rc;
+}
+
+static void
+redis_send_undo(struct otp *otp, const struct config *c,
+                const struct resend *rs)
+{
+	char k[2][48];
+	const char *argv[3] = { k[0], k[1], rs->st->resent ? "1" : "0" };
+	redisReply *rep;
+
+	redis_num_key(otp, rs->ow->ns, rs->phone, k[0]);
+	redis_rec_key(k[1], rs->st->id);
+	if ((rep = redis_run(otp, c, RS_UNDO, 2, 3, argv)) != NULL)
+		freeReplyObject(rep);
+}
+
+/* A script whose reply is one number, or def if it failed. */
+static long long
+redis_number(struct otp *otp, const struct config *c, enum rscript s,
+             const char *key, const char *arg, long long def)
+{
+	const char *argv[2] = { key, arg };
+	redisReply *rep = redis_run(otp, c, s, 1, 2, argv);
+	long long v = def;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_INTEGER)
+		v = rep->integer;
+	if (rep != NULL)
+		freeReplyObject(rep);
+	return v;
+}
+
+static long
+redis_wait(struct otp *otp, const struct config *c, enum ns ns,
+           const char *phone, int64_t now)
+{
+	char k[48], hold[24];
+
+	(void)now;
+	redis_num_key(otp, ns, phone, k);
+	snprintf(hold, sizeof(hold), "%ld", c->resend_interval * 1000);
+	return (long)redis_number(otp, c, RS_WAIT, k, hold, 0);
+}
+
+static enum limit
+redis_verify_take(struct otp *otp, const struct config *c,
+                  const struct client *cl, int64_t now, long *retry)
+{
+	char k[48], cap[24];
+	long long v;
+
+	(void)now;
+	redis_key(k, sizeof(k), "v", cl->akey);
+	snprintf(cap, sizeof(cap), "%ld", c->verify_per_ip_per_hour);
+	if ((v = redis_number(otp, c, RS_VTAKE, k, cap, -1)) < 0) {
+		*retry = 1;
+		return LIMIT_STORE;
+	}
+	*retry = (long)v;
+	return v == 0 ? LIMIT_NONE : LIMIT_VERIFY_IP;
+}
+
+static void
+redis_verify_done(struct otp *otp, const struct config *c,
+                  const struct client *cl, int64_t now, bool failed_guess)
+{
+	char k[48];
+
+	(void)now;
+	redis_key(k, sizeof(k), "v", cl->akey);
+	redis_number(otp, c, RS_VDONE, k, failed_guess ? "1" : "0", 0);
+}
+
+/* lua_check's results, by enum check. */
+static const char *const redis_checks[CHECK__N] = {
+	[CHECK_OK] = "ok", [CHECK_WRONG] = "wrong", [CHECK_LOCKED] = "locked",
+	[CHECK_UNKNOWN] = "unknown", [CHECK_EXPIRED] = "expired",
+	[CHECK_DONE] = "done",
+};
+
+static int
+redis_check(struct otp *otp, const struct config *c, uint32_t slot,
+            const uint8_t id[OTP_ID_LEN], const struct owner *ow,
+            const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
+            uint32_t *tries, enum check *rc)
+{
+	char k[48], ns[4], sid[2 * OTP_SID_LEN + 1], hex[2 * OTP_MAC_LEN + 1] = "";
+	char max[24], result[16];
+	const char *argv[5] = { k, ns, sid, hex, max };
+	redisReply *rep;
+
+	(void)now;
+	*tries = 0;
+	*rc = CHECK_UNKNOWN;
+	if (slot != 0)
+		return 0; /* no handle: the memory store's "no such record" */
+	redis_rec_key(k, id);
+	redis_owner(ow, ns, sid);
+	if (mac != NULL)
+		hex_encode(mac, OTP_MAC_LEN, hex, false);
+	snprintf(max, sizeof(max), "%ld", c->max_attempts);
+	rep = redis_run(otp, c, RS_CHECK, 1, 5, argv);
+	wipe(hex, sizeof(hex));
+	if (rep == NULL)
+		return -1;
+	redis_str(rep, 0, result, sizeof(result));
+	for (int i = 0; i < CHECK__N; i++)
+		if (strcmp(result, redis_checks[i]) == 0)
+			*rc = (enum check)i;
+	*tries = (uint32_t)redis_int(rep, 1, 0);
+	if (*rc == CHECK_OK && redis_str(rep, 2, phone,
+	    OTP_MAX_PHONE_LEN + 1) != 0)
+		*rc = CHECK_UNKNOWN;
+	freeReplyObject(rep);
+	return 0;
+}
+
+static int
+redis_view(struct otp *otp, const struct config *c, uint32_t slot,
+           const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+           const char *shown, struct view *v)
+{
+	char k[48], ns[4], sid[2 * OTP_SID_LEN + 1];
+	const char *argv[4] = { k, ns, sid, shown != NULL ? shown : "" };
+	redisReply *rep;
+
+	(void)now;
+	memset(v, 0, sizeof(*v));
+	if (slot != 0)
+		return 0;
+	redis_rec_key(k, id);
+	redis_owner(ow, ns, sid);
+	if ((rep = redis_run(otp, c, RS_VIEW, 1, 4, argv)) == NULL)
+		return -1;
+	v->state = (enum rec_state)redis_int(rep, 0, REC_FREE);
+	if (v->state > REC_VERIFIED)
+		v->state = REC_FREE;
+	v->attempts = (uint32_t)redis_int(rep, 1, 0);
+	v->left_ms = redis_int(rep, 2, 0);
+	memcpy(v->id, id, OTP_ID_LEN);
+	redis_str(rep, 3, v->phone, sizeof(v->phone));
+	redis_str(rep, 4, v->shown, sizeof(v->shown));
+	freeReplyObject(rep);
+	return 0;
+}
+
+static int
+redis_state(struct otp *otp, const struct config *c, uint32_t slot,
+            const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+            enum rec_state *state, int64_t *left)
+{
+	struct view v;
+	int rc = redis_view(otp, c, slot, id, ow, now, NULL, &v);
+
+	*state = v.state;
+	*left = v.left_ms;
+	wipe(&v, sizeof(v));
+	return rc;
+}
+
+static int
+redis_cancel(struct otp *otp, const struct config *c, uint32_t slot,
+             const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now)
+{
+	char k[48], ns[4], sid[2 * OTP_SID_LEN + 1];
+	const char *argv[3] = { k, ns, sid };
+	redisReply *rep;
+	int rc = -1;
+
+	(void)now;
+	if (slot != 0)
+		return -1;
+	redis_rec_key(k, id);
+	redis_owner(ow, ns, sid);
+	if ((rep = redis_run(otp, c, RS_CANCEL, 1, 3, argv)) == NULL)
+		return -3;
+	if (rep->type == REDIS_REPLY_INTEGER)
+		rc = (int)rep->integer;
+	freeReplyObject(rep);
+	return rc;
+}
+
+static int
+redis_find(struct otp *otp, const struct config *c, const char *phone,
+           const struct owner *ow, int64_t now, uint32_t *slot,
+           uint8_t id[OTP_ID_LEN])
+{
+	char k[48], ns[4], sid[2 * OTP_SID_LEN + 1];
+	const char *argv[4] = { k, ns, sid, phone };
+	redisReply *rep;
+	int rc = -1;
+
+	(void)now;
+	redis_num_key(otp, ow->ns, phone, k);
+	redis_owner(ow, ns, sid);
+	if ((rep = redis_run(otp, c, RS_FIND, 1, 4, argv)) == NULL)
+		return -2;
+	if (rep->type == REDIS_REPLY_STRING && rep->len == 2 * OTP_ID_LEN &&
+	    hex_decode(rep->str, rep->len, id) == 0) {
+		*slot = 0;
+		rc = 0;
+	}
+	freeReplyObject(rep);
+	return rc;
+}
+
+/* A plain command's reply, or NULL (the connection dropped, logged). */
+static redisReply *
+redis_plain(struct otp *otp, const struct config *c, int argc,
+            const char **argv)
+{
+	struct rconn *rc = rconn_get(otp, c);
+	redisReply *rep;
+
+	if (rc == NULL || (rep = redis_exec(otp, c, rc, argc, argv)) == NULL)
+		return NULL;
+	return rep->type == REDIS_REPLY_ERROR ? redis_fail(otp, rc, rep) : rep;
+}
+
+/* A revoked session is a key that ends when its cookie would have: no
+ * table to fill, so no floor. */
+static int
+redis_revoke(struct otp *otp, const struct config *c, uint64_t rid,
+             int64_t until, int64_t now)
+{
+	char k[48], at[24];
+	const char *argv[5] = { "SET", k, "1", "EXAT", at };
+	redisReply *rep;
+
+	if (until <= now)
+		return 0;
+	redis_key(k, sizeof(k), "x", rid);
+	snprintf(at, sizeof(at), "%lld", (long long)until);
+	if ((rep = redis_plain(otp, c, 5, argv)) == NULL)
+		return -1;
+	freeReplyObject(rep);
+	return 0;
+}
+
+static int
+redis_revoked(struct otp *otp, const struct config *c, uint64_t rid,
+              int64_t until)
+{
+	char k[48];
+	const char *argv[2] = { "EXISTS", k };
+	redisReply *rep;
+	int rc;
+
+	(void)until;
+	redis_key(k, sizeof(k), "x", rid);
+	if ((rep = redis_plain(otp, c, 2, argv)) == NULL)
+		return -1;
+	rc = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
+	freeReplyObject(rep);
+	return rc;
+}
+
+/* /readyz: 0 if Redis answers PING now. */
+static int
+redis_ping(struct otp *otp, const struct config *c)
+{
+	const char *argv[1] = { "PING" };
+	redisReply *rep = redis_plain(otp, c, 1, argv);
+
+	if (rep == NULL)
+		return -1;
+	freeReplyObject(rep);
+	return 0;
+}
+
+static const struct store_ops store_redis = {
+	.name = "redis", .send_begin = redis_send_begin,
+	.send_undo = redis_send_undo, .wait = redis_wait,
+	.verify_take = redis_verify_take, .verify_done = redis_verify_done,
+	.check = redis_check, .view = redis_view, .state = redis_state,
+	.cancel = redis_cancel, .find = redis_find, .revoke = redis_revoke,
+	.revoked = redis_revoked, .ping = redis_ping,
+};
+#endif /* WITH_REDIS */
 
 /* ---- pages ------------------------------------------------------------- */
 /*
@@ -5945,6 +7283,7 @@ enum outcome {
 	OUT_UPSTREAM_DOWN, /* proxy mode: no connection, or it failed */
 	OUT_UPSTREAM_SLOW, /* proxy mode: no answer in UPSTREAM_TIMEOUT */
 	OUT_UPSTREAM_BAD,  /* proxy mode: a malformed answer */
+	OUT_STORE,         /* STORE=redis did not answer: LIMIT_STORE */
 	OUT__N
 };
 
@@ -5983,6 +7322,8 @@ static const struct {
 	    TX_UPSTREAM_SLOW_TEXT, "", "" },
 	[OUT_UPSTREAM_BAD] = { 502, TX_UPSTREAM_ERROR, TX_UPSTREAM_BAD_TEXT,
 	    "", "" },
+	[OUT_STORE] = { 503, TX_STORE_DOWN, TX_STORE_DOWN_TEXT,
+	    "store_unavailable", "the shared store is unavailable" },
 };
 
 /* A refusal by limit l: a cap that holds for everyone at once, or the
@@ -5990,6 +7331,8 @@ static const struct {
 static enum outcome
 limit_outcome(enum limit l)
 {
+	if (l == LIMIT_STORE)
+		return OUT_STORE;
 	return limit_is_global(l) ? OUT_CAPPED : OUT_LIMITED;
 }
 
@@ -6181,7 +7524,7 @@ reply_code(struct req *r, int status, const char *error, const char *sent,
 {
 	char len[8], expires[64], wait[48] = "";
 	long secs = (long)((v->left_ms + 999) / 1000), mins;
-	long w = limits_wait(r->otp, r->cfg, NS_WEB, v->phone,
+	long w = STORE_CALL(r->otp, wait, r->otp, r->cfg, NS_WEB, v->phone,
 	    r->otp->now_ms());
 	const struct var vars[] = {
 		{ "error", error }, { "csrf", r->csrf },
@@ -6665,28 +8008,38 @@ static int
 auth_session_of(const struct req *r, struct auth *a)
 {
 	char v[AUTH_COOKIE_MAX];
+	int rc = -1, gone;
 
 	for (int i = 0; i < 3; i++)
 		if (req_cookie_as(r, i, "otp_auth", v, sizeof(v)) >= 0 &&
 		    auth_cookie_check(r->otp, r->cfg, v,
-		    r->otp->wall_ms() / 1000, a) == 0 &&
-		    !revoked_has(&r->otp->revoked, a->rid, a->issued + a->ttl))
-			return 0;
-	return -1;
+		    r->otp->wall_ms() / 1000, a) == 0) {
+			if ((gone = STORE_CALL(r->otp, revoked, r->otp, r->cfg,
+			    a->rid, a->issued + a->ttl)) == 0)
+				return 0;
+			if (gone < 0)
+				rc = -2;
+		}
+	return rc;
 }
 
 /*
  * Whether the request comes from a verified session: 0 with its number in
- * phone, or -1. The one check of the otp_auth cookie, for /auth and for
- * proxy mode alike: valid, unrevoked, unexpired, and of a number
- * USERS_FILE still lists (edited, then SIGHUP).
+ * phone, -1, or -2 if a valid cookie's revocation could not be looked up
+ * (the store did not answer: not a session, and the caller says 503).
+ * The one check of the otp_auth cookie, for /auth and for proxy mode
+ * alike: valid, unrevoked, unexpired, and of a number USERS_FILE still
+ * lists (edited, then SIGHUP).
  */
 static int
 auth_session(const struct req *r, char phone[OTP_MAX_PHONE_LEN + 1])
 {
 	struct auth a;
+	int rc;
 
-	if (auth_session_of(r, &a) != 0 || !user_may_pass(r->cfg, a.phone))
+	if ((rc = auth_session_of(r, &a)) != 0)
+		return rc;
+	if (!user_may_pass(r->cfg, a.phone))
 		return -1;
 	memcpy(phone, a.phone, sizeof(a.phone));
 	return 0;
@@ -7180,8 +8533,8 @@ reply_started(struct req *r, const struct start *st, const char *shown,
 	struct view v;
 	int rc;
 
-	store_view(&r->otp->store, st->slot, st->id, &r->ow, r->otp->now_ms(),
-	    r->cfg->code_ttl * 1000, shown, &v);
+	STORE_CALL(r->otp, view, r->otp, r->cfg, st->slot, st->id, &r->ow,
+	    r->otp->now_ms(), shown, &v);
 	handle_set(r, st->slot, st->id);
 	rc = reply_code(r, 200, "", st->resent ? req_text(r, TX_SENT_AGAIN) :
 	    fresh, &v);
@@ -7193,7 +8546,8 @@ reply_started(struct req *r, const struct start *st, const char *shown,
  * The request's own record: the one its otp_vid names, if it belongs to
  * its session (otp_sid) and still has its number (live, locked, or an
  * expired tombstone: store_end()). 0 with v filled (the caller wipes it),
- * or -1: no handle, a forged or stale one, another session's.
+ * -1: no handle, a forged or stale one, another session's; -2: the store
+ * did not answer.
  */
 static int
 web_view(struct req *r, struct view *v)
@@ -7202,17 +8556,20 @@ web_view(struct req *r, struct view *v)
 	uint32_t slot;
 
 	memset(v, 0, sizeof(*v));
-	if (handle_parse(r, &slot, id) == 0)
-		store_view(&r->otp->store, slot, id, &r->ow, r->otp->now_ms(),
-		    r->cfg->code_ttl * 1000, NULL, v);
+	if (handle_parse(r, &slot, id) == 0 && STORE_CALL(r->otp, view, r->otp,
+	    r->cfg, slot, id, &r->ow, r->otp->now_ms(), NULL, v) != 0)
+		return -2;
 	return v->state != REC_VERIFIED && v->phone[0] != '\0' ? 0 : -1;
 }
 
-/* No record of its own to show or resend (web_view()): the phone form,
- * the handle cleared; alike whichever way the handle failed. */
+/* No record of its own to show or resend (web_view() said why): the
+ * phone form, the handle cleared; alike whichever way the handle failed.
+ * A store that did not answer is a 503, and the handle is kept. */
 static int
-reply_gone(struct req *r)
+reply_gone(struct req *r, int why)
 {
+	if (why == -2)
+		return reply_outcome(r, OUT_STORE, "");
 	set_cookie(r, "otp_vid", "", 0);
 	return reply_index(r, 403, req_text(r, TX_GONE), "");
 }
@@ -7276,8 +8633,8 @@ reply_checked(struct req *r)
 	long left;
 	int rc;
 
-	if (web_view(r, &v) != 0)
-		return reply_gone(r);
+	if ((rc = web_view(r, &v)) != 0)
+		return reply_gone(r, rc);
 	left = r->cfg->max_attempts - (long)v.attempts;
 	req_textf(r, left > 1 ? TX_WRONG_N : TX_WRONG_1, left, "", msg,
 	    sizeof(msg));
@@ -7317,6 +8674,8 @@ on_verify(struct req *r)
 	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry,
 	    NULL);
 	wipe(token, sizeof(token));
+	if (limit == LIMIT_STORE)
+		return reply_outcome(r, OUT_STORE, "");
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
 		return reply_index(r, outcomes[limit_outcome(limit)].status,
@@ -7348,13 +8707,13 @@ on_resend(struct req *r)
 
 	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
 		return rc;
-	if (web_view(r, &v) != 0) {
+	if ((rc = web_view(r, &v)) != 0) {
 		log_info(otp, "resend_refused ip=%s", r->addr);
-		return reply_gone(r);
+		return reply_gone(r, rc);
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
 	if (verification_send(otp, r->cfg, v.phone, &cl, &r->ow,
-	    (int32_t)v.slot, message_pick(r), &st) != 0)
+	    (int32_t)v.slot, v.id, message_pick(r), &st) != 0)
 		rc = reply_start_failed(r, &st, "", &v);
 	else
 		rc = reply_started(r, &st, v.shown, req_text(r, TX_SENT_NEW));
@@ -7375,8 +8734,8 @@ on_code_page(struct req *r)
 	int rc;
 
 	return_to_read(r, q, q != NULL ? strlen(q) : 0);
-	if (web_view(r, &v) != 0)
-		return reply_gone(r);
+	if ((rc = web_view(r, &v)) != 0)
+		return reply_gone(r, rc);
 	rc = reply_code(r, 200, "", NULL, &v);
 	wipe(&v, sizeof(v));
 	return rc;
@@ -7442,8 +8801,11 @@ on_auth(struct req *r)
 	const char *q = r->ri->query_string, *uri;
 	char where[OTP_MAX_RETURN + 80];
 	size_t n;
+	int rc;
 
-	if (auth_session(r, phone) != 0 ||
+	if ((rc = auth_session(r, phone)) == -2)
+		return reply_text(r, 503, "store unavailable\n");
+	if (rc != 0 ||
 	    identity_headers(r->cfg, phone, head, sizeof(head)) != 0) {
 		if (q == NULL || strcmp(q, "redirect=1") != 0)
 			return reply_text(r, 401, "");
@@ -7497,15 +8859,20 @@ on_logout(struct req *r)
 	if ((rc = form_read(r, body, sizeof(body), &len)) != 0)
 		return rc;
 	/* Each cookie it holds (host-only, COOKIE_DOMAIN's), until none
-	 * is valid: a revoked one is not. */
-	while (auth_session_of(r, &a) == 0) {
+	 * is valid: a revoked one is not. A store that cannot say ends
+	 * nothing: 503, the cookies kept. */
+	while ((rc = auth_session_of(r, &a)) == 0) {
 		phone_mask(a.phone, masked, sizeof(masked));
-		if (revoked_add(&r->otp->revoked, a.rid, a.issued + a.ttl,
-		    r->otp->wall_ms() / 1000))
+		if ((rc = STORE_CALL(r->otp, revoke, r->otp, r->cfg, a.rid,
+		    a.issued + a.ttl, r->otp->wall_ms() / 1000)) < 0)
+			return reply_outcome(r, OUT_STORE, "");
+		if (rc > 0)
 			log_warn(r->otp, "revocations: table full, sessions "
 			    "near their end ended early");
 		sweeper_wake(r->otp);
 	}
+	if (rc == -2)
+		return reply_outcome(r, OUT_STORE, "");
 	log_info(r->otp, "logout%s%s ip=%s", masked[0] ? " to=" : "", masked,
 	    r->addr);
 	set_cookie(r, "otp_auth", "", 0);
@@ -7550,11 +8917,18 @@ on_readyz(struct req *r)
 {
 	const struct config *c = r->cfg;
 	bool ok = !c->sender->needs_ca || access(c->sms_ca_file, R_OK) == 0;
-	char text[64];
+	bool mem = store_is_memory(r->otp);
+	bool store = mem || STORE_CALL(r->otp, ping, r->otp, c) == 0;
+	const char *name = mem ? "" : store_name(r->otp);
+	char text[96];
 
-	snprintf(text, sizeof(text), "%sready: %s sender%s\n", ok ? "" :
-	    "not ", c->sender->name, ok ? "" : ": CA bundle unreadable");
-	return reply_text(r, ok ? 200 : 503, text);
+	/* The memory store always answers, and is not named: the line
+	 * stays what it was before there was a choice. */
+	snprintf(text, sizeof(text), "%sready: %s sender%s%s%s%s\n",
+	    ok && store ? "" : "not ", c->sender->name, ok ? "" :
+	    ": CA bundle unreadable", mem ? "" : ", ", name, mem ? "" :
+	    store ? " store" : " store unavailable");
+	return reply_text(r, ok && store ? 200 : 503, text);
 }
 
 /*
@@ -7643,7 +9017,7 @@ on_metrics(struct req *r)
 	    "Code checks, by result", results, st->checks, 0, CHECK__N);
 	metrics_family(out, sizeof(out), &n, "otp_rate_limited_total{limit",
 	    "Requests refused by a limit", limit_names, st->limited, 1,
-	    LIMIT__N);
+	    store_is_memory(otp) ? LIMIT_STORE : LIMIT__N);
 	metrics_family(out, sizeof(out), &n, "otp_webhooks_total{result",
 	    "Webhook events delivered, failed after every try, or dropped",
 	    hook_results, st->hooks, 0, HOOKS__N);
@@ -7813,8 +9187,11 @@ api_created(struct req *r, const struct start *st, const char *phone)
 	char out[320], vid[HANDLE_LEN + 1], masked[32], created[24], until[24];
 	int64_t left, ends;
 
-	store_state(&otp->store, st->slot, st->id, &otp->api, otp->now_ms(),
-	    r->cfg->code_ttl * 1000, &left);
+	enum rec_state state;
+
+	if (STORE_CALL(otp, state, otp, r->cfg, st->slot, st->id, &otp->api,
+	    otp->now_ms(), &state, &left) != 0)
+		left = r->cfg->code_ttl * 1000; /* it was just made */
 	ends = (otp->wall_ms() + left + 999) / 1000;
 	time_rfc3339(ends - r->cfg->code_ttl, created);
 	time_rfc3339(ends, until);
@@ -7895,6 +9272,8 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code,
 	    strlen(code), &cl, phone, &limit, &retry, &left);
 	wipe(code, sizeof(code));
+	if (limit == LIMIT_STORE)
+		return reply_outcome_json(r, OUT_STORE);
 	if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
 		return reply_json_error(r, outcomes[limit_outcome(limit)].status,
@@ -7902,7 +9281,7 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 		    "too many failed checks from this client");
 	}
 	if (rc == CHECK_UNKNOWN && by_phone && cl.addr != NULL)
-		limits_verify_take(otp, r->cfg, &cl, otp->now_ms(), &retry);
+		STORE_CALL(otp, verify_take, otp, r->cfg, &cl, otp->now_ms(), &retry);
 	if (rc == CHECK_UNKNOWN)
 		return reply_json_error(r, 404, "not_found", by_phone ?
 		    "no pending verification for this number" :
@@ -7951,17 +9330,21 @@ api_check_phone(struct req *r)
 	char input[OTP_MAX_INPUT + 1], phone[OTP_MAX_PHONE_LEN + 1];
 	uint8_t id[OTP_ID_LEN] = { 0 };
 	int64_t now = otp->now_ms();
-	int32_t slot;
+	uint32_t slot;
 	int rc;
 
 	if ((rc = api_read(r, &b, "phone", input, sizeof(input))) != 0 ||
 	    (rc = api_phone(r, input, phone)) != 0)
 		return rc;
-	slot = limits_slot(otp, NS_API, phone, now, NULL);
-	if (slot < 0 || store_id_of(&otp->store, (uint32_t)slot, phone,
-	    &otp->api, now, r->cfg->code_ttl * 1000, id) != 0)
-		slot = -1; /* UINT32_MAX: checked, and fails, as unknown */
-	rc = api_check(r, &b, (uint32_t)slot, id, true);
+	if ((rc = STORE_CALL(otp, find, otp, r->cfg, phone, &otp->api, now, &slot,
+	    id)) == -2) {
+		wipe(phone, sizeof(phone));
+		wipe(&b, sizeof(b));
+		return reply_outcome_json(r, OUT_STORE);
+	}
+	if (rc != 0)
+		slot = UINT32_MAX; /* checked, and fails, as unknown */
+	rc = api_check(r, &b, slot, id, true);
 	wipe(phone, sizeof(phone));
 	wipe(&b, sizeof(b)); /* the number and the code */
 	return rc;
@@ -7978,9 +9361,11 @@ api_status(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 	struct otp *otp = r->otp;
 	char out[96];
 	int64_t left;
-	enum rec_state st = store_state(&otp->store, slot, id, &otp->api,
-	    otp->now_ms(), r->cfg->code_ttl * 1000, &left);
+	enum rec_state st;
 
+	if (STORE_CALL(otp, state, otp, r->cfg, slot, id, &otp->api, otp->now_ms(),
+	    &st, &left) != 0)
+		return reply_outcome_json(r, OUT_STORE);
 	if (st == REC_FREE)
 		return reply_json_error(r, 404, "not_found",
 		    "no such verification");
@@ -7994,9 +9379,11 @@ static int
 api_cancel(struct req *r, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 {
 	struct otp *otp = r->otp;
-	int rc = store_cancel(&otp->store, slot, id, &otp->api,
-	    otp->now_ms(), r->cfg->code_ttl * 1000);
+	int rc = STORE_CALL(otp, cancel, otp, r->cfg, slot, id, &otp->api,
+	    otp->now_ms());
 
+	if (rc == -3)
+		return reply_outcome_json(r, OUT_STORE);
 	if (rc == -1)
 		return reply_json_error(r, 404, "not_found",
 		    "no such verification");
@@ -8929,7 +10316,9 @@ on_proxy(struct req *r)
 		r->close = true;
 		return reply_outcome(r, OUT_UPGRADE, "");
 	}
-	if (auth_session(r, phone) != 0) {
+	if ((n = auth_session(r, phone)) == -2)
+		return reply_outcome(r, OUT_STORE, "");
+	if (n != 0) {
 		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
 			r->close = true;
 			return reply_outcome(r, OUT_SIGN_IN, "");
@@ -9296,9 +10685,41 @@ otp_state_keys(struct otp *otp, char *err, size_t errlen)
 	hmac_key_init(&otp->auth_hk, otp->auth_key);
 	hmac_key_init(&otp->sid_hk, otp->sid_key);
 	hmac_key_init(&otp->limits.hkey, otp->limits.key);
+	/* A shared store checks a code made by another instance: the code
+	 * key is the state key's too, not this process's own. */
+	if (!store_is_memory(otp)) {
+		hmac256(state, "code", 4, mac);
+		memcpy(otp->code_key, mac, sizeof(otp->code_key));
+		hmac_key_init(&otp->code_hk, otp->code_key);
+	}
 	otp->api.ns = NS_API;
 	wipe(state, sizeof(state));
 	wipe(mac, sizeof(mac));
+	return 0;
+}
+
+/*
+ * The store STORE names (a restart key): the memory store, or Redis in a
+ * build WITH_REDIS (check_store() refused it otherwise). 0 or -1.
+ */
+static int
+otp_store_pick(struct otp *otp, char *err, size_t errlen)
+{
+#ifdef WITH_REDIS
+	otp->ops = &store_memory;
+	if (strcmp(otp->cfg->store, "memory") != 0) {
+		if (pthread_key_create(&otp->redis_key, rconn_free) != 0) {
+			snprintf(err, errlen, "cannot make a thread key");
+			return -1;
+		}
+		otp->redis_key_made = true;
+		otp->ops = &store_redis;
+	}
+#else
+	(void)otp;
+	(void)err;
+	(void)errlen;
+#endif
 	return 0;
 }
 
@@ -9374,6 +10795,9 @@ log_start(struct otp *otp)
 	if (c->state_dir[0] == '\0')
 		log_warn(otp, "STATE_DIR is not set: rate limits and caps reset "
 		    "on restart (a crash loop or a reboot gives a fresh day)");
+	if (!store_is_memory(otp))
+		log_info(otp, "store: %s, every command within %ld ms",
+		    store_name(otp), c->store_timeout);
 	if (c->users_file[0] == '\0')
 		log_warn(otp, "USERS_FILE is not set: /auth admits any phone in "
 		    "the allowed countries");
@@ -9527,7 +10951,8 @@ otp_new(const char *config_path, bool check_only, char *err, size_t errlen)
 		goto fail;
 	}
 	otp_config_keys(otp, cfg);
-	if (otp_state_keys(otp, err, errlen) != 0)
+	if (otp_store_pick(otp, err, errlen) != 0 ||
+	    otp_state_keys(otp, err, errlen) != 0)
 		goto fail;
 	if (www_builtin(otp) != 0) {
 		snprintf(err, errlen, "cannot unpack the built-in pages");
@@ -9607,7 +11032,8 @@ otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix)
  */
 static const char *const restart_keys[] = {
 	"LISTEN", "THREADS", "MAX_PENDING", "CERT_FILE", "STATE_DIR", "LOG",
-	"WWW_DIR",
+	"WWW_DIR", "STORE", "STORE_PASSWORD", "STORE_PASSWORD_FILE",
+	"STORE_TIMEOUT",
 };
 
 int
@@ -9706,6 +11132,12 @@ otp_destroy(struct otp *otp)
 		pooled_free(p);
 	}
 	store_free(&otp->store);
+#ifdef WITH_REDIS
+	/* The workers have ended (mg_stop), and their connections with
+	 * them (rconn_free()). */
+	if (otp->redis_key_made)
+		pthread_key_delete(otp->redis_key);
+#endif
 	for (int t = 0; t < T__N; t++)
 		free(otp->limits.tab[t].w);
 	mbedtls_ctr_drbg_free(&otp->drbg);

@@ -56,7 +56,8 @@ int otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix);
  * values apply to the next request, while requests in flight finish with
  * the config they started with (a reload never waits for them); pending
  * codes stay. Keys that need a restart (LISTEN, THREADS, MAX_PENDING,
- * CERT_FILE, STATE_DIR, LOG, WWW_DIR) keep their old values. On failure,
+ * CERT_FILE, STATE_DIR, LOG, WWW_DIR, STORE, STORE_PASSWORD,
+ * STORE_PASSWORD_FILE, STORE_TIMEOUT) keep their old values. On failure,
  * returns -1 with the reason in err and the old config stays. Call it
  * from one thread at a time.
  */

@@ -16,7 +16,9 @@ Environment (make bench passes these through):
   BENCH_REQUESTS   requests before "RSS after N requests" (1000000)
   BENCH_WRK        wrk threads,connections (2,8); THREADS stays 8
   BENCH_ONLY       comma list of sections: throughput,memory,start,
-                   latency,fairness,slow,sms (default: all)
+                   latency,fairness,slow,sms,redis (default: all)
+  BENCH_REDIS_BIN  the otp_demo built WITH_REDIS, for "redis" (default
+                   build/otp_demo-redis; skipped if missing)
   BENCH_JSON       also write every figure there as JSON
 Python standard library only.
 """
@@ -44,6 +46,8 @@ BIN = os.path.abspath(os.environ.get("BENCH_BIN") or
 CEILING = os.path.abspath(os.environ.get("BENCH_CEILING") or
                           os.path.join(ROOT, "build", "bench", "ceiling"))
 BASE = os.environ.get("BENCH_BASE") or None
+REDIS_BIN = os.path.abspath(os.environ.get("BENCH_REDIS_BIN") or
+                            os.path.join(ROOT, "build", "otp_demo-redis"))
 SECONDS = float(os.environ.get("BENCH_SECONDS") or 5)
 RUNS = int(os.environ.get("BENCH_RUNS") or 3)
 REQUESTS = int(os.environ.get("BENCH_REQUESTS") or 1000000)
@@ -51,7 +55,7 @@ WRK_T, WRK_C = (int(x) for x in
                 (os.environ.get("BENCH_WRK") or "2,8").split(","))
 ONLY = set(filter(None, (os.environ.get("BENCH_ONLY") or
                          "throughput,memory,start,latency,fairness,slow,"
-                         "sms"
+                         "sms,redis"
                          ).split(",")))
 THREADS = 8  # otp_demo's default; the wrk connections match it
 VERIFY_RPS_MAX = 100000  # sizes the verifications made for /verify runs
@@ -250,13 +254,17 @@ def throughput(rundir, wrk):
                 srv.stop()
 
 
+def rps(rs):
+    """The median req/s of runs rs."""
+    return median([r["rps"] for r in rs])
+
+
+def cpu(rs):
+    """The median CPU time per request of runs rs, in us."""
+    return median([r["cpu_us"] for r in rs])
+
+
 def show_throughput(rows):
-    def rps(rs):
-        return median([r["rps"] for r in rs])
-
-    def cpu(rs):
-        return median([r["cpu_us"] for r in rs])
-
     out("%-26s %24s %8s %8s %8s %9s | %8s %9s %9s%s" % (
         "", "otp_demo req/s", "p50", "p99", "max", "CPU/req", "ceiling",
         "CPU/req", "÷ceiling", " %8s" % "÷base" if BASE else ""))
@@ -636,6 +644,125 @@ def sms(rundir):
 
 # ---- main --------------------------------------------------------------------
 
+# ---- redis -------------------------------------------------------------------
+
+def redis_server(d):
+    """redis-server on d/redis.sock, nothing saved; (process, socket)."""
+    sock = os.path.join(d, "redis.sock")
+    p = subprocess.Popen(
+        [shutil.which("redis-server") or "/usr/bin/redis-server", "--port",
+         "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
+         "--dir", d, "--logfile", os.path.join(d, "redis.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    for _ in range(250):
+        if subprocess.run(["redis-cli", "-s", sock, "PING"],
+                          capture_output=True, text=True).stdout.strip() \
+                == "PONG":
+            return p, sock
+        time.sleep(0.02)
+    p.kill()
+    raise BenchError("redis-server did not answer on %s" % sock)
+
+
+def redis_pair(rundir, cfg, sock):
+    """Two WITH_REDIS instances on sock, sharing session.key."""
+    out = []
+    for name in ("redis_a", "redis_b"):
+        state = os.path.join(rundir, name, "state")
+        os.makedirs(state, mode=0o700)
+        if out:
+            shutil.copy(os.path.join(rundir, "redis_a", "state",
+                                     "session.key"), state)
+        out.append(Server(rundir, name, [REDIS_BIN], dict(
+            cfg, STORE="unix://" + sock, STATE_DIR=state)).start())
+    return out
+
+
+def both(wrk, servers, script, env):
+    """One wrk run against each server at once: summed req/s, the
+    servers' CPU time per request."""
+    c0 = [s.cpu_seconds() for s in servers]
+    ps = [wrk.start(s.port, script, env) for s in servers]
+    rs = [wrk.finish(p) for p in ps]
+    cpu = sum(s.cpu_seconds() - c for s, c in zip(servers, c0))
+    n = sum(r["requests"] for r in rs)
+    return {"rps": sum(r["rps"] for r in rs), "requests": n,
+            "cpu_us": cpu * 1e6 / n if n else float("nan"),
+            "p50_ms": median([r["p50_ms"] for r in rs]),
+            "p99_ms": max(r["p99_ms"] for r in rs)}
+
+
+def redis_store(rundir, wrk):
+    """POST /verify (wrong code) and POST /request through STORE=redis
+    (a local redis-server on a unix socket) against the memory store,
+    alternating, and two instances on that Redis at once."""
+    say("== redis: STORE=redis against memory, one instance and two")
+    if not os.access(REDIS_BIN, os.X_OK):
+        out("redis: skipped, no %s (make build/otp_demo-redis)" % REDIS_BIN)
+        return
+    d = os.path.join(rundir, "redis")
+    os.makedirs(d)
+    rp, sock = redis_server(d)
+    servers = []
+    try:
+        cfg = bench_config(MAX_PENDING=1000000)
+        mem = otp(rundir, "memory", cfg).start()
+        servers.append(mem)
+        ra, rb = redis_pair(rundir, cfg, sock)
+        servers += [ra, rb]
+        nvids = int(math.ceil(VERIFY_RPS_MAX * (SECONDS + 1) / 80))
+        vids = {}
+        for k, (who, srv) in enumerate((("memory", mem), ("redis", ra))):
+            for i in range(RUNS + 1):
+                cl, vf = make_vids(srv, nvids, 3100000000 + k * 50000000 +
+                                   i * 1000000)
+                vids[who, i] = {"BENCH_SID": cl.sid, "BENCH_CSRF": cl.csrf,
+                                "BENCH_VIDS": vf}
+        progs = [("memory", mem), ("redis", ra)]
+        rows = [("POST /verify (wrong code)", alternate(
+            wrk, progs, "verify.lua", lambda who, i: vids[who, i]))]
+        rows[0][1]["two"] = [both(wrk, [ra, rb], "verify.lua",
+                                  vids["redis", RUNS])]
+        sess = {"memory": Client(mem.port).session(),
+                "redis": Client(ra.port).session()}
+        rows.append(("POST /request (console)", alternate(
+            wrk, progs, "request.lua", lambda who, i: {
+                "BENCH_SID": sess[who].sid, "BENCH_CSRF": sess[who].csrf,
+                "BENCH_FIRST": str(2000000000 + i * 200000000)})))
+        rows[1][1]["two"] = [both(wrk, [ra, rb], "request.lua", {
+            "BENCH_SID": sess["redis"].sid, "BENCH_CSRF":
+            sess["redis"].csrf, "BENCH_FIRST": "2900000000"})]
+        for srv in servers:
+            for word in ("rate_limited", "store", "locked", "error"):
+                n = srv.log_count(word)
+                if n > (1 if word == "store" else 0):
+                    say("warning: %s logged %d x %s" % (srv.name, n, word))
+        show_redis(rows)
+    finally:
+        for srv in servers:
+            srv.stop()
+        rp.kill()
+        rp.wait()
+
+
+def show_redis(rows):
+    out("%-26s %10s %9s | %10s %9s %8s | %12s %8s" % (
+        "", "memory r/s", "CPU/req", "redis r/s", "CPU/req", "÷memory",
+        "2 x redis", "÷1 redis"))
+    RESULTS["redis"] = {}
+    for name, res in rows:
+        m, r, t = res["memory"], res["redis"], res["two"]
+        out("%-26s %10.0f %6.1f us | %10.0f %6.1f us %8.2f | %12.0f %8.2f" % (
+            name, rps(m), cpu(m), rps(r), cpu(r), rps(r) / rps(m), rps(t),
+            rps(t) / rps(r)))
+        RESULTS["redis"][name] = dict(res, ratio=rps(r) / rps(m),
+                                      two=rps(t) / rps(r))
+    out("  redis: one local redis-server (unix socket, no persistence) "
+        "shared by both instances;\n  2 x redis: a wrk on each instance at "
+        "once, req/s summed, CPU/req of the two otp_demo processes")
+
+
 def main():
     for tool in ("wrk", "strip"):
         if shutil.which(tool) is None:
@@ -674,6 +801,9 @@ def main():
             slow(rundir)
         if "sms" in ONLY:
             sms(rundir)
+        if "redis" in ONLY:
+            out()
+            redis_store(rundir, wrk)
     except BenchError as e:
         say("bench: %s" % e)
         return 1

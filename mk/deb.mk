@@ -2,8 +2,9 @@
 #
 #   make deb              build/deb/otp-demo_VERSION-1_ARCH.deb for this
 #                         machine: otp_demo built with Debian's hardening
-#                         flags (dpkg-buildflags), linking the system's
-#                         mbedTLS and libcurl (Depends from dpkg-shlibdeps)
+#                         flags (dpkg-buildflags) and WITH_REDIS, linking
+#                         the system's mbedTLS, libcurl and hiredis
+#                         (Depends from dpkg-shlibdeps)
 #   make deb ARCH=arm64   the same package around a static binary:
 #   make deb ARCH=armhf   make static ARCH=aarch64 or armv7 (also amd64:
 #                         x86_64), with mbedTLS, curl and musl inside
@@ -46,8 +47,8 @@ DEB_FLAGS = DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get
 deb: | deps-deb
 	$(MAKE) --no-print-directory BUILD=$(DEB_OBJ) SANITIZE= \
 		CFLAGS="$$($(DEB_FLAGS) CFLAGS) $$($(DEB_FLAGS) CPPFLAGS)" \
-		LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(DEB_OBJ)/otp_demo
-	@BIN=$(DEB_OBJ)/otp_demo ARCH=$(DEB_ARCH) VARIANT=dynamic \
+		LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(DEB_OBJ)/otp_demo-redis
+	@BIN=$(DEB_OBJ)/otp_demo-redis ARCH=$(DEB_ARCH) VARIANT=dynamic \
 		VERSION=$(VERSION) OUT=$(DEB_DIR) tools/mkdeb.sh > /dev/null
 	@echo "deb: $(DEB_FILE) $$(stat -c %s $(DEB_FILE)) bytes"
 else

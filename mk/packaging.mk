@@ -51,7 +51,7 @@ $(BUILD)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE)
 	@mkdir -p $(@D)
 	tools/notices.sh text $(NOTICES_USES) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
 	mv -f $@.tmp $@
-$(BUILD)/otp_demo.o: $(BUILD)/notices.h
+$(BUILD)/otp_demo.o $(BUILD)/otp_demo-redis.o: $(BUILD)/notices.h
 
 EXAMPLES_DIR := $(BUILD)/examples
 # otp_demo.c without main(), as a program that embeds it links it.

@@ -39,9 +39,10 @@ $(BUILD)/bench/ceiling: bench/ceiling.c otp_demo.c otp_demo.h numbering.h \
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -Wno-unused-function \
 		-o $@ bench/ceiling.c $(BUILD)/civetweb.o $(LIBS)
 
-bench: $(BUILD)/otp_demo $(BUILD)/bench/ceiling
+bench: $(BUILD)/otp_demo $(BUILD)/otp_demo-redis $(BUILD)/bench/ceiling
 	@tools/deps.sh bench
 	BENCH_BIN=$(BENCH_BIN) BENCH_BASE=$(BENCH_BASE) \
+		BENCH_REDIS_BIN=$(CURDIR)/$(BUILD)/otp_demo-redis \
 		BENCH_CEILING=$(CURDIR)/$(BUILD)/bench/ceiling \
 		BENCH_SECONDS=$(BENCH_SECONDS) BENCH_RUNS=$(BENCH_RUNS) \
 		BENCH_REQUESTS=$(BENCH_REQUESTS) BENCH_WRK=$(BENCH_WRK) \

@@ -18,7 +18,7 @@ Python standard library only.
                 certificates, Ctx (one case: a fake SMS API, the server,
                 browsers, and the log scan after it) and its Browser
     runner      main(): the case runner of integration.py, senders.py and
-                the attack files: -k SUBSTR, -j JOBS, -l; "ok NAME",
+                the attack files: -k SUBSTR, -x SUBSTR, -j JOBS, -l; "ok NAME",
                 "FAIL NAME: why" or "skip NAME: why" per case, then
                 "N passed, M failed[, K skipped]"
 
@@ -1031,6 +1031,64 @@ def start_nginx(dir, tmp, http, connections=64):
                   listen_re=None, stdout="file", stderr="file").start()
 
 
+# ---- Redis ---------------------------------------------------------------------
+
+class Redis:
+    """Debian's redis-server in the foreground on dir/redis.sock, nothing
+    saved (what a restart loses is part of the tests), DEBUG allowed;
+    extra: more arguments (--requirepass PW). start() returns once it
+    answers; stop() kills it (as a crash would)."""
+
+    def __init__(self, dir, *extra):
+        self.dir, self.extra = dir, list(extra)
+        self.sock = os.path.join(dir, "redis.sock")
+        self.proc = None
+
+    def start(self):
+        path = tool_path("redis-server", "/usr/bin/redis-server")
+        self.proc = subprocess.Popen(
+            [path, "--port", "0", "--unixsocket", self.sock,
+             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--enable-debug-command", "yes",
+             "--logfile", os.path.join(self.dir, "redis.log")] + self.extra,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        with LIVE_LOCK:
+            LIVE.add(self.proc)
+        for _ in range(250):
+            if self.cli("PING").strip() in ("PONG", "NOAUTH Authentication "
+                                            "required."):
+                return self
+            time.sleep(0.02)
+        raise Fail("redis-server did not answer on %s" % self.sock)
+
+    def cli(self, *args):
+        """redis-cli's output for one command (as the password's owner
+        if --requirepass)."""
+        auth = []
+        if "--requirepass" in self.extra:
+            auth = ["-a", self.extra[self.extra.index("--requirepass") + 1],
+                    "--no-auth-warning"]
+        p = subprocess.run(["redis-cli", "-s", self.sock] + auth +
+                           list(args), capture_output=True, text=True,
+                           timeout=10)
+        return p.stdout + p.stderr
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        with LIVE_LOCK:
+            LIVE.discard(self.proc)
+
+
+# OTP_TEST_STORE=redis: every Ctx server (a dict config) gets a Redis of
+# its case's own and a STATE_DIR, so a suite written for the memory store
+# runs against Redis (tests/run.sh: integration_redis, with the binary
+# built WITH_REDIS).
+TEST_STORE = os.environ.get("OTP_TEST_STORE", "memory")
+
+
 # ---- otp_demo behind a proxy ---------------------------------------------------
 
 # otp_demo as the proxy tests run it behind nginx or Caddy, trusting
@@ -1270,6 +1328,7 @@ class Ctx:
         self.fake = None
         self.server = None
         self.old_servers = []   # stopped by restart_server(), logs scanned
+        self.redis = None       # OTP_TEST_STORE=redis: with_redis()
         self.browsers = {}
         # strings that must never reach the log: label -> value
         self.secrets = {"the API key": API_KEY, "the API token": API_TOKEN}
@@ -1317,11 +1376,22 @@ class Ctx:
                 cfg.pop(k, None)
             else:
                 cfg[k] = v
+        if TEST_STORE == "redis" and text is None:
+            cfg = self.with_redis(cfg)
         self.cfg = cfg
         self.server = Server(self.dir, text if text is not None else cfg,
                              env=env, **kw)
         self.server.start()
         return self.server
+
+    def with_redis(self, cfg):
+        """cfg on this case's Redis (started once), with a STATE_DIR."""
+        if self.redis is None:
+            self.redis = Redis(self.dir).start()
+        state = os.path.join(self.dir, "state")
+        os.makedirs(state, mode=0o700, exist_ok=True)
+        return dict(cfg, STORE="unix://" + self.redis.sock, **(
+            {} if cfg.get("STATE_DIR") else {"STATE_DIR": state}))
 
     def restart_server(self):
         """SIGTERM (must exit 0), then the same config and environment
@@ -1410,6 +1480,8 @@ class Ctx:
             problems += self.scan_log(self.server)
         if self.fake is not None:
             self.fake.stop()
+        if self.redis is not None:
+            self.redis.stop()
         self.http_log.close()
         return problems
 
@@ -1509,12 +1581,15 @@ def main(cases, out, description, jobs=4, slow=(), prefix=""):
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("-k", action="append", default=[],
                     help="run only cases whose name contains SUBSTR")
+    ap.add_argument("-x", action="append", default=[],
+                    help="leave out cases whose name contains SUBSTR")
     ap.add_argument("-j", type=int, default=jobs,
                     help="parallel cases (%d)" % jobs)
     ap.add_argument("-l", "--list", action="store_true", help="list cases")
     a = ap.parse_args()
     todo = [(prefix + n, fn) for n, fn in cases
-            if not a.k or any(k in n for k in a.k)]
+            if (not a.k or any(k in n for k in a.k)) and
+            not any(x in n for x in a.x)]
     if a.list:
         for n, _ in todo:
             print(n)

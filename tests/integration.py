@@ -63,7 +63,9 @@ from harness import (  # noqa: E402
     run_once, short, write_config, wrong_code)
 import harness  # noqa: E402
 
-OUT = os.path.join(ROOT, "tests", "out", "integration")
+# OTP_TEST_STORE=redis (tests/run.sh's integration_redis): logs apart.
+OUT = os.path.join(ROOT, "tests", "out", "integration" + (
+    "" if harness.TEST_STORE == "memory" else "_" + harness.TEST_STORE))
 CERTS = os.path.join(OUT, "certs")     # main() makes them
 ID_RE = re.compile(r"[0-9a-f]{40}")         # an API verification id
 

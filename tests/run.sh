@@ -4,13 +4,16 @@
 # this script adds them up. Exit status is non-zero on any failure.
 #   OTP_BIN    the server binary (make test sets it)
 #   OTP_UNIT   the cmocka unit test binary
+#   OTP_REDIS_BIN  the binary built WITH_REDIS (redis_store,
+#              integration_redis)
 #   SUITES     which suites to run (default: all of them)
 set -u
 cd "$(dirname "$0")/.."
 out=tests/out
 mkdir -p "$out"
 : "${OTP_BIN:=$PWD/otp_demo}"
-export OTP_BIN
+: "${OTP_REDIS_BIN:=$PWD/build/otp_demo-redis}"
+export OTP_BIN OTP_REDIS_BIN
 passed=0 failed=0
 
 # add_counts LOG: reads "N passed, M failed" (ours) or cmocka's summary.
@@ -41,7 +44,7 @@ run_suite() {
 }
 
 for s in ${SUITES:-unit model docs numbering integration proxy_mode attack \
-    senders browser packaging}; do
+    senders browser packaging redis_store integration_redis}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
 	model) run_suite model "${OTP_MODEL:-build/model}" ;;
@@ -51,6 +54,17 @@ for s in ${SUITES:-unit model docs numbering integration proxy_mode attack \
 	proxy_mode) run_suite proxy_mode python3 tests/proxy_mode.py ;;
 	attack) run_suite attack sh tests/attack/run.sh ;;
 	senders) run_suite senders python3 tests/senders.py ;;
+	redis_store) run_suite redis_store python3 tests/redis_store.py ;;
+	# The integration suite again, STORE=redis (a Redis per case), but
+	# for what belongs to the memory store alone: revoked.state and
+	# sessions without STATE_DIR (Redis needs it), MAX_PENDING's full
+	# table, /readyz's words (they name the store), otp_pending_codes.
+	integration_redis)
+		run_suite integration_redis env OTP_BIN="$OTP_REDIS_BIN" \
+		    OTP_TEST_STORE=redis python3 tests/integration.py \
+		    -x no_state_dir_restart -x logout_state_dir_crash \
+		    -x revoked_state_ -x table_full -x health_ \
+		    -x metrics_counters ;;
 	packaging) run_suite packaging sh tests/packaging/run.sh ;;
 	browser)
 		if [ ! -d tests/browser/node_modules/playwright-core ]; then

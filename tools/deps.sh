@@ -1,5 +1,5 @@
 #!/bin/sh
-# tools/deps.sh build|test|attack|static|bench|proof|deb|list SET
+# tools/deps.sh build|redis|test|attack|static|bench|proof|deb|list SET
 # Makes sure the Debian packages a make target needs are installed. As root
 # with apt-get it installs what is missing; otherwise it prints the exact
 # command to run and fails. "list SET" prints a set's packages.
@@ -12,32 +12,38 @@ set -eu
 
 build="gcc make libc6-dev pkg-config patch xz-utils ca-certificates
        libmbedtls-dev libcurl4-openssl-dev"
+# redis: make WITH_REDIS=1 (and make test, which builds that binary too)
+# links hiredis; the tests start Debian's redis-server themselves, on a
+# unix socket (the package also enables redis-server.service on a host
+# that runs systemd, as nginx's does).
+redis="$build libhiredis-dev"
 # prometheus: only for promtool (make integration checks /metrics with
 # it). Like nginx, on a host that runs systemd its package enables and
 # starts its daemon (prometheus.service, port 9090).
 test="$build libcmocka-dev openssl chromium nodejs npm python3 procps
       python3-phonenumbers nginx caddy systemd busybox curl valgrind
-      prometheus"
+      prometheus libhiredis-dev redis-server"
 static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
         gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu
         gcc-mips-linux-gnu glibc-source openssl python3"
 # attack: make test-attack-transport and test-desync (mk/attack.mk); the
 # desync suite drives the real nginx and HAProxy.
 attack="$test haproxy"
-bench="$build wrk procps"
-deb="$build dpkg-dev lintian curl"
+bench="$build wrk procps libhiredis-dev redis-server"
+deb="$build libhiredis-dev dpkg-dev lintian curl"
 proof="$test wrk clang libclang-rt-14-dev valgrind"
 
 set_of() {
 	case $1 in
 	build) echo "$build" ;;
+	redis) echo "$redis" ;;
 	test) echo "$test" ;;
 	attack) echo "$attack" ;;
 	static) echo "$static" ;;
 	bench) echo "$bench" ;;
 	deb) echo "$deb" ;;
 	proof) echo "$proof" ;;
-	*) echo "usage: $0 build|test|attack|static|bench|proof|deb|list SET" >&2
+	*) echo "usage: $0 build|redis|test|attack|static|bench|proof|deb|list SET" >&2
 	   exit 64 ;;
 	esac
 }

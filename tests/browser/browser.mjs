@@ -4,7 +4,8 @@
 //
 //   cd tests/browser && npm install && node browser.mjs
 //
-// Env: OTP_BIN (default <repo>/otp_demo). Prints one "ok NAME" or
+// Env: OTP_BIN (default <repo>/otp_demo), OTP_REDIS_BIN (the WITH_REDIS
+// build, for two instances on one redis-server). Prints one "ok NAME" or
 // "FAIL NAME: reason" line per check, then "N passed, M failed"; exits 1 on
 // any failure. Screenshots go to tests/out/browser/*.png. Every child
 // process (fake API, server, browser) is stopped on the way out, also on
@@ -20,7 +21,7 @@ import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
-const otpBin = process.env.OTP_BIN || path.join(root, 'otp_demo');
+let otpBin = process.env.OTP_BIN || path.join(root, 'otp_demo');
 const outDir = path.join(root, 'tests', 'out', 'browser');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -470,6 +471,7 @@ async function main() {
 	await proxyMode(cfgLines, recordFile);
 	await codePages(cfgLines, recordFile);
 	await languages(cfgLines, recordFile);
+	await twoInstances(cfgLines, recordFile);
 
 	// Give late console messages or requests a moment to arrive.
 	await page.waitForTimeout(100);
@@ -807,6 +809,89 @@ async function languages(cfgLines, recordFile) {
 		assert(errors.length === 0, errors.join('; '));
 		const { code: c, sig } = await stop(srv.rec);
 		assert(c === 0, `exit ${c ?? sig}: ${tail(srv.rec.err)}`);
+	});
+}
+
+// STORE=redis (the WITH_REDIS build, OTP_REDIS_BIN): two instances on
+// one redis-server, sharing session.key. A browser's cookies are per
+// host, not per port, so one browser session spans both: the code asked
+// for on A is typed into B's code page, and a logout on A ends the
+// session on B.
+async function twoInstances(cfgLines, recordFile) {
+	const bin = process.env.OTP_REDIS_BIN ||
+		path.join(root, 'build', 'otp_demo-redis');
+	const dir = path.join(tmp, 'redis');
+	const sock = path.join(dir, 'redis.sock');
+	const inst = {};
+	let context = null;
+	fs.mkdirSync(dir, { mode: 0o700 });
+	const instance = async (name) => {
+		const state = path.join(dir, name);
+		fs.mkdirSync(state, { mode: 0o700 });
+		if (name === 'b') {
+			fs.copyFileSync(path.join(dir, 'a', 'session.key'),
+				path.join(state, 'session.key'));
+			fs.chmodSync(path.join(state, 'session.key'), 0o600);
+		}
+		const r = await flowServer(cfgLines, `redis-${name}`, [
+			`STORE='unix://${sock}'`, `STATE_DIR='${state}'`]);
+		return r;
+	};
+	await check('two instances: redis-server and both start', async () => {
+		assert(fs.existsSync(bin), `no ${bin} (make build/otp_demo-redis)`);
+		await start('redis-server', 'redis-server', ['--port', '0',
+			'--unixsocket', sock, '--save', '', '--appendonly', 'no',
+			'--dir', dir], /ready to accept connections/, childEnv());
+		const plain = otpBin;
+		otpBin = bin;
+		try {
+			inst.a = await instance('a');
+			inst.b = await instance('b');
+		} finally {
+			otpBin = plain;
+		}
+	}, true);
+	try {
+		context = await browser.newContext();
+		context.setDefaultTimeout(STEP_MS);
+		const page = await context.newPage();
+		await check('two instances: a code asked for on A verifies on B', async () => {
+			const n0 = records(recordFile).length;
+			eq((await requestAs(page, inst.a.base, '(201) 555-0166')).status(),
+				200, 'request on A');
+			const r = await waitRecords(recordFile, n0 + 1);
+			const code = r[n0].json.text.trim().split(/\s+/).pop();
+			eq((await page.goto(`${inst.b.base}/resend`)).status(), 200,
+				"B's code page");
+			await page.fill('#token', code);
+			const resp = await submit(page);
+			eq(resp.status(), 200, 'status');
+			eq(await page.title(), 'Verified – otp_demo', 'title');
+			eq(new URL(page.url()).host, new URL(inst.b.base).host, 'host');
+			eq((await context.request.get(`${inst.a.base}/auth`)).status(),
+				204, '/auth on A');
+			await shot(page, 'two-instances-verified-on-b');
+		});
+		await check('two instances: a logout on A ends the session on B', async () => {
+			const auth = (await context.cookies()).find((x) => x.name === 'otp_auth');
+			assert(auth, 'no otp_auth cookie');
+			eq((await page.goto(`${inst.a.base}/logout`)).status(), 200,
+				"A's logout page");
+			eq((await submit(page)).status(), 200, 'logout on A');
+			const replay = await context.request.get(`${inst.b.base}/auth`,
+				{ headers: { Cookie: `otp_auth=${auth.value}` } });
+			eq(replay.status(), 401, '/auth on B with the old cookie');
+		});
+	} finally {
+		if (context)
+			await context.close().catch(() => {});
+	}
+	await check('two instances: both exit cleanly on SIGTERM', async () => {
+		for (const i of [inst.a, inst.b]) {
+			const { code: c, sig } = await stop(i.rec);
+			assert(c === 0, `exit ${c ?? sig}: ${tail(i.rec.err)}`);
+			assert(!i.rec.err.includes('+12015550166'), 'full number logged');
+		}
 	});
 }
 
