@@ -2847,12 +2847,103 @@ test_hooks(void **state)
 	free(h);
 }
 
+/* ---- the log writer ---------------------------------------------------- */
+
+#define LOGW_THREADS 4
+#define LOGW_LINES 3000 /* x 4 x ~120 bytes: more than the pipe and both
+			   buffers hold, so writers wait for room */
+
+static void *
+logw_flood(void *arg)
+{
+	struct otp *otp = ((void **)arg)[0];
+	int t = (int)(intptr_t)((void **)arg)[1];
+
+	for (int i = 0; i < LOGW_LINES; i++)
+		log_line(otp, "info", "t%d n%05d %s", t, i,
+		    "................................................"
+		    "................................................");
+	return NULL;
+}
+
+/*
+ * Four threads log 3000 lines each into a pipe that is read only after a
+ * pause (so the pipe, then both buffers, fill up): every line arrives
+ * whole, once, and each thread's in the order it logged them; after
+ * logw_stop() a line is written directly.
+ */
+static void
+test_log_writer(void **state)
+{
+	struct otp *otp = calloc(1, sizeof(*otp));
+	size_t cap = (size_t)LOGW_THREADS * LOGW_LINES * 160, len = 0;
+	char *got = malloc(cap), *line, *save = NULL;
+	int pfd[2], saved = dup(STDERR_FILENO), next[LOGW_THREADS] = {0};
+	void *args[LOGW_THREADS][2];
+	pthread_t th[LOGW_THREADS];
+	size_t lines = 0;
+
+	(void)state;
+	assert_non_null(otp);
+	assert_non_null(got);
+	assert_int_equal(pipe(pfd), 0);
+	assert_true(dup2(pfd[1], STDERR_FILENO) >= 0);
+	assert_int_equal(logw_start(otp), 0);
+	for (int t = 0; t < LOGW_THREADS; t++) {
+		args[t][0] = otp, args[t][1] = (void *)(intptr_t)t;
+		assert_int_equal(pthread_create(&th[t], NULL, logw_flood,
+		    args[t]), 0);
+	}
+	usleep(50000);
+	while (lines < (size_t)LOGW_THREADS * LOGW_LINES) {
+		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+		ssize_t k;
+
+		assert_int_equal(poll(&p, 1, 10000), 1); /* a line lost: */
+		k = read(pfd[0], got + len, cap - len - 1); /* no hang */
+		assert_true(k > 0);
+		for (ssize_t i = 0; i < k; i++)
+			lines += got[len + (size_t)i] == '\n';
+		len += (size_t)k;
+	}
+	for (int t = 0; t < LOGW_THREADS; t++)
+		pthread_join(th[t], NULL);
+	logw_stop(otp);
+	assert_null(otp->logw);
+	log_line(otp, "warn", "after the writer");
+	dup2(saved, STDERR_FILENO);
+	close(saved), close(pfd[1]);
+	len += (size_t)read(pfd[0], got + len, cap - len - 1);
+	close(pfd[0]);
+	got[len] = '\0';
+	lines = 0;
+	for (line = strtok_r(got, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save), lines++) {
+		int t, n, off = 0;
+
+		if (lines == (size_t)LOGW_THREADS * LOGW_LINES) {
+			assert_string_equal(line + 21, "warn after the writer");
+			continue;
+		}
+		assert_int_equal(strlen(line), 21 + 15 + 96);
+		assert_int_equal(sscanf(line + 21, "info t%d n%d %n", &t, &n,
+		    &off), 2);
+		assert_true(t >= 0 && t < LOGW_THREADS && off == 15);
+		assert_int_equal(n, next[t]);    /* in order, none lost */
+		next[t]++;
+	}
+	assert_int_equal(lines, (size_t)LOGW_THREADS * LOGW_LINES + 1);
+	free(got);
+	free(otp);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_api_field),
 		cmocka_unit_test(test_hooks),
+		cmocka_unit_test(test_log_writer),
 		cmocka_unit_test(test_config_tutorial),
 		cmocka_unit_test(test_config_literals),
 		cmocka_unit_test(test_config_errors),
