@@ -2399,31 +2399,43 @@ rng_drbg(void *ctx, unsigned char *out, size_t len)
 }
 
 /*
- * Writes a code of len characters to out (len + 1 bytes). Hex as in the
- * tutorial: ceil(len/2) random bytes, hex-encoded, cut to len. Digits: one
- * random byte per digit, rejecting bytes >= 250 so that each digit is
- * equally likely.
+ * Writes a code of len characters to out (len + 1 bytes), and idlen
+ * random bytes (at most OTP_ID_LEN; 0: none) to id, from one draw: each
+ * call of the DRBG costs a key schedule and three AES blocks besides its
+ * output, and takes rng_lock. Hex as in the tutorial: ceil(len/2) random
+ * bytes, hex-encoded, cut to len. Digits: one random byte per digit,
+ * rejecting bytes >= 250 so that each digit is equally likely (the
+ * rejected ones are drawn again, as few as are missing).
  */
 static int
-code_generate(struct otp *otp, enum alphabet alphabet, char *out, size_t len)
+code_generate(struct otp *otp, enum alphabet alphabet, char *out, size_t len,
+              uint8_t *id, size_t idlen)
 {
-	uint8_t buf[OTP_MAX_CODE_LEN];
+	uint8_t buf[OTP_ID_LEN + OTP_MAX_CODE_LEN];
 	char hex[2 * OTP_MAX_CODE_LEN + 1];
+	size_t need = alphabet == ALPHABET_HEX ? (len + 1) / 2 : len;
+	size_t k = idlen, n = idlen + need; /* buf[k..n): not used yet */
 	int rc = -1;
 
-	if (len == 0 || len > OTP_MAX_CODE_LEN)
+	if (len == 0 || len > OTP_MAX_CODE_LEN || idlen > OTP_ID_LEN)
 		return -1;
+	if (otp->rng(otp->rng_ctx, buf, n) != 0)
+		goto out;
+	if (idlen > 0)
+		memcpy(id, buf, idlen);
 	if (alphabet == ALPHABET_HEX) {
-		if (otp->rng(otp->rng_ctx, buf, (len + 1) / 2) != 0)
-			goto out;
-		hex_encode(buf, (len + 1) / 2, hex, true);
+		hex_encode(buf + idlen, need, hex, true);
 		memcpy(out, hex, len);
 	} else {
-		for (size_t i = 0; i < len;) {
-			if (otp->rng(otp->rng_ctx, buf, 1) != 0)
-				goto out;
-			if (buf[0] < 250)
-				out[i++] = (char)('0' + buf[0] % 10);
+		for (size_t i = 0; i < len; k++) {
+			if (k == n) {
+				k = 0;
+				n = len - i;
+				if (otp->rng(otp->rng_ctx, buf, n) != 0)
+					goto out;
+			}
+			if (buf[k] < 250)
+				out[i++] = (char)('0' + buf[k] % 10);
 		}
 	}
 	out[len] = '\0';
@@ -5019,8 +5031,8 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 	char masked[32];
 	int rc = -1;
 
-	if (code_generate(otp, c->alphabet, code, (size_t)c->token_length) != 0 ||
-	    otp->rng(otp->rng_ctx, st->id, sizeof(st->id)) != 0 ||
+	if (code_generate(otp, c->alphabet, code, (size_t)c->token_length,
+	    st->id, sizeof(st->id)) != 0 ||
 	    code_mac(otp, code, strlen(code), mac) != 0) {
 		log_err(otp, "%s: random source failed", __func__);
 		st->internal = true;

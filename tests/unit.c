@@ -42,12 +42,14 @@ fake_clock(void)
 }
 
 static uint8_t fake_byte;
+static int fake_draws; /* calls of fake_rng() */
 
 /* Counts up from fake_byte: predictable "random" bytes. */
 static int
 fake_rng(void *ctx, unsigned char *out, size_t len)
 {
 	(void)ctx;
+	fake_draws++;
 	for (size_t i = 0; i < len; i++)
 		out[i] = fake_byte++;
 	return 0;
@@ -481,17 +483,17 @@ test_code_hex_lengths(void **state)
 	(void)state;
 	otp->cfg->alphabet = ALPHABET_HEX;
 	for (size_t len = 1; len <= OTP_MAX_CODE_LEN; len++) {
-		assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, len), 0);
+		assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, len, NULL, 0), 0);
 		assert_int_equal(strlen(code), len);
 		assert_int_equal(strspn(code, "0123456789ABCDEF"), len);
 	}
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 0), -1);
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, OTP_MAX_CODE_LEN + 1), -1);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 0, NULL, 0), -1);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, OTP_MAX_CODE_LEN + 1, NULL, 0), -1);
 
 	/* With a known source: bytes 0xab 0xcd give "ABC" for length 3. */
 	otp->rng = fake_rng;
 	fake_byte = 0xab;
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 3), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 3, NULL, 0), 0);
 	assert_string_equal(code, "ABA"); /* 0xab, 0xac -> "ABAC" cut to 3 */
 	otp_destroy(otp);
 }
@@ -501,16 +503,38 @@ test_code_digits_unbiased(void **state)
 {
 	struct otp *otp = make_otp();
 	char code[OTP_MAX_CODE_LEN + 1];
+	uint8_t id[OTP_ID_LEN];
 
 	(void)state;
 	otp->cfg->alphabet = ALPHABET_DIGITS;
 	otp->rng = fake_rng;
 	/* Bytes 250..255 are rejected; 0 then gives '0'. */
 	fake_byte = 250;
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 2), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 2, NULL, 0), 0);
 	assert_string_equal(code, "01");
+	/* One draw for a code and its id: the id first, then the code's
+	 * bytes; drawn again only for digits that were rejected. */
+	fake_byte = 0x10, fake_draws = 0;
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, id,
+	    sizeof(id)), 0);
+	assert_int_equal(fake_draws, 1);
+	assert_int_equal(id[0], 0x10);
+	assert_int_equal(id[OTP_ID_LEN - 1], 0x10 + OTP_ID_LEN - 1);
+	assert_string_equal(code, "234567"); /* 0x20..0x25: 32..37 */
+	fake_byte = 256 - OTP_ID_LEN - 2, fake_draws = 0; /* 2 rejected */
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, id,
+	    sizeof(id)), 0);
+	assert_int_equal(fake_draws, 2);
+	assert_string_equal(code, "012345"); /* 254 255: 0 1 2 3, then 4 5 */
+	otp->cfg->alphabet = ALPHABET_HEX;
+	fake_byte = 0x10, fake_draws = 0;
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, id,
+	    sizeof(id)), 0);
+	assert_int_equal(fake_draws, 1);
+	assert_string_equal(code, "202122");
+	otp->cfg->alphabet = ALPHABET_DIGITS;
 	otp->rng = rng_drbg;
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, NULL, 0), 0);
 	assert_int_equal(strspn(code, "0123456789"), 6);
 	otp_destroy(otp);
 }
@@ -531,7 +555,7 @@ test_code_no_repeats(void **state)
 	(void)state;
 	otp->cfg->alphabet = ALPHABET_HEX;
 	for (int i = 0; i < N; i++)
-		assert_int_equal(code_generate(otp, otp->cfg->alphabet, codes[i], 16), 0);
+		assert_int_equal(code_generate(otp, otp->cfg->alphabet, codes[i], 16, NULL, 0), 0);
 	qsort(codes, N, sizeof(codes[0]), cmp_codes);
 	for (int i = 1; i < N; i++)
 		assert_string_not_equal(codes[i - 1], codes[i]);
