@@ -630,6 +630,7 @@ static int64_t clock_ms(clockid_t id);
 static int64_t clock_monotonic_ms(void);
 static int64_t clock_wall_ms(void);
 static void time_rfc3339(int64_t sec, char out[24]);
+static void deadline_in(struct timespec *ts, int64_t us);
 static void hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
 static int hex_decode(const char *in, size_t len, uint8_t *out);
 static bool ct_equal(const void *a, const void *b, size_t len);
@@ -7909,11 +7910,7 @@ hooks_wait(struct hooks *h, const struct hook *next)
 		return;
 	}
 	ms = next->due_ms - h->now_ms();
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L)
-		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+	deadline_in(&ts, ms * 1000);
 	pthread_cond_timedwait(&h->cond, &h->lock, &ts);
 }
 
@@ -9960,11 +9957,7 @@ logw_gather(struct log_writer *w, long us)
 
 	if (w->stopping || w->len >= sizeof(w->buf[0]) / 2)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += us / 1000000;
-	ts.tv_nsec += us % 1000000 * 1000L;
-	if (ts.tv_nsec >= 1000000000L)
-		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+	deadline_in(&ts, us);
 	pthread_cond_timedwait(&w->wake, &w->lock, &ts);
 }
 
@@ -10075,6 +10068,20 @@ logw_free(struct log_writer *w)
 	pthread_cond_destroy(&w->wake);
 	pthread_mutex_destroy(&w->lock);
 	free(w);
+}
+
+/* *ts = CLOCK_MONOTONIC now plus us microseconds (at least 0): a
+ * deadline for pthread_cond_timedwait() on a CLOCK_MONOTONIC cond. */
+static void
+deadline_in(struct timespec *ts, int64_t us)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	if (us < 0)
+		us = 0;
+	ts->tv_sec += (time_t)(us / 1000000);
+	ts->tv_nsec += (long)(us % 1000000) * 1000L;
+	if (ts->tv_nsec >= 1000000000L)
+		ts->tv_sec++, ts->tv_nsec -= 1000000000L;
 }
 
 /* Unix time sec as RFC 3339 in UTC: "2026-01-31T23:59:59Z". */
