@@ -39,7 +39,8 @@
  *			otp_destroy, the sweeper thread
  *	server certificate
  *	main
- *	utilities
+ *	utilities	log_line() and its writer thread (logw_*), clocks,
+ *			hex, HMAC, strings
  *
  * Nothing is allocated per request: the tables are sized once at start-up,
  * bodies and pages live in bounded stack buffers.
