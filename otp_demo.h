@@ -43,6 +43,8 @@ typedef void (*otp_verified_fn)(void *arg, const char *phone,
  * Call curl_global_init() (and, with mbedTLS 3, psa_crypto_init()) before.
  * It makes the whole process non-dumpable (PR_SET_DUMPABLE 0: no core
  * dumps, no ptrace by other users), since a dump would hold codes.
+ * With LOG stderr it starts a thread that writes the instance's log
+ * lines (whole lines, one write(2) per batch).
  * Mount it on a context started with decode_url=no, so that each page
  * has one spelling (otp_mount logs a warning otherwise).
  */
@@ -82,8 +84,9 @@ void otp_on_verified(struct otp *otp, otp_verified_fn fn, void *arg);
  */
 void otp_stop(struct otp *otp);
 
-/* Frees everything (webhook events still queued are lost); call after
- * mg_stop() of every context it was mounted on. */
+/* Frees everything (webhook events still queued are lost; log lines
+ * still queued are written first); call after mg_stop() of every
+ * context it was mounted on. */
 void otp_destroy(struct otp *otp);
 
 /* The version string, e.g. "0.1.0". */

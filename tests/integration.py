@@ -2563,6 +2563,179 @@ def case_sigint_clean_exit(ctx):
     check(rc == 0, "exit on SIGINT: %s (want 0)" % rc)
 
 
+# ---- the log: one writer thread ----------------------------------------------
+
+LOG_LINE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:"
+                         r"[0-9]{2}Z (info|warn|error|debug) \S")
+FLOOD_PHONE = "+1201555%04d"    # +1 201 555 1000 on: a line of its own
+
+
+def _console_server(ctx, overrides=None):
+    """A console-sender server with the limits off."""
+    ctx.start_fake()
+    ctx.start_server(dict(harness.LIMITS_OFF, API_KEY="YOUR_API_KEY",
+                          THREADS=8, **(overrides or {})))
+
+
+def _torn_lines(lines):
+    """Lines that are not one whole log line: no stamp and level at the
+    start, or a second stamp inside (two lines run together)."""
+    return [ln for ln in lines if not LOG_LINE_RE.match(ln) or
+            re.search(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z", ln[20:])]
+
+
+def _log_counts(lines, rx):
+    """{group 1: how many lines match rx} over lines."""
+    out = {}
+    for ln in lines:
+        m = re.search(rx, ln)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0) + 1
+    return out
+
+
+def _flood_one(ctx, b, phone, verify):
+    """One request (and a wrong code for it): the last two digits of
+    phone, or an exception's text if an answer was not the expected."""
+    r = b.request_code(phone)
+    if r.status != 200:
+        return "request %s -> %d" % (phone, r.status)
+    if verify:
+        code = harness.console_code(ctx.server, phone, 0, 10.0)
+        r = b.verify(wrong_code(code))
+        if r.status != 403:
+            return "wrong code for %s -> %d" % (phone, r.status)
+    return phone[-2:]
+
+
+def case_log_flood_whole_lines(ctx):
+    """Six clients at once, 40 requests and 40 wrong codes each: every
+    line they cause is in the log exactly once (request, sent, failed:
+    counted per masked number), every line is whole (lines gathered by
+    the log writer are never torn or run together), and so is stdout."""
+    _console_server(ctx)
+    nthreads, per = 6, 40
+    bs = [ctx.browser("F%d" % t) for t in range(nthreads)]
+    for b in bs:
+        b.ensure_session()
+    n0 = len(ctx.server.err_lines)
+
+    def client(t):
+        return [_flood_one(ctx, bs[t], FLOOD_PHONE % (1000 + t * per + i),
+                           True) for i in range(per)]
+    results = _parallel(nthreads, client)
+    bad = [r for r in results if isinstance(r, Exception)] + \
+        [x for r in results if isinstance(r, list) for x in r if len(x) != 2]
+    check(not bad, "the flood: %s" % short(str(bad[:3]), 300))
+    want = {}
+    for r in results:
+        for nn in r:
+            want[nn] = want.get(nn, 0) + 1
+    total = nthreads * per
+    got = ctx.server.wait_log(r"", n0 + 3 * total - 1, 10.0)
+    check(got, "fewer than %d log lines after the flood" % (3 * total))
+    time.sleep(0.3)     # nothing more may come: a duplicate would
+    lines = ctx.server.err_lines[n0:]
+    torn = _torn_lines(lines) + [ln for ln in ctx.server.out_lines
+                                 if not re.fullmatch(r"SMS to \+[0-9]+: .+",
+                                                     ln)]
+    check(not torn, "torn or run-together lines: %s" % short(str(torn[:3]),
+                                                             300))
+    for kind in ("request", "sent"):
+        counts = _log_counts(lines, r" info %s to=\+1\*{8}([0-9]{2})(?: |$)"
+                             % kind)
+        check(counts == want, "'%s' lines per number: %s, want %s"
+              % (kind, sorted(counts.items())[:5], sorted(want.items())[:5]))
+    failed = sum(1 for ln in lines if ln.endswith(" info failed ip=127.0.0.1"))
+    check(failed == total and len(lines) == 3 * total,
+          "%d 'failed' lines and %d in all, want %d and %d"
+          % (failed, len(lines), total, 3 * total))
+    sms = _log_counts(ctx.server.out_lines, r"^SMS to (\+[0-9]+):")
+    check(sorted(sms) == sorted(FLOOD_PHONE % (1000 + i) for i in range(total))
+          and set(sms.values()) == {1}, "stdout: not one SMS per number")
+
+
+def case_log_sigterm_keeps_lines(ctx):
+    """SIGTERM while eight clients are still sending: every request that
+    was answered has its lines in the log (the writer writes what is
+    queued before the process exits, requests that finish after the
+    signal too), none torn, none more often than requests were sent.
+    limits.state cannot be written (limits.state.tmp is a directory), so
+    the last lines are the error of its save at exit, logged just before
+    the writer stops: they are there too."""
+    state = os.path.join(ctx.dir, "state")
+    os.makedirs(os.path.join(state, "limits.state.tmp"), 0o700)
+    _console_server(ctx, {"STATE_DIR": state})
+    nthreads, per = 8, 400
+    bs = [ctx.browser("S%d" % t) for t in range(nthreads)]
+    for b in bs:
+        b.ensure_session()
+    n0 = len(ctx.server.err_lines)
+    answered = threading.Semaphore(0)
+
+    def client(t):
+        done = []
+        for i in range(per):
+            try:
+                got = _flood_one(ctx, bs[t], FLOOD_PHONE % (1000 + t * per
+                                                            + i), False)
+            except Exception:   # noqa: BLE001 (the server stopped)
+                break
+            if len(got) != 2:
+                break
+            done.append(got)
+            answered.release()
+        return done
+    stopper = threading.Thread(target=lambda: (
+        [answered.acquire(timeout=30) for _ in range(200)],
+        ctx.server.stop()))
+    stopper.start()
+    results = _parallel(nthreads, client)
+    stopper.join(60)
+    check(ctx.server.rc == 0, "exit status after SIGTERM: %s"
+          % (ctx.server.rc,))
+    done = [nn for r in results if isinstance(r, list) for nn in r]
+    check(200 <= len(done) < nthreads * per, "%d requests answered: the "
+          "flood did not overlap SIGTERM" % len(done))
+    lines = ctx.server.err_lines[n0:]
+    print("  %d requests answered, %d log lines" % (len(done), len(lines)))
+    check(not _torn_lines(lines), "torn lines: %s"
+          % short(str(_torn_lines(lines)[:3]), 300))
+    stop = [i for i, ln in enumerate(lines)
+            if ln.endswith(" info signal 15: stopping")]
+    check(stop and any(re.search(r" error state_write: cannot write "
+                                 r"\S*/limits\.state: ", ln)
+                       for ln in lines[stop[0]:]),
+          "no 'signal 15: stopping' line, or no error of the save at exit "
+          "after it: %s" % short(" | ".join(lines[-3:]), 300))
+    for kind in ("request", "sent"):
+        counts = _log_counts(lines, r" info %s to=\+1\*{8}([0-9]{2})(?: |$)"
+                             % kind)
+        short_of = {nn: n for nn in set(done) for n in [done.count(nn)]
+                    if counts.get(nn, 0) < n}
+        check(not short_of, "'%s' lines missing after SIGTERM for %s"
+              % (kind, sorted(short_of)[:5]))
+        check(sum(counts.values()) <= nthreads * per,
+              "more '%s' lines than requests" % kind)
+
+
+def case_log_prompt_when_idle(ctx):
+    """At low load a line is written at once: after each of 20 requests
+    sent one at a time, with nothing else happening, its 'sent' line
+    comes (within a generous 5 s) without waiting for more lines or for
+    the shutdown."""
+    _console_server(ctx)
+    b = ctx.browser()
+    for i in range(20):
+        n0 = len(ctx.server.err_lines)
+        phone = FLOOD_PHONE % (1000 + i)
+        r = b.request_code(phone)
+        check(r.status == 200, "request %s -> %r" % (phone, r))
+        check(ctx.server.wait_log(r" info sent to=\+1\*{8}%s$" % phone[-2:],
+                                  n0, 5.0),
+              "request %d: its 'sent' line was not written" % (i + 1))
+
+
 # ---- restarts, key files, TLS listeners --------------------------------------
 
 def _verify_flow(ctx, b, phone):

@@ -42,12 +42,14 @@ fake_clock(void)
 }
 
 static uint8_t fake_byte;
+static int fake_draws; /* calls of fake_rng() */
 
 /* Counts up from fake_byte: predictable "random" bytes. */
 static int
 fake_rng(void *ctx, unsigned char *out, size_t len)
 {
 	(void)ctx;
+	fake_draws++;
 	for (size_t i = 0; i < len; i++)
 		out[i] = fake_byte++;
 	return 0;
@@ -481,17 +483,17 @@ test_code_hex_lengths(void **state)
 	(void)state;
 	otp->cfg->alphabet = ALPHABET_HEX;
 	for (size_t len = 1; len <= OTP_MAX_CODE_LEN; len++) {
-		assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, len), 0);
+		assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, len, NULL, 0), 0);
 		assert_int_equal(strlen(code), len);
 		assert_int_equal(strspn(code, "0123456789ABCDEF"), len);
 	}
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 0), -1);
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, OTP_MAX_CODE_LEN + 1), -1);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 0, NULL, 0), -1);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, OTP_MAX_CODE_LEN + 1, NULL, 0), -1);
 
 	/* With a known source: bytes 0xab 0xcd give "ABC" for length 3. */
 	otp->rng = fake_rng;
 	fake_byte = 0xab;
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 3), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 3, NULL, 0), 0);
 	assert_string_equal(code, "ABA"); /* 0xab, 0xac -> "ABAC" cut to 3 */
 	otp_destroy(otp);
 }
@@ -501,16 +503,38 @@ test_code_digits_unbiased(void **state)
 {
 	struct otp *otp = make_otp();
 	char code[OTP_MAX_CODE_LEN + 1];
+	uint8_t id[OTP_ID_LEN];
 
 	(void)state;
 	otp->cfg->alphabet = ALPHABET_DIGITS;
 	otp->rng = fake_rng;
 	/* Bytes 250..255 are rejected; 0 then gives '0'. */
 	fake_byte = 250;
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 2), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 2, NULL, 0), 0);
 	assert_string_equal(code, "01");
+	/* One draw for a code and its id: the id first, then the code's
+	 * bytes; drawn again only for digits that were rejected. */
+	fake_byte = 0x10, fake_draws = 0;
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, id,
+	    sizeof(id)), 0);
+	assert_int_equal(fake_draws, 1);
+	assert_int_equal(id[0], 0x10);
+	assert_int_equal(id[OTP_ID_LEN - 1], 0x10 + OTP_ID_LEN - 1);
+	assert_string_equal(code, "234567"); /* 0x20..0x25: 32..37 */
+	fake_byte = 256 - OTP_ID_LEN - 2, fake_draws = 0; /* 2 rejected */
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, id,
+	    sizeof(id)), 0);
+	assert_int_equal(fake_draws, 2);
+	assert_string_equal(code, "012345"); /* 254 255: 0 1 2 3, then 4 5 */
+	otp->cfg->alphabet = ALPHABET_HEX;
+	fake_byte = 0x10, fake_draws = 0;
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, id,
+	    sizeof(id)), 0);
+	assert_int_equal(fake_draws, 1);
+	assert_string_equal(code, "202122");
+	otp->cfg->alphabet = ALPHABET_DIGITS;
 	otp->rng = rng_drbg;
-	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6), 0);
+	assert_int_equal(code_generate(otp, otp->cfg->alphabet, code, 6, NULL, 0), 0);
 	assert_int_equal(strspn(code, "0123456789"), 6);
 	otp_destroy(otp);
 }
@@ -531,7 +555,7 @@ test_code_no_repeats(void **state)
 	(void)state;
 	otp->cfg->alphabet = ALPHABET_HEX;
 	for (int i = 0; i < N; i++)
-		assert_int_equal(code_generate(otp, otp->cfg->alphabet, codes[i], 16), 0);
+		assert_int_equal(code_generate(otp, otp->cfg->alphabet, codes[i], 16, NULL, 0), 0);
 	qsort(codes, N, sizeof(codes[0]), cmp_codes);
 	for (int i = 1; i < N; i++)
 		assert_string_not_equal(codes[i - 1], codes[i]);
@@ -3014,12 +3038,103 @@ test_hooks(void **state)
 	free(h);
 }
 
+/* ---- the log writer ---------------------------------------------------- */
+
+#define LOGW_THREADS 4
+#define LOGW_LINES 3000 /* x 4 x ~120 bytes: more than the pipe and both
+			   buffers hold, so writers wait for room */
+
+static void *
+logw_flood(void *arg)
+{
+	struct otp *otp = ((void **)arg)[0];
+	int t = (int)(intptr_t)((void **)arg)[1];
+
+	for (int i = 0; i < LOGW_LINES; i++)
+		log_line(otp, "info", "t%d n%05d %s", t, i,
+		    "................................................"
+		    "................................................");
+	return NULL;
+}
+
+/*
+ * Four threads log 3000 lines each into a pipe that is read only after a
+ * pause (so the pipe, then both buffers, fill up): every line arrives
+ * whole, once, and each thread's in the order it logged them; after
+ * logw_stop() a line is written directly.
+ */
+static void
+test_log_writer(void **state)
+{
+	struct otp *otp = calloc(1, sizeof(*otp));
+	size_t cap = (size_t)LOGW_THREADS * LOGW_LINES * 160, len = 0;
+	char *got = malloc(cap), *line, *save = NULL;
+	int pfd[2], saved = dup(STDERR_FILENO), next[LOGW_THREADS] = {0};
+	void *args[LOGW_THREADS][2];
+	pthread_t th[LOGW_THREADS];
+	size_t lines = 0;
+
+	(void)state;
+	assert_non_null(otp);
+	assert_non_null(got);
+	assert_int_equal(pipe(pfd), 0);
+	assert_true(dup2(pfd[1], STDERR_FILENO) >= 0);
+	assert_int_equal(logw_start(otp), 0);
+	for (int t = 0; t < LOGW_THREADS; t++) {
+		args[t][0] = otp, args[t][1] = (void *)(intptr_t)t;
+		assert_int_equal(pthread_create(&th[t], NULL, logw_flood,
+		    args[t]), 0);
+	}
+	usleep(50000);
+	while (lines < (size_t)LOGW_THREADS * LOGW_LINES) {
+		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+		ssize_t k;
+
+		assert_int_equal(poll(&p, 1, 10000), 1); /* a line lost: */
+		k = read(pfd[0], got + len, cap - len - 1); /* no hang */
+		assert_true(k > 0);
+		for (ssize_t i = 0; i < k; i++)
+			lines += got[len + (size_t)i] == '\n';
+		len += (size_t)k;
+	}
+	for (int t = 0; t < LOGW_THREADS; t++)
+		pthread_join(th[t], NULL);
+	logw_stop(otp);
+	assert_null(otp->logw);
+	log_line(otp, "warn", "after the writer");
+	dup2(saved, STDERR_FILENO);
+	close(saved), close(pfd[1]);
+	len += (size_t)read(pfd[0], got + len, cap - len - 1);
+	close(pfd[0]);
+	got[len] = '\0';
+	lines = 0;
+	for (line = strtok_r(got, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save), lines++) {
+		int t, n, off = 0;
+
+		if (lines == (size_t)LOGW_THREADS * LOGW_LINES) {
+			assert_string_equal(line + 21, "warn after the writer");
+			continue;
+		}
+		assert_int_equal(strlen(line), 21 + 15 + 96);
+		assert_int_equal(sscanf(line + 21, "info t%d n%d %n", &t, &n,
+		    &off), 2);
+		assert_true(t >= 0 && t < LOGW_THREADS && off == 15);
+		assert_int_equal(n, next[t]);    /* in order, none lost */
+		next[t]++;
+	}
+	assert_int_equal(lines, (size_t)LOGW_THREADS * LOGW_LINES + 1);
+	free(got);
+	free(otp);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_api_field),
 		cmocka_unit_test(test_hooks),
+		cmocka_unit_test(test_log_writer),
 		cmocka_unit_test(test_config_tutorial),
 		cmocka_unit_test(test_config_literals),
 		cmocka_unit_test(test_config_errors),
