@@ -11,6 +11,9 @@ fetches GET / on a new connection 20 times, one every 0.1 s, starting
 tries, the slowest) stays under 1 s. That bound has a wide margin: a
 served page takes milliseconds, a stalled one seconds (before the
 waiting room, 8 slow connections stalled every worker for up to 5 s).
+A scenario over the bound runs once more on a fresh server, and only a
+second run over it fails: on a loaded machine one try in 20 can wait
+for the scheduler, while an attack that works stalls every run.
 
 Each scenario runs against a fresh otp_demo with the default config
 (THREADS 8) on 127.0.0.1:
@@ -368,6 +371,16 @@ def main():
         try:
             r = measure(name, n, sources, mode, tls,
                         rss=(name == "one-address"))
+            if r["p99"] >= BOUND:
+                # One slow try in 20 can be the machine, not the server:
+                # a scheduler stall on a loaded 2-core box. An attack
+                # that works stalls the next run too, so only a second
+                # run over the bound fails.
+                print("   %s: p99 %.3f s over the bound; once more: %s"
+                      % (name, r["p99"], " ".join(
+                          "%.2f" % x for x in r["times"])), flush=True)
+                r = measure(name, n, sources, mode, tls,
+                            rss=(name == "one-address"))
         except Exception as e:  # noqa: BLE001
             t.check("%s: runs" % name, False, "%s: %s" % (type(e).__name__,
                                                           e))
