@@ -6554,8 +6554,7 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	int rc = -1;
 
 	if (code_generate(otp, c->alphabet, rs->code,
-	    (size_t)c->token_length) != 0 ||
-	    otp->rng(otp->rng_ctx, st->id, sizeof(st->id)) != 0 ||
+	    (size_t)c->token_length, st->id, sizeof(st->id)) != 0 ||
 	    code_mac(otp, rs->code, strlen(rs->code), m) != 0) {
 		log_err(otp, "%s: random source failed", __func__);
 		st->internal = true;
