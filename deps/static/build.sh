@@ -14,6 +14,8 @@
 #   CPU       CPU flags every compile gets (-march=armv6 ...)
 #   OPT       optimisation flags (-Os -ffunction-sections ...)
 #   CONFIG_H  deps/mbedtls_config.h (mbedtls only)
+#   LTO       link-time optimisation flags for mbedtls and curl (-flto ...),
+#             or empty; their archives then hold GIMPLE, made with gcc-ar
 #
 # The build log goes to $WORK/NAME.log; on failure its tail is printed.
 # Each dependency is built with make -j2 (the machines here have 2 cores).
@@ -21,7 +23,7 @@ set -eu
 
 what=$1
 : "${TARBALL:?}" "${WORK:?}" "${PREFIX:?}" "${TRIPLET:?}" "${OPT:?}"
-CROSS=${CROSS-} CPU=${CPU-}
+CROSS=${CROSS-} CPU=${CPU-} LTO=${LTO-}
 # A -j in the caller's MAKEFLAGS (or its jobserver) must not leak in here.
 unset MAKEFLAGS MFLAGS MAKELEVEL
 mkdir -p "$WORK" "$PREFIX"
@@ -55,6 +57,15 @@ if [ -n "$CROSS" ]; then
 	cc=${CROSS}gcc ar=${CROSS}ar ranlib=${CROSS}ranlib
 else
 	cc=gcc ar=ar ranlib=ranlib
+fi
+# The libraries compiled with LTO need the archiver with gcc's LTO plugin,
+# or the archive index lists none of their symbols. musl keeps plain
+# objects: its startup code and the symbols gcc itself emits calls to
+# (memcpy, memset) must exist as real code when the link's LTO runs.
+if [ -n "$LTO" ]; then
+	lto_ar=${CROSS}gcc-ar lto_ranlib=${CROSS}gcc-ranlib
+else
+	lto_ar=$ar lto_ranlib=$ranlib
 fi
 # After musl is installed, everything else compiles through its wrapper.
 musl_cc="$PREFIX/bin/musl-gcc $CPU"
@@ -90,8 +101,8 @@ mbedtls)
 	# same options the library was built with.
 	cp "$CONFIG_H" include/mbedtls/mbedtls_config.h
 	# Only the three libraries: the programs and tests are not needed.
-	run make -C library -j2 CC="$musl_cc" AR="$ar" \
-		CFLAGS="$OPT" libmbedcrypto.a libmbedx509.a libmbedtls.a
+	run make -C library -j2 CC="$musl_cc" AR="$lto_ar" \
+		CFLAGS="$OPT $LTO" libmbedcrypto.a libmbedx509.a libmbedtls.a
 	mkdir -p "$PREFIX/include" "$PREFIX/lib"
 	rm -rf "$PREFIX/include/mbedtls" "$PREFIX/include/psa"
 	cp -R include/mbedtls include/psa "$PREFIX/include/"
@@ -107,6 +118,9 @@ curl)
 	# No CA bundle is compiled in: otp_demo always passes SMS_CA_FILE or
 	# the system bundle it found. pkg-config is pointed at nothing, so no
 	# library of the build machine can sneak into a cross build.
+	# -ffat-lto-objects: configure's tests then compile to real code too,
+	# as without LTO, so what it finds cannot depend on it.
+	curl_lto=${LTO:+$LTO -ffat-lto-objects}
 	run ./configure --host="$TRIPLET" --prefix="$PREFIX" \
 		--disable-shared --enable-static \
 		--with-mbedtls="$PREFIX" --without-openssl --without-gnutls \
@@ -136,7 +150,7 @@ curl)
 		--disable-versioned-symbols --disable-curldebug --disable-debug \
 		--disable-ares --enable-threaded-resolver --enable-ipv6 \
 		--without-fish-functions-dir --without-zsh-functions-dir \
-		CC="$musl_cc" AR="$ar" RANLIB="$ranlib" CFLAGS="$OPT" \
+		CC="$musl_cc" AR="$lto_ar" RANLIB="$lto_ranlib" CFLAGS="$OPT $curl_lto" \
 		CPPFLAGS= LDFLAGS=-static LIBS= \
 		PKG_CONFIG=false PKG_CONFIG_LIBDIR="$WORK/no-pkgconfig"
 	# Only libcurl itself (lib/ also builds a unit-test copy by default),
