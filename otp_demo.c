@@ -9650,7 +9650,9 @@ api_dispatch(struct req *r)
  * WEBHOOK_URL is told when an API verification is approved, expires or
  * is locked: a POST of {"type", "id", "status", "to" (masked),
  * "occurred_at"}, signed (hook_send()). The store queues an event as the
- * record ends (hook_note(), under its lock: a copy, never a wait); one
+ * record ends (hook_note(), under its lock: a copy, never a wait; with
+ * Redis, redis_hook() after the script that ended it, and the sweeper's
+ * claim of expired records, redis_sweep()); one
  * thread delivers them, a try at a time, so a slow receiver delays only
  * other events, never a request. A failed try (not 2xx, or no answer
  * within SMS_TIMEOUT) is tried again after hook_backoff[]; after
