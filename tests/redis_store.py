@@ -376,18 +376,44 @@ def webhooks_across(ctx, redis, pair, rcv):
         S.hook_check(rec, got[j["id"]], j["id"], r"\+1\*{8}0[123]")
 
 
-def case_webhooks_across(ctx):
+def killed_after_claim(ctx, redis, pair, rcv):
+    """Delivery is at most once (README): with B stopped, A claims an
+    expiry and its first try fails (500); A is killed before the retry.
+    B, started again, never sends that event: the claim took it out of
+    the pending index, which is empty."""
+    for srv in (pair.b, pair.a):
+        if srv is pair.a:
+            rcv.answers = [500] * 10
+            r = H.Client(pair.a.port).api("POST", H.API,
+                                          {"phone": "+12015550404"})
+            check(r.status == 201, "create on A: %s" % H.brief(r))
+            ctx.note_phone("+12015550404")
+            code_of(pair, "+12015550404")
+            check(rcv.wait_requests(1, 15) == 1, "no first try")
+            srv.proc.kill()
+        srv.stop()
+        pair.servers.remove(srv)
+        ctx.old_servers.append(srv)
+    b = pair.start("b", tag="2")
+    time.sleep(3)               # three rounds of B's sweeper
+    check(rcv.count() == 1, "%d tries, want 1: the event was sent again"
+          % rcv.count())
+    check(pending(b) == 0, "otp_pending_codes %d after the claim"
+          % pending(b))
+
+
+def case_webhooks_across(ctx, fn=webhooks_across):
     c, k = ctx.cert("server")
     rcv = H.fake_api.FakeApi(c, k, mode="generic",
                              record=os.path.join(ctx.dir, "hooks.jsonl"))
     rcv.start()
     ctx.secrets["the webhook secret"] = S.HOOK_SECRET
     try:
-        with_pair(lambda ctx, redis, pair: webhooks_across(
-            ctx, redis, pair, rcv), extra={
-                "WEBHOOK_URL": rcv.base_url + "/hooks/otp",
-                "WEBHOOK_SECRET": S.HOOK_SECRET, "MAX_ATTEMPTS": 2,
-                "SMS_CA_FILE": ctx.cert("ca")[0], "CODE_TTL": 3})(ctx)
+        with_pair(lambda ctx, redis, pair: fn(ctx, redis, pair, rcv),
+                  extra={"WEBHOOK_URL": rcv.base_url + "/hooks/otp",
+                         "WEBHOOK_SECRET": S.HOOK_SECRET, "MAX_ATTEMPTS": 2,
+                         "SMS_CA_FILE": ctx.cert("ca")[0], "CODE_TTL": 2,
+                         "METRICS": True})(ctx)
     finally:
         rcv.stop()
 
@@ -553,6 +579,8 @@ CASES = [
     ("pending_cap_across", with_pair(pending_cap_across, extra={
         "MAX_PENDING": 4, "THREADS": 16, "METRICS": True})),
     ("webhooks_across", case_webhooks_across),
+    ("webhook_killed_after_claim", lambda ctx: case_webhooks_across(
+        ctx, killed_after_claim)),
     ("redis_down_and_back", with_pair(redis_down_and_back)),
     ("slow_redis", with_pair(slow_redis)),
     ("wrong_password", case_wrong_password),
