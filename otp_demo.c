@@ -2219,11 +2219,6 @@ config_check_store(struct config *c, const struct origin *o, char *err,
 		return config_error(err, errlen, where, "STORE other than "
 		    "memory needs STATE_DIR, with the same session.key on "
 		    "every instance");
-	/* Webhook events are queued as the memory store's records end; a
-	 * shared store has no such moment in this process (yet). */
-	if (c->webhook_url[0] != '\0')
-		return config_error(err, errlen, where, "STORE other than "
-		    "memory does not deliver webhooks yet: unset WEBHOOK_URL");
 	return 0;
 }
 
@@ -2838,6 +2833,11 @@ code_strength_digits(const struct config *c)
 
 static void hook_note(struct hooks *h, uint32_t slot, const struct record *r,
                       enum hook_event e); /* in "webhooks" */
+#ifdef WITH_REDIS
+static void hook_queue(struct hooks *h, uint32_t slot,
+                       const uint8_t id[OTP_ID_LEN], const char *to,
+                       enum hook_event e); /* in "webhooks" */
+#endif
 
 static int
 store_init(struct store *st, uint32_t cap)
@@ -5574,6 +5574,20 @@ verification_reserve(void *arg, int32_t slot)
 	return LIMIT_NONE;
 }
 
+/* MAX_PENDING codes are live (in this table, or across the instances
+ * that share Redis): no new record for phone. Logged; st says so. */
+static void
+verification_full(struct otp *otp, const struct config *c, const char *phone,
+                  struct start *st)
+{
+	char masked[32];
+
+	phone_mask(phone, masked, sizeof(masked));
+	log_warn(otp, "table_full to=%s capacity=%ld", masked, c->max_pending);
+	st->full = true;
+	st->retry = c->code_ttl;
+}
+
 /* Makes a new record for phone: code, id, hash. 0, or -1 with st set. */
 static int
 verification_new(struct otp *otp, const struct config *c, const char *phone,
@@ -5581,7 +5595,6 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
                  char code[OTP_MAX_CODE_LEN + 1], struct start *st)
 {
 	uint8_t mac[OTP_MAC_LEN];
-	char masked[32];
 	int rc = -1;
 
 	if (code_generate(otp, c->alphabet, code, (size_t)c->token_length,
@@ -5591,11 +5604,7 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 		st->internal = true;
 	} else if (store_add(&otp->store, phone, code, mac, st->id, ow, now,
 	    c->code_ttl * 1000, &st->slot) != 0) {
-		phone_mask(phone, masked, sizeof(masked));
-		log_warn(otp, "table_full to=%s capacity=%ld", masked,
-		    c->max_pending);
-		st->full = true;
-		st->retry = c->code_ttl;
+		verification_full(otp, c, phone, st);
 	} else {
 		int32_t slot = (int32_t)st->slot;
 
@@ -5960,7 +5969,12 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
  * record), otp:a: an address, otp:nh: otp:nd: a network, otp:v: wrong
  * codes per address, otp:g:hour|day|api the caps; otp:x:<session> a
  * revoked session. <key> is limits_hash()'s: keyed, so the same number
- * is the same key on every instance that shares the state key.
+ * is the same key on every instance that shares the state key. otp:p,
+ * the pending index: a sorted set of the ids of records with a code,
+ * scored by their expiry, kept by the scripts that make and end records;
+ * its unexpired members are MAX_PENDING's count across instances
+ * (ZCOUNT, O(log N)), and its expired ones are popped by one sweeper of
+ * all (lua_claim) for their "expired" webhooks: each once, at most.
  *
  * Connections: one per worker thread, made at its first request and kept
  * (a pthread key frees it when the thread ends); a command that fails or
@@ -5971,7 +5985,8 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 
 /* The scripts' states are enum rec_state's numbers. */
 _Static_assert(REC_LIVE == 1 && REC_LOCKED == 2 && REC_EXPIRED == 3 &&
-    REC_VERIFIED == 4, "the Lua scripts name states by number");
+    REC_VERIFIED == 4 && NS_API == 2, "the Lua scripts name states and "
+    "namespaces by number");
 
 #define LUA_PRELUDE                                                           \
 	"local t = redis.call('TIME')\n"                                      \
@@ -5999,11 +6014,12 @@ _Static_assert(REC_LIVE == 1 && REC_LOCKED == 2 && REC_EXPIRED == 3 &&
 	"local function age(k)\n"                                             \
 	"  local r = redis.call('HMGET', k, 'st', 'exp', 'ns')\n"             \
 	"  if (r[1] == '1' or r[1] == '2') and now >= tonumber(r[2]) then\n"  \
-	"    redis.call('HSET', k, 'st', '3')\n"                              \
+	"    redis.call('HSET', k, 'st', '3', 'ex', r[1])\n"                  \
 	"    redis.call('HDEL', k, 'mac', 'enc')\n"                           \
 	"    if r[3] ~= '1' then redis.call('HDEL', k, 'ph', 'sh') end\n"     \
 	"  end\n"                                                             \
 	"end\n"                                                               \
+	"local P = 'otp:p'\n"                                                 \
 	"local function mine(r, ns, sid)\n"                                   \
 	"  return r[1] and r[2] == ns and r[3] == sid\n"                      \
 	"end\n"
@@ -6015,7 +6031,9 @@ _Static_assert(REC_LIVE == 1 && REC_LOCKED == 2 && REC_EXPIRED == 3 &&
  * newest), the new record. ARGV: per number, per address, API hour, hour,
  * day, network hour and day shares, resend hold, number hold, flags (c:
  * per client, a: the API), phone, ns, sid, max sends, ttl, new id, mac,
- * enc. Returns {limit name, retry} or {'none', resent, id, enc}.
+ * enc, MAX_PENDING, the masked phone (for a webhook). Returns {limit
+ * name, retry}, {'full'} (MAX_PENDING codes live: nothing counted) or
+ * {'none', resent, id, enc}. A new record joins the pending index.
  */
 static const char lua_send[] = LUA_PRELUDE
 	"local A = ARGV\n"
@@ -6052,10 +6070,15 @@ static const char lua_send[] = LUA_PRELUDE
 	"  end\n"
 	"end\n"
 	"if resent == 0 then\n"
+	"  if redis.call('ZCOUNT', P, '(' .. now, '+inf') >= tonumber(A[19]) then\n"
+	"    return {'full'} end\n"
+	"  local exp, keep = now + tonumber(A[15]), tonumber(A[15]) + 60000\n"
 	"  redis.call('HSET', KEYS[9], 'st', 1, 'ns', A[12], 'sid', A[13],\n"
 	"    'ph', A[11], 'mac', A[17], 'enc', A[18], 'at', 0, 'sends', 1,\n"
-	"    'exp', now + tonumber(A[15]))\n"
-	"  redis.call('PEXPIRE', KEYS[9], tonumber(A[15]) + 60000)\n"
+	"    'exp', exp, 'mk', A[20])\n"
+	"  redis.call('PEXPIRE', KEYS[9], keep)\n"
+	"  redis.call('ZADD', P, exp, id)\n"
+	"  if redis.call('PTTL', P) < keep then redis.call('PEXPIRE', P, keep) end\n"
 	"end\n"
 	"add(KEYS[1], H, tonumber(A[9]))\n"
 	"redis.call('HSET', KEYS[1], 'l', now)\n"
@@ -6073,7 +6096,8 @@ static const char lua_undo[] = LUA_PRELUDE
 	"else\n"
 	"  age(KEYS[2])\n"
 	"  local st = redis.call('HGET', KEYS[2], 'st')\n"
-	"  if st == '1' or st == '2' then redis.call('DEL', KEYS[2]) end\n"
+	"  if st == '1' or st == '2' then redis.call('DEL', KEYS[2])\n"
+	"    redis.call('ZREM', P, string.sub(KEYS[2], 7)) end\n"
 	"end\n"
 	"if redis.call('EXISTS', KEYS[1]) == 1 then\n"
 	"  if (tonumber(redis.call('HGET', KEYS[1], 'c')) or 0) > 0 then\n"
@@ -6083,7 +6107,8 @@ static const char lua_undo[] = LUA_PRELUDE
 	"return 0\n";
 
 /* store_check(). KEYS: record. ARGV: ns, sid, mac ('': not a code), max
- * attempts. Returns {result, wrong codes counted, phone}. The MACs are
+ * attempts. Returns {result, wrong codes counted, phone (ok, or locked
+ * now)}; an approval leaves the pending index. The MACs are
  * compared in Lua, not in constant time: they are keyed, so their bytes
  * tell nothing of the code. */
 static const char lua_check[] = LUA_PRELUDE
@@ -6096,13 +6121,14 @@ static const char lua_check[] = LUA_PRELUDE
 	"if ARGV[3] ~= '' and r[4] == ARGV[3] then\n"
 	"  redis.call('HSET', KEYS[1], 'st', '4')\n"
 	"  redis.call('HDEL', KEYS[1], 'mac', 'enc', 'ph', 'sh')\n"
+	"  redis.call('ZREM', P, string.sub(KEYS[1], 7))\n"
 	"  return {'ok', 0, r[5]}\n"
 	"end\n"
 	"local at = redis.call('HINCRBY', KEYS[1], 'at', 1)\n"
 	"if at >= tonumber(ARGV[4]) then\n"
 	"  redis.call('HSET', KEYS[1], 'st', '2')\n"
 	"  redis.call('HDEL', KEYS[1], 'mac', 'enc')\n"
-	"  return {'locked', at}\n"
+	"  return {'locked', at, r[5]}\n"
 	"end\n"
 	"return {'wrong', at}\n";
 
@@ -6124,7 +6150,8 @@ static const char lua_cancel[] = LUA_PRELUDE
 	"age(KEYS[1])\n"
 	"local r = redis.call('HMGET', KEYS[1], 'st', 'ns', 'sid')\n"
 	"if not mine(r, ARGV[1], ARGV[2]) then return -1 end\n"
-	"if r[1] == '1' or r[1] == '2' then redis.call('DEL', KEYS[1]); return 0 end\n"
+	"if r[1] == '1' or r[1] == '2' then redis.call('DEL', KEYS[1])\n"
+	"  redis.call('ZREM', P, string.sub(KEYS[1], 7)); return 0 end\n"
 	"return -2\n";
 
 /* The number's newest record with a code, if ow's and for phone. KEYS:
@@ -6161,13 +6188,37 @@ static const char lua_vdone[] =
 	"else redis.call('HINCRBY', KEYS[1], 'c', -1) end\n"
 	"return 0\n";
 
+/* The pending index's live codes (otp_pending_codes): O(log N). */
+static const char lua_pending[] = LUA_PRELUDE
+	"return redis.call('ZCOUNT', P, '(' .. now, '+inf')\n";
+
+/*
+ * The sweeper's claim: pops up to 64 expired members of the pending
+ * index (score <= now), each by exactly one instance, and ages their
+ * records. Returns {popped, id, masked phone, ...}: the API's records
+ * that expired live, whose "expired" webhook the caller now owns.
+ */
+static const char lua_claim[] = LUA_PRELUDE
+	"local ids = redis.call('ZRANGEBYSCORE', P, '-inf', now, 'LIMIT', 0, 64)\n"
+	"local out = {#ids}\n"
+	"for _, id in ipairs(ids) do\n"
+	"  redis.call('ZREM', P, id)\n"
+	"  local k = 'otp:r:' .. id\n"
+	"  age(k)\n"
+	"  local r = redis.call('HMGET', k, 'st', 'ns', 'ex', 'mk')\n"
+	"  if r[1] == '3' and r[2] == '2' and r[3] == '1' and r[4] then\n"
+	"    out[#out + 1] = id; out[#out + 1] = r[4] end\n"
+	"end\n"
+	"return out\n";
+
 enum rscript { RS_SEND, RS_UNDO, RS_CHECK, RS_VIEW, RS_CANCEL, RS_FIND,
-	       RS_WAIT, RS_VTAKE, RS_VDONE, RS__N };
+	       RS_WAIT, RS_VTAKE, RS_VDONE, RS_PENDING, RS_CLAIM, RS__N };
 
 static const char *const rscripts[RS__N] = {
 	[RS_SEND] = lua_send, [RS_UNDO] = lua_undo, [RS_CHECK] = lua_check,
 	[RS_VIEW] = lua_view, [RS_CANCEL] = lua_cancel, [RS_FIND] = lua_find,
 	[RS_WAIT] = lua_wait, [RS_VTAKE] = lua_vtake, [RS_VDONE] = lua_vdone,
+	[RS_PENDING] = lua_pending, [RS_CLAIM] = lua_claim,
 };
 
 /* A worker thread's connection and the SHAs its scripts have there. */
@@ -6500,12 +6551,16 @@ redis_owner(const struct owner *ow, char ns[4], char sid[2 * OTP_SID_LEN + 1])
 
 /* lua_send's reply: a refusal, or the record resent or made. */
 static int
-redis_sent(struct otp *otp, const redisReply *rep, struct take *tk,
-           struct resend *rs)
+redis_sent(struct otp *otp, const struct config *c, const redisReply *rep,
+           struct take *tk, struct resend *rs)
 {
 	struct start *st = rs->st;
 	char id[2 * OTP_ID_LEN + 1], enc[2 * OTP_MAX_CODE_LEN + 1];
 
+	if (redis_str(rep, 0, id, sizeof(id)) == 0 && strcmp(id, "full") == 0) {
+		verification_full(otp, c, tk->phone, st);
+		return -1;
+	}
 	st->limit = redis_limit(rep);
 	if (st->limit != LIMIT_NONE) {
 		tk->retry = (long)redis_int(rep, 1, 60);
@@ -6537,18 +6592,18 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 {
 	struct start *st = rs->st;
 	bool pc = tk->cl->addr != NULL;
-	const long nums[11] = { tk->ns == NS_API ?
+	const long nums[12] = { tk->ns == NS_API ?
 	    c->api_sms_per_number_per_hour : c->sms_per_number_per_hour,
 	    c->sms_per_ip_per_hour, c->api_sms_per_hour, c->sms_per_hour,
 	    c->sms_per_day, (long)share_of(c->sms_per_hour, c->network_share),
 	    (long)share_of(c->sms_per_day, c->network_share),
 	    c->resend_interval * 1000, (long)number_hold(c),
 	    tk->ns == NS_API ? c->api_sends_per_verification : LONG_MAX,
-	    c->code_ttl * 1000 };
-	char k[9][48], n[11][24], flags[4], ns[4], sid[2 * OTP_SID_LEN + 1];
+	    c->code_ttl * 1000, c->max_pending };
+	char k[9][48], n[12][24], flags[4], ns[4], sid[2 * OTP_SID_LEN + 1];
 	char id[2 * OTP_ID_LEN + 1], mac[2 * OTP_MAC_LEN + 1];
-	char enc[2 * OTP_MAX_CODE_LEN + 1];
-	const char *argv[27];
+	char enc[2 * OTP_MAX_CODE_LEN + 1], masked[32];
+	const char *argv[29];
 	uint8_t m[OTP_MAC_LEN];
 	redisReply *rep;
 	int rc = -1;
@@ -6571,8 +6626,9 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	if (rs->own_id != NULL)
 		redis_rec_key(k[7], rs->own_id);
 	redis_rec_key(k[8], st->id);
-	for (int i = 0; i < 11; i++)
+	for (int i = 0; i < 12; i++)
 		snprintf(n[i], sizeof(n[i]), "%ld", nums[i]);
+	phone_mask(tk->phone, masked, sizeof(masked));
 	snprintf(flags, sizeof(flags), "%s%s", pc ? "c" : "",
 	    tk->ns == NS_API ? "a" : "");
 	redis_owner(rs->ow, ns, sid);
@@ -6584,13 +6640,14 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 		argv[i] = k[i], argv[9 + i] = n[i];
 	argv[18] = flags, argv[19] = tk->phone, argv[20] = ns;
 	argv[21] = sid, argv[22] = n[9], argv[23] = n[10];
-	argv[24] = id, argv[25] = mac, argv[26] = enc;
-	if ((rep = redis_run(otp, c, RS_SEND, 9, 27, argv)) == NULL) {
+	argv[24] = id, argv[25] = mac, argv[26] = enc, argv[27] = n[11];
+	argv[28] = masked;
+	if ((rep = redis_run(otp, c, RS_SEND, 9, 29, argv)) == NULL) {
 		st->limit = LIMIT_STORE;
 		tk->retry = 1;
 		goto out;
 	}
-	rc = redis_sent(otp, rep, tk, rs);
+	rc = redis_sent(otp, c, rep, tk, rs);
 	freeReplyObject(rep);
 out:
 	wipe(m, sizeof(m));
@@ -6670,6 +6727,17 @@ redis_verify_done(struct otp *otp, const struct config *c,
 	redis_number(otp, c, RS_VDONE, k, failed_guess ? "1" : "0", 0);
 }
 
+/* Queues event e of the API's record id, for phone (masked here). */
+static void
+redis_hook(struct otp *otp, const uint8_t id[OTP_ID_LEN], const char *phone,
+           enum hook_event e)
+{
+	char masked[24];
+
+	phone_mask(phone, masked, sizeof(masked));
+	hook_queue(&otp->hooks, 0, id, masked, e);
+}
+
 /* lua_check's results, by enum check. */
 static const char *const redis_checks[CHECK__N] = {
 	[CHECK_OK] = "ok", [CHECK_WRONG] = "wrong", [CHECK_LOCKED] = "locked",
@@ -6684,7 +6752,7 @@ redis_check(struct otp *otp, const struct config *c, uint32_t slot,
             uint32_t *tries, enum check *rc)
 {
 	char k[48], ns[4], sid[2 * OTP_SID_LEN + 1], hex[2 * OTP_MAC_LEN + 1] = "";
-	char max[24], result[16];
+	char max[24], result[OTP_MAX_PHONE_LEN + 1];
 	const char *argv[5] = { k, ns, sid, hex, max };
 	redisReply *rep;
 
@@ -6710,6 +6778,12 @@ redis_check(struct otp *otp, const struct config *c, uint32_t slot,
 	if (*rc == CHECK_OK && redis_str(rep, 2, phone,
 	    OTP_MAX_PHONE_LEN + 1) != 0)
 		*rc = CHECK_UNKNOWN;
+	/* The script ended the record here, and only here: this instance
+	 * tells the webhook, as the memory store's store_end() does. */
+	if (ow->ns == NS_API && (*rc == CHECK_OK || (*rc == CHECK_LOCKED &&
+	    *tries != 0)) && redis_str(rep, 2, result, sizeof(result)) == 0)
+		redis_hook(otp, id, *rc == CHECK_OK ? phone : result,
+		    *rc == CHECK_OK ? HOOK_APPROVED : HOOK_LOCKED);
 	freeReplyObject(rep);
 	return 0;
 }
@@ -6865,6 +6939,46 @@ redis_ping(struct otp *otp, const struct config *c)
 		return -1;
 	freeReplyObject(rep);
 	return 0;
+}
+
+/* otp_pending_codes: the codes live or locked in every instance that
+ * shares this Redis (the pending index), or 0 if it cannot be read. */
+static unsigned long
+redis_pending(struct otp *otp, const struct config *c)
+{
+	long long n = redis_number(otp, c, RS_PENDING, "otp:p", "", 0);
+
+	return n > 0 ? (unsigned long)n : 0;
+}
+
+/*
+ * The sweeper's round (lua_claim): the pending index's expired members,
+ * each claimed by one instance; this one queues the "expired" webhook of
+ * those it claimed. An instance that dies between the claim and the
+ * delivery loses those events (README: "Two or more instances").
+ */
+static void
+redis_sweep(struct otp *otp, const struct config *c)
+{
+	char idh[2 * OTP_ID_LEN + 1], to[24];
+	const char *none[1] = { "" };
+	uint8_t id[OTP_ID_LEN];
+	redisReply *rep;
+	long long popped = 64;
+
+	for (int round = 0; popped == 64 && round < 16; round++) {
+		if ((rep = redis_run(otp, c, RS_CLAIM, 0, 0, none)) == NULL)
+			return;
+		popped = redis_int(rep, 0, 0);
+		for (size_t i = 1; i + 1 < rep->elements; i += 2)
+			if (redis_str(rep, i, idh, sizeof(idh)) == 0 &&
+			    strlen(idh) == 2 * OTP_ID_LEN &&
+			    hex_decode(idh, strlen(idh), id) == 0 &&
+			    redis_str(rep, i + 1, to, sizeof(to)) == 0)
+				hook_queue(&otp->hooks, 0, id, to,
+				    HOOK_EXPIRED);
+		freeReplyObject(rep);
+	}
 }
 
 static const struct store_ops store_redis = {
@@ -9081,6 +9195,10 @@ on_metrics(struct req *r)
 	    "Webhook events delivered, failed after every try, or dropped",
 	    hook_results, st->hooks, 0, HOOKS__N);
 	store_counts(&otp->store, &live, &used);
+#ifdef WITH_REDIS
+	if (!store_is_memory(otp))
+		live = used = redis_pending(otp, r->cfg);
+#endif
 	metrics_one(out, sizeof(out), &n, "otp_pending_codes", "gauge",
 	    "Codes live or locked", live);
 	metrics_one(out, sizeof(out), &n, "otp_table_used", "gauge",
@@ -9532,7 +9650,9 @@ api_dispatch(struct req *r)
  * WEBHOOK_URL is told when an API verification is approved, expires or
  * is locked: a POST of {"type", "id", "status", "to" (masked),
  * "occurred_at"}, signed (hook_send()). The store queues an event as the
- * record ends (hook_note(), under its lock: a copy, never a wait); one
+ * record ends (hook_note(), under its lock: a copy, never a wait; with
+ * Redis, redis_hook() after the script that ended it, and the sweeper's
+ * claim of expired records, redis_sweep()); one
  * thread delivers them, a try at a time, so a slow receiver delays only
  * other events, never a request. A failed try (not 2xx, or no answer
  * within SMS_TIMEOUT) is tried again after hook_backoff[]; after
@@ -9562,16 +9682,15 @@ hooks_room(struct hooks *h)
 	return q;
 }
 
-/* Queues the event e of record r (at slot) if r is the API's and
- * WEBHOOK_URL is set. Called under store.lock; hooks.lock is taken
- * after it, for a copy (see "Locking"). */
+/* Queues the event e of the API's record (slot, id), to the masked
+ * number to, if WEBHOOK_URL is set. hooks.lock is held for a copy. */
 static void
-hook_note(struct hooks *h, uint32_t slot, const struct record *r,
-          enum hook_event e)
+hook_queue(struct hooks *h, uint32_t slot, const uint8_t id[OTP_ID_LEN],
+           const char *to, enum hook_event e)
 {
 	struct hook *q;
 
-	if (h == NULL || r->ns != NS_API || !atomic_load(&h->on))
+	if (h == NULL || !atomic_load(&h->on))
 		return;
 	pthread_mutex_lock(&h->lock);
 	q = hooks_room(h);
@@ -9580,12 +9699,26 @@ hook_note(struct hooks *h, uint32_t slot, const struct record *r,
 	q->due_ms = 0;
 	q->at_ms = h->wall_ms();
 	q->slot = slot;
-	memcpy(q->id, r->id, OTP_ID_LEN);
-	phone_mask(r->phone, q->to, sizeof(q->to));
+	memcpy(q->id, id, OTP_ID_LEN);
+	str_copy(q->to, sizeof(q->to), to);
 	q->event = (uint8_t)e;
 	q->tries = 0;
 	pthread_cond_signal(&h->cond);
 	pthread_mutex_unlock(&h->lock);
+}
+
+/* Queues the event e of record r (at slot) if r is the API's. Called
+ * under store.lock; hooks.lock is taken after it (see "Locking"). */
+static void
+hook_note(struct hooks *h, uint32_t slot, const struct record *r,
+          enum hook_event e)
+{
+	char to[24];
+
+	if (r->ns != NS_API)
+		return;
+	phone_mask(r->phone, to, sizeof(to));
+	hook_queue(h, slot, r->id, to, e);
 }
 
 /* Headers, in a list for libcurl: NULL if out of memory. */
@@ -10585,6 +10718,10 @@ sweeper_run(struct otp *otp)
 	int64_t now = otp->now_ms();
 
 	store_sweep(&otp->store, now, c->code_ttl * 1000);
+#ifdef WITH_REDIS
+	if (!store_is_memory(otp))
+		redis_sweep(otp, c);
+#endif
 	hooks_drops(otp);
 	if (now >= otp->revoked_retry_ms && revoked_save(otp,
 	    c->state_dir) != 0)

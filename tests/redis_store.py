@@ -24,6 +24,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+import senders as S  # noqa: E402  (the webhook receiver's checks)
 from harness import check  # noqa: E402
 
 OUT = os.path.join(H.ROOT, "tests", "out", "redis_store")
@@ -169,9 +170,8 @@ def case_config_rules(ctx):
           "STORE_PASSWORD": PASSWORD}, 0, r"configuration OK"),
         ({"STORE_TIMEOUT": 5}, 78, r"STORE_TIMEOUT"),
         ({"STORE": "unix:///x.sock", "STATE_DIR": d, "WEBHOOK_URL":
-          "https://example.com/h", "WEBHOOK_SECRET": "0123456789abcdef"}, 78,
-         r"config\.cfg:[0-9]+: STORE other than memory does not deliver "
-         r"webhooks yet"),
+          "https://example.com/h", "WEBHOOK_SECRET": "0123456789abcdef"}, 0,
+         r"configuration OK"),
         ({"STORE_PASSWORD_FILE": "missing"}, 78,
          r"config\.cfg:[0-9]+: STORE_PASSWORD_FILE missing"),
     ]
@@ -286,6 +286,136 @@ def caps_across(ctx, redis, pair):
     total = len(pair.sms())
     check(total == 10 and got.count(200) == 7 and got.count(503) == 17,
           "SMS_PER_HOUR 10 over both: %d SMS, statuses %s" % (total, got))
+
+
+def pending(srv):
+    """otp_pending_codes in srv's /metrics."""
+    r = H.Client(srv.port).get("/metrics")
+    m = re.search(r"^otp_pending_codes ([0-9]+)$", r.body.decode(), re.M)
+    check(r.status == 200 and m, "no otp_pending_codes: %s" % H.brief(r))
+    return int(m.group(1))
+
+
+def pending_cap_across(ctx, redis, pair):
+    """MAX_PENDING 4 over both: twelve new codes at once, half on A, half
+    on B. Four are made; eight get the full table's answer (503 busy,
+    Retry-After) and cost nothing; both instances' otp_pending_codes say
+    4. An approval frees a place for one more, and only one."""
+    phones = ["+1201555%04d" % (300 + i) for i in range(13)]
+    for p in phones:
+        ctx.note_phone(p)
+
+    def one(srv, phone):
+        return lambda: (phone, H.Client(srv.port).api("POST", H.API,
+                                                      {"phone": phone}))
+    got = hammer([one((pair.a, pair.b)[i % 2], p)
+                  for i, p in enumerate(phones[:12])])
+    made = [(p, r) for p, r in got if r.status == 201]
+    full = [r for _, r in got if r.status != 201]
+    check(len(made) == 4 and len(pair.sms()) == 4, "MAX_PENDING 4 over "
+          "both: %d made, %d SMS" % (len(made), len(pair.sms())))
+    for r in full:
+        check(r.status == 503 and js(r)["error"]["code"] == "busy" and
+              re.fullmatch(r"[1-9][0-9]*", r.header("Retry-After") or ""),
+              "a full table's refusal: %s" % H.brief(r))
+    check(pending(pair.a) == 4 and pending(pair.b) == 4, "otp_pending_codes"
+          " %d, %d, want 4" % (pending(pair.a), pending(pair.b)))
+    phone, r = made[0]
+    r = H.Client(pair.b.port).api("POST", H.API + "/" + js(r)["id"] +
+                                  "/check", {"code": code_of(pair, phone)})
+    check(r.status == 200 and js(r)["status"] == "approved",
+          "approve on B: %s" % H.brief(r))
+    check(pending(pair.a) == 3, "otp_pending_codes after an approval: %d"
+          % pending(pair.a))
+    late = [p for p in phones[:12] if p not in dict(made)][0]
+    got = hammer([one(pair.a, phones[12]), one(pair.b, late)])
+    check(sorted(r.status for _, r in got) == [201, 503], "one place, two "
+          "sends: %s" % [H.brief(r) for _, r in got])
+    deadline, n = time.monotonic() + 5, 0
+    while n != 9 and time.monotonic() < deadline:  # the log writer's pace
+        time.sleep(0.1)
+        n = sum(open(os.path.join(d, "stderr.log")).read().count(
+            "table_full to=") for d in (pair.a.dir, pair.b.dir))
+    check(n == 9, "%d table_full lines in the logs, want 9" % n)
+
+
+def webhooks_across(ctx, redis, pair, rcv):
+    """One receiver, two instances: a code made on A and approved on B,
+    one locked by guesses on both, one left to expire: each event exactly
+    once, signed, from whichever instance ended it (the expiry: claimed by
+    one sweeper of two)."""
+    api = [H.Client(pair.a.port), H.Client(pair.b.port)]
+    made = []
+    for i, phone in enumerate(("+12015550401", "+12015550402",
+                               "+12015550403")):
+        ctx.note_phone(phone)
+        r = api[i % 2].api("POST", H.API, {"phone": phone})
+        check(r.status == 201, "create: %s" % H.brief(r))
+        made.append((js(r)["id"], code_of(pair, phone)))
+    r = api[1].api("POST", H.API + "/" + made[0][0] + "/check",
+                   {"code": made[0][1]})
+    check(r.status == 200, "approve on B: %s" % H.brief(r))
+    wrong = "%06d" % ((int(made[1][1]) + 1) % 1000000)
+    for c in api:
+        r = c.api("POST", H.API + "/" + made[1][0] + "/check",
+                  {"code": wrong})
+    check(js(r)["status"] == "max_attempts_reached", "locked over both: %s"
+          % H.brief(r))
+    check(rcv.wait_requests(3, 15) == 3, "%d webhooks, want 3" % rcv.count())
+    time.sleep(3)               # more sweeper rounds on both: no second
+    check(rcv.count() == 3, "%d webhooks, want exactly 3" % rcv.count())
+    got = {}
+    for rec in rcv.requests:
+        j = json.loads(S.raw_body(rec))
+        got[j["id"]] = j["type"].split(".")[1]
+    want = {made[0][0]: "approved", made[1][0]: "locked",
+            made[2][0]: "expired"}
+    check(got == want, "webhooks %s, want %s" % (got, want))
+    for rec in rcv.requests:
+        j = json.loads(S.raw_body(rec))
+        S.hook_check(rec, got[j["id"]], j["id"], r"\+1\*{8}0[123]")
+
+
+def killed_after_claim(ctx, redis, pair, rcv):
+    """Delivery is at most once (README): with B stopped, A claims an
+    expiry and its first try fails (500); A is killed before the retry.
+    B, started again, never sends that event: the claim took it out of
+    the pending index, which is empty."""
+    for srv in (pair.b, pair.a):
+        if srv is pair.a:
+            rcv.answers = [500] * 10
+            r = H.Client(pair.a.port).api("POST", H.API,
+                                          {"phone": "+12015550404"})
+            check(r.status == 201, "create on A: %s" % H.brief(r))
+            ctx.note_phone("+12015550404")
+            code_of(pair, "+12015550404")
+            check(rcv.wait_requests(1, 15) == 1, "no first try")
+            srv.proc.kill()
+        srv.stop()
+        pair.servers.remove(srv)
+        ctx.old_servers.append(srv)
+    b = pair.start("b", tag="2")
+    time.sleep(3)               # three rounds of B's sweeper
+    check(rcv.count() == 1, "%d tries, want 1: the event was sent again"
+          % rcv.count())
+    check(pending(b) == 0, "otp_pending_codes %d after the claim"
+          % pending(b))
+
+
+def case_webhooks_across(ctx, fn=webhooks_across):
+    c, k = ctx.cert("server")
+    rcv = H.fake_api.FakeApi(c, k, mode="generic",
+                             record=os.path.join(ctx.dir, "hooks.jsonl"))
+    rcv.start()
+    ctx.secrets["the webhook secret"] = S.HOOK_SECRET
+    try:
+        with_pair(lambda ctx, redis, pair: fn(ctx, redis, pair, rcv),
+                  extra={"WEBHOOK_URL": rcv.base_url + "/hooks/otp",
+                         "WEBHOOK_SECRET": S.HOOK_SECRET, "MAX_ATTEMPTS": 2,
+                         "SMS_CA_FILE": ctx.cert("ca")[0], "CODE_TTL": 2,
+                         "METRICS": True})(ctx)
+    finally:
+        rcv.stop()
 
 
 def redis_down_and_back(ctx, redis, pair):
@@ -446,6 +576,11 @@ CASES = [
                                   extra={"MAX_ATTEMPTS": 3})),
     ("caps_across", with_pair(caps_across, extra={
         "SMS_PER_NUMBER_PER_HOUR": 3, "SMS_PER_HOUR": 10, "THREADS": 16})),
+    ("pending_cap_across", with_pair(pending_cap_across, extra={
+        "MAX_PENDING": 4, "THREADS": 16, "METRICS": True})),
+    ("webhooks_across", case_webhooks_across),
+    ("webhook_killed_after_claim", lambda ctx: case_webhooks_across(
+        ctx, killed_after_claim)),
     ("redis_down_and_back", with_pair(redis_down_and_back)),
     ("slow_redis", with_pair(slow_redis)),
     ("wrong_password", case_wrong_password),
