@@ -3,8 +3,9 @@
 #   make            build ./otp_demo (dynamic, system mbedTLS and libcurl)
 #   make run        build and start on http://127.0.0.1:5000
 #   make test       every suite (tests/run.sh); ends "N passed, M failed"
-#   make unit|model|docs|numbering|integration|proxy_mode|attack|senders|
-#        browser|packaging|redis_store|integration_redis   one suite
+#   make unit|model|model_redis|docs|numbering|integration|proxy_mode|
+#        attack|senders|browser|packaging|redis_store|integration_redis
+#                   one suite
 #   make WITH_REDIS=1   ./otp_demo with the Redis store (STORE=redis://...)
 #   make test-attack-transport, make test-desync   (mk/attack.mk)
 #   make static ARCH=x86_64|aarch64|armv7|armv6|mipsel|mips   (mk/static.mk)
@@ -57,7 +58,7 @@ WWW       := www/index.html www/verify.html www/new_code.html \
              $(LANGS:%=www/lang/%.txt)
 CW_SRC    := civetweb/src/civetweb.c
 
-.PHONY: all run test unit model docs numbering integration proxy_mode attack \
+.PHONY: all run test unit model model_redis docs numbering integration proxy_mode attack \
 	senders browser packaging redis_store integration_redis deps \
 	deps-build deps-test \
 	deps-redis fetch clean distclean numbering-gen
@@ -148,11 +149,18 @@ $(BUILD)/model: tests/model.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
 		$(BUILD)/civetweb.o
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -Wno-missing-prototypes \
 		-o $@ tests/model.c $(BUILD)/civetweb.o $(LIBS)
+# The same on the Redis store (make model_redis: MODEL_STORE=unix://...).
+$(BUILD)/model-redis: tests/model.c otp_demo.c otp_demo.h \
+		$(BUILD)/www_data.h $(BUILD)/civetweb.o | deps-redis
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -DWITH_REDIS \
+		-Wno-missing-prototypes -o $@ tests/model.c \
+		$(BUILD)/civetweb.o $(LIBS) $(REDIS_LIBS)
 
 # tests/run.sh runs every suite (or those in SUITES) and prints one
 # "N passed, M failed" line. make unit, make integration... run one.
 TEST_ENV = OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit \
 		OTP_MODEL=$(CURDIR)/$(BUILD)/model \
+		OTP_MODEL_REDIS=$(CURDIR)/$(BUILD)/model-redis \
 		OTP_REDIS_BIN=$(CURDIR)/$(BUILD)/otp_demo-redis \
 		EMBED_BIN=$(CURDIR)/$(BUILD)/examples/embed \
 		OTP_LIB_OBJ=$(CURDIR)/$(BUILD)/examples/otp_demo_lib.o \
@@ -160,13 +168,14 @@ TEST_ENV = OTP_BIN=$(CURDIR)/$(BUILD)/otp_demo OTP_UNIT=$(CURDIR)/$(BUILD)/unit 
 # Under SANITIZE the plain build too: callgrind (tests/attack/limits.py)
 # cannot run a sanitizer build.
 TEST_DEPS := $(BUILD)/otp_demo $(BUILD)/otp_demo-redis $(BUILD)/unit \
-	$(BUILD)/model examples \
+	$(BUILD)/model $(BUILD)/model-redis examples \
 	$(if $(SANITIZE),plain-otp_demo) | deps-test
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) tests/run.sh
-unit model docs numbering integration proxy_mode attack senders browser \
-		packaging redis_store integration_redis: $(TEST_DEPS)
+unit model model_redis docs numbering integration proxy_mode attack \
+		senders browser packaging redis_store integration_redis: \
+		$(TEST_DEPS)
 	$(TEST_ENV) SUITES=$@ tests/run.sh
 
 -include mk/*.mk

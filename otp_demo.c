@@ -5959,7 +5959,15 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
  * counts is one Lua script, loaded at connect (SCRIPT LOAD) and called by
  * its SHA (EVALSHA; loaded again on NOSCRIPT, after a Redis restart), so
  * the caps hold across instances as they hold under one lock. Times are
- * Redis's own clock (TIME), the one clock every instance shares.
+ * Redis's own clock (TIME), the one clock every instance shares: that is
+ * why it is the default, and why production never gives a time. Every
+ * script takes one more argument, always its last: empty in production
+ * (TIME), the instance's now_ms() only when a test replaced the instance's
+ * clock (tests/model.c; redis_run()). Always there, so a script never
+ * mistakes its own last argument (a number as typed) for a time. Expiry and windows compare stored times
+ * with that now (a record ends OTP_TOMBSTONE_MS after its code, in age());
+ * the keys' TTLs only collect garbage, so a jump of the clock acts as it
+ * does on the memory store.
  *
  * Keys (hashes): otp:r:<id> a record: st (enum rec_state), ph, sh, ns,
  * sid, mac (the code's keyed hash, hex), enc (the code under a pad made
@@ -5983,14 +5991,19 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
  * sent or accepted meanwhile: every operation fails closed.
  */
 
-/* The scripts' states are enum rec_state's numbers. */
+/* The scripts' states are enum rec_state's numbers; their 60000 is the
+ * tombstone. */
+_Static_assert(OTP_TOMBSTONE_MS == 60000, "the Lua scripts' tombstone");
 _Static_assert(REC_LIVE == 1 && REC_LOCKED == 2 && REC_EXPIRED == 3 &&
     REC_VERIFIED == 4 && NS_API == 2, "the Lua scripts name states and "
     "namespaces by number");
 
 #define LUA_PRELUDE                                                           \
-	"local t = redis.call('TIME')\n"                                      \
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"local now = tonumber(ARGV[#ARGV])\n"                                 \
+	"if not now then\n"                                                   \
+	"  local t = redis.call('TIME')\n"                                    \
+	"  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"end\n"                                                               \
 	"local H, D = 3600000, 86400000\n"                                    \
 	"local function count(k, period)\n"                                   \
 	"  local w = redis.call('HMGET', k, 's', 'c')\n"                      \
@@ -6013,6 +6026,8 @@ _Static_assert(REC_LIVE == 1 && REC_LOCKED == 2 && REC_EXPIRED == 3 &&
 	"end\n"                                                               \
 	"local function age(k)\n"                                             \
 	"  local r = redis.call('HMGET', k, 'st', 'exp', 'ns')\n"             \
+	"  if r[2] and now >= tonumber(r[2]) + 60000 then\n"                  \
+	"    redis.call('DEL', k); return end\n"                              \
 	"  if (r[1] == '1' or r[1] == '2') and now >= tonumber(r[2]) then\n"  \
 	"    redis.call('HSET', k, 'st', '3', 'ex', r[1])\n"                  \
 	"    redis.call('HDEL', k, 'mac', 'enc')\n"                           \
@@ -6394,27 +6409,32 @@ redis_fail(struct otp *otp, struct rconn *rc, redisReply *rep)
 }
 
 /*
- * Runs script s with argv (KEYS then ARGV: nkeys of them first) on this
- * thread's connection: by SHA, and once more after loading it if Redis
- * forgot it (NOSCRIPT: a restart). The reply (the caller frees it), or
- * NULL: Redis down, slow or failing.
+ * Runs script s with argv (KEYS then ARGV: nkeys of them first), and the
+ * clock argument last, on this thread's connection: by SHA, and once more
+ * after loading it if Redis forgot it (NOSCRIPT: a restart). The reply
+ * (the caller frees it), or NULL: Redis down, slow or failing.
  */
 static redisReply *
 redis_run(struct otp *otp, const struct config *c, enum rscript s, int nkeys,
           int argc, const char **argv)
 {
-	const char *all[32], *load[3] = { "SCRIPT", "LOAD", rscripts[s] };
+	const char *all[36], *load[3] = { "SCRIPT", "LOAD", rscripts[s] };
 	struct rconn *rc = rconn_get(otp, c);
 	redisReply *rep = NULL;
-	char n[8];
+	char n[8], now[24] = "";
 
-	if (rc == NULL || argc + 3 > (int)countof(all))
+	if (rc == NULL || argc + 4 > (int)countof(all))
 		return NULL;
 	snprintf(n, sizeof(n), "%d", nkeys);
+	/* The clock argument: empty (Redis's TIME) unless a test replaced
+	 * the instance's clock ("redis store"). */
+	if (otp->now_ms != clock_monotonic_ms)
+		snprintf(now, sizeof(now), "%lld", (long long)otp->now_ms());
 	all[0] = "EVALSHA", all[1] = rc->sha[s], all[2] = n;
 	memcpy(all + 3, argv, (size_t)argc * sizeof(*argv));
+	all[argc + 3] = now;
 	for (int tries = 0; tries < 2; tries++) {
-		if ((rep = redis_exec(otp, c, rc, argc + 3, all)) == NULL)
+		if ((rep = redis_exec(otp, c, rc, argc + 4, all)) == NULL)
 			return NULL;
 		if (rep->type != REDIS_REPLY_ERROR ||
 		    strncmp(rep->str, "NOSCRIPT", 8) != 0 || tries > 0)

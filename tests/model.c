@@ -14,6 +14,13 @@
  * sessions' codes; API cancels; floods of new numbers; small steps and
  * jumps of the clock; restarts through STATE_DIR.
  *
+ * MODEL_STORE=unix:///.../redis.sock (a build WITH_REDIS: build/model-redis,
+ * make model_redis) runs the same steps on the Redis store: its scripts
+ * take the fake clock as their argument (see "redis store" in otp_demo.c).
+ * A restart there keeps the pending codes (they live in Redis), and the
+ * model keeps them too; the store's running count is Redis's pending
+ * index, checked against the model's codes.
+ *
  * The model is small and unbounded: a window per number, address and
  * network in plain arrays, every record ever made, the limits as the
  * README states them. After each step, the program's answer must be the
@@ -52,6 +59,7 @@ static uint64_t rng_state;
 static char state_dir[64], cfg_file[80];
 static unsigned long long steps, fails;
 static unsigned long long n_req, n_sent, n_refused, n_checks, n_ok;
+static const char *store_url; /* MODEL_STORE, or NULL: memory */
 
 static int64_t
 fake_now(void)
@@ -259,26 +267,59 @@ start(void)
 	otp->wall_ms = fake_wall;
 	otp->rng = fake_rng;
 	C = otp->cfg;
-	if (state_load(otp, C->state_dir, "limits.state", STATE_MAGIC " ",
-	    limits_load_line, "", err, sizeof(err)) != 0)
+	if (store_url == NULL && state_load(otp, C->state_dir, "limits.state",
+	    STATE_MAGIC " ", limits_load_line, "", err, sizeof(err)) != 0)
 		fail("state_load: %s", err);
 	owners[NSESS] = otp->api;
 }
 /* (otp_new read limits.state on the real clocks; state_load read it
  * again on the fake ones, over the same keys' slots.) */
 
-/* A restart: the caps go through STATE_DIR; pending codes are lost. */
+/* A restart: the caps go through STATE_DIR; pending codes are lost
+ * (Redis keeps both). */
 static void
 restart(void)
 {
 	otp_destroy(otp); /* saves limits.state */
 	start();
+	if (store_url != NULL)
+		return;
 	for (int i = 0; i < M.nrec; i++)
 		if (M.rec[i].state != M_GONE)
 			M.rec[i].state = M_GONE;
 	for (int ns = 0; ns < 2; ns++)
 		for (int n = 0; n < NNUM; n++)
 			M.newest[ns][n] = -1;
+}
+
+/* The code record (slot, id) holds: the memory store's, or the one
+ * sealed in its Redis hash. */
+static void
+record_code(uint32_t slot, const uint8_t id[OTP_ID_LEN],
+            char code[OTP_MAX_CODE_LEN + 1])
+{
+	code[0] = '\0';
+	if (store_url == NULL) {
+		str_copy(code, OTP_MAX_CODE_LEN + 1, otp->store.rec[slot].code);
+		return;
+	}
+#ifdef WITH_REDIS
+	{
+		char k[48];
+		const char *argv[3] = { "HGET", k, "enc" };
+		redisReply *rep;
+
+		redis_rec_key(k, id);
+		if ((rep = redis_plain(otp, C, 3, argv)) == NULL)
+			fail("redis: HGET %s", k);
+		if (rep->type != REDIS_REPLY_STRING ||
+		    redis_code_open(otp, id, rep->str, code) != 0)
+			code[0] = '\0';
+		freeReplyObject(rep);
+	}
+#else
+	(void)id;
+#endif
 }
 
 static struct client
@@ -340,7 +381,6 @@ op_request(int owner, int num, int addr)
 	}
 	{
 		struct mrec *r = &M.rec[M.nrec];
-		const struct record *pr = &otp->store.rec[st.slot];
 
 		memset(r, 0, sizeof(*r));
 		r->slot = st.slot;
@@ -351,7 +391,7 @@ op_request(int owner, int num, int addr)
 		r->sends = 1;
 		r->state = M_LIVE;
 		/* What the SMS said: the record's own code. */
-		str_copy(r->code, sizeof(r->code), pr->code);
+		record_code(st.slot, st.id, r->code);
 		if (strlen(r->code) != (size_t)C->token_length)
 			fail("record %u holds no code", st.slot);
 		M.newest[owner == NSESS][num] = M.nrec;
@@ -446,8 +486,8 @@ op_cancel(int ri)
 		want = -2;
 	else
 		want = 0;
-	got = store_cancel(&otp->store, r->slot, r->id, &otp->api, now_ms,
-	    C->code_ttl * 1000);
+	got = STORE_CALL(otp, cancel, otp, C, r->slot, r->id, &otp->api,
+	    now_ms);
 	if (got != want)
 		fail("cancel of record %d: program %d, model %d", ri, got, want);
 	if (want == 0)
@@ -464,12 +504,27 @@ check_caps(void)
 		fail("a global cap was exceeded");
 }
 
-/* The store's running count of records with a code equals a scan. */
+/* The store's running count of records with a code equals a scan (on
+ * Redis: the pending index's count equals the model's codes). */
 static void
 check_live(void)
 {
 	uint32_t n = 0;
 
+#ifdef WITH_REDIS
+	if (store_url != NULL) {
+		unsigned long p = redis_pending(otp, C);
+
+		for (int i = 0; i < M.nrec; i++) {
+			enum mstate s = mage(&M.rec[i]);
+
+			n += s == M_LIVE || s == M_LOCKED;
+		}
+		if (p != n)
+			fail("Redis holds %lu pending codes, the model %u", p, n);
+		return;
+	}
+#endif
 	for (uint32_t i = 0; i < otp->store.cap; i++)
 		n += rec_has_code(&otp->store.rec[i]);
 	if (n != otp->store.live)
@@ -488,6 +543,8 @@ setup(void)
 	if ((f = fopen(cfg_file, "w")) == NULL)
 		fail("%s: %s", cfg_file, strerror(errno));
 	fputs(model_cfg, f);
+	if (store_url != NULL)
+		fprintf(f, "STORE='%s'\n", store_url);
 	fclose(f);
 	for (int i = 0; i < NNUM; i++)
 		snprintf(numbers[i], sizeof(numbers[i]), "+1201555%04d", i);
@@ -574,12 +631,15 @@ main(int argc, char **argv)
 	char path[128];
 
 	seed = argc > 1 ? strtoull(argv[1], NULL, 10) : 1;
+	store_url = getenv("MODEL_STORE");
 	rng_state = seed * 0x9E3779B97F4A7C15ULL + 1;
 	if ((report = fdopen(dup(1), "w")) == NULL)
 		return 1;
 	setvbuf(report, NULL, _IOLBF, 0);
-	/* The console sender's lines and the log: not what is checked. */
-	if (freopen("/dev/null", "w", stderr) == NULL)
+	/* The console sender's lines and the log: not what is checked
+	 * (MODEL_DEBUG=1 keeps the log on stderr). */
+	if (getenv("MODEL_DEBUG") == NULL &&
+	    freopen("/dev/null", "w", stderr) == NULL)
 		return 1;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	setup();

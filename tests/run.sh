@@ -6,6 +6,7 @@
 #   OTP_UNIT   the cmocka unit test binary
 #   OTP_REDIS_BIN  the binary built WITH_REDIS (redis_store,
 #              integration_redis)
+#   OTP_MODEL_REDIS  tests/model.c built WITH_REDIS (model_redis)
 #   SUITES     which suites to run (default: all of them)
 set -u
 cd "$(dirname "$0")/.."
@@ -43,11 +44,15 @@ run_suite() {
 	add_counts "$out/$name.log" "$rc" "$name"
 }
 
-for s in ${SUITES:-unit model docs numbering integration proxy_mode attack \
-    senders browser packaging redis_store integration_redis}; do
+for s in ${SUITES:-unit model model_redis docs numbering integration \
+    proxy_mode attack senders browser packaging redis_store \
+    integration_redis}; do
 	case $s in
 	unit) run_suite unit "${OTP_UNIT:-build/unit}" ;;
 	model) run_suite model "${OTP_MODEL:-build/model}" ;;
+	# The model again on a Redis of its own, fewer steps (each is a
+	# round trip): the scripts take the model's clock.
+	model_redis) run_suite model_redis sh tests/model_redis.sh ;;
 	docs) run_suite docs python3 tests/docs_test.py ;;
 	numbering) run_suite numbering python3 tests/numbering_test.py ;;
 	integration) run_suite integration python3 tests/integration.py ;;
