@@ -5964,10 +5964,10 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
  * script takes one more argument, always its last: empty in production
  * (TIME), the instance's now_ms() only when a test replaced the instance's
  * clock (tests/model.c; redis_run()). Always there, so a script never
- * mistakes its own last argument (a number as typed) for a time. Expiry and windows compare stored times
- * with that now (a record ends OTP_TOMBSTONE_MS after its code, in age());
- * the keys' TTLs only collect garbage, so a jump of the clock acts as it
- * does on the memory store.
+ * mistakes its own last argument (a number as typed) for a time. Expiry
+ * and windows compare stored times with that now (a record ends
+ * OTP_TOMBSTONE_MS after its code, in age()); the keys' TTLs only collect
+ * garbage, so a jump of the clock acts as it does on the memory store.
  *
  * Keys (hashes): otp:r:<id> a record: st (enum rec_state), ph, sh, ns,
  * sid, mac (the code's keyed hash, hex), enc (the code under a pad made
