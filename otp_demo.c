@@ -4506,7 +4506,8 @@ message_fill(const struct config *c, const char *tmpl, const char *code,
 	int k;
 
 	snprintf(minutes, sizeof(minutes), "%ld", (c->code_ttl + 59) / 60);
-	if (fill(tmpl, strlen(tmpl), 1, false, vars, countof(vars), esc_none, out, outlen, &n) < 0)
+	if (fill(tmpl, strlen(tmpl), 1, false, vars, countof(vars), esc_none,
+	    out, outlen, &n) < 0)
 		return -1;
 	if (c->webotp_domain[0] != '\0') {
 		k = snprintf(out + n, outlen - n, "\n\n@%s #%s", c->webotp_domain,
@@ -4825,7 +4826,8 @@ command_argv(const char *cmd, const char *to, const char *text, char *buf,
 		if (argc + 3 >= maxargs)
 			return -1;
 		argv[argc++] = buf + n;
-		if ((k = fill(word, strlen(word), 1, false, vars, countof(vars), esc_none, buf, buflen, &n)) < 0)
+		if ((k = fill(word, strlen(word), 1, false, vars, countof(vars),
+		    esc_none, buf, buflen, &n)) < 0)
 			return -1;
 		placed += k;
 		n++; /* past the word's NUL */
