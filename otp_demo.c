@@ -12046,9 +12046,13 @@ logw_start(struct otp *otp)
 	 * to end instead of sleeping in the kernel at once; with 8 workers
 	 * on a few cores, sleeping (and the unlock's wake-up) cost more
 	 * than the rest of a line (measured: futex calls half of
-	 * logw_put()'s time under /request load). */
+	 * logw_put()'s time under /request load). A glibc extension: musl
+	 * (the static builds) has no such type, and its mutexes spin a
+	 * little before they sleep anyway. */
 	pthread_mutexattr_init(&ma);
+#ifdef __GLIBC__
 	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
 	pthread_mutex_init(&w->lock, &ma);
 	pthread_mutexattr_destroy(&ma);
 	pthread_condattr_init(&ca);
