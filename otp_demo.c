@@ -11352,9 +11352,17 @@ otp_destroy(struct otp *otp)
 	store_free(&otp->store);
 #ifdef WITH_REDIS
 	/* The workers have ended (mg_stop), and their connections with
-	 * them (rconn_free()). */
-	if (otp->redis_key_made)
+	 * them (rconn_free()); the key's destructor never runs for this
+	 * thread, whose connection (an embedder's or the model's calls) is
+	 * closed here. */
+	if (otp->redis_key_made) {
+		void *mine = pthread_getspecific(otp->redis_key);
+
+		if (mine != NULL)
+			rconn_free(mine);
+		pthread_setspecific(otp->redis_key, NULL);
 		pthread_key_delete(otp->redis_key);
+	}
 #endif
 	for (int t = 0; t < T__N; t++)
 		free(otp->limits.tab[t].w);
