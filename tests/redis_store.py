@@ -94,6 +94,16 @@ class Pair:
                     self.ctx.codes.add(m.group(2))
         return out
 
+    def sms_settled(self, n):
+        """sms() once it holds n lines (a 2xx can reach the client before
+        the reader thread has the SMS line from the pipe), or after 5 s;
+        and a moment more, so that a line too many shows too."""
+        deadline = time.monotonic() + 5
+        while len(self.sms()) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        return self.sms()
+
 
 def codes_of(pair, phone, n=1):
     """The codes sent to phone by either instance, once there are n."""
@@ -274,7 +284,7 @@ def caps_across(ctx, redis, pair):
         return job
     got = hammer([one((pair.a, pair.b)[i % 2], spellings[i % 3])
                   for i in range(12)])
-    sent = [to for to, _ in pair.sms()]
+    sent = [to for to, _ in pair.sms_settled(3)]
     check(sent.count("+12015550142") == 3 and got.count(200) == 3,
           "per number: %d SMS, statuses %s (want 3 of 12)"
           % (sent.count("+12015550142"), got))
@@ -283,7 +293,7 @@ def caps_across(ctx, redis, pair):
         ctx.note_phone(p)
     got = hammer([one((pair.a, pair.b)[i % 2], p)
                   for i, p in enumerate(phones)])
-    total = len(pair.sms())
+    total = len(pair.sms_settled(10))
     check(total == 10 and got.count(200) == 7 and got.count(503) == 17,
           "SMS_PER_HOUR 10 over both: %d SMS, statuses %s" % (total, got))
 
@@ -312,8 +322,9 @@ def pending_cap_across(ctx, redis, pair):
                   for i, p in enumerate(phones[:12])])
     made = [(p, r) for p, r in got if r.status == 201]
     full = [r for _, r in got if r.status != 201]
-    check(len(made) == 4 and len(pair.sms()) == 4, "MAX_PENDING 4 over "
-          "both: %d made, %d SMS" % (len(made), len(pair.sms())))
+    sms = pair.sms_settled(4)
+    check(len(made) == 4 and len(sms) == 4, "MAX_PENDING 4 over "
+          "both: %d made, %d SMS" % (len(made), len(sms)))
     for r in full:
         check(r.status == 503 and js(r)["error"]["code"] == "busy" and
               re.fullmatch(r"[1-9][0-9]*", r.header("Retry-After") or ""),
@@ -450,7 +461,8 @@ def redis_down_and_back(ctx, redis, pair):
         r = H.Client(srv.port).get("/readyz")
         check(r.status == 503 and "store unavailable" in r.text,
               "/readyz with Redis down: %s" % H.brief(r))
-    check(len(pair.sms()) == 2, "nothing sent while Redis was down")
+    check(len(pair.sms_settled(2)) == 2,
+          "nothing sent while Redis was down")
     redis.start()
     # Back, without a restart of either: the record was lost with Redis
     # (no persistence), so the code is unknown; a new flow works.
