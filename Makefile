@@ -84,8 +84,14 @@ $(CW_STAMP): civetweb/SHA256SUMS civetweb/VERSION civetweb/fetch.sh \
 $(CW_SRC) $(CW_HDR): $(CW_STAMP) ;
 fetch: $(CW_STAMP)
 
+# The pages and catalogs: without the Redis store's texts ("store_" keys)
+# but in the build with it (its own www_data.h, found first).
+REDIS_TEXTS := store_
 $(BUILD)/www_data.h: $(WWW) tools/embed.sh | deps-build
 	@mkdir -p $(BUILD)
+	tools/embed.sh -x $(REDIS_TEXTS) $(WWW) > $@.tmp && mv $@.tmp $@
+$(BUILD)/redis/www_data.h: $(WWW) tools/embed.sh | deps-build
+	@mkdir -p $(@D)
 	tools/embed.sh $(WWW) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/civetweb.o: $(CW_SRC) $(CW_HDR) Makefile | deps-build
@@ -102,8 +108,9 @@ $(BUILD)/otp_demo: $(BUILD)/otp_demo.o $(BUILD)/civetweb.o
 # The same file with the Redis store compiled in (#ifdef WITH_REDIS).
 REDIS_LIBS := -lhiredis
 $(BUILD)/otp_demo-redis.o: otp_demo.c otp_demo.h numbering.h \
-		$(BUILD)/www_data.h $(CW_HDR) Makefile | deps-redis
-	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DWITH_REDIS -c $< -o $@
+		$(BUILD)/redis/www_data.h $(CW_HDR) Makefile | deps-redis
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -I$(BUILD)/redis $(OTP_CFLAGS) -DWITH_REDIS \
+		-c $< -o $@
 
 $(BUILD)/otp_demo-redis: $(BUILD)/otp_demo-redis.o $(BUILD)/civetweb.o
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(REDIS_LIBS)
@@ -151,8 +158,8 @@ $(BUILD)/model: tests/model.c otp_demo.c otp_demo.h $(BUILD)/www_data.h \
 		-o $@ tests/model.c $(BUILD)/civetweb.o $(LIBS)
 # The same on the Redis store (make model_redis: MODEL_STORE=unix://...).
 $(BUILD)/model-redis: tests/model.c otp_demo.c otp_demo.h \
-		$(BUILD)/www_data.h $(BUILD)/civetweb.o | deps-redis
-	$(CC) $(CFLAGS) $(SAN_FLAGS) $(OTP_CFLAGS) -DOTP_NO_MAIN -DWITH_REDIS \
+		$(BUILD)/redis/www_data.h $(BUILD)/civetweb.o | deps-redis
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -I$(BUILD)/redis $(OTP_CFLAGS) -DOTP_NO_MAIN -DWITH_REDIS \
 		-Wno-missing-prototypes -o $@ tests/model.c \
 		$(BUILD)/civetweb.o $(LIBS) $(REDIS_LIBS)
 

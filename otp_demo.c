@@ -639,8 +639,6 @@ struct www_file {
 	X(UPSTREAM_TIMEOUT, "upstream_timeout") \
 	X(UPSTREAM_SLOW_TEXT, "upstream_slow_text") \
 	X(UPSTREAM_BAD_TEXT, "upstream_bad_text") \
-	X(STORE_DOWN, "store_down") \
-	X(STORE_DOWN_TEXT, "store_down_text") \
 	X(NOT_FOUND, "not_found") \
 	X(NOT_FOUND_TEXT, "not_found_text") \
 	X(METHOD, "method") \
@@ -655,8 +653,20 @@ struct www_file {
 	X(FORM_TOO_LONG, "form_too_long") \
 	X(FORM_NUL, "form_nul") \
 	X(FORM_ESCAPE, "form_escape") \
-	X(SMS, "sms")
+	X(SMS, "sms") \
+	REDIS_TEXTS(X)
 
+/* The Redis store's texts: a binary without it is built without them too
+ * (tools/embed.sh -x, tools/lz.py -x drop the "store_" lines). */
+#ifdef WITH_REDIS
+#define REDIS_TEXTS(X) \
+	X(STORE_DOWN, "store_down") \
+	X(STORE_DOWN_TEXT, "store_down_text")
+#else
+#define REDIS_TEXTS(X)
+#define TX_STORE_DOWN TX_NONE /* OUT_STORE: only the Redis store's */
+#define TX_STORE_DOWN_TEXT TX_INTERNAL_ERROR
+#endif
 enum text {
 	TX_NONE,
 #define X(id, key) TX_##id,
@@ -1392,10 +1402,18 @@ static const struct key config_keys[] = {
 	STR("WEBHOOK_SECRET", webhook_secret, "", NULL),
 	STR("WEBHOOK_SECRET_FILE", webhook_secret_file, "", NULL),
 	STR("STORE", store, "memory", check_store),
+#ifdef WITH_REDIS /* else config_line() says they need it */
 	STR("STORE_PASSWORD", store_password, "", NULL),
 	STR("STORE_PASSWORD_FILE", store_password_file, "", NULL),
 	INT("STORE_TIMEOUT", store_timeout, 10, 60000, "500"),
+#endif
 };
+
+#ifndef WITH_REDIS
+/* What a binary without the Redis store says to its keys (config_line())
+ * and to STORE other than memory (check_store()). */
+#define NO_REDIS "this binary was built without Redis (make WITH_REDIS=1)"
+#endif
 #define NKEYS (countof(config_keys))
 
 /* Where each key's value came from, for error messages. */
@@ -1917,6 +1935,12 @@ config_line(struct config *c, struct origin *o, int lineno, const char *line,
 	if ((k = config_find(name, &index)) == NULL) {
 		const char *s = config_suggest(name);
 
+#ifndef WITH_REDIS
+		/* The Redis store's keys are compiled in with it alone. */
+		if (PREFIX(name, "STORE_") != NULL)
+			return config_error(err, errlen, where, "%s: %s", name,
+			    NO_REDIS);
+#endif
 		if (s != NULL)
 			return config_error(err, errlen, where,
 			    "unknown key %s (did you mean %s?)", name, s);
@@ -2196,11 +2220,11 @@ check_store(const char *v)
 #else
 	if (strcmp(v, "memory") == 0)
 		return NULL;
-	return "must be memory: this binary was built without Redis "
-	    "(make WITH_REDIS=1)";
+	return "must be memory: " NO_REDIS;
 #endif
 }
 
+#ifdef WITH_REDIS
 /* A store other than memory needs what sharing needs. 0, or -1 with
  * err. (STORE_PASSWORD_FILE is read with the other key files.) */
 static int
@@ -2221,6 +2245,10 @@ config_check_store(struct config *c, const struct origin *o, char *err,
 		    "every instance");
 	return 0;
 }
+#else
+/* check_store() has refused every store but memory. */
+#define config_check_store(c, o, err, errlen) 0
+#endif
 
 /*
  * Derives the regions numbers may be in from ALLOWED_COUNTRY_CODES (or
@@ -2468,7 +2496,9 @@ static const struct {
 } key_files[] = {
 	KEY_FILE("API_KEY_FILE", api_key_file, api_key),
 	KEY_FILE("WEBHOOK_SECRET_FILE", webhook_secret_file, webhook_secret),
+#ifdef WITH_REDIS
 	KEY_FILE("STORE_PASSWORD_FILE", store_password_file, store_password),
+#endif
 };
 #undef KEY_FILE
 
@@ -11009,9 +11039,11 @@ log_start(struct otp *otp)
 	if (c->state_dir[0] == '\0')
 		log_warn(otp, "STATE_DIR is not set: rate limits and caps reset "
 		    "on restart (a crash loop or a reboot gives a fresh day)");
+#ifdef WITH_REDIS
 	if (!store_is_memory(otp))
 		log_info(otp, "store: %s, every command within %ld ms",
 		    store_name(otp), c->store_timeout);
+#endif
 	if (c->users_file[0] == '\0')
 		log_warn(otp, "USERS_FILE is not set: /auth admits any phone in "
 		    "the allowed countries");
@@ -11250,8 +11282,10 @@ otp_mount(struct otp *otp, struct mg_context *ctx, const char *prefix)
  */
 static const char *const restart_keys[] = {
 	"LISTEN", "THREADS", "MAX_PENDING", "CERT_FILE", "STATE_DIR", "LOG",
-	"WWW_DIR", "STORE", "STORE_PASSWORD", "STORE_PASSWORD_FILE",
-	"STORE_TIMEOUT",
+	"WWW_DIR", "STORE",
+#ifdef WITH_REDIS
+	"STORE_PASSWORD", "STORE_PASSWORD_FILE", "STORE_TIMEOUT",
+#endif
 };
 
 int

@@ -37,6 +37,10 @@ CW_LICENSE   := $(BUILD)/civetweb-LICENSE.md
 NOTICES_SELF := "otp_demo|$(VERSION)|MIT|LICENSE"
 NOTICES_CW   := "civetweb|$(CW_VERSION)|MIT|$(CW_LICENSE)"
 NOTICES_USES := --uses "It links the system's mbed TLS and libcurl, whose licences come with them."
+NOTICES_USES_REDIS := --uses "It links the system's mbed TLS, libcurl and hiredis, whose licences come with them."
+# The build with the Redis store links hiredis too: its own notices, in
+# $(BUILD)/redis/ beside its www_data.h (found first by its compiler).
+NOTICES_TXT := $(BUILD)/$(if $(WITH_REDIS),redis/)notices.txt
 
 $(CW_LICENSE): $(CW_STAMP)
 	@mkdir -p $(@D)
@@ -51,7 +55,16 @@ $(BUILD)/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE)
 	@mkdir -p $(@D)
 	tools/notices.sh text $(NOTICES_USES) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
 	mv -f $@.tmp $@
-$(BUILD)/otp_demo.o $(BUILD)/otp_demo-redis.o: $(BUILD)/notices.h
+$(BUILD)/redis/notices.h: LICENSE tools/notices.sh $(CW_LICENSE)
+	@mkdir -p $(@D)
+	tools/notices.sh c $(NOTICES_USES_REDIS) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
+	mv -f $@.tmp $@
+$(BUILD)/redis/notices.txt: LICENSE tools/notices.sh $(CW_LICENSE)
+	@mkdir -p $(@D)
+	tools/notices.sh text $(NOTICES_USES_REDIS) $(NOTICES_SELF) $(NOTICES_CW) > $@.tmp
+	mv -f $@.tmp $@
+$(BUILD)/otp_demo.o: $(BUILD)/notices.h
+$(BUILD)/otp_demo-redis.o $(BUILD)/model-redis: $(BUILD)/redis/notices.h
 
 EXAMPLES_DIR := $(BUILD)/examples
 # otp_demo.c without main(), as a program that embeds it links it.
@@ -82,7 +95,7 @@ DOCDIR         ?= $(PREFIX)/share/doc/otp_demo
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL        ?= install
 
-install: otp_demo $(BUILD)/notices.txt
+install: otp_demo $(NOTICES_TXT)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/otp_demo
 	$(INSTALL) -m 0755 otp_demo $(DESTDIR)$(BINDIR)/otp_demo
@@ -97,7 +110,7 @@ install: otp_demo $(BUILD)/notices.txt
 	$(INSTALL) -m 0644 config.cfg.example $(DESTDIR)$(DOCDIR)/config.cfg.example
 	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	$(INSTALL) -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/LICENSE
-	$(INSTALL) -m 0644 $(BUILD)/notices.txt $(DESTDIR)$(DOCDIR)/NOTICES
+	$(INSTALL) -m 0644 $(NOTICES_TXT) $(DESTDIR)$(DOCDIR)/NOTICES
 	$(INSTALL) -m 0644 config.cfg.example \
 		$(DESTDIR)$(SYSCONFDIR)/otp_demo/config.cfg.example
 

@@ -220,7 +220,7 @@ $(SB)/notices.h: $(SB)/notices.txt tools/lz.py
 # unpacks once at start (www_builtin()).
 $(SB)/www_data.h: $(WWW) tools/lz.py
 	@mkdir -p $(@D)
-	python3 tools/lz.py --www $(WWW) > $@.tmp
+	python3 tools/lz.py --www -x $(REDIS_TEXTS) $(WWW) > $@.tmp
 	mv -f $@.tmp $@
 
 $(SB)/otp_demo.o: otp_demo.c otp_demo.h numbering.h $(SB)/www_data.h \

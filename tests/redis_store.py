@@ -156,11 +156,20 @@ def with_pair(fn, redis_args=(), extra=None, env=None):
 # ---- config -----------------------------------------------------------------
 
 def case_plain_binary_refuses_redis(ctx):
-    rc, out, err = H.run_once(ctx.dir, dict(BASE, STORE="redis://127.0.0.1:"
+    plain = {k: v for k, v in BASE.items() if not k.startswith("STORE_")}
+    rc, out, err = H.run_once(ctx.dir, dict(plain, STORE="redis://127.0.0.1:"
                                             "6379/0"), args=["-t"])
     check(rc == 78, "exit %s, want 78: %s" % (rc, err))
     check(re.search(r"config\.cfg:[0-9]+: STORE must be memory: this binary "
                     r"was built without Redis", err), err)
+    # Nor are its keys (the router builds' size): each says why.
+    for key, value in (("STORE_TIMEOUT", 500), ("STORE_PASSWORD", "pw"),
+                       ("STORE_PASSWORD_FILE", "/nonexistent")):
+        rc, out, err = H.run_once(ctx.dir, dict(plain, **{key: value}),
+                                  args=["-t"])
+        check(rc == 78, "%s: exit %s, want 78: %s" % (key, rc, err))
+        check(re.search(r"config\.cfg:[0-9]+: %s: this binary was built "
+                        r"without Redis \(make WITH_REDIS=1\)" % key, err), err)
 
 
 def case_config_rules(ctx):

@@ -49,14 +49,19 @@ def checked_pack(data):
     return packed
 
 
-def main_www(paths):
-    """--www FILE...: the files, one after another with a NUL after each,
-    packed as www_packed[] (OTP_WWW_PACKED_LEN unpacked), and where each
-    begins in www_packed_files[] (its name, offset and length)."""
+def main_www(paths, drop=None):
+    """--www [-x PREFIX] FILE...: the files, one after another with a NUL
+    after each, packed as www_packed[] (OTP_WWW_PACKED_LEN unpacked), and
+    where each begins in www_packed_files[] (its name, offset and length).
+    -x PREFIX leaves out the catalog lines (*.txt) whose key begins with
+    PREFIX, as tools/embed.sh -x does."""
     data, rows = bytearray(), []
     for path in paths:
         with open(path, "rb") as f:
             body = f.read()
+        if drop and path.endswith(".txt"):
+            body = b"".join(line for line in body.splitlines(True)
+                            if not line.startswith(drop.encode()))
         rows.append((path.rsplit("/", 1)[-1], len(data), len(body)))
         data += body + b"\0"
     packed = checked_pack(bytes(data))
@@ -74,6 +79,8 @@ def main_www(paths):
 
 def main():
     if sys.argv[1] == "--www":
+        if sys.argv[2] == "-x":
+            return main_www(sys.argv[4:], sys.argv[3])
         return main_www(sys.argv[2:])
     name = sys.argv[1]
     data = sys.stdin.buffer.read()

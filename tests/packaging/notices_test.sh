@@ -61,6 +61,17 @@ check "--licenses: civetweb and its version listed" \
 	grep -q "^  civetweb  *$(cat civetweb/VERSION)  *MIT$" "$tmp/licenses"
 check "--licenses: names the system's mbed TLS and libcurl" \
 	grep -q "links the system's mbed TLS and libcurl" "$tmp/licenses"
+check "--licenses: the plain build does not name hiredis" \
+	sh -c "! grep -q hiredis '$tmp/licenses'"
+# The build with the Redis store links the system's hiredis too.
+if [ -x "${OTP_REDIS_BIN:-}" ]; then
+	"$OTP_REDIS_BIN" --licenses > "$tmp/licenses-redis" 2>&1
+	check "--licenses (WITH_REDIS): names the system's hiredis" \
+		grep -q "links the system's mbed TLS, libcurl and hiredis" \
+		"$tmp/licenses-redis"
+else
+	bad "--licenses (WITH_REDIS)" "no OTP_REDIS_BIN to run"
+fi
 check "--licenses: no licence of a library it does not bundle" \
 	sh -c "! grep -q 'Apache License' '$tmp/licenses'"
 check "--help lists --licenses" sh -c "'$bin' --help | grep -q -- '--licenses'"
