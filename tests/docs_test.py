@@ -39,10 +39,26 @@ def literal(text):
     return tok
 
 
-def program_defaults():
-    out = subprocess.run([h.BIN, "--defaults"], check=True, capture_output=True,
-                         text=True).stdout
+def program_defaults(binary=None):
+    out = subprocess.run([binary or h.BIN, "--defaults"], check=True,
+                         capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def all_defaults():
+    """Every key either build has: the WITH_REDIS build's are the plain
+    build's and the STORE_ keys (config.cfg.example documents them all)."""
+    prog = program_defaults()
+    redis_bin = os.environ.get("OTP_REDIS_BIN")
+    if not redis_bin:
+        return prog
+    full = program_defaults(redis_bin)
+    extra = sorted(set(full) - set(prog))
+    check(set(prog) <= set(full) and all(k.startswith("STORE_")
+                                         for k in extra),
+          "the WITH_REDIS build has every key and the STORE_ keys more "
+          "(%s)" % ", ".join(extra))
+    return full
 
 
 def documented():
@@ -101,7 +117,7 @@ def split_values(text):
 
 
 def main():
-    prog = program_defaults()
+    prog = all_defaults()
     docs = documented()
     check(len(prog) > 30, "otp_demo --defaults prints every key (%d)" % len(prog))
     for key, value in prog.items():
