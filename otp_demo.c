@@ -373,6 +373,7 @@ struct record {
 	char shown[OTP_MAX_SHOWN]; /* the number as typed: store_view() */
 	char code[OTP_MAX_CODE_LEN + 1];
 	int64_t created_ms;
+	uint64_t nkey;            /* its number's rate window (limits) */
 	uint32_t attempts;
 	uint8_t state;
 	uint8_t ns;               /* enum ns */
@@ -719,8 +720,8 @@ struct store_ops {
 	void (*send_undo)(struct otp *otp, const struct config *c,
 	    const struct resend *rs);
 	/* limits_wait(): the resend countdown, 0 if unknown. */
-	long (*wait)(struct otp *otp, const struct config *c, enum ns ns,
-	    const char *phone, int64_t now);
+	long (*wait)(struct otp *otp, const struct config *c,
+	    const struct view *v, int64_t now);
 	/* limits_verify_take() and limits_verify_done(). */
 	enum limit (*verify_take)(struct otp *otp, const struct config *c,
 	    const struct client *cl, int64_t now, long *retry);
@@ -2987,10 +2988,10 @@ rec_owned(const struct record *r, const struct owner *ow)
  * 503): tombstones and expired records are reused, live ones never.
  */
 static int
-store_add(struct store *st, const char *phone, const char *code,
-          const uint8_t mac[OTP_MAC_LEN], const uint8_t id[OTP_ID_LEN],
-          const struct owner *ow, int64_t now, int64_t ttl_ms,
-          uint32_t *slot)
+store_add(struct store *st, const char *phone, uint64_t nkey,
+          const char *code, const uint8_t mac[OTP_MAC_LEN],
+          const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
+          int64_t ttl_ms, uint32_t *slot)
 {
 	struct record *r;
 
@@ -3019,6 +3020,7 @@ store_add(struct store *st, const char *phone, const char *code,
 	str_copy(r->phone, sizeof(r->phone), phone);
 	str_copy(r->code, sizeof(r->code), code);
 	r->created_ms = now;
+	r->nkey = nkey;
 	r->attempts = 0;
 	r->state = REC_LIVE;
 	st->live++;
@@ -3095,6 +3097,7 @@ struct view {
 	uint8_t id[OTP_ID_LEN];   /* with slot, its handle */
 	uint32_t attempts;        /* wrong codes so far */
 	int64_t left_ms;          /* until the code expires */
+	uint64_t nkey;            /* its number's rate window; 0: unknown */
 	char phone[OTP_MAX_PHONE_LEN + 1]; /* "" once wiped */
 	char shown[OTP_MAX_SHOWN];         /* "" if never set */
 };
@@ -3122,6 +3125,7 @@ store_view(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 		memcpy(v->id, id, OTP_ID_LEN);
 		v->attempts = r->attempts;
 		v->left_ms = rec_has_code(r) ? r->created_ms + ttl_ms - now : 0;
+		v->nkey = r->nkey;
 		memcpy(v->phone, r->phone, sizeof(v->phone));
 		memcpy(v->shown, r->shown, sizeof(v->shown));
 	}
@@ -3539,6 +3543,7 @@ struct take {
 	const struct client *cl;
 	long retry;          /* out: seconds, when refused */
 	int32_t slot;        /* out: the number's newest record, or -1 */
+	uint64_t knum;       /* out: the number's key (limits_number_key()) */
 };
 
 /* The share of a global cap one network may use, at least 1. */
@@ -3658,6 +3663,7 @@ limits_take(struct otp *otp, const struct config *c, struct take *tk,
 	enum limit rc;
 
 	tk->slot = -1;
+	tk->knum = knum;
 	pthread_mutex_lock(&l->lock);
 	rc = limits_check_send(otp, c, tk, knum, now, w);
 	if (rc == LIMIT_NONE && w[T_NUMBER]->key == knum)
@@ -3718,14 +3724,16 @@ limits_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
 	return slot;
 }
 
-/* Seconds until RESEND_INTERVAL lets phone (in ns) be sent to again, 0
- * if it does now: the code page's countdown. Counts nothing. */
+/* Seconds until RESEND_INTERVAL lets v's number be sent to again, 0 if
+ * it does now: the code page's countdown. Counts nothing. The record
+ * keeps its number's key: a wrong code's page hashes nothing. */
 static long
-limits_wait(struct otp *otp, const struct config *c, enum ns ns,
-            const char *phone, int64_t now)
+limits_wait(struct otp *otp, const struct config *c, const struct view *v,
+            int64_t now)
 {
 	struct limits *l = &otp->limits;
-	uint64_t k = limits_number_key(l, ns, phone);
+	uint64_t k = v->nkey != 0 ? v->nkey : limits_number_key(l, NS_WEB,
+	    v->phone);
 	int64_t hold = c->resend_interval * 1000;
 	struct window *w;
 	long wait = 0;
@@ -5630,10 +5638,11 @@ verification_full(struct otp *otp, const struct config *c, const char *phone,
 	st->retry = c->code_ttl;
 }
 
-/* Makes a new record for phone: code, id, hash. 0, or -1 with st set. */
+/* Makes a new record for phone (whose rate window is nkey): code, id,
+ * hash. 0, or -1 with st set. */
 static int
 verification_new(struct otp *otp, const struct config *c, const char *phone,
-                 const struct owner *ow, int64_t now,
+                 uint64_t nkey, const struct owner *ow, int64_t now,
                  char code[OTP_MAX_CODE_LEN + 1], struct start *st)
 {
 	uint8_t mac[OTP_MAC_LEN];
@@ -5644,8 +5653,8 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 	    code_mac(otp, code, strlen(code), mac) != 0) {
 		log_err(otp, "%s: random source failed", __func__);
 		st->internal = true;
-	} else if (store_add(&otp->store, phone, code, mac, st->id, ow, now,
-	    c->code_ttl * 1000, &st->slot) != 0) {
+	} else if (store_add(&otp->store, phone, nkey, code, mac, st->id, ow,
+	    now, c->code_ttl * 1000, &st->slot) != 0) {
 		verification_full(otp, c, phone, st);
 	} else {
 		int32_t slot = (int32_t)st->slot;
@@ -5671,8 +5680,8 @@ mem_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	    rs);
 	if (rs->st->limit != LIMIT_NONE)
 		return -1;
-	if (!rs->st->resent && verification_new(otp, c, rs->phone, rs->ow,
-	    rs->now, rs->code, rs->st) != 0)
+	if (!rs->st->resent && verification_new(otp, c, rs->phone, tk->knum,
+	    rs->ow, rs->now, rs->code, rs->st) != 0)
 		return -1;
 	return 0;
 }
@@ -5840,7 +5849,7 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 {
 	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
 	int64_t now = otp->now_ms(), t0;
-	struct take tk = { ow->ns, phone, cl, 0, -1 };
+	struct take tk = { ow->ns, phone, cl, 0, -1, 0 };
 	struct resend rs = { otp, c, phone, ow, own, own_id, now, code, st };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
 	int rc = -1;
@@ -6749,13 +6758,13 @@ redis_number(struct otp *otp, const struct config *c, enum rscript s,
 }
 
 static long
-redis_wait(struct otp *otp, const struct config *c, enum ns ns,
-           const char *phone, int64_t now)
+redis_wait(struct otp *otp, const struct config *c, const struct view *v,
+           int64_t now)
 {
 	char k[48], hold[24];
 
 	(void)now;
-	redis_num_key(otp, ns, phone, k);
+	redis_num_key(otp, NS_WEB, v->phone, k);
 	snprintf(hold, sizeof(hold), "%ld", c->resend_interval * 1000);
 	return (long)redis_number(otp, c, RS_WAIT, k, hold, 0);
 }
@@ -7790,7 +7799,7 @@ reply_code(struct req *r, int status, const char *error, const char *sent,
            const struct view *v)
 {
 	return reply_code_wait(r, status, error, sent, v, STORE_CALL(r->otp,
-	    wait, r->otp, r->cfg, NS_WEB, v->phone, r->otp->now_ms()));
+	    wait, r->otp, r->cfg, v, r->otp->now_ms()));
 }
 
 /* ---- cookies and sessions ---------------------------------------------- */

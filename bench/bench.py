@@ -12,7 +12,7 @@ Environment (make bench passes these through):
   BENCH_BASE       optional second otp_demo (say main's) measured in the
                    same run, alternating; adds a "÷ base" column
   BENCH_SECONDS    seconds per wrk run (5)
-  BENCH_RUNS       runs per endpoint and program (3)
+  BENCH_RUNS       runs per endpoint and program (5)
   BENCH_REQUESTS   requests before "RSS after N requests" (1000000)
   BENCH_WRK        wrk threads,connections (2,8); THREADS stays 8
   BENCH_ONLY       comma list of sections: throughput,memory,start,
@@ -49,7 +49,7 @@ BASE = os.environ.get("BENCH_BASE") or None
 REDIS_BIN = os.path.abspath(os.environ.get("BENCH_REDIS_BIN") or
                             os.path.join(ROOT, "build", "otp_demo-redis"))
 SECONDS = float(os.environ.get("BENCH_SECONDS") or 5)
-RUNS = int(os.environ.get("BENCH_RUNS") or 3)
+RUNS = int(os.environ.get("BENCH_RUNS") or 5)
 REQUESTS = int(os.environ.get("BENCH_REQUESTS") or 1000000)
 WRK_T, WRK_C = (int(x) for x in
                 (os.environ.get("BENCH_WRK") or "2,8").split(","))
@@ -265,23 +265,24 @@ def cpu(rs):
 
 
 def show_throughput(rows):
-    out("%-26s %24s %8s %8s %8s %9s | %8s %9s %9s%s" % (
+    out("%-26s %24s %8s %8s %8s %9s | %8s %9s %9s %5s%s" % (
         "", "otp_demo req/s", "p50", "p99", "max", "CPU/req", "ceiling",
-        "CPU/req", "÷ceiling", " %8s" % "÷base" if BASE else ""))
+        "CPU/req", "÷ceiling", "CPU×", " %8s" % "÷base" if BASE else ""))
     RESULTS["throughput"] = {}
     for name, res in rows:
         o, c = res["otp"], res["ceiling"]
         span = "%.0f (%.0f-%.0f)" % (rps(o), min(r["rps"] for r in o),
                                      max(r["rps"] for r in o))
-        line = "%-26s %24s %8s %8s %8s %6.1f us | %8.0f %6.1f us %9.2f" % (
+        line = "%-26s %24s %8s %8s %8s %6.1f us | %8.0f %6.1f us %9.2f %5.2f" % (
             name, span, fmt_ms(median([r["p50_ms"] for r in o])),
             fmt_ms(median([r["p99_ms"] for r in o])),
             fmt_ms(max(r["max_ms"] for r in o)), cpu(o), rps(c),
-            cpu(c), rps(o) / rps(c))
+            cpu(c), rps(o) / rps(c), cpu(o) / cpu(c))
         if BASE:
             line += " %8.2f" % (rps(o) / rps(res["base"]))
         out(line)
-        RESULTS["throughput"][name] = dict(res, ratio=rps(o) / rps(c))
+        RESULTS["throughput"][name] = dict(res, ratio=rps(o) / rps(c),
+                                           cpu_ratio=cpu(o) / cpu(c))
     ch = rows[0][1]["ceiling_h"]
     c = rows[0][1]["ceiling"]
     out("%-26s %24.0f %26s %6.1f us | %s" % (
@@ -290,7 +291,8 @@ def show_throughput(rows):
         "send() per header line)" % (rps(ch) / rps(c))))
     out("  req/s: median (min-max) of %d runs, alternating with the ceiling; "
         "p50, p99: medians; max: of all runs;\n  CPU/req: the server's "
-        "utime+stime ÷ requests" % RUNS)
+        "utime+stime ÷ requests; CPU×: otp_demo's CPU/req ÷ the ceiling's"
+        % RUNS)
 
 
 # ---- memory ------------------------------------------------------------------

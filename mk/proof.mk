@@ -24,7 +24,7 @@
 BENCH_BIN      ?= $(CURDIR)/$(BUILD)/otp_demo
 BENCH_BASE     ?=
 BENCH_SECONDS  ?= 5
-BENCH_RUNS     ?= 3
+BENCH_RUNS     ?= 5
 BENCH_REQUESTS ?= 1000000
 BENCH_WRK      ?= 2,8
 BENCH_ONLY     ?=

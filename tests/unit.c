@@ -781,7 +781,7 @@ test_store_add_check_once(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 4), 0);
-	assert_int_equal(store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 0,
+	assert_int_equal(store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0,
 	    1000, &slot), 0);
 	/* Bound to its session: the right code from another session fails,
 	 * and from the API namespace with the same bytes too. */
@@ -831,7 +831,7 @@ test_store_expiry(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
 	assert_int_equal(store_state(&st, slot, id, &OW1, 400, 1000, &left),
 	    REC_LIVE);
 	assert_int_equal(left, 600);
@@ -842,7 +842,7 @@ test_store_expiry(void **state)
 	assert_int_equal(st.rec[slot].code[0], 0);
 	assert_int_equal(store_state(&st, slot, id, &OW1, 1000, 1000, &left),
 	    REC_EXPIRED);
-	store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 500, 1000, &slot);
+	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 500, 1000, &slot);
 	assert_int_equal(store_sweep(&st, 1499, 1000), 1);
 	assert_int_equal(store_sweep(&st, 1500, 1000), 0);
 	assert_int_equal(st.rec[slot].state, REC_EXPIRED);
@@ -859,18 +859,18 @@ test_store_full(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 3), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 0, 1000,
+	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 0, 1000,
 	    &first), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 10, 1000,
+	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 10, 1000,
 	    &slot), 0);
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 20, 1000,
+	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 20, 1000,
 	    &slot), 0);
 	/* Full of live records: refused, nothing overwritten. */
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 500, 1000,
+	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 500, 1000,
 	    &slot), -1);
 	assert_int_equal(store_live(&st), 3);
 	/* Once the first expired, its slot is reused. */
-	assert_int_equal(store_add(&st, "+1", "A", mac, id, &OW1, 1000, 1000,
+	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 1000, 1000,
 	    &slot), 0);
 	assert_int_equal(slot, first);
 	store_free(&st);
@@ -888,7 +888,7 @@ test_store_attempts_lock(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 0, 10000, &slot);
+	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 10000, &slot);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(check_code(&st, slot, id, &OW1, bad, 1, 10000,
 		    3, phone), CHECK_WRONG);
@@ -940,8 +940,8 @@ test_store_view(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 4), 0);
-	store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 0, 1000, &slot);
-	store_add(&st, "+12015550123", "ABCD", mac, id2, &OWAPI, 0, 1000, &api);
+	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_add(&st, "+12015550123", 0, "ABCD", mac, id2, &OWAPI, 0, 1000, &api);
 	store_view(&st, slot, id, &OW2, 1, 1000, "+1 (201) 555-0123", &v);
 	assert_int_equal(v.state, REC_FREE);
 	assert_int_equal(v.phone[0], 0);
@@ -970,7 +970,7 @@ test_store_view(void **state)
 	assert_int_equal(st.rec[slot].phone[0], 0);
 	assert_int_equal(st.rec[slot].shown[0], 0);
 	/* Verified: the number is wiped at once. */
-	store_add(&st, "+12015550123", "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
 	store_view(&st, slot, id, &OW1, 1, 1000, "+1 201-555-0123", &v);
 	check_code(&st, slot, id, &OW1, mac, 2, 1000, 5, phone);
 	store_view(&st, slot, id, &OW1, 3, 1000, NULL, &v);
@@ -988,7 +988,7 @@ take(struct otp *otp, enum ns ns, const char *phone, const char *addr,
      int64_t now, long *retry)
 {
 	struct client cl;
-	struct take tk = { ns, phone, &cl, 0, -1 };
+	struct take tk = { ns, phone, &cl, 0, -1, 0 };
 	enum limit rc;
 
 	client_init(otp, otp->cfg, &cl, addr);
@@ -1045,6 +1045,25 @@ test_limits_windows(void **state)
 	otp_destroy(otp);
 }
 
+/* limits_wait() for a page's view of a record for phone in ns: by the
+ * number's key the record keeps, and (the web's) by its number alone,
+ * which must agree. */
+static long
+wait_of(struct otp *otp, enum ns ns, const char *phone, int64_t now)
+{
+	struct view v;
+	long by_key;
+
+	memset(&v, 0, sizeof(v));
+	str_copy(v.phone, sizeof(v.phone), phone);
+	v.nkey = limits_number_key(&otp->limits, ns, phone);
+	by_key = limits_wait(otp, otp->cfg, &v, now);
+	v.nkey = 0;
+	if (ns == NS_WEB)
+		assert_int_equal(limits_wait(otp, otp->cfg, &v, now), by_key);
+	return by_key;
+}
+
 /* The code page's countdown: RESEND_INTERVAL left for a number, as a
  * refused send would say it; it counts nothing. */
 static void
@@ -1056,21 +1075,17 @@ test_limits_wait(void **state)
 	(void)state;
 	otp->cfg->resend_interval = 30;
 	fake_now = 10 * HOUR_MS;
-	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201", fake_now),
-	    0);
+	assert_int_equal(wait_of(otp, NS_WEB, "+1201", fake_now), 0);
 	take(otp, NS_WEB, "+1201", "10.1.1.1", fake_now, &retry);
-	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201", fake_now),
-	    30);
-	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201",
+	assert_int_equal(wait_of(otp, NS_WEB, "+1201", fake_now), 30);
+	assert_int_equal(wait_of(otp, NS_WEB, "+1201",
 	    fake_now + 1500), 29);
 	assert_int_equal(take(otp, NS_WEB, "+1201", "10.1.1.1",
 	    fake_now + 1500, &retry), LIMIT_RESEND);
 	assert_int_equal(retry, 29);
-	assert_int_equal(limits_wait(otp, otp->cfg, NS_API, "+1201", fake_now),
-	    0);
-	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1202", fake_now),
-	    0);
-	assert_int_equal(limits_wait(otp, otp->cfg, NS_WEB, "+1201",
+	assert_int_equal(wait_of(otp, NS_API, "+1201", fake_now), 0);
+	assert_int_equal(wait_of(otp, NS_WEB, "+1202", fake_now), 0);
+	assert_int_equal(wait_of(otp, NS_WEB, "+1201",
 	    fake_now + 30000), 0);
 	otp_destroy(otp);
 }
