@@ -3455,9 +3455,9 @@ global_add(struct window *w, int64_t now, int64_t period_ms)
 	w->count++;
 }
 
-/* The table key of in: its keyed hash, cut to 64 bits. A request hashes
- * its number twice (limits_take(), limits_slot()) and, on a
- * keep-alive connection, the address of the last one: hmac_memo(). */
+/* The table key of in: its keyed hash, cut to 64 bits. A check by
+ * number hashes it again (mem_find()), and a keep-alive connection the
+ * address of the last request: hmac_memo(). */
 static uint64_t
 limits_hash(const struct limits *l, const void *in, size_t len)
 {
@@ -3700,16 +3700,15 @@ limits_refund(struct otp *otp, enum ns ns, const char *phone, int64_t now)
 }
 
 /*
- * The newest record of a number in a namespace (for a resend in its
- * session, a check by number), or -1; with set, first remembers *set as
- * that record. The window outlives the record: number_hold().
+ * The newest record of the number whose key is k (limits_number_key():
+ * a number in a namespace; for a resend in its session, a check by
+ * number), or -1; with set, first remembers *set as that record. The
+ * window outlives the record: number_hold().
  */
 static int32_t
-limits_slot(struct otp *otp, enum ns ns, const char *phone, int64_t now,
-            const int32_t *set)
+limits_slot(struct otp *otp, uint64_t k, int64_t now, const int32_t *set)
 {
 	struct limits *l = &otp->limits;
-	uint64_t k = limits_number_key(l, ns, phone);
 	struct window *w;
 	int32_t slot = -1;
 
@@ -5659,7 +5658,7 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 	} else {
 		int32_t slot = (int32_t)st->slot;
 
-		limits_slot(otp, ow->ns, phone, now, &slot);
+		limits_slot(otp, nkey, now, &slot);
 		rc = 0;
 	}
 	wipe(mac, sizeof(mac));
@@ -5754,7 +5753,8 @@ mem_find(struct otp *otp, const struct config *c, const char *phone,
          const struct owner *ow, int64_t now, uint32_t *slot,
          uint8_t id[OTP_ID_LEN])
 {
-	int32_t s = limits_slot(otp, ow->ns, phone, now, NULL);
+	int32_t s = limits_slot(otp, limits_number_key(&otp->limits, ow->ns,
+	    phone), now, NULL);
 
 	if (s < 0 || store_id_of(&otp->store, (uint32_t)s, phone, ow, now,
 	    c->code_ttl * 1000, id) != 0)
@@ -9163,12 +9163,6 @@ on_logout_page(struct req *r)
 	return reply_page(r, 200, "verify_success.html", vars, countof(vars));
 }
 
-static int
-on_healthz(struct req *r)
-{
-	return reply_text(r, 200, "ok\n");
-}
-
 /* Ready when the sender can send: Telnyx and HTTP gateways need their CA
  * bundle readable; the others are always ready. The answer names the
  * sender ("ready: console sender"), so a probe can tell a console. */
@@ -9189,6 +9183,13 @@ on_readyz(struct req *r)
 	    ": CA bundle unreadable", mem ? "" : ", ", name, mem ? "" :
 	    store ? " store" : " store unavailable");
 	return reply_text(r, ok && store ? 200 : 503, text);
+}
+
+/* Alive: the process answers (whether it can send: on_readyz()). */
+static int
+on_healthz(struct req *r)
+{
+	return reply_text(r, 200, "ok\n");
 }
 
 /*

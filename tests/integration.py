@@ -457,6 +457,13 @@ def tls_failure_case(name, cert_name, **fake_kw):
             ]}
 
 
+def with_vid(vid, *steps):
+    """Each step after setting the otp_vid cookie to vid (a later step's
+    own cookie may replace it): a step list's part."""
+    return [x for step in steps for x in ({"set_cookie": {"otp_vid": vid}},
+                                          step)]
+
+
 CASES = [
     {"name": "index_page", "steps": [
         {"get": "/", "status": 200, "page": "index", "secure": True,
@@ -867,25 +874,23 @@ CASES = [
           "what": "resend, no otp_vid"},
          {"get": "/resend", "status": 403, "api": 0, "same": "gone",
           "what": "the page, no otp_vid"},
-         {"set_cookie": {"otp_vid": "f" * 40}},
-         {"verify": "{code}", "status": 403, "same": "gone",
-          "what": "a forged otp_vid"},
-         {"set_cookie": {"otp_vid": "f" * 40}},
-         {"post": "/resend", "status": 403, "api": 0, "same": "gone",
-          "what": "resend, a forged otp_vid"},
+         *with_vid("f" * 40,
+                   {"verify": "{code}", "status": 403, "same": "gone",
+                    "what": "a forged otp_vid"},
+                   {"post": "/resend", "status": 403, "api": 0,
+                    "same": "gone", "what": "resend, a forged otp_vid"}),
          {"set_cookie": {"otp_vid": lambda ctx, b: ctx.saved["vid"][:8] +
                          "0" * 32}},
          {"post": "/resend", "status": 403, "api": 0, "same": "gone",
           "what": "resend, the right slot with a forged id"},
-         {"set_cookie": {"otp_vid": "{saved:vidB}"}},
-         {"verify": "{code:B}", "status": 403, "same": "gone",
-          "what": "B's otp_vid and B's code in A's session"},
-         {"set_cookie": {"otp_vid": "{saved:vidB}"}},
-         {"post": "/resend", "status": 403, "api": 0, "same": "gone",
-          "what": "resend with B's otp_vid in A's session"},
-         {"set_cookie": {"otp_vid": "{saved:vidB}"}},
-         {"get": "/resend", "status": 403, "same": "gone",
-          "what": "the page with B's otp_vid in A's session"},
+         *with_vid("{saved:vidB}",
+                   {"verify": "{code:B}", "status": 403, "same": "gone",
+                    "what": "B's otp_vid and B's code in A's session"},
+                   {"post": "/resend", "status": 403, "api": 0,
+                    "same": "gone",
+                    "what": "resend with B's otp_vid in A's session"},
+                   {"get": "/resend", "status": 403, "same": "gone",
+                    "what": "the page with B's otp_vid in A's session"}),
          {"set_cookie": {"otp_vid": "{saved:vid}"}},
          {"verify": "{wrong}", "status": 403, "has": [
              "Wrong code. 9 tries left."], "what": "A's own handle back"},
