@@ -2988,8 +2988,8 @@ rec_owned(const struct record *r, const struct owner *ow)
  * 503): tombstones and expired records are reused, live ones never.
  */
 static int
-store_add(struct store *st, const char *phone, uint64_t nkey,
-          const char *code, const uint8_t mac[OTP_MAC_LEN],
+store_add(struct store *st, const char *phone, const char *shown,
+          uint64_t nkey, const char *code, const uint8_t mac[OTP_MAC_LEN],
           const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
           int64_t ttl_ms, uint32_t *slot)
 {
@@ -3018,6 +3018,7 @@ store_add(struct store *st, const char *phone, uint64_t nkey,
 	memcpy(r->sid, ow->sid, OTP_SID_LEN);
 	memcpy(r->mac, mac, OTP_MAC_LEN);
 	str_copy(r->phone, sizeof(r->phone), phone);
+	str_copy(r->shown, sizeof(r->shown), shown != NULL ? shown : "");
 	str_copy(r->code, sizeof(r->code), code);
 	r->created_ms = now;
 	r->nkey = nkey;
@@ -5588,6 +5589,7 @@ struct resend {
 	struct otp *otp;
 	const struct config *c;
 	const char *phone;
+	const char *shown;      /* as its person typed it (web), or NULL */
 	const struct owner *ow;
 	int32_t own;            /* the record to resend; -1: the number's
 				   newest (limits_take()'s slot) */
@@ -5637,12 +5639,13 @@ verification_full(struct otp *otp, const struct config *c, const char *phone,
 	st->retry = c->code_ttl;
 }
 
-/* Makes a new record for phone (whose rate window is nkey): code, id,
- * hash. 0, or -1 with st set. */
+/* Makes a new record for phone (shown as typed, or NULL; its rate
+ * window nkey): code, id, hash. 0, or -1 with st set. */
 static int
 verification_new(struct otp *otp, const struct config *c, const char *phone,
-                 uint64_t nkey, const struct owner *ow, int64_t now,
-                 char code[OTP_MAX_CODE_LEN + 1], struct start *st)
+                 const char *shown, uint64_t nkey, const struct owner *ow,
+                 int64_t now, char code[OTP_MAX_CODE_LEN + 1],
+                 struct start *st)
 {
 	uint8_t mac[OTP_MAC_LEN];
 	int rc = -1;
@@ -5652,8 +5655,8 @@ verification_new(struct otp *otp, const struct config *c, const char *phone,
 	    code_mac(otp, code, strlen(code), mac) != 0) {
 		log_err(otp, "%s: random source failed", __func__);
 		st->internal = true;
-	} else if (store_add(&otp->store, phone, nkey, code, mac, st->id, ow,
-	    now, c->code_ttl * 1000, &st->slot) != 0) {
+	} else if (store_add(&otp->store, phone, shown, nkey, code, mac,
+	    st->id, ow, now, c->code_ttl * 1000, &st->slot) != 0) {
 		verification_full(otp, c, phone, st);
 	} else {
 		int32_t slot = (int32_t)st->slot;
@@ -5679,8 +5682,8 @@ mem_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	    rs);
 	if (rs->st->limit != LIMIT_NONE)
 		return -1;
-	if (!rs->st->resent && verification_new(otp, c, rs->phone, tk->knum,
-	    rs->ow, rs->now, rs->code, rs->st) != 0)
+	if (!rs->st->resent && verification_new(otp, c, rs->phone, rs->shown,
+	    tk->knum, rs->ow, rs->now, rs->code, rs->st) != 0)
 		return -1;
 	return 0;
 }
@@ -5843,14 +5846,15 @@ store_name(const struct otp *otp)
  */
 static int
 verification_send(struct otp *otp, const struct config *c, const char *phone,
-                  const struct client *cl, const struct owner *ow,
-                  int32_t own, const uint8_t *own_id, const char *tmpl,
-                  struct start *st)
+                  const char *shown, const struct client *cl,
+                  const struct owner *ow, int32_t own, const uint8_t *own_id,
+                  const char *tmpl, struct start *st)
 {
 	char code[OTP_MAX_CODE_LEN + 1] = "", masked[32];
 	int64_t now = otp->now_ms(), t0;
 	struct take tk = { ow->ns, phone, cl, 0, -1, 0 };
-	struct resend rs = { otp, c, phone, ow, own, own_id, now, code, st };
+	struct resend rs = { otp, c, phone, shown, ow, own, own_id, now, code,
+	    st };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
 	int rc = -1;
 
@@ -5897,10 +5901,11 @@ out:
  * JSON API. */
 static int
 verification_start(struct otp *otp, const struct config *c, const char *phone,
-                   const struct client *cl, const struct owner *ow,
-                   const char *tmpl, struct start *st)
+                   const char *shown, const struct client *cl,
+                   const struct owner *ow, const char *tmpl, struct start *st)
 {
-	return verification_send(otp, c, phone, cl, ow, -1, NULL, tmpl, st);
+	return verification_send(otp, c, phone, shown, cl, ow, -1, NULL, tmpl,
+	    st);
 }
 
 /*
@@ -6097,7 +6102,8 @@ _Static_assert(REC_LIVE == 1 && REC_LOCKED == 2 && REC_EXPIRED == 3 &&
  * newest), the new record. ARGV: per number, per address, API hour, hour,
  * day, network hour and day shares, resend hold, number hold, flags (c:
  * per client, a: the API), phone, ns, sid, max sends, ttl, new id, mac,
- * enc, MAX_PENDING, the masked phone (for a webhook). Returns {limit
+ * enc, MAX_PENDING, the masked phone (for a webhook), the phone as typed
+ * ('': none). Returns {limit
  * name, retry}, {'full'} (MAX_PENDING codes live: nothing counted) or
  * {'none', resent, id, enc}. A new record joins the pending index.
  */
@@ -6142,6 +6148,7 @@ static const char lua_send[] = LUA_PRELUDE
 	"  redis.call('HSET', KEYS[9], 'st', 1, 'ns', A[12], 'sid', A[13],\n"
 	"    'ph', A[11], 'mac', A[17], 'enc', A[18], 'at', 0, 'sends', 1,\n"
 	"    'exp', exp, 'mk', A[20])\n"
+	"  if A[21] ~= '' then redis.call('HSET', KEYS[9], 'sh', A[21]) end\n"
 	"  redis.call('PEXPIRE', KEYS[9], keep)\n"
 	"  redis.call('ZADD', P, exp, id)\n"
 	"  if redis.call('PTTL', P) < keep then redis.call('PEXPIRE', P, keep) end\n"
@@ -6674,7 +6681,7 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	char k[9][48], n[12][24], flags[4], ns[4], sid[2 * OTP_SID_LEN + 1];
 	char id[2 * OTP_ID_LEN + 1], mac[2 * OTP_MAC_LEN + 1];
 	char enc[2 * OTP_MAX_CODE_LEN + 1], masked[32];
-	const char *argv[29];
+	const char *argv[30];
 	uint8_t m[OTP_MAC_LEN];
 	redisReply *rep;
 	int rc = -1;
@@ -6713,7 +6720,8 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	argv[21] = sid, argv[22] = n[9], argv[23] = n[10];
 	argv[24] = id, argv[25] = mac, argv[26] = enc, argv[27] = n[11];
 	argv[28] = masked;
-	if ((rep = redis_run(otp, c, RS_SEND, 9, 29, argv)) == NULL) {
+	argv[29] = rs->shown != NULL ? rs->shown : "";
+	if ((rep = redis_run(otp, c, RS_SEND, 9, 30, argv)) == NULL) {
 		st->limit = LIMIT_STORE;
 		tk->retry = 1;
 		goto out;
@@ -8778,20 +8786,33 @@ reply_start_failed(struct req *r, const struct start *st, const char *input,
 
 /*
  * After a start that went out (or, for a number USERS_FILE leaves out,
- * seemed to): the record takes the number as its person typed it
- * (shown), the browser its handle, and the code page says what was sent:
- * the same code again, or fresh ("a code is on its way.", or "we sent a
- * new code." for a resend that replaced an ended code).
+ * seemed to): the record has the number as its person typed it (shown),
+ * the browser gets its handle, and the code page says what was sent: the
+ * same code again, or fresh ("a code is on its way.", or "we sent a new
+ * code." for a resend that replaced an ended code).
  */
 static int
-reply_started(struct req *r, const struct start *st, const char *shown,
-              const char *fresh)
+reply_started(struct req *r, const struct start *st, const char *phone,
+              const char *shown, const char *fresh)
 {
 	struct view v;
 	int rc;
 
-	STORE_CALL(r->otp, view, r->otp, r->cfg, st->slot, st->id, &r->ow,
-	    r->otp->now_ms(), shown, &v);
+	/* A new record is what the send just made (shown too): its view
+	 * needs no look at the store (a lock, or a round trip to Redis,
+	 * less per /request). A resent one is read, and takes shown. */
+	memset(&v, 0, sizeof(v));
+	if (st->resent) {
+		STORE_CALL(r->otp, view, r->otp, r->cfg, st->slot, st->id,
+		    &r->ow, r->otp->now_ms(), shown, &v);
+	} else {
+		v.state = REC_LIVE;
+		v.slot = st->slot;
+		memcpy(v.id, st->id, OTP_ID_LEN);
+		v.left_ms = r->cfg->code_ttl * 1000;
+		str_copy(v.phone, sizeof(v.phone), phone);
+		str_copy(v.shown, sizeof(v.shown), shown);
+	}
 	handle_set(r, st->slot, st->id);
 	/* The send just counted set the number's RESEND_INTERVAL going: its
 	 * wait is known without asking the store (a lock, or a round trip
@@ -8869,11 +8890,12 @@ on_request(struct req *r)
 		    n < 0 ? "" : input);
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
-	if (verification_start(otp, r->cfg, phone, &cl, &r->ow, message_pick(r),
-	    &st) != 0)
-		return reply_start_failed(r, &st, input, NULL);
 	phone_show(phone, input, (size_t)n, shown, sizeof(shown));
-	rc = reply_started(r, &st, shown, NULL);
+	if (verification_start(otp, r->cfg, phone, shown, &cl, &r->ow,
+	    message_pick(r), &st) != 0)
+		rc = reply_start_failed(r, &st, input, NULL);
+	else
+		rc = reply_started(r, &st, phone, shown, NULL);
 	wipe(shown, sizeof(shown));
 	return rc;
 }
@@ -8972,11 +8994,12 @@ on_resend(struct req *r)
 		return reply_gone(r, rc);
 	}
 	client_init(otp, r->cfg, &cl, r->addr);
-	if (verification_send(otp, r->cfg, v.phone, &cl, &r->ow,
+	if (verification_send(otp, r->cfg, v.phone, v.shown, &cl, &r->ow,
 	    (int32_t)v.slot, v.id, message_pick(r), &st) != 0)
 		rc = reply_start_failed(r, &st, "", &v);
 	else
-		rc = reply_started(r, &st, v.shown, req_text(r, TX_SENT_NEW));
+		rc = reply_started(r, &st, v.phone, v.shown,
+		    req_text(r, TX_SENT_NEW));
 	wipe(&v, sizeof(v));
 	return rc;
 }
@@ -9486,9 +9509,8 @@ api_create(struct req *r)
 	    (rc = api_phone(r, input, phone)) != 0 ||
 	    (rc = api_client(r, &b, ip, &cl)) != 0)
 		return rc;
-	if (verification_start(otp, r->cfg, phone, &cl, &otp->api,
-	    message_pick(r),
-	    &st) != 0) {
+	if (verification_start(otp, r->cfg, phone, NULL, &cl, &otp->api,
+	    message_pick(r), &st) != 0) {
 		enum outcome o = start_outcome(&st);
 
 		r->retry_after = st.retry;

@@ -394,8 +394,8 @@ op_request(int owner, int num, int addr)
 	n_req++;
 	counters(owner, num, &cl, before, sizeof(before));
 	want = model_send(owner, num, addr, &resend);
-	rc = verification_start(otp, otp->cfg, numbers[num], &cl, &owners[owner],
-	    "Your token is {code}", &st);
+	rc = verification_start(otp, otp->cfg, numbers[num], NULL, &cl,
+	    &owners[owner], "Your token is {code}", &st);
 	got = rc == 0 ? LIMIT_NONE : st.limit;
 	if (rc != 0 && st.limit == LIMIT_NONE)
 		fail("request: not a limit (full %d, internal %d, sent %d)",

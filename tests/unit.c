@@ -781,7 +781,7 @@ test_store_add_check_once(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 4), 0);
-	assert_int_equal(store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0,
+	assert_int_equal(store_add(&st, "+12015550123", NULL, 0, "ABCD", mac, id, &OW1, 0,
 	    1000, &slot), 0);
 	/* Bound to its session: the right code from another session fails,
 	 * and from the API namespace with the same bytes too. */
@@ -831,7 +831,7 @@ test_store_expiry(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_add(&st, "+12015550123", NULL, 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
 	assert_int_equal(store_state(&st, slot, id, &OW1, 400, 1000, &left),
 	    REC_LIVE);
 	assert_int_equal(left, 600);
@@ -842,7 +842,7 @@ test_store_expiry(void **state)
 	assert_int_equal(st.rec[slot].code[0], 0);
 	assert_int_equal(store_state(&st, slot, id, &OW1, 1000, 1000, &left),
 	    REC_EXPIRED);
-	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 500, 1000, &slot);
+	store_add(&st, "+12015550123", NULL, 0, "ABCD", mac, id, &OW1, 500, 1000, &slot);
 	assert_int_equal(store_sweep(&st, 1499, 1000), 1);
 	assert_int_equal(store_sweep(&st, 1500, 1000), 0);
 	assert_int_equal(st.rec[slot].state, REC_EXPIRED);
@@ -859,18 +859,18 @@ test_store_full(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 3), 0);
-	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 0, 1000,
+	assert_int_equal(store_add(&st, "+1", NULL, 0, "A", mac, id, &OW1, 0, 1000,
 	    &first), 0);
-	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 10, 1000,
+	assert_int_equal(store_add(&st, "+1", NULL, 0, "A", mac, id, &OW1, 10, 1000,
 	    &slot), 0);
-	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 20, 1000,
+	assert_int_equal(store_add(&st, "+1", NULL, 0, "A", mac, id, &OW1, 20, 1000,
 	    &slot), 0);
 	/* Full of live records: refused, nothing overwritten. */
-	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 500, 1000,
+	assert_int_equal(store_add(&st, "+1", NULL, 0, "A", mac, id, &OW1, 500, 1000,
 	    &slot), -1);
 	assert_int_equal(store_live(&st), 3);
 	/* Once the first expired, its slot is reused. */
-	assert_int_equal(store_add(&st, "+1", 0, "A", mac, id, &OW1, 1000, 1000,
+	assert_int_equal(store_add(&st, "+1", NULL, 0, "A", mac, id, &OW1, 1000, 1000,
 	    &slot), 0);
 	assert_int_equal(slot, first);
 	store_free(&st);
@@ -888,7 +888,7 @@ test_store_attempts_lock(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 2), 0);
-	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 10000, &slot);
+	store_add(&st, "+12015550123", NULL, 0, "ABCD", mac, id, &OW1, 0, 10000, &slot);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(check_code(&st, slot, id, &OW1, bad, 1, 10000,
 		    3, phone), CHECK_WRONG);
@@ -940,8 +940,8 @@ test_store_view(void **state)
 
 	(void)state;
 	assert_int_equal(store_init(&st, 4), 0);
-	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
-	store_add(&st, "+12015550123", 0, "ABCD", mac, id2, &OWAPI, 0, 1000, &api);
+	store_add(&st, "+12015550123", NULL, 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_add(&st, "+12015550123", NULL, 0, "ABCD", mac, id2, &OWAPI, 0, 1000, &api);
 	store_view(&st, slot, id, &OW2, 1, 1000, "+1 (201) 555-0123", &v);
 	assert_int_equal(v.state, REC_FREE);
 	assert_int_equal(v.phone[0], 0);
@@ -970,7 +970,7 @@ test_store_view(void **state)
 	assert_int_equal(st.rec[slot].phone[0], 0);
 	assert_int_equal(st.rec[slot].shown[0], 0);
 	/* Verified: the number is wiped at once. */
-	store_add(&st, "+12015550123", 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
+	store_add(&st, "+12015550123", NULL, 0, "ABCD", mac, id, &OW1, 0, 1000, &slot);
 	store_view(&st, slot, id, &OW1, 1, 1000, "+1 201-555-0123", &v);
 	check_code(&st, slot, id, &OW1, mac, 2, 1000, 5, phone);
 	store_view(&st, slot, id, &OW1, 3, 1000, NULL, &v);
