@@ -148,6 +148,38 @@ def capture(rundir, srv, vid_client, vid):
     return files
 
 
+# POST /verify needs live verifications to send wrong codes to. MAX_ATTEMPTS
+# is at most 100, so each run gets enough of them to spread its requests
+# over (round robin) that none is locked, which would change the path and
+# the page: sized for 100,000 req/s, made before the run is timed.
+NVIDS = int(math.ceil(VERIFY_RPS_MAX * (SECONDS + 1) / 80))
+
+
+def vids_env(srv, i):
+    """wrk's env for verify.lua in round i: NVIDS verifications on srv."""
+    cl, vf = make_vids(srv, NVIDS, 3100000000 + i * 1000000)
+    return {"BENCH_SID": cl.sid, "BENCH_CSRF": cl.csrf, "BENCH_VIDS": vf}
+
+
+def request_env(srv, i):
+    """wrk's env for request.lua in round i: a session on srv."""
+    cl = Client(srv.port).session()
+    return {"BENCH_SID": cl.sid, "BENCH_CSRF": cl.csrf,
+            "BENCH_FIRST": str(2000000000 + i * 200000000)}
+
+
+def fresh(rundir, servers, name, binary, cfg, setup):
+    """For alternate(): a new server each round (added to servers), its
+    wrk env from setup(server, round). Each run then starts from empty
+    tables and meets no limit: a cap is at most 1,000,000 an hour, which
+    RUNS runs on a fast machine would pass on one server."""
+    def start(i):
+        srv = otp(rundir, "%s%d" % (name, i), cfg, binary).start()
+        servers.append(srv)
+        return srv, setup(srv, i)
+    return start
+
+
 def alternate(wrk, programs, script, env_for):
     """RUNS rounds; in each, one wrk run per program, the order reversed
     every other round so that drift in the machine's load hits all alike.
@@ -174,9 +206,7 @@ def throughput(rundir, wrk):
     say("== throughput: GET /, POST /verify (wrong code), POST /request")
     # A: GET / (makes nothing but sessions, which live in their cookies)
     # and the answers the ceiling replays. POST /verify and /request: a
-    # fresh server each round, so that each run starts from empty tables
-    # and no run meets a limit (a cap is at most 1,000,000 an hour, which
-    # RUNS runs on a fast machine would pass on one server).
+    # fresh server each round (fresh()).
     cfg_a = bench_config(MAX_PENDING=200000)
     cfg_b = bench_config(MAX_PENDING=1000000)
     a = otp(rundir, "otp_a", cfg_a).start()
@@ -186,30 +216,6 @@ def throughput(rundir, wrk):
         if BASE:
             base_a = otp(rundir, "base_a", cfg_a, BASE).start()
             servers.append(base_a)
-        # POST /verify needs live verifications to send wrong codes to.
-        # MAX_ATTEMPTS is at most 100, so each run gets enough of them
-        # to spread its requests over (round robin) that none is locked,
-        # which would change the path and the page: sized for 100,000
-        # req/s, made before the run is timed.
-        nvids = int(math.ceil(VERIFY_RPS_MAX * (SECONDS + 1) / 80))
-
-        def vids_env(srv, i):
-            cl, vf = make_vids(srv, nvids, 3100000000 + i * 1000000)
-            return {"BENCH_SID": cl.sid, "BENCH_CSRF": cl.csrf,
-                    "BENCH_VIDS": vf}
-
-        def request_env(srv, i):
-            cl = Client(srv.port).session()
-            return {"BENCH_SID": cl.sid, "BENCH_CSRF": cl.csrf,
-                    "BENCH_FIRST": str(2000000000 + i * 200000000)}
-
-        def fresh(name, binary, cfg, setup):
-            def start(i):
-                srv = otp(rundir, "%s%d" % (name, i), cfg, binary).start()
-                servers.append(srv)
-                return srv, setup(srv, i)
-            return start
-
         v0 = vids_env(a, 0)
         with open(v0["BENCH_VIDS"]) as f:
             first_vid = f.readline().strip()
@@ -226,10 +232,10 @@ def throughput(rundir, wrk):
         servers.append(ceilh)
 
         def progs(kind, cfg, setup):
-            p = [("otp", fresh("otp_" + kind, BIN, cfg, setup)),
-                 ("ceiling", ceil)]
-            return p + ([("base", fresh("base_" + kind, BASE, cfg, setup))]
-                        if BASE else [])
+            p = [("otp", fresh(rundir, servers, "otp_" + kind, BIN, cfg,
+                               setup)), ("ceiling", ceil)]
+            return p + ([("base", fresh(rundir, servers, "base_" + kind,
+                                        BASE, cfg, setup))] if BASE else [])
 
         rows = []
         # GET /: a first visit, so a new session (cookie, CSRF token) each
@@ -245,9 +251,9 @@ def throughput(rundir, wrk):
                         lambda who, i: v0)
         for who in ("otp", "base"):
             for r in res.get(who, []):
-                if r["requests"] > 99 * nvids:
+                if r["requests"] > 99 * NVIDS:
                     say("warning: %d verifies over %d verifications: some "
-                        "were locked" % (r["requests"], nvids))
+                        "were locked" % (r["requests"], NVIDS))
         rows.append(("POST /verify (wrong code)", res))
 
         # POST /request: a new number each time, console sender.
@@ -730,32 +736,23 @@ def redis_store(rundir, wrk):
     servers = []
     try:
         cfg = bench_config(MAX_PENDING=1000000)
-        mem = otp(rundir, "memory", cfg).start()
-        servers.append(mem)
         ra, rb = redis_pair(rundir, cfg, sock)
         servers += [ra, rb]
-        nvids = int(math.ceil(VERIFY_RPS_MAX * (SECONDS + 1) / 80))
-        vids = {}
-        for k, (who, srv) in enumerate((("memory", mem), ("redis", ra))):
-            for i in range(RUNS + 1):
-                cl, vf = make_vids(srv, nvids, 3100000000 + k * 50000000 +
-                                   i * 1000000)
-                vids[who, i] = {"BENCH_SID": cl.sid, "BENCH_CSRF": cl.csrf,
-                                "BENCH_VIDS": vf}
-        progs = [("memory", mem), ("redis", ra)]
+        # The memory store on a fresh server each round, as in
+        # "throughput"; Redis's runs (a tenth as many requests) stay
+        # within its caps on one pair.
+        vids = {i: vids_env(ra, 50 + i) for i in range(RUNS + 1)}
         rows = [("POST /verify (wrong code)", alternate(
-            wrk, progs, "verify.lua", lambda who, i: vids[who, i]))]
-        rows[0][1]["two"] = [both(wrk, [ra, rb], "verify.lua",
-                                  vids["redis", RUNS])]
-        sess = {"memory": Client(mem.port).session(),
-                "redis": Client(ra.port).session()}
+            wrk, [("memory", fresh(rundir, servers, "memory_v", BIN, cfg,
+                                   vids_env)), ("redis", ra)],
+            "verify.lua", lambda who, i: vids[i]))]
+        rows[0][1]["two"] = [both(wrk, [ra, rb], "verify.lua", vids[RUNS])]
         rows.append(("POST /request (console)", alternate(
-            wrk, progs, "request.lua", lambda who, i: {
-                "BENCH_SID": sess[who].sid, "BENCH_CSRF": sess[who].csrf,
-                "BENCH_FIRST": str(2000000000 + i * 200000000)})))
-        rows[1][1]["two"] = [both(wrk, [ra, rb], "request.lua", {
-            "BENCH_SID": sess["redis"].sid, "BENCH_CSRF":
-            sess["redis"].csrf, "BENCH_FIRST": "2900000000"})]
+            wrk, [("memory", fresh(rundir, servers, "memory_r", BIN, cfg,
+                                   request_env)), ("redis", ra)],
+            "request.lua", lambda who, i: request_env(ra, i))))
+        rows[1][1]["two"] = [both(wrk, [ra, rb], "request.lua",
+                                  dict(request_env(ra, 9)))]
         for srv in servers:
             for word in ("rate_limited", "store", "locked", "error"):
                 n = srv.log_count(word)
