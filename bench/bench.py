@@ -752,7 +752,7 @@ def redis_store(rundir, wrk):
                                    request_env)), ("redis", ra)],
             "request.lua", lambda who, i: request_env(ra, i))))
         rows[1][1]["two"] = [both(wrk, [ra, rb], "request.lua",
-                                  dict(request_env(ra, 9)))]
+                                  request_env(ra, RUNS))]
         for srv in servers:
             for word in ("rate_limited", "store", "locked", "error"):
                 n = srv.log_count(word)

@@ -170,6 +170,13 @@ def case_plain_binary_refuses_redis(ctx):
         check(rc == 78, "%s: exit %s, want 78: %s" % (key, rc, err))
         check(re.search(r"config\.cfg:[0-9]+: %s: this binary was built "
                         r"without Redis \(make WITH_REDIS=1\)" % key, err), err)
+    # Nor its page's texts (tools/embed.sh -x store_), which the Redis
+    # build has in every language.
+    text = b"cannot reach its store of codes and limits"
+    with open(H.BIN, "rb") as f:
+        check(text not in f.read(), "the plain binary has the store's texts")
+    with open(REDIS_BIN, "rb") as f:
+        check(text in f.read(), "the Redis binary lacks the store's texts")
 
 
 def case_config_rules(ctx):
