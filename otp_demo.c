@@ -846,6 +846,7 @@ static bool ct_equal(const void *a, const void *b, size_t len);
 static void secret_mac(const struct otp *otp, const void *in, size_t len,
                        uint8_t out[OTP_MAC_LEN]);
 static void wipe(void *p, size_t len);
+static void thread_poke(pthread_mutex_t *m, pthread_cond_t *c, bool *flag);
 static int str_copy(char *dst, size_t size, const char *src);
 static bool addr_parse(const char *s, size_t len, uint8_t out[17]);
 static int str_ncopy(char *dst, size_t size, const char *src, size_t n);
@@ -10848,9 +10849,7 @@ sweeper_run(struct otp *otp)
 static void
 sweeper_wake(struct otp *otp)
 {
-	pthread_mutex_lock(&otp->stop_lock);
-	pthread_cond_signal(&otp->stop_cond);
-	pthread_mutex_unlock(&otp->stop_lock);
+	thread_poke(&otp->stop_lock, &otp->stop_cond, NULL);
 }
 
 static void *
@@ -11411,19 +11410,14 @@ otp_destroy(struct otp *otp)
 	if (otp == NULL)
 		return;
 	if (otp->sweeper_started) {
-		pthread_mutex_lock(&otp->stop_lock);
-		otp->stopping = true;
-		pthread_cond_signal(&otp->stop_cond);
-		pthread_mutex_unlock(&otp->stop_lock);
+		thread_poke(&otp->stop_lock, &otp->stop_cond, &otp->stopping);
 		pthread_join(otp->sweeper, NULL);
 	}
 	if (otp->hooks.started) {
 		/* The halt pipe cuts a try short: a slow receiver does not
 		 * hold the exit. Events still queued are lost. */
-		pthread_mutex_lock(&otp->hooks.lock);
-		otp->hooks.stopping = true;
-		pthread_cond_signal(&otp->hooks.cond);
-		pthread_mutex_unlock(&otp->hooks.lock);
+		thread_poke(&otp->hooks.lock, &otp->hooks.cond,
+		    &otp->hooks.stopping);
 		otp_stop(otp);
 		pthread_join(otp->hooks.thread, NULL);
 	}
@@ -12182,10 +12176,7 @@ logw_stop(struct otp *otp)
 
 	if (w == NULL)
 		return;
-	pthread_mutex_lock(&w->lock);
-	w->stopping = true;
-	pthread_cond_signal(&w->wake);
-	pthread_mutex_unlock(&w->lock);
+	thread_poke(&w->lock, &w->wake, &w->stopping);
 	pthread_join(w->thread, NULL);
 	otp->logw = NULL;
 	logw_free(w);
@@ -12346,6 +12337,18 @@ wipe(void *p, size_t len)
 	/* memset the compiler may not drop (glibc 2.25, musl 1.1.20): as
 	 * fast as memset, where a volatile loop stored a byte a cycle. */
 	explicit_bzero(p, len);
+}
+
+/* Signals c under m, *flag set first unless flag is NULL: how a thread
+ * of ours is woken, or told to stop. */
+static void
+thread_poke(pthread_mutex_t *m, pthread_cond_t *c, bool *flag)
+{
+	pthread_mutex_lock(m);
+	if (flag != NULL)
+		*flag = true;
+	pthread_cond_signal(c);
+	pthread_mutex_unlock(m);
 }
 
 /* Copies src into dst of size bytes. 0, or -1 if it did not fit (dst then
