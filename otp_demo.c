@@ -722,16 +722,16 @@ struct store_ops {
 	/* limits_wait(): the resend countdown, 0 if unknown. */
 	long (*wait)(struct otp *otp, const struct config *c,
 	    const struct view *v, int64_t now);
-	/* limits_verify_take() and limits_verify_done(). */
+	/* limits_verify_take() and limits_verify_undo(). */
 	enum limit (*verify_take)(struct otp *otp, const struct config *c,
 	    const struct client *cl, int64_t now, long *retry);
-	void (*verify_done)(struct otp *otp, const struct config *c,
-	    const struct client *cl, int64_t now, bool failed_guess);
-	/* store_check(): 0 with *rc, or -1 (nothing was checked). */
+	void (*verify_undo)(struct otp *otp, const struct config *c,
+	    const struct client *cl, int64_t now);
+	/* store_check(): 0 with *rc and v, or -1 (nothing was checked). */
 	int (*check)(struct otp *otp, const struct config *c, uint32_t slot,
 	    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
-	    const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
-	    uint32_t *tries, enum check *rc);
+	    const uint8_t *mac, int64_t now, struct view *v, uint32_t *tries,
+	    enum check *rc);
 	/* store_view(): 0, or -1 with v empty. */
 	int (*view)(struct otp *otp, const struct config *c, uint32_t slot,
 	    const uint8_t id[OTP_ID_LEN], const struct owner *ow, int64_t now,
@@ -1004,8 +1004,9 @@ fill_var(const char *t, size_t len, size_t width, const struct var *vars,
 	for (size_t k = 0; k < width; k++)
 		if (k >= len || t[k] != '{')
 			return NULL;
-	while (width + name < len && (islower((unsigned char)t[width + name]) ||
-	    t[width + name] == '_'))
+	/* Not islower(): a call per letter, and a locale's letters. */
+	while (width + name < len && ((t[width + name] >= 'a' &&
+	    t[width + name] <= 'z') || t[width + name] == '_'))
 		name++;
 	if (name == 0 || width + name + width > len)
 		return NULL;
@@ -3104,6 +3105,29 @@ struct view {
 	char shown[OTP_MAX_SHOWN];         /* "" if never set */
 };
 
+/* Whether v is a record the session's pages show: not ended by its
+ * code, its number still kept. */
+static bool
+view_open(const struct view *v)
+{
+	return v->state != REC_VERIFIED && v->phone[0] != '\0';
+}
+
+/* Copies record r at slot into v. Caller holds the lock. */
+static void
+view_fill(struct view *v, const struct record *r, uint32_t slot, int64_t now,
+          int64_t ttl_ms)
+{
+	v->state = (enum rec_state)r->state;
+	v->slot = slot;
+	memcpy(v->id, r->id, OTP_ID_LEN);
+	v->attempts = r->attempts;
+	v->left_ms = rec_has_code(r) ? r->created_ms + ttl_ms - now : 0;
+	v->nkey = r->nkey;
+	memcpy(v->phone, r->phone, sizeof(v->phone));
+	memcpy(v->shown, r->shown, sizeof(v->shown));
+}
+
 /*
  * Copies record (slot, id) of owner ow into v, aged to now; first, if
  * shown is not NULL, sets its number as shown. v holds a full number: the
@@ -3122,63 +3146,67 @@ store_view(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
 	    rec_owned(r, ow)) {
 		if (shown != NULL && r->phone[0] != '\0')
 			str_copy(r->shown, sizeof(r->shown), shown);
-		v->state = (enum rec_state)r->state;
-		v->slot = slot;
-		memcpy(v->id, id, OTP_ID_LEN);
-		v->attempts = r->attempts;
-		v->left_ms = rec_has_code(r) ? r->created_ms + ttl_ms - now : 0;
-		v->nkey = r->nkey;
-		memcpy(v->phone, r->phone, sizeof(v->phone));
-		memcpy(v->shown, r->shown, sizeof(v->shown));
+		view_fill(v, r, slot, now, ttl_ms);
 	}
 	pthread_mutex_unlock(&st->lock);
+}
+
+/* A wrong code for live record r at slot: counts it, and the last allowed
+ * one locks the record and wipes its code. Caller holds the lock. */
+static enum check
+store_wrong(struct store *st, uint32_t slot, struct record *r,
+            uint32_t max_attempts, uint32_t *tries)
+{
+	*tries = ++r->attempts;
+	if (r->attempts < max_attempts)
+		return CHECK_WRONG;
+	r->state = REC_LOCKED;
+	hook_note(st->hooks, slot, r, HOOK_LOCKED);
+	wipe(r->code, sizeof(r->code));
+	wipe(r->mac, sizeof(r->mac));
+	return CHECK_LOCKED;
 }
 
 /*
  * Checks a code against record (slot, id), which must belong to ow: a
  * stolen handle alone is not enough. mac is NULL for input that cannot be
  * a code (the wrong length): a wrong guess without a compare. On success
- * the record ends (a code works once) and its number is copied to phone.
- * A wrong code counts an attempt under the lock, so parallel guesses
- * cannot exceed max_attempts, and sets *tries to the wrong codes counted,
- * this one too (else it is 0: not a guess); the last allowed failure
- * locks the record and wipes its code.
+ * the record ends (a code works once). A wrong code counts an attempt
+ * under the lock, so parallel guesses cannot exceed max_attempts, and sets
+ * *tries to the wrong codes counted, this one too (else it is 0: not a
+ * guess): store_wrong(). v is the record as the check left it (on success
+ * with its number, which the record no longer keeps), for the page that
+ * says what happened without a second look (store_view()); the caller
+ * wipes it.
  */
 static enum check
 store_check(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN],
             const struct owner *ow, const uint8_t *mac, int64_t now,
-            int64_t ttl_ms, uint32_t max_attempts,
-            char phone[OTP_MAX_PHONE_LEN + 1], uint32_t *tries)
+            int64_t ttl_ms, uint32_t max_attempts, struct view *v,
+            uint32_t *tries)
 {
 	enum check rc = CHECK_UNKNOWN;
 	struct record *r;
 
 	*tries = 0;
+	memset(v, 0, sizeof(*v));
 	pthread_mutex_lock(&st->lock);
 	if ((r = store_get(st, slot, id, now, ttl_ms)) == NULL ||
 	    !rec_owned(r, ow))
 		goto out;
 	switch (r->state) {
-	case REC_EXPIRED: rc = CHECK_EXPIRED; goto out;
-	case REC_VERIFIED: rc = CHECK_DONE; goto out;
-	case REC_LOCKED: rc = CHECK_LOCKED; goto out;
-	default: break;
+	case REC_EXPIRED: rc = CHECK_EXPIRED; break;
+	case REC_VERIFIED: rc = CHECK_DONE; break;
+	case REC_LOCKED: rc = CHECK_LOCKED; break;
+	default:
+		rc = mac != NULL && ct_equal(r->mac, mac, OTP_MAC_LEN) ?
+		    CHECK_OK : store_wrong(st, slot, r, max_attempts, tries);
 	}
-	if (mac != NULL && ct_equal(r->mac, mac, OTP_MAC_LEN)) {
-		str_copy(phone, OTP_MAX_PHONE_LEN + 1, r->phone);
+	view_fill(v, r, slot, now, ttl_ms);
+	if (rc == CHECK_OK) {
 		store_end(st, slot, REC_VERIFIED);
-		rc = CHECK_OK;
-		goto out;
-	}
-	*tries = ++r->attempts;
-	if (r->attempts >= max_attempts) {
-		r->state = REC_LOCKED;
-		hook_note(st->hooks, slot, r, HOOK_LOCKED);
-		wipe(r->code, sizeof(r->code));
-		wipe(r->mac, sizeof(r->mac));
-		rc = CHECK_LOCKED;
-	} else {
-		rc = CHECK_WRONG;
+		v->state = REC_VERIFIED;
+		v->left_ms = 0;
 	}
 out:
 	pthread_mutex_unlock(&st->lock);
@@ -3752,8 +3780,9 @@ limits_wait(struct otp *otp, const struct config *c, const struct view *v,
  * Wrong codes per client address. Before a check, limits_verify_take()
  * refuses an address that has used its budget (LIMIT_VERIFY_IP) or finds
  * no room (LIMIT_FULL), and otherwise reserves one failure, so parallel
- * guesses cannot overshoot; limits_verify_done() gives it back unless the
- * check was a guess that failed. A window exists only while it counts.
+ * guesses cannot overshoot; limits_verify_undo() gives it back when the
+ * check was not a guess that failed (a wrong code keeps it: no second
+ * step, no second lock). A window exists only while it counts.
  */
 static enum limit
 limits_verify_take(struct otp *otp, const struct config *c,
@@ -3775,25 +3804,26 @@ limits_verify_take(struct otp *otp, const struct config *c,
 		rc = LIMIT_VERIFY_IP;
 	} else {
 		window_add(t, w, cl->akey, now);
+		l->changes++;
 	}
 	pthread_mutex_unlock(&l->lock);
 	return rc;
 }
 
 static void
-limits_verify_done(struct otp *otp, const struct client *cl, int64_t now,
-                   bool failed_guess)
+limits_verify_undo(struct otp *otp, const struct client *cl, int64_t now)
 {
 	struct limits *l = &otp->limits;
 	struct window *w;
 
 	pthread_mutex_lock(&l->lock);
 	w = ratetab_find(&l->tab[T_VERIFY], cl->akey, now, 0);
-	if (w != NULL && w->key == cl->akey) {
-		if (failed_guess)
-			l->changes++;
-		else if (w->count > 0 && --w->count == 0)
+	if (w != NULL && w->key == cl->akey && w->count > 0) {
+		if (--w->count == 0)
 			memset(w, 0, sizeof(*w)); /* never made: no trace */
+		/* As if never counted: no write of limits.state for it
+		 * (unless one was made meanwhile, which held it). */
+		l->changes--;
 	}
 	pthread_mutex_unlock(&l->lock);
 }
@@ -5705,21 +5735,21 @@ mem_send_undo(struct otp *otp, const struct config *c, const struct resend *rs)
 #define mem_ping(otp, c) 0 /* never asked: store_is_memory() */
 
 static void
-mem_verify_done(struct otp *otp, const struct config *c,
-                const struct client *cl, int64_t now, bool failed_guess)
+mem_verify_undo(struct otp *otp, const struct config *c,
+                const struct client *cl, int64_t now)
 {
 	(void)c;
-	limits_verify_done(otp, cl, now, failed_guess);
+	limits_verify_undo(otp, cl, now);
 }
 
 static int
 mem_check(struct otp *otp, const struct config *c, uint32_t slot,
           const uint8_t id[OTP_ID_LEN], const struct owner *ow,
-          const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
-          uint32_t *tries, enum check *rc)
+          const uint8_t *mac, int64_t now, struct view *v, uint32_t *tries,
+          enum check *rc)
 {
 	*rc = store_check(&otp->store, slot, id, ow, mac, now,
-	    c->code_ttl * 1000, (uint32_t)c->max_attempts, phone, tries);
+	    c->code_ttl * 1000, (uint32_t)c->max_attempts, v, tries);
 	return 0;
 }
 
@@ -5791,7 +5821,7 @@ mem_revoked(struct otp *otp, const struct config *c, uint64_t rid,
 static const struct store_ops store_memory = {
 	.name = "memory", .send_begin = mem_send_begin,
 	.send_undo = mem_send_undo, .wait = limits_wait,
-	.verify_take = limits_verify_take, .verify_done = mem_verify_done,
+	.verify_take = limits_verify_take, .verify_undo = mem_verify_undo,
 	.check = mem_check, .view = mem_view, .state = mem_state,
 	.cancel = mem_cancel, .find = mem_find, .revoke = mem_revoke,
 	.revoked = mem_revoked,
@@ -5948,16 +5978,17 @@ verification_may_pass(struct otp *otp, const struct config *c, uint32_t slot,
 /*
  * Checks code (len bytes, any case) for record (slot, id) of owner ow,
  * from client cl (addr NULL: not counted per address). On a refusal by a
- * limit, *limit says which (nothing was checked). On CHECK_OK the number
- * is in phone; on CHECK_WRONG, *left (unless NULL) is the wrong codes
- * the record still takes.
+ * limit, *limit says which (nothing was checked). v is the record as the
+ * check left it (store_check()), on CHECK_OK with its number; the caller
+ * wipes it. On CHECK_WRONG, *left (unless NULL) is the wrong codes the
+ * record still takes.
  */
 static enum check
 verification_check(struct otp *otp, const struct config *c, uint32_t slot,
                    const uint8_t id[OTP_ID_LEN], const struct owner *ow,
                    const char *code, size_t len, const struct client *cl,
-                   char phone[OTP_MAX_PHONE_LEN + 1], enum limit *limit,
-                   long *retry, uint32_t *left)
+                   struct view *v, enum limit *limit, long *retry,
+                   uint32_t *left)
 {
 	uint8_t mac[OTP_MAC_LEN];
 	int64_t now = otp->now_ms();
@@ -5967,6 +5998,7 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 	enum check rc = CHECK_UNKNOWN;
 	char masked[32];
 
+	memset(v, 0, sizeof(*v));
 	*limit = cl->addr != NULL ? STORE_CALL(otp, verify_take, otp, c, cl, now,
 	    retry) : LIMIT_NONE;
 	if (*limit != LIMIT_NONE) {
@@ -5983,12 +6015,12 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 		if (mac_ok && !verification_may_pass(otp, c, slot, id, ow, now))
 			mac_ok = false;
 		if (STORE_CALL(otp, check, otp, c, slot, id, ow, mac_ok ? mac : NULL,
-		    now, phone, &tries, &rc) != 0)
+		    now, v, &tries, &rc) != 0)
 			*limit = LIMIT_STORE;
 	}
 	wipe(mac, sizeof(mac));
-	if (cl->addr != NULL)
-		STORE_CALL(otp, verify_done, otp, c, cl, now, tries != 0);
+	if (cl->addr != NULL && tries == 0)
+		STORE_CALL(otp, verify_undo, otp, c, cl, now);
 	if (*limit != LIMIT_NONE) {
 		*retry = 1;
 		log_warn(otp, "%s: store unavailable ip=%s", __func__, ip);
@@ -5998,7 +6030,7 @@ verification_check(struct otp *otp, const struct config *c, uint32_t slot,
 		*left = (uint32_t)c->max_attempts - tries;
 	atomic_fetch_add(&otp->stats.checks[rc], 1);
 	if (rc == CHECK_OK) {
-		phone_mask(phone, masked, sizeof(masked));
+		phone_mask(v->phone, masked, sizeof(masked));
 		log_info(otp, "verified to=%s ip=%s", masked, ip);
 	} else {
 		log_info(otp, "%s ip=%s", rc == CHECK_LOCKED ? "locked" :
@@ -6181,30 +6213,39 @@ static const char lua_undo[] = LUA_PRELUDE
 	"return 0\n";
 
 /* store_check(). KEYS: record. ARGV: ns, sid, mac ('': not a code), max
- * attempts. Returns {result, wrong codes counted, phone (ok, or locked
- * now)}; an approval leaves the pending index. The MACs are
- * compared in Lua, not in constant time: they are keyed, so their bytes
- * tell nothing of the code. */
+ * attempts. Returns {result, wrong codes counted, then the record as the
+ * check left it, as lua_view's (on 'ok' with the number it no longer
+ * keeps)}; an approval leaves the pending index. The MACs are compared in
+ * Lua, not in constant time: they are keyed, so their bytes tell nothing
+ * of the code. */
 static const char lua_check[] = LUA_PRELUDE
 	"age(KEYS[1])\n"
-	"local r = redis.call('HMGET', KEYS[1], 'st', 'ns', 'sid', 'mac', 'ph')\n"
+	"local r = redis.call('HMGET', KEYS[1], 'st', 'ns', 'sid', 'mac', 'ph',\n"
+	"  'at', 'exp', 'sh')\n"
 	"if not mine(r, ARGV[1], ARGV[2]) then return {'unknown', 0} end\n"
-	"if r[1] == '3' then return {'expired', 0} end\n"
-	"if r[1] == '4' then return {'done', 0} end\n"
-	"if r[1] == '2' then return {'locked', 0} end\n"
+	"local st, at, left = tonumber(r[1]), tonumber(r[6]) or 0, 0\n"
+	"if st == 1 or st == 2 then left = tonumber(r[7]) - now end\n"
+	"local function reply(result, tries)\n"
+	"  return {result, tries, st, at, left, r[5] or '', r[8] or ''}\n"
+	"end\n"
+	"if st == 3 then return reply('expired', 0) end\n"
+	"if st == 4 then return reply('done', 0) end\n"
+	"if st == 2 then return reply('locked', 0) end\n"
 	"if ARGV[3] ~= '' and r[4] == ARGV[3] then\n"
 	"  redis.call('HSET', KEYS[1], 'st', '4')\n"
 	"  redis.call('HDEL', KEYS[1], 'mac', 'enc', 'ph', 'sh')\n"
 	"  redis.call('ZREM', P, string.sub(KEYS[1], 7))\n"
-	"  return {'ok', 0, r[5]}\n"
+	"  st, left = 4, 0\n"
+	"  return reply('ok', 0)\n"
 	"end\n"
-	"local at = redis.call('HINCRBY', KEYS[1], 'at', 1)\n"
+	"at = redis.call('HINCRBY', KEYS[1], 'at', 1)\n"
 	"if at >= tonumber(ARGV[4]) then\n"
 	"  redis.call('HSET', KEYS[1], 'st', '2')\n"
 	"  redis.call('HDEL', KEYS[1], 'mac', 'enc')\n"
-	"  return {'locked', at, r[5]}\n"
+	"  st = 2\n"
+	"  return reply('locked', at)\n"
 	"end\n"
-	"return {'wrong', at}\n";
+	"return reply('wrong', at)\n";
 
 /* store_view(), store_state(). KEYS: record. ARGV: ns, sid, shown ('':
  * keep). Returns {state, attempts, ms left, phone, shown}. */
@@ -6254,9 +6295,8 @@ static const char lua_vtake[] = LUA_PRELUDE
 	"add(KEYS[1], H)\n"
 	"return 0\n";
 
-/* limits_verify_done(). KEYS: address. ARGV: a failed guess (1, 0). */
-static const char lua_vdone[] =
-	"if ARGV[1] == '1' then return 0 end\n"
+/* limits_verify_undo(). KEYS: address. */
+static const char lua_vundo[] =
 	"local c = tonumber(redis.call('HGET', KEYS[1], 'c')) or 0\n"
 	"if c <= 1 then redis.call('DEL', KEYS[1])\n"
 	"else redis.call('HINCRBY', KEYS[1], 'c', -1) end\n"
@@ -6286,12 +6326,12 @@ static const char lua_claim[] = LUA_PRELUDE
 	"return out\n";
 
 enum rscript { RS_SEND, RS_UNDO, RS_CHECK, RS_VIEW, RS_CANCEL, RS_FIND,
-	       RS_WAIT, RS_VTAKE, RS_VDONE, RS_PENDING, RS_CLAIM, RS__N };
+	       RS_WAIT, RS_VTAKE, RS_VUNDO, RS_PENDING, RS_CLAIM, RS__N };
 
 static const char *const rscripts[RS__N] = {
 	[RS_SEND] = lua_send, [RS_UNDO] = lua_undo, [RS_CHECK] = lua_check,
 	[RS_VIEW] = lua_view, [RS_CANCEL] = lua_cancel, [RS_FIND] = lua_find,
-	[RS_WAIT] = lua_wait, [RS_VTAKE] = lua_vtake, [RS_VDONE] = lua_vdone,
+	[RS_WAIT] = lua_wait, [RS_VTAKE] = lua_vtake, [RS_VUNDO] = lua_vundo,
 	[RS_PENDING] = lua_pending, [RS_CLAIM] = lua_claim,
 };
 
@@ -6797,14 +6837,14 @@ redis_verify_take(struct otp *otp, const struct config *c,
 }
 
 static void
-redis_verify_done(struct otp *otp, const struct config *c,
-                  const struct client *cl, int64_t now, bool failed_guess)
+redis_verify_undo(struct otp *otp, const struct config *c,
+                  const struct client *cl, int64_t now)
 {
 	char k[48];
 
 	(void)now;
 	redis_key(k, sizeof(k), "v", cl->akey);
-	redis_number(otp, c, RS_VDONE, k, failed_guess ? "1" : "0", 0);
+	redis_number(otp, c, RS_VUNDO, k, "", 0);
 }
 
 /* Queues event e of the API's record id, for phone (masked here). */
@@ -6825,20 +6865,38 @@ static const char *const redis_checks[CHECK__N] = {
 	[CHECK_DONE] = "done",
 };
 
+/* Reads a record as lua_view returns it, from element at of rep, into v
+ * (emptied first). */
+static void
+redis_view_read(const redisReply *rep, size_t at,
+                const uint8_t id[OTP_ID_LEN], struct view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->state = (enum rec_state)redis_int(rep, at, REC_FREE);
+	if (v->state > REC_VERIFIED)
+		v->state = REC_FREE;
+	v->attempts = (uint32_t)redis_int(rep, at + 1, 0);
+	v->left_ms = redis_int(rep, at + 2, 0);
+	memcpy(v->id, id, OTP_ID_LEN);
+	redis_str(rep, at + 3, v->phone, sizeof(v->phone));
+	redis_str(rep, at + 4, v->shown, sizeof(v->shown));
+}
+
 static int
 redis_check(struct otp *otp, const struct config *c, uint32_t slot,
             const uint8_t id[OTP_ID_LEN], const struct owner *ow,
-            const uint8_t *mac, int64_t now, char phone[OTP_MAX_PHONE_LEN + 1],
-            uint32_t *tries, enum check *rc)
+            const uint8_t *mac, int64_t now, struct view *v, uint32_t *tries,
+            enum check *rc)
 {
 	char k[48], ns[4], sid[2 * OTP_SID_LEN + 1], hex[2 * OTP_MAC_LEN + 1] = "";
-	char max[24], result[OTP_MAX_PHONE_LEN + 1];
+	char max[24], result[16];
 	const char *argv[5] = { k, ns, sid, hex, max };
 	redisReply *rep;
 
 	(void)now;
 	*tries = 0;
 	*rc = CHECK_UNKNOWN;
+	memset(v, 0, sizeof(*v));
 	if (slot != 0)
 		return 0; /* no handle: the memory store's "no such record" */
 	redis_rec_key(k, id);
@@ -6855,15 +6913,16 @@ redis_check(struct otp *otp, const struct config *c, uint32_t slot,
 		if (strcmp(result, redis_checks[i]) == 0)
 			*rc = (enum check)i;
 	*tries = (uint32_t)redis_int(rep, 1, 0);
-	if (*rc == CHECK_OK && redis_str(rep, 2, phone,
-	    OTP_MAX_PHONE_LEN + 1) != 0)
+	if (*rc != CHECK_UNKNOWN)
+		redis_view_read(rep, 2, id, v);
+	if (*rc == CHECK_OK && v->phone[0] == '\0')
 		*rc = CHECK_UNKNOWN;
 	/* The script ended the record here, and only here: this instance
 	 * tells the webhook, as the memory store's store_end() does. */
 	if (ow->ns == NS_API && (*rc == CHECK_OK || (*rc == CHECK_LOCKED &&
-	    *tries != 0)) && redis_str(rep, 2, result, sizeof(result)) == 0)
-		redis_hook(otp, id, *rc == CHECK_OK ? phone : result,
-		    *rc == CHECK_OK ? HOOK_APPROVED : HOOK_LOCKED);
+	    *tries != 0)) && v->phone[0] != '\0')
+		redis_hook(otp, id, v->phone, *rc == CHECK_OK ? HOOK_APPROVED :
+		    HOOK_LOCKED);
 	freeReplyObject(rep);
 	return 0;
 }
@@ -6885,14 +6944,7 @@ redis_view(struct otp *otp, const struct config *c, uint32_t slot,
 	redis_owner(ow, ns, sid);
 	if ((rep = redis_run(otp, c, RS_VIEW, 1, 4, argv)) == NULL)
 		return -1;
-	v->state = (enum rec_state)redis_int(rep, 0, REC_FREE);
-	if (v->state > REC_VERIFIED)
-		v->state = REC_FREE;
-	v->attempts = (uint32_t)redis_int(rep, 1, 0);
-	v->left_ms = redis_int(rep, 2, 0);
-	memcpy(v->id, id, OTP_ID_LEN);
-	redis_str(rep, 3, v->phone, sizeof(v->phone));
-	redis_str(rep, 4, v->shown, sizeof(v->shown));
+	redis_view_read(rep, 0, id, v);
 	freeReplyObject(rep);
 	return 0;
 }
@@ -7064,7 +7116,7 @@ redis_sweep(struct otp *otp, const struct config *c)
 static const struct store_ops store_redis = {
 	.name = "redis", .send_begin = redis_send_begin,
 	.send_undo = redis_send_undo, .wait = redis_wait,
-	.verify_take = redis_verify_take, .verify_done = redis_verify_done,
+	.verify_take = redis_verify_take, .verify_undo = redis_verify_undo,
 	.check = redis_check, .view = redis_view, .state = redis_state,
 	.cancel = redis_cancel, .find = redis_find, .revoke = redis_revoke,
 	.revoked = redis_revoked, .ping = redis_ping,
@@ -8518,16 +8570,21 @@ enum form_err {
 	FORM_NUL = -4,
 };
 
+/* A hex digit's value plus one; 0: not a digit. A table, since the
+ * digits of ids and MACs are random: branches on them mispredict half the
+ * time. */
+static const uint8_t hex_values[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6,
+	['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+	['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+	['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+/* A hex digit's value, or -1. */
 static int
 hexval(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return hex_values[(unsigned char)c] - 1;
 }
 
 /*
@@ -8841,7 +8898,7 @@ web_view(struct req *r, struct view *v)
 	if (handle_parse(r, &slot, id) == 0 && STORE_CALL(r->otp, view, r->otp,
 	    r->cfg, slot, id, &r->ow, r->otp->now_ms(), NULL, v) != 0)
 		return -2;
-	return v->state != REC_VERIFIED && v->phone[0] != '\0' ? 0 : -1;
+	return view_open(v) ? 0 : -1;
 }
 
 /* No record of its own to show or resend (web_view() said why): the
@@ -8904,29 +8961,26 @@ on_request(struct req *r)
 /*
  * After a code that did not verify, what happened, on the session's own
  * page: a wrong code and the tries left, or, locked (MAX_ATTEMPTS) or
- * expired, a new code offered. The record's state says which, not the
- * check's answer: a record has one state for every page.
+ * expired, a new code offered. The record's state (v, as the check left
+ * it) says which, not the check's answer: a record has one state for
+ * every page.
  */
 static int
-reply_checked(struct req *r)
+reply_checked(struct req *r, const struct view *v)
 {
-	struct view v;
 	char msg[160];
 	enum text why;
 	long left;
-	int rc;
 
-	if ((rc = web_view(r, &v)) != 0)
-		return reply_gone(r, rc);
-	left = r->cfg->max_attempts - (long)v.attempts;
+	if (!view_open(v))
+		return reply_gone(r, -1);
+	left = r->cfg->max_attempts - (long)v->attempts;
 	req_textf(r, left > 1 ? TX_WRONG_N : TX_WRONG_1, left, "", msg,
 	    sizeof(msg));
-	why = v.state == REC_LOCKED ? TX_LOCKED : v.state == REC_EXPIRED ?
+	why = v->state == REC_LOCKED ? TX_LOCKED : v->state == REC_EXPIRED ?
 	    TX_EXPIRED : TX_NONE;
-	rc = reply_code(r, 403, why != TX_NONE ? req_text(r, why) : msg, NULL,
-	    &v);
-	wipe(&v, sizeof(v));
-	return rc;
+	return reply_code(r, 403, why != TX_NONE ? req_text(r, why) : msg,
+	    NULL, v);
 }
 
 /* POST /verify: the code back, success or failure page. */
@@ -8935,9 +8989,9 @@ on_verify(struct req *r)
 {
 	struct otp *otp = r->otp;
 	char body[OTP_MAX_BODY + 1], token[OTP_MAX_INPUT + 1];
-	char phone[OTP_MAX_PHONE_LEN + 1] = "";
 	uint8_t id[OTP_ID_LEN];
 	struct client cl;
+	struct view v;
 	enum check result = CHECK_UNKNOWN;
 	enum limit limit = LIMIT_NONE;
 	uint32_t slot = 0;
@@ -8954,19 +9008,21 @@ on_verify(struct req *r)
 		slot = UINT32_MAX; /* no such record: fails like a wrong code */
 	client_init(otp, r->cfg, &cl, r->addr);
 	result = verification_check(otp, r->cfg, slot, id, &r->ow, token,
-	    n < 0 ? sizeof(token) : (size_t)n, &cl, phone, &limit, &retry,
-	    NULL);
+	    n < 0 ? sizeof(token) : (size_t)n, &cl, &v, &limit, &retry, NULL);
 	wipe(token, sizeof(token));
-	if (limit == LIMIT_STORE)
-		return reply_outcome(r, OUT_STORE, "");
-	if (limit != LIMIT_NONE) {
+	if (limit == LIMIT_STORE) {
+		rc = reply_outcome(r, OUT_STORE, "");
+	} else if (limit != LIMIT_NONE) {
 		r->retry_after = retry;
-		return reply_index(r, outcomes[limit_outcome(limit)].status,
+		rc = reply_index(r, outcomes[limit_outcome(limit)].status,
 		    req_text(r, TX_NET_LIMITED), "");
+	} else if (result == CHECK_OK) {
+		rc = reply_verified(r, v.phone);
+	} else {
+		rc = reply_checked(r, &v);
 	}
-	if (result == CHECK_OK)
-		return reply_verified(r, phone);
-	return reply_checked(r);
+	wipe(&v, sizeof(v));
+	return rc;
 }
 
 /*
@@ -9544,6 +9600,7 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 	char code[OTP_MAX_INPUT + 1], out[160], more[32] = "";
 	char phone[OTP_MAX_PHONE_LEN + 1], ip[64], vid[HANDLE_LEN + 1];
 	struct client cl;
+	struct view v;
 	enum limit limit;
 	enum check rc;
 	long retry = 0;
@@ -9558,8 +9615,11 @@ api_check(struct req *r, struct api_body *b, uint32_t slot,
 	if ((n = api_client(r, b, ip, &cl)) != 0)
 		return n;
 	rc = verification_check(otp, r->cfg, slot, id, &otp->api, code,
-	    strlen(code), &cl, phone, &limit, &retry, &left);
+	    strlen(code), &cl, &v, &limit, &retry, &left);
 	wipe(code, sizeof(code));
+	/* The number is the callback's, on success only. */
+	str_copy(phone, sizeof(phone), rc == CHECK_OK ? v.phone : "");
+	wipe(&v, sizeof(v));
 	if (limit == LIMIT_STORE)
 		return reply_outcome_json(r, OUT_STORE);
 	if (limit != LIMIT_NONE) {

@@ -490,6 +490,32 @@ model_check(int ri, int owner, int kind, int addr, enum limit *limit)
 	return CHECK_WRONG;
 }
 
+/* The record as a check left it (its page shows it): what the model
+ * holds, the record's own number, nothing for a record not found. */
+static void
+check_view(int ri, enum check got, const struct view *v)
+{
+	static const enum rec_state states[] = { [M_LIVE] = REC_LIVE,
+	    [M_LOCKED] = REC_LOCKED, [M_VERIFIED] = REC_VERIFIED,
+	    [M_EXPIRED] = REC_EXPIRED, [M_GONE] = REC_FREE };
+	const struct mrec *r = &M.rec[ri];
+	bool found = got != CHECK_UNKNOWN;
+
+	if (v->state != (found ? states[r->state] : REC_FREE) ||
+	    v->attempts != (found ? r->attempts : 0))
+		fail("check of record %d: its view says state %d, %u wrong "
+		    "codes; the model %d, %u", ri, (int)v->state, v->attempts,
+		    found ? (int)states[r->state] : REC_FREE,
+		    found ? r->attempts : 0);
+	/* An ended record keeps its number only for a web session's
+	 * expired page ("send a new code"). */
+	if (strcmp(v->phone, !found || got == CHECK_DONE ||
+	    (got == CHECK_EXPIRED && r->owner == NSESS) ? "" :
+	    numbers[r->num]) != 0)
+		fail("check of record %d (%d): its view has the wrong number",
+		    ri, (int)got);
+}
+
 static void
 op_check(int owner, int ri, int kind, int addr)
 {
@@ -497,7 +523,8 @@ op_check(int owner, int ri, int kind, int addr)
 	    "unknown", "expired", "done" };
 	struct mrec *r = &M.rec[ri];
 	struct client cl = client_of(addr);
-	char code[OTP_MAX_CODE_LEN + 2], phone[OTP_MAX_PHONE_LEN + 1];
+	char code[OTP_MAX_CODE_LEN + 2];
+	struct view v;
 	enum limit want_limit, got_limit;
 	enum check want, got;
 	int owner_was = r->owner;
@@ -511,7 +538,7 @@ op_check(int owner, int ri, int kind, int addr)
 		code[strlen(code) - 1] = '\0';
 	want = model_check(ri, owner, kind, addr, &want_limit);
 	got = verification_check(otp, otp->cfg, r->slot, r->id, &owners[owner], code,
-	    strlen(code), &cl, phone, &got_limit, &retry, NULL);
+	    strlen(code), &cl, &v, &got_limit, &retry, NULL);
 	if (got != want || got_limit != want_limit)
 		fail("check of record %d (owner %d) by %d, kind %d: program "
 		    "%s/%s, model %s/%s", ri, owner_was, owner, kind, names[got],
@@ -521,9 +548,11 @@ op_check(int owner, int ri, int kind, int addr)
 		n_ok++;
 		if (owner != owner_was)
 			fail("a code was accepted in another session");
-		if (strcmp(phone, numbers[r->num]) != 0)
+		if (strcmp(v.phone, numbers[r->num]) != 0)
 			fail("verified the wrong number");
 	}
+	check_view(ri, got, &v);
+	wipe(&v, sizeof(v));
 }
 
 static void

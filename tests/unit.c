@@ -758,16 +758,20 @@ test_limits_number_key(void **state)
 static const struct owner OW1 = { NS_WEB, { 5 } }, OW2 = { NS_WEB, { 6 } };
 static const struct owner OWAPI = { NS_API, { 5 } }; /* OW1's bytes */
 
-/* store_check without the "was it a guess" answer. */
+/* store_check without the "was it a guess" answer: the number it
+ * gives (its view's) in phone. */
 static enum check
 check_code(struct store *st, uint32_t slot, const uint8_t *id,
            const struct owner *ow, const uint8_t *mac, int64_t now,
            int64_t ttl, uint32_t max, char *phone)
 {
+	struct view v;
 	uint32_t tries;
-
-	return store_check(st, slot, id, ow, mac, now, ttl, max, phone,
+	enum check rc = store_check(st, slot, id, ow, mac, now, ttl, max, &v,
 	    &tries);
+
+	str_copy(phone, OTP_MAX_PHONE_LEN + 1, v.phone);
+	return rc;
 }
 
 static void
@@ -1251,6 +1255,7 @@ test_limits_verify_budget(void **state)
 	struct otp *otp = make_otp();
 	struct client a, b;
 	long retry = 0;
+	uint64_t changes;
 
 	(void)state;
 	otp->cfg->verify_per_ip_per_hour = 3;
@@ -1258,19 +1263,21 @@ test_limits_verify_budget(void **state)
 	client_init(otp, otp->cfg, &a, "1.2.3.4");
 	client_init(otp, otp->cfg, &b, "5.6.7.8");
 	/* Checks that were not guesses give their reservation back and
-	 * leave no window behind. */
+	 * leave no window behind, and nothing for limits.state to write. */
+	changes = otp->limits.changes;
 	for (int i = 0; i < 10; i++) {
 		assert_int_equal(limits_verify_take(otp, otp->cfg, &a, fake_now, &retry),
 		    LIMIT_NONE);
-		limits_verify_done(otp, &a, fake_now, false);
+		limits_verify_undo(otp, &a, fake_now);
 	}
 	for (uint32_t i = 0; i <= otp->limits.tab[T_VERIFY].mask; i++)
 		assert_int_not_equal(otp->limits.tab[T_VERIFY].w[i].key, a.akey);
+	assert_int_equal(otp->limits.changes, changes);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(limits_verify_take(otp, otp->cfg, &a, fake_now, &retry),
-		    LIMIT_NONE);
-		limits_verify_done(otp, &a, fake_now, true);
+		    LIMIT_NONE); /* a wrong code: kept, no second step */
 	}
+	assert_int_equal(otp->limits.changes, changes + 3);
 	assert_int_equal(limits_verify_take(otp, otp->cfg, &a, fake_now + 1000, &retry),
 	    LIMIT_VERIFY_IP);
 	assert_int_equal(retry, 3599);
