@@ -10796,11 +10796,14 @@ redirect_https(struct req *r)
  * requests keep coming, so with more busy clients than THREADS the others
  * would wait forever. A connection that has held its worker for
  * OTP_KEEP_ALIVE_SLICE_MS gets "Connection: close" on its next answer
- * (civetweb patch 0005), and the worker takes the next queued client.
- * Browsers never notice: they are idle long before a slice ends. The time
- * of a connection's first request lives in civetweb's per-connection
- * pointer (reset for each new connection), so nothing is allocated; an
- * embedder that uses that pointer itself must not mount otp_demo.
+ * (civetweb patch 0005) if a client waits for a worker (patch 0012), and
+ * the worker takes it; if none waits, a new slice begins: a busy client
+ * alone (a proxy's pooled connection, a script) keeps its connection
+ * instead of reconnecting every slice. Browsers never notice: they are
+ * idle long before a slice ends. The start of a connection's slice lives
+ * in civetweb's per-connection pointer (reset for each new connection),
+ * so nothing is allocated; an embedder that uses that pointer itself must
+ * not mount otp_demo.
  */
 static void
 fair_slice(const struct otp *otp, struct req *r)
@@ -10808,10 +10811,12 @@ fair_slice(const struct otp *otp, struct req *r)
 	uintptr_t now = (uintptr_t)otp->now_ms() | 1;
 	uintptr_t since = (uintptr_t)mg_get_user_connection_data(r->conn);
 
-	if (since == 0)
-		mg_set_user_connection_data(r->conn, (void *)now);
-	else if (now - since >= OTP_KEEP_ALIVE_SLICE_MS)
+	if (since != 0 && now - since < OTP_KEEP_ALIVE_SLICE_MS)
+		return;
+	if (since != 0 && mg_waiting_clients(r->conn) > 0)
 		r->close = true;
+	else
+		mg_set_user_connection_data(r->conn, (void *)now);
 }
 
 /*

@@ -8,7 +8,8 @@ sending requests. With more keep-alive clients than THREADS, the rest wait:
 for up to keep_alive_timeout_ms when the connections are idle (browsers),
 and forever when they are busy (scripts, benchmarks, an attacker with a
 few connections). otp_demo's remedy (a 50 ms keep_alive_timeout_ms and a
-50 ms slice after which a busy connection is closed) has two -D knobs,
+30 ms slice after which a busy connection is closed if a client waits for
+a worker) has two -D knobs,
 OTP_KEEP_ALIVE_MS and OTP_KEEP_ALIVE_SLICE_MS. This builds variants of
 otp_demo.c with other values (and, for the options and code it has no knob
 for, a patched copy in build/bench/fairness/src/; the real file is never

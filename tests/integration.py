@@ -2384,6 +2384,81 @@ def case_trickle_starvation(ctx):
           % (len(socks), threads, how, dt))
 
 
+def _busy_client(port, stop, said, reconnect=True):
+    """GET /healthz back to back on one keep-alive connection until stop
+    is set; appends each answer's Connection header to said, and "closed"
+    when the server closed the connection without saying so. With
+    reconnect, goes on on a new connection after a close."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        try:
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            r.read()
+            said.append((r.getheader("Connection") or "").lower())
+        except (OSError, http.client.HTTPException):
+            said.append("closed")
+            c.close()
+        if said[-1] != "keep-alive" and not reconnect:
+            break
+    c.close()
+
+
+def case_busy_keep_alive_alone(ctx):
+    """A busy keep-alive client with no one waiting for a worker keeps its
+    connection past many slices (30 ms each): no reconnect for nothing."""
+    ctx.start_fake()
+    ctx.start_server({"THREADS": 2})
+    stop, said = threading.Event(), []
+    t = threading.Thread(target=_busy_client, daemon=True,
+                         args=(ctx.server.port, stop, said, False))
+    t0 = time.monotonic()
+    t.start()
+    t.join(0.6)
+    stop.set()
+    t.join(30)
+    dt = time.monotonic() - t0
+    check(len(said) >= 10 and all(x == "keep-alive" for x in said),
+          "%d answers in %.2f s on one connection, alone: %s" % (
+              len(said), dt, sorted(set(said))))
+
+
+def case_busy_keep_alive_yields(ctx):
+    """THREADS busy keep-alive clients hold every worker; a new client is
+    still answered within 5 s (slices are 30 ms), since a busy connection
+    whose slice has ended is closed when a client waits."""
+    threads = 2
+    ctx.start_fake()
+    ctx.start_server({"THREADS": threads})
+    stop = threading.Event()
+    said = [[] for _ in range(threads)]
+    busy = [threading.Thread(target=_busy_client, daemon=True,
+                             args=(ctx.server.port, stop, said[i]))
+            for i in range(threads)]
+    for t in busy:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while min(len(x) for x in said) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        try:
+            r = ctx.browser("B").get("/", timeout=15)
+            how = "%d" % r.status
+        except Fail as e:
+            how = str(e)
+        dt = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in busy:
+            t.join(30)
+    closes = sum(x.count("close") for x in said)
+    check(how == "200" and dt <= 5 and closes >= 1,
+          "with %d busy keep-alive clients and THREADS=%d, GET / -> %s "
+          "after %.2f s (bound 5 s); busy connections closed %d times" % (
+              threads, threads, how, dt, closes))
+
+
 def case_huge_content_length(ctx):
     """A client announcing 10 MB gets 413 without the server reading it."""
     ctx.start_fake()
