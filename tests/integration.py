@@ -2336,6 +2336,17 @@ def case_trickle_headers(ctx):
     _trickle_case(ctx, head, lambda i: hdr[i % len(hdr):i % len(hdr) + 1])
 
 
+def _new_client_get(ctx):
+    """A new browser's GET / while others hold the server: its status (or
+    why it failed) and how long it took, waiting up to 15 s."""
+    t0 = time.monotonic()
+    try:
+        how = "%d" % ctx.browser("B").get("/", timeout=15).status
+    except Fail as e:
+        how = str(e)
+    return how, time.monotonic() - t0
+
+
 def case_trickle_starvation(ctx):
     """THREADS tricklers (1 byte a second, Content-Length 1000) must not
     lock every worker: a GET / sent 3 s later is answered within 15 s."""
@@ -2366,14 +2377,7 @@ def case_trickle_starvation(ctx):
     t.start()
     try:
         time.sleep(3)
-        b = ctx.browser("B")
-        t0 = time.monotonic()
-        try:
-            r = b.get("/", timeout=15)
-            how = "%d" % r.status
-        except Fail as e:
-            how = str(e)
-        dt = time.monotonic() - t0
+        how, dt = _new_client_get(ctx)
     finally:
         stop.set()
         t.join(5)
@@ -2441,13 +2445,7 @@ def case_busy_keep_alive_yields(ctx):
         deadline = time.monotonic() + 10
         while min(len(x) for x in said) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        t0 = time.monotonic()
-        try:
-            r = ctx.browser("B").get("/", timeout=15)
-            how = "%d" % r.status
-        except Fail as e:
-            how = str(e)
-        dt = time.monotonic() - t0
+        how, dt = _new_client_get(ctx)
     finally:
         stop.set()
         for t in busy:
