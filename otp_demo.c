@@ -389,6 +389,7 @@ struct store {
 	int64_t full_scan_ms; /* last scan of a full table (store_add) */
 	uint32_t nfree;
 	uint32_t cap;
+	uint32_t top;       /* slots below it have been used; above, never */
 	struct hooks *hooks;  /* where the API's records' ends go, or NULL */
 };
 
@@ -2908,7 +2909,7 @@ static void
 store_free(struct store *st)
 {
 	if (st->rec != NULL) {
-		wipe(st->rec, st->rec_bytes);
+		wipe(st->rec, (size_t)st->top * sizeof(*st->rec));
 		munmap(st->rec, st->rec_bytes);
 		pthread_mutex_destroy(&st->lock);
 	}
@@ -3015,6 +3016,8 @@ store_add(struct store *st, const char *phone, const char *shown,
 		return -1;
 	}
 	*slot = st->free[--st->nfree];
+	if (*slot >= st->top)
+		st->top = *slot + 1;
 	r = &st->rec[*slot];
 	memcpy(r->id, id, OTP_ID_LEN);
 	memcpy(r->sid, ow->sid, OTP_SID_LEN);
@@ -3290,8 +3293,11 @@ store_unsend(struct store *st, uint32_t slot, const uint8_t id[OTP_ID_LEN])
 }
 
 /* Ages every record: wipes expired codes, frees old tombstones. Returns
- * about the number of records with a code. O(MAX_PENDING); run by the
- * sweeper. */
+ * about the number of records with a code. Run by the sweeper; O(top),
+ * the most records ever held at once: slots are handed out lowest
+ * first, so the ones above top were never used. Their pages stay
+ * unmapped until a record is written there; read first, each would be
+ * mapped twice, the second time with a TLB flush on every core. */
 static uint32_t
 store_sweep(struct store *st, int64_t now, int64_t ttl_ms)
 {
@@ -3301,15 +3307,15 @@ store_sweep(struct store *st, int64_t now, int64_t ttl_ms)
 	 * requests up for one chunk's time, not the whole table's (45 ms at
 	 * MAX_PENDING 1000000). live is then approximate, which the tests
 	 * that call this need; /metrics reads store_live(). */
-	for (uint32_t i = 0; i < st->cap;) {
-		uint32_t end = st->cap - i > OTP_SWEEP_CHUNK ?
-		    i + OTP_SWEEP_CHUNK : st->cap;
-
+	for (uint32_t i = 0, end, more = 1; more;) {
 		pthread_mutex_lock(&st->lock);
+		end = st->top - i > OTP_SWEEP_CHUNK ? i + OTP_SWEEP_CHUNK :
+		    st->top;
 		for (; i < end; i++) {
 			store_age(st, i, now, ttl_ms);
 			live += rec_has_code(&st->rec[i]);
 		}
+		more = i < st->top;
 		pthread_mutex_unlock(&st->lock);
 	}
 	return live;

@@ -880,6 +880,55 @@ test_store_full(void **state)
 	store_free(&st);
 }
 
+/* Pages of st's records from slot `from` on that are mapped. */
+static size_t
+store_pages_mapped(const struct store *st, uint32_t from)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)&st->rec[from] + page - 1) & ~(page - 1);
+	uintptr_t end = (uintptr_t)st->rec + st->rec_bytes;
+	static unsigned char vec[1 << 16];
+	size_t n = 0, pages = (end - a) / page;
+
+	assert_true(pages <= sizeof(vec));
+	assert_int_equal(mincore((void *)a, end - a, vec), 0);
+	for (size_t i = 0; i < pages; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+/*
+ * The sweeper ages only slots that have been used: a large table with a
+ * few records costs a sweep those records, and the pages of never-used
+ * records stay unmapped until a record is written there (a page first
+ * read and then written costs a second fault, and a TLB flush on every
+ * core the server runs on).
+ */
+static void
+test_store_sweep_used(void **state)
+{
+	struct store st;
+	uint8_t id[OTP_ID_LEN] = { 1 }, mac[OTP_MAC_LEN] = { 7 };
+	uint32_t slot[3], again;
+
+	(void)state;
+	assert_int_equal(store_init(&st, 100000), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(store_add(&st, "+1", NULL, 0, "A", mac, id,
+		    &OW1, 0, 1000, &slot[i]), 0);
+	assert_int_equal(st.top, 3);
+	/* All three end; a slot of theirs is the next one used. */
+	assert_int_equal(store_sweep(&st, 1000 + OTP_TOMBSTONE_MS, 1000), 0);
+	assert_int_equal(store_pending(&st), 0);
+	assert_int_equal(store_add(&st, "+1", NULL, 0, "A", mac, id, &OW1,
+	    OTP_TOMBSTONE_MS, 1000, &again), 0);
+	assert_true(again < 3);
+	assert_int_equal(st.top, 3);
+	assert_int_equal(store_sweep(&st, OTP_TOMBSTONE_MS + 1, 1000), 1);
+	assert_int_equal(store_pages_mapped(&st, st.top), 0);
+	store_free(&st);
+}
+
 static void
 test_store_attempts_lock(void **state)
 {
@@ -3177,6 +3226,7 @@ main(void)
 		cmocka_unit_test(test_store_add_check_once),
 		cmocka_unit_test(test_store_expiry),
 		cmocka_unit_test(test_store_full),
+		cmocka_unit_test(test_store_sweep_used),
 		cmocka_unit_test(test_store_attempts_lock),
 		cmocka_unit_test(test_store_view),
 		cmocka_unit_test(test_limits_wait),
