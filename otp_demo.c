@@ -50,8 +50,9 @@
  *
  * Locking. Each lock guards one thing, is held for memory work only
  * (never across I/O: a send, a file, a socket), and none is taken while
- * another is held, except limits.lock then store.lock (a resend is
- * reserved under the limits: limits_take -> verification_reserve), and
+ * another is held, except limits.lock then store.lock (a send's record,
+ * resent or new, is made under the limits: limits_take ->
+ * verification_reserve), and
  * store.lock then hooks.lock (a record that ends queues its webhook
  * event: store_end -> hook_note); hooks.lock is taken last, always.
  *	cfg_swap	the current config pointer and snapshot counts;
@@ -3578,7 +3579,8 @@ struct take {
 	const char *phone;
 	const struct client *cl;
 	long retry;          /* out: seconds, when refused */
-	int32_t slot;        /* out: the number's newest record, or -1 */
+	int32_t slot;        /* out: the number's newest record, or -1
+				(reserve() may make a newer one) */
 	uint64_t knum;       /* out: the number's key (limits_number_key()) */
 };
 
@@ -3683,15 +3685,17 @@ limits_count_send(struct limits *l, const struct take *tk, uint64_t knum,
 
 /*
  * Checks every send limit for a request and, if all pass and reserve()
- * (called under the lock with the number's newest record) agrees,
- * counts the send in each. A refused request changes nothing. Returns
- * LIMIT_NONE or the limit that refused, with tk->retry set; tk->slot is
- * the newest record for the number in this namespace, or -1.
+ * agrees, counts the send in each. reserve() runs under the lock with
+ * tk->slot the number's newest record (or -1), which it may set to a
+ * record it makes: the number's window then points at it. A refused
+ * request changes nothing. Returns LIMIT_NONE or the limit that
+ * refused, with tk->retry set; tk->slot is the newest record for the
+ * number in this namespace, or -1.
  */
 static enum limit
 limits_take(struct otp *otp, const struct config *c, struct take *tk,
             int64_t now,
-            enum limit (*reserve)(void *arg, int32_t slot), void *arg)
+            enum limit (*reserve)(void *arg, struct take *tk), void *arg)
 {
 	struct limits *l = &otp->limits;
 	uint64_t knum = limits_number_key(l, tk->ns, tk->phone);
@@ -3705,9 +3709,11 @@ limits_take(struct otp *otp, const struct config *c, struct take *tk,
 	if (rc == LIMIT_NONE && w[T_NUMBER]->key == knum)
 		tk->slot = w[T_NUMBER]->slot;
 	if (rc == LIMIT_NONE && reserve != NULL)
-		rc = reserve(arg, tk->slot);
-	if (rc == LIMIT_NONE)
+		rc = reserve(arg, tk);
+	if (rc == LIMIT_NONE) {
 		limits_count_send(l, tk, knum, now, w);
+		w[T_NUMBER]->slot = tk->slot;
+	}
 	pthread_mutex_unlock(&l->lock);
 	return rc;
 }
@@ -3737,12 +3743,11 @@ limits_refund(struct otp *otp, enum ns ns, const char *phone, int64_t now)
 
 /*
  * The newest record of the number whose key is k (limits_number_key():
- * a number in a namespace; for a resend in its session, a check by
- * number), or -1; with set, first remembers *set as that record. The
- * window outlives the record: number_hold().
+ * a number in a namespace), or -1: a check by number. limits_take() sets
+ * it. The window outlives the record: number_hold().
  */
 static int32_t
-limits_slot(struct otp *otp, uint64_t k, int64_t now, const int32_t *set)
+limits_slot(struct otp *otp, uint64_t k, int64_t now)
 {
 	struct limits *l = &otp->limits;
 	struct window *w;
@@ -3750,11 +3755,8 @@ limits_slot(struct otp *otp, uint64_t k, int64_t now, const int32_t *set)
 
 	pthread_mutex_lock(&l->lock);
 	w = ratetab_find(&l->tab[T_NUMBER], k, now, 0);
-	if (w != NULL && w->key == k) {
-		if (set != NULL)
-			w->slot = *set;
+	if (w != NULL && w->key == k)
 		slot = w->slot;
-	}
 	pthread_mutex_unlock(&l->lock);
 	return slot;
 }
@@ -5621,7 +5623,7 @@ struct start {
 
 /* limits_take()'s reserve step: under the limits lock, a resend of the
  * owner's own live record for the number, if it has one and its sends
- * allow. */
+ * allow, else a new record made of what verification_draw() drew. */
 struct resend {
 	struct otp *otp;
 	const struct config *c;
@@ -5632,33 +5634,59 @@ struct resend {
 				   newest (limits_take()'s slot) */
 	const uint8_t *own_id;  /* own's id, or NULL */
 	int64_t now;
-	char *code;
-	struct start *st;
+	char *code;             /* drawn; a resend's own replaces it */
+	struct start *st;       /* st->id: drawn, or the resent record's */
+	uint8_t mac[OTP_MAC_LEN]; /* the drawn code's hash */
 };
 
+/* Draws a new record's code, id (into rs->st) and hash. 0, or -1 with
+ * st->internal set. */
+static int
+verification_draw(struct otp *otp, const struct config *c, struct resend *rs)
+{
+	if (code_generate(otp, c->alphabet, rs->code, (size_t)c->token_length,
+	    rs->st->id, sizeof(rs->st->id)) == 0 &&
+	    code_mac(otp, rs->code, strlen(rs->code), rs->mac) == 0)
+		return 0;
+	log_err(otp, "%s: random source failed", __func__);
+	rs->st->internal = true;
+	return -1;
+}
+
 static enum limit
-verification_reserve(void *arg, int32_t slot)
+verification_reserve(void *arg, struct take *tk)
 {
 	struct resend *rs = arg;
 	const struct config *c = rs->c;
 	uint32_t max = rs->ow->ns == NS_API ?
 	    (uint32_t)c->api_sends_per_verification : UINT32_MAX;
-	enum resend_found rc;
-
 	/* The newest record may be another session's (it asked for the
 	 * same number since): a session's resend names its own. */
-	if (rs->own >= 0)
-		slot = rs->own;
-	if (slot < 0)
-		return LIMIT_NONE;
-	rc = store_resend(&rs->otp->store, (uint32_t)slot, rs->phone, rs->ow,
-	    rs->now, c->code_ttl * 1000, max, rs->code, rs->st->id);
+	int32_t slot = rs->own >= 0 ? rs->own : tk->slot;
+	enum resend_found rc = RESEND_NONE;
+
+	if (slot >= 0)
+		rc = store_resend(&rs->otp->store, (uint32_t)slot, rs->phone,
+		    rs->ow, rs->now, c->code_ttl * 1000, max, rs->code,
+		    rs->st->id);
 	if (rc == RESEND_SPENT) {
 		rs->st->retry = c->code_ttl;
 		return LIMIT_VERIFICATION;
 	}
-	rs->st->resent = rc == RESEND_OK;
-	rs->st->slot = (uint32_t)slot;
+	if (rc == RESEND_OK) {
+		rs->st->resent = true;
+		rs->st->slot = (uint32_t)slot;
+		return LIMIT_NONE;
+	}
+	/* MAX_PENDING codes live: refused, so nothing is counted (as
+	 * through Redis); the caller says so. */
+	if (store_add(&rs->otp->store, rs->phone, rs->shown, tk->knum,
+	    rs->code, rs->mac, rs->st->id, rs->ow, rs->now,
+	    c->code_ttl * 1000, &rs->st->slot) != 0) {
+		rs->st->full = true;
+		return LIMIT_FULL;
+	}
+	tk->slot = (int32_t)rs->st->slot;
 	return LIMIT_NONE;
 }
 
@@ -5676,53 +5704,32 @@ verification_full(struct otp *otp, const struct config *c, const char *phone,
 	st->retry = c->code_ttl;
 }
 
-/* Makes a new record for phone (shown as typed, or NULL; its rate
- * window nkey): code, id, hash. 0, or -1 with st set. */
-static int
-verification_new(struct otp *otp, const struct config *c, const char *phone,
-                 const char *shown, uint64_t nkey, const struct owner *ow,
-                 int64_t now, char code[OTP_MAX_CODE_LEN + 1],
-                 struct start *st)
-{
-	uint8_t mac[OTP_MAC_LEN];
-	int rc = -1;
-
-	if (code_generate(otp, c->alphabet, code, (size_t)c->token_length,
-	    st->id, sizeof(st->id)) != 0 ||
-	    code_mac(otp, code, strlen(code), mac) != 0) {
-		log_err(otp, "%s: random source failed", __func__);
-		st->internal = true;
-	} else if (store_add(&otp->store, phone, shown, nkey, code, mac,
-	    st->id, ow, now, c->code_ttl * 1000, &st->slot) != 0) {
-		verification_full(otp, c, phone, st);
-	} else {
-		int32_t slot = (int32_t)st->slot;
-
-		limits_slot(otp, nkey, now, &slot);
-		rc = 0;
-	}
-	wipe(mac, sizeof(mac));
-	return rc;
-}
-
 /*
  * The memory store's operations: the code store and rate limits above,
- * as they were before there was a choice. A send is the limits taken
- * (the resend reserved under their lock), then a new record if no
- * resend; both steps as before.
+ * as they were before there was a choice. A send is one step under the
+ * limits lock: the limits checked, the owner's record resent or a new
+ * one made, the send counted. The new record's code and hash are drawn
+ * before, outside the lock (as for Redis): a refused request wastes
+ * them, and the lock is held for no hashing.
  */
 static int
 mem_send_begin(struct otp *otp, const struct config *c, struct take *tk,
                struct resend *rs)
 {
+	int rc = -1;
+
+	if (verification_draw(otp, c, rs) != 0)
+		return -1;
 	rs->st->limit = limits_take(otp, c, tk, rs->now, verification_reserve,
 	    rs);
-	if (rs->st->limit != LIMIT_NONE)
-		return -1;
-	if (!rs->st->resent && verification_new(otp, c, rs->phone, rs->shown,
-	    tk->knum, rs->ow, rs->now, rs->code, rs->st) != 0)
-		return -1;
-	return 0;
+	if (rs->st->full) {
+		rs->st->limit = LIMIT_NONE;
+		verification_full(otp, c, rs->phone, rs->st);
+	} else if (rs->st->limit == LIMIT_NONE) {
+		rc = 0;
+	}
+	wipe(rs->mac, sizeof(rs->mac));
+	return rc;
 }
 
 static void
@@ -5794,7 +5801,7 @@ mem_find(struct otp *otp, const struct config *c, const char *phone,
          uint8_t id[OTP_ID_LEN])
 {
 	int32_t s = limits_slot(otp, limits_number_key(&otp->limits, ow->ns,
-	    phone), now, NULL);
+	    phone), now);
 
 	if (s < 0 || store_id_of(&otp->store, (uint32_t)s, phone, ow, now,
 	    c->code_ttl * 1000, id) != 0)
@@ -5891,7 +5898,7 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 	int64_t now = otp->now_ms(), t0;
 	struct take tk = { ow->ns, phone, cl, 0, -1, 0 };
 	struct resend rs = { otp, c, phone, shown, ow, own, own_id, now, code,
-	    st };
+	    st, { 0 } };
 	const char *ip = cl->addr != NULL ? cl->addr : "api";
 	int rc = -1;
 

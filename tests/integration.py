@@ -808,6 +808,10 @@ CASES = [
           "hdr": {"Retry-After": r"^[1-9][0-9]*$"}},
          {"b": "A", "verify": "{code}", "status": 200,
           "what": "existing codes still verify"},
+         {"sleep": 1.1},
+         {"b": "C", "request": "2025550103", "status": 200, "api": 1,
+          "what": "a refusal for a full table counted nothing: no "
+                  "RESEND_INTERVAL once a slot is free"},
      ]},
 
     {"name": "allowed_country_codes", "steps": [
