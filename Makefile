@@ -40,9 +40,16 @@ SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer \
 # SOCKET_TIMEOUT_QUANTUM: how long civetweb's threads wait before looking at
 # that flag again; its default 2000 ms made every shutdown take ~1.9 s.
 # USE_IPV6: LISTEN='[::]:8080' (the static builds get it from here too).
+# NO_FILESYSTEMS: otp_demo serves no files and keeps no civetweb log files
+# (its two hooks in deps/static/civetweb/ say where messages go instead).
+# Without it civetweb looked for /.htpasswd on every request: a stat(2)
+# each, and such a file made every answer a 401.
 CW_DEFS   := -DUSE_MBEDTLS -DNO_CGI -DNO_FILES -DNO_CACHING -DNO_SSL_DL \
              -DREENTRANT_TIME -DSTOP_FLAG_NEEDS_LOCK \
-             -DSOCKET_TIMEOUT_QUANTUM=200 -DUSE_IPV6
+             -DSOCKET_TIMEOUT_QUANTUM=200 -DUSE_IPV6 -DNO_FILESYSTEMS \
+             -DMG_EXTERNAL_FUNCTION_mg_cry_internal_impl \
+             -DMG_EXTERNAL_FUNCTION_log_access -Ideps/static/civetweb
+CW_HOOKS  := $(wildcard deps/static/civetweb/*.inl)
 CW_CFLAGS := -std=gnu11 -w $(CW_DEFS) -Icivetweb/include
 OTP_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -Icivetweb/include -I$(BUILD) \
               -DOTP_VERSION='"$(VERSION)"'
@@ -94,7 +101,7 @@ $(BUILD)/redis/www_data.h: $(WWW) tools/embed.sh | deps-build
 	@mkdir -p $(@D)
 	tools/embed.sh $(WWW) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/civetweb.o: $(CW_SRC) $(CW_HDR) Makefile | deps-build
+$(BUILD)/civetweb.o: $(CW_SRC) $(CW_HDR) $(CW_HOOKS) Makefile | deps-build
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(CW_CFLAGS) -c $< -o $@
 

@@ -183,18 +183,13 @@ $(SB)/curl.stamp: $(SB)/mbedtls.stamp
 
 # ---- the application -----------------------------------------------------
 
-# civetweb as in the Makefile (its CW_DEFS, USE_IPV6 included), plus
-# NO_FILESYSTEMS: otp_demo serves no files and keeps no civetweb log
-# files; 12-20 KB less. Its two hooks:
-STATIC_CW_DEFS := -DNO_FILESYSTEMS -DMG_EXTERNAL_FUNCTION_mg_cry_internal_impl \
-                  -DMG_EXTERNAL_FUNCTION_log_access -Ideps/static/civetweb
-STATIC_CW_HOOKS := $(wildcard deps/static/civetweb/*.inl)
-
+# civetweb as in the Makefile: its CW_DEFS, NO_FILESYSTEMS and USE_IPV6
+# included.
 # Both objects depend on this file too: a change of flags (LTO) rebuilds
 # them, where make alone would keep objects built with the old ones.
 $(SB)/civetweb.o: $(CW_SRC) civetweb/include/civetweb.h $(SB)/mbedtls.stamp \
-		$(STATIC_CW_HOOKS) mk/static.mk
-	$(SCC) $(STATIC_OPT) $(STATIC_LTO) $(CW_CFLAGS) $(STATIC_CW_DEFS) -c $< -o $@
+		$(CW_HOOKS) mk/static.mk
+	$(SCC) $(STATIC_OPT) $(STATIC_LTO) $(CW_CFLAGS) -c $< -o $@
 
 # The notices of exactly what this binary bundles, from the licence files
 # deps/static/build.sh kept (tools/notices.sh): otp_demo --licenses prints

@@ -2065,6 +2065,50 @@ def case_console_no_api_key(ctx):
     check(r.status == 200, "verify -> %r" % r)
 
 
+def _traced(pid):
+    """Whether every thread of process pid is being traced."""
+    tasks = os.listdir("/proc/%d/task" % pid)
+    for t in tasks:
+        with open("/proc/%d/task/%s/status" % (pid, t)) as f:
+            if re.search(r"^TracerPid:\s+0$", f.read(), re.M):
+                return False
+    return bool(tasks)
+
+
+def case_no_file_per_request(ctx):
+    """Answering touches no file: strace on every thread of the running
+    server sees no file system call over 20 requests (civetweb, built
+    with its file system, looked for /.htpasswd on each: a stat(2) per
+    request, and such a file turned every answer into a 401)."""
+    strace = shutil.which("strace")
+    check(strace, "no strace (make deps-test installs it)")
+    ctx.start_fake()
+    srv = ctx.start_server()
+    b = ctx.browser()
+    check(b.get("/").status == 200, "GET / before tracing")
+    out = os.path.join(ctx.dir, "strace.txt")
+    tr = subprocess.Popen([strace, "-f", "-qq", "-e", "trace=%file", "-o",
+                           out, "-p", str(srv.proc.pid)],
+                          stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not _traced(srv.proc.pid):
+            check(time.monotonic() < deadline and tr.poll() is None,
+                  "strace did not attach: %r" % tr.stderr.read()
+                  if tr.poll() is not None else "strace did not attach")
+            time.sleep(0.05)
+        for i in range(20):
+            r = b.get("/" if i % 2 else "/style.css")
+            check(r.status == 200, "request %d -> %r" % (i, r))
+    finally:
+        tr.send_signal(signal.SIGINT)
+        tr.wait(10)
+    with open(out) as f:
+        calls = f.read().splitlines()
+    check(not calls, "%d file system calls answering 20 requests: %s" % (
+        len(calls), calls[:3]))
+
+
 def case_security_headers_everywhere(ctx):
     ctx.start_fake()
     ctx.start_server({"RESEND_INTERVAL": 30})

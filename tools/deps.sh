@@ -21,7 +21,7 @@ redis="$build libhiredis-dev"
 # it). Like nginx, on a host that runs systemd its package enables and
 # starts its daemon (prometheus.service, port 9090).
 test="$build libcmocka-dev openssl chromium nodejs npm python3 procps
-      python3-phonenumbers nginx caddy systemd busybox curl valgrind
+      python3-phonenumbers nginx caddy systemd busybox curl valgrind strace
       prometheus libhiredis-dev redis-server"
 static="$build bzip2 file qemu-user-static gcc-aarch64-linux-gnu
         gcc-arm-linux-gnueabihf gcc-arm-linux-gnueabi gcc-mipsel-linux-gnu

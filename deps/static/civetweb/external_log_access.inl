@@ -1,6 +1,6 @@
 /*
- * deps/static/civetweb/external_log_access.inl: civetweb's access log for
- * the static build (NO_FILESYSTEMS, see external_mg_cry_internal_impl.inl).
+ * deps/static/civetweb/external_log_access.inl: civetweb's access log
+ * (NO_FILESYSTEMS, see external_mg_cry_internal_impl.inl).
  * Included by civetweb.c (MG_EXTERNAL_FUNCTION_log_access).
  *
  * Nothing: otp_demo sets neither access_log_file nor a log_access

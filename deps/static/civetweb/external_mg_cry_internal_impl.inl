@@ -1,7 +1,8 @@
 /*
  * deps/static/civetweb/external_mg_cry_internal_impl.inl: civetweb's error
- * reporter for the static build, which compiles civetweb with
- * NO_FILESYSTEMS (12 KB less on armv6) and so has no error_log_file.
+ * reporter. Every build (the static ones first, hence the directory)
+ * compiles civetweb with NO_FILESYSTEMS (12 KB less on armv6; no stat of
+ * /.htpasswd per request), which has no error_log_file.
  * Included by civetweb.c (MG_EXTERNAL_FUNCTION_mg_cry_internal_impl).
  *
  * Same as civetweb's own for what otp_demo uses: the message goes to the
