@@ -5708,28 +5708,20 @@ verification_full(struct otp *otp, const struct config *c, const char *phone,
  * The memory store's operations: the code store and rate limits above,
  * as they were before there was a choice. A send is one step under the
  * limits lock: the limits checked, the owner's record resent or a new
- * one made, the send counted. The new record's code and hash are drawn
- * before, outside the lock (as for Redis): a refused request wastes
- * them, and the lock is held for no hashing.
+ * one made of what verification_draw() drew, the send counted.
  */
 static int
 mem_send_begin(struct otp *otp, const struct config *c, struct take *tk,
                struct resend *rs)
 {
-	int rc = -1;
-
-	if (verification_draw(otp, c, rs) != 0)
-		return -1;
 	rs->st->limit = limits_take(otp, c, tk, rs->now, verification_reserve,
 	    rs);
 	if (rs->st->full) {
 		rs->st->limit = LIMIT_NONE;
 		verification_full(otp, c, rs->phone, rs->st);
-	} else if (rs->st->limit == LIMIT_NONE) {
-		rc = 0;
+		return -1;
 	}
-	wipe(rs->mac, sizeof(rs->mac));
-	return rc;
+	return rs->st->limit == LIMIT_NONE ? 0 : -1;
 }
 
 static void
@@ -5904,9 +5896,13 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 
 	memset(st, 0, sizeof(*st));
 	phone_mask(phone, masked, sizeof(masked));
-	if (STORE_CALL(otp, send_begin, otp, c, &tk, &rs) != 0 &&
-	    st->limit == LIMIT_NONE)
-		goto out; /* no record: st->full or st->internal */
+	/* A new record's code and hash are drawn before the store's lock
+	 * or round trip, for either store; a resend or a refusal wastes
+	 * them. No record: st->internal or st->full. */
+	if (verification_draw(otp, c, &rs) != 0 ||
+	    (STORE_CALL(otp, send_begin, otp, c, &tk, &rs) != 0 &&
+	    st->limit == LIMIT_NONE))
+		goto out;
 	if (st->limit != LIMIT_NONE) {
 		st->retry = st->retry > tk.retry ? st->retry : tk.retry;
 		atomic_fetch_add(&otp->stats.limited[st->limit], 1);
@@ -5938,6 +5934,7 @@ verification_send(struct otp *otp, const struct config *c, const char *phone,
 	rc = 0;
 out:
 	wipe(code, sizeof(code));
+	wipe(rs.mac, sizeof(rs.mac));
 	return rc;
 }
 
@@ -6715,8 +6712,8 @@ redis_sent(struct otp *otp, const struct config *c, const redisReply *rep,
 /*
  * A send in one script (lua_send): the limits checked and counted, the
  * owner's live record resent (its code unsealed) or a new one made from
- * the code, id and hash drawn here first. 0, or -1 with rs->st saying
- * why.
+ * the code, id and hash verification_draw() drew. 0, or -1 with rs->st
+ * saying why.
  */
 static int
 redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
@@ -6736,17 +6733,9 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	char id[2 * OTP_ID_LEN + 1], mac[2 * OTP_MAC_LEN + 1];
 	char enc[2 * OTP_MAX_CODE_LEN + 1], masked[32];
 	const char *argv[30];
-	uint8_t m[OTP_MAC_LEN];
 	redisReply *rep;
 	int rc = -1;
 
-	if (code_generate(otp, c->alphabet, rs->code,
-	    (size_t)c->token_length, st->id, sizeof(st->id)) != 0 ||
-	    code_mac(otp, rs->code, strlen(rs->code), m) != 0) {
-		log_err(otp, "%s: random source failed", __func__);
-		st->internal = true;
-		goto out;
-	}
 	redis_num_key(otp, tk->ns, tk->phone, k[0]);
 	redis_key(k[1], 48, "a", pc ? tk->cl->akey : 0);
 	redis_key(k[2], 48, "nh", pc ? tk->cl->nkey : 0);
@@ -6765,7 +6754,7 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	    tk->ns == NS_API ? "a" : "");
 	redis_owner(rs->ow, ns, sid);
 	hex_encode(st->id, OTP_ID_LEN, id, false);
-	hex_encode(m, OTP_MAC_LEN, mac, false);
+	hex_encode(rs->mac, OTP_MAC_LEN, mac, false);
 	redis_code_seal(otp, st->id, rs->code, enc);
 	/* KEYS, then ARGV in lua_send's order */
 	for (int i = 0; i < 9; i++)
@@ -6783,7 +6772,6 @@ redis_send_begin(struct otp *otp, const struct config *c, struct take *tk,
 	rc = redis_sent(otp, c, rep, tk, rs);
 	freeReplyObject(rep);
 out:
-	wipe(m, sizeof(m));
 	wipe(mac, sizeof(mac));
 	wipe(enc, sizeof(enc));
 	return rc;

@@ -2093,9 +2093,9 @@ def case_no_file_per_request(ctx):
     try:
         deadline = time.monotonic() + 10
         while not _traced(srv.proc.pid):
-            check(time.monotonic() < deadline and tr.poll() is None,
-                  "strace did not attach: %r" % tr.stderr.read()
-                  if tr.poll() is not None else "strace did not attach")
+            if tr.poll() is not None:
+                check(False, "strace exited: %r" % tr.stderr.read())
+            check(time.monotonic() < deadline, "strace did not attach")
             time.sleep(0.05)
         for i in range(20):
             r = b.get("/" if i % 2 else "/style.css")
